@@ -1,0 +1,1 @@
+"""Text side: sentence encoder, organ anchors, soft labels and the relevance MLP."""
