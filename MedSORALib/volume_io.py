@@ -1,0 +1,464 @@
+"""Reading CT volumes and organ masks into one geometric convention.
+
+Convention (used everywhere in MedSORA):
+
+- ``Volume.array`` is indexed ``[i, j, k]`` (column, row, slice), the voxel
+  index order of NIfTI/nibabel and of Slicer's IJK; it holds float32 Hounsfield
+  units exactly as stored (rescale slope/intercept applied, no clipping).
+- ``Volume.affine`` is the 4x4 matrix from voxel index ``(i, j, k, 1)`` to
+  physical **RAS** coordinates in millimetres (+x = patient's Right, +y =
+  Anterior, +z = Superior: the convention of NIfTI and 3D Slicer).
+  Files stored in LPS (NRRD, MHA, DICOM) are converted by negating x and y.
+
+Supported inputs: NIfTI (``.nii``, ``.nii.gz``), NRRD/NHDR, MetaImage
+(``.mha``/``.mhd``) and a folder holding one DICOM series (the largest series
+is taken when there are several).
+
+Organ masks come from a label map in one of the schemes of
+:mod:`MedSORALib.organs` (``label_scheme`` is required: BTCV's 5 is the
+esophagus, TotalSegmentator's 5 is the liver) or from a Slicer ``.seg.nrrd``
+(segments matched by name, id or SNOMED terminology). Masks on another grid are
+resampled with nearest neighbour onto the CT grid when the grids overlap.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import organs
+from .errors import InputFileError, SegmentationError, VolumeError
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass
+class Volume:
+    """A 3D image on a grid.
+
+    Attributes:
+        array: voxel values indexed ``[i, j, k]``; float32 HU for CT volumes.
+        affine: 4x4 float64, voxel index -> RAS millimetres.
+        source: file the volume was read from (informational).
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    source: str | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size along i, j, k in mm."""
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+    @property
+    def origin(self) -> np.ndarray:
+        """RAS position (mm) of voxel (0, 0, 0)."""
+        return self.affine[:3, 3].copy()
+
+    @property
+    def direction(self) -> np.ndarray:
+        """3x3 matrix whose columns are the unit RAS directions of the i, j, k axes."""
+        return self.affine[:3, :3] / self.spacing
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(abs(np.linalg.det(self.affine[:3, :3])) / 1000.0)
+
+    def index_to_ras(self, ijk: np.ndarray) -> np.ndarray:
+        """Map voxel indices ``(..., 3)`` to RAS mm ``(..., 3)``."""
+        ijk = np.asarray(ijk, dtype=np.float64)
+        return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+    def ras_to_index(self, ras: np.ndarray) -> np.ndarray:
+        """Map RAS mm ``(..., 3)`` to continuous voxel indices ``(..., 3)``."""
+        inv = np.linalg.inv(self.affine)
+        ras = np.asarray(ras, dtype=np.float64)
+        return ras @ inv[:3, :3].T + inv[:3, 3]
+
+    def value_at(self, ras) -> float:
+        """Value of the voxel containing the RAS point (nearest voxel centre)."""
+        idx = np.rint(self.ras_to_index(np.asarray(ras))).astype(int)
+        if np.any(idx < 0) or np.any(idx >= np.asarray(self.shape)):
+            raise IndexError(f"point {ras} lies outside the volume")
+        return float(self.array[tuple(idx)])
+
+    def same_grid(self, other: "Volume", atol: float = 1e-3) -> bool:
+        return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol)
+
+    def corners_ras(self) -> np.ndarray:
+        """RAS positions of the 8 outer corners of the voxel grid (voxel edges, not centres)."""
+        lo, hi = -0.5, np.asarray(self.shape) - 0.5
+        corners = np.array([[x, y, z] for x in (lo, hi[0]) for y in (lo, hi[1]) for z in (lo, hi[2])])
+        return self.index_to_ras(corners)
+
+
+# -- reading images -----------------------------------------------------------------------------
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise InputFileError(f"{path}: no such file or folder")
+    if not os.access(path, os.R_OK):
+        raise InputFileError(f"{path}: not readable (permission denied)")
+
+
+def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.ndim == 2 or (array.ndim == 3 and min(array.shape) == 1 and array.shape[2] == 1):
+        raise VolumeError(f"{path}: is a 2D image; MedSORA needs a 3D CT volume")
+    if array.ndim != 3:
+        raise VolumeError(f"{path}: has {array.ndim} dimensions {tuple(array.shape)}; MedSORA needs a 3D CT volume")
+    return array
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        array = np.asanyarray(image.dataobj)
+    except Exception as exc:  # nibabel raises many types for bad files
+        raise InputFileError(f"{path}: not a readable NIfTI image ({type(exc).__name__})") from exc
+    return array, np.asarray(image.affine, dtype=np.float64)
+
+
+def _itk_to_array_affine(image) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    if image.GetDimension() not in (2, 3, 4):
+        raise VolumeError(f"image has {image.GetDimension()} dimensions; MedSORA needs a 3D CT volume")
+    array = sitk.GetArrayViewFromImage(image)
+    array = np.array(array).transpose(tuple(reversed(range(array.ndim))))  # (k, j, i) -> (i, j, k)
+    dim = image.GetDimension()
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)[:3]
+    origin = np.asarray(image.GetOrigin(), dtype=np.float64)[:3]
+    if dim == 2:
+        return array, np.eye(4)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * spacing
+    lps[:3, 3] = origin
+    return array, LPS_TO_RAS @ lps
+
+
+def _read_itk_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputFileError(f"{path}: not a readable image") from exc
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise VolumeError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                          "MedSORA needs a scalar CT volume")
+    return _itk_to_array_affine(image)
+
+
+def _read_dicom_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(path)) or ()
+    if not series:
+        raise InputFileError(f"{path}: folder holds no DICOM image series")
+    files = max((reader.GetGDCMSeriesFileNames(str(path), sid) for sid in series), key=len)
+    if len(files) < 2:
+        raise VolumeError(f"{path}: the DICOM series has a single slice; MedSORA needs a 3D CT volume")
+    reader.SetFileNames(files)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputFileError(f"{path}: DICOM series cannot be read") from exc
+    return _itk_to_array_affine(image)
+
+
+def _read_raw(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Array (i, j, k) in the file's own type and its RAS affine."""
+    _check_exists(path)
+    name = path.name.lower()
+    if path.is_dir():
+        return _read_dicom_folder(path)
+    if name.endswith(_NIFTI_SUFFIXES):
+        return _read_nifti(path)
+    if name.endswith(_ITK_SUFFIXES):
+        return _read_itk_file(path)
+    if name.endswith(".dcm"):
+        return _read_dicom_folder(path.parent)
+    # Unknown extension: let SimpleITK sniff the content.
+    return _read_itk_file(path)
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read a CT volume.
+
+    Args:
+        path: a NIfTI, NRRD/NHDR or MHA/MHD file, or a DICOM series folder.
+
+    Returns:
+        :class:`Volume` with float32 HU indexed ``[i, j, k]`` and a RAS affine.
+
+    Raises:
+        InputFileError: missing, unreadable, or not an image.
+        VolumeError: not 3D (2D or 4D), all NaN, or constant.
+    """
+    path = Path(path)
+    array, affine = _read_raw(path)
+    array = _squeeze_to_3d(array, path)
+    if not np.issubdtype(array.dtype, np.number):
+        raise VolumeError(f"{path}: voxels are not numbers ({array.dtype})")
+    array = np.asarray(array, dtype=np.float32)
+    finite = np.isfinite(array)
+    if not finite.any():
+        raise VolumeError(f"{path}: every voxel is NaN or infinite")
+    values = array[finite]
+    if float(values.min()) == float(values.max()):
+        raise VolumeError(f"{path}: every voxel has the same value ({values.min():g}); not a CT image")
+    if np.linalg.matrix_rank(affine[:3, :3]) < 3:
+        raise VolumeError(f"{path}: the voxel-to-world matrix is singular")
+    return Volume(array=array, affine=affine, source=str(path))
+
+
+# -- organ masks --------------------------------------------------------------------------------
+
+def masks_from_labelmap(labels: np.ndarray, scheme: str) -> dict[str, np.ndarray]:
+    """Split a label map into boolean masks of the catalog's structures.
+
+    Labels of other structures (lungs, bones, colon...) are ignored; structures
+    with no voxel are left out.
+    """
+    table = organs.label_table(scheme)
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        labels = np.rint(labels).astype(np.int32)
+    masks = {}
+    for value, key in table.items():
+        mask = labels == value
+        if mask.any():
+            masks[key] = mask
+    return {k: masks[k] for k in organs.structures_present(masks)}
+
+
+def _grid_overlap(src_affine: np.ndarray, src_shape, reference: Volume) -> bool:
+    """Whether the physical boxes of two grids intersect."""
+    src = Volume(np.empty((0, 0, 0)), src_affine)
+    src_corners = src.index_to_ras(np.array([[x, y, z] for x in (-0.5, src_shape[0] - 0.5)
+                                             for y in (-0.5, src_shape[1] - 0.5)
+                                             for z in (-0.5, src_shape[2] - 0.5)]))
+    in_ref = reference.ras_to_index(src_corners)
+    lo, hi = in_ref.min(axis=0), in_ref.max(axis=0)
+    ref_hi = np.asarray(reference.shape) - 0.5
+    return bool(np.all(hi > -0.5) and np.all(lo < ref_hi))
+
+
+def resample_nearest(source: np.ndarray, source_affine: np.ndarray, reference: Volume, fill=0) -> np.ndarray:
+    """Resample ``source`` (any dtype, ``[i, j, k]``) onto the reference grid with nearest neighbour.
+
+    Voxels of the reference outside the source get ``fill``. Axis-aligned grid
+    pairs (permutations, flips, different spacing) are resampled by separable
+    indexing; oblique ones slice by slice.
+    """
+    ref_shape = reference.shape
+    mapping = np.linalg.inv(source_affine) @ reference.affine  # reference index -> source index
+    lin = mapping[:3, :3]
+    out = np.full(ref_shape, fill, dtype=source.dtype)
+    nonzero = np.abs(lin) > 1e-6
+    if np.all(nonzero.sum(axis=0) == 1) and np.all(nonzero.sum(axis=1) == 1):
+        # Each source axis depends on one reference axis: index arrays per axis.
+        index_arrays = [None, None, None]
+        valid = [None, None, None]
+        for src_axis in range(3):
+            ref_axis = int(np.flatnonzero(nonzero[src_axis])[0])
+            coords = lin[src_axis, ref_axis] * np.arange(ref_shape[ref_axis]) + mapping[src_axis, 3]
+            idx = np.floor(coords + 0.5).astype(np.int64)
+            ok = (idx >= 0) & (idx < source.shape[src_axis])
+            index_arrays[src_axis] = (ref_axis, np.clip(idx, 0, source.shape[src_axis] - 1))
+            valid[src_axis] = (ref_axis, ok)
+        # Build the source-axis-ordered view, then transpose to reference order.
+        order = [index_arrays[a][0] for a in range(3)]  # reference axis for each source axis
+        sampled = source[np.ix_(index_arrays[0][1], index_arrays[1][1], index_arrays[2][1])]
+        sampled = np.transpose(sampled, np.argsort(order))
+        mask = np.ones(ref_shape, dtype=bool)
+        for ref_axis, ok in (valid[0], valid[1], valid[2]):
+            shape = [1, 1, 1]
+            shape[ref_axis] = ref_shape[ref_axis]
+            mask &= ok.reshape(shape)
+        out[mask] = sampled[mask]
+        return out
+    ii, jj = np.meshgrid(np.arange(ref_shape[0]), np.arange(ref_shape[1]), indexing="ij")
+    for k in range(ref_shape[2]):
+        pts = np.stack([ii, jj, np.full_like(ii, k)], axis=-1).reshape(-1, 3).astype(np.float64)
+        src = np.floor(pts @ lin.T + mapping[:3, 3] + 0.5).astype(np.int64)
+        ok = np.all((src >= 0) & (src < np.asarray(source.shape)), axis=1)
+        plane = np.full(pts.shape[0], fill, dtype=source.dtype)
+        plane[ok] = source[src[ok, 0], src[ok, 1], src[ok, 2]]
+        out[:, :, k] = plane.reshape(ref_shape[0], ref_shape[1])
+    return out
+
+
+def _labels_on_reference(labels: np.ndarray, affine: np.ndarray, reference: Volume | None, path: Path) -> np.ndarray:
+    if reference is None:
+        return labels
+    grid = Volume(labels, affine)
+    if grid.same_grid(reference):
+        return labels
+    if not _grid_overlap(affine, labels.shape, reference):
+        raise SegmentationError(f"{path}: the segmentation does not overlap the CT volume (disjoint grids)")
+    return resample_nearest(labels, affine, reference)
+
+
+def _segments_from_seg_nrrd(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    """Masks of known organs in a Slicer .seg.nrrd, its RAS affine and the names it holds."""
+    import slicerio
+
+    try:
+        seg = slicerio.read_segmentation(str(path))
+    except Exception as exc:
+        raise InputFileError(f"{path}: not a readable .seg.nrrd segmentation ({type(exc).__name__})") from exc
+    affine = LPS_TO_RAS @ np.asarray(seg["ijkToLPS"], dtype=np.float64)
+    voxels = np.asarray(seg["voxels"])
+    masks: dict[str, np.ndarray] = {}
+    names = []
+    for segment in seg.get("segments", []):
+        name = segment.get("name", "")
+        names.append(name)
+        key = (organs.organ_key_from_terminology(segment.get("terminology"))
+               or organs.organ_key(name) or organs.organ_key(segment.get("id", "")))
+        if key is None:
+            continue
+        if voxels.ndim == 4:
+            layer = voxels[int(segment.get("layer", 0))]
+        else:
+            layer = voxels
+        mask = layer == int(segment.get("labelValue", 1))
+        masks[key] = masks[key] | mask if key in masks else mask
+    return masks, affine, names
+
+
+def read_organ_masks(
+    path: str | os.PathLike,
+    reference: Volume | None = None,
+    label_scheme: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Read organ masks and put them on the CT grid.
+
+    Args:
+        path: a label map (NIfTI, NRRD, MHA, DICOM folder) or a Slicer ``.seg.nrrd``.
+        reference: the CT; masks on another grid are resampled (nearest) onto
+            it. ``None`` keeps the file's grid.
+        label_scheme: ``"btcv"``, ``"totalsegmentator"`` or ``"amos"``; required
+            for label maps, ignored for ``.seg.nrrd`` (matched by names and
+            terminology).
+
+    Returns:
+        structure key -> boolean mask ``[i, j, k]``, catalog order, empty
+        structures left out.
+
+    Raises:
+        InputFileError, LabelSchemeError, SegmentationError (no known organ,
+        disjoint from the CT, no organ voxel inside the CT).
+    """
+    path = Path(path)
+    _check_exists(path)
+    if path.name.lower().endswith(".seg.nrrd"):
+        masks, affine, names = _segments_from_seg_nrrd(path)
+        if not masks:
+            shown = ", ".join(repr(n) for n in names[:6]) or "none"
+            raise SegmentationError(f"{path}: no segment is a known organ (segments: {shown})")
+        shape = next(iter(masks.values())).shape
+        if reference is not None and not Volume(np.empty(shape), affine).same_grid(reference):
+            if not _grid_overlap(affine, shape, reference):
+                raise SegmentationError(f"{path}: the segmentation does not overlap the CT volume (disjoint grids)")
+            masks = {k: resample_nearest(m, affine, reference) for k, m in masks.items()}
+        masks = {k: m for k, m in masks.items() if m.any()}
+    else:
+        if label_scheme is None:
+            raise SegmentationError(
+                f"{path}: a label map needs its label scheme (--label-scheme btcv, totalsegmentator or amos)")
+        scheme = organs.normalize_scheme(label_scheme)
+        labels, affine = _read_raw(path)
+        labels = _squeeze_to_3d(labels, path)
+        if not np.issubdtype(labels.dtype, np.integer):
+            if not np.all(np.isfinite(labels)) or not np.allclose(labels, np.rint(labels)):
+                raise SegmentationError(f"{path}: not a label map (voxel values are not whole numbers)")
+            labels = np.rint(labels).astype(np.int32)
+        present = masks_from_labelmap(labels, scheme)
+        if not present:
+            found = np.unique(labels)
+            found = ", ".join(str(v) for v in found[found != 0][:12]) or "none"
+            raise SegmentationError(
+                f"{path}: no known organ label for scheme {scheme} (labels found: {found})")
+        labels = _labels_on_reference(labels, affine, reference, path)
+        masks = masks_from_labelmap(labels, scheme)
+    if not masks:
+        raise SegmentationError(f"{path}: no organ voxel falls inside the CT volume")
+    return {k: np.ascontiguousarray(masks[k], dtype=bool) for k in organs.structures_present(masks)}
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+def atomic_target(path: str | os.PathLike):
+    """Context manager giving a temporary path next to ``path``; renamed onto it on success.
+
+    The temporary name keeps the final suffixes (``.seg.nrrd``, ``.nii.gz``) so
+    that writers choosing a format by extension behave the same. On error the
+    temporary file is removed and ``path`` is left untouched.
+    """
+    import contextlib
+    import tempfile
+
+    @contextlib.contextmanager
+    def _target():
+        final = Path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        suffix = "".join(final.suffixes) or ".tmp"
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name.split('.')[0]}-", suffix=suffix, dir=final.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    return _target()
+
+
+def write_volume(path: str | os.PathLike, volume: Volume, dtype=None) -> Path:
+    """Write a volume as NIfTI (by nibabel) or NRRD/MHA (by SimpleITK, LPS on disk), atomically.
+
+    Args:
+        path: output file; the format follows the extension.
+        volume: the image; its RAS affine is stored (converted to LPS for ITK formats).
+        dtype: numpy dtype to store (default: the array's).
+    """
+    path = Path(path)
+    array = np.asarray(volume.array if dtype is None else volume.array.astype(dtype))
+    with atomic_target(path) as tmp:
+        if path.name.lower().endswith(_NIFTI_SUFFIXES):
+            import nibabel as nib
+
+            image = nib.Nifti1Image(array, volume.affine)
+            image.set_qform(volume.affine, code=1)
+            image.set_sform(volume.affine, code=1)
+            nib.save(image, str(tmp))
+        else:
+            import SimpleITK as sitk
+
+            image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+            lps = LPS_TO_RAS @ volume.affine
+            spacing = np.linalg.norm(lps[:3, :3], axis=0)
+            image.SetSpacing(tuple(float(s) for s in spacing))
+            image.SetOrigin(tuple(float(o) for o in lps[:3, 3]))
+            image.SetDirection(tuple(float(d) for d in (lps[:3, :3] / spacing).ravel()))
+            sitk.WriteImage(image, str(tmp), True)
+    return path
