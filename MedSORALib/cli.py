@@ -1,0 +1,81 @@
+"""The ``medsora`` command line.
+
+    medsora score   --volume CT --segmentation SEG --symptom TEXT --output PREFIX
+    medsora batch   MANIFEST.csv --output-dir DIR
+    medsora rank    "TEXT"                  (text-only organ ranking)
+    medsora kb      search "QUERY"          (symptom knowledge base)
+    medsora dataset build|stats             (the organ-symptom text dataset)
+
+Errors a user can cause print one line, ``medsora: error: ...``, and exit with
+status 2; nothing is written in that case.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .commands import COMMANDS
+from .errors import MedSORAError
+
+DESCRIPTION = """\
+MedSORA scores abdominal organs for a free-text symptom on a patient's CT.
+Give it a CT (NIfTI, NRRD, MHA or a DICOM folder), its organ segmentation and
+a symptom such as "painless jaundice with pale stools"; it writes a Slicer
+segmentation coloured by relevance, a JSON report and an optional preview.
+Everything runs offline with the bundled models."""
+
+EPILOG = """\
+examples:
+  medsora score --volume ct.nii.gz --segmentation seg.nii.gz --label-scheme totalsegmentator \\
+                --symptom "painless jaundice with pale stools" --output out/patient1 --preview
+  medsora rank "burning pain in the upper belly after meals"
+  medsora kb search "vomiting blood" --organ esophagus
+run 'medsora COMMAND --help' for the options of each command."""
+
+
+def _load_commands():
+    modules = []
+    for name in COMMANDS:
+        try:
+            modules.append(importlib.import_module(f"{__package__}.commands.{name}"))
+        except ModuleNotFoundError as exc:
+            # A subcommand whose module is absent (a trimmed install) is left out of the CLI.
+            if exc.name != f"{__package__}.commands.{name}":
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medsora", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"medsora {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _load_commands():
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except MedSORAError as exc:
+        print(f"medsora: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("medsora: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
