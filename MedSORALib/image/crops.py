@@ -1,0 +1,194 @@
+"""Organ crops: from a CT and its organ masks to one ``(D, H, W)`` tensor per organ.
+
+For every organ present in the masks (method section 3):
+
+1. crop the organ's bounding box, enlarged by a margin in mm, in the CT's own
+   voxel grid (cheap, and everything after works on the small crop only);
+2. reorient the crop to one axis convention (default ``"LPS"``: array axis 0
+   runs to the patient's left, axis 1 to posterior, axis 2 to superior, so an
+   axial slice ``[k].T`` shows the patient as a radiologist does);
+3. resample it to a fixed spacing in mm (MONAI ``Spacing``);
+4. window the HU values and scale them to ``[0, 1]`` (MONAI ``ScaleIntensityRange``);
+5. optionally zero the voxels outside the organ (the paper's choice) or keep
+   the surrounding anatomy as context;
+6. sample ``D`` axial slices evenly over the organ's extent and resize each to
+   ``H x W`` (in-plane aspect kept by padding to a square when asked).
+
+The output tensor axes are ``(D, H, W)`` = (inferior->superior slices,
+anterior->posterior rows, patient right->left columns) for the default
+``"LPS"`` convention.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import SegmentationError, VolumeError
+from ..organs import STRUCTURES
+
+
+@dataclass
+class CropConfig:
+    """How organ crops are made.
+
+    Attributes:
+        spacing: output voxel size in mm along the reoriented axes (x, y, z); ``None`` keeps the CT's spacing.
+        window: (low, high) HU window mapped to [0, 1] (values outside are clipped).
+        margin: margin in mm added on every side of the organ's bounding box.
+        mask_outside: zero the voxels outside the organ mask (paper) instead of keeping them as context.
+        D: number of axial slices sampled over the organ's extent.
+        H: slice height in pixels (anterior -> posterior).
+        W: slice width in pixels (patient right -> left in the default convention).
+        axcodes: target orientation of the reoriented crop (MONAI/nibabel axis codes).
+        keep_aspect: pad each slice to a square (in mm) before resizing so organs are not stretched.
+    """
+
+    spacing: tuple[float, float, float] | None = (1.5, 1.5, 3.0)
+    window: tuple[float, float] = (-160.0, 240.0)
+    margin: float = 10.0
+    mask_outside: bool = True
+    D: int = 16
+    H: int = 64
+    W: int = 64
+    axcodes: str = "LPS"
+    keep_aspect: bool = True
+
+    def to_dict(self) -> dict:
+        """JSON-able form (tuples become lists)."""
+        d = asdict(self)
+        d["spacing"] = None if self.spacing is None else [float(s) for s in self.spacing]
+        d["window"] = [float(w) for w in self.window]
+        return d
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> "CropConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error so typos do not pass silently."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown crop settings: {', '.join(sorted(unknown))}")
+        v = dict(values)
+        if v.get("spacing") is not None:
+            v["spacing"] = tuple(float(s) for s in v["spacing"])
+        if "window" in v:
+            v["window"] = tuple(float(w) for w in v["window"])
+        return cls(**v)
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Inclusive-exclusive voxel bounds (lo, hi) of the True voxels, or None when empty."""
+    axes_any = [np.any(mask, axis=tuple(a for a in range(3) if a != ax)) for ax in range(3)]
+    lo, hi = [], []
+    for flags in axes_any:
+        idx = np.flatnonzero(flags)
+        if idx.size == 0:
+            return None
+        lo.append(idx[0])
+        hi.append(idx[-1] + 1)
+    return np.array(lo), np.array(hi)
+
+
+def _resize(t: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Trilinear resize of a (C, X, Y, Z) tensor to (C, *size)."""
+    return F.interpolate(t[None], size=size, mode="trilinear", align_corners=True)[0]
+
+
+def organ_crop(
+    array: np.ndarray, affine: np.ndarray, mask: np.ndarray, config: CropConfig
+) -> torch.Tensor | None:
+    """Crop one organ.
+
+    Args:
+        array: CT in HU, shape (I, J, K), voxel index order.
+        affine: 4x4 voxel -> RAS (mm) matrix of ``array``.
+        mask: bool (I, J, K) on the same grid.
+        config: crop settings.
+
+    Returns:
+        float32 tensor (D, H, W) with values in [0, 1], or ``None`` when the mask is empty.
+    """
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, ScaleIntensityRange, Spacing
+
+    box = _bounding_box(mask)
+    if box is None:
+        return None
+    lo, hi = box
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    pad = np.ceil(config.margin / spacing).astype(int)
+    lo = np.maximum(lo - pad, 0)
+    hi = np.minimum(hi + pad, np.array(array.shape))
+    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    crop_affine = affine.copy()
+    crop_affine[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
+
+    stacked = np.stack([array[sl].astype(np.float32), mask[sl].astype(np.float32)])
+    t = MetaTensor(torch.from_numpy(stacked), affine=torch.as_tensor(crop_affine, dtype=torch.float64))
+    t = Orientation(axcodes=config.axcodes, labels=(("L", "R"), ("P", "A"), ("I", "S")))(t)
+    if config.spacing is not None:
+        # The crop is small, so resampling it (not the whole CT) keeps this fast.
+        t = Spacing(pixdim=tuple(config.spacing), mode="bilinear", padding_mode="border")(t)
+    t = torch.as_tensor(t.as_tensor() if isinstance(t, MetaTensor) else t, dtype=torch.float32)
+    image = ScaleIntensityRange(a_min=config.window[0], a_max=config.window[1], b_min=0.0, b_max=1.0,
+                                clip=True)(t[:1])
+    image = torch.as_tensor(image, dtype=torch.float32)
+    organ = t[1:2]
+
+    # (C, X, Y, Z) -> (C, Z, Y, X): slices along the superior axis, rows along y, columns along x.
+    image = image.permute(0, 3, 2, 1)
+    organ = organ.permute(0, 3, 2, 1)
+    if config.keep_aspect:
+        out_sp = np.asarray(config.spacing if config.spacing is not None else spacing, dtype=float)
+        rows_mm, cols_mm = image.shape[2] * out_sp[1], image.shape[3] * out_sp[0]
+        side_mm = max(rows_mm, cols_mm)
+        rows = int(round(side_mm / out_sp[1]))
+        cols = int(round(side_mm / out_sp[0]))
+        pr, pc = rows - image.shape[2], cols - image.shape[3]
+        padding = (pc // 2, pc - pc // 2, pr // 2, pr - pr // 2)
+        image = F.pad(image, padding, value=0.0)
+        organ = F.pad(organ, padding, value=0.0)
+    size = (config.D, config.H, config.W)
+    image = _resize(image, size)
+    organ = _resize(organ, size) >= 0.5
+    if config.mask_outside:
+        image = image * organ
+    return image[0].contiguous().clamp_(0.0, 1.0)
+
+
+def organ_crops(volume, masks: Mapping[str, np.ndarray], config: CropConfig | None = None) -> dict[str, torch.Tensor]:
+    """Crops of every organ present in ``masks``.
+
+    Args:
+        volume: a :class:`MedSORALib.volume_io.Volume` (``array`` (I, J, K) HU, ``affine`` voxel -> RAS mm).
+        masks: structure key -> bool array (I, J, K) on the volume's grid; empty masks are skipped.
+        config: crop settings (defaults: :class:`CropConfig`).
+
+    Returns:
+        structure key -> float32 tensor (D, H, W) in [0, 1], keys in catalog order.
+
+    Raises:
+        VolumeError: the volume is not a 3D array with a 4x4 affine.
+        SegmentationError: a mask has another shape than the volume, or no mask has any voxel.
+    """
+    config = config or CropConfig()
+    array = np.asarray(volume.array)
+    affine = np.asarray(volume.affine, dtype=float)
+    if array.ndim != 3 or affine.shape != (4, 4):
+        raise VolumeError(f"expected a 3D volume with a 4x4 affine, got array {array.shape} and affine {affine.shape}")
+    order = [k for k in STRUCTURES if k in masks] + [k for k in masks if k not in STRUCTURES]
+    crops: dict[str, torch.Tensor] = {}
+    for key in order:
+        mask = np.asarray(masks[key])
+        if mask.shape != array.shape:
+            raise SegmentationError(f"mask of {key} has shape {mask.shape}, the CT has {array.shape}")
+        crop = organ_crop(array, affine, mask.astype(bool, copy=False), config)
+        if crop is not None:
+            crops[key] = crop
+    if not crops:
+        raise SegmentationError("none of the organ masks contains a voxel")
+    return crops
