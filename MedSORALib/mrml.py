@@ -593,6 +593,8 @@ def _group_in_folder(scene, reference_volume_node, title: str, nodes) -> int:
         item = sh.GetItemByDataNode(node)
         if item:
             sh.SetItemParent(item, folder)
+        else:  # without the application's subject hierarchy plugins nodes get no item by themselves
+            sh.CreateItem(folder, node)
     return folder
 
 

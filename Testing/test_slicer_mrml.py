@@ -1,0 +1,468 @@
+"""The Slicer module's MRML layer (MedSORALib/mrml.py) on a real MRML scene, without the application.
+
+PyPI ``slicer-core`` provides Slicer's MRML libraries; these tests build a scene
+with the example CT as a scalar volume node and its TotalSegmentator organs as
+a segmentation node, run the logic (with the real ``score_volume`` and with an
+injected scorer whose numbers are known), and check the nodes it creates.
+
+Select with ``python -m pytest Testing -k "slicer or mrml"``.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+vtk = pytest.importorskip("vtk")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("slicer-core (Slicer's MRML for Python) is not installed", allow_module_level=True)
+
+from MedSORALib import mrml, organs  # noqa: E402
+from MedSORALib.errors import MedSORAError, SegmentationError, SymptomError, VolumeError  # noqa: E402
+from MedSORALib.volume_io import read_organ_masks, read_volume  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "Testing" / "Data"
+if not (DATA / "example_ct_sm.nii.gz").exists():
+    DATA = ROOT.parent / "shared" / "data" / "ct"
+CT = DATA / "example_ct_sm.nii.gz"
+SEG = DATA / "example_ct_sm_seg.nii.gz"
+
+#: Voxel counts of the 13 structures in example_ct_sm_seg (TotalSegmentator v2 labels); esophagus is absent.
+EXPECTED_VOXELS = {
+    "spleen": 9452, "kidney_right": 3947, "kidney_left": 3676, "gallbladder": 1333, "liver": 38634,
+    "stomach": 4675, "pancreas": 644, "adrenal_gland_right": 152, "adrenal_gland_left": 184, "aorta": 997,
+    "inferior_vena_cava": 1368, "portal_vein_and_splenic_vein": 901,
+}
+
+
+# ------------------------------------------------------------------------------------------
+# fixtures
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ct_volume():
+    return read_volume(CT)
+
+
+@pytest.fixture(scope="module")
+def ct_masks(ct_volume):
+    return read_organ_masks(SEG, ct_volume, label_scheme="totalsegmentator")
+
+
+@pytest.fixture()
+def scene():
+    """A fresh MRML scene, installed as ``slicer.mrmlScene`` like in the application."""
+    previous = getattr(slicer, "mrmlScene", None)
+    slicer.mrmlScene = slicer.vtkMRMLScene()
+    yield slicer.mrmlScene
+    slicer.mrmlScene.Clear(1)
+    slicer.mrmlScene = previous
+
+
+@pytest.fixture()
+def ct_node(scene, ct_volume):
+    return mrml.volume_node_from_volume(ct_volume, "example_ct_sm", scene)
+
+
+@pytest.fixture()
+def organ_node(scene, ct_node):
+    """The organs as a segmentation node the way the TotalSegmentator extension names them.
+
+    Segment IDs are TotalSegmentator's structure names; the names are Slicer's
+    display names; terminology entries are removed so that resolution goes
+    through IDs and names like for a hand-made segmentation.
+    """
+    node = mrml.organ_segmentation_from_labelmap_file(str(SEG), ct_node, "totalsegmentator", "TotalSegmentator")
+    segmentation = node.GetSegmentation()
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        segment.RemoveTag(mrml.STRUCTURE_TAG)
+        segment.RemoveTag(slicer.vtkSegment.GetTerminologyEntryTagName())
+    return node
+
+
+def _ijk_to_ras(node):
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _known_scorer(calls=None):
+    """A scorer with fixed, distinct numbers: relevance falls by 0.05 per organ in catalog order."""
+
+    def scorer(volume, masks, symptoms, *, device="cpu", progress=None, **kwargs):
+        if calls is not None:
+            calls.append({"device": device, "keys": sorted(masks), "symptoms": list(symptoms), "kwargs": kwargs,
+                          "shape": volume.array.shape})
+        results = []
+        for s_index, symptom in enumerate(symptoms):
+            if progress is not None:
+                progress((s_index + 1) / len(symptoms), f"symptom {s_index + 1}")
+            scores = []
+            for rank, key in enumerate(organs.structures_present(masks)):
+                relevance = round(0.9 - 0.05 * rank - 0.1 * s_index, 4)
+                voxels = int(masks[key].sum())
+                scores.append(SimpleNamespace(
+                    key=key, display_name=organs.ORGANS[key].display_name, relevance=relevance,
+                    text_prior=round(relevance / 2, 4), image_score=round(relevance - 0.5, 4), voxels=voxels,
+                    volume_ml=voxels * volume.voxel_volume_ml))
+            scores.sort(key=lambda s: s.relevance, reverse=True)
+            results.append(SimpleNamespace(
+                symptom=symptom, in_domain=s_index == 0, organs=scores,
+                passages=[{"id": "liver-001", "text": "The liver lies in the right upper quadrant.",
+                           "source": "test", "score": 0.8}],
+                models={"text": "test"}))
+        return results
+
+    return scorer
+
+
+# ------------------------------------------------------------------------------------------
+# nodes in
+# ------------------------------------------------------------------------------------------
+
+def test_mrml_volume_node_round_trip_keeps_voxels_and_geometry(scene, ct_volume, ct_node):
+    ijk = (17, 40, 9)
+    kji_array = slicer.util.arrayFromVolume(ct_node)
+    assert kji_array.shape == tuple(reversed(ct_volume.shape))
+    assert kji_array[ijk[2], ijk[1], ijk[0]] == ct_volume.array[ijk]
+    np.testing.assert_allclose(_ijk_to_ras(ct_node), ct_volume.affine, atol=1e-6)
+
+    back = mrml.volume_from_node(ct_node)
+    assert back.array.shape == ct_volume.shape == (122, 101, 30)
+    assert back.array.dtype == np.float32
+    np.testing.assert_array_equal(back.array, ct_volume.array)
+    np.testing.assert_allclose(back.affine, ct_volume.affine, atol=1e-6)
+
+
+def test_mrml_organ_masks_from_segment_ids_and_names(organ_node, ct_node, ct_masks):
+    assert organ_node.GetSegmentation().GetNumberOfSegments() == 12
+    masks = mrml.organ_masks_from_segmentation(organ_node, ct_node)
+    assert {k: int(m.sum()) for k, m in masks.items()} == EXPECTED_VOXELS
+    assert list(masks) == organs.structures_present(EXPECTED_VOXELS)  # catalog order
+    for key, mask in masks.items():
+        assert mask.shape == (122, 101, 30) and mask.dtype == bool
+        np.testing.assert_array_equal(mask, ct_masks[key])
+
+
+def test_mrml_organ_masks_from_foreign_names_shared_layer_and_terminology(scene, ct_node, ct_masks):
+    """Names from other tools, one shared labelmap layer, and a terminology-only segment all resolve."""
+    node = mrml.segmentation_node_from_masks(
+        {k: ct_masks[k] for k in ("liver", "kidney_left", "inferior_vena_cava", "spleen")}, ct_node, "mixed", scene=scene)
+    segmentation = node.GetSegmentation()
+    # The spleen moves to the ID "Segment_7" and the name "Segment_7": only its SNOMED terminology says what it is.
+    spleen = slicer.vtkSegment()
+    spleen.DeepCopy(segmentation.GetSegment("spleen"))
+    segmentation.RemoveSegment("spleen")
+    spleen.SetName("Segment_7")
+    segmentation.AddSegment(spleen, "Segment_7")
+    renames = {"liver": "Liver", "kidney_left": "Kidney L", "inferior_vena_cava": "IVC"}
+    for segment_id, name in renames.items():
+        segment = segmentation.GetSegment(segment_id)
+        segment.SetName(name)
+        segment.RemoveTag(slicer.vtkSegment.GetTerminologyEntryTagName())
+    for segment_id in (*renames, "Segment_7"):
+        segmentation.GetSegment(segment_id).RemoveTag(mrml.STRUCTURE_TAG)
+    segmentation.CollapseBinaryLabelmaps()
+    assert segmentation.GetNumberOfLayers() == 1
+
+    masks = mrml.organ_masks_from_segmentation(node, ct_node)
+    assert sorted(masks) == ["inferior_vena_cava", "kidney_left", "liver", "spleen"]
+    for key in masks:
+        np.testing.assert_array_equal(masks[key], ct_masks[key])
+
+
+def test_mrml_organ_masks_follow_transform_between_nodes(scene, ct_node, ct_masks):
+    """A segmentation under a 3 mm (one voxel) translation gives masks shifted by one voxel along I."""
+    node = mrml.segmentation_node_from_masks({"liver": ct_masks["liver"]}, ct_node, "moved", scene=scene)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    matrix = vtk.vtkMatrix4x4()
+    spacing_i = float(np.linalg.norm(_ijk_to_ras(ct_node)[:3, 0]))
+    direction_i = _ijk_to_ras(ct_node)[:3, 0] / spacing_i
+    for axis in range(3):
+        matrix.SetElement(axis, 3, float(direction_i[axis] * spacing_i))
+    transform.SetMatrixTransformToParent(matrix)
+    node.SetAndObserveTransformNodeID(transform.GetID())
+
+    masks = mrml.organ_masks_from_segmentation(node, ct_node)
+    expected = np.zeros_like(ct_masks["liver"])
+    expected[1:] = ct_masks["liver"][:-1]
+    np.testing.assert_array_equal(masks["liver"], expected)
+
+
+def test_mrml_organ_masks_resampled_from_coarser_grid(scene, ct_node, ct_volume, ct_masks):
+    """Segments stored on another grid (2x coarser) come back on the CT grid, close to the originals."""
+    coarse_affine = ct_volume.affine.copy()
+    coarse_affine[:3, :3] *= 2.0
+    from MedSORALib.volume_io import Volume
+
+    coarse_node = mrml.volume_node_from_volume(
+        Volume(np.zeros((61, 51, 15), np.float32), coarse_affine), "coarse", scene)
+    # nearest-neighbour downsampling of the liver onto the coarse grid
+    coarse_liver = ct_masks["liver"][::2, ::2, ::2][:61, :51, :15]
+    node = mrml.segmentation_node_from_masks({"liver": coarse_liver}, coarse_node, "coarse seg", scene=scene)
+    masks = mrml.organ_masks_from_segmentation(node, ct_node)
+    assert masks["liver"].shape == (122, 101, 30)
+    dice = 2 * np.logical_and(masks["liver"], ct_masks["liver"]).sum() / (
+        masks["liver"].sum() + ct_masks["liver"].sum())
+    assert dice > 0.85
+
+
+# ------------------------------------------------------------------------------------------
+# errors
+# ------------------------------------------------------------------------------------------
+
+def test_mrml_missing_volume_is_a_volume_error(organ_node):
+    with pytest.raises(VolumeError, match="No input CT volume"):
+        mrml.run_symptom_scoring(None, organ_node, "abdominal pain", scorer=_known_scorer())
+
+
+def test_mrml_label_volume_is_not_a_ct(scene, organ_node):
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    with pytest.raises(VolumeError, match="not a scalar"):
+        mrml.volume_from_node(labelmap)
+
+
+def test_mrml_missing_or_empty_segmentation_errors(scene, ct_node, ct_masks):
+    with pytest.raises(SegmentationError, match="No organ segmentation"):
+        mrml.run_symptom_scoring(ct_node, None, "abdominal pain", scorer=_known_scorer())
+
+    empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
+    with pytest.raises(SegmentationError, match="no abdominal organ segments"):
+        mrml.run_symptom_scoring(ct_node, empty, "abdominal pain", scorer=_known_scorer())
+
+    unknown = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "tumour only")
+    unknown.GetSegmentation().AddEmptySegment("tumor", "Tumor")
+    with pytest.raises(SegmentationError, match="no abdominal organ segments"):
+        mrml.organ_masks_from_segmentation(unknown, ct_node)
+
+    hollow = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "hollow")
+    hollow.SetReferenceImageGeometryParameterFromVolumeNode(ct_node)
+    mrml.ensure_segmentation_converters()
+    hollow.GetSegmentation().AddEmptySegment("liver", "Liver")
+    with pytest.raises(SegmentationError, match="empty inside the CT"):
+        mrml.organ_masks_from_segmentation(hollow, ct_node)
+
+
+def test_mrml_empty_symptom_is_a_symptom_error(ct_node, organ_node):
+    with pytest.raises(SymptomError):
+        mrml.run_symptom_scoring(ct_node, organ_node, "   ", scorer=_known_scorer())
+    with pytest.raises(SymptomError):
+        mrml.split_symptoms("\n \n")
+    assert mrml.split_symptoms("pain\n  after meals ") == ["pain after meals"]
+    assert mrml.split_symptoms("pain after meals\n\njaundice\n", one_per_line=True) == ["pain after meals", "jaundice"]
+
+
+# ------------------------------------------------------------------------------------------
+# nodes out (known numbers)
+# ------------------------------------------------------------------------------------------
+
+def _segment_tags(segment):
+    return {tag: mrml.segment_tag(segment, tag) for tag in
+            (mrml.RELEVANCE_TAG, mrml.TEXT_PRIOR_TAG, mrml.IMAGE_SCORE_TAG, mrml.STRUCTURE_TAG)}
+
+
+def _check_output_segmentation(seg_node, result, ct_node, masks):
+    """Segments, names, colours, terminology, tags and geometry of one output segmentation."""
+    segmentation = seg_node.GetSegmentation()
+    scores = {s.key: s for s in result.organs}
+    assert segmentation.GetNumberOfSegments() == len(masks)
+    assert seg_node.GetName() == mrml.output_name(result.symptom)
+    assert seg_node.GetAttribute(mrml.SYMPTOM_ATTRIBUTE) == result.symptom
+    assert seg_node.GetAttribute(mrml.IN_DOMAIN_ATTRIBUTE) == ("true" if result.in_domain else "false")
+
+    # reference geometry equal to the input CT
+    geometry = seg_node.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+    assert geometry is ct_node
+    for key in masks:
+        segment = segmentation.GetSegment(key)
+        assert segment is not None, key
+        organ = organs.ORGANS[key]
+        assert segment.GetName() == organ.display_name[0].upper() + organ.display_name[1:]
+        np.testing.assert_allclose(segment.GetColor(), mrml.relevance_color(scores[key].relevance), atol=1e-6)
+        assert segment.GetTerminology() == organ.terminology_entry()
+        assert organs.organ_key_from_terminology(segment.GetTerminology()) == key
+        tags = _segment_tags(segment)
+        assert tags[mrml.STRUCTURE_TAG] == key
+        assert float(tags[mrml.RELEVANCE_TAG]) == pytest.approx(scores[key].relevance, abs=1e-6)
+        assert float(tags[mrml.TEXT_PRIOR_TAG]) == pytest.approx(scores[key].text_prior, abs=1e-6)
+        if scores[key].image_score is not None:
+            assert float(tags[mrml.IMAGE_SCORE_TAG]) == pytest.approx(scores[key].image_score, abs=1e-6)
+        image = slicer.vtkOrientedImageData()
+        assert slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
+            seg_node, key, image, False)
+        matrix = vtk.vtkMatrix4x4()
+        image.GetImageToWorldMatrix(matrix)
+        np.testing.assert_allclose([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)],
+                                   _ijk_to_ras(ct_node), atol=1e-6)
+    back = mrml.organ_masks_from_segmentation(seg_node, ct_node)
+    assert sorted(back) == sorted(masks)
+    for key in masks:
+        np.testing.assert_array_equal(back[key], masks[key])
+
+
+def _check_table(table_node, result):
+    table = table_node.GetTable()
+    assert table_node.GetNumberOfColumns() == len(mrml.TABLE_COLUMNS)
+    assert [table.GetColumn(c).GetName() for c in range(table.GetNumberOfColumns())] == list(mrml.TABLE_COLUMNS)
+    assert table_node.GetNumberOfRows() == len(result.organs)
+    for row, score in enumerate(result.organs):
+        assert table.GetValueByName(row, "Organ").ToString() == score.display_name
+        assert table.GetValueByName(row, "Structure").ToString() == score.key
+        assert table.GetValueByName(row, "Relevance").ToDouble() == pytest.approx(score.relevance, abs=1e-9)
+        assert table.GetValueByName(row, "Text prior").ToDouble() == pytest.approx(score.text_prior, abs=1e-9)
+        if score.image_score is None:
+            assert np.isnan(table.GetValueByName(row, "Image score").ToDouble())
+        else:
+            assert table.GetValueByName(row, "Image score").ToDouble() == pytest.approx(score.image_score, abs=1e-9)
+        assert table.GetValueByName(row, "Volume (ml)").ToDouble() == pytest.approx(score.volume_ml, rel=1e-9)
+    relevances = [table.GetValueByName(r, "Relevance").ToDouble() for r in range(table_node.GetNumberOfRows())]
+    assert relevances == sorted(relevances, reverse=True)
+
+
+def test_mrml_outputs_with_known_scores(scene, ct_node, organ_node, ct_masks):
+    calls = []
+    outputs = mrml.run_symptom_scoring(ct_node, organ_node, "Pain in the right upper\nquadrant after fatty meals",
+                                       scorer=_known_scorer(calls), threshold=0.5)
+    assert len(outputs) == 1 and len(calls) == 1
+    assert calls[0]["symptoms"] == ["Pain in the right upper quadrant after fatty meals"]
+    assert calls[0]["keys"] == sorted(EXPECTED_VOXELS) and calls[0]["shape"] == (122, 101, 30)
+    out = outputs[0]
+    result = out.result
+    masks = {k: ct_masks[k] for k in EXPECTED_VOXELS}
+    _check_output_segmentation(out.segmentation_node, result, ct_node, masks)
+    _check_table(out.table_node, result)
+    # liver (12 voxels * 27 mm^3 per ml ...): volume = voxels * 0.027 ml on the 3 mm grid
+    liver_row = [r for r in range(out.table_node.GetNumberOfRows())
+                 if out.table_node.GetTable().GetValueByName(r, "Structure").ToString() == "liver"][0]
+    assert out.table_node.GetTable().GetValueByName(liver_row, "Volume (ml)").ToDouble() == pytest.approx(
+        38634 * 0.027, rel=1e-4)
+
+    # chart: one bar series over the table's relevance column, labelled by organ
+    assert out.chart_node.IsA("vtkMRMLPlotChartNode")
+    series = out.chart_node.GetNthPlotSeriesNode(0)
+    assert series.GetTableNode() is out.table_node
+    assert series.GetPlotType() == slicer.vtkMRMLPlotSeriesNode.PlotTypeBar
+    assert series.GetYColumnName() == "Relevance" and series.GetLabelColumnName() == "Organ"
+
+    # passages and grouping next to the CT
+    assert "[liver-001]" in out.passages_node.GetText() and "right upper quadrant" in out.passages_node.GetText()
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    for node in (out.segmentation_node, out.table_node, out.chart_node, out.passages_node):
+        assert sh.GetItemParent(sh.GetItemByDataNode(node)) == out.folder_item
+    assert sh.GetItemName(out.folder_item) == out.segmentation_node.GetName()
+
+    # display threshold 0.5: organs below are hidden, opacity follows relevance
+    display = out.segmentation_node.GetDisplayNode()
+    for score in result.organs:
+        assert display.GetSegmentVisibility(score.key) == (score.relevance >= 0.5)
+        assert display.GetSegmentOpacity3D(score.key) == pytest.approx(0.15 + 0.85 * score.relevance, abs=1e-6)
+    shown = mrml.apply_relevance_display(out.segmentation_node, threshold=0.0, opacity_by_relevance=False)
+    assert all(shown.values()) and len(shown) == 12
+    assert all(display.GetSegmentOpacity3D(k) == 1.0 for k in shown)
+
+
+def test_mrml_second_symptom_creates_second_node(scene, ct_node, organ_node):
+    first = mrml.run_symptom_scoring(ct_node, organ_node, "yellow skin and dark urine", scorer=_known_scorer())[0]
+    second = mrml.run_symptom_scoring(ct_node, organ_node, "blood in urine and flank pain", scorer=_known_scorer())[0]
+    assert first.segmentation_node is not second.segmentation_node
+    nodes = [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+             for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
+    outputs = sorted(n.GetName() for n in nodes if n.GetName().startswith(mrml.OUTPUT_PREFIX))
+    assert outputs == ["MedSORA: blood in urine and flank pain", "MedSORA: yellow skin and dark urine"]
+    assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 2
+    # the input segmentation is untouched
+    assert organ_node.GetSegmentation().GetNumberOfSegments() == 12
+    assert mrml.segment_tag(organ_node.GetSegmentation().GetSegment("liver"), mrml.RELEVANCE_TAG) is None
+
+
+def test_mrml_several_symptoms_one_per_line(scene, ct_node, organ_node):
+    symptoms = mrml.split_symptoms("epigastric pain radiating to the back\nblood in the urine", one_per_line=True)
+    outputs = mrml.run_symptom_scoring(ct_node, organ_node, symptoms, scorer=_known_scorer())
+    assert [o.symptom for o in outputs] == symptoms
+    assert [o.in_domain for o in outputs] == [True, False]
+    rel = [mrml.segment_relevances(o.segmentation_node)["liver"] for o in outputs]
+    assert rel[0] - rel[1] == pytest.approx(0.1, abs=1e-6)
+
+
+def test_mrml_long_symptom_name_is_cut_but_attribute_keeps_it():
+    text = "a " * 80 + "very long description"
+    name = mrml.output_name(text)
+    assert name.startswith(mrml.OUTPUT_PREFIX) and len(name) == len(mrml.OUTPUT_PREFIX) + mrml.NAME_SYMPTOM_CHARS
+    assert name.endswith("\u2026")
+
+
+def test_mrml_relevance_colors_are_ordered_and_in_range():
+    colors = np.array([mrml.relevance_color(v) for v in np.linspace(0, 1, 11)])
+    assert colors.shape == (11, 3) and colors.min() >= 0 and colors.max() <= 1
+    # higher relevance is darker (lower luminance), so the strongest organ stands out
+    luminance = colors @ np.array([0.2126, 0.7152, 0.0722])
+    assert np.all(np.diff(luminance) < 0)
+    assert mrml.relevance_color(-1) == mrml.relevance_color(0) and mrml.relevance_color(2) == mrml.relevance_color(1)
+
+
+# ------------------------------------------------------------------------------------------
+# background job
+# ------------------------------------------------------------------------------------------
+
+def test_slicer_background_job_reports_progress_and_results(ct_volume, ct_masks):
+    inputs = mrml.ScoringInputs(ct_volume, {k: ct_masks[k] for k in ("liver", "spleen")}, ["a", "b"])
+    job = mrml.ScoringJob(inputs, mrml.ScoringSettings(device="cpu"), scorer=_known_scorer())
+    job.start()
+    deadline = time.monotonic() + 20
+    finished = False
+    while not finished and time.monotonic() < deadline:
+        finished = job.poll()
+        time.sleep(0.01)
+    assert finished and job.error is None
+    assert [r.symptom for r in job.results] == ["a", "b"]
+    assert job.progress_fraction == 1.0 and job.progress_message == "Done"
+
+
+def test_slicer_background_job_cancel_stops_at_next_progress(ct_volume, ct_masks):
+    started = threading.Event()
+    steps = []
+
+    def slow_scorer(volume, masks, symptoms, *, device="cpu", progress=None, **kwargs):
+        for step in range(1000):
+            started.set()
+            progress(step, 1000, "scoring")
+            steps.append(step)
+            time.sleep(0.005)
+        return []
+
+    job = mrml.ScoringJob(mrml.ScoringInputs(ct_volume, {"liver": ct_masks["liver"]}, ["x"]), scorer=slow_scorer)
+    job.start()
+    assert started.wait(10)
+    job.cancel()
+    assert job.wait(10)
+    assert job.poll()
+    assert isinstance(job.error, mrml.ScoringCancelled) and isinstance(job.error, MedSORAError)
+    assert job.results is None and len(steps) < 1000
+    assert 0.0 <= job.progress_fraction < 1.0 and job.progress_message == "scoring"
+
+
+def test_slicer_job_run_raises_scorer_errors(ct_volume, ct_masks):
+    def failing(volume, masks, symptoms, **kwargs):
+        raise SymptomError("Symptom text is empty.")
+
+    job = mrml.ScoringJob(mrml.ScoringInputs(ct_volume, {"liver": ct_masks["liver"]}, ["x"]), scorer=failing)
+    with pytest.raises(SymptomError, match="empty"):
+        job.run()
+
+
+def test_slicer_model_folder_must_exist(tmp_path):
+    with pytest.raises(MedSORAError, match="does not exist"):
+        mrml.load_models(mrml.ScoringSettings(model_dir=str(tmp_path / "missing")))
+    assert mrml.resolve_device("cpu") == "cpu"
+    assert mrml.resolve_device("auto") in ("cpu", "cuda")
