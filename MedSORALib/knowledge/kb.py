@@ -18,7 +18,10 @@ key such as ``kidney_left`` is mapped to its class first).
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,8 @@ from ..errors import MedSORAError
 from . import sources as src
 
 MODES = ("hybrid", "bm25", "dense")
+#: Precomputed chunk embeddings of the default encoder, keyed by the SHA-256 of each chunk text.
+EMBEDDINGS_PATH = src.RESOURCES / "chunk_embeddings.npz"
 RRF_K = 60
 
 _STOPWORDS = frozenset(
@@ -84,6 +89,28 @@ class Hit:
         out = self.chunk.to_dict()
         out["score"] = round(float(self.score), 6)
         return out
+
+
+def _text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_INDEX_CACHE: dict = {}
+
+
+def _read_embedding_index(path: Path, model_id) -> dict:
+    """Text key -> float32 vector from a packaged embedding index; {} when absent or of another model."""
+    if not model_id or not path.is_file():
+        return {}
+    stamp = (str(path), path.stat().st_mtime_ns, model_id)
+    if stamp not in _INDEX_CACHE:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["model"]) != model_id:
+                _INDEX_CACHE[stamp] = {}
+            else:
+                vectors = data["vectors"].astype(np.float32)
+                _INDEX_CACHE[stamp] = dict(zip(data["keys"].tolist(), vectors))
+    return _INDEX_CACHE[stamp]
 
 
 def _resolve_organ(organ) -> str:
@@ -205,11 +232,43 @@ class KnowledgeBase:
         return self._encoder
 
     def embeddings(self) -> np.ndarray:
-        """Chunk embeddings, float32 (N, dim), unit-norm rows (computed once, cached by the encoder)."""
+        """Chunk embeddings, float32 (N, dim), unit-norm rows.
+
+        Vectors of the packaged index (``chunk_embeddings.npz``) are used when the encoder is the
+        one that built it; the other chunks are encoded (and kept in the encoder's disk cache).
+        """
         with self._lock:
             if self._embeddings is None:
-                self._embeddings = np.asarray(self.encoder.encode([c.text for c in self.chunks]), dtype=np.float32)
+                texts = [c.text for c in self.chunks]
+                stored = _read_embedding_index(EMBEDDINGS_PATH, getattr(self.encoder, "model_id", None))
+                keys = [_text_key(t) for t in texts]
+                missing = [i for i, key in enumerate(keys) if key not in stored]
+                fresh = {}
+                if missing:
+                    vectors = np.asarray(self.encoder.encode([texts[i] for i in missing]), dtype=np.float32)
+                    fresh = {keys[i]: vectors[row] for row, i in enumerate(missing)}
+                matrix = np.stack([stored[key] if key in stored else fresh[key] for key in keys]).astype(np.float32)
+                matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+                self._embeddings = matrix
             return self._embeddings
+
+    def write_embedding_index(self, path=None) -> Path:
+        """Write the chunk embeddings (float16) with their text keys and model id to ``path`` (npz, atomic)."""
+        path = Path(path or EMBEDDINGS_PATH)
+        matrix = self.embeddings()
+        keys = np.array([_text_key(c.text) for c in self.chunks])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        os.close(handle)
+        try:
+            np.savez_compressed(tmp, keys=keys, vectors=matrix.astype(np.float16),
+                                model=np.array(str(getattr(self.encoder, "model_id", ""))))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        _INDEX_CACHE.clear()
+        return path
 
     def bm25_scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk for ``query``: float (N,), 0 where no token matches."""
