@@ -1,0 +1,236 @@
+"""Files written for a scored symptom: segmentation, JSON report, preview and DICOM SEG.
+
+For an output prefix ``PREFIX``:
+
+- ``PREFIX.seg.nrrd``: one segment per organ present, id = organ key, name =
+  display name, colour = :func:`relevance_color` of its relevance, SNOMED CT
+  terminology, tags ``MedSORA.Relevance`` (relevance as text, 4 decimals),
+  ``MedSORA.TextPrior`` and ``MedSORA.ImageScore``; geometry of the input CT.
+- ``PREFIX.json``: the :class:`~MedSORALib.scoring.SymptomResult` (symptom,
+  in_domain, organs sorted by relevance, passages, models) plus the inputs and
+  their SHA-256 and the names of the files written.
+- ``PREFIX.png`` (``preview=True``): three orthogonal slices through the most
+  relevant organ with the relevance overlay, and a bar chart of the organs.
+- ``PREFIX_seg.dcm`` (``dicom_seg=True``, DICOM series input): a DICOM
+  Segmentation referencing the source series (highdicom).
+
+Every file is written to a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from . import __version__, organs
+from .errors import InputFileError
+from .scoring import SymptomResult
+from .segmentation_io import write_seg_nrrd
+from .volume_io import Volume, atomic_target
+
+#: The perceptually uniform colour map used for relevance (matplotlib's "plasma": dark blue = 0, yellow = 1).
+RELEVANCE_COLORMAP = "plasma"
+
+
+def relevance_color(value: float) -> tuple[float, float, float]:
+    """RGB in 0..1 for a relevance in [0, 1] on :data:`RELEVANCE_COLORMAP`."""
+    from matplotlib import colormaps
+
+    rgba = colormaps[RELEVANCE_COLORMAP](float(np.clip(value, 0.0, 1.0)))
+    return (round(float(rgba[0]), 6), round(float(rgba[1]), 6), round(float(rgba[2]), 6))
+
+
+def segment_tags(result: SymptomResult) -> dict[str, dict[str, str]]:
+    """The MedSORA tags of each organ segment."""
+    return {
+        o.key: {
+            "MedSORA.Relevance": f"{o.relevance:.4f}",
+            "MedSORA.TextPrior": f"{o.text_prior:.4f}",
+            "MedSORA.ImageScore": f"{o.image_score:.4f}",
+        }
+        for o in result.organs
+    }
+
+
+def output_prefixes(prefix: str | Path, count: int) -> list[Path]:
+    """``PREFIX`` for one symptom, ``PREFIX_1`` ... ``PREFIX_N`` for several."""
+    prefix = Path(prefix)
+    if count == 1:
+        return [prefix]
+    return [prefix.with_name(f"{prefix.name}_{n}") for n in range(1, count + 1)]
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    with atomic_target(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def write_result(
+    prefix: str | Path,
+    result: SymptomResult,
+    volume: Volume,
+    masks: Mapping[str, np.ndarray],
+    *,
+    inputs: Mapping[str, dict] | None = None,
+    preview: bool = False,
+    dicom_series: str | Path | None = None,
+) -> dict[str, Path]:
+    """Write the files of one scored symptom (module doc); returns kind -> path.
+
+    Args:
+        prefix: output prefix (folders are created).
+        result: the scored symptom.
+        volume, masks: the CT and its organ masks (only scored organs are written).
+        inputs: description of the input files for the JSON (path, sha256, ...).
+        preview: also write the PNG preview.
+        dicom_series: the source DICOM folder, to write a DICOM SEG referencing it.
+    """
+    prefix = Path(prefix)
+    files: dict[str, Path] = {}
+    scored = {o.key: masks[o.key] for o in result.organs}
+    colors = {o.key: relevance_color(o.relevance) for o in result.organs}
+    files["segmentation"] = write_seg_nrrd(prefix.with_name(prefix.name + ".seg.nrrd"), scored, volume,
+                                           segment_tags=segment_tags(result), colors=colors)
+    if preview:
+        files["preview"] = write_preview(prefix.with_name(prefix.name + ".png"), result, volume, scored)
+    if dicom_series is not None:
+        files["dicom_seg"] = write_dicom_seg(prefix.with_name(prefix.name + "_seg.dcm"), result, volume, scored,
+                                             dicom_series)
+    payload = result.to_dict()
+    payload["relevance_colormap"] = RELEVANCE_COLORMAP
+    payload["inputs"] = dict(inputs or {})
+    payload["files"] = {kind: path.name for kind, path in files.items()}
+    files["json"] = write_json(prefix.with_name(prefix.name + ".json"), payload)
+    return files
+
+
+def _slices_through(volume: Volume, mask: np.ndarray) -> tuple[int, int, int]:
+    centre = np.argwhere(mask).mean(axis=0)
+    return tuple(int(round(c)) for c in centre)  # type: ignore[return-value]
+
+
+def write_preview(path: Path, result: SymptomResult, volume: Volume, masks: Mapping[str, np.ndarray]) -> Path:
+    """Axial, coronal and sagittal slices through the most relevant organ plus a bar chart."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+
+    cmap = colormaps[RELEVANCE_COLORMAP]
+    top = result.top.key
+    ci, cj, ck = _slices_through(volume, masks[top])
+    relevance_map = np.full(volume.shape, np.nan, dtype=np.float32)
+    for o in sorted(result.organs, key=lambda o: o.relevance):
+        relevance_map[masks[o.key]] = o.relevance
+    ct = np.clip((volume.array + 160.0) / 400.0, 0, 1)  # abdominal window W400/L40
+    sp = volume.spacing
+    # Display in radiological orientation from RAS voxels: flip so that anterior/superior are up.
+    views = [
+        ("axial", ct[:, :, ck].T, relevance_map[:, :, ck].T, sp[1] / sp[0]),
+        ("coronal", ct[:, cj, :].T, relevance_map[:, cj, :].T, sp[2] / sp[0]),
+        ("sagittal", ct[ci, :, :].T, relevance_map[ci, :, :].T, sp[2] / sp[1]),
+    ]
+    fig = plt.figure(figsize=(13, 4.2), dpi=110)
+    grid = fig.add_gridspec(1, 4, width_ratios=[1, 1, 1, 1.25])
+    for n, (name, image, overlay, aspect) in enumerate(views):
+        ax = fig.add_subplot(grid[0, n])
+        origin = "upper" if name == "axial" else "lower"
+        if name == "axial":
+            image, overlay = image[::-1], overlay[::-1]  # anterior at the top
+        ax.imshow(image[:, ::-1] if name != "sagittal" else image, cmap="gray", aspect=aspect, origin=origin)
+        shown = np.ma.masked_invalid(overlay[:, ::-1] if name != "sagittal" else overlay)
+        ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, alpha=0.55, aspect=aspect, origin=origin)
+        ax.set_title(f"{name} through {organs.ORGANS[top].display_name}", fontsize=9)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[0, 3])
+    ranked = result.organs[::-1]
+    ax.barh([o.display_name for o in ranked], [o.relevance for o in ranked],
+            color=[cmap(o.relevance) for o in ranked])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("relevance")
+    ax.tick_params(labelsize=8)
+    title = result.symptom if len(result.symptom) < 70 else result.symptom[:67] + "..."
+    if not result.in_domain:
+        title += "  [out of domain: not an abdominal symptom]"
+    fig.suptitle(f"MedSORA {__version__}: {title}", fontsize=10)
+    fig.tight_layout()
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_dicom_seg(
+    path: Path, result: SymptomResult, volume: Volume, masks: Mapping[str, np.ndarray], dicom_series: str | Path
+) -> Path:
+    """A DICOM Segmentation (binary, one segment per organ) referencing the source CT series.
+
+    The masks are on the grid of ``volume``, which was read from ``dicom_series``:
+    each source slice is matched to the volume slice at its position.
+    """
+    import highdicom as hd
+    import pydicom
+
+    folder = Path(dicom_series)
+    datasets = []
+    for file in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            ds = pydicom.dcmread(str(file))
+        except Exception:
+            continue
+        if "PixelData" in ds and hasattr(ds, "ImagePositionPatient"):
+            datasets.append(ds)
+    if len(datasets) < 2:
+        raise InputFileError(f"{folder}: --dicom-seg needs the CT as a DICOM series folder")
+    # Slice index of each source image in the volume (RAS: negate x and y of the LPS position).
+    indices = []
+    for ds in datasets:
+        ras = np.array(ds.ImagePositionPatient, dtype=float) * np.array([-1, -1, 1])
+        indices.append(int(round(volume.ras_to_index(ras)[2])))
+    order = np.argsort(indices)
+    datasets = [datasets[i] for i in order]
+    indices = [indices[i] for i in order]
+    keys = [o.key for o in result.organs]
+    frames = np.zeros((len(datasets), int(datasets[0].Rows), int(datasets[0].Columns), len(keys)), dtype=bool)
+    for f, k in enumerate(indices):
+        if not 0 <= k < volume.shape[2]:
+            continue
+        for s, key in enumerate(keys):
+            frames[f, :, :, s] = masks[key][:, :, k].T  # rows = j, columns = i
+    descriptions = []
+    for number, o in enumerate(result.organs, 1):
+        organ = organs.ORGANS[o.key]
+        code = hd.sr.CodedConcept(value=organ.snomed_type[1], scheme_designator="SCT", meaning=organ.snomed_type[2])
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=f"{organ.display_name} (relevance {o.relevance:.2f})"[:64],
+            segmented_property_category=hd.sr.CodedConcept(
+                value=organs.CATEGORY_ANATOMICAL_STRUCTURE[1], scheme_designator="SCT",
+                meaning=organs.CATEGORY_ANATOMICAL_STRUCTURE[2]),
+            segmented_property_type=code,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+            tracking_uid=hd.UID(),
+            tracking_id=f"MedSORA {o.key}",
+        ))
+    seg = hd.seg.Segmentation(
+        source_images=datasets,
+        pixel_array=frames,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=901,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="MedSORA",
+        manufacturer_model_name="MedSORA",
+        software_versions=__version__,
+        device_serial_number="0",
+        series_description=f"MedSORA: {result.symptom}"[:64],
+    )
+    with atomic_target(path) as tmp:
+        seg.save_as(str(tmp))
+    return path
