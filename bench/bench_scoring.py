@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+"""Benchmarks of the scoring pipeline (medians over repeats), on this machine's CPU.
+
+    python bench/bench_scoring.py [--repeats 5] [--skip-large] [--output bench/results_scoring.json]
+
+Cases:
+  model_load          load the text and image models and the knowledge base (fresh process each time)
+  encode_per_organ    crop + encode one organ of the bundled CT (all 12 / 12)
+  encode_all_organs   crop + encode the 12 organs of the bundled CT
+  one_symptom         read CT + masks, encode, score one symptom with passages, write .seg.nrrd + JSON
+  ten_symptoms        the same with ten symptoms on the same CT (organs encoded once)
+  large_ct            a synthetic 512 x 512 x 300 CT (0.8 x 0.8 x 1.5 mm phantom): read, encode, score
+                      one symptom, write; wall time and peak resident memory (fresh process)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CT = REPO / "Testing" / "Data" / "example_ct_sm.nii.gz"
+SEG = REPO / "Testing" / "Data" / "example_ct_sm_seg.nii.gz"
+SYMPTOMS = [
+    "painless jaundice with pale stools and weight loss",
+    "burning pain in the upper belly after meals",
+    "blood in my urine and pain in my left flank",
+    "vomiting blood after heavy drinking",
+    "tearing pain going through to the back with a pulsating mass",
+    "swollen legs and a distended abdomen with visible veins",
+    "episodes of pounding headache, sweating and palpitations",
+    "pain under the right ribs after fatty meals",
+    "left upper quadrant pain after minor trauma with dizziness",
+    "difficulty swallowing solids with weight loss",
+]
+
+CHILD = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+from MedSORALib.scoring import load_models
+mode = sys.argv[1]
+if mode == "load":
+    models = load_models()
+    models.kb.search("warm up", k=1)
+    print(json.dumps({"seconds": time.perf_counter() - t0}))
+else:
+    import numpy as np
+    from MedSORALib.image.phantom import make_phantom
+    from MedSORALib.volume_io import write_volume, read_volume, read_organ_masks, Volume
+    from MedSORALib.cli import main
+    folder = sys.argv[2]
+    volume, labels = make_phantom(0, shape=(512, 512, 300), spacing=(0.8, 0.8, 1.5))[:2]
+    write_volume(folder + "/ct.nii.gz", Volume(volume.array.astype("int16"), volume.affine))
+    write_volume(folder + "/seg.nii.gz", Volume(labels.astype("uint8"), volume.affine))
+    del volume, labels
+    load_models().kb.search("warm up", k=1)
+    t0 = time.perf_counter()
+    status = main(["score", "--volume", folder + "/ct.nii.gz", "--segmentation", folder + "/seg.nii.gz",
+                   "--label-scheme", "totalsegmentator", "--symptom", "painless jaundice with pale stools",
+                   "--output", folder + "/out/case", "--quiet"])
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "status": status}))
+"""
+
+
+def _median(values):
+    return statistics.median(values)
+
+
+def _child(*args) -> dict:
+    done = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark child failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-large", action="store_true", help="skip the 512 x 512 x 300 case")
+    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results_scoring.json")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from MedSORALib.cli import main as cli
+    from MedSORALib.image.crops import organ_crops
+    from MedSORALib.scoring import load_models
+    from MedSORALib.volume_io import read_organ_masks, read_volume
+
+    results = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                           "python": sys.version.split()[0], "torch": torch.__version__}}
+    loads = [_child("load")["seconds"] for _ in range(max(3, args.repeats // 2))]
+    results["model_load_s"] = _median(loads)
+
+    models = load_models()
+    models.kb.search("warm up", k=1)
+    volume = read_volume(CT)
+    masks = read_organ_masks(SEG, volume, "totalsegmentator")
+    crops_cfg = models.image_model.crop_config
+    all_times, per_organ = [], {k: [] for k in masks}
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        models.image_model.encode_volume(volume, masks)
+        all_times.append(time.perf_counter() - t0)
+        for key in masks:
+            t0 = time.perf_counter()
+            models.image_model.encode_organs(organ_crops(volume, {key: masks[key]}, crops_cfg))
+            per_organ[key].append(time.perf_counter() - t0)
+    results["encode_all_organs_s"] = _median(all_times)
+    results["encode_per_organ_s"] = {k: round(_median(v), 4) for k, v in per_organ.items()}
+    results["encode_per_organ_median_s"] = _median([_median(v) for v in per_organ.values()])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(symptoms):
+            argv = ["score", "--volume", str(CT), "--segmentation", str(SEG), "--label-scheme", "totalsegmentator",
+                    "--output", f"{tmp}/case", "--quiet"]
+            for s in symptoms:
+                argv += ["--symptom", s]
+            t0 = time.perf_counter()
+            with open(os.devnull, "w") as null:
+                stdout, sys.stdout = sys.stdout, null
+                try:
+                    assert cli(argv) == 0
+                finally:
+                    sys.stdout = stdout
+            return time.perf_counter() - t0
+
+        run(SYMPTOMS[:1])  # warm the caches of the process (models are loaded once per process)
+        results["one_symptom_s"] = _median([run(SYMPTOMS[(i % 10):(i % 10) + 1]) for i in range(args.repeats)])
+        results["ten_symptoms_s"] = _median([run(SYMPTOMS) for _ in range(args.repeats)])
+        results["ten_over_one"] = results["ten_symptoms_s"] / results["one_symptom_s"]
+        if not args.skip_large:
+            large = _child("large", tmp)
+            results["large_ct_512x512x300"] = {"seconds": large["seconds"], "peak_rss_mb": large["peak_rss_mb"]}
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{'case':<32} median")
+    for key, value in results.items():
+        if isinstance(value, float):
+            print(f"{key:<32} {value:.3f}")
+        elif key == "large_ct_512x512x300":
+            print(f"{key:<32} {value['seconds']:.2f} s, peak RSS {value['peak_rss_mb']:.0f} MB")
+    print(f"(written to {args.output})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
