@@ -359,24 +359,34 @@ def organ_segmentation_from_labelmap_file(path: str, reference_volume_node, labe
 # Results out
 # --------------------------------------------------------------------------------------------
 
-def relevance_color(value: float) -> tuple[float, float, float]:
-    """Colour of a relevance in [0, 1]: the shared map of :mod:`MedSORALib.outputs` when present.
+#: matplotlib's "plasma" at 0, 1/16, ..., 1: the fallback when matplotlib is missing (Slicer does not ship it).
+_PLASMA_STOPS = np.array([
+    (0.050383, 0.029803, 0.527975), (0.193374, 0.018354, 0.59033), (0.299855, 0.009561, 0.631624),
+    (0.399411, 0.000859, 0.656133), (0.494877, 0.01199, 0.657865), (0.584391, 0.068579, 0.632812),
+    (0.665129, 0.138566, 0.585582), (0.736019, 0.209439, 0.527908), (0.798216, 0.280197, 0.469538),
+    (0.853319, 0.351553, 0.413734), (0.901807, 0.425087, 0.359688), (0.942598, 0.502639, 0.305816),
+    (0.973416, 0.585761, 0.25154), (0.991365, 0.675355, 0.198453), (0.993033, 0.77172, 0.154808),
+    (0.974443, 0.874622, 0.144061), (0.940015, 0.975158, 0.131326),
+])
 
-    The fallback ramps from pale yellow (0) through orange to dark red (1), the
-    colours of matplotlib's ``YlOrRd`` at 0, 0.25, 0.5, 0.75, 1.
+
+def relevance_color(value: float) -> tuple[float, float, float]:
+    """Colour (r, g, b in 0..1) of a relevance in [0, 1]: :func:`MedSORALib.outputs.relevance_color`.
+
+    The same map colours the files the command line writes. Without matplotlib
+    the map is interpolated from :data:`_PLASMA_STOPS` (within 0.02 of it).
     """
+    value = float(value) if np.isfinite(value) else 0.0
     try:
         from .outputs import relevance_color as shared
+
+        return tuple(float(c) for c in shared(value))[:3]
     except ImportError:
-        shared = None
-    if shared is not None:
-        return tuple(float(c) for c in shared(float(value)))[:3]
-    stops = np.array([[255, 255, 204], [254, 217, 118], [253, 141, 60], [227, 26, 28], [128, 0, 38]],
-                     dtype=np.float64) / 255.0
-    x = float(np.clip(value if np.isfinite(value) else 0.0, 0.0, 1.0)) * (len(stops) - 1)
-    low = min(int(np.floor(x)), len(stops) - 2)
+        pass
+    x = float(np.clip(value, 0.0, 1.0)) * (len(_PLASMA_STOPS) - 1)
+    low = min(int(np.floor(x)), len(_PLASMA_STOPS) - 2)
     t = x - low
-    return tuple(float(c) for c in (1 - t) * stops[low] + t * stops[low + 1])
+    return tuple(round(float(c), 6) for c in (1 - t) * _PLASMA_STOPS[low] + t * _PLASMA_STOPS[low + 1])
 
 
 def output_name(symptom: str) -> str:
@@ -420,8 +430,23 @@ def _format_passage(passage) -> str:
 
 
 def passages_text(result) -> str:
-    """The supporting knowledge passages of a result as plain text, one block per passage."""
-    return "\n\n".join(_format_passage(p) for p in (getattr(result, "passages", None) or []))
+    """The supporting knowledge passages of a result as plain text.
+
+    ``result.passages`` is ``{structure key: [passage, ...]}`` (grouped under the
+    organ's name) or a plain list; a passage is a dict with ``id``, ``text``,
+    ``source`` and ``score``.
+    """
+    passages = getattr(result, "passages", None) or []
+    if isinstance(passages, dict):
+        names = {score.key: score.display_name for score in getattr(result, "organs", [])}
+        blocks = []
+        for key, items in passages.items():
+            if not items:
+                continue
+            name = names.get(key) or (organs.ORGANS[key].display_name if key in organs.ORGANS else str(key))
+            blocks.append(f"== {name[:1].upper() + name[1:]} ==\n" + "\n\n".join(_format_passage(p) for p in items))
+        return "\n\n".join(blocks)
+    return "\n\n".join(_format_passage(p) for p in passages)
 
 
 def _scores_by_key(result) -> dict[str, Any]:
@@ -646,43 +671,32 @@ def resolve_device(device: str) -> str:
         return "cpu"
 
 
-_MODEL_CACHE: dict[tuple, dict] = {}
-_MODEL_LOCK = threading.Lock()
+def scoring_arguments(settings: ScoringSettings) -> dict:
+    """Keyword arguments for ``score_volume`` from the Advanced settings (models loaded once per process).
 
-
-def load_models(settings: ScoringSettings) -> dict:
-    """Keyword arguments for ``score_volume`` (reasoner, image model) for the settings, cached per settings.
-
-    Empty ``model_dir`` / ``text_encoder`` leave loading to ``score_volume``'s defaults.
+    ``model_dir/text`` and ``model_dir/image`` replace the shipped text and image
+    weights when they exist; an empty ``model_dir`` or ``text_encoder`` keeps the
+    shipped ones. Without the image model the relevance is the text prior
+    (``image_weight=0``).
     """
     import os
 
+    from .scoring import load_models as load_scoring_models
+
     device = resolve_device(settings.device)
-    key = (settings.model_dir, settings.text_encoder, device, settings.use_image_model)
-    with _MODEL_LOCK:
-        if key in _MODEL_CACHE:
-            return _MODEL_CACHE[key]
-        models: dict = {}
-        text_dir = os.path.join(settings.model_dir, "text") if settings.model_dir else None
-        image_dir = os.path.join(settings.model_dir, "image") if settings.model_dir else None
-        if settings.model_dir and not os.path.isdir(settings.model_dir):
-            raise MedSORAError(f"Model folder {settings.model_dir!r} does not exist.")
-        if settings.text_encoder or text_dir:
-            from .text.reasoning import TextReasoner
-
-            encoder = None
-            if settings.text_encoder:
-                from .text.encoder import TextEncoder
-
-                encoder = TextEncoder(model=settings.text_encoder, device=device)
-            models["reasoner"] = TextReasoner.load(
-                weights_dir=text_dir if text_dir and os.path.isdir(text_dir) else None, encoder=encoder)
-        if settings.use_image_model and image_dir and os.path.isdir(image_dir):
-            from .image.model import ImageTextModel
-
-            models["image_model"] = ImageTextModel.load(weights_dir=image_dir, device=device)
-        _MODEL_CACHE[key] = models
-        return models
+    if settings.model_dir and not os.path.isdir(settings.model_dir):
+        raise MedSORAError(f"Model folder {settings.model_dir!r} does not exist.")
+    text_dir = os.path.join(settings.model_dir, "text") if settings.model_dir else ""
+    image_dir = os.path.join(settings.model_dir, "image") if settings.model_dir else ""
+    if settings.model_dir and not (os.path.isdir(text_dir) or os.path.isdir(image_dir)):
+        raise MedSORAError(f"Model folder {settings.model_dir!r} has neither a text/ nor an image/ folder.")
+    models = load_scoring_models(text_weights=text_dir if os.path.isdir(text_dir) else None,
+                                 image_weights=image_dir if os.path.isdir(image_dir) else None,
+                                 device=device, text_encoder=settings.text_encoder or None)
+    arguments = {"models": models}
+    if not settings.use_image_model:
+        arguments["image_weight"] = 0.0
+    return arguments
 
 
 def default_scorer(volume, masks, symptoms, **kwargs):
@@ -725,7 +739,8 @@ class ScoringJob:
         inputs: arrays and symptoms.
         settings: device and models.
         scorer: the scoring function (default :func:`default_scorer`), called as
-            ``scorer(volume, masks, symptoms, device=..., progress=callback, **models)``.
+            ``scorer(volume, masks, symptoms, device=..., progress=callback(fraction, message))``
+            plus ``models=`` and ``image_weight=`` (:func:`scoring_arguments`) for the default scorer.
     """
 
     def __init__(self, inputs: ScoringInputs, settings: ScoringSettings | None = None,
@@ -762,12 +777,12 @@ class ScoringJob:
     def _work(self) -> None:
         try:
             self._events.put(("progress", 0.0, "Loading models"))
-            models = load_models(self.settings)
+            arguments = scoring_arguments(self.settings) if self.scorer is default_scorer else {}
             if self._cancel.is_set():
                 raise ScoringCancelled("Cancelled.")
             self.results = list(self.scorer(self.inputs.volume, self.inputs.masks, self.inputs.symptoms,
                                              device=resolve_device(self.settings.device),
-                                             progress=self._progress, **models))
+                                             progress=self._progress, **arguments))
             self._events.put(("progress", 1.0, "Done"))
         except BaseException as error:  # reported to the caller's thread
             self.error = error

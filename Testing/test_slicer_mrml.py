@@ -119,8 +119,8 @@ def _known_scorer(calls=None):
             scores.sort(key=lambda s: s.relevance, reverse=True)
             results.append(SimpleNamespace(
                 symptom=symptom, in_domain=s_index == 0, organs=scores,
-                passages=[{"id": "liver-001", "text": "The liver lies in the right upper quadrant.",
-                           "source": "test", "score": 0.8}],
+                passages={scores[0].key: [{"id": "liver-001", "text": "The liver lies in the right upper quadrant.",
+                                           "source": "test", "score": 0.8}]},
                 models={"text": "test"}))
         return results
 
@@ -356,7 +356,8 @@ def test_mrml_outputs_with_known_scores(scene, ct_node, organ_node, ct_masks):
     assert series.GetYColumnName() == "Relevance" and series.GetLabelColumnName() == "Organ"
 
     # passages and grouping next to the CT
-    assert "[liver-001]" in out.passages_node.GetText() and "right upper quadrant" in out.passages_node.GetText()
+    text = out.passages_node.GetText()
+    assert text.startswith("== Spleen ==\n[liver-001] (score 0.80)\nThe liver lies in the right upper quadrant.")
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     for node in (out.segmentation_node, out.table_node, out.chart_node, out.passages_node):
         assert sh.GetItemParent(sh.GetItemByDataNode(node)) == out.folder_item
@@ -402,13 +403,27 @@ def test_mrml_long_symptom_name_is_cut_but_attribute_keeps_it():
     assert name.endswith("\u2026")
 
 
-def test_mrml_relevance_colors_are_ordered_and_in_range():
-    colors = np.array([mrml.relevance_color(v) for v in np.linspace(0, 1, 11)])
-    assert colors.shape == (11, 3) and colors.min() >= 0 and colors.max() <= 1
-    # higher relevance is darker (lower luminance), so the strongest organ stands out
+def test_mrml_relevance_colors_match_the_shared_map_and_the_fallback(monkeypatch):
+    from MedSORALib import outputs
+
+    values = np.linspace(0, 1, 17)
+    colors = np.array([mrml.relevance_color(v) for v in values])
+    np.testing.assert_allclose(colors, [outputs.relevance_color(v) for v in values], atol=1e-6)
+    assert colors.shape == (17, 3) and colors.min() >= 0 and colors.max() <= 1
+    # plasma: relevance 0 is dark blue, 1 bright yellow; luminance rises so the strongest organ stands out
     luminance = colors @ np.array([0.2126, 0.7152, 0.0722])
-    assert np.all(np.diff(luminance) < 0)
+    assert np.all(np.diff(luminance) > 0)
     assert mrml.relevance_color(-1) == mrml.relevance_color(0) and mrml.relevance_color(2) == mrml.relevance_color(1)
+
+    # without matplotlib (Slicer does not ship it) the interpolated table stays within 0.02 of the map
+    def no_matplotlib(value):
+        raise ImportError("No module named 'matplotlib'")
+
+    fine = np.linspace(0, 1, 101)
+    shared = np.array([outputs.relevance_color(v) for v in fine])
+    monkeypatch.setattr(outputs, "relevance_color", no_matplotlib)
+    fallback = np.array([mrml.relevance_color(v) for v in fine])
+    assert np.abs(fallback - shared).max() < 0.02
 
 
 # ------------------------------------------------------------------------------------------
@@ -463,6 +478,8 @@ def test_slicer_job_run_raises_scorer_errors(ct_volume, ct_masks):
 
 def test_slicer_model_folder_must_exist(tmp_path):
     with pytest.raises(MedSORAError, match="does not exist"):
-        mrml.load_models(mrml.ScoringSettings(model_dir=str(tmp_path / "missing")))
+        mrml.scoring_arguments(mrml.ScoringSettings(model_dir=str(tmp_path / "missing")))
+    with pytest.raises(MedSORAError, match="neither a text/ nor an image/"):
+        mrml.scoring_arguments(mrml.ScoringSettings(model_dir=str(tmp_path)))
     assert mrml.resolve_device("cpu") == "cpu"
     assert mrml.resolve_device("auto") in ("cpu", "cuda")
