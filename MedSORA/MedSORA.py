@@ -588,7 +588,21 @@ class MedSORATest(ScriptedLoadableModuleTest):
     def setUp(self):
         slicer.mrmlScene.Clear()
 
+    @staticmethod
+    def installDependencies():
+        """Install what is missing without asking (a test run has no one to answer; pip_ensure skips then)."""
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            import PyTorchUtils
+
+            PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=">=2.2")
+        missing = missingRequirements()
+        if missing:
+            slicer.util.pip_install(missing)
+
     def runTest(self):
+        self.installDependencies()
         self.setUp()
         self.test_MedSORA_phantom()
         self.setUp()

