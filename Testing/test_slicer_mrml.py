@@ -747,3 +747,83 @@ def test_slicer_MedSORATest_runs_in_slicer_core(module_file):
     case.runTest()
     assert "Phantom passed" in case.messages and "Errors passed" in case.messages
     assert "Example CT passed" in case.messages
+
+
+# ------------------------------------------------------------------------------------------
+# CMake: the extension configures, builds and installs MedSORALib beside the module
+# ------------------------------------------------------------------------------------------
+
+_STUB_SLICER_CONFIG = r"""
+# Minimal stand-in for a Slicer build tree: the variables and macros the extension uses.
+set(Slicer_FOUND TRUE)
+set(Slicer_USE_FILE ${CMAKE_CURRENT_LIST_DIR}/UseSlicer.cmake)
+set(Slicer_EXTENSION_GENERATE_CONFIG ${CMAKE_CURRENT_LIST_DIR}/Empty.cmake)
+set(Slicer_EXTENSION_CPACK ${CMAKE_CURRENT_LIST_DIR}/Empty.cmake)
+set(Slicer_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer-5.12/qt-scripted-modules)
+set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer-5.12/qt-scripted-modules)
+"""
+_STUB_USE_SLICER = r"""
+enable_testing()
+set(BUILD_TESTING ON)
+# Like Slicer's macro: scripts and resources keep their relative paths under the modules folder.
+function(slicerMacroBuildScriptedModule)
+  cmake_parse_arguments(M "WITH_GENERIC_TESTS" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
+  if(NOT M_NAME OR NOT M_WITH_GENERIC_TESTS)
+    message(FATAL_ERROR "NAME and WITH_GENERIC_TESTS expected")
+  endif()
+  foreach(f ${M_SCRIPTS} ${M_RESOURCES})
+    if(NOT EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${f})
+      message(FATAL_ERROR "missing module file ${f}")
+    endif()
+    get_filename_component(d ${f} DIRECTORY)
+    configure_file(${CMAKE_CURRENT_SOURCE_DIR}/${f} ${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/${f} COPYONLY)
+    install(FILES ${CMAKE_CURRENT_SOURCE_DIR}/${f} DESTINATION ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/${d})
+  endforeach()
+endfunction()
+function(slicer_add_python_unittest)
+  cmake_parse_arguments(T "" "SCRIPT" "" ${ARGN})
+  get_filename_component(n ${T_SCRIPT} NAME_WE)
+  add_test(NAME py_${n} COMMAND ${CMAKE_COMMAND} -E echo ${T_SCRIPT})
+endfunction()
+"""
+
+
+def test_slicer_cmake_installs_the_library_beside_the_module(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    stub = tmp_path / "Slicer"
+    stub.mkdir()
+    (stub / "SlicerConfig.cmake").write_text(_STUB_SLICER_CONFIG)
+    (stub / "UseSlicer.cmake").write_text(_STUB_USE_SLICER)
+    (stub / "Empty.cmake").write_text("")
+    build, prefix = tmp_path / "build", tmp_path / "install"
+    run = lambda *args: subprocess.run(args, check=True, capture_output=True, text=True, timeout=120)
+    run(cmake, "-S", str(ROOT), "-B", str(build), f"-DSlicer_DIR={stub}")
+    run(cmake, "--build", str(build))
+    run(cmake, "--install", str(build), "--prefix", str(prefix))
+
+    modules = prefix / "lib" / "Slicer-5.12" / "qt-scripted-modules"
+    for relative in ("MedSORA.py", "Scripts/score.py", "Resources/UI/MedSORA.ui", "Resources/Icons/MedSORA.png",
+                     "Resources/requirements.txt", "MedSORALib/__init__.py", "MedSORALib/mrml.py",
+                     "MedSORALib/scoring.py", "MedSORALib/text/reasoning.py",
+                     "MedSORALib/resources/knowledge/corpus.jsonl", "MedSORALib/resources/knowledge/symp.obo"):
+        assert (modules / relative).is_file(), relative
+    # every library file of the repository is installed (no __pycache__ or test files)
+    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "MedSORALib").rglob("*")
+               if p.is_file() and p.suffix in (".py", ".json", ".jsonl", ".safetensors", ".obo", ".md", ".yaml", ".txt")}
+    installed = {p.relative_to(modules).as_posix() for p in (modules / "MedSORALib").rglob("*") if p.is_file()}
+    assert shipped == installed
+    assert (build / "lib" / "Slicer-5.12" / "qt-scripted-modules" / "MedSORALib" / "mrml.py").is_file()
+    # the installed package imports from the modules folder, as inside Slicer
+    probe = subprocess.run([sys.executable, "-c", "import MedSORALib.mrml, MedSORALib.scoring, sys; "
+                            "print(MedSORALib.__file__)"], cwd=str(modules), capture_output=True, text=True,
+                           timeout=120, env={"PYTHONPATH": str(modules), "PATH": "/usr/bin:/bin"})
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip().startswith(str(modules))
+    tests = run("ctest", "--test-dir", str(build), "-N", "-V").stdout
+    assert "py_MedSORA" in tests and "MEDSORA_TEST_DATA=" in tests
