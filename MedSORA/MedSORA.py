@@ -226,6 +226,8 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.totalSegmentatorButton.connect("clicked(bool)", self.onTotalSegmentatorButton)
         self.ui.totalSegmentatorButton.visible = self.logic.totalSegmentatorAvailable()
+        # only MedSORA results (segmentations that carry the symptom attribute) in the result selector
+        self.ui.outputSegmentationSelector.addAttribute("vtkMRMLSegmentationNode", "MedSORA.Symptom")
         self.ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._onOutputChanged)
         self.ui.thresholdSliderWidget.connect("valueChanged(double)", self._updateDisplay)
         self.ui.opacityCheckBox.connect("toggled(bool)", self._updateDisplay)
