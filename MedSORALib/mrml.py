@@ -27,7 +27,7 @@ import json
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -601,7 +601,8 @@ def add_symptom_outputs(result, masks: dict[str, np.ndarray], reference_volume_n
     passages_node = scene.AddNewNodeByClass("vtkMRMLTextNode", title + " passages")
     passages_node.SetText(passages_text(result))
     folder = _group_in_folder(scene, reference_volume_node, title,
-                              (segmentation_node, table_node, chart_node, passages_node))
+                              (segmentation_node, table_node, chart_node, chart_node.GetNthPlotSeriesNode(0),
+                               passages_node))
     return SymptomOutputs(str(result.symptom), bool(result.in_domain), segmentation_node, table_node, chart_node,
                           passages_node, folder, result)
 
