@@ -38,7 +38,8 @@ RRF_K = 60
 
 _STOPWORDS = frozenset(
     "a an and are as at be been by for from has have in into is it its of on or that the their there these this "
-    "to was were which with without may can also often such than then when who whose will not no per".split()
+    "to was were which with without may can also often such than then when who whose will not no per after "
+    "before during since while".split()
 )
 # British spellings folded onto American ones before stemming.
 _SPELLING = (("oesophag", "esophag"), ("haemat", "hemat"), ("haem", "hem"), ("oedem", "edem"),
@@ -263,6 +264,7 @@ class KnowledgeBase:
         try:
             np.savez_compressed(tmp, keys=keys, vectors=matrix.astype(np.float16),
                                 model=np.array(str(getattr(self.encoder, "model_id", ""))))
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
