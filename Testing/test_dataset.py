@@ -1,0 +1,201 @@
+"""The symptom-text dataset: split, build, stats command, and the shipped file."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from MedSORALib.errors import MedSORAError
+from MedSORALib.knowledge import dataset as ds
+from MedSORALib.knowledge.guards import normalise, organ_mentions
+from MedSORALib.organs import FULL_CLASSES, PAPER_CLASSES
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_CONFIG = REPO / "Training" / "configs" / "dataset_shipped.yaml"
+
+
+class HashEncoder:
+    """Stand-in encoder for the near-duplicate guard: character-trigram hashing, unit norm."""
+
+    model_id = "trigram-hash"
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), 256), dtype=np.float32)
+        for row, text in enumerate(texts):
+            low = normalise(text)
+            for i in range(len(low) - 2):
+                out[row, hash(low[i:i + 3]) % 256] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def _team_rows(n_per_organ=20, organs=("liver", "pancreas", "kidney")):
+    rows = []
+    for organ in organs:
+        for i in range(n_per_organ):
+            other = [o for o in organs if o != organ][: i % 2]
+            rows.append({"id": f"obs-{organ}-{i:04d}", "text": f"Case {i} of {organ[:2]}: patient number {i * 7 + len(organ)} "
+                         f"reports symptom pattern {i} with {organ[::-1]} signs.", "organ": organ,
+                         "organs": [organ] + other, "chunk_ids": [f"{organ}-001"],
+                         "phrasing": "clinical", "laterality": None, "backend": "team"})
+    return rows
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_stratified_split_is_seeded_and_proportional():
+    rows = [{"id": f"{o}-{i}", "organ": o} for o in ("liver", "kidney", "aorta") for i in range(100)]
+    ds.stratified_split(rows, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=5)
+    for organ in ("liver", "kidney", "aorta"):
+        counts = Counter(r["split"] for r in rows if r["organ"] == organ)
+        assert counts == {"train": 70, "val": 10, "test": 20}
+    first = [r["split"] for r in rows]
+    ds.stratified_split(rows, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=5)
+    assert [r["split"] for r in rows] == first
+    ds.stratified_split(rows, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=6)
+    assert [r["split"] for r in rows] != first
+    with pytest.raises(ds.DatasetError):
+        ds.stratified_split(rows, {"train": 0.7, "val": 0.2, "test": 0.2}, seed=5)
+
+
+def test_label_validation():
+    good = {"organ": "kidney", "organs": ["kidney", "adrenal_gland"], "laterality": "left"}
+    assert ds.label_problem(good, FULL_CLASSES) is None
+    assert "differs" in ds.label_problem({**good, "organs": ["adrenal_gland", "kidney"]}, FULL_CLASSES)
+    assert "unknown" in ds.label_problem({**good, "organs": ["kidney", "lung"]}, FULL_CLASSES)
+    assert "laterality" in ds.label_problem({**good, "laterality": "both"}, FULL_CLASSES)
+    assert "not a class" in ds.label_problem({**good, "organ": "kidney_left"}, FULL_CLASSES)
+
+
+def test_build_with_team_and_rules(tmp_path):
+    from MedSORALib.knowledge.kb import KnowledgeBase
+
+    team = _team_rows()
+    team.append(dict(team[0], id="obs-dup"))                                  # exact duplicate text
+    team.append(dict(team[1], id="obs-named", text="The liver edge is firm and tender today."))
+    team_path = tmp_path / "team.jsonl"
+    _write_jsonl(team_path, team)
+    before = team_path.read_bytes()
+    config = {"seed": 11, "classes": "full11", "team_observations": str(team_path),
+              "split": {"train": 0.7, "val": 0.1, "test": 0.2},
+              "guards": {"near_duplicates": True, "max_cosine": 0.95},
+              "generation": [{"backend": "rules", "chunks_per_organ": 4, "texts_per_chunk": 2,
+                              "mode": "bm25"}]}
+    out = tmp_path / "out" / "texts.jsonl"
+    kb = KnowledgeBase.load(sources=("hpo", "symptom-ontology"))
+    report = ds.build_dataset(config, output=out, encoder=HashEncoder(), kb=kb)
+    assert team_path.read_bytes() == before
+    rows = ds.load_dataset(path=out)
+    assert len(rows) == report["texts_out"] == report["texts_in"] - sum(report["guards"]["dropped"].values())
+    assert report["guards"]["dropped"]["duplicate"] >= 1 and report["guards"]["dropped"]["organ_name"] >= 1
+    assert {r["id"] for r in rows}.isdisjoint({"obs-dup", "obs-named"})
+    team_out = [r for r in rows if r["backend"] == "team"]
+    assert len(team_out) == 60
+    for organ in ("liver", "pancreas", "kidney"):
+        counts = Counter(r["split"] for r in team_out if r["organ"] == organ)
+        assert counts["test"] >= 3 and counts["val"] >= 1 and counts["train"] >= 12
+    rules = [r for r in rows if r["backend"].startswith("rules")]
+    assert rules and all(r["provenance"]["backend"] == "rules" and r["chunk_ids"] for r in rules)
+    assert {r["organ"] for r in rules} <= set(FULL_CLASSES)
+    gen_report = report["generation"][0]
+    assert gen_report["chunks_seen"] == 4 * len(FULL_CLASSES)
+    assert gen_report["texts_written"] == report["texts_in"] - len(team) > 0
+    assert 0 < gen_report["chunks_kept"] <= gen_report["chunks_seen"]
+    for r in rows:
+        assert ds.label_problem(r, FULL_CLASSES) is None and not organ_mentions(r["text"])
+    built = json.loads(out.with_suffix(".build.json").read_text())
+    assert built["texts_out"] == len(rows) and built["stats"]["total"] == len(rows)
+    # Same config, same seed: the same file.
+    again = tmp_path / "again.jsonl"
+    ds.build_dataset(config, output=again, encoder=HashEncoder(), kb=kb)
+    assert again.read_bytes() == out.read_bytes()
+    assert len(ds.load_dataset("test", path=out)) == sum(r["split"] == "test" for r in rows)
+    with pytest.raises(MedSORAError):
+        ds.load_dataset("holdout", path=out)
+
+
+def test_build_rejects_bad_team_records(tmp_path):
+    rows = _team_rows(2)
+    rows[0]["organs"] = ["pancreas", "liver"]
+    path = tmp_path / "team.jsonl"
+    _write_jsonl(path, rows)
+    config = {"team_observations": str(path), "guards": {"near_duplicates": False}}
+    with pytest.raises(ds.DatasetError, match="differs from organ"):
+        ds.build_dataset(config, output=tmp_path / "x.jsonl")
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_dataset_cli_build_and_stats(tmp_path, capsys):
+    from MedSORALib.cli import main
+
+    team_path = tmp_path / "team.jsonl"
+    _write_jsonl(team_path, _team_rows(10))
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"seed: 3\nteam_observations: {team_path}\noutput: {tmp_path / 'd.jsonl'}\n"
+                      "guards: {near_duplicates: false}\ngeneration: []\n", encoding="utf-8")
+    assert main(["dataset", "build", "--config", str(config), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 30 texts" in out and "| liver | 7 | 1 | 2 | 10 |" in out
+    assert main(["dataset", "stats", str(tmp_path / "d.jsonl"), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["per_class"]["kidney"] == {"train": 7, "val": 1, "test": 2, "total": 10}
+    assert stats["total"] == 30 and stats["test_multi_organ"] == sum(
+        len(r["organs"]) > 1 for r in ds.load_dataset("test", path=tmp_path / "d.jsonl"))
+    assert main(["dataset", "stats", str(tmp_path / "missing.jsonl")]) == 2
+    assert main(["dataset", "build", "--config", str(tmp_path / "none.yaml")]) == 2
+
+
+# -- the shipped dataset -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shipped():
+    if not ds.DATASET_PATH.is_file():
+        pytest.fail(f"the shipped dataset {ds.DATASET_PATH} is missing; build it with "
+                    f"'medsora dataset build --config {SHIPPED_CONFIG.relative_to(REPO)}'")
+    return ds.load_dataset()
+
+
+def test_shipped_dataset_counts(shipped):
+    per_class = ds.dataset_stats(shipped)["per_class"]
+    for cls in FULL_CLASSES:
+        minimum = 200 if cls in PAPER_CLASSES else 120
+        assert per_class[cls]["total"] >= minimum, (cls, per_class[cls])
+        total = per_class[cls]["total"]
+        assert abs(per_class[cls]["test"] - round(0.2 * total)) <= 1
+        assert abs(per_class[cls]["val"] - round(0.1 * total)) <= 1
+    assert set(per_class) == set(FULL_CLASSES)
+
+
+def test_shipped_dataset_has_no_organ_names_or_duplicates(shipped):
+    named = [(r["id"], organ_mentions(r["text"])) for r in shipped if organ_mentions(r["text"])]
+    assert named == []
+    assert len({r["id"] for r in shipped}) == len(shipped)
+    keys = Counter(normalise(r["text"]) for r in shipped)
+    assert [k for k, n in keys.items() if n > 1] == []
+    splits = {s: {normalise(r["text"]) for r in shipped if r["split"] == s} for s in ds.SPLITS}
+    assert not (splits["train"] & splits["test"]) and not (splits["train"] & splits["val"])
+    assert not (splits["val"] & splits["test"])
+
+
+def test_shipped_test_split_has_valid_multi_organ_labels(shipped):
+    test = [r for r in shipped if r["split"] == "test"]
+    assert len(test) >= 0.18 * len(shipped)
+    for r in test:
+        assert ds.label_problem(r, FULL_CLASSES) is None, (r["id"], ds.label_problem(r, FULL_CLASSES))
+    assert sum(len(r["organs"]) > 1 for r in test) >= 0.1 * len(test)
+    for r in shipped:
+        assert r["split"] in ds.SPLITS and r["phrasing"] in ds.PHRASINGS and r["text"].strip()
+
+
+def test_shipped_dataset_matches_its_config(shipped):
+    config = ds.read_config(SHIPPED_CONFIG)
+    assert ds.resolve_path(config["output"], Path(config["_base"])).resolve() == ds.DATASET_PATH.resolve()
+    built = json.loads(ds.DATASET_PATH.with_suffix(".build.json").read_text())
+    assert built["texts_out"] == len(shipped) and built["seed"] == config["seed"]
+    # The split is reproducible from the seed: re-splitting the shipped records changes nothing.
+    rows = [dict(r) for r in shipped]
+    ds.stratified_split(rows, config["split"], int(config["seed"]))
+    assert [r["split"] for r in rows] == [r["split"] for r in shipped]
