@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -27,17 +28,23 @@ class HashEncoder:
         for row, text in enumerate(texts):
             low = normalise(text)
             for i in range(len(low) - 2):
-                out[row, hash(low[i:i + 3]) % 256] += 1.0
+                out[row, zlib.crc32(low[i:i + 3].encode()) % 256] += 1.0
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+_WORDS = ("aching", "burning", "cramping", "dull", "sharp", "throbbing", "gnawing", "stabbing", "fever", "chills",
+          "nausea", "fatigue", "itching", "swelling", "bruising", "thirst", "cough", "dizziness", "sweating",
+          "weight loss", "night pain", "pallor", "tremor", "bloating", "weakness", "rash", "headache")
 
 
 def _team_rows(n_per_organ=20, organs=("liver", "pancreas", "kidney")):
     rows = []
-    for organ in organs:
+    for k, organ in enumerate(organs):
         for i in range(n_per_organ):
             other = [o for o in organs if o != organ][: i % 2]
-            rows.append({"id": f"obs-{organ}-{i:04d}", "text": f"Case {i} of {organ[:2]}: patient number {i * 7 + len(organ)} "
-                         f"reports symptom pattern {i} with {organ[::-1]} signs.", "organ": organ,
+            a, b, c = (_WORDS[(i * 3 + k * 7 + j * 11) % len(_WORDS)] for j in range(3))
+            rows.append({"id": f"obs-{organ}-{i:04d}", "text": f"A {20 + i + 13 * k}-year-old reports {a} with {b}, "
+                         f"then {c} for {i + 2 + k} days.", "organ": organ,
                          "organs": [organ] + other, "chunk_ids": [f"{organ}-001"],
                          "phrasing": "clinical", "laterality": None, "backend": "team"})
     return rows

@@ -16,6 +16,7 @@ records also carry ``provenance``. Train/val use ``organ`` as the label, test us
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -229,6 +230,14 @@ def retrieve_chunks(kb, organ: str, count: int, query: str, mode: str) -> list:
     return [h.chunk for h in hits]
 
 
+def _shown(path) -> str:
+    """``path`` relative to the repository when inside it (reports stay the same on every machine)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -276,6 +285,7 @@ def build_dataset(config: dict, output=None, encoder=None, kb=None, progress=Non
     out_path = Path(output) if output else resolve_path(config.get("output", DATASET_PATH), base)
 
     records = []
+    team_info = None
     team_path = config.get("team_observations")
     if team_path:
         team_path = resolve_path(team_path, base)
@@ -283,6 +293,8 @@ def build_dataset(config: dict, output=None, encoder=None, kb=None, progress=Non
         for r in team:
             r["organs"] = [o for o in r["organs"] if o in classes]
         records += team
+        team_info = {"path": _shown(team_path), "records": len(team),
+                     "sha256": hashlib.sha256(Path(team_path).read_bytes()).hexdigest()}
         say(f"team observations: {len(team)} from {team_path}")
 
     generation_report = []
@@ -325,7 +337,7 @@ def build_dataset(config: dict, output=None, encoder=None, kb=None, progress=Non
         lines.append(json.dumps(row, ensure_ascii=False))
     _atomic_write_text(out_path, "\n".join(lines) + "\n")
     stats = dataset_stats(kept, classes)
-    report = {"output": str(out_path), "seed": seed, "classes": setting, "split_ratios": ratios,
+    report = {"output": _shown(out_path), "team_observations": team_info, "seed": seed, "classes": setting, "split_ratios": ratios,
               "texts_in": len(records), "texts_out": len(kept), "guards": guard.stats.to_dict(),
               "generation": generation_report, "stats": stats,
               "encoder": getattr(encoder, "model_id", None) if near else None}
