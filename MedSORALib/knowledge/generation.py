@@ -273,6 +273,10 @@ _LAY_TEMPLATES = (
     "I went to the doctor because of {finding}.",
 )
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+# Sentences that start with a pronoun need the previous sentence to make sense; the composer skips them.
+_DANGLING = re.compile(r"^(It|Its|This|These|They|Their|Those|Such|He|She|Both|Either)\b")
+# Symptom Ontology definitions start with their category: "A urinary system symptom that is characterized by".
+_SO_DEFINITION = re.compile(r"^(?:A|An)\s+[\w\s,-]*?symptom\s+(?:that|which)\s+is\s+characteri[sz]ed\s+by\s+", re.I)
 
 
 def _lower_first(text: str) -> str:
@@ -288,7 +292,8 @@ class RuleComposer(Backend):
     Step 1 keeps a chunk when its name, synonyms or text contain a symptom cue word
     (:data:`SYMPTOM_CUES`). Step 2 fills clinical templates with the term name and synonyms,
     lay templates with the layperson synonyms, a definition template with the definition, and,
-    for team passages, uses each passage sentence that does not name an organ. Texts naming an
+    for team passages, uses each passage sentence that holds a symptom cue and does not start
+    with a pronoun (which would need the sentence before it). Texts naming an
     organ are left for the guards to drop, so the counts show what the rules produced.
     """
 
@@ -303,7 +308,7 @@ class RuleComposer(Backend):
         if chunk.origin == "team" or not chunk.name:
             for sentence in _SENTENCE_SPLIT.split(chunk.text):
                 sentence = sentence.strip()
-                if sentence:
+                if sentence and not _DANGLING.match(sentence) and any(c in sentence.lower() for c in SYMPTOM_CUES):
                     candidates.append(sentence if sentence.endswith(".") else sentence + ".")
         else:
             findings = [chunk.name] + list(chunk.synonyms)
@@ -313,7 +318,11 @@ class RuleComposer(Backend):
                 candidates.append(rng.choice(_LAY_TEMPLATES).format(finding=_lower_first(lay)))
             if chunk.definition:
                 first = _SENTENCE_SPLIT.split(chunk.definition.strip())[0].rstrip(".") + "."
-                candidates.append(rng.choice(_DEFINITION_TEMPLATES).format(definition=first))
+                category = _SO_DEFINITION.match(first)
+                if category:
+                    candidates.append("The presentation is characterized by " + first[category.end():])
+                else:
+                    candidates.append(rng.choice(_DEFINITION_TEMPLATES).format(definition=first))
         unique = list(dict.fromkeys(candidates))
         rng.shuffle(unique)
         return unique[:n]
