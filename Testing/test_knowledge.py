@@ -127,6 +127,11 @@ def test_dense_retrieval_and_organ_filter(kb):
     for organ in ("esophagus", "inferior_vena_cava", "portal_vein_and_splenic_vein"):
         found = kb.search("vomiting blood", k=2, organ=organ)
         assert len(found) == 2 and all(organ in h.chunk.organs for h in found)
+    # Passages mainly about the organ come first: the pancreas passage for pancreas, and so on.
+    for organ in ("pancreas", "gallbladder", "liver"):
+        first = kb.search("painless jaundice pale stools", k=2, organ=organ)[0].chunk
+        assert first.organs[0] == organ, (organ, first.id)
+    assert kb.bm25_scores("flank pain") is kb.bm25_scores("flank pain")  # scored once per query
     left = kb.search("flank pain", k=3, organ="kidney_left", mode="bm25")
     assert left and all("kidney" in h.chunk.organs for h in left)
 

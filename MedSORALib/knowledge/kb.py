@@ -32,6 +32,10 @@ from ..errors import MedSORAError
 from . import sources as src
 
 MODES = ("hybrid", "bm25", "dense")
+#: With an organ filter, chunks whose first (primary) organ is another class have their score
+#: scaled by this factor, so passages mainly about the organ come first at equal relevance.
+SECONDARY_WEIGHT = 0.9
+_QUERY_CACHE_SIZE = 64
 #: Precomputed chunk embeddings of the default encoder, keyed by the SHA-256 of each chunk text.
 EMBEDDINGS_PATH = src.RESOURCES / "chunk_embeddings.npz"
 RRF_K = 60
@@ -149,6 +153,8 @@ class KnowledgeBase:
         self._encoder = encoder
         self._lock = threading.Lock()
         self._organ_masks: dict = {}
+        self._primary: dict = {}
+        self._query_scores: dict = {}
         self._embeddings = None
         import bm25s
 
@@ -272,15 +278,32 @@ class KnowledgeBase:
         _INDEX_CACHE.clear()
         return path
 
+    def _cached(self, kind: str, query: str, compute) -> np.ndarray:
+        """Score vectors of recent queries, so one symptom searched for each organ is scored once."""
+        key = (kind, query)
+        scores = self._query_scores.get(key)
+        if scores is None:
+            scores = compute(query)
+            if len(self._query_scores) >= _QUERY_CACHE_SIZE:
+                self._query_scores.pop(next(iter(self._query_scores)))
+            self._query_scores[key] = scores
+        return scores
+
     def bm25_scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk for ``query``: float (N,), 0 where no token matches."""
+        return self._cached("bm25", query, self._bm25_scores)
+
+    def dense_scores(self, query: str) -> np.ndarray:
+        """Cosine similarity of every chunk with ``query``: float (N,) in [-1, 1]."""
+        return self._cached("dense", query, self._dense_scores)
+
+    def _bm25_scores(self, query: str) -> np.ndarray:
         tokens = [t for t in tokenize(query) if t in self._bm25.vocab_dict]
         if not tokens:
             return np.zeros(len(self.chunks), dtype=np.float32)
         return np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
 
-    def dense_scores(self, query: str) -> np.ndarray:
-        """Cosine similarity of every chunk with ``query``: float (N,) in [-1, 1]."""
+    def _dense_scores(self, query: str) -> np.ndarray:
         vector = np.asarray(self.encoder.encode([query]), dtype=np.float32)[0]
         return self.embeddings() @ vector
 
@@ -294,7 +317,9 @@ class KnowledgeBase:
             mode: "hybrid" (RRF of BM25 and dense), "bm25" or "dense".
 
         Returns:
-            list of :class:`Hit`, best first. BM25 hits with score 0 are never returned.
+            list of :class:`Hit`, best first. BM25 hits with score 0 are never returned. With
+            ``organ``, chunks whose primary tag is another class have their score reduced by
+            ``1 - SECONDARY_WEIGHT`` of its magnitude (the returned score is the reduced one).
         """
         if mode not in MODES:
             raise KnowledgeError(f"unknown retrieval mode '{mode}'; use one of: {', '.join(MODES)}")
@@ -302,22 +327,35 @@ class KnowledgeBase:
             raise KnowledgeError("the search query is empty")
         if int(k) < 1:
             raise KnowledgeError(f"k must be at least 1 (got {k})")
+        query = str(query)
         candidates = self.organ_mask(organ) if organ is not None else np.ones(len(self.chunks), dtype=bool)
         if mode == "bm25":
             scores = self.bm25_scores(query)
-            order = self._rank(scores, candidates & (scores > 0))
-            return [Hit(self.chunks[i], float(scores[i])) for i in order[:k]]
-        if mode == "dense":
+            positive = scores > 0
+        elif mode == "dense":
             scores = self.dense_scores(query)
-            order = self._rank(scores, candidates)
-            return [Hit(self.chunks[i], float(scores[i])) for i in order[:k]]
-        lexical = self.bm25_scores(query)
-        dense = self.dense_scores(query)
-        fused = np.zeros(len(self.chunks), dtype=np.float64)
-        for ranking in (self._rank(lexical, candidates & (lexical > 0)), self._rank(dense, candidates)):
-            fused[ranking] += 1.0 / (RRF_K + 1 + np.arange(len(ranking)))
-        order = self._rank(fused, candidates & (fused > 0))
-        return [Hit(self.chunks[i], float(fused[i])) for i in order[:k]]
+            positive = np.ones(len(self.chunks), dtype=bool)
+        else:
+            lexical = self.bm25_scores(query)
+            dense = self.dense_scores(query)
+            scores = np.zeros(len(self.chunks), dtype=np.float64)
+            for ranking in (self._rank(lexical, candidates & (lexical > 0)), self._rank(dense, candidates)):
+                scores[ranking] += 1.0 / (RRF_K + 1 + np.arange(len(ranking)))
+            positive = scores > 0
+        if organ is not None:
+            scores = np.where(self.primary_mask(organ), scores,
+                              scores - (1.0 - SECONDARY_WEIGHT) * np.abs(scores))
+        order = self._rank(scores, candidates & positive)
+        return [Hit(self.chunks[i], float(scores[i])) for i in order[:k]]
+
+    def primary_mask(self, organ) -> np.ndarray:
+        """Boolean (N,) mask of the chunks whose first organ tag is ``organ``."""
+        key = _resolve_organ(organ)
+        mask = self._primary.get(key)
+        if mask is None:
+            mask = np.array([c.organs[0] == key for c in self.chunks], dtype=bool)
+            self._primary[key] = mask
+        return mask
 
     @staticmethod
     def _rank(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
