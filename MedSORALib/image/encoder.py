@@ -120,6 +120,9 @@ class _TokenViT(nn.Module):
         super().__init__()
         from monai.networks.blocks import PatchEmbeddingBlock, TransformerBlock
 
+        #: number of patches along each spatial axis
+        self.patch_grid = tuple(int(s) // int(p) for s, p in zip(img_size, patch_size))
+
         self.patch_embedding = PatchEmbeddingBlock(
             in_channels=1, img_size=img_size, patch_size=patch_size, hidden_size=hidden, num_heads=heads,
             proj_type="conv", pos_embed_type="learnable", dropout_rate=dropout, spatial_dims=spatial_dims)
