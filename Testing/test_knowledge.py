@@ -237,10 +237,15 @@ def test_guard_keeps_regions_and_counts_every_decision():
 # -- generation backends -------------------------------------------------------------------------
 class _ChatHandler(BaseHTTPRequestHandler):
     requests: list = []
+    fail_next = 0  # answer this many requests with HTTP 503 first
 
     def do_POST(self):  # noqa: N802 (http.server API)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        if type(self).fail_next > 0:
+            type(self).fail_next -= 1
+            self.send_error(503)
+            return
         if self.path != "/v1/chat/completions":
             self.send_error(404)
             return
@@ -271,6 +276,7 @@ class _ChatHandler(BaseHTTPRequestHandler):
 @pytest.fixture()
 def chat_server():
     _ChatHandler.requests = []
+    _ChatHandler.fail_next = 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -315,6 +321,16 @@ def test_chat_backend_errors(chat_server, monkeypatch):
     backend = gen.ChatBackend(base_url=chat_server.replace("/v1", "/v2"), model="m", api_key="")
     with pytest.raises(gen.GenerationError, match="HTTP 404"):
         backend.keep_chunk(make_chunk("a", "pain", ["liver"]))
+    assert len(_ChatHandler.requests) == 1  # a 404 is not retried
+    # A busy server (503) is retried; without retries the error reaches the caller.
+    _ChatHandler.fail_next = 1
+    retrying = gen.ChatBackend(base_url=chat_server, model="m", api_key="", retries=1)
+    assert retrying.keep_chunk(make_chunk("a", "pain", ["liver"])) is True
+    assert len(_ChatHandler.requests) == 3
+    _ChatHandler.fail_next = 1
+    with pytest.raises(gen.GenerationError, match="HTTP 503"):
+        gen.ChatBackend(base_url=chat_server, model="m", api_key="", retries=0).keep_chunk(
+            make_chunk("a", "pain", ["liver"]))
     with pytest.raises(gen.GenerationError, match="unknown generation backend"):
         gen.make_backend({"backend": "telepathy"})
 

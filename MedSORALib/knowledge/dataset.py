@@ -310,7 +310,7 @@ def build_dataset(config: dict, output=None, encoder=None, kb=None, progress=Non
                   for organ in classes}
         stats = GenerationStats()
         generated = generate_records(backend, chunks, int(settings.get("texts_per_chunk", 3)), seed,
-                                     settings.get("per_organ"), stats=stats)
+                                     settings.get("per_organ"), stats=stats, progress=progress)
         for r in generated:
             r["organs"] = [o for o in r["organs"] if o in classes]
         records += generated

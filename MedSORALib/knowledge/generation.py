@@ -22,6 +22,7 @@ import json
 import os
 import random
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -104,12 +105,13 @@ class ChatBackend(Backend):
         temperature: sampling temperature of the writing step (the filter uses 0).
         max_tokens: reply limit per call.
         timeout_s: per request, seconds.
+        retries: further attempts after a connection error, HTTP 429 or 5xx (waits 1, 2, 4 ... s).
     """
 
     name = "openai-chat"
 
     def __init__(self, base_url=None, model=None, api_key=None, temperature: float = 0.7,
-                 max_tokens: int = 400, timeout_s: float = 120.0):
+                 max_tokens: int = 400, timeout_s: float = 120.0, retries: int = 2):
         self.base_url = (base_url or os.environ.get("MEDSORA_LLM_BASE_URL", "")).rstrip("/")
         self.model = model or os.environ.get("MEDSORA_LLM_MODEL", "")
         self.api_key = api_key if api_key is not None else os.environ.get("MEDSORA_LLM_API_KEY", "")
@@ -119,6 +121,7 @@ class ChatBackend(Backend):
         self.temperature = float(temperature)
         self.max_tokens = int(max_tokens)
         self.timeout_s = float(timeout_s)
+        self.retries = int(retries)
         self.calls = 0
 
     def _url(self) -> str:
@@ -134,13 +137,21 @@ class ChatBackend(Backend):
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self._url(), data=json.dumps(body).encode("utf-8"), headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                payload = json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as exc:
-            raise GenerationError(f"chat endpoint {self._url()} answered HTTP {exc.code}") from exc
-        except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
-            raise GenerationError(f"chat endpoint {self._url()} failed: {exc}") from exc
+        for attempt in range(self.retries + 1):
+            transient = attempt < self.retries
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    payload = json.loads(response.read().decode("utf-8"))
+                break
+            except urllib.error.HTTPError as exc:
+                if not (transient and (exc.code == 429 or exc.code >= 500)):
+                    raise GenerationError(f"chat endpoint {self._url()} answered HTTP {exc.code}") from exc
+            except json.JSONDecodeError as exc:
+                raise GenerationError(f"chat endpoint {self._url()} returned invalid JSON") from exc
+            except (urllib.error.URLError, OSError) as exc:
+                if not transient:
+                    raise GenerationError(f"chat endpoint {self._url()} failed: {exc}") from exc
+            time.sleep(2.0 ** attempt)
         self.calls += 1
         try:
             return str(payload["choices"][0]["message"]["content"] or "")
@@ -373,7 +384,8 @@ class GenerationStats:
 
 
 def generate_records(backend: Backend, chunks_by_organ: dict, texts_per_chunk: int = 3, seed: int = 0,
-                     max_per_organ=None, id_prefix=None, stats: GenerationStats | None = None) -> list:
+                     max_per_organ=None, id_prefix=None, stats: GenerationStats | None = None,
+                     progress=None) -> list:
     """Run the two steps over chunks and return dataset records (before guards).
 
     Args:
@@ -384,6 +396,7 @@ def generate_records(backend: Backend, chunks_by_organ: dict, texts_per_chunk: i
         max_per_organ: stop an organ once this many texts were written (None = no limit).
         id_prefix: record id prefix (default ``gen-<backend name>``).
         stats: a :class:`GenerationStats` to fill.
+        progress: optional callable(str), told when each organ is done.
 
     Returns:
         Records with id, text, organ, organs (source organ first, then the chunk's other tags),
@@ -414,4 +427,6 @@ def generate_records(backend: Backend, chunks_by_organ: dict, texts_per_chunk: i
                     "backend": f"{backend.name}:{provenance.get('model', 'templates')}",
                     "provenance": provenance,
                 })
+        if progress:
+            progress(f"{backend.name} {organ}: {count} texts")
     return records
