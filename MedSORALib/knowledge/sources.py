@@ -145,9 +145,11 @@ class Chunk:
         source: what the passage quotes or follows (ontology and version, or a reference).
         license: licence note of the source.
         origin: "hpo", "symptom-ontology" or "team".
-        terms: for ontology chunks: the term name, its synonyms and layperson wordings
-            (used by the rule-based composer); empty for team passages.
+        name: ontology term name ("" for team passages).
         definition: the ontology definition ("" for team passages).
+        lay_terms: HPO layperson synonyms of the term.
+        synonyms: other exact synonyms of the term.
+        (name, definition, lay_terms and synonyms feed the rule-based composer.)
     """
 
     id: str
