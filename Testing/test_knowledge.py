@@ -380,10 +380,11 @@ def test_local_lm_backend_with_tiny_random_model(tmp_path):
     stats = gen.GenerationStats()
     records = gen.generate_records(backend, chunks, texts_per_chunk=2, seed=1, stats=stats)
     assert stats.chunks_seen == 4 and stats.chunks_kept + len(stats.chunks_rejected) == 4
-    assert stats.chunks_kept >= 1 and len(records) == 2 * stats.chunks_kept == stats.texts_written
+    assert stats.chunks_kept >= 1 and 1 <= len(records) == stats.texts_written <= 2 * stats.chunks_kept
+    assert {r["chunk_ids"][0] for r in records} <= {c.id for c in chunks["liver"]}
     n_params = sum(p.numel() for p in GPT2LMHeadModel.from_pretrained(folder).parameters())
     for r in records:
-        assert isinstance(r["text"], str)
+        assert isinstance(r["text"], str) and r["text"].strip()
         assert r["provenance"] == {"backend": "local-lm", "model": str(folder), "model_type": "gpt2",
                                    "parameters": n_params, "temperature": 0.8, "max_new_tokens": 8}
     # Sampling is seeded: the same seed gives the same texts.

@@ -176,13 +176,14 @@ class LocalLMBackend(Backend):
     """A transformers causal LM loaded from a local folder (``config.json`` + weights + tokenizer).
 
     The filter compares the model's log-likelihood of the answers "YES" and "NO" after the
-    filter prompt (ties keep the chunk); writing samples ``max_new_tokens`` per observation.
+    filter prompt (ties keep the chunk); writing samples one reply of up to ``max_new_tokens``
+    per asked observation and splits it into lines, as for the chat backend.
     The chat template of the tokenizer is used when it has one, else a plain prompt.
 
     Args:
         path: the model folder.
         device: torch device.
-        max_new_tokens: tokens generated per observation.
+        max_new_tokens: token budget per asked observation.
         temperature: sampling temperature (> 0).
     """
 
@@ -233,6 +234,7 @@ class LocalLMBackend(Backend):
         return self._answer_logprob(prompt_ids, "YES") >= self._answer_logprob(prompt_ids, "NO")
 
     def write(self, chunk, n: int, rng: random.Random) -> list:
+        """One sampled reply of up to ``max_new_tokens * n`` tokens, split into lines like the chat backend."""
         torch = self._torch
         prompt_ids = self._ids(self._prompt(WRITE_SYSTEM, WRITE_USER.format(passage=chunk.text, n=n)))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
@@ -240,10 +242,9 @@ class LocalLMBackend(Backend):
         with torch.inference_mode():
             out = self.model.generate(
                 prompt_ids, attention_mask=torch.ones_like(prompt_ids), do_sample=True,
-                temperature=self.temperature, max_new_tokens=self.max_new_tokens, num_return_sequences=n,
-                pad_token_id=pad)
-        texts = self.tokenizer.batch_decode(out[:, prompt_ids.shape[1]:], skip_special_tokens=True)
-        return [" ".join(t.split()) for t in texts][:n]
+                temperature=self.temperature, max_new_tokens=self.max_new_tokens * n, pad_token_id=pad)
+        reply = self.tokenizer.decode(out[0, prompt_ids.shape[1]:], skip_special_tokens=True)
+        return split_observations(reply, n)
 
     def provenance(self) -> dict:
         return {"backend": self.name, "model": str(self.path), "model_type": self.model_type,
