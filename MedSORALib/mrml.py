@@ -239,6 +239,12 @@ def organ_masks_from_segmentation(segmentation_node, reference_volume_node) -> d
             f"Segmentation {segmentation_node.GetName()!r} has no abdominal organ segments "
             f"({segmentation.GetNumberOfSegments()} segments; expected names such as liver, spleen, right kidney).")
 
+    labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    if not segmentation.ContainsRepresentation(labelmap_name):
+        # e.g. segments imported from models: derive the labelmap, as Slicer does to show them in 2D
+        if not segmentation_node.CreateBinaryLabelmapRepresentation():
+            raise SegmentationError(f"Segmentation {segmentation_node.GetName()!r} cannot be converted to a "
+                                    "binary labelmap.")
     # Each segment is resampled (nearest neighbour) onto the CT grid through any transforms
     # between the two nodes, without adding temporary nodes to the user's scene.
     ijk_to_ras = _ijk_to_ras(reference_volume_node)
