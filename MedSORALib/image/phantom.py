@@ -148,7 +148,9 @@ def make_phantom(
                                         "amos": "amos_label"}[scheme]) for k in STRUCTURES}
     inv_affine = np.linalg.inv(affine)
     for key, shp in SHAPES.items():
-        center = np.asarray(shp.center) * scale + rng.normal(0.0, 6.0, size=3) * v
+        # Small structures move less, so neighbours keep their order (left adrenal stays left of the aorta).
+        jitter = float(np.clip(min(shp.radii[0], shp.radii[1]) / 4.0, 2.0, 6.0))
+        center = np.asarray(shp.center) * scale + rng.normal(0.0, jitter, size=3) * v
         radii = np.asarray(shp.radii) * scale * np.exp(rng.normal(0.0, 0.12, size=3) * v)
         yaw = shp.yaw + rng.normal(0.0, 10.0) * v
         rot = _rotation_z(yaw)
