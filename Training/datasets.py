@@ -146,6 +146,8 @@ def totalsegmentator_cases(root: str | Path) -> list[Case]:
 
 def _totalseg_loader(ct: Path, seg_dir: Path):
     def load():
+        import nibabel as nib
+
         from MedSORALib.volume_io import read_volume, resample_nearest
 
         volume = read_volume(ct)
@@ -154,13 +156,14 @@ def _totalseg_loader(ct: Path, seg_dir: Path):
             key = organ_key(_strip_suffix(path.name))
             if key is None:
                 continue
-            mask_vol = read_volume(path)
-            if mask_vol.same_grid(volume):
-                mask = mask_vol.array > 0.5
-            else:
-                mask = resample_nearest((mask_vol.array > 0.5).astype(np.uint8), mask_vol.affine, volume) > 0
-            if mask.any():
-                masks[key] = mask
+            # Masks are read with nibabel directly: an empty organ file is a valid (all-zero) mask.
+            image = nib.load(str(path))
+            mask = np.asarray(image.dataobj) > 0
+            if not mask.any():
+                continue
+            if mask.shape != volume.shape or not np.allclose(image.affine, volume.affine, atol=1e-3):
+                mask = resample_nearest(mask.astype(np.uint8), image.affine, volume) > 0
+            masks[key] = mask
         ordered = {k: masks[k] for k in STRUCTURES if k in masks}
         return volume, ordered
 

@@ -69,9 +69,12 @@ DEFAULTS: dict = {
     "augment": {},
     "stages": {
         "text": {"enabled": False, "config": "Training/configs/text.yaml", "output": None},
-        "image": {"epochs": 0, "batch_size": 32, "lr": 3e-4, "weight_decay": 0.05, "warmup_epochs": 0},
+        "image_2d": {"epochs": 0, "batch_size": 32, "lr": 1e-4, "weight_decay": 0.05, "warmup_epochs": 0},
+        "image": {"epochs": 0, "batch_size": 32, "lr": 3e-4, "weight_decay": 0.05, "warmup_epochs": 0,
+                  "freeze_2d": False},
         "alignment": {"epochs": 0, "texts_per_volume": 32, "volumes_per_step": 1, "lr": 3e-4,
-                      "weight_decay": 0.05, "temperature": 0.1, "align_weight": 1.0, "warmup_epochs": 0},
+                      "weight_decay": 0.05, "temperature": 0.1, "align_weight": 1.0, "warmup_epochs": 0,
+                      "freeze_2d": False},
     },
     "eval": {"every": 1},
 }
@@ -85,7 +88,11 @@ def deep_update(base: dict, update: dict) -> dict:
 
 
 def load_config(path: str | os.PathLike) -> dict:
-    """The YAML configuration merged over :data:`DEFAULTS`."""
+    """The YAML configuration merged over :data:`DEFAULTS`.
+
+    A ``base: other.yaml`` entry (relative to the configuration's folder) is read first and
+    the configuration's own entries override it.
+    """
     import yaml
 
     from MedSORALib.errors import InputFileError
@@ -93,7 +100,10 @@ def load_config(path: str | os.PathLike) -> dict:
     p = Path(path)
     if not p.is_file():
         raise InputFileError(f"configuration {p} does not exist")
-    return deep_update(DEFAULTS, yaml.safe_load(p.read_text()) or {})
+    own = yaml.safe_load(p.read_text()) or {}
+    base = own.pop("base", None)
+    merged = load_config(p.parent / base) if base else DEFAULTS
+    return deep_update(merged, own)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -269,7 +279,10 @@ def optimizer_from_safetensors(optimizer, blob: bytes, meta_json: str) -> None:
     for key, value in meta["scalars"].items():
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # JSON turns tuples (Adam's betas) into lists; give them back their type.
+    groups = [{k: (tuple(v) if isinstance(v, list) and k != "params" else v) for k, v in g.items()}
+              for g in meta["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def save_checkpoint(folder: Path, model, optimizer, state: dict) -> None:
@@ -368,6 +381,9 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
 
     t_start = time.time()
     dist = Dist(device or cfg["device"])
+    if dist.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     show = show_progress and dist.main
     torch.manual_seed(int(cfg["seed"]) + dist.rank)
     if dist.device.type == "cpu" and cfg.get("threads"):
@@ -391,7 +407,7 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
 
     # Data.
     splits = build_cases(cfg)
-    cache_dir = output / "cache"
+    cache_dir = Path(cfg["data"]["cache_dir"]) if cfg["data"].get("cache_dir") else output / "cache"
     prep = {name: prepare_split(splits[name], crop_cfg, organ_keys, cache_dir, f"crops {name}", show)
             for name in ("train", "val", "eval")}
     if not prep["train"]:
@@ -416,7 +432,8 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
     cls_loss = OrganClassificationLoss()
     st = cfg["stages"]
     align_loss = OrganInfoNCE(float(st["alignment"].get("temperature", 0.1)))
-    plan = [("image", int(st["image"]["epochs"])), ("alignment", int(st["alignment"]["epochs"]))]
+    # image_2d: fine-tune the 2D branch alone (CE_2D); image: all branches (L_image); alignment: L_image + L_align.
+    plan = [(name, int(st[name]["epochs"])) for name in ("image_2d", "image", "alignment") if int(st[name]["epochs"])]
     total_epochs = sum(n for _, n in plan)
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -456,10 +473,19 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
         scaler.step(optimizer)
         scaler.update()
 
+    def set_trainable(stage: str) -> None:
+        frozen_2d = bool(st[stage].get("freeze_2d", False))
+        for p in model.parameters():
+            p.requires_grad_(True)
+        if frozen_2d and model.encoder.slice_encoder is not None:
+            for p in model.encoder.slice_encoder.parameters():
+                p.requires_grad_(False)
+
     epoch = 0
     for stage, n_epochs in plan:
         scfg = st[stage]
-        if stage == "image":
+        set_trainable(stage)
+        if stage in ("image", "image_2d"):
             steps_per_epoch = max(1, math.ceil(len(train_labels) / int(scfg["batch_size"])))
         else:
             steps_per_epoch = max(1, math.ceil(len(train_sets) / int(scfg.get("volumes_per_step", 1))))
@@ -474,7 +500,7 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
                 group["weight_decay"] = float(scfg.get("weight_decay", 0.05))
             sums: dict[str, float] = {}
             count = 0
-            if stage == "image":
+            if stage in ("image", "image_2d"):
                 order = torch.randperm(len(train_labels), generator=gen)
                 batches = [order[i:i + int(scfg["batch_size"])] for i in range(0, len(order), int(scfg["batch_size"]))]
             else:
@@ -487,10 +513,12 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 with torch.autocast(device_type=dist.device.type, dtype=amp_dtype, enabled=use_amp):
-                    if stage == "image":
+                    if stage in ("image", "image_2d"):
                         x = augment_crops(train_crops[batch], aug, gen).to(dist.device)
                         y = train_labels[batch].to(dist.device)
                         out = net(x)
+                        if stage == "image_2d":
+                            out = {"logits_2d": out["logits_2d"]}
                         loss, parts = cls_loss(out, y)
                     else:
                         loss, parts = None, {}

@@ -1,0 +1,220 @@
+"""Training programs: dataset adapters, patient split, optimizer checkpoints, a tiny run with resume, ablation table."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from MedSORALib.errors import InputFileError  # noqa: E402
+from MedSORALib.organs import ORGANS  # noqa: E402
+from Training import datasets  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def _write_case(path_img: Path, path_lab: Path | None, labels: np.ndarray, affine=None):
+    affine = np.diag([2.0, 2.0, 3.0, 1.0]) if affine is None else affine
+    ct = np.where(labels > 0, 50.0, -100.0).astype(np.int16)
+    path_img.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(ct, affine), str(path_img))
+    if path_lab is not None:
+        path_lab.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(labels.astype(np.uint8), affine), str(path_lab))
+
+
+def _labels(values: dict[str, int]) -> np.ndarray:
+    lab = np.zeros((20, 20, 10), np.uint8)
+    for i, (_, value) in enumerate(values.items()):
+        lab[2 + 4 * i: 5 + 4 * i, 5:15, 2:8] = value
+    return lab
+
+
+def test_btcv_adapter_reads_dataset_json_and_btcv_labels(tmp_path):
+    root = tmp_path / "btcv"
+    lab = _labels({"liver": ORGANS["liver"].btcv_label, "esophagus": ORGANS["esophagus"].btcv_label})
+    for n in (1, 2):
+        _write_case(root / "imagesTr" / f"img000{n}.nii.gz", root / "labelsTr" / f"label000{n}.nii.gz", lab)
+    (root / "dataset_0.json").write_text(json.dumps({
+        "training": [{"image": "imagesTr/img0001.nii.gz", "label": "labelsTr/label0001.nii.gz"}],
+        "validation": [{"image": "imagesTr/img0002.nii.gz", "label": "labelsTr/label0002.nii.gz"}]}))
+    cases = datasets.btcv_cases(root)
+    assert [c.patient_id for c in cases] == ["1", "2"]
+    volume, masks = cases[0].load()
+    assert set(masks) == {"liver", "esophagus"}  # BTCV 5 is the oesophagus, 6 the liver
+    assert masks["liver"].sum() == 3 * 10 * 6 and volume.shape == (20, 20, 10)
+    assert len(datasets.btcv_cases(root, section="validation")) == 1
+    (root / "dataset_0.json").unlink()
+    assert len(datasets.btcv_cases(root)) == 2  # paired by number without the listing
+    with pytest.raises(InputFileError):
+        datasets.btcv_cases(tmp_path / "empty")
+
+
+def test_totalsegmentator_adapter_reads_one_file_per_organ(tmp_path):
+    root = tmp_path / "ts"
+    lab = _labels({"spleen": 1, "kidney_left": 2})
+    _write_case(root / "s0001" / "ct.nii.gz", None, lab)
+    seg = root / "s0001" / "segmentations"
+    seg.mkdir(parents=True)
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    nib.save(nib.Nifti1Image((lab == 1).astype(np.uint8), affine), str(seg / "spleen.nii.gz"))
+    nib.save(nib.Nifti1Image((lab == 2).astype(np.uint8), affine), str(seg / "kidney_left.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros_like(lab), affine), str(seg / "liver.nii.gz"))  # empty: left out
+    nib.save(nib.Nifti1Image((lab == 1).astype(np.uint8), affine), str(seg / "femur_left.nii.gz"))  # not ours
+    (root / "not_a_case").mkdir()
+    cases = datasets.totalsegmentator_cases(root)
+    assert [c.case_id for c in cases] == ["s0001"]
+    _, masks = cases[0].load()
+    assert list(masks) == ["spleen", "kidney_left"]
+    assert masks["spleen"].sum() == 180
+
+
+def test_generic_pairs_and_patient_split(tmp_path):
+    lab = _labels({"liver": 5})
+    pairs = []
+    for i in range(12):
+        img, lbl = tmp_path / f"c{i}.nii.gz", tmp_path / f"c{i}_seg.nii.gz"
+        _write_case(img, lbl, lab)
+        pairs.append((img, lbl, f"patient{i // 3}"))  # 3 cases per patient
+    cases = datasets.labelmap_cases(pairs, "totalsegmentator")
+    _, masks = cases[0].load()
+    assert list(masks) == ["liver"]
+    splits = datasets.split_by_patient(cases, (0.5, 0.25, 0.25), seed=3)
+    owners = {}
+    for name, part in splits.items():
+        for c in part:
+            owners.setdefault(c.patient_id, set()).add(name)
+    assert all(len(s) == 1 for s in owners.values())
+    assert sorted(len(v) for v in splits.values()) == [3, 3, 6]
+    assert splits == datasets.split_by_patient(cases, (0.5, 0.25, 0.25), seed=3)
+    with pytest.raises(InputFileError):
+        datasets.labelmap_cases([(tmp_path / "nope.nii.gz", tmp_path / "c0_seg.nii.gz")], "btcv")
+
+
+def test_optimizer_state_round_trip_without_pickle(tmp_path):
+    from Training.train import optimizer_from_safetensors, optimizer_to_safetensors
+
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.rand(5, 4)).pow(2).sum().backward()
+        opt.step()
+    blob, meta = optimizer_to_safetensors(opt)
+    json.loads(meta)
+    fresh = torch.optim.AdamW(model.parameters(), lr=0.5)
+    optimizer_from_safetensors(fresh, blob, meta)
+    a, b = opt.state_dict(), fresh.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for pid in a["state"]:
+        for name, value in a["state"][pid].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["state"][pid][name]))
+
+
+@pytest.fixture(scope="module")
+def tiny_run_config(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    rows = []
+    texts = {"liver": ["yellow skin and dark urine", "pain under the right ribs with jaundice"],
+             "kidney": ["blood in the urine and flank pain", "pain in the loin radiating to the groin"],
+             "pancreas": ["severe upper abdominal pain radiating to the back after alcohol"]}
+    for organ, items in texts.items():
+        for i, t in enumerate(items):
+            for split in ("train", "test"):
+                rows.append({"id": f"{organ}-{i}-{split}", "text": t, "organ": organ, "organs": [organ],
+                             "split": split})
+    (root / "texts.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = {
+        "seed": 0, "threads": 1,
+        "model": {"preset": "tiny", "mode": "xattn",
+                  "overrides": {"D": 8, "H": 32, "W": 32, "slice_layers": 1, "volume_layers": 1}},
+        "crop": {"spacing": [3.0, 3.0, 3.0]},
+        "data": {"phantoms": {"n": 3, "seed": 7, "shape": [80, 72, 56]}, "split": [0.67, 0.33, 0.0]},
+        "texts": {"dataset": str(root / "texts.jsonl")},
+        "stages": {"image": {"epochs": 1, "batch_size": 13, "lr": 0.001},
+                   "alignment": {"epochs": 1, "texts_per_volume": 6, "volumes_per_step": 1, "lr": 0.001}},
+        "eval": {"every": 1},
+    }
+    return root, cfg
+
+
+def test_tiny_run_writes_metrics_checkpoints_and_resumes(tiny_run_config):
+    from Training.train import main
+
+    root, cfg = tiny_run_config
+    (root / "run.yaml").write_text(yaml.safe_dump(cfg))
+    out = root / "run"
+    assert main(["--config", str(root / "run.yaml"), "--output", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert [h["stage"] for h in metrics["history"]] == ["image", "alignment"]
+    assert all(np.isfinite(h["loss"]) for h in metrics["history"]) and "align" in metrics["history"][1]
+    for key in ("rank1", "rank2", "rank3", "mAP", "organ_accuracy"):
+        assert key in metrics["eval"]
+    assert metrics["eval"]["n_texts"] == 5 and 0 <= metrics["eval"]["rank1"] <= 100
+    with open(out / "log.csv") as fh:
+        assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2"]
+    files = {p.name for p in (out / "checkpoint").iterdir()}
+    assert {"model.safetensors", "config.json", "optimizer.safetensors", "optimizer.json", "state.json"} <= files
+    assert not any(p.suffix in (".pt", ".pth", ".pkl", ".bin") for p in out.rglob("*"))
+
+    from MedSORALib.image.model import ImageTextModel
+
+    final = ImageTextModel.load(out / "model")
+    assert final.info()["trained_on"]["train"]["phantoms"] == 2
+
+    # Resume with one more alignment epoch: the count continues at 3 and the first two rows are kept.
+    cfg2 = json.loads(json.dumps(cfg))
+    cfg2["stages"]["alignment"]["epochs"] = 2
+    (root / "run2.yaml").write_text(yaml.safe_dump(cfg2))
+    assert main(["--config", str(root / "run2.yaml"), "--output", str(out), "--resume", "--no-progress"]) == 0
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert resumed["history"][:2] == metrics["history"]
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 3
+
+
+def test_train_help_reads_like_docs():
+    done = subprocess.run([sys.executable, str(REPO / "Training" / "train.py"), "--help"],
+                          capture_output=True, text=True, cwd=str(REPO), timeout=60)
+    assert done.returncode == 0
+    for word in ("--config", "--output", "--resume", "--device", "metrics.json", "InfoNCE"):
+        assert word in done.stdout
+
+
+def test_configs_parse_and_name_their_stages():
+    from Training.train import load_config
+
+    for name in ("cpu_smoke", "paper_gpu", "ablation_2d", "ablation_3d", "ablation_concat", "ablation_xattn",
+                 "default_image_weights"):
+        cfg = load_config(REPO / "Training" / "configs" / f"{name}.yaml")
+        assert cfg["stages"]["image"]["epochs"] > 0, name
+    paper = load_config(REPO / "Training" / "configs" / "paper_gpu.yaml")
+    assert paper["model"]["preset"] == "large" and paper["amp"] in ("bf16", "fp16")
+    assert paper["stages"]["alignment"]["temperature"] == 0.1
+    for mode in ("2d", "3d", "concat", "xattn"):
+        assert load_config(REPO / "Training" / "configs" / f"ablation_{mode}.yaml")["model"]["mode"] == mode
+
+
+def test_ablation_table_format():
+    from Training.ablation import markdown_table
+
+    table = markdown_table({"2d": {"rank1": 75.0, "rank2": 86.07, "rank3": 94.29, "mAP": 71.53, "organ_accuracy": 50.0},
+                            "xattn": {"rank1": 77.5, "rank2": 89.64, "rank3": 94.85, "mAP": 73.46,
+                                      "organ_accuracy": 75.0}})
+    lines = table.strip().splitlines()
+    assert lines[0].startswith("| setting | Rank-1 | Rank-2 | Rank-3 | mAP |")
+    assert "| 2D only | 75.00 | 86.07 | 94.29 | 71.53 |" in lines[2]
+    assert lines[3].startswith("| 2D-3D cross-attention | 77.50")
