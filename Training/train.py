@@ -460,6 +460,8 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
     rng = np.random.default_rng(int(cfg["seed"]) + 7919 * dist.rank)
 
     train_crops = torch.cat([s["crops"] for s in train_sets])
+    crops_per_rank = math.ceil(sum(len(s["labels"]) for s in prep["train"]) / dist.world)
+    volumes_per_rank = math.ceil(len(prep["train"]) / dist.world)
     train_labels = torch.cat([s["labels"] for s in train_sets])
     row_class = [r["organ"] for r in train_rows]
     train_emb_t = torch.from_numpy(train_emb).to(dist.device) if len(train_rows) else None
@@ -486,9 +488,9 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
         scfg = st[stage]
         set_trainable(stage)
         if stage in ("image", "image_2d"):
-            steps_per_epoch = max(1, math.ceil(len(train_labels) / int(scfg["batch_size"])))
+            steps_per_epoch = max(1, math.ceil(crops_per_rank / int(scfg["batch_size"])))
         else:
-            steps_per_epoch = max(1, math.ceil(len(train_sets) / int(scfg.get("volumes_per_step", 1))))
+            steps_per_epoch = max(1, math.ceil(volumes_per_rank / int(scfg.get("volumes_per_step", 1))))
         total_steps = n_epochs * steps_per_epoch
         warmup = int(scfg.get("warmup_epochs", 0)) * steps_per_epoch
         for stage_epoch in range(n_epochs):
@@ -501,10 +503,15 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
             sums: dict[str, float] = {}
             count = 0
             if stage in ("image", "image_2d"):
-                order = torch.randperm(len(train_labels), generator=gen)
-                batches = [order[i:i + int(scfg["batch_size"])] for i in range(0, len(order), int(scfg["batch_size"]))]
+                # Every rank takes the same number of batches (DDP needs matching steps); a rank with fewer
+                # crops repeats some.
+                order = torch.randperm(len(train_labels), generator=gen).repeat(
+                    math.ceil(crops_per_rank / len(train_labels)))[:crops_per_rank]
+                bs = int(scfg["batch_size"])
+                batches = [order[i:i + bs] for i in range(0, len(order), bs)]
             else:
-                vorder = rng.permutation(len(train_sets))
+                vorder = np.tile(rng.permutation(len(train_sets)),
+                                 math.ceil(volumes_per_rank / len(train_sets)))[:volumes_per_rank]
                 k = int(scfg.get("volumes_per_step", 1))
                 batches = [vorder[i:i + k] for i in range(0, len(vorder), k)]
             bar = tqdm(batches, desc=f"epoch {epoch}/{total_epochs} {stage}", disable=not show, leave=False)
@@ -527,11 +534,12 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
                             item = train_sets[int(v)]
                             x = augment_crops(item["crops"], aug, gen).to(dist.device)
                             y = item["labels"].to(dist.device)
-                            out = net(x)
-                            l_img, p_img = cls_loss(out, y)
                             n_txt = min(int(scfg.get("texts_per_volume", 32)), len(train_rows))
                             pick = rng.choice(len(train_rows), size=n_txt, replace=False)
-                            text = model.project_text(train_emb_t[torch.as_tensor(pick, device=dist.device)])
+                            # Text projection inside the (DDP-wrapped) forward so its gradients are reduced too.
+                            out = net(x, train_emb_t[torch.as_tensor(pick, device=dist.device)])
+                            l_img, p_img = cls_loss(out, y)
+                            text = out["text_features"]
                             from MedSORALib.image.losses import slice_mean_similarity
 
                             sim = slice_mean_similarity(out["features"].float(), text.float())

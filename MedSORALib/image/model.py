@@ -101,9 +101,13 @@ class ImageTextModel(nn.Module):
         self.source: str | None = None
 
     # ----- training-time forward passes -------------------------------------------------------------
-    def forward(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        """crops (B, D, H, W) -> encoder outputs (see :class:`OrganImageEncoder`)."""
-        return self.encoder(crops)
+    def forward(self, crops: torch.Tensor, text_embeddings: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """crops (B, D, H, W) -> encoder outputs (see :class:`OrganImageEncoder`); with ``text_embeddings``
+        (N, text_dim) also ``text_features`` (N, d), their projection by ``W_align``."""
+        out = self.encoder(crops)
+        if text_embeddings is not None:
+            out["text_features"] = self.text_projection(text_embeddings)
+        return out
 
     def project_text(self, text_embeddings: torch.Tensor) -> torch.Tensor:
         """(N, text_dim) sentence embeddings -> (N, d)."""
