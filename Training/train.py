@@ -604,11 +604,15 @@ def describe_data(prep: dict, text_source) -> dict:
         n_ph = sum(1 for i in items if i["case_id"].startswith("phantom-"))
         other = sorted({i["case_id"] for i in items
                         if not i["case_id"].startswith(("real-", "phantom-"))})
-        return {"phantoms": n_ph, "real": real, "other": other,
+        return {"phantoms": n_ph, "real": real,
+                "real_copies": sum(1 for i in items if i["case_id"].startswith("real-")), "other": other,
                 "organ_crops": int(sum(len(i["keys"]) for i in items))}
 
+    shipped = REPO / "MedSORALib" / "resources" / "dataset" / "symptom_texts.jsonl"
+    texts_sha = hashlib.sha256(shipped.read_bytes()).hexdigest() if text_source and "knowledge" in str(text_source) \
+        and shipped.is_file() else None
     return {"train": names(prep["train"]), "val": names(prep["val"]), "eval": names(prep["eval"]),
-            "texts": text_source}
+            "texts": text_source, "texts_sha256": texts_sha}
 
 
 def write_csv(path: Path, history: list[dict]) -> None:
