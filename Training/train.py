@@ -459,7 +459,10 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
     gen = torch.Generator().manual_seed(int(cfg["seed"]) * 1000 + dist.rank)
     rng = np.random.default_rng(int(cfg["seed"]) + 7919 * dist.rank)
 
-    train_crops = torch.cat([s["crops"] for s in train_sets])
+    # Half precision in memory: crops are in [0, 1] and a large data set (TotalSegmentator) would not fit otherwise.
+    for s_ in train_sets:
+        s_["crops"] = s_["crops"].half()
+    train_crops = torch.cat([s_["crops"] for s_ in train_sets])
     crops_per_rank = math.ceil(sum(len(s["labels"]) for s in prep["train"]) / dist.world)
     volumes_per_rank = math.ceil(len(prep["train"]) / dist.world)
     train_labels = torch.cat([s["labels"] for s in train_sets])
@@ -521,7 +524,7 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
                     group["lr"] = lr
                 with torch.autocast(device_type=dist.device.type, dtype=amp_dtype, enabled=use_amp):
                     if stage in ("image", "image_2d"):
-                        x = augment_crops(train_crops[batch], aug, gen).to(dist.device)
+                        x = augment_crops(train_crops[batch].to(dist.device).float(), aug, gen)
                         y = train_labels[batch].to(dist.device)
                         out = net(x)
                         if stage == "image_2d":
@@ -532,7 +535,7 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
                         align_terms = []
                         for v in batch:
                             item = train_sets[int(v)]
-                            x = augment_crops(item["crops"], aug, gen).to(dist.device)
+                            x = augment_crops(item["crops"].to(dist.device).float(), aug, gen)
                             y = item["labels"].to(dist.device)
                             n_txt = min(int(scfg.get("texts_per_volume", 32)), len(train_rows))
                             pick = rng.choice(len(train_rows), size=n_txt, replace=False)
