@@ -1,0 +1,353 @@
+"""Symptom text -> organ relevance: the trained text side of MedSORA, as one loadable object.
+
+A :class:`TextReasoner` is a folder ``<weights>/<setting>/`` holding ``config.json`` and
+``model.safetensors`` (organ anchors, the soft-label MLP, the hard-label MLP of the ablation, the
+embeddings of the training texts used by the out-of-domain detector). It is loaded once per
+process and per folder (:meth:`TextReasoner.load` caches it).
+
+For each text, :meth:`TextReasoner.predict` returns:
+
+* ``class_relevance``: the soft-label MLP's output g_i(f) per reasoning class, rescaled so that
+  0 is the median output for an unrelated organ and 1 the median output for the text's own organ
+  on the training set (clipped to [0, 1]), then multiplied by the out-of-domain gate (1 for
+  abdominal texts, ``p_in / threshold`` below the threshold);
+* ``structure_relevance``: every class value given to its structures (13 keys; the paper7
+  setting gives 0 to the four structures it has no class for), with the laterality rule of
+  :mod:`MedSORALib.text.laterality` splitting the kidneys and adrenal glands;
+* ``in_domain``, ``ood_score`` (``1 - p_in``) and the text embedding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ModelError, SymptomError
+from ..organs import CLASS_SETTINGS, STRUCTURES, class_structures
+from .laterality import detect_laterality, split_paired
+
+FORMAT = "medsora-text-reasoner"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+SETTINGS = tuple(CLASS_SETTINGS)
+
+
+def default_weights_dir() -> Path:
+    """The weights shipped inside the package: ``MedSORALib/resources/weights/text``."""
+    return Path(__file__).resolve().parent.parent / "resources" / "weights" / "text"
+
+
+def resolve_setting_dir(weights_dir: str | os.PathLike | None, setting: str) -> Path:
+    """Folder of one setting: ``weights_dir/<setting>``, or ``weights_dir`` itself if it is one."""
+    if setting not in CLASS_SETTINGS:
+        raise ModelError(f"unknown class setting {setting!r}; choose one of {', '.join(SETTINGS)}")
+    base = Path(weights_dir) if weights_dir is not None else default_weights_dir()
+    for folder in (base / setting, base):
+        config = folder / CONFIG_FILE
+        if config.is_file():
+            try:
+                found = json.loads(config.read_text(encoding="utf-8")).get("setting")
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ModelError(f"cannot read text model configuration {config}: {exc}") from exc
+            if found == setting:
+                return folder
+    raise ModelError(
+        f"no text model for setting {setting!r} in {base} (expected {base / setting / CONFIG_FILE}; "
+        "train one with: python Training/train_text.py)"
+    )
+
+
+@dataclass
+class TextPrediction:
+    """Relevance of the organs for one symptom text.
+
+    Attributes:
+        text: the input text.
+        in_domain: True when the text reads as an abdominal symptom.
+        ood_score: ``1 - p_in`` in [0, 1]; higher = further from the abdominal corpus.
+        class_relevance: {class key: relevance in [0, 1]} for the setting's classes.
+        structure_relevance: {structure key: relevance in [0, 1]} for all 13 structures, laterality applied.
+        embedding: (D,) float32 unit-norm text embedding.
+        laterality: "left", "right" or None (see :mod:`MedSORALib.text.laterality`).
+        class_scores: {class key: raw MLP output in [0, 1]} before rescaling and gating.
+    """
+
+    text: str
+    in_domain: bool
+    ood_score: float
+    class_relevance: dict[str, float]
+    structure_relevance: dict[str, float]
+    embedding: np.ndarray
+    laterality: str | None = None
+    class_scores: dict[str, float] = field(default_factory=dict)
+
+    def ranked_structures(self) -> list[tuple[str, float]]:
+        """(structure key, relevance) sorted by relevance, highest first (ties in catalog order)."""
+        order = {k: i for i, k in enumerate(STRUCTURES)}
+        return sorted(self.structure_relevance.items(), key=lambda kv: (-kv[1], order[kv[0]]))
+
+
+_CACHE: dict[tuple, "TextReasoner"] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+class TextReasoner:
+    """Trained text models of one class setting (see module docstring).
+
+    Build with :meth:`load` (from a weights folder) or :meth:`from_components` (after training).
+    """
+
+    def __init__(self, config: dict, tensors: dict, encoder=None, folder: Path | None = None) -> None:
+        import torch
+
+        from .anchors import OrganAnchors
+        from .mlp import RelevanceMLP
+        from .ood import OutOfDomainDetector
+
+        self.config = config
+        self.folder = folder
+        self.setting = config["setting"]
+        self.classes: tuple[str, ...] = tuple(config["classes"])
+        if self.classes != tuple(CLASS_SETTINGS[self.setting]):
+            raise ModelError(f"text model classes {self.classes} do not match setting {self.setting!r}")
+        dim = int(config["encoder"]["dim"])
+        n = len(self.classes)
+        try:
+            self.anchors = OrganAnchors(n, dim)
+            self.anchors.load_state_dict(
+                {"positive": tensors["anchors.positive"], "negative": tensors["anchors.negative"]}
+            )
+            mlp_cfg = config["mlp"]
+            self.soft_mlp = RelevanceMLP(dim, n, hidden=int(mlp_cfg["hidden"]))
+            self.soft_mlp.load_state_dict(_prefixed(tensors, "soft_mlp."))
+            self.hard_mlp = None
+            if any(k.startswith("hard_mlp.") for k in tensors):
+                self.hard_mlp = RelevanceMLP(dim, n, hidden=int(mlp_cfg["hidden"]))
+                self.hard_mlp.load_state_dict(_prefixed(tensors, "hard_mlp."))
+            self.knn_bank = tensors["ood.knn_bank"].float().numpy()
+            self.detector = OutOfDomainDetector.from_config(config["ood"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise ModelError(f"text model weights are inconsistent with their configuration: {exc}") from exc
+        self.anchors.eval()
+        self.soft_mlp.eval()
+        if self.hard_mlp is not None:
+            self.hard_mlp.eval()
+        rel = config["relevance"]
+        self._low, self._high = float(rel["low"]), float(rel["high"])
+        self._torch = torch
+        self._encoder = encoder
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls, weights_dir: str | os.PathLike | None = None, setting: str = "full11", encoder=None
+    ) -> "TextReasoner":
+        """Load (once per process) the text models of ``setting`` from ``weights_dir``.
+
+        Args:
+            weights_dir: folder with ``<setting>/config.json``; default: the shipped weights.
+            setting: ``"paper7"`` or ``"full11"``.
+            encoder: a :class:`~MedSORALib.text.encoder.TextEncoder`; default: the process-wide default encoder.
+        """
+        folder = resolve_setting_dir(weights_dir, setting).resolve()
+        stamp = (folder / WEIGHTS_FILE).stat().st_mtime_ns if (folder / WEIGHTS_FILE).exists() else None
+        key = (str(folder), stamp, id(encoder) if encoder is not None else None)
+        with _CACHE_LOCK:
+            cached = _CACHE.get(key)
+            if cached is not None:
+                return cached
+            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+            if config.get("format") != FORMAT:
+                raise ModelError(f"{folder / CONFIG_FILE} is not a MedSORA text model (format {config.get('format')!r})")
+            if int(config.get("format_version", 0)) > FORMAT_VERSION:
+                raise ModelError(f"{folder} was written by a newer MedSORA (format version {config['format_version']})")
+            weights = folder / WEIGHTS_FILE
+            if not weights.is_file():
+                raise ModelError(f"text model weights missing: {weights}")
+            from safetensors.torch import load_file
+
+            try:
+                tensors = load_file(str(weights))
+            except Exception as exc:  # safetensors raises its own error types
+                raise ModelError(f"cannot read text model weights {weights}: {exc}") from exc
+            reasoner = cls(config, tensors, encoder=encoder, folder=folder)
+            _CACHE[key] = reasoner
+            return reasoner
+
+    @classmethod
+    def from_components(cls, config: dict, anchors, soft_mlp, hard_mlp, knn_bank: np.ndarray, encoder=None):
+        """Assemble a reasoner from trained modules (used by training before saving)."""
+        return cls(config, _tensors_of(anchors, soft_mlp, hard_mlp, knn_bank), encoder=encoder)
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``folder`` (atomically, file by file)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = _tensors_of(self.anchors, self.soft_mlp, self.hard_mlp, self.knn_bank)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".safetensors.tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"format": FORMAT, "setting": self.setting})
+            os.replace(tmp, folder / WEIGHTS_FILE)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(self.config, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+        os.replace(tmp, folder / CONFIG_FILE)
+        return folder
+
+    # -- encoder --------------------------------------------------------------------------------
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from .encoder import get_default_encoder
+
+            self._encoder = get_default_encoder()
+        expected = self.config["encoder"]["model_id"]
+        if self._encoder.model_id != expected:
+            raise ModelError(
+                f"text model was trained on encoder {expected!r} but {self._encoder.model_id!r} was given"
+            )
+        return self._encoder
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, D) float32 unit-norm embeddings of ``texts`` with the model's encoder."""
+        return self.encoder.encode(list(texts))
+
+    # -- scoring --------------------------------------------------------------------------------
+    def raw_scores(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+        """Model outputs for (N, D) embeddings.
+
+        Returns:
+            dict of arrays: ``anchor_cos`` (N, C) cos(p_i, f); ``soft`` (N, C) soft-label MLP outputs;
+            ``hard`` (N, C) hard-label MLP outputs (absent if the folder has none); ``p_in`` (N,).
+        """
+        torch = self._torch
+        x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+        with torch.no_grad():
+            pos, _ = self.anchors.similarities(x)
+            soft = self.soft_mlp.predict(x)
+            out = {"anchor_cos": pos.numpy(), "soft": soft.numpy()}
+            if self.hard_mlp is not None:
+                out["hard"] = self.hard_mlp.predict(x).numpy()
+        out["p_in"] = self.detector.probability_in_domain(self.ood_features(embeddings, out))
+        return out
+
+    def ood_features(self, embeddings: np.ndarray, scores: dict | None = None) -> np.ndarray:
+        """(N, 3) out-of-domain features (see :mod:`MedSORALib.text.ood`)."""
+        from .ood import knn_similarity
+
+        if scores is None:
+            torch = self._torch
+            x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+            with torch.no_grad():
+                pos, _ = self.anchors.similarities(x)
+                scores = {"anchor_cos": pos.numpy(), "soft": self.soft_mlp.predict(x).numpy()}
+        return np.stack(
+            [
+                scores["anchor_cos"].max(axis=1),
+                scores["soft"].max(axis=1),
+                knn_similarity(np.asarray(embeddings, dtype=np.float32), self.knn_bank, self.detector.k),
+            ],
+            axis=1,
+        )
+
+    def relevance_from_soft(self, soft: np.ndarray) -> np.ndarray:
+        """Rescale soft-MLP outputs (N, C) to relevance in [0, 1] (before the out-of-domain gate)."""
+        return np.clip((np.asarray(soft) - self._low) / max(self._high - self._low, 1e-6), 0.0, 1.0)
+
+    def predict(self, texts: Sequence[str]) -> list[TextPrediction]:
+        """Score symptom texts; see the module docstring for what each field holds.
+
+        Raises:
+            SymptomError: a text is empty or not a string.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise SymptomError(f"symptom text {i + 1} is empty; give a description such as 'painless jaundice'")
+        if not texts:
+            return []
+        clean = [t.strip() for t in texts]
+        embeddings = self.encode(clean)
+        return self.predict_embeddings(clean, embeddings)
+
+    def predict_embeddings(self, texts: Sequence[str], embeddings: np.ndarray) -> list[TextPrediction]:
+        """Like :meth:`predict` for texts already embedded ((N, D) float32)."""
+        scores = self.raw_scores(embeddings)
+        p_in = scores["p_in"]
+        gate = self.detector.gate(p_in)
+        relevance = self.relevance_from_soft(scores["soft"]) * gate[:, None]
+        out = []
+        for i, text in enumerate(texts):
+            class_rel = {c: float(relevance[i, j]) for j, c in enumerate(self.classes)}
+            side = detect_laterality(text)
+            per_structure = dict.fromkeys(STRUCTURES, 0.0)
+            per_structure.update(split_paired(class_rel, side, class_structures))
+            out.append(
+                TextPrediction(
+                    text=text,
+                    in_domain=bool(p_in[i] >= self.detector.threshold),
+                    ood_score=float(1.0 - p_in[i]),
+                    class_relevance=class_rel,
+                    structure_relevance=per_structure,
+                    embedding=np.asarray(embeddings[i], dtype=np.float32),
+                    laterality=side,
+                    class_scores={c: float(scores["soft"][i, j]) for j, c in enumerate(self.classes)},
+                )
+            )
+        return out
+
+    def info(self) -> dict:
+        """Model identity for JSON outputs."""
+        training = self.config.get("training", {})
+        return {
+            "text_model": f"{FORMAT}/{self.setting}",
+            "setting": self.setting,
+            "classes": list(self.classes),
+            "text_encoder": self.config["encoder"]["model_id"],
+            "weights": str(self.folder) if self.folder else None,
+            "trained": training.get("date"),
+            "dataset_sha256": training.get("dataset_sha256"),
+            "ood_threshold": self.detector.threshold,
+        }
+
+
+def _prefixed(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _tensors_of(anchors, soft_mlp, hard_mlp, knn_bank) -> dict:
+    import torch
+
+    tensors = {
+        "anchors.positive": anchors.positive.detach().clone().contiguous(),
+        "anchors.negative": anchors.negative.detach().clone().contiguous(),
+    }
+    tensors.update({f"soft_mlp.{k}": v.detach().clone().contiguous() for k, v in soft_mlp.state_dict().items()})
+    if hard_mlp is not None:
+        tensors.update({f"hard_mlp.{k}": v.detach().clone().contiguous() for k, v in hard_mlp.state_dict().items()})
+    bank = knn_bank if isinstance(knn_bank, torch.Tensor) else torch.as_tensor(np.asarray(knn_bank))
+    tensors["ood.knn_bank"] = bank.to(torch.float16).contiguous()
+    return tensors
+
+
+def clear_cache() -> None:
+    """Forget loaded reasoners (tests, or after retraining in the same process)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()

@@ -1,0 +1,363 @@
+"""Text side: margin function and anchor loss, soft labels, MLP, metrics, laterality, out-of-domain,
+save/load of a reasoner, the shipped weights and ``medsora rank``."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from MedSORALib.errors import InputFileError, ModelError, SymptomError
+from MedSORALib.organs import CLASS_SETTINGS, STRUCTURES, class_structures
+from MedSORALib.text.anchors import AnchorLoss, OrganAnchors, margin_function, train_anchors, AnchorTrainingConfig
+from MedSORALib.text.laterality import CONTRALATERAL_FACTOR, detect_laterality, split_paired
+from MedSORALib.text.metrics import average_precision, mean_average_precision, rank_k_accuracy
+from MedSORALib.text.mlp import MLPTrainingConfig, train_mlp
+from MedSORALib.text.ood import OutOfDomainDetector, knn_similarity, load_ood_texts
+from MedSORALib.text.reasoning import TextReasoner, default_weights_dir
+from MedSORALib.text.training import TextTrainingConfig, fit_reasoner, relevance_scale, rows_for_setting
+
+REPO = Path(__file__).resolve().parent.parent
+torch.set_num_threads(1)
+
+
+# -- margin function and anchor loss ---------------------------------------------------------------
+def test_margin_function_hand_values():
+    a = torch.tensor([0.9, 0.5, 1.0, 0.8, -0.2])
+    b = torch.tensor([0.1, 0.4, 0.3, 0.2, 0.9])
+    # m = 0.8: max(0, 0.8 - a) + max(0, b - 0.2)
+    expected = torch.tensor([0.0, 0.3 + 0.2, 0.0 + 0.1, 0.0, 1.0 + 0.7])
+    assert torch.allclose(margin_function(a, b, 0.8), expected, atol=1e-6)
+    # m = 0.6: max(0, 0.6 - a) + max(0, b - 0.4)
+    assert torch.allclose(margin_function(torch.tensor([0.5]), torch.tensor([0.5]), 0.6), torch.tensor([0.2]))
+
+
+def test_anchor_loss_hand_computed():
+    # 3 texts, 2 organs; text 0 and 1 belong to organ 0, text 2 to organ 1.
+    pos = torch.tensor([[0.9, 0.1], [0.5, 0.3], [0.0, 0.7]])
+    neg = torch.tensor([[0.1, 0.6], [0.4, 0.9], [0.85, 0.3]])
+    labels = torch.tensor([0, 0, 1])
+    m = 0.8
+    # organ 0, own texts 0,1: M(pos, neg) = [0 + 0, 0.3 + 0.2] -> mean 0.25
+    # organ 0, other text 2: M(neg, pos) = max(0, 0.8 - 0.85) + max(0, 0.0 - 0.2) = 0
+    # organ 1, own text 2: M(0.7, 0.3) = 0.1 + 0.1 = 0.2
+    # organ 1, other texts 0,1: M(neg, pos) = [0.2 + 0, 0 + 0.1] -> mean 0.15
+    expected = 0.25 + 0.0 + 0.2 + 0.15
+    loss = AnchorLoss(m)(pos, neg, labels)
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_anchor_loss_rejects_bad_margin():
+    with pytest.raises(ValueError):
+        AnchorLoss(0.4)
+
+
+def test_soft_labels_are_shifted_cosines():
+    anchors = OrganAnchors(2, 3)
+    with torch.no_grad():
+        anchors.positive.copy_(torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 5.0]]))  # norms must not matter
+    f = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.6, 0.0, 0.8]])
+    y = anchors.soft_labels(f)
+    expected = torch.tensor([[1.0, 0.5], [0.0, 0.5], [0.5, 0.5], [0.8, 0.9]])
+    assert torch.allclose(y, expected, atol=1e-6)
+    # No softmax: one text may be high for two organs at once.
+    assert y[3].sum() > 1.0
+
+
+def _clusters(n_per=30, n_classes=3, dim=16, seed=0, spread=0.35):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, dim))
+    x = np.concatenate([centres[c] + spread * rng.normal(size=(n_per, dim)) for c in range(n_classes)])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = np.repeat(np.arange(n_classes), n_per)
+    return x.astype(np.float32), y
+
+
+def test_train_anchors_lowers_loss_and_separates_classes():
+    x, y = _clusters()
+    anchors, losses = train_anchors(x, y, 3, AnchorTrainingConfig(epochs=150, init="random", seed=1))
+    assert losses[-1] < 0.5 * losses[0]
+    soft = anchors.soft_labels(torch.as_tensor(x)).detach().numpy()
+    assert (soft.argmax(1) == y).mean() == 1.0
+    own = soft[np.arange(len(y)), y]
+    assert own.mean() > 0.8  # cos >= ~0.6 to the own positive anchor
+
+
+def test_mlp_fits_soft_targets():
+    x, y = _clusters(n_per=20)
+    targets = np.full((len(y), 3), 0.3, np.float32)
+    targets[np.arange(len(y)), y] = 0.85
+    model, losses = train_mlp(x, targets, MLPTrainingConfig(epochs=150, batch_size=16, lr=3e-3, dropout=0.0))
+    assert losses[-1] < losses[0]
+    pred = model.predict(torch.as_tensor(x)).numpy()
+    assert np.abs(pred - targets).max() < 0.08
+    assert pred.shape == (60, 3) and (pred >= 0).all() and (pred <= 1).all()
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+def test_rank_k_and_map_hand_values():
+    scores = np.array([[0.9, 0.5, 0.1, 0.0], [0.1, 0.2, 0.9, 0.3], [0.4, 0.3, 0.2, 0.1]])
+    relevant = np.array([[0, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]], bool)
+    assert rank_k_accuracy(scores, relevant, 1) == pytest.approx(1 / 3)
+    assert rank_k_accuracy(scores, relevant, 2) == pytest.approx(2 / 3)
+    assert rank_k_accuracy(scores, relevant, 4) == pytest.approx(1.0)
+    # AP: row 0 relevant at rank 2 -> 1/2; row 1 ranks 1 and 3 -> (1 + 2/3) / 2; row 2 rank 4 -> 1/4
+    ap = average_precision(scores, relevant)
+    assert ap == pytest.approx([0.5, (1 + 2 / 3) / 2, 0.25])
+    assert mean_average_precision(scores, relevant) == pytest.approx((0.5 + 5 / 6 + 0.25) / 3)
+
+
+# -- laterality ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, side",
+    [
+        ("left flank pain radiating to the groin", "left"),
+        ("Right loin pain with blood in the urine", "right"),
+        ("pain in the left side under the ribs", "left"),
+        ("colicky right-sided abdominal pain", "right"),
+        ("tenderness at the RCVA angle", "right"),
+        ("bilateral flank pain", None),
+        ("pain in both loins", None),
+        ("pain moving from the left flank to the right flank", None),
+        ("epigastric pain after meals", None),
+        ("vomiting started right after the meal", None),
+        ("flank pain that was left untreated for weeks", None),
+        ("known bilateral cystic kidneys, now sudden right flank pain", "right"),
+        ("heavy proteinuria and a deep vein thrombosis in her left leg", None),
+        ("pain under the ribs spreading to the left shoulder", None),
+    ],
+)
+def test_detect_laterality(text, side):
+    assert detect_laterality(text) == side
+
+
+def test_split_paired_applies_side_only_to_paired_organs():
+    rel = {"kidney": 0.8, "adrenal_gland": 0.4, "liver": 0.6}
+    left = split_paired(rel, "left", class_structures)
+    assert left["kidney_left"] == 0.8 and left["kidney_right"] == pytest.approx(0.8 * CONTRALATERAL_FACTOR)
+    assert left["adrenal_gland_left"] == 0.4 and left["adrenal_gland_right"] == pytest.approx(0.2)
+    assert left["liver"] == 0.6
+    both = split_paired(rel, None, class_structures)
+    assert both["kidney_left"] == both["kidney_right"] == 0.8
+
+
+# -- out-of-domain detector ------------------------------------------------------------------------
+def test_knn_similarity_and_detector_fit():
+    bank = np.eye(4, dtype=np.float32)
+    q = np.array([[1, 0, 0, 0], [0.6, 0.8, 0, 0]], np.float32)
+    assert knn_similarity(q, bank, k=1) == pytest.approx([1.0, 0.8])
+    assert knn_similarity(q, bank, k=2) == pytest.approx([0.5, 0.7])
+    rng = np.random.default_rng(0)
+    feats = np.concatenate([rng.normal(0.7, 0.05, (50, 3)), rng.normal(0.3, 0.05, (50, 3))])
+    truth = np.r_[np.ones(50, bool), np.zeros(50, bool)]
+    det = OutOfDomainDetector.fit(feats, truth)
+    assert det.calibration["tpr"] == 1.0 and det.calibration["fpr"] == 0.0
+    p = det.probability_in_domain(np.array([[0.75, 0.75, 0.75], [0.25, 0.25, 0.25]]))
+    assert p[0] > 0.9 and p[1] < 0.1
+    again = OutOfDomainDetector.from_config(json.loads(json.dumps(det.to_config())))
+    assert again.probability_in_domain(feats) == pytest.approx(det.probability_in_domain(feats))
+    assert det.gate(np.array([det.threshold, det.threshold / 2, 1.0])) == pytest.approx([1.0, 0.5, 1.0])
+
+
+def test_ood_resources_have_enough_texts_and_splits():
+    rows = load_ood_texts("non_abdominal")
+    assert len(rows) >= 150
+    assert len({r["text"] for r in rows}) == len(rows)
+    held = [r for r in rows if r["split"] == "test"]
+    assert 40 <= len(held) <= 100
+    assert len({r["category"] for r in rows}) >= 10
+    queries = load_ood_texts("abdominal_queries")
+    classes = set(CLASS_SETTINGS["full11"])
+    assert all(set(q["organs"]) <= classes for q in queries)
+
+
+# -- a tiny reasoner trained end to end, saved and loaded ------------------------------------------
+class _LookupEncoder:
+    """Deterministic stand-in for the sentence encoder: a fixed vector per known text."""
+
+    model_id = "lookup-test-encoder"
+    dim = 16
+
+    def __init__(self, table):
+        self.table = table
+
+    def encode(self, texts, batch_size=64):
+        return np.stack([self.table[t] for t in texts]).astype(np.float32)
+
+
+def test_reasoner_roundtrip_and_prediction(tmp_path):
+    classes = CLASS_SETTINGS["paper7"]
+    x, y = _clusters(n_per=12, n_classes=len(classes), dim=16, seed=3, spread=0.3)
+    rng = np.random.default_rng(5)
+    far = rng.normal(size=(20, 16)).astype(np.float32)
+    far /= np.linalg.norm(far, axis=1, keepdims=True)
+    config = TextTrainingConfig.from_dict(
+        {"anchors": {"epochs": 60}, "mlp": {"epochs": 40, "batch_size": 16}, "ood_k": 3}
+    )
+    reasoner = fit_reasoner("paper7", x, y, {"model_id": "lookup-test-encoder", "dim": 16}, config,
+                            ood_in_embeddings=x[::3], ood_out_embeddings=far, log=lambda *_: None)
+    folder = reasoner.save(tmp_path / "paper7")
+    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors"}
+    kidney_text = "left flank pain"
+    kidney = classes.index("kidney")
+    table = {kidney_text: x[np.where(y == kidney)[0][0]], "far away": far[0]}
+    loaded = TextReasoner.load(tmp_path, setting="paper7", encoder=_LookupEncoder(table))
+    for name, value in reasoner.raw_scores(x).items():
+        assert np.allclose(loaded.raw_scores(x)[name], value, atol=1e-5), name
+    pred, outside = loaded.predict([kidney_text, "far away"])
+    assert set(pred.structure_relevance) == set(STRUCTURES)
+    assert max(pred.class_relevance, key=pred.class_relevance.get) == "kidney"
+    assert pred.laterality == "left"
+    assert pred.structure_relevance["kidney_left"] > pred.structure_relevance["kidney_right"]
+    # paper7 has no class for the four vessels / esophagus
+    assert pred.structure_relevance["aorta"] == 0.0 and pred.structure_relevance["esophagus"] == 0.0
+    assert pred.in_domain and not outside.in_domain
+    assert max(outside.structure_relevance.values()) < max(pred.structure_relevance.values())
+    with pytest.raises(SymptomError):
+        loaded.predict(["   "])
+    with pytest.raises(ModelError):
+        TextReasoner.load(tmp_path, setting="full11")
+
+
+def test_relevance_scale_and_rows_for_setting():
+    soft = np.array([[0.9, 0.2], [0.3, 0.8], [0.7, 0.4]])
+    low, high = relevance_scale(soft, np.array([0, 1, 0]))
+    assert (low, high) == (pytest.approx(0.3), pytest.approx(0.8))
+    rows = [{"organ": "aorta", "organs": ["aorta", "kidney"]}, {"organ": "liver", "organs": ["liver"]}]
+    kept, labels = rows_for_setting(rows, "paper7")
+    assert [r["organ"] for r in kept] == ["liver"] and labels.tolist() == [0]
+    kept, multi = rows_for_setting(rows, "paper7", multi_label=True)
+    assert len(kept) == 2 and multi[0, CLASS_SETTINGS["paper7"].index("kidney")] and multi[0].sum() == 1
+
+
+# -- shipped weights with the real encoder ---------------------------------------------------------
+shipped = pytest.mark.skipif(
+    not (default_weights_dir() / "full11" / "model.safetensors").is_file(), reason="text weights not trained"
+)
+
+
+@pytest.fixture(scope="module")
+def full11():
+    return TextReasoner.load(setting="full11")
+
+
+@shipped
+def test_non_abdominal_texts_are_out_of_domain_and_low(full11):
+    for text in ("knee joint pain", "blurred vision", "headache", "toothache"):
+        pred = full11.predict([text])[0]
+        assert not pred.in_domain, text
+        assert pred.ood_score > 0.5, text
+        assert max(pred.structure_relevance.values()) < 0.35, (text, pred.structure_relevance)
+
+
+@shipped
+def test_jaundice_ranks_pancreaticobiliary_organs_first(full11):
+    pred = full11.predict(["painless jaundice with pale stools"])[0]
+    assert pred.in_domain
+    top3 = [k for k, _ in pred.ranked_structures()[:3]]
+    assert set(top3) <= {"pancreas", "gallbladder", "liver", "portal_vein_and_splenic_vein"}
+    assert "pancreas" in top3 or "gallbladder" in top3
+    assert pred.structure_relevance[top3[0]] > 0.5
+
+
+@shipped
+def test_side_changes_kidney_relevance(full11):
+    left, right = full11.predict(["left flank pain radiating to the groin", "right flank pain radiating to the groin"])
+    assert left.in_domain and right.in_domain
+    assert left.ranked_structures()[0][0] == "kidney_left"
+    assert right.ranked_structures()[0][0] == "kidney_right"
+    assert left.structure_relevance["kidney_right"] == pytest.approx(
+        left.structure_relevance["kidney_left"] * CONTRALATERAL_FACTOR)
+
+
+@shipped
+def test_shipped_configs_record_calibration():
+    for setting in ("paper7", "full11"):
+        config = json.loads((default_weights_dir() / setting / "config.json").read_text())
+        assert config["classes"] == list(CLASS_SETTINGS[setting])
+        assert config["margin"] == 0.8
+        assert 0.0 < config["ood"]["threshold"] < 1.0
+        assert config["ood"]["heldout"]["tpr"] > 0.85 and config["ood"]["heldout"]["fpr"] < 0.15
+
+
+# -- medsora rank ----------------------------------------------------------------------------------
+def _cli(argv, capsys):
+    from MedSORALib.cli import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@shipped
+def test_rank_json_contract(capsys):
+    code, out, _ = _cli(["rank", "--json", "pale stools and dark urine, painless jaundice"], capsys)
+    assert code == 0
+    obj = json.loads(out)
+    assert obj["symptom"] == "pale stools and dark urine, painless jaundice"
+    assert obj["in_domain"] is True
+    names = [o["name"] for o in obj["organs"]]
+    assert sorted(names) == sorted(STRUCTURES)
+    rel = [o["relevance"] for o in obj["organs"]]
+    assert rel == sorted(rel, reverse=True) and all(0.0 <= r <= 1.0 for r in rel)
+    assert obj["model"]["setting"] == "full11" and obj["model"]["text_encoder"]
+
+
+@shipped
+def test_rank_file_prints_one_object_per_line_in_order(tmp_path, capsys):
+    texts = ["knee joint pain", "vomiting blood", "left flank pain radiating to the groin"]
+    path = tmp_path / "symptoms.txt"
+    path.write_text(texts[0] + "\n\n" + "\n".join(texts[1:]) + "\n", encoding="utf-8")
+    code, out, _ = _cli(["rank", "--file", str(path), "--setting", "paper7"], capsys)
+    assert code == 0
+    objs = [json.loads(line) for line in out.splitlines()]
+    assert [o["symptom"] for o in objs] == texts
+    assert [o["in_domain"] for o in objs] == [False, True, True]
+    assert all(len(o["organs"]) == 13 for o in objs)
+    assert objs[2]["organs"][0]["name"] == "kidney_left"
+    paper7_zero = {"esophagus", "aorta", "inferior_vena_cava", "portal_vein_and_splenic_vein"}
+    assert all(o["relevance"] == 0.0 for o in objs[1]["organs"] if o["name"] in paper7_zero)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["rank", "   "], "empty"),
+        (["rank"], "no symptom"),
+        (["rank", "--file", "/nonexistent/symptoms.txt"], "does not exist"),
+        (["rank", "pain", "--weights", "/nonexistent/weights"], "no text model"),
+    ],
+)
+def test_rank_bad_input_is_one_line_error(argv, message, capsys):
+    code, out, err = _cli(argv, capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("medsora: error:") and message in err and err.count("\n") == 1
+
+
+def test_rank_blank_and_binary_files(tmp_path, capsys):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n   \n", encoding="utf-8")
+    code, _, err = _cli(["rank", "--file", str(blank)], capsys)
+    assert code == 2 and "blank" in err
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00\x81")
+    code, _, err = _cli(["rank", "--file", str(binary)], capsys)
+    assert code == 2 and "UTF-8" in err
+
+
+@shipped
+def test_rank_subprocess_table():
+    result = subprocess.run(
+        [sys.executable, "-m", "MedSORALib.cli", "rank", "burning pain in the upper belly before meals"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("symptom: burning pain")
+    table = [line for line in lines if line[:4].strip().isdigit()]
+    assert len(table) == 13
+    assert "stomach" in table[0] or "stomach" in table[1]
