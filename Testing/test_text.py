@@ -151,12 +151,13 @@ def test_knn_similarity_and_detector_fit():
     q = np.array([[1, 0, 0, 0], [0.6, 0.8, 0, 0]], np.float32)
     assert knn_similarity(q, bank, k=1) == pytest.approx([1.0, 0.8])
     assert knn_similarity(q, bank, k=2) == pytest.approx([0.5, 0.7])
+    assert knn_similarity(q, bank, k=1, exclude_identical=True) == pytest.approx([0.0, 0.8])
     rng = np.random.default_rng(0)
-    feats = np.concatenate([rng.normal(0.7, 0.05, (50, 3)), rng.normal(0.3, 0.05, (50, 3))])
+    feats = np.concatenate([rng.normal(0.7, 0.05, (50, 4)), rng.normal(0.3, 0.05, (50, 4))])
     truth = np.r_[np.ones(50, bool), np.zeros(50, bool)]
     det = OutOfDomainDetector.fit(feats, truth)
     assert det.calibration["tpr"] == 1.0 and det.calibration["fpr"] == 0.0
-    p = det.probability_in_domain(np.array([[0.75, 0.75, 0.75], [0.25, 0.25, 0.25]]))
+    p = det.probability_in_domain(np.array([[0.75] * 4, [0.25] * 4]))
     assert p[0] > 0.9 and p[1] < 0.1
     again = OutOfDomainDetector.from_config(json.loads(json.dumps(det.to_config())))
     assert again.probability_in_domain(feats) == pytest.approx(det.probability_in_domain(feats))

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -122,7 +124,11 @@ def main(argv=None) -> int:
     total = time.perf_counter() - started
     print(f"total training time {total:.1f} s")
     summary["total_s"] = round(total, 1)
-    (output / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    fd, tmp = tempfile.mkstemp(dir=output, suffix=".json.tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(summary, indent=2) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, output / "training_summary.json")
     return 0
 
 

@@ -1,12 +1,14 @@
 """Out-of-domain signal: is a symptom text about the abdomen at all?
 
 The paper shows that non-abdominal queries ("knee joint pain", "headache") get uniformly
-low organ scores. Here that is an explicit, calibrated decision. Three scalar features are
+low organ scores. Here that is an explicit, calibrated decision. Four scalar features are
 computed per text from the trained text model:
 
 * ``max_anchor_cos``: the largest cosine between the text and a positive organ anchor;
 * ``max_soft_relevance``: the largest output of the soft-label MLP;
-* ``knn_cos``: the mean cosine to the ``k`` nearest training texts (the abdominal corpus).
+* ``knn_cos``: the mean cosine to the ``k`` nearest training texts (the abdominal corpus);
+* ``knn_cos_non_abdominal``: the mean cosine to the ``k`` nearest non-abdominal calibration
+  texts (computed leaving the text itself out while calibrating).
 
 A logistic regression on the standardised features gives ``p_in``, the probability that the
 text is an abdominal symptom. It is fitted on a calibration set of in-domain texts (the
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-FEATURES = ("max_anchor_cos", "max_soft_relevance", "knn_cos")
+FEATURES = ("max_anchor_cos", "max_soft_relevance", "knn_cos", "knn_cos_non_abdominal")
 DEFAULT_K = 5
 
 
@@ -44,13 +46,17 @@ def load_ood_texts(name: str = "non_abdominal", split: str | None = None) -> lis
     return rows
 
 
-def knn_similarity(embeddings: np.ndarray, bank: np.ndarray, k: int = DEFAULT_K) -> np.ndarray:
+def knn_similarity(
+    embeddings: np.ndarray, bank: np.ndarray, k: int = DEFAULT_K, exclude_identical: bool = False
+) -> np.ndarray:
     """Mean cosine to the ``k`` most similar rows of ``bank``.
 
     Args:
         embeddings: (N, D) unit-norm float32.
         bank: (M, D) unit-norm reference embeddings (the training texts).
         k: neighbours averaged (clipped to M).
+        exclude_identical: ignore bank rows identical to the text (cosine > 0.9999), for
+            leave-one-out features of texts that are themselves in the bank.
 
     Returns:
         (N,) float32 in [-1, 1].
@@ -58,6 +64,8 @@ def knn_similarity(embeddings: np.ndarray, bank: np.ndarray, k: int = DEFAULT_K)
     if len(bank) == 0:
         return np.zeros(len(embeddings), dtype=np.float32)
     sims = embeddings.astype(np.float32) @ bank.astype(np.float32).T
+    if exclude_identical:
+        sims = np.where(sims > 0.9999, -1.0, sims)
     k = max(1, min(k, sims.shape[1]))
     top = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
     return top.mean(axis=1).astype(np.float32)
@@ -68,8 +76,8 @@ class OutOfDomainDetector:
     """Logistic regression on :data:`FEATURES` with a decision threshold on ``p_in``.
 
     Attributes:
-        mean, scale: (3,) feature standardisation.
-        coef: (3,) weights, ``intercept``: bias of the logistic regression.
+        mean, scale: (F,) feature standardisation (F = len(FEATURES)).
+        coef: (F,) weights, ``intercept``: bias of the logistic regression.
         threshold: a text is in domain when ``p_in >= threshold``.
         k: neighbours of ``knn_cos``.
         calibration: numbers measured when fitting (counts, TPR/FPR), kept for the record.
@@ -84,7 +92,7 @@ class OutOfDomainDetector:
     calibration: dict = field(default_factory=dict)
 
     def probability_in_domain(self, features: np.ndarray) -> np.ndarray:
-        """(N, 3) features -> (N,) ``p_in`` in [0, 1]."""
+        """(N, F) features -> (N,) ``p_in`` in [0, 1]."""
         z = (np.asarray(features, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
         logits = z @ np.asarray(self.coef) + self.intercept
         return 1.0 / (1.0 + np.exp(-logits))
@@ -124,7 +132,7 @@ class OutOfDomainDetector:
         """Fit the logistic regression and pick the Youden threshold.
 
         Args:
-            features: (N, 3) features of calibration texts.
+            features: (N, F) features of calibration texts.
             in_domain: (N,) bool, True for abdominal texts.
             k: neighbours used to compute ``knn_cos`` (stored for inference).
         """

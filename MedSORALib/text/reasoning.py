@@ -1,8 +1,8 @@
 """Symptom text -> organ relevance: the trained text side of MedSORA, as one loadable object.
 
 A :class:`TextReasoner` is a folder ``<weights>/<setting>/`` holding ``config.json`` and
-``model.safetensors`` (organ anchors, the soft-label MLP, the hard-label MLP of the ablation, the
-embeddings of the training texts used by the out-of-domain detector). It is loaded once per
+``model.safetensors`` (organ anchors, the soft-label MLP, the MLPs of the ablations, the
+embeddings of the training and non-abdominal calibration texts used by the out-of-domain detector). It is loaded once per
 process and per folder (:meth:`TextReasoner.load` caches it).
 
 For each text, :meth:`TextReasoner.predict` returns:
@@ -38,6 +38,7 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 SETTINGS = tuple(CLASS_SETTINGS)
+ABLATIONS = ("hard", "anchor_soft", "smoothed")
 
 
 def default_weights_dir() -> Path:
@@ -128,18 +129,22 @@ class TextReasoner:
             mlp_cfg = config["mlp"]
             self.soft_mlp = RelevanceMLP(dim, n, hidden=int(mlp_cfg["hidden"]))
             self.soft_mlp.load_state_dict(_prefixed(tensors, "soft_mlp."))
-            self.hard_mlp = None
-            if any(k.startswith("hard_mlp.") for k in tensors):
-                self.hard_mlp = RelevanceMLP(dim, n, hidden=int(mlp_cfg["hidden"]))
-                self.hard_mlp.load_state_dict(_prefixed(tensors, "hard_mlp."))
+            # Ablation heads kept next to the model for evaluation: "hard" (one-hot labels),
+            # "anchor_soft" (the anchors' soft labels alone, without the source-organ term) and
+            # "smoothed" (the source organ mixed with a constant: label smoothing, no anchors).
+            self.ablation_mlps: dict[str, RelevanceMLP] = {}
+            for name in ABLATIONS:
+                if any(k.startswith(f"{name}_mlp.") for k in tensors):
+                    head = RelevanceMLP(dim, n, hidden=int(mlp_cfg["hidden"]))
+                    head.load_state_dict(_prefixed(tensors, f"{name}_mlp."))
+                    self.ablation_mlps[name] = head.eval()
             self.knn_bank = tensors["ood.knn_bank"].float().numpy()
+            self.out_bank = tensors["ood.out_bank"].float().numpy()
             self.detector = OutOfDomainDetector.from_config(config["ood"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise ModelError(f"text model weights are inconsistent with their configuration: {exc}") from exc
         self.anchors.eval()
         self.soft_mlp.eval()
-        if self.hard_mlp is not None:
-            self.hard_mlp.eval()
         rel = config["relevance"]
         self._low, self._high = float(rel["low"]), float(rel["high"])
         self._torch = torch
@@ -183,9 +188,23 @@ class TextReasoner:
             return reasoner
 
     @classmethod
-    def from_components(cls, config: dict, anchors, soft_mlp, hard_mlp, knn_bank: np.ndarray, encoder=None):
-        """Assemble a reasoner from trained modules (used by training before saving)."""
-        return cls(config, _tensors_of(anchors, soft_mlp, hard_mlp, knn_bank), encoder=encoder)
+    def from_components(
+        cls,
+        config: dict,
+        anchors,
+        soft_mlp,
+        ablation_mlps: dict,
+        knn_bank: np.ndarray,
+        out_bank: np.ndarray,
+        encoder=None,
+    ):
+        """Assemble a reasoner from trained modules (used by training before saving).
+
+        Args:
+            knn_bank: (N, D) embeddings of the training texts; out_bank: (B, D) embeddings of the
+                non-abdominal calibration texts (both for the out-of-domain features).
+        """
+        return cls(config, _tensors_of(anchors, soft_mlp, ablation_mlps, knn_bank, out_bank), encoder=encoder)
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``folder`` (atomically, file by file)."""
@@ -193,11 +212,12 @@ class TextReasoner:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = _tensors_of(self.anchors, self.soft_mlp, self.hard_mlp, self.knn_bank)
+        tensors = _tensors_of(self.anchors, self.soft_mlp, self.ablation_mlps, self.knn_bank, self.out_bank)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".safetensors.tmp")
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata={"format": FORMAT, "setting": self.setting})
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; the weights ship with the package
             os.replace(tmp, folder / WEIGHTS_FILE)
         finally:
             if os.path.exists(tmp):
@@ -206,6 +226,7 @@ class TextReasoner:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(self.config, handle, indent=2, sort_keys=False)
             handle.write("\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, folder / CONFIG_FILE)
         return folder
 
@@ -233,7 +254,7 @@ class TextReasoner:
 
         Returns:
             dict of arrays: ``anchor_cos`` (N, C) cos(p_i, f); ``soft`` (N, C) soft-label MLP outputs;
-            ``hard`` (N, C) hard-label MLP outputs (absent if the folder has none); ``p_in`` (N,).
+            ``hard`` / ``anchor_soft`` / ``smoothed`` (N, C) outputs of the ablation heads present in the folder; ``p_in`` (N,).
         """
         torch = self._torch
         x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
@@ -241,13 +262,18 @@ class TextReasoner:
             pos, _ = self.anchors.similarities(x)
             soft = self.soft_mlp.predict(x)
             out = {"anchor_cos": pos.numpy(), "soft": soft.numpy()}
-            if self.hard_mlp is not None:
-                out["hard"] = self.hard_mlp.predict(x).numpy()
+            for name, head in self.ablation_mlps.items():
+                out[name] = head.predict(x).numpy()
         out["p_in"] = self.detector.probability_in_domain(self.ood_features(embeddings, out))
         return out
 
-    def ood_features(self, embeddings: np.ndarray, scores: dict | None = None) -> np.ndarray:
-        """(N, 3) out-of-domain features (see :mod:`MedSORALib.text.ood`)."""
+    def ood_features(
+        self, embeddings: np.ndarray, scores: dict | None = None, leave_out_non_abdominal: bool = False
+    ) -> np.ndarray:
+        """(N, 4) out-of-domain features (see :mod:`MedSORALib.text.ood`).
+
+        ``leave_out_non_abdominal`` ignores identical texts in the non-abdominal bank (calibration).
+        """
         from .ood import knn_similarity
 
         if scores is None:
@@ -261,6 +287,12 @@ class TextReasoner:
                 scores["anchor_cos"].max(axis=1),
                 scores["soft"].max(axis=1),
                 knn_similarity(np.asarray(embeddings, dtype=np.float32), self.knn_bank, self.detector.k),
+                knn_similarity(
+                    np.asarray(embeddings, dtype=np.float32),
+                    self.out_bank,
+                    self.detector.k,
+                    exclude_identical=leave_out_non_abdominal,
+                ),
             ],
             axis=1,
         )
@@ -332,7 +364,7 @@ def _prefixed(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _tensors_of(anchors, soft_mlp, hard_mlp, knn_bank) -> dict:
+def _tensors_of(anchors, soft_mlp, ablation_mlps: dict, knn_bank, out_bank) -> dict:
     import torch
 
     tensors = {
@@ -340,10 +372,14 @@ def _tensors_of(anchors, soft_mlp, hard_mlp, knn_bank) -> dict:
         "anchors.negative": anchors.negative.detach().clone().contiguous(),
     }
     tensors.update({f"soft_mlp.{k}": v.detach().clone().contiguous() for k, v in soft_mlp.state_dict().items()})
-    if hard_mlp is not None:
-        tensors.update({f"hard_mlp.{k}": v.detach().clone().contiguous() for k, v in hard_mlp.state_dict().items()})
+    for name, head in (ablation_mlps or {}).items():
+        if name not in ABLATIONS:
+            raise ValueError(f"unknown ablation head {name!r}")
+        tensors.update({f"{name}_mlp.{k}": v.detach().clone().contiguous() for k, v in head.state_dict().items()})
     bank = knn_bank if isinstance(knn_bank, torch.Tensor) else torch.as_tensor(np.asarray(knn_bank))
     tensors["ood.knn_bank"] = bank.to(torch.float16).contiguous()
+    out = out_bank if isinstance(out_bank, torch.Tensor) else torch.as_tensor(np.asarray(out_bank))
+    tensors["ood.out_bank"] = out.to(torch.float16).contiguous()
     return tensors
 
 

@@ -20,7 +20,7 @@ from ..organs import CLASS_SETTINGS
 from .anchors import AnchorTrainingConfig, train_anchors
 from .laterality import CONTRALATERAL_FACTOR
 from .mlp import MLPTrainingConfig, train_mlp
-from .ood import DEFAULT_K, OutOfDomainDetector, knn_similarity, rates
+from .ood import DEFAULT_K, FEATURES, OutOfDomainDetector, rates
 from .reasoning import FORMAT, FORMAT_VERSION, TextReasoner
 
 
@@ -30,20 +30,30 @@ class TextTrainingConfig:
 
     anchors: AnchorTrainingConfig = field(default_factory=AnchorTrainingConfig)
     mlp: MLPTrainingConfig = field(default_factory=MLPTrainingConfig)
+    #: weight w of the source organ in the MLP target: w * one-hot + (1 - w) * anchor soft label;
+    #: 0 gives the anchors' soft labels alone (method.md section 2 read literally).
+    source_weight: float = 0.5
     train_hard: bool = True
+    #: also train the MLP on the anchors' soft labels alone (ablation; only when source_weight > 0)
+    train_anchor_soft: bool = True
+    #: also train the label-smoothing control: w * one-hot + (1 - w) * constant (the mean anchor soft label)
+    train_smoothed: bool = True
     ood_k: int = DEFAULT_K
     settings: tuple[str, ...] = ("paper7", "full11")
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "TextTrainingConfig":
         data = dict(data or {})
-        unknown = set(data) - {"anchors", "mlp", "train_hard", "ood_k", "settings"}
+        unknown = set(data) - {"anchors", "mlp", "source_weight", "train_hard", "train_anchor_soft", "train_smoothed", "ood_k", "settings"}
         if unknown:
             raise ValueError(f"unknown text training options: {', '.join(sorted(unknown))}")
         return cls(
             anchors=AnchorTrainingConfig(**(data.get("anchors") or {})),
             mlp=MLPTrainingConfig(**(data.get("mlp") or {})),
+            source_weight=float(data.get("source_weight", 0.5)),
             train_hard=bool(data.get("train_hard", True)),
+            train_anchor_soft=bool(data.get("train_anchor_soft", True)),
+            train_smoothed=bool(data.get("train_smoothed", True)),
             ood_k=int(data.get("ood_k", DEFAULT_K)),
             settings=tuple(data.get("settings", ("paper7", "full11"))),
         )
@@ -52,7 +62,10 @@ class TextTrainingConfig:
         return {
             "anchors": asdict(self.anchors),
             "mlp": asdict(self.mlp),
+            "source_weight": self.source_weight,
             "train_hard": self.train_hard,
+            "train_anchor_soft": self.train_anchor_soft,
+            "train_smoothed": self.train_smoothed,
             "ood_k": self.ood_k,
             "settings": list(self.settings),
         }
@@ -107,6 +120,21 @@ def seeded_split(rows: list[dict], seed: int = 0, fractions=(0.7, 0.1, 0.2)) -> 
     return out
 
 
+def soft_targets(anchor_soft: np.ndarray, labels: np.ndarray, source_weight: float) -> np.ndarray:
+    """MLP targets ``w * one_hot(label) + (1 - w) * anchor_soft``.
+
+    Args:
+        anchor_soft: (N, C) anchor soft labels ``(cos(p_i, f) + 1) / 2``.
+        labels: (N,) source-organ indices.
+        source_weight: w in [0, 1); 0 = the anchor soft labels alone.
+
+    Returns:
+        (N, C) float32 in [0, 1].
+    """
+    one_hot = np.eye(anchor_soft.shape[1], dtype=np.float32)[labels]
+    return (source_weight * one_hot + (1.0 - source_weight) * anchor_soft).astype(np.float32)
+
+
 def relevance_scale(soft: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(low, high): median soft-MLP output for unrelated and for the own class on the training texts."""
     own = np.zeros_like(soft, dtype=bool)
@@ -150,20 +178,29 @@ def fit_reasoner(
     anchors, anchor_losses = train_anchors(train_embeddings, train_labels, n_classes, config.anchors)
     timings["anchors_s"] = time.perf_counter() - start
     with torch.no_grad():
-        soft_targets = anchors.soft_labels(torch.as_tensor(train_embeddings)).numpy()
+        anchor_soft = anchors.soft_labels(torch.as_tensor(train_embeddings)).numpy()
     log(f"[{setting}] anchors: loss {anchor_losses[0]:.4f} -> {anchor_losses[-1]:.4f} ({timings['anchors_s']:.1f} s)")
+    one_hot = np.eye(n_classes, dtype=np.float32)[train_labels]
+    w = float(config.source_weight)
+    if not 0.0 <= w < 1.0:
+        raise ValueError(f"source_weight must lie in [0, 1), got {w}")
+    targets = soft_targets(anchor_soft, train_labels, w)
 
-    start = time.perf_counter()
-    soft_mlp, soft_losses = train_mlp(train_embeddings, soft_targets, config.mlp)
-    timings["soft_mlp_s"] = time.perf_counter() - start
-    log(f"[{setting}] soft-label MLP: BCE {soft_losses[0]:.4f} -> {soft_losses[-1]:.4f} ({timings['soft_mlp_s']:.1f} s)")
-    hard_mlp, hard_losses = None, []
+    heads = {"soft": targets}
     if config.train_hard:
+        heads["hard"] = one_hot
+    if config.train_anchor_soft and w > 0:
+        heads["anchor_soft"] = anchor_soft
+    if config.train_smoothed and w > 0:
+        heads["smoothed"] = (w * one_hot + (1.0 - w) * float(anchor_soft.mean())).astype(np.float32)
+    trained, losses = {}, {}
+    for name, target in heads.items():
         start = time.perf_counter()
-        one_hot = np.eye(n_classes, dtype=np.float32)[train_labels]
-        hard_mlp, hard_losses = train_mlp(train_embeddings, one_hot, config.mlp)
-        timings["hard_mlp_s"] = time.perf_counter() - start
-        log(f"[{setting}] hard-label MLP: BCE {hard_losses[0]:.4f} -> {hard_losses[-1]:.4f} ({timings['hard_mlp_s']:.1f} s)")
+        trained[name], curve = train_mlp(train_embeddings, target, config.mlp)
+        losses[name] = [curve[0], curve[-1]]
+        timings[f"{name}_mlp_s"] = time.perf_counter() - start
+        log(f"[{setting}] {name}-label MLP: BCE {curve[0]:.4f} -> {curve[-1]:.4f} ({timings[f'{name}_mlp_s']:.1f} s)")
+    soft_mlp = trained.pop("soft")
 
     with torch.no_grad():
         soft_train = soft_mlp.predict(torch.as_tensor(train_embeddings)).numpy()
@@ -191,18 +228,26 @@ def fit_reasoner(
             "n_train": int(len(train_labels)),
             "per_class": {c: int(n) for c, n in zip(classes, counts)},
             "anchor_loss": [anchor_losses[0], anchor_losses[-1]],
-            "soft_bce": [soft_losses[0], soft_losses[-1]],
-            "hard_bce": [hard_losses[0], hard_losses[-1]] if hard_losses else None,
+            "bce_first_last": losses,
+            "soft_labels": {
+                "source_weight": w,
+                "rule": "target_i = w * [i == source organ] + (1 - w) * (cos(p_i, f) + 1) / 2",
+                "mean_target_own": float(targets[one_hot > 0].mean()),
+                "mean_target_other": float(targets[one_hot == 0].mean()),
+            },
             **(dataset_info or {}),
         },
     }
     # A provisional detector so that the reasoner can compute its own features.
-    config_json["ood"] = OutOfDomainDetector([0, 0, 0], [1, 1, 1], [0, 0, 0], 0.0, 0.5, config.ood_k).to_config()
-    reasoner = TextReasoner.from_components(config_json, anchors, soft_mlp, hard_mlp, train_embeddings)
+    n_feat = len(FEATURES)
+    config_json["ood"] = OutOfDomainDetector([0.0] * n_feat, [1.0] * n_feat, [0.0] * n_feat, 0.0, 0.5, config.ood_k).to_config()
+    reasoner = TextReasoner.from_components(
+        config_json, anchors, soft_mlp, trained, train_embeddings, ood_out_embeddings
+    )
 
     start = time.perf_counter()
     feats_in = reasoner.ood_features(ood_in_embeddings)
-    feats_out = reasoner.ood_features(ood_out_embeddings)
+    feats_out = reasoner.ood_features(ood_out_embeddings, leave_out_non_abdominal=True)
     detector = OutOfDomainDetector.fit(
         np.concatenate([feats_in, feats_out]),
         np.concatenate([np.ones(len(feats_in), bool), np.zeros(len(feats_out), bool)]),
