@@ -19,7 +19,7 @@ from MedSORALib.text.metrics import average_precision, mean_average_precision, r
 from MedSORALib.text.mlp import MLPTrainingConfig, train_mlp
 from MedSORALib.text.ood import OutOfDomainDetector, knn_similarity, load_ood_texts
 from MedSORALib.text.reasoning import TextReasoner, default_weights_dir
-from MedSORALib.text.training import TextTrainingConfig, fit_reasoner, relevance_scale, rows_for_setting
+from MedSORALib.text.training import TextTrainingConfig, fit_reasoner, relevance_scale, rows_for_setting, soft_targets
 
 REPO = Path(__file__).resolve().parent.parent
 torch.set_num_threads(1)
@@ -222,6 +222,24 @@ def test_reasoner_roundtrip_and_prediction(tmp_path):
         loaded.predict(["   "])
     with pytest.raises(ModelError):
         TextReasoner.load(tmp_path, setting="full11")
+
+
+def test_soft_targets_mix_source_organ_and_anchor_labels():
+    anchor_soft = np.array([[0.7, 0.6, 0.2], [0.5, 0.4, 0.9]], np.float32)
+    t = soft_targets(anchor_soft, np.array([0, 2]), 0.5)
+    assert t == pytest.approx(np.array([[0.85, 0.3, 0.1], [0.25, 0.2, 0.95]]))
+    assert soft_targets(anchor_soft, np.array([0, 2]), 0.0) == pytest.approx(anchor_soft)
+
+
+def test_training_config_file_loads_and_rejects_unknown_keys():
+    import yaml
+
+    config = TextTrainingConfig.from_dict(yaml.safe_load((REPO / "Training/configs/text.yaml").read_text()))
+    assert config.anchors.margin == 0.8
+    assert (config.mlp.epochs, config.mlp.batch_size, config.mlp.lr) == (500, 32, 1e-3)
+    assert config.settings == ("paper7", "full11")
+    with pytest.raises(ValueError, match="unknown"):
+        TextTrainingConfig.from_dict({"epochs": 3})
 
 
 def test_relevance_scale_and_rows_for_setting():
