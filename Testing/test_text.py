@@ -357,6 +357,13 @@ def test_rank_bad_input_is_one_line_error(argv, message, capsys):
     assert err.startswith("medsora: error:") and message in err and err.count("\n") == 1
 
 
+def test_read_symptoms_rejects_a_folder(tmp_path):
+    from MedSORALib.commands.rank import read_symptoms
+
+    with pytest.raises(InputFileError, match="folder"):
+        read_symptoms(str(tmp_path))
+
+
 def test_rank_blank_and_binary_files(tmp_path, capsys):
     blank = tmp_path / "blank.txt"
     blank.write_text("\n   \n", encoding="utf-8")
