@@ -88,7 +88,7 @@ def model_card(metrics: dict, measured: dict) -> str:
         f"{data['train']['organ_crops']} organ crops per epoch.",
         f"- {data['val']['phantoms']} further phantoms held out for validation.",
         f"- Symptom texts for the alignment: the train split of `{data['texts']}` "
-        f"(sha256 `{data.get('texts_sha256')}`).",
+        f"(`MedSORALib/resources/dataset/symptom_texts.jsonl`, sha256 `{data.get('texts_sha256')}`).",
         "- Nothing else: no BTCV, no TotalSegmentator dataset, no ImageNet weights." + (
             " The real CT is part of the training data, so the organ identification below is accuracy on seen "
             "data, not generalisation." if real_copies else ""),
