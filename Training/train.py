@@ -230,7 +230,7 @@ def prepare_split(cases, crop_config, organ_keys, cache_dir, desc: str, show: bo
     from tqdm import tqdm
 
     out = []
-    for case in tqdm(cases, desc=desc, disable=not show or not cases, leave=False):
+    for case in tqdm(cases, desc=desc, disable=None if (show and cases) else True, leave=False):
         crops, labels, keys = case_crops(case, crop_config, organ_keys, cache_dir)
         out.append({"case_id": case.case_id, "crops": crops, "labels": labels, "keys": keys})
     return out
@@ -519,7 +519,7 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
                                  math.ceil(volumes_per_rank / len(train_sets)))[:volumes_per_rank]
                 k = int(scfg.get("volumes_per_step", 1))
                 batches = [vorder[i:i + k] for i in range(0, len(vorder), k)]
-            bar = tqdm(batches, desc=f"epoch {epoch}/{total_epochs} {stage}", disable=not show, leave=False)
+            bar = tqdm(batches, desc=f"epoch {epoch}/{total_epochs} {stage}", disable=None if show else True, leave=False)
             for b_i, batch in enumerate(bar):
                 lr = lr_at(stage_epoch * steps_per_epoch + b_i, total_steps, warmup, float(scfg["lr"]))
                 for group in optimizer.param_groups:
