@@ -367,3 +367,22 @@ def test_shipped_weights_encode_the_real_ct(example_volume, example_masks):
     assert correct >= 10, predicted  # the model card reports the exact figure
     scores = model.score(feats, np.random.default_rng(0).normal(size=(4, 384)).astype(np.float32))
     assert scores.shape == (4, 12)
+
+
+def test_shipped_weights_match_clear_symptoms_to_their_organs(example_volume, example_masks):
+    from MedSORALib.image.evaluation import class_scores
+    from MedSORALib.organs import FULL_CLASSES
+    from MedSORALib.text.encoder import get_default_encoder
+
+    model = ImageTextModel.load()
+    feats = model.encode_volume(example_volume, example_masks)
+    cases = {"yellow skin, dark urine and pale stools": "liver",
+             "blood in the urine with pain in the flank": "kidney",
+             "pain in the left upper abdomen after a fall, feeling faint": "spleen",
+             "vomiting blood after heavy drinking": "stomach",
+             "episodes of pounding headache, sweating and palpitations with very high blood pressure": "adrenal_gland"}
+    sims = model.score(feats, get_default_encoder().encode(list(cases)))
+    scores, present = class_scores(sims, feats.keys, FULL_CLASSES)
+    for (text, organ), row in zip(cases.items(), scores):
+        top3 = [present[i] for i in np.argsort(-row)[:3]]
+        assert organ in top3, (text, top3)
