@@ -183,6 +183,13 @@ def write_dicom_seg(
         except Exception:
             continue
         if "PixelData" in ds and hasattr(ds, "ImagePositionPatient"):
+            # Anonymised series sometimes blank the SOP identifiers kept in the file meta: restore them
+            # in memory (the files themselves are never modified) so the SEG can reference the images.
+            meta = getattr(ds, "file_meta", None)
+            if not ds.get("SOPClassUID") and meta is not None and meta.get("MediaStorageSOPClassUID"):
+                ds.SOPClassUID = meta.MediaStorageSOPClassUID
+            if not ds.get("SOPInstanceUID") and meta is not None and meta.get("MediaStorageSOPInstanceUID"):
+                ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
             datasets.append(ds)
     if len(datasets) < 2:
         raise InputFileError(f"{folder}: --dicom-seg needs the CT as a DICOM series folder")
