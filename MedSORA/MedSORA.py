@@ -407,12 +407,18 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._status(_("Cancelled."))
             return
         if job.error is not None:
-            logging.error("MedSORA scoring failed", exc_info=job.error)
             self._status(_("Failed: {error}").format(error=job.error))
-            slicer.util.errorDisplay(_("MedSORA scoring failed."), detailedText=str(job.error))
+            if isinstance(job.error, mrml.MedSORAError):  # a user-facing, one-line message
+                slicer.util.errorDisplay(str(job.error), windowTitle=_("MedSORA"))
+            else:
+                logging.error("MedSORA scoring failed", exc_info=job.error)
+                slicer.util.errorDisplay(_("MedSORA scoring failed."), detailedText=repr(job.error))
+            return
+        p = self._parameterNode
+        if p is None or self._jobVolumeNode is None or self._jobVolumeNode.GetScene() is None:
+            self._status(_("The scene was closed; results discarded."))
             return
         with slicer.util.tryWithErrorDisplay(_("MedSORA could not create its outputs."), waitCursor=True):
-            p = self._parameterNode
             outputs = self.logic.createOutputs(job.results, self._jobInputs.masks, self._jobVolumeNode,
                                                threshold=p.threshold, opacityByRelevance=p.opacityByRelevance,
                                                show3D=p.show3D)
@@ -459,7 +465,7 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateDisplay()
 
     def _updateDisplay(self, *args) -> None:
-        node = self._parameterNode.outputSegmentation if self._parameterNode else None
+        node = self.ui.outputSegmentationSelector.currentNode()
         if node is None:
             return
         from MedSORALib import mrml
@@ -467,7 +473,7 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         mrml.apply_relevance_display(node, self.ui.thresholdSliderWidget.value, self.ui.opacityCheckBox.checked)
 
     def _showChart(self) -> None:
-        node = self._parameterNode.outputSegmentation
+        node = self.ui.outputSegmentationSelector.currentNode()
         chart = self.logic.chartForSegmentation(node) if node else None
         if chart is None:
             return
