@@ -387,3 +387,22 @@ def test_rank_subprocess_table():
     table = [line for line in lines if line[:4].strip().isdigit()]
     assert len(table) == 13
     assert "stomach" in table[0] or "stomach" in table[1]
+
+
+@shipped
+def test_evaluation_program_writes_the_table(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "Training/evaluate_text.py", "--output", str(tmp_path), "--settings", "full11", "--no-figures"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "text_evaluation.json").read_text())
+    test = report["settings"]["full11"]["ranking"]["test"]
+    assert test["soft"]["n"] >= 100
+    for k in ("rank1", "rank2", "rank3", "map"):
+        assert 0.0 <= test["soft"][k] <= 1.0
+        assert test["soft"][k] > test["zero-shot"][k]
+    assert test["soft"]["rank1"] <= test["soft"]["rank2"] <= test["soft"]["rank3"]
+    assert test["soft"]["map"] > test["anchor_soft"]["map"]
+    table = (tmp_path / "text_evaluation.md").read_text()
+    assert "| full11 | soft labels, source + anchors (shipped) |" in table
