@@ -182,7 +182,8 @@ def check_output_prefix(prefix: str | os.PathLike) -> Path:
     return prefix
 
 
-def print_table(result, out=sys.stdout) -> None:
+def print_table(result, out=None) -> None:
+    out = out or sys.stdout
     flag = "" if result.in_domain else "   (out of domain: not an abdominal symptom; relevances are low)"
     print(f"\n{result.symptom}{flag}", file=out)
     print(f"  {'organ':<30} {'relevance':>9} {'text':>6} {'image':>6} {'ml':>8}", file=out)
