@@ -28,7 +28,8 @@ from . import __version__, organs
 from .errors import InputFileError
 from .scoring import SymptomResult
 from .segmentation_io import write_seg_nrrd
-from .volume_io import Volume, atomic_target
+from .files import atomic_target, atomic_write_text
+from .volume_io import Volume
 
 #: The perceptually uniform colour map used for relevance (matplotlib's "plasma": dark blue = 0, yellow = 1).
 RELEVANCE_COLORMAP = "plasma"
@@ -63,9 +64,7 @@ def output_prefixes(prefix: str | Path, count: int) -> list[Path]:
 
 
 def write_json(path: Path, payload: dict) -> Path:
-    with atomic_target(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+    return atomic_write_text(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_result(

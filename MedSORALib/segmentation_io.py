@@ -23,7 +23,8 @@ import numpy as np
 
 from . import organs
 from .errors import SegmentationError
-from .volume_io import LPS_TO_RAS, Volume, atomic_target
+from .files import atomic_target, atomic_write_text
+from .volume_io import LPS_TO_RAS, Volume
 
 Color = tuple[float, float, float]
 
@@ -183,6 +184,5 @@ def write_label_nifti(
         image.set_qform(reference.affine, code=1)
         image.set_sform(reference.affine, code=1)
         nib.save(image, str(tmp))
-    with atomic_target(sidecar) as tmp:
-        tmp.write_text(json.dumps({"label_scheme": organs.normalize_scheme(scheme), "labels": entries}, indent=2))
+    atomic_write_text(sidecar, json.dumps({"label_scheme": organs.normalize_scheme(scheme), "labels": entries}, indent=2))
     return path, sidecar

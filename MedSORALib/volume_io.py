@@ -30,6 +30,7 @@ import numpy as np
 
 from . import organs
 from .errors import InputFileError, SegmentationError, VolumeError
+from .files import atomic_target
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -404,34 +405,6 @@ def read_organ_masks(
 
 
 # -- writing ------------------------------------------------------------------------------------
-
-def atomic_target(path: str | os.PathLike):
-    """Context manager giving a temporary path next to ``path``; renamed onto it on success.
-
-    The temporary name keeps the final suffixes (``.seg.nrrd``, ``.nii.gz``) so
-    that writers choosing a format by extension behave the same. On error the
-    temporary file is removed and ``path`` is left untouched.
-    """
-    import contextlib
-    import tempfile
-
-    @contextlib.contextmanager
-    def _target():
-        final = Path(path)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        suffix = "".join(final.suffixes) or ".tmp"
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name.split('.')[0]}-", suffix=suffix, dir=final.parent)
-        os.close(fd)
-        try:
-            yield Path(tmp)
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    return _target()
-
 
 def write_volume(path: str | os.PathLike, volume: Volume, dtype=None) -> Path:
     """Write a volume as NIfTI (by nibabel) or NRRD/MHA (by SimpleITK, LPS on disk), atomically.

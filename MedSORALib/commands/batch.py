@@ -116,7 +116,7 @@ def run(args) -> int:
             bar.write(f"medsora batch: row {number} failed: {exc}")
         summary.append(record)
     with_fields = [{f: r.get(f, "") for f in SUMMARY_FIELDS} for r in summary]
-    from ..volume_io import atomic_target
+    from ..files import atomic_target
 
     with atomic_target(out_dir / "summary.csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
