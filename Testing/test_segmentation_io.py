@@ -115,3 +115,20 @@ def test_failed_write_leaves_nothing(tmp_path, example_volume, example_masks):
     with pytest.raises(SegmentationError, match="unknown organ"):
         write_seg_nrrd(tmp_path / "x.seg.nrrd", {"lung": example_masks["liver"]}, example_volume)
     assert snapshot(tmp_path) == before
+
+
+def test_atomic_writes_keep_the_old_file_on_error_and_use_umask_permissions(tmp_path):
+    import os
+
+    from MedSORALib.files import atomic_target, atomic_write_text
+
+    target = atomic_write_text(tmp_path / "report.json", "{}\n")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)
+    with pytest.raises(RuntimeError):
+        with atomic_target(target) as tmp:
+            tmp.write_text("half written")
+            raise RuntimeError("writer failed")
+    assert target.read_text() == "{}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
