@@ -20,10 +20,10 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 
 from ..errors import InputFileError, MedSORAError
+from ..files import atomic_write_text
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 REPO_ROOT = PACKAGE_ROOT.parent
@@ -238,19 +238,6 @@ def _shown(path) -> str:
         return str(path)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def build_dataset(config: dict, output=None, encoder=None, kb=None, progress=None) -> dict:
     """Build the dataset described by ``config`` and write it.
 
@@ -335,11 +322,11 @@ def build_dataset(config: dict, output=None, encoder=None, kb=None, progress=Non
         if "provenance" in r:
             row["provenance"] = r["provenance"]
         lines.append(json.dumps(row, ensure_ascii=False))
-    _atomic_write_text(out_path, "\n".join(lines) + "\n")
+    atomic_write_text(out_path, "\n".join(lines) + "\n")
     stats = dataset_stats(kept, classes)
     report = {"output": _shown(out_path), "team_observations": team_info, "seed": seed, "classes": setting, "split_ratios": ratios,
               "texts_in": len(records), "texts_out": len(kept), "guards": guard.stats.to_dict(),
               "generation": generation_report, "stats": stats,
               "encoder": getattr(encoder, "model_id", None) if near else None}
-    _atomic_write_text(out_path.with_suffix(".build.json"), json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(out_path.with_suffix(".build.json"), json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     return report

@@ -19,9 +19,7 @@ key such as ``kidney_left`` is mapped to its class first).
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MedSORAError
+from ..files import atomic_target
 from . import sources as src
 
 MODES = ("hybrid", "bm25", "dense")
@@ -264,17 +263,9 @@ class KnowledgeBase:
         path = Path(path or EMBEDDINGS_PATH)
         matrix = self.embeddings()
         keys = np.array([_text_key(c.text) for c in self.chunks])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        os.close(handle)
-        try:
+        with atomic_target(path) as tmp:
             np.savez_compressed(tmp, keys=keys, vectors=matrix.astype(np.float16),
                                 model=np.array(str(getattr(self.encoder, "model_id", ""))))
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         _INDEX_CACHE.clear()
         return path
 
