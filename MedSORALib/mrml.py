@@ -35,6 +35,7 @@ import slicer
 import vtk
 
 from . import organs
+from .colors import relevance_color
 from .errors import MedSORAError, SegmentationError, SymptomError, VolumeError
 from .volume_io import Volume
 
@@ -364,36 +365,6 @@ def organ_segmentation_from_labelmap_file(path: str, reference_volume_node, labe
 # --------------------------------------------------------------------------------------------
 # Results out
 # --------------------------------------------------------------------------------------------
-
-#: matplotlib's "plasma" at 0, 1/16, ..., 1: the fallback when matplotlib is missing (Slicer does not ship it).
-_PLASMA_STOPS = np.array([
-    (0.050383, 0.029803, 0.527975), (0.193374, 0.018354, 0.59033), (0.299855, 0.009561, 0.631624),
-    (0.399411, 0.000859, 0.656133), (0.494877, 0.01199, 0.657865), (0.584391, 0.068579, 0.632812),
-    (0.665129, 0.138566, 0.585582), (0.736019, 0.209439, 0.527908), (0.798216, 0.280197, 0.469538),
-    (0.853319, 0.351553, 0.413734), (0.901807, 0.425087, 0.359688), (0.942598, 0.502639, 0.305816),
-    (0.973416, 0.585761, 0.25154), (0.991365, 0.675355, 0.198453), (0.993033, 0.77172, 0.154808),
-    (0.974443, 0.874622, 0.144061), (0.940015, 0.975158, 0.131326),
-])
-
-
-def relevance_color(value: float) -> tuple[float, float, float]:
-    """Colour (r, g, b in 0..1) of a relevance in [0, 1]: :func:`MedSORALib.outputs.relevance_color`.
-
-    The same map colours the files the command line writes. Without matplotlib
-    the map is interpolated from :data:`_PLASMA_STOPS` (within 0.02 of it).
-    """
-    value = float(value) if np.isfinite(value) else 0.0
-    try:
-        from .outputs import relevance_color as shared
-
-        return tuple(float(c) for c in shared(value))[:3]
-    except ImportError:
-        pass
-    x = float(np.clip(value, 0.0, 1.0)) * (len(_PLASMA_STOPS) - 1)
-    low = min(int(np.floor(x)), len(_PLASMA_STOPS) - 2)
-    t = x - low
-    return tuple(round(float(c), 6) for c in (1 - t) * _PLASMA_STOPS[low] + t * _PLASMA_STOPS[low + 1])
-
 
 def output_name(symptom: str) -> str:
     """``"MedSORA: <symptom>"`` with the symptom on one line and cut to :data:`NAME_SYMPTOM_CHARS`."""

@@ -28,20 +28,9 @@ from . import __version__, organs
 from .errors import InputFileError
 from .scoring import SymptomResult
 from .segmentation_io import write_seg_nrrd
+from .colors import RELEVANCE_COLORMAP, relevance_color, relevance_colormap
 from .files import atomic_target, atomic_write_text
 from .volume_io import Volume
-
-#: The perceptually uniform colour map used for relevance (matplotlib's "plasma": dark blue = 0, yellow = 1).
-RELEVANCE_COLORMAP = "plasma"
-
-
-def relevance_color(value: float) -> tuple[float, float, float]:
-    """RGB in 0..1 for a relevance in [0, 1] on :data:`RELEVANCE_COLORMAP`."""
-    from matplotlib import colormaps
-
-    rgba = colormaps[RELEVANCE_COLORMAP](float(np.clip(value, 0.0, 1.0)))
-    return (round(float(rgba[0]), 6), round(float(rgba[1]), 6), round(float(rgba[2]), 6))
-
 
 def segment_tags(result: SymptomResult) -> dict[str, dict[str, str]]:
     """The MedSORA tags of each organ segment."""
@@ -117,9 +106,7 @@ def write_preview(path: Path, result: SymptomResult, volume: Volume, masks: Mapp
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib import colormaps
-
-    cmap = colormaps[RELEVANCE_COLORMAP]
+    cmap = relevance_colormap()
     top = result.top.key
     ci, cj, ck = _slices_through(volume, masks[top])
     relevance_map = np.full(volume.shape, np.nan, dtype=np.float32)
