@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from MedSORALib.files import atomic_write_text  # noqa: E402  (after the path set-up)
 
 METHODS = ("soft", "anchor_soft", "smoothed", "hard", "anchors", "zero-shot")
 METHOD_NAMES = {
@@ -64,14 +64,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         "split, keeping the weights' anchors, and report mean and standard deviation (about 20 s per head)",
     )
     return parser.parse_args(argv)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def evaluate_setting(setting, reasoner, encoder, test_rows, query_rows):
@@ -320,8 +312,8 @@ def main(argv=None) -> int:
     }
     report["seconds"] = round(time.perf_counter() - started, 1)
     text = markdown(report)
-    _atomic_write(out / "text_evaluation.md", text)
-    _atomic_write(out / "text_evaluation.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "text_evaluation.md", text)
+    atomic_write_text(out / "text_evaluation.json", json.dumps(report, indent=2) + "\n")
     print(text)
     return 0
 

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from MedSORALib.files import atomic_write_text  # noqa: E402  (after the path set-up)
 
 DEFAULT_DATASET = REPO / "MedSORALib" / "resources" / "dataset" / "symptom_texts.jsonl"
 
@@ -124,11 +124,7 @@ def main(argv=None) -> int:
     total = time.perf_counter() - started
     print(f"total training time {total:.1f} s")
     summary["total_s"] = round(total, 1)
-    fd, tmp = tempfile.mkstemp(dir=output, suffix=".json.tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(summary, indent=2) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, output / "training_summary.json")
+    atomic_write_text(output / "training_summary.json", json.dumps(summary, indent=2) + "\n")
     return 0
 
 

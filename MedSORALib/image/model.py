@@ -19,8 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from ..files import atomic_write_bytes
 from ..organs import STRUCTURES
 from .crops import CropConfig
 from .encoder import EncoderConfig, OrganImageEncoder
@@ -58,20 +58,6 @@ class OrganFeatures:
     def predicted_organs(self, organ_keys: Sequence[str]) -> dict[str, str]:
         """Organ named by the classification head for each crop key."""
         return {k: organ_keys[int(i)] for k, i in zip(self.keys, self.organ_probabilities.argmax(1))}
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; weights are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class ImageTextModel(nn.Module):
@@ -217,8 +203,8 @@ class ImageTextModel(nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         blob = save(state)
         self.metadata["weights_sha256"] = hashlib.sha256(blob).hexdigest()
-        _atomic_write_bytes(folder / WEIGHTS_FILE, blob)
-        _atomic_write_bytes(folder / CONFIG_FILE, json.dumps(self.config_dict(), indent=2).encode())
+        atomic_write_bytes(folder / WEIGHTS_FILE, blob)
+        atomic_write_bytes(folder / CONFIG_FILE, json.dumps(self.config_dict(), indent=2).encode())
         return folder
 
     @classmethod

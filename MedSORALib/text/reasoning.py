@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelError, SymptomError
+from ..files import atomic_target, atomic_write_text
 from ..organs import CLASS_SETTINGS, STRUCTURES, class_structures
 from .laterality import detect_laterality, split_paired
 
@@ -213,21 +213,9 @@ class TextReasoner:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = _tensors_of(self.anchors, self.soft_mlp, self.ablation_mlps, self.knn_bank, self.out_bank)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".safetensors.tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"format": FORMAT, "setting": self.setting})
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; the weights ship with the package
-            os.replace(tmp, folder / WEIGHTS_FILE)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(self.config, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, folder / CONFIG_FILE)
+        with atomic_target(folder / WEIGHTS_FILE) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": FORMAT, "setting": self.setting})
+        atomic_write_text(folder / CONFIG_FILE, json.dumps(self.config, indent=2, sort_keys=False) + "\n")
         return folder
 
     # -- encoder --------------------------------------------------------------------------------
