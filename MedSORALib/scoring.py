@@ -312,9 +312,10 @@ def score_volume(
         encoded once for all of them.
     """
     texts = check_symptoms(symptoms)
-    if progress:
-        progress(0.0, "loading models")
-    models = models or load_models(device=device)
+    if models is None:
+        if progress:
+            progress(0.0, "loading models")
+        models = load_models(device=device)
     encoded = encode_volume(volume, organ_masks, models, progress)
     return score_encoded(encoded, texts, models, image_weight=image_weight, with_passages=with_passages,
                          progress=progress)

@@ -194,7 +194,7 @@ def print_table(result, out=None) -> None:
 
 def run(args) -> int:
     from ..outputs import output_prefixes, write_result
-    from ..scoring import IMAGE_WEIGHT, check_symptoms, encode_volume, score_encoded
+    from ..scoring import IMAGE_WEIGHT, check_symptoms, score_volume
 
     quiet = args.quiet
 
@@ -212,10 +212,9 @@ def run(args) -> int:
     log(f"{len(case.masks)} organs: {', '.join(case.masks)}")
     log("loading models")
     models = models_from_args(args)
-    encoded = encode_volume(case.volume, case.masks, models, progress=lambda f, m: log(m))
-    results = score_encoded(encoded, symptoms, models,
-                            image_weight=IMAGE_WEIGHT if args.image_weight is None else args.image_weight,
-                            with_passages=not args.no_passages)
+    results = score_volume(case.volume, case.masks, symptoms, models=models,
+                           image_weight=IMAGE_WEIGHT if args.image_weight is None else args.image_weight,
+                           with_passages=not args.no_passages, progress=lambda fraction, message: log(message))
     for result, out in zip(results, output_prefixes(prefix, len(results))):
         files = write_result(out, result, case.volume, case.masks, inputs=case.inputs, preview=args.preview,
                              dicom_series=case.dicom_series if args.dicom_seg else None)
