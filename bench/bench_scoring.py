@@ -49,16 +49,18 @@ if mode == "load":
     models = load_models()
     models.kb.search("warm up", k=1)
     print(json.dumps({"seconds": time.perf_counter() - t0}))
-else:
-    import numpy as np
+elif mode == "make":
     from MedSORALib.image.phantom import make_phantom
-    from MedSORALib.volume_io import write_volume, read_volume, read_organ_masks, Volume
-    from MedSORALib.cli import main
+    from MedSORALib.volume_io import write_volume, Volume
     folder = sys.argv[2]
     volume, labels = make_phantom(0, shape=(512, 512, 300), spacing=(0.8, 0.8, 1.5))[:2]
     write_volume(folder + "/ct.nii.gz", Volume(volume.array.astype("int16"), volume.affine))
     write_volume(folder + "/seg.nii.gz", Volume(labels.astype("uint8"), volume.affine))
-    del volume, labels
+    print(json.dumps({"seconds": time.perf_counter() - t0}))
+else:
+    # The phantom was written by another process, so the peak memory below is the scoring's own.
+    from MedSORALib.cli import main
+    folder = sys.argv[2]
     load_models().kb.search("warm up", k=1)
     t0 = time.perf_counter()
     status = main(["score", "--volume", folder + "/ct.nii.gz", "--segmentation", folder + "/seg.nii.gz",
@@ -138,6 +140,7 @@ def main(argv=None) -> int:
         results["ten_symptoms_s"] = _median([run(SYMPTOMS) for _ in range(args.repeats)])
         results["ten_over_one"] = results["ten_symptoms_s"] / results["one_symptom_s"]
         if not args.skip_large:
+            _child("make", tmp)
             large = _child("large", tmp)
             results["large_ct_512x512x300"] = {"seconds": large["seconds"], "peak_rss_mb": large["peak_rss_mb"]}
 
