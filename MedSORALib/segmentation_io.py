@@ -53,7 +53,7 @@ def _layers(masks: Mapping[str, np.ndarray], keys: list[str]) -> list[list[str]]
                 members.append(key)
                 break
         else:
-            layers.append((masks[key].copy(), [key]))
+            layers.append((masks[key].copy(order="K"), [key]))
     return [members for _, members in layers]
 
 
@@ -81,12 +81,17 @@ def write_seg_nrrd(
     import slicerio
 
     keys = _check_masks(masks, reference)
+    # Work in the masks' own memory order: mixing Fortran-order masks (as nibabel reads them) with
+    # C-order buffers makes every elementwise step strided and several times slower on large CTs.
+    first = np.asarray(masks[keys[0]])
+    order = "F" if first.flags.f_contiguous and not first.flags.c_contiguous else "C"
+    masks = {k: np.asarray(masks[k], dtype=bool, order=order) for k in keys}
     layers = _layers(masks, keys)
     label_of = {}
     if len(layers) == 1:
-        voxels = np.zeros(reference.shape, dtype=np.uint8)
+        voxels = np.zeros(reference.shape, dtype=np.uint8, order=order)
     else:
-        voxels = np.zeros((len(layers),) + reference.shape, dtype=np.uint8)
+        voxels = np.zeros((len(layers),) + reference.shape, dtype=np.uint8, order=order)
     segments = []
     for layer_index, members in enumerate(layers):
         for key in members:
