@@ -28,21 +28,10 @@ if not hasattr(slicer, "vtkMRMLScene"):
 
 from MedSORALib import mrml, organs  # noqa: E402
 from MedSORALib.errors import MedSORAError, SegmentationError, SymptomError, VolumeError  # noqa: E402
-from MedSORALib.volume_io import read_organ_masks, read_volume  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "Testing" / "Data"
-if not (DATA / "example_ct_sm.nii.gz").exists():
-    DATA = ROOT.parent / "shared" / "data" / "ct"
-CT = DATA / "example_ct_sm.nii.gz"
-SEG = DATA / "example_ct_sm_seg.nii.gz"
+from conftest import EXAMPLE_SEG as SEG, EXAMPLE_VOXELS as EXPECTED_VOXELS  # noqa: E402
 
-#: Voxel counts of the 13 structures in example_ct_sm_seg (TotalSegmentator v2 labels); esophagus is absent.
-EXPECTED_VOXELS = {
-    "spleen": 9452, "kidney_right": 3947, "kidney_left": 3676, "gallbladder": 1333, "liver": 38634,
-    "stomach": 4675, "pancreas": 644, "adrenal_gland_right": 152, "adrenal_gland_left": 184, "aorta": 997,
-    "inferior_vena_cava": 1368, "portal_vein_and_splenic_vein": 901,
-}
 
 
 # ------------------------------------------------------------------------------------------
@@ -50,13 +39,13 @@ EXPECTED_VOXELS = {
 # ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def ct_volume():
-    return read_volume(CT)
+def ct_volume(example_volume):
+    return example_volume
 
 
 @pytest.fixture(scope="module")
-def ct_masks(ct_volume):
-    return read_organ_masks(SEG, ct_volume, label_scheme="totalsegmentator")
+def ct_masks(example_masks):
+    return example_masks
 
 
 @pytest.fixture()
