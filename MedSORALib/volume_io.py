@@ -128,18 +128,24 @@ def _nifti_raw_header(path: Path):
     """The NIfTI header as stored (nibabel's loader silently replaces a zero pixdim with 1)."""
     import gzip
     import io
+    import struct
 
     import nibabel as nib
 
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rb") as handle:
         raw = handle.read(540)
-    for header_class in (nib.Nifti1Header, nib.Nifti2Header):
-        try:
-            return header_class.from_fileobj(io.BytesIO(raw), check=False)
-        except Exception:  # not this version (or not NIfTI): let nib.load report it
-            continue
-    return None
+    if len(raw) < 348:
+        return None  # not NIfTI: nib.load reports it
+    size_le, size_be = struct.unpack("<i", raw[:4])[0], struct.unpack(">i", raw[:4])[0]
+    header_class = {348: nib.Nifti1Header, 540: nib.Nifti2Header}.get(
+        size_le if size_le in (348, 540) else size_be)
+    if header_class is None:
+        return None
+    try:
+        return header_class.from_fileobj(io.BytesIO(raw), check=False)
+    except Exception:  # a damaged header: nib.load reports it
+        return None
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
