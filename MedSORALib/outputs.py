@@ -14,7 +14,8 @@ For an output prefix ``PREFIX``:
 - ``PREFIX_seg.dcm`` (``dicom_seg=True``, DICOM series input): a DICOM
   Segmentation referencing the source series (highdicom).
 
-Every file is written to a temporary name and renamed when complete.
+Every file is written to a temporary name; the set of a symptom is renamed
+together once all its files are written, the JSON last (a completion marker).
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from .errors import InputFileError
 from .scoring import SymptomResult
 from .segmentation_io import write_seg_nrrd
 from .colors import RELEVANCE_COLORMAP, relevance_color, relevance_colormap
-from .files import atomic_target, atomic_write_text
-from .volume_io import Volume
+from .files import atomic_set, atomic_target, atomic_write_text
+from .volume_io import Volume, closest_canonical
 
 def segment_tags(result: SymptomResult) -> dict[str, dict[str, str]]:
     """The MedSORA tags of each organ segment."""
@@ -56,7 +57,19 @@ def write_json(path: Path, payload: dict) -> Path:
     return atomic_write_text(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
-def write_result(
+def write_result(prefix: str | Path, result: SymptomResult, volume: Volume, masks: Mapping[str, np.ndarray],
+                 **options) -> dict[str, Path]:
+    """Write the files of one scored symptom as one set (see :func:`write_result_files` for the options).
+
+    The files appear together or not at all: each is written under a temporary
+    name, and all are renamed once every one is written, ``PREFIX.json`` last
+    (its presence marks a complete set).
+    """
+    with atomic_set():
+        return write_result_files(prefix, result, volume, masks, **options)
+
+
+def write_result_files(
     prefix: str | Path,
     result: SymptomResult,
     volume: Volume,
@@ -100,6 +113,41 @@ def _slices_through(volume: Volume, mask: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(round(c)) for c in centre)  # type: ignore[return-value]
 
 
+#: The preview's panels, left to right.
+PREVIEW_VIEWS = ("axial", "coronal", "sagittal")
+
+
+def preview_slices(volume: Volume, arrays: Mapping[str, np.ndarray], focus: np.ndarray):
+    """Axial, coronal and sagittal slices through the centre of ``focus``, in radiological convention.
+
+    Whatever the file's storage order, every panel shows the patient's right on
+    the image's left; the axial panel has anterior at the top, the coronal and
+    sagittal panels superior at the top, and the sagittal panel anterior on the
+    left (as 3D Slicer shows it). Row 0 is the top row.
+
+    Args:
+        volume: the grid of ``arrays`` and ``focus``.
+        arrays: name -> array ``[i, j, k]`` on that grid.
+        focus: boolean mask whose centre the slices pass through.
+
+    Returns:
+        (panels, aspects): ``panels[view][name]`` 2D arrays; ``aspects[view]`` =
+        pixel height / pixel width in mm.
+    """
+    canonical, moved = closest_canonical(volume, {**arrays, "__focus__": focus})
+    ci, cj, ck = _slices_through(canonical, moved.pop("__focus__"))
+    sp = canonical.spacing
+    # In RAS index order i grows to the right, j to anterior, k to superior: reverse them so that
+    # the patient's right, anterior and superior come first (left, top).
+    panels = {
+        "axial": {n: a[::-1, ::-1, ck].T for n, a in moved.items()},
+        "coronal": {n: a[::-1, cj, ::-1].T for n, a in moved.items()},
+        "sagittal": {n: a[ci, ::-1, ::-1].T for n, a in moved.items()},
+    }
+    aspects = {"axial": sp[1] / sp[0], "coronal": sp[2] / sp[0], "sagittal": sp[2] / sp[1]}
+    return panels, aspects
+
+
 def write_preview(path: Path, result: SymptomResult, volume: Volume, masks: Mapping[str, np.ndarray]) -> Path:
     """Axial, coronal and sagittal slices through the most relevant organ plus a bar chart."""
     import matplotlib
@@ -108,28 +156,18 @@ def write_preview(path: Path, result: SymptomResult, volume: Volume, masks: Mapp
     import matplotlib.pyplot as plt
     cmap = relevance_colormap()
     top = result.top.key
-    ci, cj, ck = _slices_through(volume, masks[top])
     relevance_map = np.full(volume.shape, np.nan, dtype=np.float32)
     for o in sorted(result.organs, key=lambda o: o.relevance):
         relevance_map[masks[o.key]] = o.relevance
     ct = np.clip((volume.array + 160.0) / 400.0, 0, 1)  # abdominal window W400/L40
-    sp = volume.spacing
-    # Display in radiological orientation from RAS voxels: flip so that anterior/superior are up.
-    views = [
-        ("axial", ct[:, :, ck].T, relevance_map[:, :, ck].T, sp[1] / sp[0]),
-        ("coronal", ct[:, cj, :].T, relevance_map[:, cj, :].T, sp[2] / sp[0]),
-        ("sagittal", ct[ci, :, :].T, relevance_map[ci, :, :].T, sp[2] / sp[1]),
-    ]
+    panels, aspects = preview_slices(volume, {"ct": ct, "relevance": relevance_map}, masks[top])
     fig = plt.figure(figsize=(13, 4.2), dpi=110)
     grid = fig.add_gridspec(1, 4, width_ratios=[1, 1, 1, 1.25])
-    for n, (name, image, overlay, aspect) in enumerate(views):
+    for n, name in enumerate(PREVIEW_VIEWS):
         ax = fig.add_subplot(grid[0, n])
-        origin = "upper" if name == "axial" else "lower"
-        if name == "axial":
-            image, overlay = image[::-1], overlay[::-1]  # anterior at the top
-        ax.imshow(image[:, ::-1] if name != "sagittal" else image, cmap="gray", aspect=aspect, origin=origin)
-        shown = np.ma.masked_invalid(overlay[:, ::-1] if name != "sagittal" else overlay)
-        ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, alpha=0.55, aspect=aspect, origin=origin)
+        ax.imshow(panels[name]["ct"], cmap="gray", aspect=aspects[name], origin="upper")
+        shown = np.ma.masked_invalid(panels[name]["relevance"])
+        ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, alpha=0.55, aspect=aspects[name], origin="upper")
         ax.set_title(f"{name} through {organs.ORGANS[top].display_name}", fontsize=9)
         ax.axis("off")
     ax = fig.add_subplot(grid[0, 3])

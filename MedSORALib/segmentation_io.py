@@ -23,7 +23,7 @@ import numpy as np
 
 from . import organs
 from .errors import SegmentationError
-from .files import atomic_target, atomic_write_text
+from .files import atomic_set, atomic_target, atomic_write_text
 from .volume_io import LPS_TO_RAS, Volume
 
 Color = tuple[float, float, float]
@@ -184,10 +184,12 @@ def write_label_nifti(
     path = Path(path)
     base = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
     sidecar = path.with_name(base + ".json")
-    with atomic_target(path) as tmp:
-        image = nib.Nifti1Image(labels, reference.affine)
-        image.set_qform(reference.affine, code=1)
-        image.set_sform(reference.affine, code=1)
-        nib.save(image, str(tmp))
-    atomic_write_text(sidecar, json.dumps({"label_scheme": organs.normalize_scheme(scheme), "labels": entries}, indent=2))
+    with atomic_set():  # the label map and its sidecar appear together
+        with atomic_target(path) as tmp:
+            image = nib.Nifti1Image(labels, reference.affine)
+            image.set_qform(reference.affine, code=1)
+            image.set_sform(reference.affine, code=1)
+            nib.save(image, str(tmp))
+        atomic_write_text(sidecar, json.dumps({"label_scheme": organs.normalize_scheme(scheme), "labels": entries},
+                                              indent=2))
     return path, sidecar

@@ -22,13 +22,16 @@ resampled with nearest neighbour onto the CT grid when the grids overlap.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from . import organs
+from . import validation
 from .errors import InputFileError, SegmentationError, VolumeError
 from .files import atomic_target
 
@@ -121,15 +124,66 @@ def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _nifti_raw_header(path: Path):
+    """The NIfTI header as stored (nibabel's loader silently replaces a zero pixdim with 1)."""
+    import gzip
+    import io
+    import struct
+
     import nibabel as nib
 
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        raw = handle.read(540)
+    if len(raw) < 348:
+        return None  # not NIfTI: nib.load reports it
+    size_le, size_be = struct.unpack("<i", raw[:4])[0], struct.unpack(">i", raw[:4])[0]
+    header_class = {348: nib.Nifti1Header, 540: nib.Nifti2Header}.get(
+        size_le if size_le in (348, 540) else size_be)
+    if header_class is None:
+        return None
     try:
-        image = nib.load(str(path))
-        array = np.asanyarray(image.dataobj)
+        return header_class.from_fileobj(io.BytesIO(raw), check=False)
+    except Exception:  # a damaged header: nib.load reports it
+        return None
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+    from nibabel.imageglobals import LoggingOutputSuppressor
+
+    try:
+        header = _nifti_raw_header(path)
+    except (OSError, EOFError, ValueError) as exc:
+        raise InputFileError(f"{path}: not a readable NIfTI image ({type(exc).__name__})") from exc
+    if header is not None and int(header["sform_code"]) == 0:
+        # Without an sform the affine comes from pixdim (qform or the fallback): a zero or
+        # non-finite voxel size there has no meaning, and nibabel would read it as 1 mm.
+        pixdim = np.asarray(header["pixdim"][1:4], dtype=np.float64)
+        if not np.all(np.isfinite(pixdim)) or np.any(pixdim == 0):
+            shown = " x ".join(f"{p:g}" for p in pixdim)
+            raise VolumeError(f"{path}: the NIfTI header gives a voxel size (pixdim) of {shown} mm; "
+                              "a zero or undefined voxel size makes every volume wrong")
+    try:
+        with LoggingOutputSuppressor():
+            image = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for bad files
         raise InputFileError(f"{path}: not a readable NIfTI image ({type(exc).__name__})") from exc
-    return array, np.asarray(image.affine, dtype=np.float64)
+    affine = np.asarray(image.affine, dtype=np.float64)
+    validation.check_affine(affine, path)
+    proxy = image.dataobj
+    scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
+    # The raw voxels, a float64 copy when a rescale slope applies, then the float32 volume.
+    itemsize = np.dtype(image.get_data_dtype()).itemsize
+    validation.check_memory(image.shape, itemsize + (8 if scaled else 0) + 4, path)
+    try:
+        with LoggingOutputSuppressor():
+            array = np.asanyarray(proxy)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise InputFileError(f"{path}: not a readable NIfTI image ({type(exc).__name__})") from exc
+    return array, affine
 
 
 def _itk_to_array_affine(image) -> tuple[np.ndarray, np.ndarray]:
@@ -151,16 +205,45 @@ def _itk_to_array_affine(image) -> tuple[np.ndarray, np.ndarray]:
     return array, LPS_TO_RAS @ lps
 
 
+def _itk_itemsize(pixel_id: int) -> int:
+    import SimpleITK as sitk
+
+    return int(sitk.GetArrayViewFromImage(sitk.Image([1, 1], pixel_id)).dtype.itemsize)
+
+
+@contextlib.contextmanager
+def _itk_quiet():
+    """Keep ITK's multi-line warnings (e.g. "No Series were found") off stderr: errors are reported as one line."""
+    import SimpleITK as sitk
+
+    shown = sitk.ProcessObject_GetGlobalWarningDisplay()
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject_SetGlobalWarningDisplay(shown)
+
+
 def _read_itk_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import SimpleITK as sitk
 
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        image = sitk.ReadImage(str(path))
+        with _itk_quiet():
+            reader.ReadImageInformation()
     except RuntimeError as exc:
         raise InputFileError(f"{path}: not a readable image") from exc
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise VolumeError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+    if reader.GetNumberOfComponents() != 1:
+        raise VolumeError(f"{path}: has {reader.GetNumberOfComponents()} components per voxel; "
                           "MedSORA needs a scalar CT volume")
+    # ITK's buffer, the numpy copy, then the float32 volume.
+    validation.check_memory(reader.GetSize(), 2 * _itk_itemsize(reader.GetPixelID()) + 4, path)
+    try:
+        with _itk_quiet():
+            image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputFileError(f"{path}: not a readable image") from exc
     return _itk_to_array_affine(image)
 
 
@@ -168,15 +251,27 @@ def _read_dicom_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(path)) or ()
+    with _itk_quiet():
+        series = reader.GetGDCMSeriesIDs(str(path)) or ()
     if not series:
         raise InputFileError(f"{path}: folder holds no DICOM image series")
-    files = max((reader.GetGDCMSeriesFileNames(str(path), sid) for sid in series), key=len)
+    with _itk_quiet():
+        files = max((reader.GetGDCMSeriesFileNames(str(path), sid) for sid in series), key=len)
     if len(files) < 2:
         raise VolumeError(f"{path}: the DICOM series has a single slice; MedSORA needs a 3D CT volume")
+    first = sitk.ImageFileReader()
+    first.SetFileName(files[0])
+    try:
+        with _itk_quiet():
+            first.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputFileError(f"{path}: DICOM series cannot be read") from exc
+    size = list(first.GetSize()[:2]) + [len(files)]
+    validation.check_memory(size, 2 * _itk_itemsize(first.GetPixelID()) * first.GetNumberOfComponents() + 4, path)
     reader.SetFileNames(files)
     try:
-        image = reader.Execute()
+        with _itk_quiet():
+            image = reader.Execute()
     except RuntimeError as exc:
         raise InputFileError(f"{path}: DICOM series cannot be read") from exc
     return _itk_to_array_affine(image)
@@ -185,6 +280,13 @@ def _read_dicom_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _read_raw(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Array (i, j, k) in the file's own type and its RAS affine."""
     _check_exists(path)
+    try:
+        return _read_raw_unchecked(path)
+    except MemoryError:
+        raise VolumeError(f"{path}: not enough memory to read this image") from None
+
+
+def _read_raw_unchecked(path: Path) -> tuple[np.ndarray, np.ndarray]:
     name = path.name.lower()
     if path.is_dir():
         return _read_dicom_folder(path)
@@ -209,23 +311,44 @@ def read_volume(path: str | os.PathLike) -> Volume:
 
     Raises:
         InputFileError: missing, unreadable, or not an image.
-        VolumeError: not 3D (2D or 4D), all NaN, or constant.
+        VolumeError: not 3D (2D or 4D), a NaN or infinite voxel, constant, a non-finite or
+            singular voxel-to-world matrix, an implausible voxel spacing or field of view, or
+            more voxels than the memory available holds (checked before decompressing).
     """
     path = Path(path)
     array, affine = _read_raw(path)
     array = _squeeze_to_3d(array, path)
     if not np.issubdtype(array.dtype, np.number):
         raise VolumeError(f"{path}: voxels are not numbers ({array.dtype})")
-    array = np.asarray(array, dtype=np.float32)
-    finite = np.isfinite(array)
-    if not finite.any():
-        raise VolumeError(f"{path}: every voxel is NaN or infinite")
-    values = array[finite]
-    if float(values.min()) == float(values.max()):
-        raise VolumeError(f"{path}: every voxel has the same value ({values.min():g}); not a CT image")
-    if np.linalg.matrix_rank(affine[:3, :3]) < 3:
-        raise VolumeError(f"{path}: the voxel-to-world matrix is singular")
+    validation.check_geometry(affine, array.shape, path)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = np.asarray(array, dtype=np.float32)
+    except MemoryError:
+        raise VolumeError(f"{path}: not enough memory to read this image") from None
+    validation.check_finite(array, path)
+    low, high = float(array.min()), float(array.max())
+    if low == high:
+        raise VolumeError(f"{path}: every voxel has the same value ({low:g}); not a CT image")
     return Volume(array=array, affine=affine, source=str(path))
+
+
+def closest_canonical(volume: Volume, arrays: Mapping[str, np.ndarray] | None = None):
+    """The volume (and arrays on its grid) with voxel axes permuted and flipped to the closest of R, A, S.
+
+    Whatever the storage order of the file, index i then grows towards the
+    patient's right, j towards anterior and k towards superior. Voxel values and
+    physical positions are unchanged (the affine is adjusted); no resampling.
+
+    Returns:
+        (volume, arrays): arrays is a dict with the same keys (views, not copies).
+    """
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+
+    ornt = io_orientation(volume.affine)
+    affine = volume.affine @ inv_ornt_aff(ornt, volume.shape)
+    moved = Volume(array=apply_orientation(volume.array, ornt), affine=affine, source=volume.source)
+    return moved, {k: apply_orientation(np.asarray(a), ornt) for k, a in (arrays or {}).items()}
 
 
 # -- organ masks --------------------------------------------------------------------------------
@@ -335,7 +458,11 @@ def _segments_from_seg_nrrd(path: Path) -> tuple[dict[str, np.ndarray], np.ndarr
     except Exception as exc:
         raise InputFileError(f"{path}: not a readable .seg.nrrd segmentation ({type(exc).__name__})") from exc
     affine = LPS_TO_RAS @ np.asarray(seg["ijkToLPS"], dtype=np.float64)
+    validation.check_affine(affine, path)
     voxels = np.asarray(seg["voxels"])
+    if voxels.ndim not in (3, 4):
+        raise SegmentationError(f"{path}: the segmentation has {voxels.ndim} dimensions; expected 3D layers")
+    layers = voxels.shape[0] if voxels.ndim == 4 else 1
     masks: dict[str, np.ndarray] = {}
     names = []
     for segment in seg.get("segments", []):
@@ -345,11 +472,16 @@ def _segments_from_seg_nrrd(path: Path) -> tuple[dict[str, np.ndarray], np.ndarr
                or organs.organ_key(name) or organs.organ_key(segment.get("id", "")))
         if key is None:
             continue
-        if voxels.ndim == 4:
-            layer = voxels[int(segment.get("layer", 0))]
-        else:
-            layer = voxels
-        mask = layer == int(segment.get("labelValue", 1))
+        try:
+            index, value = int(segment.get("layer", 0)), int(segment.get("labelValue", 1))
+        except (TypeError, ValueError):
+            raise SegmentationError(f"{path}: segment {name!r} has a layer or label value that is not a whole "
+                                    "number") from None
+        if not 0 <= index < layers:
+            raise SegmentationError(f"{path}: segment {name!r} is in layer {index}, but the file has "
+                                    f"{layers} layer(s)")
+        layer = voxels[index] if voxels.ndim == 4 else voxels
+        mask = layer == value
         masks[key] = masks[key] | mask if key in masks else mask
     return masks, affine, names
 
@@ -401,7 +533,10 @@ def read_organ_masks(
             if not np.all(np.isfinite(labels)) or not np.allclose(labels, np.rint(labels)):
                 raise SegmentationError(f"{path}: not a label map (voxel values are not whole numbers)")
             labels = np.rint(labels).astype(np.int32)
+        validation.check_affine(affine, path)
+        validation.check_label_map(labels, path)
         values = _label_values(labels)
+        validation.check_label_map(labels, path, values)
         if not set(values) & set(organs.label_table(scheme)):
             found = ", ".join(str(v) for v in values[:12]) or "none"
             raise SegmentationError(

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -38,12 +37,13 @@ def test_real_ct_crops_have_every_present_organ(example_volume, example_masks):
         assert float((crop > 0).float().mean()) > 0.005, key
 
 
-def test_cropping_all_organs_is_fast(example_volume, example_masks):
-    organ_crops(example_volume, example_masks, CropConfig())  # warm-up (MONAI imports)
-    t0 = time.perf_counter()
-    organ_crops(example_volume, example_masks, CropConfig())
-    # Well under a second on an idle core; the bound leaves room for a loaded test machine.
-    assert time.perf_counter() - t0 < 3.0
+def test_cropping_is_deterministic(example_volume, example_masks):
+    # (Its speed is measured by bench/bench_image.py, not bounded here.)
+    first = organ_crops(example_volume, example_masks, CropConfig())
+    second = organ_crops(example_volume, example_masks, CropConfig())
+    assert list(first) == list(second)
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
 
 
 def test_mask_outside_zeroes_context_and_keeps_organ_values(example_volume, example_masks):
@@ -359,9 +359,7 @@ def test_shipped_weights_encode_the_real_ct(example_volume, example_masks):
         pytest.fail("the default image weights are missing from MedSORALib/resources/weights/image")
     model = ImageTextModel.load()
     crops = organ_crops(example_volume, example_masks, model.crop_config)
-    t0 = time.perf_counter()
-    feats = model.encode_organs(crops)
-    assert time.perf_counter() - t0 < 6.0  # about 0.2 s on an idle core
+    feats = model.encode_organs(crops)  # speed: bench/bench_image.py
     predicted = feats.predicted_organs(model.organ_keys)
     correct = sum(predicted[k] == k for k in feats.keys)
     assert correct >= 10, predicted  # the model card reports the exact figure

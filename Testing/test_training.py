@@ -218,3 +218,26 @@ def test_ablation_table_format():
     assert lines[0].startswith("| setting | Rank-1 | Rank-2 | Rank-3 | mAP |")
     assert "| 2D only | 75.00 | 86.07 | 94.29 | 71.53 |" in lines[2]
     assert lines[3].startswith("| 2D-3D cross-attention | 77.50")
+
+
+def test_symptom_texts_raise_instead_of_switching_source(tmp_path, monkeypatch):
+    from MedSORALib.errors import InputFileError
+    from MedSORALib.knowledge import dataset as knowledge_dataset
+
+    rows, source = datasets.load_symptom_texts("test")
+    assert source == "MedSORALib.knowledge.dataset"
+    assert rows == [datasets._normalise_row(r) for r in knowledge_dataset.load_dataset("test")] and len(rows) > 400
+    with pytest.raises(InputFileError, match="cannot be read"):
+        datasets.load_symptom_texts("train", tmp_path / "absent.jsonl")
+    only_train = tmp_path / "texts.jsonl"
+    only_train.write_text(json.dumps({"id": "a", "text": "pale stools", "organ": "liver", "split": "train"}) + "\n")
+    with pytest.raises(InputFileError, match="the test split holds no text"):
+        datasets.load_symptom_texts("test", only_train)
+
+    def missing(split):
+        raise FileNotFoundError("symptom_texts.jsonl")
+
+    # Without the shipped dataset, training stops: no silent switch to the team observations.
+    monkeypatch.setattr(knowledge_dataset, "load_dataset", missing)
+    with pytest.raises(InputFileError, match="medsora dataset build"):
+        datasets.load_symptom_texts("train")

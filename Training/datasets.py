@@ -209,34 +209,41 @@ def split_by_patient(cases: Sequence[Case], fractions: Sequence[float] = (0.8, 0
 
 
 # ----- symptom texts ---------------------------------------------------------------------------------------
-TEAM_OBSERVATIONS = REPO / "MedSORALib" / "resources" / "dataset" / "team_observations.jsonl"
-
-
 def load_symptom_texts(split: str, path: str | Path | None = None) -> tuple[list[dict], str]:
     """Symptom texts of one split, and where they came from.
 
-    Order of sources: an explicit JSONL ``path`` (rows with a ``split`` field, or split here when absent);
-    the shipped dataset (``MedSORALib.knowledge.dataset.load_dataset``); the team observations file split
-    70/10/20 by a seeded hash of the id, stratified by organ.
+    Sources: an explicit JSONL ``path`` (rows with a ``split`` field, or split here by a seeded hash of
+    the id when none has one), otherwise the shipped dataset
+    (``MedSORALib.knowledge.dataset.load_dataset``). A source that cannot be read, or holds no text of
+    ``split``, raises: training never switches silently to other texts with another split.
 
     Returns:
         (rows, source) where rows have at least ``text``, ``organ`` (class key) and ``organs`` (class keys).
+
+    Raises:
+        InputFileError: the file is missing or unreadable, or the split is empty.
     """
     if path is not None:
-        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-        return _pick_split(rows, split), str(path)
-    try:
-        from MedSORALib.knowledge.dataset import load_dataset  # produced by the knowledge side
+        path = Path(path)
+        try:
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputFileError(f"symptom texts {path}: cannot be read ({type(exc).__name__}: {exc})") from exc
+        picked, source = _pick_split(rows, split), str(path)
+    else:
+        from MedSORALib.knowledge.dataset import DATASET_PATH, load_dataset
 
-        rows = load_dataset(split)
-        if rows:
-            return [_normalise_row(r) for r in rows], "MedSORALib.knowledge.dataset"
-    except (ImportError, FileNotFoundError, MedSORAError):
-        pass  # the shipped dataset is not built yet: fall back to the team observations
-    if not TEAM_OBSERVATIONS.is_file():
-        raise InputFileError("no symptom text dataset found (neither the shipped dataset nor team observations)")
-    rows = [json.loads(line) for line in TEAM_OBSERVATIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return _pick_split(rows, split), f"{TEAM_OBSERVATIONS.name} (hash split 70/10/20)"
+        try:
+            picked = [_normalise_row(r) for r in load_dataset(split)]
+        except (FileNotFoundError, MedSORAError) as exc:
+            raise InputFileError(
+                f"the shipped symptom dataset {DATASET_PATH} cannot be used ({exc}); build it with "
+                "'medsora dataset build --config Training/configs/dataset_shipped.yaml' or set texts.dataset"
+            ) from exc
+        source = "MedSORALib.knowledge.dataset"
+    if not picked:
+        raise InputFileError(f"symptom texts {path or 'of the shipped dataset'}: the {split} split holds no text")
+    return picked, source
 
 
 def _normalise_row(row: dict) -> dict:

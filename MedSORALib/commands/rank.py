@@ -73,6 +73,16 @@ def read_symptoms(path: str) -> list[str]:
     return texts
 
 
+def check_lengths(texts: list[str], source: str | None = None) -> None:
+    """The limit of ``medsora score`` (``MAX_SYMPTOM_CHARS``) for every text, checked before any model loads."""
+    from ..scoring import MAX_SYMPTOM_CHARS
+
+    for number, text in enumerate(texts, 1):
+        if len(text) > MAX_SYMPTOM_CHARS:
+            where = f"symptom {number} of {source}" if source else "the symptom"
+            raise SymptomError(f"{where} is {len(text):,} characters long; the limit is {MAX_SYMPTOM_CHARS:,}")
+
+
 def prediction_json(prediction, info: dict) -> dict:
     """The JSON object printed for one symptom."""
     from ..organs import ORGANS, structure_class
@@ -122,6 +132,7 @@ def run(args) -> int:
         texts = [args.symptom.strip()]
     else:
         raise SymptomError("no symptom given; run: medsora rank \"TEXT\" or medsora rank --file F")
+    check_lengths(texts, args.file)
 
     from ..text.reasoning import TextReasoner
 

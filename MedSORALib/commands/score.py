@@ -134,8 +134,19 @@ class LoadedCase:
     dicom_series: Path | None
 
 
-def load_case(volume_path, segmentation_path=None, label_scheme=None, device="cpu", log=print) -> LoadedCase:
-    """Read a CT and its organ masks (or segment it with TotalSegmentator), with input checksums."""
+def print_warning(message: str) -> None:
+    """A ``medsora: warning: ...`` line on standard error (shown even with --quiet)."""
+    print(f"medsora: warning: {message}", file=sys.stderr, flush=True)
+
+
+def load_case(volume_path, segmentation_path=None, label_scheme=None, device="cpu", log=print,
+              warn=print_warning) -> LoadedCase:
+    """Read a CT and its organ masks (or segment it with TotalSegmentator), with input checksums.
+
+    Organ volumes no adult organ has (the sign of a wrong label scheme) are reported through ``warn``.
+    """
+    from ..validation import implausible_organ_volumes
+
     from ..organs import normalize_scheme
     from ..scoring import file_sha256
     from ..volume_io import read_organ_masks, read_volume
@@ -158,6 +169,11 @@ def load_case(volume_path, segmentation_path=None, label_scheme=None, device="cp
         raise SegmentationError(
             "no organ segmentation: give --segmentation (a label map with --label-scheme, or a .seg.nrrd), "
             "or install TotalSegmentator (pip install TotalSegmentator) to segment the CT automatically")
+    odd = implausible_organ_volumes(masks, volume.voxel_volume_ml)
+    if odd:
+        scheme = inputs["segmentation"].get("label_scheme")
+        hint = f"is --label-scheme {scheme} the scheme of this label map?" if scheme else "check the segmentation"
+        warn(f"implausible organ volumes: {'; '.join(odd)}; {hint}")
     dicom_series = volume_path if volume_path.is_dir() else None
     return LoadedCase(volume=volume, masks=masks, inputs=inputs, dicom_series=dicom_series)
 
@@ -170,16 +186,24 @@ def models_from_args(args):
 
 
 def check_output_prefix(prefix: str | os.PathLike) -> Path:
+    """A usable output prefix: not a folder, and its folder creatable and writable (probed, not os.access)."""
+    from ..validation import check_output_folder
+
     prefix = Path(prefix)
     if prefix.name in ("", ".", ".."):
         raise InputFileError(f"--output {prefix}: give a file prefix such as out/patient1, not a folder")
     if prefix.exists() and prefix.is_dir():
         raise InputFileError(f"--output {prefix} is a folder; give a file prefix such as {prefix}/result")
-    parent = prefix.parent if str(prefix.parent) else Path(".")
-    existing = next((p for p in [parent, *parent.parents] if p.exists()), Path("."))
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise InputFileError(f"--output {prefix}: cannot write in {existing}")
+    check_output_folder(prefix.parent if str(prefix.parent) else Path("."))
     return prefix
+
+
+def output_files(prefix: Path, count: int, preview: bool = False, dicom_seg: bool = False) -> list[Path]:
+    """Every file ``medsora score`` writes for ``count`` symptoms."""
+    from ..outputs import output_prefixes
+
+    suffixes = [".seg.nrrd", ".json"] + ([".png"] if preview else []) + (["_seg.dcm"] if dicom_seg else [])
+    return [p.with_name(p.name + s) for p in output_prefixes(prefix, count) for s in suffixes]
 
 
 def print_table(result, out=None) -> None:
@@ -202,8 +226,12 @@ def run(args) -> int:
         if not quiet:
             print(f"medsora: {message}", file=sys.stderr, flush=True)
 
+    from ..validation import check_outputs_spare_inputs
+
     prefix = check_output_prefix(args.output)
     symptoms = check_symptoms(args.symptom if args.symptom else read_symptoms_file(args.symptoms_file))
+    check_outputs_spare_inputs(output_files(prefix, len(symptoms), args.preview, args.dicom_seg),
+                               [args.volume, args.segmentation, args.symptoms_file])
     if args.image_weight is not None and not 0.0 <= args.image_weight <= 1.0:
         raise SymptomError(f"--image-weight {args.image_weight} is outside 0..1")
     case = load_case(args.volume, args.segmentation, args.label_scheme, args.device, log=log)

@@ -131,6 +131,10 @@ def organ_crop(
     t = MetaTensor(torch.from_numpy(stacked), affine=torch.as_tensor(crop_affine, dtype=torch.float64))
     t = Orientation(axcodes=config.axcodes, labels=(("L", "R"), ("P", "A"), ("I", "S")))(t)
     if config.spacing is not None:
+        from ..validation import check_crop_size
+
+        # Refuse before MONAI allocates: a wrong voxel spacing can ask for hundreds of GB here.
+        check_crop_size((hi - lo) * spacing / np.asarray(config.spacing, dtype=float))
         # The crop is small, so resampling it (not the whole CT) keeps this fast.
         t = Spacing(pixdim=tuple(config.spacing), mode="bilinear", padding_mode="border")(t)
     t = torch.as_tensor(t.as_tensor() if isinstance(t, MetaTensor) else t, dtype=torch.float32)
