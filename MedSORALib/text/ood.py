@@ -259,6 +259,11 @@ BODY_SITE_CANDIDATES = frozenset(
 )
 
 _WORD = re.compile(r"[a-z0-9]+")
+# British spellings the knowledge base's tokenizer does not fold (it folds word starts such as "haem", "oesophag").
+_SPELLING = (("phaeo", "pheo"), ("tumour", "tumor"), ("melaena", "melena"), ("aemia", "emia"), ("caec", "cec"),
+             ("ischaem", "ischem"))
+#: Tokens need this many letters to count as evidence ("ca", "k", "na" are ambiguous abbreviations).
+MIN_TOKEN_LETTERS = 3
 _ORGAN_STEM_RE = re.compile(r"\b(?:" + "|".join(ORGAN_STEMS) + r")[a-z]*\b")
 
 
@@ -270,7 +275,9 @@ def _tokens(text: str) -> list[str]:
     """Knowledge-base tokens (stemmed, British spellings folded) of ``text``."""
     from ..knowledge.kb import tokenize
 
-    lowered = text.lower().replace("phaeo", "pheo").replace("tumour", "tumor")
+    lowered = text.lower()
+    for british, american in _SPELLING:
+        lowered = lowered.replace(british, american)
     return tokenize(lowered)
 
 
@@ -473,6 +480,7 @@ def calibrate_lexicon(
         raise ValueError("calibration needs abdominal and non-abdominal texts")
     abd_tokens = [set(_tokens(t)) for t in abdominal_texts]
     out_tokens = [set(_tokens(t)) for t in non_abdominal_texts]
+    weights = {t: v for t, v in weights.items() if len(re.sub("[^a-z]", "", t)) >= MIN_TOKEN_LETTERS}
     w = {t: v[0] for t, v in weights.items()}
 
     # Exclusive tokens: words of 4+ letters never used by a non-abdominal term (name, synonym or
