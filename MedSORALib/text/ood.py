@@ -230,14 +230,15 @@ HPO_EXTRA_ABDOMINAL_ROOTS = (
 ORGAN_STEMS = (
     "hepat", "cholang", "choledoch", "cholelith", "cholecyst", "biliar", "gallstone", "pancrea", "nephr",
     "pyelo", "splen", "gastr", "pylor", "oesophag", "esophag", "adrenal", "pheochromocyt", "phaeochromocyt",
-    "aort", "aneurysm", "ureter", "hydroureter", "varice", "variceal", "ascit",
+    "aort", "ureter", "hydroureter", "varice", "variceal", "ascit",
 )
-#: Abbreviations and short forms of abdominal requisitions (whole words, lower case).
+#: Abbreviations and short forms of abdominal requisitions (whole words, any case).
 ABDOMINAL_SHORTHAND = frozenset(
-    "ruq luq rlq llq aaa evar tevar lft lfts hcc ivc pv pvt smv cbd gb ercp mrcp eus tips tipss rcc aki ckd pud "
-    "gord gerd ogd egd ugi nafld masld nash mash pbc psc ipmn gist whipple kub ivu pcnl eswl turp nephrostomy "
-    "cholangitis".split()
+    "ruq luq rlq llq aaa evar tevar lft lfts hcc ivc pvt smv cbd gb ercp mrcp eus tipss rcc aki ckd pud "
+    "gord gerd ogd egd ugi nafld masld pbc psc ipmn gist whipple kub ivu pcnl eswl nephrostomy cholangitis".split()
 )
+#: Short forms that are also English words: counted only in capitals ("TIPS check", not "finger tips").
+ABDOMINAL_SHORTHAND_CAPS = frozenset("TIPS NASH MASH".split())
 #: Abdominal sites in clinical and lay words (weak evidence).
 ABDOMINAL_SITES = frozenset(
     "abdomen abdominal abdo belly tummy epigastrium epigastric umbilicus umbilical periumbilical navel flank flanks "
@@ -286,7 +287,8 @@ def names_abdominal_organ(text: str) -> bool:
     from ..knowledge.guards import organ_mentions
 
     lowered = text.lower()
-    return bool(organ_mentions(text)) or bool(_ORGAN_STEM_RE.search(lowered)) or bool(_words(lowered) & ABDOMINAL_SHORTHAND)
+    return (bool(organ_mentions(text)) or bool(_ORGAN_STEM_RE.search(lowered))
+            or bool(_words(lowered) & ABDOMINAL_SHORTHAND) or bool(set(re.findall(r"[A-Z]+", text)) & ABDOMINAL_SHORTHAND_CAPS))
 
 
 def vocabulary_weights(hpo_path=None, so_path=None, smoothing: float = 1.0) -> dict[str, tuple[float, int, int, int]]:
