@@ -240,3 +240,19 @@ def test_non_abdominal_dev_texts_are_out_of_domain_and_low(full11):
         assert not pred.in_domain, pred.text
         assert pred.ood_score > 0.5, pred.text
         assert max(pred.structure_relevance.values()) < 0.35, (pred.text, pred.structure_relevance)
+
+
+@shipped
+def test_evaluation_script_reports_both_channels(tmp_path):
+    out = tmp_path / "ood.json"
+    result = subprocess.run([sys.executable, "Training/evaluate_ood.py", "--settings", "full11", "--output", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())["full11"]
+    dev = report["external dev (all)"]
+    assert dev["neural"]["n_abdominal"] == 241 and dev["neural"]["n_non_abdominal"] == 52
+    assert dev["max_cosine_to_banks"] < 0.99
+    # The word channel keeps more abdominal texts than the neural detector alone, flagging no fewer others.
+    assert dev["neural + words"]["kept_abdominal"] > dev["neural"]["kept_abdominal"]
+    assert dev["neural + words"]["flagged_non_abdominal"] >= dev["neural"]["flagged_non_abdominal"]
+    assert "| external dev: requisition |" in result.stdout
