@@ -2,12 +2,20 @@
 
 Rule (documented in the README):
 
-* The text is lower-cased and phrases where "right" does not name a side are removed
-  ("right away", "right now", "all right", "right after", "right before", "right-handed").
-  Sides of limbs, eyes, ears and the shoulder ("left leg", "right arm", "left shoulder") are
-  removed too: they do not say which kidney or adrenal gland is meant.
-* A side word is ``left`` / ``right`` (also ``left-sided``, ``right-sided``, ``sinistral``, ``dextral``)
-  or the abbreviations ``LUQ``/``LLQ``/``LCVA`` (left) and ``RUQ``/``RLQ``/``RCVA`` (right).
+* Phrases where "left" or "right" does not name a side are removed first:
+
+  - "right" as an intensifier or in idioms: "right away", "right now", "right after", "all right",
+    "right in the middle of my back", "right at the base", "right through", "right-handed", "that's right";
+  - "left" as the verb: "left me unable to sleep", "left him doubled over", "was left", "left untreated",
+    "left over", "left-handed";
+  - sides that belong to limbs, eyes, ears, the shoulder, face, neck, clavicle, breast or heart
+    ("left leg", "R arm", "left ventricular") and a blood film's "left shift": they do not say which
+    kidney or adrenal gland is meant.
+* A side word is ``left`` / ``right`` (also ``left-sided``, ``right-sided``, ``sinistral``, ``dextral``),
+  the abbreviations ``LUQ``/``LLQ``/``LCVA`` (left) and ``RUQ``/``RLQ``/``RCVA`` (right), and the
+  requisition short forms ``L``/``R``/``Lt``/``Rt``: in capitals as a word of their own ("R loin pain",
+  "Adrenal incidentaloma 2.5 cm L"; not "2 L of fluid", "R/O"), or in any case before a trunk word
+  ("l flank pain", "rt kidney").
 * Only the left side named -> ``"left"``; only the right side named -> ``"right"``; both sides named,
   or no side (``bilateral flank pain``, ``pain in both loins``) -> ``None``.
 * With a side, the ipsilateral kidney / adrenal gland keeps its class relevance and the
@@ -26,21 +34,52 @@ PAIRED_STRUCTURES: dict[str, dict[str, str]] = {
     "adrenal_gland": {"left": "adrenal_gland_left", "right": "adrenal_gland_right"},
 }
 
+# Body parts whose side says nothing about the paired abdominal organs.
+_NON_TRUNK = (
+    r"(?:legs?|arms?|hands?|foot|feet|knees?|eyes?|ears?|calf|calves|thighs?|ankles?|wrists?|elbows?|shoulders?|"
+    r"fingers?|toes?|hips?|hemisphere|breasts?|testis|testicle|ovary|face|cheek|temple|jaw|neck|clavicle|"
+    r"supraclavicular|axilla|armpit|heart|ventricle|ventricular|atrium|atrial|bundle|hemiparesis|hemiplegia)"
+)
+# Trunk words after which a lower-case "l"/"r"/"lt"/"rt" is read as a side.
+_TRUNK = (
+    r"(?:loin|flank|side|sided|kidney|renal|adrenal|upper|lower|abdo|abdomen|abdominal|groin|back|cva|"
+    r"costovertebral|ureter|ureteric|nephrectomy|adrenalectomy|hydronephrosis|iliac|pelvic|pui|puj|vuj)"
+)
+_PREPOSITIONS = (
+    r"(?:in|at|on|through|across|down|up|into|around|between|behind|below|above|under|over|along|by|next|"
+    r"beside|from|to|off|out|inside|within|where|there|here|now|away|after|before|then|when|as|until|till)"
+)
 _NON_SIDE = re.compile(
-    r"\b(?:right\s+(?:away|now|after|before|then|there|here)|all\s+right|right-handed|left-handed|"
-    r"left\s+(?:over|untreated|alone|behind|out)|(?:was|were|is|are|be|been|being|get|got)\s+left|"
-    r"(?:left|right)(?:-sided)?\s+(?:lower\s+|upper\s+)?(?:legs?|arms?|hands?|foot|feet|knees?|eyes?|ears?|calf|"
-    r"calves|thighs?|ankles?|wrists?|elbows?|shoulders?|fingers?|toes?|hemisphere|breast|testis|ovary))\b"
+    r"\b(?:"
+    rf"(?<!the\s)(?<!my\s)(?<!his\s)(?<!her\s)(?<!your\s)(?<!our\s)(?<!their\s)right\s+{_PREPOSITIONS}\b|"
+    r"all\s+right|right-handed|left-handed|"
+    r"(?:that'?s|that\s+is|you'?re|you\s+are|is\s+that)\s+right\b|"
+    r"left\s+(?:me|him|her|us|them|you|it|my|his|our|their|the|a|an|over|untreated|alone|behind|out|work|"
+    r"home|school|hospital)\b|"
+    r"(?:was|were|is|are|be|been|being|get|got)\s+left\b|"
+    r"left\s+shift|shift\s+to\s+the\s+left|"
+    rf"(?:left|right|[lr]|lt|rt)(?:-sided)?\.?\s+(?:lower\s+|upper\s+|sided\s+)?{_NON_TRUNK}\b"
+    r")",
+    re.IGNORECASE,
 )
 _LEFT = re.compile(r"\b(?:left(?:-sided)?|sinistral|luq|llq|lcva)\b")
 _RIGHT = re.compile(r"\b(?:right(?:-sided)?|dextral|ruq|rlq|rcva)\b")
+# Short forms: capital L/R/Lt/Rt standing alone (not a volume "2 L", not "R/O"), or any case before a trunk word.
+_SHORT_CAPS = re.compile(r"(?<![\w/.])(?<!\d\s)(L|R|Lt|Rt)\.?(?![\w/])")
+_SHORT_TRUNK = re.compile(rf"(?<![\w/])(l|r|lt|rt)\.?\s*(?:-\s*)?{_TRUNK}\b", re.IGNORECASE)
 
 
 def detect_laterality(text: str) -> str | None:
     """Return ``"left"``, ``"right"`` or ``None`` (no side, or both sides) for a symptom text."""
-    lowered = _NON_SIDE.sub(" ", text.lower())
+    kept = _NON_SIDE.sub(" ", text)
+    lowered = kept.lower()
     left = bool(_LEFT.search(lowered))
     right = bool(_RIGHT.search(lowered))
+    for match in list(_SHORT_CAPS.finditer(kept)) + list(_SHORT_TRUNK.finditer(kept)):
+        if match.group(1).lower().startswith("l"):
+            left = True
+        else:
+            right = True
     if left and not right:
         return "left"
     if right and not left:

@@ -309,8 +309,11 @@ class TextReasoner:
 
     def predict_embeddings(self, texts: Sequence[str], embeddings: np.ndarray) -> list[TextPrediction]:
         """Like :meth:`predict` for texts already embedded ((N, D) float32)."""
+        from .ood import apply_lexical_evidence
+
         scores = self.raw_scores(embeddings)
-        p_in = scores["p_in"]
+        # The word channel of the out-of-domain decision (organ, disease and abbreviation evidence).
+        p_in = apply_lexical_evidence(texts, scores["p_in"], self.detector.threshold)
         gate = self.detector.gate(p_in)
         relevance = self.relevance_from_soft(scores["soft"]) * gate[:, None]
         out = []

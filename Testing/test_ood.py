@@ -1,0 +1,258 @@
+"""Out-of-domain decision on held-out texts, the word channel, the external development set, laterality.
+
+Every rate here is recomputed through the text model on texts that are not stored in the
+detector's neighbour banks (checked by cosine), never read back from a configuration file.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from MedSORALib.organs import FULL_CLASSES
+from MedSORALib.text.laterality import detect_laterality
+from MedSORALib.text.ood import (
+    CATEGORIES,
+    LexicalEvidence,
+    apply_lexical_evidence,
+    calibrate_lexicon,
+    heldout_rates,
+    load_lexicon,
+    load_ood_texts,
+    names_abdominal_organ,
+    vocabulary_weights,
+)
+from MedSORALib.text.reasoning import TextReasoner, default_weights_dir
+
+REPO = Path(__file__).resolve().parent.parent
+DEV_PATH = REPO / "Training" / "data" / "external_dev.jsonl"
+
+
+def _dev_rows():
+    return [json.loads(line) for line in DEV_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# -- the external-style development set ------------------------------------------------------------
+def test_external_dev_set_counts_labels_and_independence():
+    rows = _dev_rows()
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert len({r["text"].lower() for r in rows}) == len(rows)
+    abdominal = [r for r in rows if r["abdominal"]]
+    other = [r for r in rows if not r["abdominal"]]
+    assert len(abdominal) >= 220 and len(other) >= 45
+    assert all(r["organs"] and set(r["organs"]) <= set(FULL_CLASSES) for r in abdominal)
+    assert all(len(set(r["organs"])) == len(r["organs"]) for r in abdominal)
+    assert all(r["organs"] == [] for r in other)
+    primary = Counter(r["organs"][0] for r in abdominal)
+    assert set(primary) == set(FULL_CLASSES) and min(primary.values()) >= 12
+    assert {r["register"] for r in rows} == {"case", "exam", "lay", "requisition"}
+    assert {r["register"] for r in other} == {"case", "exam", "lay", "requisition"}
+    assert sum(len(r["organs"]) > 1 for r in abdominal) >= 20
+    assert {r["laterality"] for r in rows} == {"left", "right", None}
+    # Independent of every text the models or the detector were built from.
+    from MedSORALib.knowledge.dataset import load_dataset
+
+    seen = {r["text"].lower() for r in load_dataset()}
+    for name in ("non_abdominal", "abdominal_queries"):
+        seen |= {r["text"].lower() for r in load_ood_texts(name)}
+    assert not [r["text"] for r in rows if r["text"].lower() in seen]
+
+
+def test_external_dev_laterality_labels_are_detected():
+    rows = _dev_rows()
+    wrong = [(r["text"], r["laterality"], detect_laterality(r["text"])) for r in rows
+             if detect_laterality(r["text"]) != r["laterality"]]
+    assert wrong == []
+    paired = [r for r in rows if r["organs"][:1] in (["kidney"], ["adrenal_gland"])]
+    for register in ("case", "exam", "lay", "requisition"):
+        assert {r["laterality"] for r in paired if r["register"] == register} >= {"left", "right"} or register == "case"
+
+
+# -- laterality ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, side",
+    [
+        ("R loin pain", "right"),
+        ("L flank pain, r/o obstructing stone", "left"),
+        ("LLQ pain radiating to groin", "left"),
+        ("RLQ pain with blood on dipstick", "right"),
+        ("LUQ tenderness after a fall", "left"),
+        ("RUQ pain after fatty meals", "right"),
+        ("pain that left me unable to sleep", None),
+        ("the flank pain left him doubled over all night", None),
+        ("right in the middle of my back, a deep ache", None),
+        ("it hurts right at the base of my spine", None),
+        ("pain on my right side that left me unable to sleep", "right"),
+        ("Renal colic, R side", "right"),
+        ("s/p L nephrectomy, surveillance", "left"),
+        ("Adrenal incidentaloma 2.5 cm L, washout study", "left"),
+        ("lt kidney stone", "left"),
+        ("Rt. loin pain", "right"),
+        ("R/O stone", None),
+        ("2 L of ascitic fluid drained", None),
+        ("L5 radiculopathy", None),
+        ("Sudden R arm weakness", None),
+        ("Hearing loss L ear", None),
+        ("WBC 140 with a left shift, LUQ mass", "left"),
+        ("hard node above the left clavicle", None),
+        ("has left flank pain", "left"),
+        ("pain on the right under my ribs", "right"),
+        ("R and L flank pain", None),
+    ],
+)
+def test_detect_laterality_abbreviations_and_non_spatial_words(text, side):
+    assert detect_laterality(text) == side
+
+
+# -- the word channel ------------------------------------------------------------------------------
+def test_vocabulary_weights_from_the_ontologies():
+    weights = vocabulary_weights()
+    assert weights["renal"][0] > 4 and weights["renal"][1] > 100
+    assert weights["urin"][0] > 4
+    assert weights["knee"][0] < -1 and weights["knee"][1] == 0 and weights["knee"][2] > 10
+    assert weights["eye"][0] < -2
+    assert len(weights) > 2000
+
+
+def test_names_abdominal_organ():
+    for text in ("splenomegaly", "enlarged spleen", "pancreatitis", "gallbladder attack", "AAA surveillance",
+                 "elevated LFTs", "s/p hepatectomy", "?IVC thrombus", "portal vein thrombosis", "varices",
+                 "?Phaeochromocytoma", "s/p sleeve gastrectomy", "renal colic"):
+        assert names_abdominal_organ(text), text
+    for text in ("knee effusion", "r/o PE, pleuritic CP", "h/o migraine, worse headache", "toothache"):
+        assert not names_abdominal_organ(text), text
+
+
+def _toy_weights():
+    # token: (weight, abdominal terms, non-abdominal terms)
+    return {"urin": (5.0, 200, 0), "bloat": (2.5, 3, 0), "vomit": (1.5, 7, 3), "knee": (-2.0, 0, 35),
+            "eye": (-3.5, 0, 120), "pain": (-0.5, 3, 40), "renal": (6.0, 230, 0)}
+
+
+def test_calibrate_lexicon_respects_firing_rates_and_orders_likelihood_ratios():
+    abdominal = ["blood in the urine", "bloating after meals", "belly pain and vomiting", "urine is dark",
+                 "pain in the flank", "vomiting and bloating", "yellow skin and dark urine", "feeling unwell"] * 3
+    non_abdominal = ["knee pain", "eye pain", "red eye", "knee swelling", "vomiting with a red eye",
+                     "sore knee after running", "itchy eye", "headache", "toothache", "a cough",
+                     "bloated and a sore knee"] * 3
+    lex = calibrate_lexicon(_toy_weights(), abdominal, non_abdominal, named_rate=0.0, weak_rate=0.05, site_rate=0.05)
+    # "bloat" (3 abdominal terms) occurs in a non-abdominal text, so exclusive tokens need 4+ terms.
+    assert lex.exclusive == {"urin", "renal"} and lex.calibration["exclusive_min_terms"] == 200
+    # "vomit" (1.5) and "bloat" (2.5) each fire on 1/11 > 5 % of the non-abdominal texts; "urin" (5.0) on none.
+    assert lex.in_threshold == pytest.approx(5.0)
+    # "pain" (-0.5) is in 3/8 abdominal texts, too many; "knee" (-2.0) and "eye" (-3.5) in none.
+    assert lex.out_threshold == pytest.approx(2.0)
+    assert "skin" not in lex.body_sites and {"knee", "eye"} <= lex.body_sites  # "skin": 1/8 > 5 % abdominal texts
+    assert lex.evidence("sore knee")["category"] == "non_abdominal"
+    assert lex.evidence("pain in the belly")["category"] == "abdominal"
+    assert lex.evidence("dark urine")["named"] and lex.evidence("headache")["category"] == "neither"
+    assert lex.log_lr["abdominal"] > 0 > lex.log_lr["non_abdominal"]
+    again = LexicalEvidence.from_json(json.loads(json.dumps(lex.to_json())))
+    assert again.log_lr == pytest.approx(lex.log_lr) and again.exclusive == lex.exclusive
+    p = np.array([0.05, 0.05, 0.6, 0.6])
+    out = apply_lexical_evidence(["dark urine", "a sore knee", "a sore knee", "pain in the belly"], p, 0.4, lex)
+    assert out[0] >= 0.4  # named evidence reaches the threshold
+    assert out[1] < p[1] and out[2] < p[2] and out[3] > p[3]
+    assert out[2] == pytest.approx(1 / (1 + np.exp(-(np.log(0.6 / 0.4) + lex.log_lr["non_abdominal"]))))
+
+
+def test_lexicon_builder_writes_a_calibrated_lexicon(tmp_path):
+    out = tmp_path / "lexicon.json"
+    result = subprocess.run([sys.executable, "Training/build_ood_lexicon.py", "--output", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    lex = LexicalEvidence.from_json(data)
+    cal = data["calibration"]
+    assert cal["n_non_abdominal"] == len(load_ood_texts("non_abdominal", split="calibration"))
+    assert cal["named_share_non_abdominal"] <= 0.01
+    assert set(cal["categories_abdominal"]) == set(CATEGORIES)
+    assert lex.log_lr["abdominal"] > 1 and lex.log_lr["non_abdominal"] < -1
+    shipped = load_lexicon()
+    assert shipped is not None and set(shipped.log_lr) == set(CATEGORIES)
+
+
+# -- held-out rates of the shipped text model ------------------------------------------------------
+shipped = pytest.mark.skipif(
+    not (default_weights_dir() / "full11" / "model.safetensors").is_file(), reason="text weights not trained"
+)
+
+
+@pytest.fixture(scope="module")
+def full11():
+    return TextReasoner.load(setting="full11")
+
+
+def _assert_outside_banks(reasoner, texts):
+    emb = reasoner.encode(texts)
+    for bank in (reasoner.knn_bank, reasoner.out_bank):
+        assert float((emb @ bank.T).max()) < 0.99
+
+
+@shipped
+def test_heldout_ood_rates_on_the_external_dev_set(full11):
+    rows = _dev_rows()
+    abdominal = [r["text"] for r in rows if r["abdominal"]]
+    other = [r["text"] for r in rows if not r["abdominal"]]
+    _assert_outside_banks(full11, abdominal + other)
+    report = heldout_rates(full11, abdominal, other)
+    assert report["n_in_domain"] == len(abdominal) and report["n_out_of_domain"] == len(other)
+    assert report["kept_abdominal"] >= 0.95
+    assert report["flagged_non_abdominal"] >= 11 / 12
+    # Requisition-style texts, the register the neural detector alone misses most.
+    req = [r for r in rows if r["register"] == "requisition"]
+    rep = heldout_rates(full11, [r["text"] for r in req if r["abdominal"]], [r["text"] for r in req if not r["abdominal"]])
+    assert rep["kept_abdominal"] >= 0.95 and rep["flagged_non_abdominal"] >= 11 / 12
+
+
+@shipped
+def test_heldout_ood_rates_on_the_resource_test_rows(full11):
+    queries = [r["text"] for r in load_ood_texts("abdominal_queries", split="test")]
+    other = [r["text"] for r in load_ood_texts("non_abdominal", split="test")]
+    _assert_outside_banks(full11, queries + other)
+    report = heldout_rates(full11, queries, other)
+    assert report["kept_abdominal"] >= 0.9 and report["flagged_non_abdominal"] >= 0.9
+
+
+@shipped
+def test_terse_terms_and_organ_names_stay_in_domain(full11):
+    texts = ["splenomegaly", "enlarged spleen", "pancreatitis", "gallbladder attack", "hydronephrosis",
+             "AAA surveillance", "elevated LFTs", "RUQ pain", "varices", "renal mass", "?phaeochromocytoma",
+             "IVC filter check", "portal vein thrombosis", "dysphagia"]
+    _assert_outside_banks(full11, texts)
+    preds = full11.predict(texts)
+    assert [p.text for p in preds if not p.in_domain] == []
+    assert all(max(p.structure_relevance.values()) > 0.3 for p in preds)
+
+
+@shipped
+def test_non_abdominal_dev_texts_are_out_of_domain_and_low(full11):
+    texts = ["Knee effusion after twisting injury, ?meniscal tear", "h/o migraine, worse headache, ?SAH",
+             "My toothache is unbearable, my jaw is swollen and I can't open my mouth wide.",
+             "My eye is red and gritty and stuck shut with gunk every morning."]
+    _assert_outside_banks(full11, texts)
+    for pred in full11.predict(texts):
+        assert not pred.in_domain, pred.text
+        assert pred.ood_score > 0.5, pred.text
+        assert max(pred.structure_relevance.values()) < 0.35, (pred.text, pred.structure_relevance)
+
+
+@shipped
+def test_evaluation_script_reports_both_channels(tmp_path):
+    out = tmp_path / "ood.json"
+    result = subprocess.run([sys.executable, "Training/evaluate_ood.py", "--settings", "full11", "--output", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())["full11"]
+    dev = report["external dev (all)"]
+    assert dev["neural"]["n_abdominal"] == 241 and dev["neural"]["n_non_abdominal"] == 52
+    assert dev["max_cosine_to_banks"] < 0.99
+    # The word channel keeps more abdominal texts than the neural detector alone, flagging no fewer others.
+    assert dev["neural + words"]["kept_abdominal"] > dev["neural"]["kept_abdominal"]
+    assert dev["neural + words"]["flagged_non_abdominal"] >= dev["neural"]["flagged_non_abdominal"]
+    assert "| external dev: requisition |" in result.stdout

@@ -1,0 +1,92 @@
+"""Held-out out-of-domain rates of the text models, with and without the word channel.
+
+Texts: the external development set (``Training/data/external_dev.jsonl``, per register) and the
+``test`` rows of ``MedSORALib/resources/ood``. None of them is stored in the detector's neighbour
+banks (the script checks the largest cosine to both banks and reports it). "neural" is the
+logistic detector alone; "neural + words" is what ``TextReasoner.predict`` decides.
+
+    python Training/evaluate_ood.py [--settings full11 paper7] [--weights DIR] [--output FILE.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+DEV = REPO / "Training" / "data" / "external_dev.jsonl"
+
+
+def _rates(decided, truth) -> dict:
+    import numpy as np
+
+    decided, truth = np.asarray(decided, bool), np.asarray(truth, bool)
+    return {
+        "kept_abdominal": float(decided[truth].mean()) if truth.any() else None,
+        "flagged_non_abdominal": float((~decided[~truth]).mean()) if (~truth).any() else None,
+        "n_abdominal": int(truth.sum()),
+        "n_non_abdominal": int((~truth).sum()),
+    }
+
+
+def evaluate(reasoner, sets: dict) -> dict:
+    import numpy as np
+
+    out = {}
+    for name, (texts, truth) in sets.items():
+        emb = reasoner.encode(texts)
+        neural = reasoner.raw_scores(emb)["p_in"] >= reasoner.detector.threshold
+        combined = [p.in_domain for p in reasoner.predict_embeddings(texts, emb)]
+        out[name] = {
+            "neural": _rates(neural, truth),
+            "neural + words": _rates(combined, truth),
+            "max_cosine_to_banks": round(float(max((emb @ reasoner.knn_bank.T).max(), (emb @ reasoner.out_bank.T).max())), 4),
+        }
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", nargs="+", default=["full11", "paper7"])
+    parser.add_argument("--weights", default=None, help="text weights folder (default: the shipped ones)")
+    parser.add_argument("--output", default=None, help="also write the numbers as JSON here")
+    args = parser.parse_args(argv)
+
+    from MedSORALib.files import atomic_write_text
+    from MedSORALib.text.ood import load_ood_texts
+    from MedSORALib.text.reasoning import TextReasoner
+
+    rows = [json.loads(line) for line in DEV.read_text(encoding="utf-8").splitlines() if line.strip()]
+    sets = {"external dev (all)": ([r["text"] for r in rows], [r["abdominal"] for r in rows])}
+    for register in ("case", "exam", "lay", "requisition"):
+        part = [r for r in rows if r["register"] == register]
+        sets[f"external dev: {register}"] = ([r["text"] for r in part], [r["abdominal"] for r in part])
+    queries = load_ood_texts("abdominal_queries", split="test")
+    other = load_ood_texts("non_abdominal", split="test")
+    sets["resources/ood test rows"] = ([r["text"] for r in queries + other], [True] * len(queries) + [False] * len(other))
+
+    report = {}
+    for setting in args.settings:
+        reasoner = TextReasoner.load(args.weights, setting=setting)
+        report[setting] = evaluate(reasoner, sets)
+        print(f"\n{setting} (threshold p_in >= {reasoner.detector.threshold:.3f})\n")
+        print("| texts | abdominal kept: neural | + words | non-abdominal flagged: neural | + words | max cos to banks |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, res in report[setting].items():
+            n, c = res["neural"], res["neural + words"]
+
+            def fmt(value, count):
+                return "-" if value is None else f"{100 * value:.1f} % (n={count})"
+
+            print(f"| {name} | {fmt(n['kept_abdominal'], n['n_abdominal'])} | {fmt(c['kept_abdominal'], c['n_abdominal'])} "
+                  f"| {fmt(n['flagged_non_abdominal'], n['n_non_abdominal'])} | {fmt(c['flagged_non_abdominal'], c['n_non_abdominal'])} "
+                  f"| {res['max_cosine_to_banks']:.3f} |")
+    if args.output:
+        atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
