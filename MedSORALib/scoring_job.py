@@ -358,7 +358,7 @@ class WorkerClient:
     """
 
     def __init__(self, command: Sequence[str] | None = None, env: Mapping[str, str] | None = None, stderr=None):
-        self.command = list(command or worker_command(sys.executable))
+        self.command = list(command or worker_command())
         self.env = dict(env) if env is not None else worker_environment()
         self.stderr = stderr
         self.process: subprocess.Popen | None = None

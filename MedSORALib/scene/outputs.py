@@ -22,7 +22,7 @@ import vtk
 from .. import organs
 from ..colors import relevance_color
 from ..errors import SegmentationError
-from ..scoring_job import ModelScorer, Scorer, ScoringSettings, score_inputs
+from ..scoring_job import ModelScorer, Scorer, ScoringSettings, result_from_dict, score_inputs
 from ..volume_io import Volume
 from .inputs import prepare_inputs, volume_from_node
 from .nodes import (IMAGE_SCORE_TAG, IN_DOMAIN_ATTRIBUTE, MODELS_ATTRIBUTE, RELEVANCE_TAG, STRUCTURE_TAG,
@@ -399,3 +399,24 @@ def run_symptom_scoring(volume_node, segmentation_node, symptoms: Sequence[str] 
     return [add_symptom_outputs(result, inputs.masks, volume_node, threshold=threshold,
                                 opacity_by_relevance=opacity_by_relevance, show_3d=show_3d)
             for result in results]
+
+
+def add_outputs_from_files(outputs: Sequence[dict], reference_volume_node, *, threshold: float = 0.0,
+                           opacity_by_relevance: bool = True, show_3d: bool = False) -> list[SymptomOutputs]:
+    """Output nodes from the files the scoring worker wrote (the ``outputs`` of its ``result`` event).
+
+    Each entry names a ``PREFIX.json`` (the scored result) and a
+    ``PREFIX.seg.nrrd`` (the organ masks that were scored, on the CT grid); both
+    are read here, so the nodes show exactly what the files hold.
+    """
+    from ..volume_io import read_organ_masks
+
+    reference = volume_from_node(reference_volume_node)
+    created = []
+    for output in outputs:
+        with open(output["files"]["json"], encoding="utf-8") as handle:
+            result = result_from_dict(json.load(handle))
+        masks = read_organ_masks(output["files"]["segmentation"], reference)
+        created.append(add_symptom_outputs(result, masks, reference_volume_node, threshold=threshold,
+                                           opacity_by_relevance=opacity_by_relevance, show_3d=show_3d))
+    return created
