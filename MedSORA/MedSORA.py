@@ -382,17 +382,20 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        """Module closed (application exit or reload): cancel a run, stop the worker, unbind the widgets."""
         self._cancelRun()
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
+        self._disconnectParameterNode()
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        self.setParameterNode(None)
+        # unbind the widgets but keep the node: a run in flight still imports its results
+        self._disconnectParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
         self._cancelRun()
@@ -411,15 +414,18 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setParameterNode(self, inputParameterNode) -> None:
         """Bind the parameter node to the widgets (SlicerParameterName in MedSORA.ui); unbind the previous one."""
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._disconnectParameterNode()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._checkCanApply()
+
+    def _disconnectParameterNode(self) -> None:
+        if self._parameterNode and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
 
     # --- symptom box -----------------------------------------------------------------------
 

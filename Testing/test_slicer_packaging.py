@@ -136,3 +136,28 @@ def test_slicer_cmake_installs_the_library_beside_the_module(tmp_path):
     assert probe.stdout.strip().startswith(str(modules))
     tests = run("ctest", "--test-dir", str(build), "-N", "-V").stdout
     assert "py_MedSORA" in tests and "MEDSORA_TEST_DATA=" in tests
+
+
+def _prettier_json(value, indent: int = 0) -> str:
+    """JSON as the Extension Index's pre-commit (prettier, arrays always wrapped) lays it out."""
+    pad = "  " * indent
+    if isinstance(value, dict):
+        lines = [f"{pad}  {json.dumps(k)}: {_prettier_json(v, indent + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(lines) + "\n" + pad + "}"
+    if isinstance(value, list):
+        return "[\n" + ",\n".join(f"{pad}  {_prettier_json(v, indent + 1)}" for v in value) + "\n" + pad + "]"
+    return json.dumps(value)
+
+
+def test_slicer_index_entry_is_formatted_as_the_index_checks_it():
+    text = (ROOT / "MedSORA.json").read_text(encoding="utf-8")
+    entry = json.loads(text)
+    assert text == _prettier_json(entry) + "\n"
+    assert '"build_dependencies": [\n    "PyTorch"\n  ]' in text  # the array is wrapped, one item a line
+
+
+def test_slicer_extension_description_is_one_line():
+    top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    description = _cmake_set(top, "EXTENSION_DESCRIPTION")
+    assert "\n" not in description and description.count(". ") == 0 and description.endswith(".")
+    assert 40 <= len(description) <= 160
