@@ -383,8 +383,9 @@ class WorkerClient:
 
     @staticmethod
     def _read(process: subprocess.Popen, protocol: WorkerProtocol, events: queue.Queue) -> None:
+        descriptor = process.stdout.fileno()
         while True:
-            data = process.stdout.read1(65536) if hasattr(process.stdout, "read1") else process.stdout.read(1)
+            data = os.read(descriptor, 65536)  # returns what is there, b"" at end of output
             if not data:
                 break
             for event in protocol.feed(data):

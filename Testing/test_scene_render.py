@@ -92,7 +92,7 @@ def test_score_preview_uses_the_rendered_views_else_the_2d_figure(tmp_path, monk
 
 def test_readme_and_extension_show_the_rendered_screenshots():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## In 3D Slicer", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("\n## In 3D Slicer\n", 1)[1].split("\n## ", 1)[0]
     assert "mock-up" not in section.lower() and "Screenshots/MedSORA-panel.png" in section
     assert "python Screenshots/render.py" in section
     cmake = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")

@@ -112,7 +112,7 @@ def test_slicer_supported_version_is_stated_and_kept():
     text = MODULE_PY.read_text(encoding="utf-8")
     assert "MINIMUM_SLICER_VERSION = (5, 10)" in text
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "Slicer 5.10 or later" in readme and "5.8" not in readme.split("## In 3D Slicer", 1)[1].split("\n## ")[0]
+    assert "Slicer 5.10 or later" in readme and "5.8" not in readme.split("\n## In 3D Slicer\n", 1)[1].split("\n## ")[0]
     tree = ast.parse(text)
     ensure = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "ensureDependencies")
     tries = [n for n in ast.walk(ensure) if isinstance(n, ast.Try)]
