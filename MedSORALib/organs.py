@@ -9,7 +9,7 @@ maps onto the catalog without a table. For each structure the catalog holds:
   label maps (``None`` where the scheme has no such label);
 - SNOMED CT codes as a 3D Slicer terminology entry (category "Anatomical
   Structure", type, left/right modifier);
-- a display colour (RGB in 0..1, from Slicer's generic anatomy colours);
+- a display colour (RGB in 0..1, the DICOM master list's recommended colours as Slicer shows them);
 - its reasoning class.
 
 Reasoning classes are what the text models score. The paper's setting has 7
@@ -29,7 +29,9 @@ SNOMED = "SCT"
 CATEGORY_ANATOMICAL_STRUCTURE = (SNOMED, "123037004", "Anatomical Structure")
 MODIFIER_RIGHT = (SNOMED, "24028007", "Right")
 MODIFIER_LEFT = (SNOMED, "7771000", "Left")
-TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+#: Slicer's terminology context for the segment codes. Its "General Anatomy list" has no inferior vena
+#: cava (64131007) or portal vein (32764006); the DICOM master list has all 13 structures.
+TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 
 
@@ -46,6 +48,8 @@ class Organ:
         color: (r, g, b) in 0..1.
         reasoning_class: key of the class the text models score for it.
         synonyms: other names users and other tools give it (lower case).
+        other_type_codes: SNOMED type codes other tools use for it, accepted on input only
+            (TotalSegmentator codes its portal and splenic vein 110765007).
     """
 
     key: str
@@ -58,6 +62,7 @@ class Organ:
     color: tuple[float, float, float]
     reasoning_class: str
     synonyms: tuple[str, ...] = ()
+    other_type_codes: tuple[str, ...] = ()
 
     @property
     def side(self) -> str | None:
@@ -104,13 +109,14 @@ _CATALOG = (
           _rgb(0, 151, 206), "inferior_vena_cava", ("ivc", "postcava", "vena cava inferior")),
     Organ("portal_vein_and_splenic_vein", "portal vein and splenic vein", 10, 64, None,
           (SNOMED, "32764006", "Portal vein"), None, _rgb(0, 122, 171), "portal_vein_and_splenic_vein",
-          ("portal vein", "portal and splenic vein", "portal vein and splenic vein", "splenic vein")),
+          ("portal vein", "portal and splenic vein", "portal vein and splenic vein", "splenic vein"),
+          ("110765007",)),
     Organ("pancreas", "pancreas", 11, 7, 10, (SNOMED, "15776009", "Pancreas"), None, _rgb(249, 180, 111), "pancreas"),
     Organ("adrenal_gland_right", "right adrenal gland", 12, 8, 11, (SNOMED, "23451007", "Adrenal gland"),
-          MODIFIER_RIGHT, _rgb(244, 217, 154), "adrenal_gland",
+          MODIFIER_RIGHT, _rgb(249, 186, 150), "adrenal_gland",
           ("right adrenal gland", "adrenal gland right", "right adrenal", "adrenal right")),
     Organ("adrenal_gland_left", "left adrenal gland", 13, 9, 12, (SNOMED, "23451007", "Adrenal gland"),
-          MODIFIER_LEFT, _rgb(244, 217, 154), "adrenal_gland",
+          MODIFIER_LEFT, _rgb(249, 186, 150), "adrenal_gland",
           ("left adrenal gland", "adrenal gland left", "left adrenal", "adrenal left")),
 )
 
@@ -235,7 +241,8 @@ def organ_key_from_terminology(entry: dict | str | None) -> str | None:
 
     type_code = code_of(entry.get("type"))
     modifier = code_of(entry.get("typeModifier")) or code_of(entry.get("anatomicRegionModifier"))
-    candidates = [o for o in _CATALOG if o.snomed_type[1] == type_code]
+    candidates = [o for o in _CATALOG if o.snomed_type[1] == type_code] or [
+        o for o in _CATALOG if type_code in o.other_type_codes]
     if not candidates:
         return None
     if len(candidates) == 1:

@@ -20,6 +20,7 @@ together once all its files are written, the JSON last (a completion marker).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -96,7 +97,7 @@ def write_result_files(
     files["segmentation"] = write_seg_nrrd(prefix.with_name(prefix.name + ".seg.nrrd"), scored, volume,
                                            segment_tags=segment_tags(result), colors=colors)
     if preview:
-        files["preview"] = write_preview(prefix.with_name(prefix.name + ".png"), result, volume, scored)
+        files["preview"] = write_best_preview(prefix.with_name(prefix.name + ".png"), result, volume, scored)
     if dicom_series is not None:
         files["dicom_seg"] = write_dicom_seg(prefix.with_name(prefix.name + "_seg.dcm"), result, volume, scored,
                                              dicom_series)
@@ -186,6 +187,22 @@ def write_preview(path: Path, result: SymptomResult, volume: Volume, masks: Mapp
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def write_best_preview(path: Path, result: SymptomResult, volume: Volume, masks: Mapping[str, np.ndarray]) -> Path:
+    """``PREFIX.png``: Slicer's 3D and slice views rendered offscreen when slicer-core and an offscreen OpenGL are
+    installed (:mod:`MedSORALib.scene.render`), else the matplotlib figure of :func:`write_preview`."""
+    from .scene.render import rendering_available
+
+    if rendering_available():
+        from .scene.render import write_rendered_preview
+
+        try:
+            return write_rendered_preview(path, result, volume, masks)
+        except Exception as error:  # a broken OpenGL stack: the 2D figure shows the same numbers
+            print(f"medsora: the 3D preview could not be rendered ({type(error).__name__}: {error}); "
+                  "writing the 2D one", file=sys.stderr)
+    return write_preview(path, result, volume, masks)
 
 
 def write_dicom_seg(

@@ -1,0 +1,13 @@
+"""The Slicer scene side of MedSORA, in plain MRML (no ``slicer.app``, no dialogs).
+
+- :mod:`.nodes`: what both directions share: the scene lookup, IJK-to-RAS
+  matrices, segmentation converter rules, segment tags and terminology.
+- :mod:`.inputs`: scene in, nodes -> arrays (a CT node as a
+  :class:`~MedSORALib.volume_io.Volume`, organ segments as boolean masks).
+- :mod:`.outputs`: scene out, arrays and results -> nodes (segmentation
+  coloured by relevance, table, chart, passages, subject hierarchy folder).
+
+These modules import ``slicer`` and ``vtk``, and run the same inside 3D Slicer
+and with PyPI ``slicer-core``. The scoring job and the worker client, which the
+panel drives, live in :mod:`MedSORALib.scoring_job` and import no Slicer.
+"""
