@@ -67,7 +67,7 @@ def test_the_set_is_renamed_after_every_file_is_synced_json_last(tmp_path, examp
     assert mode == 0o666 & ~umask
 
 
-@pytest.mark.parametrize("failing", ["write_preview", "write_dicom_seg"])
+@pytest.mark.parametrize("failing", ["write_best_preview", "write_dicom_seg"])
 def test_a_failure_after_the_first_file_leaves_nothing_and_keeps_the_previous_set(
         tmp_path, example_volume, example_masks, monkeypatch, failing):
     result = _result(example_masks)

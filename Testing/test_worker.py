@@ -101,8 +101,8 @@ def test_worker_results_are_the_files_it_wrote(two_requests):
     cached = {o["name"]: o for o in second["result"]["outputs"][1]["organs"]}
     assert second["result"]["outputs"][1]["symptom"] == GALLSTONES
     for key, organ in fresh.items():
-        assert cached[key]["relevance"] == pytest.approx(organ["relevance"], abs=1e-6)
-        assert cached[key]["image_score"] == pytest.approx(organ["image_score"], abs=1e-6)
+        assert cached[key]["relevance"] == pytest.approx(organ["relevance"], abs=1e-5)
+        assert cached[key]["image_score"] == pytest.approx(organ["image_score"], abs=1e-5)
     haematuria = {o["name"]: o["relevance"] for o in second["result"]["outputs"][0]["organs"]}
     assert max(haematuria, key=haematuria.get) in ("kidney_left", "kidney_right")
     assert haematuria["kidney_left"] > haematuria["kidney_right"]
