@@ -130,7 +130,7 @@ def open_page(browser, url: str):
 
 
 def table_organs(page) -> list[str]:
-    return [cell.strip() for cell in page.locator("#results-table td.organ").all_inner_texts()]
+    return [cell.strip() for cell in page.locator("#results-table .organ").all_inner_texts()]
 
 
 def threed_image(page) -> np.ndarray | None:
@@ -199,7 +199,8 @@ def test_score_in_the_browser(tmp_path, browser):
         page.fill("#symptom-box", SYMPTOM_CLICKED)
         page.click("#score-button")
         page.wait_for_function(
-            "(text) => { const e = document.querySelector('#results-symptom'); return e && e.textContent.trim() === text; }",
+            "(text) => { const e = document.querySelector('#results-symptom');"
+            " return e && e.textContent.trim() === text; }",
             arg=SYMPTOM_CLICKED, timeout=SCORE_TIMEOUT_S * 1000)
         organs = table_organs(page)
         assert [o.lower() for o in organs] == [o["display_name"].lower() for o in expected["organs"]]
@@ -221,6 +222,25 @@ def test_score_in_the_browser(tmp_path, browser):
         assert near_any >= 0.9 * coloured
         assert page.locator("#ood-warning").count() == 0
         assert page.locator("#passages").count() == 1
+
+        # Loading a case from the server's disk: a missing file is reported on the page; the CT with the
+        # .seg.nrrd the server just wrote loads as the new case and clears the results and the 3D view.
+        page.fill("#ct-path", str(tmp_path / "missing.nii.gz"))
+        page.click("#load-button")
+        page.wait_for_selector("#error-message")
+        assert "no such CT file" in page.inner_text("#error-message")
+        seg_file = next((tmp_path / "files").rglob("*.seg.nrrd"))
+        page.fill("#ct-path", str(EXAMPLE_CT))
+        page.fill("#seg-path", str(seg_file))
+        page.click("#load-button")
+        page.wait_for_function(
+            "() => document.querySelector('#progress-message').textContent.trim() === 'Loaded example_ct_sm.nii.gz'",
+            timeout=SCORE_TIMEOUT_S * 1000)
+        assert page.locator("#error-message").count() == 0
+        assert table_organs(page) == []
+        assert page.inner_text("#case-label").startswith("example_ct_sm.nii.gz: 12 organs")
+        wait_for(lambda: True if relevance_hue_counts(threed_image(page), [0.5])[0] < 50 else None,
+                 RENDER_TIMEOUT_S, "the 3D view to clear")
     finally:
         assert server.stop() is not None
 
@@ -230,7 +250,7 @@ def test_symptom_option_opens_scored(tmp_path, browser):
     server = Server(tmp_path, "--symptom", SYMPTOM_OPTION)
     try:
         page = open_page(browser, server.url)
-        page.wait_for_selector("#results-table td.organ")
+        page.wait_for_selector("#results-table .organ")
         organs = table_organs(page)
         assert organs[0].lower() == expected["organs"][0]["display_name"].lower()
         assert page.input_value("#symptom-box") == SYMPTOM_OPTION
@@ -255,7 +275,8 @@ def test_serve_rejects_a_missing_ct(tmp_path):
     done = subprocess.run([sys.executable, "-m", "MedSORALib", "serve", "--volume", str(tmp_path / "none.nii.gz"),
                            "--lifetime", "5"], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"medsora: error: {tmp_path / 'none.nii.gz'}: no such CT file or folder"]
+    missing = tmp_path / "none.nii.gz"
+    assert done.stderr.strip().splitlines() == [f"medsora: error: {missing}: no such CT file or folder"]
     assert list(tmp_path.iterdir()) == []
 
 

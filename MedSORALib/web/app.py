@@ -17,12 +17,12 @@ import os
 import sys
 import threading
 from contextlib import ExitStack
-from pathlib import Path
 
 # Offscreen rendering without a display: EGL (Mesa's software rasteriser when there is no GPU).
 if not os.environ.get("DISPLAY"):
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
+import slicer  # noqa: E402
 from trame.app import TrameApp  # noqa: E402
 from trame.ui.vuetify3 import SinglePageWithDrawerLayout  # noqa: E402
 from trame.widgets import html  # noqa: E402
@@ -34,13 +34,19 @@ from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition  # 
 # The Slicer module's MRML code (one import line, so that a split of mrml.py only touches this line).
 from ..mrml import add_symptom_outputs, segmentation_node_from_masks, volume_node_from_volume  # noqa: E402
 from ..errors import MedSORAError  # noqa: E402
-from .session import WebSession, result_passages, result_rows  # noqa: E402
+from ..colors import PLASMA_STOPS  # noqa: E402
+from .session import WebSession, css_color, result_passages, result_rows  # noqa: E402
 
 #: URL folder under which the result files are served.
 FILES_URL = "medsora-files"
 LAYOUT_ID = "MedSORA"
-LABEL_SCHEMES = ["auto", "totalsegmentator", "btcv", "amos"]
+#: Label values of a label-map segmentation (a .seg.nrrd is matched by segment names instead).
+LABEL_SCHEMES = ["totalsegmentator", "btcv", "amos"]
 ORIENTATIONS = ["Axial", "Coronal", "Sagittal"]
+#: The relevance colour map as a CSS gradient (the legend under the views).
+LEGEND_GRADIENT = "linear-gradient(to right, " + ", ".join(css_color(c) for c in PLASMA_STOPS) + ")"
+#: Camera turn of the 3D view from the anterior view (degrees): organs seen from the front, above and the left.
+CAMERA_AZIMUTH, CAMERA_ELEVATION = 25.0, 30.0
 
 
 def _log(message: str) -> None:
@@ -56,13 +62,20 @@ def run_in_thread(function, *args):
     loop = asyncio.get_running_loop()
     future = loop.create_future()
 
+    def settle(error, value):
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
     def work():
         try:
             value = function(*args)
         except BaseException as error:  # handed to the awaiting coroutine
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(error))
+            loop.call_soon_threadsafe(settle, error, None)
         else:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(value))
+            loop.call_soon_threadsafe(settle, None, value)
 
     threading.Thread(target=work, name="medsora-web-job", daemon=True).start()
     return future
@@ -98,7 +111,7 @@ class MedSORAWebApp(TrameApp):
         state = self.state
         state.update({
             "symptom_text": "", "busy": False, "progress": 0, "progress_message": "", "error_message": "",
-            "ct_path": "", "seg_path": "", "label_scheme": "auto", "case_label": "", "orientation": "Axial",
+            "ct_path": "", "seg_path": "", "label_scheme": "totalsegmentator", "case_label": "", "orientation": "Axial",
             "results": [], "selected": 0, "has_findings": False, "scored_count": 0,
         })
         state.change("orientation")(self._on_orientation)
@@ -124,6 +137,9 @@ class MedSORAWebApp(TrameApp):
                             if series is not None:
                                 scene.RemoveNode(series)
                     scene.RemoveNode(node)
+            hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+            if hierarchy is not None and outputs.folder_item:
+                hierarchy.RemoveItem(outputs.folder_item, True, True)
         self._outputs = []
 
     def show_case(self) -> None:
@@ -149,6 +165,7 @@ class MedSORAWebApp(TrameApp):
                                      f"{' x '.join(str(n) for n in case.volume.shape)} voxels")
             self.state.ct_path = str(case.inputs["volume"]["path"])
             self.state.seg_path = str((case.inputs.get("segmentation") or {}).get("path") or "")
+            self.state.label_scheme = (case.inputs.get("segmentation") or {}).get("label_scheme") or "totalsegmentator"
             self.state.results = []
             self.state.selected = 0
 
@@ -166,6 +183,13 @@ class MedSORAWebApp(TrameApp):
             self._select_outputs(0)
             for view in self.slicer_app.view_manager.get_threed_views():
                 view.reset_view()
+                camera_node = view.get_camera_node()
+                if camera_node is not None:
+                    camera = camera_node.GetCamera()
+                    camera.Azimuth(CAMERA_AZIMUTH)
+                    camera.Elevation(CAMERA_ELEVATION)
+                    camera.OrthogonalizeViewUp()
+                    camera_node.ResetClippingRange()
         self._schedule_render()
         self.scored = scored
         base = self.session.output_dir
@@ -231,11 +255,13 @@ class MedSORAWebApp(TrameApp):
         except MedSORAError as error:
             with self.state:
                 self.state.error_message = str(error)
+                self.state.progress_message = ""
             return None
         except Exception as error:  # shown on the page; the server keeps running
             _log(f"{label} failed: {type(error).__name__}: {error}")
             with self.state:
                 self.state.error_message = f"{label} failed: {type(error).__name__}: {error}"
+                self.state.progress_message = ""
             return None
         finally:
             with self.state:
@@ -256,7 +282,7 @@ class MedSORAWebApp(TrameApp):
 
     async def load(self, ct_path: str, seg_path: str, label_scheme: str) -> None:
         """Load a CT and its segmentation from paths on the server's disk."""
-        scheme = None if label_scheme in ("", "auto", None) else label_scheme
+        scheme = label_scheme if label_scheme in LABEL_SCHEMES else None
         case = await self._job("Loading", self.session.load, ct_path, seg_path or None, scheme, _log)
         if case is not None:
             self.show_case()
@@ -308,7 +334,8 @@ class MedSORAWebApp(TrameApp):
                     v3.VTextField(v_model=("seg_path",), label="Organ segmentation", density="compact",
                                   id="seg-path", disabled=("busy",))
                     v3.VSelect(v_model=("label_scheme",), items=("label_schemes", LABEL_SCHEMES),
-                               label="Label scheme", density="compact", disabled=("busy",))
+                               label="Label scheme (label maps)", density="compact", disabled=("busy",),
+                               id="label-scheme")
                     v3.VBtn("Load", click=self.on_load, id="load-button", block=True, variant="tonal",
                             disabled=("busy || !ct_path.trim()",))
             with layout.content:
@@ -323,6 +350,10 @@ class MedSORAWebApp(TrameApp):
                             v3.VBtn(orientation, value=orientation, size="small")
                     with html.Div(style="height: 460px; position: relative;", id="views"):
                         self.layout_manager.initialize_layout_grid(layout)
+                    with html.Div(classes="d-flex align-center text-caption", style="gap: 8px;", id="legend"):
+                        html.Span("relevance 0")
+                        html.Div(style=f"width: 240px; height: 12px; background: {LEGEND_GRADIENT};")
+                        html.Span("1")
                     with html.Div(v_if="results.length", id="results"):
                         html.Div("{{ results[selected].symptom }}", classes="text-subtitle-1",
                                  id="results-symptom")
@@ -335,7 +366,10 @@ class MedSORAWebApp(TrameApp):
                                     html.Th("Findings", v_if="has_findings")
                             with html.Tbody():
                                 with html.Tr(v_for="(row, i) in results[selected].rows", key="row.key"):
-                                    html.Td("{{ row.organ }}", classes="organ")
+                                    with html.Td():
+                                        html.Span(style=("{display: 'inline-block', width: '12px', height: '12px', "
+                                                         "marginRight: '8px', background: row.color}",))
+                                        html.Span("{{ row.organ }}", classes="organ")
                                     html.Td("{{ row.relevance.toFixed(3) }}")
                                     html.Td("{{ row.text_prior.toFixed(3) }}")
                                     html.Td("{{ row.image_score.toFixed(3) }}")

@@ -49,13 +49,24 @@ def _findings_text(score) -> str:
     return "; ".join(str(item) for item in findings)
 
 
+def css_color(rgb) -> str:
+    """``#rrggbb`` of an RGB colour in 0..1."""
+    return "#" + "".join(f"{min(max(int(round(float(c) * 255)), 0), 255):02x}" for c in rgb)
+
+
 def result_rows(result) -> list[dict]:
-    """The table rows of a result, highest relevance first (numbers rounded for display)."""
+    """The table rows of a result, highest relevance first (numbers rounded for display).
+
+    ``color`` is the organ's relevance colour, the colour of its segment in the views.
+    """
+    from ..colors import relevance_color
+
     rows = []
     for score in result.organs:
         rows.append({
             "key": score.key,
             "organ": _organ_name(score),
+            "color": css_color(relevance_color(score.relevance)),
             "relevance": round(float(score.relevance), 3),
             "text_prior": round(float(score.text_prior), 3),
             "image_score": round(float(score.image_score), 3),
@@ -136,18 +147,22 @@ class WebSession:
         if self.case is None:
             raise InputFileError("no CT is loaded")
         report = progress or (lambda fraction, message: None)
+
+        def scoring_step(fraction, message):  # encoding and scoring fill 0..0.9, writing the rest
+            report(0.9 * float(fraction), message)
+
         report(0.02, "loading models")
         models = self.models()
         with self._lock:
             case, encoded = self.case, self._encoded
         if encoded is None:
-            encoded = encode_volume(case.volume, case.masks, models, report)
+            encoded = encode_volume(case.volume, case.masks, models, scoring_step)
             with self._lock:
                 if self.case is case:
                     self._encoded = encoded
         else:
-            report(0.4, "organs already encoded")
-        results = score_encoded(encoded, texts, models, progress=report)
+            scoring_step(0.4, "organs already encoded")
+        results = score_encoded(encoded, texts, models, progress=scoring_step)
         report(0.95, "writing files")
         with self._lock:
             self._runs += 1
