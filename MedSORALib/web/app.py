@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 from contextlib import ExitStack
+from pathlib import Path
 
 # Offscreen rendering without a display: EGL (Mesa's software rasteriser when there is no GPU).
 if not os.environ.get("DISPLAY"):
@@ -47,6 +48,16 @@ ORIENTATIONS = ["Axial", "Coronal", "Sagittal"]
 LEGEND_GRADIENT = "linear-gradient(to right, " + ", ".join(css_color(c) for c in PLASMA_STOPS) + ")"
 #: Camera turn of the 3D view from the anterior view (degrees): organs seen from the front, above and the left.
 CAMERA_AZIMUTH, CAMERA_ELEVATION = 25.0, 30.0
+
+
+def shown_path(path) -> str:
+    """A path as the page shows it: relative to the server's working folder when inside it."""
+    if not path:
+        return ""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (OSError, ValueError):
+        return str(path)
 
 
 def _log(message: str) -> None:
@@ -163,8 +174,8 @@ class MedSORAWebApp(TrameApp):
         with self.state:
             self.state.case_label = (f"{self.session.case_name}: {len(case.masks)} organs, "
                                      f"{' x '.join(str(n) for n in case.volume.shape)} voxels")
-            self.state.ct_path = str(case.inputs["volume"]["path"])
-            self.state.seg_path = str((case.inputs.get("segmentation") or {}).get("path") or "")
+            self.state.ct_path = shown_path(case.inputs["volume"]["path"])
+            self.state.seg_path = shown_path((case.inputs.get("segmentation") or {}).get("path"))
             self.state.label_scheme = (case.inputs.get("segmentation") or {}).get("label_scheme") or "totalsegmentator"
             self.state.results = []
             self.state.selected = 0
