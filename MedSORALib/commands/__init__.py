@@ -6,4 +6,4 @@ torch and the models inside ``run`` so that ``medsora --help`` stays fast.
 """
 
 #: Subcommands in the order ``medsora --help`` lists them.
-COMMANDS = ("score", "batch", "rank", "kb", "dataset", "worker")
+COMMANDS = ("score", "batch", "rank", "kb", "dataset", "worker", "serve")

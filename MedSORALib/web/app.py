@@ -1,0 +1,421 @@
+"""The ``medsora serve`` page: trame-slicer views of the CT and its organs coloured by relevance.
+
+The scene lives in a trame-slicer :class:`~trame_slicer.core.SlicerApp` (Slicer's
+MRML from ``slicer-core``, no Qt). The CT and the result segmentations are made
+by the Slicer module's own MRML functions (:mod:`MedSORALib.scene.outputs`), so the colour
+map, segment names, terminology and tags are those of the module. Views render
+offscreen (EGL, or OSMesa when ``VTK_DEFAULT_OPENGL_WINDOW=vtkOSOpenGLRenderWindow``)
+and reach the page as images over trame's websocket.
+
+Scoring and loading run in a worker thread; the page shows their progress and
+stays live. MRML is only touched on the server's event-loop thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+
+# Offscreen rendering without a display: EGL (Mesa's software rasteriser when there is no GPU).
+if not os.environ.get("DISPLAY"):
+    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+import slicer  # noqa: E402
+from trame.app import TrameApp  # noqa: E402
+from trame.ui.vuetify3 import SinglePageWithDrawerLayout  # noqa: E402
+from trame.widgets import html  # noqa: E402
+from trame.widgets import vuetify3 as v3  # noqa: E402
+from trame_slicer.core import LayoutManager, SlicerApp  # noqa: E402
+from trame_slicer.rca_view import register_rca_factories  # noqa: E402
+from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition  # noqa: E402
+
+# The Slicer module's MRML code (one import line, so that the page and the Slicer module share it).
+from ..scene.outputs import add_symptom_outputs, segmentation_node_from_masks, volume_node_from_volume  # noqa: E402
+from ..errors import MedSORAError  # noqa: E402
+from ..colors import PLASMA_STOPS  # noqa: E402
+from .session import WebSession, css_color, result_passages, result_rows  # noqa: E402
+
+#: URL folder under which the result files are served.
+FILES_URL = "medsora-files"
+LAYOUT_ID = "MedSORA"
+#: Label values of a label-map segmentation (a .seg.nrrd is matched by segment names instead).
+LABEL_SCHEMES = ["totalsegmentator", "btcv", "amos"]
+ORIENTATIONS = ["Axial", "Coronal", "Sagittal"]
+#: The relevance colour map as a CSS gradient (the legend under the views).
+LEGEND_GRADIENT = "linear-gradient(to right, " + ", ".join(css_color(c) for c in PLASMA_STOPS) + ")"
+#: Camera turn of the 3D view from the anterior view (degrees): organs seen from the front, above and the left.
+CAMERA_AZIMUTH, CAMERA_ELEVATION = 25.0, 30.0
+
+
+def shown_path(path) -> str:
+    """A path as the page shows it: relative to the server's working folder when inside it."""
+    if not path:
+        return ""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (OSError, ValueError):
+        return str(path)
+
+
+def _log(message: str) -> None:
+    print(f"medsora: {message}", file=sys.stderr, flush=True)
+
+
+def run_in_thread(function, *args):
+    """Run ``function(*args)`` in a daemon thread; returns an awaitable of its result.
+
+    A daemon thread, unlike an executor's, does not keep the process alive when
+    the server stops (``--lifetime``) during a long job.
+    """
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(error, value):
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+    def work():
+        try:
+            value = function(*args)
+        except BaseException as error:  # handed to the awaiting coroutine
+            loop.call_soon_threadsafe(settle, error, None)
+        else:
+            loop.call_soon_threadsafe(settle, None, value)
+
+    threading.Thread(target=work, name="medsora-web-job", daemon=True).start()
+    return future
+
+
+class MedSORAWebApp(TrameApp):
+    """The page and its scene.
+
+    Args:
+        session: the case and the models (:class:`WebSession`), already holding a case.
+        server: a trame server (default: a new one).
+    """
+
+    def __init__(self, session: WebSession, server=None):
+        super().__init__(server=server, client_type="vue3")
+        self.session = session
+        self.scored: list = []
+        self._outputs: list = []
+        self._organs_node = None
+        self._volume_node = None
+
+        self.slicer_app = SlicerApp()
+        register_rca_factories(self.slicer_app.view_manager, self.server)
+        self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
+        self.layout_manager.register_layout(LAYOUT_ID, Layout(LayoutDirection.Horizontal, [
+            ViewLayoutDefinition.axial_view(), ViewLayoutDefinition.threed_view()]))
+        self.layout_manager.set_layout(LAYOUT_ID)
+        for view in self.slicer_app.view_manager.get_threed_views():
+            # Depth peeling (translucent organs) renders nothing on Mesa's multisampled offscreen window.
+            view.render_window().SetMultiSamples(0)
+        self.server.enable_module({"serve": {FILES_URL: str(self.session.output_dir)}})
+
+        state = self.state
+        state.update({
+            "symptom_text": "", "busy": False, "progress": 0, "progress_message": "", "error_message": "",
+            "ct_path": "", "seg_path": "", "label_scheme": "totalsegmentator", "case_label": "", "orientation": "Axial",
+            "results": [], "selected": 0, "has_findings": False, "scored_count": 0,
+        })
+        state.change("orientation")(self._on_orientation)
+        state.change("selected")(self._on_selected)
+        self._build_ui()
+        self.show_case()
+
+    # ------------------------------------------------------------------ scene
+    def _render_blocked(self) -> ExitStack:
+        stack = ExitStack()
+        for view in self.slicer_app.view_manager.get_views():
+            stack.enter_context(view.render_blocked())
+        return stack
+
+    def _clear_results(self) -> None:
+        scene = self.slicer_app.scene
+        for outputs in self._outputs:
+            for node in (outputs.segmentation_node, outputs.table_node, outputs.chart_node, outputs.passages_node):
+                if node is not None and node.GetScene() is scene:
+                    if node is outputs.chart_node:
+                        for index in range(node.GetNumberOfPlotSeriesNodes()):
+                            series = node.GetNthPlotSeriesNode(index)
+                            if series is not None:
+                                scene.RemoveNode(series)
+                    scene.RemoveNode(node)
+            hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+            if hierarchy is not None and outputs.folder_item:
+                hierarchy.RemoveItem(outputs.folder_item, True, True)
+        self._outputs = []
+
+    def show_case(self) -> None:
+        """Put the session's CT and organ outlines in the scene (replacing any earlier case)."""
+        case = self.session.case
+        scene = self.slicer_app.scene
+        with self._render_blocked():
+            self._clear_results()
+            for node in (self._organs_node, self._volume_node):
+                if node is not None:
+                    scene.RemoveNode(node)
+            self._volume_node = volume_node_from_volume(case.volume, self.session.case_name or "CT", scene=scene)
+            # The organs before scoring: outlines in the slice view only, in the catalogue colours.
+            self._organs_node = segmentation_node_from_masks(case.masks, self._volume_node, "Organs", scene=scene)
+            display = self._organs_node.GetDisplayNode()
+            display.SetVisibility3D(False)
+            display.SetOpacity2DFill(0.0)
+            self.slicer_app.display_manager.show_volume_in_slice_background(self._volume_node)
+            self.slicer_app.display_manager.reset_views()
+        self._schedule_render()
+        with self.state:
+            self.state.case_label = (f"{self.session.case_name}: {len(case.masks)} organs, "
+                                     f"{' x '.join(str(n) for n in case.volume.shape)} voxels")
+            self.state.ct_path = shown_path(case.inputs["volume"]["path"])
+            self.state.seg_path = shown_path((case.inputs.get("segmentation") or {}).get("path"))
+            self.state.label_scheme = (case.inputs.get("segmentation") or {}).get("label_scheme") or "totalsegmentator"
+            self.state.results = []
+            self.state.selected = 0
+
+    def show_results(self, scored: list) -> None:
+        """Add each symptom's outputs to the scene and show the selected one."""
+        masks = self.session.case.masks
+        with self._render_blocked():
+            self._clear_results()
+            for item in scored:
+                outputs = add_symptom_outputs(item.result, masks, self._volume_node, show_3d=True,
+                                              scene=self.slicer_app.scene)
+                self._outputs.append(outputs)
+            if self._organs_node is not None:
+                self._organs_node.GetDisplayNode().SetVisibility(False)
+            self._select_outputs(0)
+            for view in self.slicer_app.view_manager.get_threed_views():
+                view.reset_view()
+                camera_node = view.get_camera_node()
+                if camera_node is not None:
+                    camera = camera_node.GetCamera()
+                    camera.Azimuth(CAMERA_AZIMUTH)
+                    camera.Elevation(CAMERA_ELEVATION)
+                    camera.OrthogonalizeViewUp()
+                    camera_node.ResetClippingRange()
+        self._schedule_render()
+        self.scored = scored
+        base = self.session.output_dir
+        results = []
+        for item in scored:
+            result = item.result
+            rows = result_rows(result)
+            results.append({
+                "symptom": result.symptom, "in_domain": bool(result.in_domain),
+                "ood_score": round(float(result.ood_score), 3), "rows": rows,
+                "passages": result_passages(result),
+                "seg_url": f"{FILES_URL}/{item.files['segmentation'].relative_to(base).as_posix()}",
+                "json_url": f"{FILES_URL}/{item.files['json'].relative_to(base).as_posix()}",
+                "seg_name": item.files["segmentation"].name, "json_name": item.files["json"].name,
+            })
+        with self.state:
+            self.state.results = results
+            self.state.selected = 0
+            self.state.has_findings = any(row["findings"] for r in results for row in r["rows"])
+            self.state.scored_count = self.state.scored_count + 1
+
+    def _select_outputs(self, index: int) -> None:
+        for n, outputs in enumerate(self._outputs):
+            outputs.segmentation_node.GetDisplayNode().SetVisibility(n == index)
+
+    def _schedule_render(self) -> None:
+        for view in self.slicer_app.view_manager.get_views():
+            view.schedule_render()
+
+    def _on_selected(self, selected, **_):
+        if self._outputs:
+            index = min(max(int(selected or 0), 0), len(self._outputs) - 1)
+            self._select_outputs(index)
+            self._schedule_render()
+
+    def _on_orientation(self, orientation, **_):
+        if orientation in ORIENTATIONS:
+            for view in self.slicer_app.view_manager.get_slice_views():
+                view.set_orientation(orientation)
+                view.fit_view_to_content()
+            self._schedule_render()
+
+    # ------------------------------------------------------------------ jobs
+    def _progress_callback(self):
+        loop = asyncio.get_running_loop()
+
+        def report(fraction, message):
+            def update():
+                with self.state:
+                    self.state.progress = int(round(100 * min(max(float(fraction), 0.0), 1.0)))
+                    self.state.progress_message = str(message)
+            loop.call_soon_threadsafe(update)
+        return report
+
+    async def _job(self, label: str, function, *args):
+        with self.state:
+            self.state.busy = True
+            self.state.error_message = ""
+            self.state.progress = 0
+            self.state.progress_message = label
+        try:
+            return await run_in_thread(function, *args)
+        except MedSORAError as error:
+            with self.state:
+                self.state.error_message = str(error)
+                self.state.progress_message = ""
+            return None
+        except Exception as error:  # shown on the page; the server keeps running
+            _log(f"{label} failed: {type(error).__name__}: {error}")
+            with self.state:
+                self.state.error_message = f"{label} failed: {type(error).__name__}: {error}"
+                self.state.progress_message = ""
+            return None
+        finally:
+            with self.state:
+                self.state.busy = False
+
+    async def score(self, text: str) -> None:
+        """Score the symptoms of the box (one per non-empty line) and show the results."""
+        symptoms = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+        if not symptoms:
+            with self.state:
+                self.state.error_message = "Enter a symptom (one per line)."
+            return
+        scored = await self._job("Scoring", self.session.score, symptoms, self._progress_callback())
+        if scored:
+            self.show_results(scored)
+            with self.state:
+                self.state.progress_message = f"Scored {len(scored)} symptom(s)"
+
+    async def load(self, ct_path: str, seg_path: str, label_scheme: str) -> None:
+        """Load a CT and its segmentation from paths on the server's disk."""
+        scheme = label_scheme if label_scheme in LABEL_SCHEMES else None
+        case = await self._job("Loading", self.session.load, ct_path, seg_path or None, scheme, _log)
+        if case is not None:
+            self.show_case()
+            with self.state:
+                self.state.progress_message = f"Loaded {self.session.case_name}"
+
+    def on_score(self):
+        if not self.state.busy:
+            asyncio.ensure_future(self.score(self.state.symptom_text))
+
+    def on_load(self):
+        if not self.state.busy:
+            asyncio.ensure_future(self.load(self.state.ct_path, self.state.seg_path, self.state.label_scheme))
+
+    # ------------------------------------------------------------------ page
+    def _build_ui(self) -> None:
+        with SinglePageWithDrawerLayout(self.server, full_height=True) as layout:
+            self.ui = layout
+            layout.title.set_text("MedSORA")
+            layout.root.theme = "dark"
+            with layout.toolbar:
+                v3.VSpacer()
+                html.Div("{{ case_label }}", id="case-label", classes="text-caption mr-4")
+            with layout.drawer as drawer:
+                drawer.width = 380
+                with html.Div(classes="pa-3"):
+                    v3.VTextarea(v_model=("symptom_text", ""), label="Symptoms (one per line)", rows=4,
+                                 auto_grow=True, id="symptom-box", disabled=("busy",), density="compact")
+                    v3.VBtn("Score", click=self.on_score, id="score-button", color="primary", block=True,
+                            disabled=("busy || !symptom_text.trim()",))
+                    v3.VProgressLinear(v_show="busy", model_value=("progress",), height=8, color="amber",
+                                       classes="mt-2", id="progress-bar")
+                    html.Div("{{ progress_message }}", id="progress-message", classes="text-caption mt-1")
+                    v3.VAlert(v_if="error_message", type="error", text=("error_message",), density="compact",
+                              classes="mt-2", id="error-message")
+                    v3.VSelect(v_if="results.length > 1", v_model=("selected",), label="Shown symptom",
+                               items=("results.map((r, i) => ({title: r.symptom, value: i}))",),
+                               density="compact", classes="mt-3")
+                    with html.Div(v_if="results.length", classes="mt-3", id="downloads"):
+                        html.Div("Download", classes="text-subtitle-2")
+                        html.A("{{ results[selected].seg_name }}", href=("results[selected].seg_url",),
+                               download=True, id="download-seg", classes="d-block")
+                        html.A("{{ results[selected].json_name }}", href=("results[selected].json_url",),
+                               download=True, id="download-json", classes="d-block")
+                    v3.VDivider(classes="my-4")
+                    html.Div("Case on the server's disk", classes="text-subtitle-2 mb-2")
+                    v3.VTextField(v_model=("ct_path",), label="CT (file or DICOM folder)", density="compact",
+                                  id="ct-path", disabled=("busy",))
+                    v3.VTextField(v_model=("seg_path",), label="Organ segmentation", density="compact",
+                                  id="seg-path", disabled=("busy",))
+                    v3.VSelect(v_model=("label_scheme",), items=("label_schemes", LABEL_SCHEMES),
+                               label="Label scheme (label maps)", density="compact", disabled=("busy",),
+                               id="label-scheme")
+                    v3.VBtn("Load", click=self.on_load, id="load-button", block=True, variant="tonal",
+                            disabled=("busy || !ct_path.trim()",))
+            with layout.content:
+                with html.Div(classes="pa-2 d-flex flex-column", style="gap: 8px;"):
+                    v3.VAlert(v_if="results.length && !results[selected].in_domain", type="warning",
+                              density="compact", id="ood-warning",
+                              text=("'Out of domain: this does not read as an abdominal symptom (score ' + "
+                                    "results[selected].ood_score + '); all relevances are low.'",))
+                    with v3.VBtnToggle(v_model=("orientation",), mandatory=True, density="compact",
+                                       id="orientation"):
+                        for orientation in ORIENTATIONS:
+                            v3.VBtn(orientation, value=orientation, size="small")
+                    with html.Div(style="height: 460px; position: relative;", id="views"):
+                        self.layout_manager.initialize_layout_grid(layout)
+                    with html.Div(classes="d-flex align-center text-caption", style="gap: 8px;", id="legend"):
+                        html.Span("relevance 0")
+                        html.Div(style=f"width: 240px; height: 12px; background: {LEGEND_GRADIENT};")
+                        html.Span("1")
+                    with html.Div(v_if="results.length", id="results"):
+                        html.Div("{{ results[selected].symptom }}", classes="text-subtitle-1",
+                                 id="results-symptom")
+                        with v3.VTable(density="compact", id="results-table"):
+                            with html.Thead():
+                                with html.Tr():
+                                    for title in ("Organ", "Relevance", "Text prior", "Image score",
+                                                  "Volume (ml)"):
+                                        html.Th(title)
+                                    html.Th("Findings", v_if="has_findings")
+                            with html.Tbody():
+                                with html.Tr(v_for="(row, i) in results[selected].rows", key="row.key"):
+                                    with html.Td():
+                                        html.Span(style=("{display: 'inline-block', width: '12px', height: '12px', "
+                                                         "marginRight: '8px', background: row.color}",))
+                                        html.Span("{{ row.organ }}", classes="organ")
+                                    html.Td("{{ row.relevance.toFixed(3) }}")
+                                    html.Td("{{ row.text_prior.toFixed(3) }}")
+                                    html.Td("{{ row.image_score.toFixed(3) }}")
+                                    html.Td("{{ row.volume_ml.toFixed(1) }}")
+                                    html.Td("{{ row.findings }}", v_if="has_findings")
+                        with html.Div(v_if="results[selected].passages.length", id="passages", classes="mt-3"):
+                            html.Div("Supporting passages", classes="text-subtitle-1")
+                            with html.Div(v_for="group in results[selected].passages", key="group.organ"):
+                                html.Div("{{ group.organ }}", classes="text-subtitle-2 mt-2")
+                                with html.Div(v_for="p in group.items", key="p.id", classes="text-body-2 mb-2"):
+                                    html.Span("{{ p.text }} ")
+                                    html.Span("[{{ p.source }}]", classes="text-caption")
+
+
+def serve(session: WebSession, *, host: str = "127.0.0.1", port: int = 8080, lifetime: float | None = None,
+          scored: list | None = None) -> int:
+    """Start the page on ``host:port`` and block until the server stops (after ``lifetime`` seconds if given)."""
+    app = MedSORAWebApp(session)
+    if scored:
+        app.show_results(scored)
+        with app.state:
+            app.state.symptom_text = "\n".join(item.result.symptom for item in scored)
+
+    async def announce(**_):
+        _log(f"serving http://{host}:{app.server.port}/ (pid {os.getpid()})")
+        if lifetime is not None:
+            await asyncio.sleep(lifetime)
+            _log(f"lifetime of {lifetime:g} s reached; stopping")
+            await app.server.stop()
+
+    app.server.controller.on_server_ready.add_task(announce)
+    # The server reads its own command-line options from sys.argv; medsora's are not for it.
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        app.server.start(host=host, port=port, open_browser=False, show_connection_info=False, timeout=0)
+    finally:
+        sys.argv = argv
+    return 0
