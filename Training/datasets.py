@@ -217,7 +217,7 @@ def load_symptom_texts(split: str, path: str | Path | None = None) -> tuple[list
 
     Order of sources: an explicit JSONL ``path`` (rows with a ``split`` field, or split here when absent);
     the shipped dataset (``MedSORALib.knowledge.dataset.load_dataset``); the team observations file split
-    70/10/20 by a seeded hash of the id, stratified by organ.
+    70/10/20 by source passage (``split_by_passage``, seed 0).
 
     Returns:
         (rows, source) where rows have at least ``text``, ``organ`` (class key) and ``organs`` (class keys).
@@ -236,7 +236,7 @@ def load_symptom_texts(split: str, path: str | Path | None = None) -> tuple[list
     if not TEAM_OBSERVATIONS.is_file():
         raise InputFileError("no symptom text dataset found (neither the shipped dataset nor team observations)")
     rows = [json.loads(line) for line in TEAM_OBSERVATIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return _pick_split(rows, split), f"{TEAM_OBSERVATIONS.name} (hash split 70/10/20)"
+    return _pick_split(rows, split), f"{TEAM_OBSERVATIONS.name} (split by passage 70/10/20)"
 
 
 def _normalise_row(row: dict) -> dict:
@@ -247,16 +247,8 @@ def _normalise_row(row: dict) -> dict:
 
 def _pick_split(rows: list[dict], split: str) -> list[dict]:
     rows = [_normalise_row(r) for r in rows]
-    if all("split" in r for r in rows):
-        return [r for r in rows if r["split"] == split]
-    by_organ: dict[str, list[dict]] = {}
-    for r in rows:
-        by_organ.setdefault(r["organ"], []).append(r)
-    picked = []
-    for organ_rows in by_organ.values():
-        organ_rows = sorted(organ_rows, key=lambda r: hashlib.sha256(str(r.get("id", r["text"])).encode()).hexdigest())
-        n = len(organ_rows)
-        cut_train, cut_val = int(round(0.7 * n)), int(round(0.8 * n))
-        part = {"train": organ_rows[:cut_train], "val": organ_rows[cut_train:cut_val], "test": organ_rows[cut_val:]}
-        picked.extend(part[split])
-    return picked
+    if not all("split" in r for r in rows):
+        from MedSORALib.knowledge.dataset import split_by_passage
+
+        split_by_passage(rows, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=0)
+    return [r for r in rows if r["split"] == split]

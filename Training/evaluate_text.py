@@ -192,7 +192,7 @@ def seed_study(setting, reasoner, encoder, rows, seeds) -> dict:
     for name, reports in runs.items():
         summary[name] = {
             k: {"mean": float(np.mean([r[k] for r in reports])), "sd": float(np.std([r[k] for r in reports]))}
-            for k in ("rank1", "rank2", "rank3", "map")
+            for k in ("rank1", "rank2", "rank3", "mAP")
         }
     return {"seeds": list(seeds), "source_weight": w, "summary": summary}
 
@@ -217,7 +217,7 @@ def markdown(report: dict) -> str:
                     continue
                 lines.append(
                     f"| {setting} | {METHOD_NAMES[method]} | {r['n']} | {pct(r['rank1'])} | {pct(r['rank2'])} | "
-                    f"{pct(r['rank3'])} | {pct(r['map'])} | {pct(r['source_top1'])} |"
+                    f"{pct(r['rank3'])} | {pct(r['mAP'])} | {pct(r['source_top1'])} |"
                 )
     lines += ["", "## Out-of-domain decision (held-out texts)", "",
               "| setting | threshold on p_in | calibration TPR | calibration FPR | held-out TPR | held-out FPR | held-out n (in / out) |",
@@ -234,7 +234,7 @@ def markdown(report: dict) -> str:
         for setting, study in report["seeds"].items():
             for method in ("soft", "anchor_soft", "smoothed", "hard"):
                 m = study["summary"][method]
-                cells = " | ".join(f"{100 * m[k]['mean']:.2f} ± {100 * m[k]['sd']:.2f}" for k in ("rank1", "rank2", "rank3", "map"))
+                cells = " | ".join(f"{100 * m[k]['mean']:.2f} ± {100 * m[k]['sd']:.2f}" for k in ("rank1", "rank2", "rank3", "mAP"))
                 lines.append(f"| {setting} | {METHOD_NAMES[method]} | {', '.join(map(str, study['seeds']))} | {cells} |")
     lat = report["laterality"]
     lines += ["", "## Laterality rule against the dataset's laterality field", "",

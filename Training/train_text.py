@@ -37,7 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--split-seed",
         type=int,
         default=None,
-        help="make a seeded 70/10/20 split stratified by organ for a dataset without a split field",
+        help="re-split the dataset 70/10/20 by source passage with this seed (MedSORALib.knowledge.dataset."
+        "split_by_passage); needed for a dataset without a split field",
     )
     parser.add_argument("--settings", nargs="+", choices=["paper7", "full11"], default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for these small models)")
@@ -45,14 +46,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_rows(args) -> tuple[list[dict], dict]:
-    from MedSORALib.text.training import file_sha256, read_jsonl, seeded_split
+    from MedSORALib.knowledge.dataset import split_by_passage
+    from MedSORALib.text.training import file_sha256, read_jsonl
 
     path = Path(args.dataset) if args.dataset else DEFAULT_DATASET
     if not path.is_file():
         raise SystemExit(f"train_text: dataset {path} not found (build it with: medsora dataset build)")
     rows = read_jsonl(path)
     if args.split_seed is not None:
-        rows = seeded_split(rows, seed=args.split_seed)
+        rows = [dict(r) for r in rows]
+        split_by_passage(rows, {"train": 0.7, "val": 0.1, "test": 0.2}, args.split_seed)
     elif any("split" not in r for r in rows):
         raise SystemExit(f"train_text: {path} has rows without a split field; pass --split-seed N")
     info = {"dataset": path.name, "dataset_sha256": file_sha256(path), "split_seed": args.split_seed}

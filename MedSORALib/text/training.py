@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import random
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -108,24 +106,6 @@ def rows_for_setting(rows: list[dict], setting: str, multi_label: bool = False) 
     if multi_label:
         return kept, np.asarray(labels, dtype=bool).reshape(len(kept), len(classes))
     return kept, np.asarray(labels, dtype=np.int64)
-
-
-def seeded_split(rows: list[dict], seed: int = 0, fractions=(0.7, 0.1, 0.2)) -> list[dict]:
-    """Copies of ``rows`` with a "split" field, stratified by "organ" (for data without one)."""
-    by_organ: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        by_organ[row["organ"]].append(dict(row))
-    rng = random.Random(seed)
-    out = []
-    for organ in sorted(by_organ):
-        group = by_organ[organ]
-        rng.shuffle(group)
-        n_train = round(len(group) * fractions[0])
-        n_val = round(len(group) * fractions[1])
-        for i, row in enumerate(group):
-            row["split"] = "train" if i < n_train else ("val" if i < n_train + n_val else "test")
-            out.append(row)
-    return out
 
 
 def soft_targets(anchor_soft: np.ndarray, labels: np.ndarray, source_weight: float) -> np.ndarray:
