@@ -243,3 +243,41 @@ def test_shipped_dataset_matches_its_config(shipped):
     rows = [dict(r) for r in shipped]
     ds.split_by_passage(rows, config["split"], int(config["seed"]))
     assert [r["split"] for r in rows] == [r["split"] for r in shipped]
+
+
+# -- the register texts (product model's extra training texts) ---------------------------------------
+REGISTER_PATH = ds.PACKAGE_ROOT / "resources" / "dataset" / "register_texts.jsonl"
+
+
+def test_register_texts_are_valid_and_split_by_passage(shipped):
+    rows = ds.read_jsonl(REGISTER_PATH)
+    assert len(rows) >= 1500
+    registers = Counter(r["register"] for r in rows)
+    assert registers["requisition"] >= 500 and registers["case"] >= 30 and registers["lay"] >= 30
+    for r in rows:
+        assert ds.label_problem(r, FULL_CLASSES) is None, r["id"]
+        assert r["split"] in ds.SPLITS and r["chunk_ids"]
+    # organ, adjective and disease names are there on purpose
+    named = sum(bool(organ_mentions(r["text"])) for r in rows)
+    assert named >= 0.3 * len(rows)
+    # no passage (concept name, literal text, ontology term, corpus passage) in two splits, across both files
+    split_of = {}
+    for r in rows + shipped:
+        for chunk in r["chunk_ids"]:
+            split_of.setdefault(chunk, set()).add(r["split"])
+    assert [c for c, s in split_of.items() if len(s) > 1] == []
+    keys = [normalise(r["text"]) for r in rows]
+    assert len(set(keys)) == len(keys) and not set(keys) & {normalise(r["text"]) for r in shipped}
+    test = [r for r in rows if r["split"] == "test"]
+    assert 0.12 * len(rows) <= len(test) <= 0.3 * len(rows)
+
+
+def test_register_texts_rebuild_identically(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "register.jsonl"
+    result = subprocess.run([sys.executable, "Training/build_register_texts.py", "--output", str(out)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.read_bytes() == REGISTER_PATH.read_bytes()

@@ -36,6 +36,14 @@ if str(REPO) not in sys.path:
 
 from MedSORALib.files import atomic_write_text  # noqa: E402  (after the path set-up)
 
+HELD_OUT_PARTS = ("test", "registers")
+PART_TITLES = {
+    "test": "Grouped test split, paper-style texts (multi-organ labels)",
+    "registers": "Grouped test split, register texts (requisition, case, lay, ontology terms)",
+    "queries": "Held-out short abdominal queries",
+    "dev: presentations": "External-style dev set: case reports, exam stems, lay stories (abdominal)",
+    "dev: requisition": "External-style dev set: requisition indications (abdominal)",
+}
 METHODS = ("soft", "anchor_soft", "smoothed", "hard", "anchors", "zero-shot")
 METHOD_NAMES = {
     "soft": "soft labels, source + anchors (shipped)",
@@ -53,7 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--weights", default=None, help="text weights folder (default: the shipped weights)")
     parser.add_argument("--dataset", default=None, help="dataset JSONL with splits (default: the shipped dataset)")
     parser.add_argument("--settings", nargs="+", choices=["paper7", "full11"], default=["paper7", "full11"])
-    parser.add_argument("--no-figures", action="store_true", help="skip the t-SNE and correlation figures")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    parser.add_argument("--dev", default=str(REPO / "Training" / "data" / "external_dev.jsonl"),
+                        help="external-style dev set (JSONL with abdominal, register, organs); scored when present")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for these small models)")
     parser.add_argument(
         "--seeds",
@@ -66,7 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def evaluate_setting(setting, reasoner, encoder, test_rows, query_rows):
+def evaluate_setting(setting, reasoner, encoder, parts):
+    """Rankings of every method on each evaluation part ({name: rows with ``organs``})."""
     import numpy as np
 
     from MedSORALib.text.metrics import ranking_report
@@ -77,11 +88,18 @@ def evaluate_setting(setting, reasoner, encoder, test_rows, query_rows):
     prompts = zero_shot_class_vectors(encoder, classes)
     results = {}
     arrays = {}
-    for name, rows in (("test", test_rows), ("queries", query_rows)):
+    for name, rows in parts.items():
         kept, relevant = rows_for_setting(rows, setting, multi_label=True)
-        emb = encoder.encode([r["text"] for r in kept])
-        raw = reasoner.raw_scores(emb)
-        scores = {"soft": raw["soft"], "anchors": raw["anchor_cos"], "zero-shot": zero_shot_scores(emb, prompts)}
+        if not kept:
+            continue
+        texts = [r["text"] for r in kept]
+        emb = reasoner.encode(texts)
+        # Texts of the grouped test split were written from knowledge-base passages: the knowledge
+        # channel leaves their own passage out, as training did.
+        exclude = [r.get("chunk_ids") or [] for r in kept] if name in HELD_OUT_PARTS else None
+        raw = reasoner.raw_scores(emb, texts, exclude=exclude)
+        scores = {"soft": raw["soft"], "anchors": raw["anchor_cos"],
+                  "zero-shot": zero_shot_scores(encoder.encode(texts), prompts)}
         for ablation in ("hard", "anchor_soft", "smoothed"):
             if ablation in raw:
                 scores[ablation] = raw[ablation]
@@ -91,7 +109,8 @@ def evaluate_setting(setting, reasoner, encoder, test_rows, query_rows):
         ok = source >= 0
         for m in results[name]:
             results[name][m]["source_top1"] = float((scores[m][ok].argmax(1) == source[ok]).mean()) if ok.any() else None
-        arrays[name] = {"embeddings": emb, "relevant": relevant, "scores": scores, "rows": kept}
+        arrays[name] = {"embeddings": emb, "relevant": relevant, "scores": scores, "rows": kept,
+                        "relevance": reasoner.relevance_from_soft(raw["soft"]) * reasoner.detector.gate(raw["p_in"])[:, None]}
     return results, arrays
 
 
@@ -171,10 +190,14 @@ def seed_study(setting, reasoner, encoder, rows, seeds) -> dict:
     w = float(training.get("source_weight", 0.5))
     train_rows, labels = rows_for_setting([r for r in rows if r.get("split") == "train"], setting)
     test_rows, relevant = rows_for_setting([r for r in rows if r.get("split") == "test"], setting, multi_label=True)
-    x_train = encoder.encode([r["text"] for r in train_rows])
-    x_test = torch.as_tensor(encoder.encode([r["text"] for r in test_rows]))
+    train_texts = [r["text"] for r in train_rows]
+    test_texts = [r["text"] for r in test_rows]
+    emb_train = reasoner.encode(train_texts)
+    x_train = reasoner.mlp_inputs(emb_train, train_texts, [r.get("chunk_ids") or [] for r in train_rows])
+    x_test = torch.as_tensor(reasoner.mlp_inputs(reasoner.encode(test_texts), test_texts,
+                                                 [r.get("chunk_ids") or [] for r in test_rows]))
     with torch.no_grad():
-        anchor_soft = reasoner.anchors.soft_labels(torch.as_tensor(x_train)).numpy()
+        anchor_soft = reasoner.anchors.soft_labels(torch.as_tensor(emb_train)).numpy()
     one_hot = np.eye(len(reasoner.classes), dtype=np.float32)[labels]
     targets = {
         "soft": soft_targets(anchor_soft, labels, w),
@@ -185,7 +208,8 @@ def seed_study(setting, reasoner, encoder, rows, seeds) -> dict:
     runs: dict[str, list[dict]] = {name: [] for name in targets}
     for seed in seeds:
         for name, target in targets.items():
-            config = MLPTrainingConfig(**{**training["mlp"], "seed": seed})
+            epochs = (training.get("product") or {}).get("mlp_epochs") if setting in (training.get("product") or {}).get("settings", []) else None
+            config = MLPTrainingConfig(**{**training["mlp"], "seed": seed, **({"epochs": epochs} if epochs else {})})
             head, _ = train_mlp(x_train, target, config)
             runs[name].append(ranking_report(head.predict(x_test).numpy(), relevant))
     summary = {}
@@ -195,6 +219,55 @@ def seed_study(setting, reasoner, encoder, rows, seeds) -> dict:
             for k in ("rank1", "rank2", "rank3", "mAP")
         }
     return {"seeds": list(seeds), "source_weight": w, "summary": summary}
+
+
+def reliability(relevance, relevant, bins: int = 10) -> dict:
+    """Reliability of the relevance as a probability that the class is in the text's label.
+
+    Over all (text, class) pairs: equal-width bins of the relevance; per bin the mean relevance, the
+    share of pairs whose class is in the label, and the count; ECE = sum over bins of
+    (count / total) * |share - mean relevance|.
+    """
+    import numpy as np
+
+    p = np.asarray(relevance, dtype=np.float64).ravel()
+    y = np.asarray(relevant, dtype=bool).ravel()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        mask = which == b
+        if not mask.any():
+            continue
+        conf, freq = float(p[mask].mean()), float(y[mask].mean())
+        ece += mask.sum() / len(p) * abs(freq - conf)
+        rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "mean_relevance": conf,
+                     "in_label": freq, "n": int(mask.sum())})
+    return {"ece": float(ece), "bins": rows, "pairs": int(len(p))}
+
+
+def reliability_figure(path: Path, setting: str, calibration: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = calibration["bins"]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    ax.plot([b["mean_relevance"] for b in bins], [b["in_label"] for b in bins], marker="o", label=setting)
+    for b in bins:
+        ax.annotate(str(b["n"]), (b["mean_relevance"], b["in_label"]), fontsize=7, xytext=(3, -9), textcoords="offset points")
+    ax.set_xlabel("relevance (mean in bin)")
+    ax.set_ylabel("share of (text, organ) pairs with the organ in the label")
+    ax.set_title(f"Reliability on the grouped test split, {setting}\nECE {calibration['ece']:.3f}; "
+                 f"{calibration['pairs']} pairs; counts per bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def markdown(report: dict) -> str:
@@ -207,12 +280,14 @@ def markdown(report: dict) -> str:
         f"`{report['encoder']}`. Rank-k: a correct organ (any of the test text's multi-organ label) among the k "
         "highest-scored classes; mAP: mean average precision over the multi-organ labels. Percent."
     )
-    for part, title in (("test", "Test split (multi-organ labels)"), ("queries", "Held-out short abdominal queries")):
+    for part, title in PART_TITLES.items():
+        if not any(part in res["ranking"] for res in report["settings"].values()):
+            continue
         lines += ["", f"## {title}", "", "| setting | method | n | Rank-1 | Rank-2 | Rank-3 | mAP | source organ top-1 |",
                   "|---|---|---|---|---|---|---|---|"]
         for setting, res in report["settings"].items():
             for method in METHODS:
-                r = res["ranking"][part].get(method)
+                r = res["ranking"].get(part, {}).get(method)
                 if r is None:
                     continue
                 lines.append(
@@ -228,6 +303,13 @@ def markdown(report: dict) -> str:
             f"| {setting} | {o['threshold']:.3f} | {pct(o['calibration']['tpr'])} | {pct(o['calibration']['fpr'])} | "
             f"{pct(o['heldout']['tpr'])} | {pct(o['heldout']['fpr'])} | {o['heldout']['n_in_domain']} / {o['heldout']['n_out_of_domain']} |"
         )
+    lines += ["", "## Calibration of the relevance on the grouped test split", "",
+              "Relevance read as the probability that the organ is in the text's multi-organ label, over all (text, class) pairs "
+              "of the grouped test split (out-of-domain gate applied). ECE over 10 equal-width bins.", "",
+              "| setting | parts | pairs | ECE | texts whose top relevance is exactly 1 |", "|---|---|---|---|---|"]
+    for setting, res in report["settings"].items():
+        c = res["calibration"]
+        lines.append(f"| {setting} | {', '.join(c['parts'])} | {c['pairs']} | {c['ece']:.4f} | {pct(c['exact_one_share'])} % |")
     if report.get("seeds"):
         lines += ["", "## Heads retrained with several seeds (anchors fixed), test split: mean ± sd", "",
                   "| setting | method | seeds | Rank-1 | Rank-2 | Rank-3 | mAP |", "|---|---|---|---|---|---|---|"]
@@ -259,7 +341,7 @@ def main(argv=None) -> int:
     from MedSORALib.text.laterality import detect_laterality
     from MedSORALib.text.ood import load_ood_texts
     from MedSORALib.text.reasoning import TextReasoner
-    from MedSORALib.text.training import file_sha256, ood_heldout_report, rows_for_setting
+    from MedSORALib.text.training import file_sha256, ood_heldout_report, read_jsonl, rows_for_setting
 
     torch.set_num_threads(max(1, args.threads))
     started = time.perf_counter()
@@ -269,6 +351,9 @@ def main(argv=None) -> int:
     rows = load_dataset(path=dataset_path)
     test_rows = [r for r in rows if r.get("split") == "test"]
     queries = load_ood_texts("abdominal_queries", split="test")
+    dev_rows = []
+    if args.dev and Path(args.dev).is_file():
+        dev_rows = [r for r in read_jsonl(args.dev) if r.get("abdominal")]
     encoder = get_default_encoder()
     report = {
         "dataset": dataset_path.name,
@@ -277,18 +362,39 @@ def main(argv=None) -> int:
         "settings": {},
         "correlation": {},
     }
-    non_abdominal_test = encoder.encode([r["text"] for r in load_ood_texts("non_abdominal", split="test")])
+    non_abdominal_texts = [r["text"] for r in load_ood_texts("non_abdominal", split="test")]
+    report["dev"] = str(args.dev) if dev_rows else None
     for setting in args.settings:
         reasoner = TextReasoner.load(args.weights, setting=setting, encoder=encoder)
-        ranking, arrays = evaluate_setting(setting, reasoner, encoder, test_rows, queries)
+        parts = {"test": test_rows}
+        product = reasoner.config.get("training", {}).get("config", {}).get("product") or {}
+        if setting in product.get("settings", []):
+            for name in product.get("extra_datasets", []):
+                extra = read_jsonl(REPO / name if not Path(name).is_absolute() else name)
+                parts["registers"] = parts.get("registers", []) + [r for r in extra if r.get("split") == "test"]
+        parts["queries"] = queries
+        if dev_rows:
+            parts["dev: presentations"] = [r for r in dev_rows if r.get("register") != "requisition"]
+            parts["dev: requisition"] = [r for r in dev_rows if r.get("register") == "requisition"]
+        ranking, arrays = evaluate_setting(setting, reasoner, encoder, parts)
         in_rows, _ = rows_for_setting(test_rows, setting, multi_label=True)
-        in_emb = np.concatenate([encoder.encode([r["text"] for r in in_rows]), encoder.encode([q["text"] for q in queries])])
+        in_texts = [r["text"] for r in in_rows] + [q["text"] for q in queries]
         ood = {
             "threshold": reasoner.detector.threshold,
             "calibration": reasoner.detector.calibration,
-            "heldout": ood_heldout_report(reasoner, in_emb, non_abdominal_test),
+            "heldout": ood_heldout_report(reasoner, reasoner.encode(in_texts), reasoner.encode(non_abdominal_texts),
+                                          in_texts=in_texts, out_texts=non_abdominal_texts),
         }
-        report["settings"][setting] = {"ranking": ranking, "ood": ood, "weights": str(reasoner.folder)}
+        grouped = [arrays[p] for p in HELD_OUT_PARTS if p in arrays]
+        relevance = np.concatenate([a["relevance"] for a in grouped])
+        labels = np.concatenate([a["relevant"] for a in grouped])
+        calibration = reliability(relevance, labels)
+        calibration["exact_one_share"] = float((relevance.max(axis=1) >= 1.0 - 1e-9).mean())
+        calibration["parts"] = [p for p in HELD_OUT_PARTS if p in arrays]
+        if not args.no_figures:
+            reliability_figure(out / f"reliability_{setting}.png", setting, calibration)
+        report["settings"][setting] = {"ranking": ranking, "ood": ood, "calibration": calibration,
+                                       "weights": str(Path(reasoner.folder).relative_to(REPO)) if Path(reasoner.folder).is_relative_to(REPO) else str(reasoner.folder)}
         if not args.no_figures:
             tsne_figure(out / f"tsne_anchors_{setting}.png", setting, reasoner, arrays["test"])
             report["correlation"][setting] = correlation_figure(
