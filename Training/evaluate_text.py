@@ -1,9 +1,11 @@
-"""Evaluate MedSORA's text models on the test split of the symptom dataset.
+"""Evaluate MedSORA's shipped text models on the passage-grouped test split and the external-style dev set.
 
 For each class setting (the paper's 7 classes, our 11) and each method:
 
 * soft  - the shipped model: relevance MLP on soft labels mixing the source organ and the
-          learnable organ anchors, w * one-hot + (1 - w) * (cos(p_i, f) + 1) / 2;
+          learnable organ anchors, w * one-hot + (1 - w) * (cos(p_i, f) + 1) / 2 (full11: with the
+          register texts, abbreviations spelled out, the knowledge channel in its inputs and the curated
+          secondary organs as a target floor);
 * anchor_soft - the same MLP on the anchors' soft labels alone (method.md read literally);
 * smoothed - the same MLP on w * one-hot + (1 - w) * a constant: label smoothing without the
           anchors (control: how much of the gain is the anchors' structure);
@@ -11,15 +13,20 @@ For each class setting (the paper's 7 classes, our 11) and each method:
 * anchors - the positive anchors alone, cos(p_i, f) (the soft labels themselves);
 * zero-shot - cosine between the symptom and prompts per organ with the same encoder,
 
-it reports Rank-1/2/3 accuracy (a correct organ of the test text's multi-organ label among the
-top k) and mAP over the multi-organ labels, on the dataset's test split and on the held-out
-short abdominal queries. It also reports the out-of-domain decision on held-out texts, the
-laterality rule against the dataset's laterality field, and draws the paper's figures:
+it reports Rank-1/2/3 accuracy (a correct organ of the text's multi-organ label among the top k) and
+mAP over the multi-organ labels on: the grouped test split of the paper-style dataset (no test text
+shares a source passage with a training text; the knowledge channel leaves each test text's passage
+out too), the grouped test split of the register texts (full11), the held-out short abdominal
+queries, and the abdominal texts of the external-style dev set (``--dev``, when present), split into
+presentations (case reports, exam stems, lay stories) and requisition indications. It also reports
+the out-of-domain decision on held-out texts, the calibration of the relevance on the grouped test
+split (reliability curve, expected calibration error, share of texts whose top relevance is exactly
+1), the laterality rule against the dataset's laterality field, and draws the paper's figures:
 t-SNE of test embeddings with the positive anchors (Fig. 5) and organ-organ correlation of the
 outputs, hard vs soft (Fig. 6).
 
 Example:
-    python Training/evaluate_text.py --output results/text
+    python Training/evaluate_text.py --output MedSORALib/resources/weights/text/evaluation --seeds 1 2 3
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ PART_TITLES = {
 }
 METHODS = ("soft", "anchor_soft", "smoothed", "hard", "anchors", "zero-shot")
 METHOD_NAMES = {
-    "soft": "soft labels, source + anchors (shipped)",
+    "soft": "soft labels, source + anchors",
     "anchor_soft": "soft labels, anchors alone",
     "smoothed": "source + constant (label smoothing control)",
     "hard": "hard labels (one-hot MLP)",
@@ -110,7 +117,8 @@ def evaluate_setting(setting, reasoner, encoder, parts):
         for m in results[name]:
             results[name][m]["source_top1"] = float((scores[m][ok].argmax(1) == source[ok]).mean()) if ok.any() else None
         arrays[name] = {"embeddings": emb, "relevant": relevant, "scores": scores, "rows": kept,
-                        "relevance": reasoner.relevance_from_soft(raw["soft"]) * reasoner.detector.gate(raw["p_in"])[:, None]}
+                        "relevance": reasoner.relevance_from_soft(raw[reasoner.relevance_head])
+                        * reasoner.detector.gate(raw["p_in"])[:, None]}
     return results, arrays
 
 
@@ -208,8 +216,9 @@ def seed_study(setting, reasoner, encoder, rows, seeds) -> dict:
     runs: dict[str, list[dict]] = {name: [] for name in targets}
     for seed in seeds:
         for name, target in targets.items():
-            epochs = (training.get("product") or {}).get("mlp_epochs") if setting in (training.get("product") or {}).get("settings", []) else None
-            config = MLPTrainingConfig(**{**training["mlp"], "seed": seed, **({"epochs": epochs} if epochs else {})})
+            product = training.get("product") or {}
+            overrides = product.get("mlp") or {} if setting in product.get("settings", []) else {}
+            config = MLPTrainingConfig(**{**training["mlp"], **overrides, "seed": seed})
             head, _ = train_mlp(x_train, target, config)
             runs[name].append(ranking_report(head.predict(x_test).numpy(), relevant))
     summary = {}
@@ -270,6 +279,12 @@ def reliability_figure(path: Path, setting: str, calibration: dict) -> None:
     plt.close(fig)
 
 
+def method_name(setting_report: dict, method: str) -> str:
+    """Display name of a method, marked "(shipped)" when it is the setting's relevance head."""
+    shipped = " (shipped)" if method == setting_report.get("relevance_head", "soft") else ""
+    return METHOD_NAMES[method] + shipped
+
+
 def markdown(report: dict) -> str:
     def pct(v):
         return "-" if v is None else f"{100 * v:.2f}"
@@ -291,7 +306,7 @@ def markdown(report: dict) -> str:
                 if r is None:
                     continue
                 lines.append(
-                    f"| {setting} | {METHOD_NAMES[method]} | {r['n']} | {pct(r['rank1'])} | {pct(r['rank2'])} | "
+                    f"| {setting} | {method_name(res, method)} | {r['n']} | {pct(r['rank1'])} | {pct(r['rank2'])} | "
                     f"{pct(r['rank3'])} | {pct(r['mAP'])} | {pct(r['source_top1'])} |"
                 )
     lines += ["", "## Out-of-domain decision (held-out texts)", "",
@@ -317,7 +332,7 @@ def markdown(report: dict) -> str:
             for method in ("soft", "anchor_soft", "smoothed", "hard"):
                 m = study["summary"][method]
                 cells = " | ".join(f"{100 * m[k]['mean']:.2f} ± {100 * m[k]['sd']:.2f}" for k in ("rank1", "rank2", "rank3", "mAP"))
-                lines.append(f"| {setting} | {METHOD_NAMES[method]} | {', '.join(map(str, study['seeds']))} | {cells} |")
+                lines.append(f"| {setting} | {method_name(report['settings'][setting], method)} | {', '.join(map(str, study['seeds']))} | {cells} |")
     lat = report["laterality"]
     lines += ["", "## Laterality rule against the dataset's laterality field", "",
               f"{lat['n']} kidney and adrenal texts (the dataset records a side only for these): agreement {pct(lat['accuracy'])} %; per label (recall): "
@@ -394,6 +409,7 @@ def main(argv=None) -> int:
         if not args.no_figures:
             reliability_figure(out / f"reliability_{setting}.png", setting, calibration)
         report["settings"][setting] = {"ranking": ranking, "ood": ood, "calibration": calibration,
+                                       "relevance_head": reasoner.relevance_head,
                                        "weights": str(Path(reasoner.folder).relative_to(REPO)) if Path(reasoner.folder).is_relative_to(REPO) else str(reasoner.folder)}
         if not args.no_figures:
             tsne_figure(out / f"tsne_anchors_{setting}.png", setting, reasoner, arrays["test"])

@@ -183,7 +183,13 @@ def main(argv=None) -> int:
     total = time.perf_counter() - started
     print(f"total training time {total:.1f} s")
     summary["total_s"] = round(total, 1)
-    atomic_write_text(output / "training_summary.json", json.dumps(summary, indent=2) + "\n")
+    previous = output / "training_summary.json"
+    if previous.is_file():  # keep the entries of settings not retrained in this run
+        try:
+            summary = {**{k: v for k, v in json.loads(previous.read_text()).items() if k in CLASS_SETTINGS}, **summary}
+        except (OSError, json.JSONDecodeError):
+            pass
+    atomic_write_text(previous, json.dumps(summary, indent=2) + "\n")
     return 0
 
 

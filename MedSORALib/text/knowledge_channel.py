@@ -144,7 +144,9 @@ class KnowledgeChannel:
                 weights = self.weights[keep]
             else:
                 weights = self.weights
-            out[i, :c] = np.where(weights > 0, dense, -1.0).max(axis=0) if len(dense) else 0.0
+            if len(dense):
+                best = np.where(weights > 0, dense, -np.inf).max(axis=0)
+                out[i, :c] = np.where(np.isfinite(best), best, 0.0)  # a class without terms: no evidence
             top = float(lexical.max()) if len(lexical) else 0.0
             if top > 0:
                 out[i, c:] = ((lexical / top)[:, None] * weights).max(axis=0)

@@ -158,6 +158,11 @@ class TextReasoner:
         self.anchors.eval()
         self.soft_mlp.eval()
         rel = config["relevance"]
+        #: the head whose output is the relevance: "soft" (source organ + anchors, the paper's recipe) or
+        #: one of the stored control heads (the full11 product model uses "smoothed", chosen on evidence)
+        self.relevance_head = str(rel.get("head", "soft"))
+        if self.relevance_head != "soft" and self.relevance_head not in self.ablation_mlps:
+            raise ModelError(f"text model relevance head {self.relevance_head!r} is not in its weights")
         self._low, self._high = float(rel["low"]), float(rel["high"])
         #: Platt scaling of the MLP logit (a, b), fitted on the validation split; None = the older clipped rescale.
         self._platt = (float(rel["platt_a"]), float(rel["platt_b"])) if "platt_a" in rel else None
@@ -338,7 +343,7 @@ class TextReasoner:
         )
 
     def relevance_from_soft(self, soft: np.ndarray) -> np.ndarray:
-        """Soft-MLP outputs (N, C) -> relevance in [0, 1] (before the out-of-domain gate).
+        """Outputs (N, C) of the relevance head -> relevance in [0, 1] (before the out-of-domain gate).
 
         With Platt scaling (current models): ``sigmoid(a * logit(g) + b)``, the calibrated probability that
         the class belongs to the text's multi-organ label, never exactly 0 or 1. Older models: the
@@ -372,7 +377,8 @@ class TextReasoner:
         scores = self.raw_scores(embeddings, texts)
         p_in = scores["p_in"]
         gate = self.detector.gate(p_in)
-        relevance = self.relevance_from_soft(scores["soft"]) * gate[:, None]
+        head = scores[self.relevance_head]
+        relevance = self.relevance_from_soft(head) * gate[:, None]
         out = []
         for i, text in enumerate(texts):
             class_rel = {c: float(relevance[i, j]) for j, c in enumerate(self.classes)}
@@ -388,7 +394,7 @@ class TextReasoner:
                     structure_relevance=per_structure,
                     embedding=np.asarray(embeddings[i], dtype=np.float32),
                     laterality=side,
-                    class_scores={c: float(scores["soft"][i, j]) for j, c in enumerate(self.classes)},
+                    class_scores={c: float(head[i, j]) for j, c in enumerate(self.classes)},
                 )
             )
         return out

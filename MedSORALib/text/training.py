@@ -45,7 +45,10 @@ class ProductOptions:
             (:mod:`MedSORALib.text.knowledge_channel`); ``knowledge_corpus`` also uses the team corpus passages.
         secondary_weight: MLP target floor for the other organs of a text's curated label
             (``organs[1:]``); 0 = the source organ only.
-        mlp_epochs: epochs of the MLP heads of these settings (None = ``mlp.epochs``).
+        relevance_head: the head whose output becomes the relevance: "soft" (source organ + anchors) or
+            "smoothed" (source organ + a constant: the label-smoothing head), "hard".
+        mlp: overrides of the MLP hyper-parameters for these settings (e.g. ``{"epochs": 100, "batch_size": 128}``
+            for the larger training set); empty = the paper's ``mlp`` block.
     """
 
     settings: tuple[str, ...] = ("full11",)
@@ -54,7 +57,8 @@ class ProductOptions:
     knowledge: bool = False
     knowledge_corpus: bool = True
     secondary_weight: float = 0.0
-    mlp_epochs: int | None = None
+    relevance_head: str = "soft"
+    mlp: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "ProductOptions":
@@ -69,7 +73,8 @@ class ProductOptions:
             knowledge=bool(data.get("knowledge", False)),
             knowledge_corpus=bool(data.get("knowledge_corpus", True)),
             secondary_weight=float(data.get("secondary_weight", 0.0)),
-            mlp_epochs=int(data["mlp_epochs"]) if data.get("mlp_epochs") else None,
+            relevance_head=str(data.get("relevance_head", "soft")),
+            mlp=dict(data.get("mlp") or {}),
         )
 
 
@@ -124,7 +129,7 @@ class TextTrainingConfig:
             "ood_k": self.ood_k,
             "settings": list(self.settings),
             "product": {**asdict(self.product), "settings": list(self.product.settings),
-                        "extra_datasets": list(self.product.extra_datasets)},
+                        "extra_datasets": list(self.product.extra_datasets), "mlp": dict(self.product.mlp)},
         }
 
 
@@ -309,7 +314,7 @@ def fit_reasoner(
     timings["knowledge_evidence_s"] = time.perf_counter() - start
 
     trained, losses = {}, {}
-    mlp_config = replace(config.mlp, epochs=options.mlp_epochs) if options.mlp_epochs else config.mlp
+    mlp_config = replace(config.mlp, **options.mlp) if options.mlp else config.mlp
     for name, target in heads.items():
         start = time.perf_counter()
         trained[name], curve = train_mlp(x_train, target, mlp_config)
@@ -317,11 +322,15 @@ def fit_reasoner(
         timings[f"{name}_mlp_s"] = time.perf_counter() - start
         log(f"[{setting}] {name}-label MLP: BCE {curve[0]:.4f} -> {curve[-1]:.4f} ({timings[f'{name}_mlp_s']:.1f} s)")
     soft_mlp = trained.pop("soft")
+    head = options.relevance_head
+    if head != "soft" and head not in trained:
+        raise ValueError(f"relevance head {head!r} is not trained (train_{head} is off or source_weight is 0)")
 
     with torch.no_grad():
-        soft_train = soft_mlp.predict(torch.as_tensor(x_train)).numpy()
+        soft_train = (soft_mlp if head == "soft" else trained[head]).predict(torch.as_tensor(x_train)).numpy()
     low, high = relevance_scale(soft_train, train_labels)
     relevance = {
+        "head": head,
         "low": low,
         "high": high,
         "rule": "clip((g - low) / (high - low), 0, 1) * gate; low/high = median soft-MLP output of "
@@ -350,13 +359,13 @@ def fit_reasoner(
     )
     if calibration is not None:
         cal_emb, cal_texts, cal_relevant = calibration
-        a, b = fit_platt(reasoner.raw_scores(cal_emb, cal_texts)["soft"], cal_relevant)
+        a, b = fit_platt(reasoner.raw_scores(cal_emb, cal_texts)[head], cal_relevant)
         relevance.update({
             "platt_a": a,
             "platt_b": b,
             "n_calibration": int(len(cal_emb)),
-            "rule": "sigmoid(platt_a * logit(g) + platt_b) * gate; Platt scaling of the soft-MLP output g fitted "
-            "on the validation split against its multi-organ labels",
+            "rule": f"sigmoid(platt_a * logit(g) + platt_b) * gate; Platt scaling of the output g of the {head!r} head "
+            "fitted on the validation split against its multi-organ labels",
         })
         reasoner = TextReasoner.from_components(
             config_json, anchors, soft_mlp, trained, train_embeddings, ood_out_embeddings, knowledge=knowledge
