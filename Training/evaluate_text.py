@@ -327,6 +327,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {setting} | {', '.join(c['parts'])} | {c['pairs']} | {c['ece']:.4f} | {pct(c['exact_one_share'])} % |")
     if report.get("seeds"):
         lines += ["", "## Heads retrained with several seeds (anchors fixed), test split: mean ± sd", "",
+                  "Settings trained with the paper's recipe only; the product setting's seeds are in `text_comparison.md`.", "",
                   "| setting | method | seeds | Rank-1 | Rank-2 | Rank-3 | mAP |", "|---|---|---|---|---|---|---|"]
         for setting, study in report["seeds"].items():
             for method in ("soft", "anchor_soft", "smoothed", "hard"):
@@ -378,7 +379,9 @@ def main(argv=None) -> int:
         "correlation": {},
     }
     non_abdominal_texts = [r["text"] for r in load_ood_texts("non_abdominal", split="test")]
-    report["dev"] = str(args.dev) if dev_rows else None
+    dev_path = Path(args.dev).resolve()
+    shown = dev_path.relative_to(REPO) if dev_path.is_relative_to(REPO) else Path("Training/data") / dev_path.name
+    report["dev"] = str(shown) if dev_rows else None
     for setting in args.settings:
         reasoner = TextReasoner.load(args.weights, setting=setting, encoder=encoder)
         parts = {"test": test_rows}
@@ -416,7 +419,9 @@ def main(argv=None) -> int:
             report["correlation"][setting] = correlation_figure(
                 out / f"correlation_hard_vs_soft_{setting}.png", setting, reasoner.classes, arrays["test"]["scores"]
             )
-        if args.seeds:
+        if args.seeds and setting not in product.get("settings", []):
+            # The product setting trains on more texts and inputs than this study retrains; its seeds are
+            # in text_comparison.md (Training/compare_text_models.py).
             report.setdefault("seeds", {})[setting] = seed_study(setting, reasoner, encoder, rows, args.seeds)
         print(f"[{setting}] evaluated ({time.perf_counter() - started:.1f} s)")
     # The dataset records a side only for texts written for a paired organ (kidney, adrenal gland).
