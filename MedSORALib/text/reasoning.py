@@ -1,16 +1,19 @@
 """Symptom text -> organ relevance: the trained text side of MedSORA, as one loadable object.
 
 A :class:`TextReasoner` is a folder ``<weights>/<setting>/`` holding ``config.json`` and
-``model.safetensors`` (organ anchors, the soft-label MLP, the MLPs of the ablations, the
+``model.safetensors`` (plus ``knowledge_terms.json`` for a model with a knowledge channel; organ anchors, the soft-label MLP, the MLPs of the ablations, the
 embeddings of the training and non-abdominal calibration texts used by the out-of-domain detector). It is loaded once per
 process and per folder (:meth:`TextReasoner.load` caches it).
 
 For each text, :meth:`TextReasoner.predict` returns:
 
-* ``class_relevance``: the soft-label MLP's output g_i(f) per reasoning class, rescaled so that
-  0 is the median output for an unrelated organ and 1 the median output for the text's own organ
-  on the training set (clipped to [0, 1]), then multiplied by the out-of-domain gate (1 for
-  abdominal texts, ``p_in / threshold`` below the threshold);
+* ``class_relevance``: the relevance head's output g_i per reasoning class (the soft-label MLP for the
+  paper's recipe; the full11 product model uses its label-smoothing head and reads the knowledge
+  channel's evidence next to the embedding, see :mod:`MedSORALib.text.knowledge_channel`), turned into a
+  calibrated probability that the class is in the text's label by Platt scaling,
+  ``sigmoid(a * logit(g) + b)`` (older weights: rescaled so that 0 is the median output for an unrelated
+  organ and 1 for the text's own organ, clipped to [0, 1]), then multiplied by the out-of-domain gate
+  (1 for abdominal texts, ``p_in / threshold`` below the threshold);
 * ``structure_relevance``: every class value given to its structures (13 keys; the paper7
   setting gives 0 to the four structures it has no class for), with the laterality rule of
   :mod:`MedSORALib.text.laterality` splitting the kidneys and adrenal glands;

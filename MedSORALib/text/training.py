@@ -8,6 +8,12 @@ cosines ~0.5 rather than >= 0.8) and, alone, rank organs worse than one-hot labe
 shipped model keeps the source organ in the target. The ablation heads (one-hot, anchors alone,
 label smoothing) are trained with the same settings and stored for the evaluation.
 
+The product setting (full11 by default, :class:`ProductOptions`) also trains on the register texts,
+spells out abbreviations, fuses the knowledge channel's evidence into the MLP inputs, raises the
+target of the curated secondary organs and takes its relevance from the label-smoothing head, which
+the comparison of ``Training/compare_text_models.py`` preferred. Every setting's relevance is Platt-
+scaled on the validation split (:func:`fit_platt`).
+
 The program ``Training/train_text.py`` reads a configuration and the dataset and calls
 :func:`fit_reasoner` once per class setting; tests call it on small data.
 """
