@@ -343,9 +343,9 @@ def test_ranking_metrics_known_values():
     scores = np.array([[0.9, 0.5, 0.1], [0.1, 0.2, 0.9], [0.3, 0.2, 0.1]])
     m = ranking_metrics(scores, ["a", "b", "c"], [["b"], ["c", "a"], ["z"]])
     assert m["n"] == 2 and m["skipped"] == 1
-    assert m["rank1"] == pytest.approx(50.0) and m["rank2"] == pytest.approx(100.0)
+    assert m["rank1"] == pytest.approx(0.5) and m["rank2"] == pytest.approx(1.0)
     # AP: first row 1/2; second row (1/1 + 2/3) / 2.
-    assert m["mAP"] == pytest.approx(100 * (0.5 + (1 + 2 / 3) / 2) / 2)
+    assert m["mAP"] == pytest.approx((0.5 + (1 + 2 / 3) / 2) / 2)
     cs, present = class_scores(np.array([[0.1, 0.7, 0.3]]), ["kidney_right", "kidney_left", "liver"],
                                ["liver", "kidney", "spleen"])
     assert present == ["liver", "kidney"] and np.allclose(cs, [[0.3, 0.7]])

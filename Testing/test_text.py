@@ -19,7 +19,15 @@ from MedSORALib.text.metrics import average_precision, mean_average_precision, r
 from MedSORALib.text.mlp import MLPTrainingConfig, train_mlp
 from MedSORALib.text.ood import OutOfDomainDetector, knn_similarity, load_ood_texts
 from MedSORALib.text.reasoning import TextReasoner, default_weights_dir
-from MedSORALib.text.training import TextTrainingConfig, fit_reasoner, relevance_scale, rows_for_setting, soft_targets
+from MedSORALib.text.training import (
+    TextTrainingConfig,
+    fit_platt,
+    fit_reasoner,
+    relevance_scale,
+    rows_for_setting,
+    secondary_floor,
+    soft_targets,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 torch.set_num_threads(1)
@@ -236,7 +244,9 @@ def test_training_config_file_loads_and_rejects_unknown_keys():
 
     config = TextTrainingConfig.from_dict(yaml.safe_load((REPO / "Training/configs/text.yaml").read_text()))
     assert config.anchors.margin == 0.8
-    assert (config.mlp.epochs, config.mlp.batch_size, config.mlp.lr) == (500, 32, 1e-3)
+    assert (config.mlp.epochs, config.mlp.batch_size, config.mlp.lr) == (100, 128, 1e-3)
+    assert config.options_for("full11").knowledge and not config.options_for("paper7").knowledge
+    assert config.options_for("paper7").extra_datasets == ()
     assert config.settings == ("paper7", "full11")
     with pytest.raises(ValueError, match="unknown"):
         TextTrainingConfig.from_dict({"epochs": 3})
@@ -251,6 +261,103 @@ def test_relevance_scale_and_rows_for_setting():
     assert [r["organ"] for r in kept] == ["liver"] and labels.tolist() == [0]
     kept, multi = rows_for_setting(rows, "paper7", multi_label=True)
     assert len(kept) == 2 and multi[0, CLASS_SETTINGS["paper7"].index("kidney")] and multi[0].sum() == 1
+
+
+def test_abbreviations_are_spelled_out_and_words_kept():
+    from MedSORALib.text.abbreviations import expand
+
+    assert expand("RUQ pain, r/o cholecystitis") == "RUQ (right upper quadrant) pain, r/o (rule out) cholecystitis"
+    assert expand("AAA surveillance") == "AAA (abdominal aortic aneurysm) surveillance"
+    assert expand("elevated LFTs") == "elevated LFTs (liver function tests)"
+    assert expand("s/p EVAR").startswith("s/p (status post) EVAR (endovascular")
+    # whole words only, and the case-sensitive short forms stay English words in lower case
+    assert expand("a cap of tea, then a trip") == "a cap of tea, then a trip"
+    assert expand("pain in the gap") == "pain in the gap"
+    assert expand("AP day 3") == "AP (acute pancreatitis) day 3"
+
+
+def _unit(v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_knowledge_channel_dense_and_bm25_evidence():
+    from MedSORALib.text.knowledge_channel import SECONDARY_WEIGHT, KnowledgeChannel
+
+    classes = ("liver", "spleen", "kidney")
+    terms = [
+        {"text": "Splenomegaly", "organs": ["spleen", "liver"], "source": "HP:1"},
+        {"text": "Enlarged spleen", "organs": ["spleen"], "source": "HP:1"},
+        {"text": "Hydronephrosis", "organs": ["kidney"], "source": "HP:2"},
+        {"text": "Hepatomegaly", "organs": ["liver"], "source": "HP:3"},
+    ]
+    emb = _unit(np.eye(4, 5))
+    channel = KnowledgeChannel(terms, classes, emb)
+    assert channel.width == 6
+    assert channel.weights.tolist() == [[pytest.approx(SECONDARY_WEIGHT), 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]]
+    query = _unit([[0.0, 1.0, 0.0, 0.0, 1.0]])  # cosine 0.707 to "Enlarged spleen", 0 to the others
+    ev = channel.evidence(["my spleen is enlarged"], query)[0]
+    dense, lexical = ev[:3], ev[3:]
+    assert dense == pytest.approx([0.0, np.sqrt(0.5), 0.0], abs=1e-6)
+    # BM25: only "Enlarged spleen" shares tokens; normalised by the best term -> spleen 1, others 0
+    assert lexical == pytest.approx([0.0, 1.0, 0.0])
+    bm = channel.bm25("spleen enlarged")
+    assert bm[1] > 0 and bm[0] == bm[2] == bm[3] == 0
+    # leaving out the source HP:1 removes both spleen terms
+    ev_out = channel.evidence(["my spleen is enlarged"], query, exclude=[["HP:1"]])[0]
+    assert ev_out[1] == pytest.approx(0.0, abs=1e-6) and ev_out[4] == 0.0
+    # a query naming nothing known has no lexical evidence
+    assert channel.evidence(["zzz qqq"], query)[0][3:].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_platt_scaling_recovers_a_known_map_and_secondary_floor():
+    from MedSORALib.text.reasoning import platt
+
+    rng = np.random.default_rng(0)
+    soft = rng.uniform(0.01, 0.99, size=(4000, 5))
+    truth = rng.uniform(size=soft.shape) < platt(soft, 0.5, -1.0)
+    a, b = fit_platt(soft, truth)
+    assert a == pytest.approx(0.5, abs=0.08) and b == pytest.approx(-1.0, abs=0.08)
+    out = platt(np.array([0.0, 0.5, 1.0]), 2.0, 0.0)
+    assert 0.0 < out[0] < 1e-9 and out[1] == pytest.approx(0.5) and 1.0 - 1e-9 < out[2] < 1.0
+    targets = np.array([[1.0, 0.1, 0.7]], np.float32)
+    assert secondary_floor(targets, np.array([[False, True, True]]), 0.5) == pytest.approx(np.array([[1.0, 0.5, 0.7]]))
+    assert secondary_floor(targets, None, 0.5) is targets
+
+
+def test_reasoner_with_knowledge_channel_saves_terms_and_reloads(tmp_path):
+    from MedSORALib.text.knowledge_channel import KnowledgeChannel
+
+    classes = CLASS_SETTINGS["paper7"]
+    x, y = _clusters(n_per=10, n_classes=len(classes), dim=16, seed=4, spread=0.3)
+    texts = [f"text {i} about {classes[c]}" for i, c in enumerate(y)]
+    terms = [{"text": f"{c} disease", "organs": [c], "source": f"T:{i}"} for i, c in enumerate(classes)]
+    centres = np.stack([x[y == i].mean(0) for i in range(len(classes))])
+    channel = KnowledgeChannel(terms, classes, _unit(centres))
+    far = _unit(np.random.default_rng(6).normal(size=(12, 16)))
+    config = TextTrainingConfig.from_dict({
+        "anchors": {"epochs": 40}, "mlp": {"epochs": 30, "batch_size": 16}, "ood_k": 3,
+        "product": {"settings": ["paper7"], "knowledge": True, "expand_abbreviations": True, "secondary_weight": 0.5},
+    })
+    calib = (x[1::4], [texts[i] for i in range(1, len(x), 4)], np.eye(len(classes), dtype=bool)[y[1::4]])
+    reasoner = fit_reasoner("paper7", x, y, {"model_id": "lookup-test-encoder", "dim": 16}, config,
+                            ood_in_embeddings=x[::3], ood_out_embeddings=far, log=lambda *_: None,
+                            train_texts=texts, train_exclude=[[] for _ in texts], knowledge=channel,
+                            ood_in_texts=texts[::3], ood_out_texts=[f"far {i}" for i in range(len(far))],
+                            calibration=calib)
+    assert reasoner.soft_mlp.net[0].in_features == 16 + 2 * len(classes)
+    assert reasoner.config["input"] == {"expand_abbreviations": True, "knowledge": True}
+    assert "platt_a" in reasoner.config["relevance"]
+    folder = reasoner.save(tmp_path / "paper7")
+    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "knowledge_terms.json"}
+    loaded = TextReasoner.load(tmp_path, setting="paper7", encoder=_LookupEncoder({}))
+    assert [t["text"] for t in loaded.knowledge.terms] == [t["text"] for t in terms]
+    for name, value in reasoner.raw_scores(x, texts).items():
+        assert np.allclose(loaded.raw_scores(x, texts)[name], value, atol=2e-3), name
+    with pytest.raises(ModelError, match="pass the texts"):
+        loaded.raw_scores(x)
+    relevance = loaded.relevance_from_soft(loaded.raw_scores(x, texts)["soft"])
+    assert 0.0 < relevance.min() and relevance.max() < 1.0
 
 
 # -- shipped weights with the real encoder ---------------------------------------------------------
@@ -285,6 +392,48 @@ def test_side_changes_kidney_relevance(full11):
 
 
 @shipped
+@pytest.mark.parametrize("text, organ", [
+    ("splenomegaly", "spleen"),
+    ("enlarged spleen", "spleen"),
+    ("pancreatitis", "pancreas"),
+    ("gallbladder attack", "gallbladder"),
+    ("hydronephrosis", "kidney"),
+    ("cholecystitis", "gallbladder"),
+    ("AAA surveillance", "aorta"),
+    ("elevated LFTs", "liver"),
+    ("progressive dysphagia to solids", "esophagus"),
+    ("adrenal incidentaloma", "adrenal_gland"),
+    ("IVC filter, bilateral leg swelling", "inferior_vena_cava"),
+    ("portal vein thrombosis", "portal_vein_and_splenic_vein"),
+])
+def test_named_organs_and_diseases_rank_their_organ_first(full11, text, organ):
+    pred = full11.predict([text])[0]
+    top = max(pred.class_relevance, key=pred.class_relevance.get)
+    assert top == organ, (text, sorted(pred.class_relevance.items(), key=lambda kv: -kv[1])[:3])
+
+
+@shipped
+def test_renal_and_varices_point_to_their_organs(full11):
+    renal, varices = full11.predict(["renal", "varices"])
+    assert max(renal.class_relevance, key=renal.class_relevance.get) == "kidney"
+    ranked = sorted(varices.class_relevance, key=varices.class_relevance.get, reverse=True)[:2]
+    assert "esophagus" in ranked or "portal_vein_and_splenic_vein" in ranked[:1]
+
+
+@shipped
+def test_relevance_is_graded_not_clipped(full11):
+    texts = ["pain in the right upper abdomen after fatty meals, with nausea", "painless jaundice with pale stools",
+             "splenomegaly", "AAA surveillance", "left flank pain radiating to the groin"]
+    preds = full11.predict(texts)
+    fatty = preds[0].class_relevance
+    assert max(fatty, key=fatty.get) == "gallbladder"
+    assert 0.05 < fatty["liver"] < fatty["gallbladder"], fatty  # the liver is a live differential, not exactly 0
+    for pred in preds:
+        values = np.array(list(pred.class_relevance.values()))
+        assert (values > 0.0).all() and (values < 1.0).all(), (pred.text, pred.class_relevance)
+
+
+@shipped
 def test_shipped_configs_record_calibration():
     for setting in ("paper7", "full11"):
         config = json.loads((default_weights_dir() / setting / "config.json").read_text())
@@ -292,6 +441,14 @@ def test_shipped_configs_record_calibration():
         assert config["margin"] == 0.8
         assert 0.0 < config["ood"]["threshold"] < 1.0
         # Held-out rates are recomputed on texts outside the detector's banks in test_ood.py.
+        relevance = config["relevance"]
+        assert relevance["platt_a"] > 0 and relevance["n_calibration"] >= 100
+    full11 = json.loads((default_weights_dir() / "full11" / "config.json").read_text())
+    paper7 = json.loads((default_weights_dir() / "paper7" / "config.json").read_text())
+    # the product model reads the knowledge channel; the paper replication keeps the paper's inputs and data
+    assert full11["input"] == {"expand_abbreviations": True, "knowledge": True}
+    assert paper7["input"] == {"expand_abbreviations": False, "knowledge": False}
+    assert paper7["training"]["extra_datasets"] == [] and full11["training"]["extra_datasets"]
 
 
 # -- medsora rank ----------------------------------------------------------------------------------
@@ -390,10 +547,18 @@ def test_evaluation_program_writes_the_table(tmp_path):
     report = json.loads((tmp_path / "text_evaluation.json").read_text())
     test = report["settings"]["full11"]["ranking"]["test"]
     assert test["soft"]["n"] >= 100
-    for k in ("rank1", "rank2", "rank3", "map"):
+    for k in ("rank1", "rank2", "rank3", "mAP"):
         assert 0.0 <= test["soft"][k] <= 1.0
         assert test["soft"][k] > test["zero-shot"][k]
     assert test["soft"]["rank1"] <= test["soft"]["rank2"] <= test["soft"]["rank3"]
-    assert test["soft"]["map"] > test["anchor_soft"]["map"]
+    assert test["soft"]["mAP"] > test["anchor_soft"]["mAP"]
+    assert test["smoothed"]["rank1"] > test["zero-shot"]["rank1"] + 0.2
+    # the register texts' grouped test split is scored too, and the calibration is reported
+    registers = report["settings"]["full11"]["ranking"]["registers"]["soft"]
+    assert registers["n"] >= 200 and registers["rank3"] >= 0.9
+    calibration = report["settings"]["full11"]["calibration"]
+    assert 0.0 <= calibration["ece"] < 0.1 and calibration["exact_one_share"] == 0.0
+    assert sum(b["n"] for b in calibration["bins"]) == calibration["pairs"] == 11 * (test["soft"]["n"] + registers["n"])
     table = (tmp_path / "text_evaluation.md").read_text()
-    assert "| full11 | soft labels, source + anchors (shipped) |" in table
+    assert "| full11 | source + constant (label smoothing control) (shipped) |" in table and "ECE" in table
+    assert "| full11 | soft labels, source + anchors |" in table

@@ -212,8 +212,8 @@ def split_by_patient(cases: Sequence[Case], fractions: Sequence[float] = (0.8, 0
 def load_symptom_texts(split: str, path: str | Path | None = None) -> tuple[list[dict], str]:
     """Symptom texts of one split, and where they came from.
 
-    Sources: an explicit JSONL ``path`` (rows with a ``split`` field, or split here by a seeded hash of
-    the id when none has one), otherwise the shipped dataset
+    Sources: an explicit JSONL ``path`` (rows with a ``split`` field, or split here 70/10/20 by
+    source passage with ``split_by_passage`` when none has one), otherwise the shipped dataset
     (``MedSORALib.knowledge.dataset.load_dataset``). A source that cannot be read, or holds no text of
     ``split``, raises: training never switches silently to other texts with another split.
 
@@ -254,16 +254,8 @@ def _normalise_row(row: dict) -> dict:
 
 def _pick_split(rows: list[dict], split: str) -> list[dict]:
     rows = [_normalise_row(r) for r in rows]
-    if all("split" in r for r in rows):
-        return [r for r in rows if r["split"] == split]
-    by_organ: dict[str, list[dict]] = {}
-    for r in rows:
-        by_organ.setdefault(r["organ"], []).append(r)
-    picked = []
-    for organ_rows in by_organ.values():
-        organ_rows = sorted(organ_rows, key=lambda r: hashlib.sha256(str(r.get("id", r["text"])).encode()).hexdigest())
-        n = len(organ_rows)
-        cut_train, cut_val = int(round(0.7 * n)), int(round(0.8 * n))
-        part = {"train": organ_rows[:cut_train], "val": organ_rows[cut_train:cut_val], "test": organ_rows[cut_val:]}
-        picked.extend(part[split])
-    return picked
+    if not all("split" in r for r in rows):
+        from MedSORALib.knowledge.dataset import split_by_passage
+
+        split_by_passage(rows, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=0)
+    return [r for r in rows if r["split"] == split]

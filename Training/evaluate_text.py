@@ -1,9 +1,11 @@
-"""Evaluate MedSORA's text models on the test split of the symptom dataset.
+"""Evaluate MedSORA's shipped text models on the passage-grouped test split and the external-style dev set.
 
 For each class setting (the paper's 7 classes, our 11) and each method:
 
 * soft  - the shipped model: relevance MLP on soft labels mixing the source organ and the
-          learnable organ anchors, w * one-hot + (1 - w) * (cos(p_i, f) + 1) / 2;
+          learnable organ anchors, w * one-hot + (1 - w) * (cos(p_i, f) + 1) / 2 (full11: with the
+          register texts, abbreviations spelled out, the knowledge channel in its inputs and the curated
+          secondary organs as a target floor);
 * anchor_soft - the same MLP on the anchors' soft labels alone (method.md read literally);
 * smoothed - the same MLP on w * one-hot + (1 - w) * a constant: label smoothing without the
           anchors (control: how much of the gain is the anchors' structure);
@@ -11,15 +13,20 @@ For each class setting (the paper's 7 classes, our 11) and each method:
 * anchors - the positive anchors alone, cos(p_i, f) (the soft labels themselves);
 * zero-shot - cosine between the symptom and prompts per organ with the same encoder,
 
-it reports Rank-1/2/3 accuracy (a correct organ of the test text's multi-organ label among the
-top k) and mAP over the multi-organ labels, on the dataset's test split and on the held-out
-short abdominal queries. It also reports the out-of-domain decision on held-out texts, the
-laterality rule against the dataset's laterality field, and draws the paper's figures:
+it reports Rank-1/2/3 accuracy (a correct organ of the text's multi-organ label among the top k) and
+mAP over the multi-organ labels on: the grouped test split of the paper-style dataset (no test text
+shares a source passage with a training text; the knowledge channel leaves each test text's passage
+out too), the grouped test split of the register texts (full11), the held-out short abdominal
+queries, and the abdominal texts of the external-style dev set (``--dev``, when present), split into
+presentations (case reports, exam stems, lay stories) and requisition indications. It also reports
+the out-of-domain decision on held-out texts, the calibration of the relevance on the grouped test
+split (reliability curve, expected calibration error, share of texts whose top relevance is exactly
+1), the laterality rule against the dataset's laterality field, and draws the paper's figures:
 t-SNE of test embeddings with the positive anchors (Fig. 5) and organ-organ correlation of the
 outputs, hard vs soft (Fig. 6).
 
 Example:
-    python Training/evaluate_text.py --output results/text
+    python Training/evaluate_text.py --output MedSORALib/resources/weights/text/evaluation --seeds 1 2 3
 """
 
 from __future__ import annotations
@@ -36,9 +43,17 @@ if str(REPO) not in sys.path:
 
 from MedSORALib.files import atomic_write_text  # noqa: E402  (after the path set-up)
 
+HELD_OUT_PARTS = ("test", "registers")
+PART_TITLES = {
+    "test": "Grouped test split, paper-style texts (multi-organ labels)",
+    "registers": "Grouped test split, register texts (requisition, case, lay, ontology terms)",
+    "queries": "Held-out short abdominal queries",
+    "dev: presentations": "External-style dev set: case reports, exam stems, lay stories (abdominal)",
+    "dev: requisition": "External-style dev set: requisition indications (abdominal)",
+}
 METHODS = ("soft", "anchor_soft", "smoothed", "hard", "anchors", "zero-shot")
 METHOD_NAMES = {
-    "soft": "soft labels, source + anchors (shipped)",
+    "soft": "soft labels, source + anchors",
     "anchor_soft": "soft labels, anchors alone",
     "smoothed": "source + constant (label smoothing control)",
     "hard": "hard labels (one-hot MLP)",
@@ -53,7 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--weights", default=None, help="text weights folder (default: the shipped weights)")
     parser.add_argument("--dataset", default=None, help="dataset JSONL with splits (default: the shipped dataset)")
     parser.add_argument("--settings", nargs="+", choices=["paper7", "full11"], default=["paper7", "full11"])
-    parser.add_argument("--no-figures", action="store_true", help="skip the t-SNE and correlation figures")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    parser.add_argument("--dev", default=str(REPO / "Training" / "data" / "external_dev.jsonl"),
+                        help="external-style dev set (JSONL with abdominal, register, organs); scored when present")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for these small models)")
     parser.add_argument(
         "--seeds",
@@ -66,7 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def evaluate_setting(setting, reasoner, encoder, test_rows, query_rows):
+def evaluate_setting(setting, reasoner, encoder, parts):
+    """Rankings of every method on each evaluation part ({name: rows with ``organs``})."""
     import numpy as np
 
     from MedSORALib.text.metrics import ranking_report
@@ -77,11 +95,18 @@ def evaluate_setting(setting, reasoner, encoder, test_rows, query_rows):
     prompts = zero_shot_class_vectors(encoder, classes)
     results = {}
     arrays = {}
-    for name, rows in (("test", test_rows), ("queries", query_rows)):
+    for name, rows in parts.items():
         kept, relevant = rows_for_setting(rows, setting, multi_label=True)
-        emb = encoder.encode([r["text"] for r in kept])
-        raw = reasoner.raw_scores(emb)
-        scores = {"soft": raw["soft"], "anchors": raw["anchor_cos"], "zero-shot": zero_shot_scores(emb, prompts)}
+        if not kept:
+            continue
+        texts = [r["text"] for r in kept]
+        emb = reasoner.encode(texts)
+        # Texts of the grouped test split were written from knowledge-base passages: the knowledge
+        # channel leaves their own passage out, as training did.
+        exclude = [r.get("chunk_ids") or [] for r in kept] if name in HELD_OUT_PARTS else None
+        raw = reasoner.raw_scores(emb, texts, exclude=exclude)
+        scores = {"soft": raw["soft"], "anchors": raw["anchor_cos"],
+                  "zero-shot": zero_shot_scores(encoder.encode(texts), prompts)}
         for ablation in ("hard", "anchor_soft", "smoothed"):
             if ablation in raw:
                 scores[ablation] = raw[ablation]
@@ -91,7 +116,9 @@ def evaluate_setting(setting, reasoner, encoder, test_rows, query_rows):
         ok = source >= 0
         for m in results[name]:
             results[name][m]["source_top1"] = float((scores[m][ok].argmax(1) == source[ok]).mean()) if ok.any() else None
-        arrays[name] = {"embeddings": emb, "relevant": relevant, "scores": scores, "rows": kept}
+        arrays[name] = {"embeddings": emb, "relevant": relevant, "scores": scores, "rows": kept,
+                        "relevance": reasoner.relevance_from_soft(raw[reasoner.relevance_head])
+                        * reasoner.detector.gate(raw["p_in"])[:, None]}
     return results, arrays
 
 
@@ -171,10 +198,14 @@ def seed_study(setting, reasoner, encoder, rows, seeds) -> dict:
     w = float(training.get("source_weight", 0.5))
     train_rows, labels = rows_for_setting([r for r in rows if r.get("split") == "train"], setting)
     test_rows, relevant = rows_for_setting([r for r in rows if r.get("split") == "test"], setting, multi_label=True)
-    x_train = encoder.encode([r["text"] for r in train_rows])
-    x_test = torch.as_tensor(encoder.encode([r["text"] for r in test_rows]))
+    train_texts = [r["text"] for r in train_rows]
+    test_texts = [r["text"] for r in test_rows]
+    emb_train = reasoner.encode(train_texts)
+    x_train = reasoner.mlp_inputs(emb_train, train_texts, [r.get("chunk_ids") or [] for r in train_rows])
+    x_test = torch.as_tensor(reasoner.mlp_inputs(reasoner.encode(test_texts), test_texts,
+                                                 [r.get("chunk_ids") or [] for r in test_rows]))
     with torch.no_grad():
-        anchor_soft = reasoner.anchors.soft_labels(torch.as_tensor(x_train)).numpy()
+        anchor_soft = reasoner.anchors.soft_labels(torch.as_tensor(emb_train)).numpy()
     one_hot = np.eye(len(reasoner.classes), dtype=np.float32)[labels]
     targets = {
         "soft": soft_targets(anchor_soft, labels, w),
@@ -185,16 +216,73 @@ def seed_study(setting, reasoner, encoder, rows, seeds) -> dict:
     runs: dict[str, list[dict]] = {name: [] for name in targets}
     for seed in seeds:
         for name, target in targets.items():
-            config = MLPTrainingConfig(**{**training["mlp"], "seed": seed})
+            product = training.get("product") or {}
+            overrides = product.get("mlp") or {} if setting in product.get("settings", []) else {}
+            config = MLPTrainingConfig(**{**training["mlp"], **overrides, "seed": seed})
             head, _ = train_mlp(x_train, target, config)
             runs[name].append(ranking_report(head.predict(x_test).numpy(), relevant))
     summary = {}
     for name, reports in runs.items():
         summary[name] = {
             k: {"mean": float(np.mean([r[k] for r in reports])), "sd": float(np.std([r[k] for r in reports]))}
-            for k in ("rank1", "rank2", "rank3", "map")
+            for k in ("rank1", "rank2", "rank3", "mAP")
         }
     return {"seeds": list(seeds), "source_weight": w, "summary": summary}
+
+
+def reliability(relevance, relevant, bins: int = 10) -> dict:
+    """Reliability of the relevance as a probability that the class is in the text's label.
+
+    Over all (text, class) pairs: equal-width bins of the relevance; per bin the mean relevance, the
+    share of pairs whose class is in the label, and the count; ECE = sum over bins of
+    (count / total) * |share - mean relevance|.
+    """
+    import numpy as np
+
+    p = np.asarray(relevance, dtype=np.float64).ravel()
+    y = np.asarray(relevant, dtype=bool).ravel()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        mask = which == b
+        if not mask.any():
+            continue
+        conf, freq = float(p[mask].mean()), float(y[mask].mean())
+        ece += mask.sum() / len(p) * abs(freq - conf)
+        rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "mean_relevance": conf,
+                     "in_label": freq, "n": int(mask.sum())})
+    return {"ece": float(ece), "bins": rows, "pairs": int(len(p))}
+
+
+def reliability_figure(path: Path, setting: str, calibration: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = calibration["bins"]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    ax.plot([b["mean_relevance"] for b in bins], [b["in_label"] for b in bins], marker="o", label=setting)
+    for b in bins:
+        ax.annotate(str(b["n"]), (b["mean_relevance"], b["in_label"]), fontsize=7, xytext=(3, -9), textcoords="offset points")
+    ax.set_xlabel("relevance (mean in bin)")
+    ax.set_ylabel("share of (text, organ) pairs with the organ in the label")
+    ax.set_title(f"Reliability on the grouped test split, {setting}\nECE {calibration['ece']:.3f}; "
+                 f"{calibration['pairs']} pairs; counts per bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def method_name(setting_report: dict, method: str) -> str:
+    """Display name of a method, marked "(shipped)" when it is the setting's relevance head."""
+    shipped = " (shipped)" if method == setting_report.get("relevance_head", "soft") else ""
+    return METHOD_NAMES[method] + shipped
 
 
 def markdown(report: dict) -> str:
@@ -207,17 +295,19 @@ def markdown(report: dict) -> str:
         f"`{report['encoder']}`. Rank-k: a correct organ (any of the test text's multi-organ label) among the k "
         "highest-scored classes; mAP: mean average precision over the multi-organ labels. Percent."
     )
-    for part, title in (("test", "Test split (multi-organ labels)"), ("queries", "Held-out short abdominal queries")):
+    for part, title in PART_TITLES.items():
+        if not any(part in res["ranking"] for res in report["settings"].values()):
+            continue
         lines += ["", f"## {title}", "", "| setting | method | n | Rank-1 | Rank-2 | Rank-3 | mAP | source organ top-1 |",
                   "|---|---|---|---|---|---|---|---|"]
         for setting, res in report["settings"].items():
             for method in METHODS:
-                r = res["ranking"][part].get(method)
+                r = res["ranking"].get(part, {}).get(method)
                 if r is None:
                     continue
                 lines.append(
-                    f"| {setting} | {METHOD_NAMES[method]} | {r['n']} | {pct(r['rank1'])} | {pct(r['rank2'])} | "
-                    f"{pct(r['rank3'])} | {pct(r['map'])} | {pct(r['source_top1'])} |"
+                    f"| {setting} | {method_name(res, method)} | {r['n']} | {pct(r['rank1'])} | {pct(r['rank2'])} | "
+                    f"{pct(r['rank3'])} | {pct(r['mAP'])} | {pct(r['source_top1'])} |"
                 )
     lines += ["", "## Out-of-domain decision (held-out texts)", "",
               "| setting | threshold on p_in | calibration TPR | calibration FPR | held-out TPR | held-out FPR | held-out n (in / out) |",
@@ -228,14 +318,22 @@ def markdown(report: dict) -> str:
             f"| {setting} | {o['threshold']:.3f} | {pct(o['calibration']['tpr'])} | {pct(o['calibration']['fpr'])} | "
             f"{pct(o['heldout']['tpr'])} | {pct(o['heldout']['fpr'])} | {o['heldout']['n_in_domain']} / {o['heldout']['n_out_of_domain']} |"
         )
+    lines += ["", "## Calibration of the relevance on the grouped test split", "",
+              "Relevance read as the probability that the organ is in the text's multi-organ label, over all (text, class) pairs "
+              "of the grouped test split (out-of-domain gate applied). ECE over 10 equal-width bins.", "",
+              "| setting | parts | pairs | ECE | texts whose top relevance is exactly 1 |", "|---|---|---|---|---|"]
+    for setting, res in report["settings"].items():
+        c = res["calibration"]
+        lines.append(f"| {setting} | {', '.join(c['parts'])} | {c['pairs']} | {c['ece']:.4f} | {pct(c['exact_one_share'])} % |")
     if report.get("seeds"):
         lines += ["", "## Heads retrained with several seeds (anchors fixed), test split: mean ± sd", "",
+                  "Settings trained with the paper's recipe only; the product setting's seeds are in `text_comparison.md`.", "",
                   "| setting | method | seeds | Rank-1 | Rank-2 | Rank-3 | mAP |", "|---|---|---|---|---|---|---|"]
         for setting, study in report["seeds"].items():
             for method in ("soft", "anchor_soft", "smoothed", "hard"):
                 m = study["summary"][method]
-                cells = " | ".join(f"{100 * m[k]['mean']:.2f} ± {100 * m[k]['sd']:.2f}" for k in ("rank1", "rank2", "rank3", "map"))
-                lines.append(f"| {setting} | {METHOD_NAMES[method]} | {', '.join(map(str, study['seeds']))} | {cells} |")
+                cells = " | ".join(f"{100 * m[k]['mean']:.2f} ± {100 * m[k]['sd']:.2f}" for k in ("rank1", "rank2", "rank3", "mAP"))
+                lines.append(f"| {setting} | {method_name(report['settings'][setting], method)} | {', '.join(map(str, study['seeds']))} | {cells} |")
     lat = report["laterality"]
     lines += ["", "## Laterality rule against the dataset's laterality field", "",
               f"{lat['n']} kidney and adrenal texts (the dataset records a side only for these): agreement {pct(lat['accuracy'])} %; per label (recall): "
@@ -259,7 +357,7 @@ def main(argv=None) -> int:
     from MedSORALib.text.laterality import detect_laterality
     from MedSORALib.text.ood import load_ood_texts
     from MedSORALib.text.reasoning import TextReasoner
-    from MedSORALib.text.training import file_sha256, ood_heldout_report, rows_for_setting
+    from MedSORALib.text.training import file_sha256, ood_heldout_report, read_jsonl, rows_for_setting
 
     torch.set_num_threads(max(1, args.threads))
     started = time.perf_counter()
@@ -269,6 +367,9 @@ def main(argv=None) -> int:
     rows = load_dataset(path=dataset_path)
     test_rows = [r for r in rows if r.get("split") == "test"]
     queries = load_ood_texts("abdominal_queries", split="test")
+    dev_rows = []
+    if args.dev and Path(args.dev).is_file():
+        dev_rows = [r for r in read_jsonl(args.dev) if r.get("abdominal")]
     encoder = get_default_encoder()
     report = {
         "dataset": dataset_path.name,
@@ -277,24 +378,50 @@ def main(argv=None) -> int:
         "settings": {},
         "correlation": {},
     }
-    non_abdominal_test = encoder.encode([r["text"] for r in load_ood_texts("non_abdominal", split="test")])
+    non_abdominal_texts = [r["text"] for r in load_ood_texts("non_abdominal", split="test")]
+    dev_path = Path(args.dev).resolve()
+    shown = dev_path.relative_to(REPO) if dev_path.is_relative_to(REPO) else Path("Training/data") / dev_path.name
+    report["dev"] = str(shown) if dev_rows else None
     for setting in args.settings:
         reasoner = TextReasoner.load(args.weights, setting=setting, encoder=encoder)
-        ranking, arrays = evaluate_setting(setting, reasoner, encoder, test_rows, queries)
+        parts = {"test": test_rows}
+        product = reasoner.config.get("training", {}).get("config", {}).get("product") or {}
+        if setting in product.get("settings", []):
+            for name in product.get("extra_datasets", []):
+                extra = read_jsonl(REPO / name if not Path(name).is_absolute() else name)
+                parts["registers"] = parts.get("registers", []) + [r for r in extra if r.get("split") == "test"]
+        parts["queries"] = queries
+        if dev_rows:
+            parts["dev: presentations"] = [r for r in dev_rows if r.get("register") != "requisition"]
+            parts["dev: requisition"] = [r for r in dev_rows if r.get("register") == "requisition"]
+        ranking, arrays = evaluate_setting(setting, reasoner, encoder, parts)
         in_rows, _ = rows_for_setting(test_rows, setting, multi_label=True)
-        in_emb = np.concatenate([encoder.encode([r["text"] for r in in_rows]), encoder.encode([q["text"] for q in queries])])
+        in_texts = [r["text"] for r in in_rows] + [q["text"] for q in queries]
         ood = {
             "threshold": reasoner.detector.threshold,
             "calibration": reasoner.detector.calibration,
-            "heldout": ood_heldout_report(reasoner, in_emb, non_abdominal_test),
+            "heldout": ood_heldout_report(reasoner, reasoner.encode(in_texts), reasoner.encode(non_abdominal_texts),
+                                          in_texts=in_texts, out_texts=non_abdominal_texts),
         }
-        report["settings"][setting] = {"ranking": ranking, "ood": ood, "weights": str(reasoner.folder)}
+        grouped = [arrays[p] for p in HELD_OUT_PARTS if p in arrays]
+        relevance = np.concatenate([a["relevance"] for a in grouped])
+        labels = np.concatenate([a["relevant"] for a in grouped])
+        calibration = reliability(relevance, labels)
+        calibration["exact_one_share"] = float((relevance.max(axis=1) >= 1.0 - 1e-9).mean())
+        calibration["parts"] = [p for p in HELD_OUT_PARTS if p in arrays]
+        if not args.no_figures:
+            reliability_figure(out / f"reliability_{setting}.png", setting, calibration)
+        report["settings"][setting] = {"ranking": ranking, "ood": ood, "calibration": calibration,
+                                       "relevance_head": reasoner.relevance_head,
+                                       "weights": str(Path(reasoner.folder).relative_to(REPO)) if Path(reasoner.folder).is_relative_to(REPO) else str(reasoner.folder)}
         if not args.no_figures:
             tsne_figure(out / f"tsne_anchors_{setting}.png", setting, reasoner, arrays["test"])
             report["correlation"][setting] = correlation_figure(
                 out / f"correlation_hard_vs_soft_{setting}.png", setting, reasoner.classes, arrays["test"]["scores"]
             )
-        if args.seeds:
+        if args.seeds and setting not in product.get("settings", []):
+            # The product setting trains on more texts and inputs than this study retrains; its seeds are
+            # in text_comparison.md (Training/compare_text_models.py).
             report.setdefault("seeds", {})[setting] = seed_study(setting, reasoner, encoder, rows, args.seeds)
         print(f"[{setting}] evaluated ({time.perf_counter() - started:.1f} s)")
     # The dataset records a side only for texts written for a paired organ (kidney, adrenal gland).

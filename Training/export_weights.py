@@ -25,6 +25,12 @@ REAL_CT = REPO / "Testing" / "Data" / "example_ct_sm.nii.gz"
 REAL_SEG = REPO / "Testing" / "Data" / "example_ct_sm_seg.nii.gz"
 
 
+
+def _percent(value: float) -> float:
+    """A ranking figure in percent: ``ranking_metrics`` reports fractions; metrics files written before
+    it did (values above 1) are already in percent."""
+    return 100.0 * value if value <= 1.0 else value
+
 def measure(weights_dir: Path, repeats: int = 5) -> dict:
     """Organ identification and timings of the model in ``weights_dir`` on the bundled real CT (1 CPU thread)."""
     import torch
@@ -118,8 +124,7 @@ def model_card(metrics: dict, measured: dict) -> str:
         "",
         "| Rank-1 | Rank-2 | Rank-3 | mAP |",
         "|---|---|---|---|",
-        f"| {t2o.get('rank1', float('nan')):.2f} | {t2o.get('rank2', float('nan')):.2f} | "
-        f"{t2o.get('rank3', float('nan')):.2f} | {t2o.get('mAP', float('nan')):.2f} |",
+        " | ".join(["", *(f"{_percent(t2o.get(k, float('nan'))):.2f}" for k in ("rank1", "rank2", "rank3", "mAP")), ""]).strip(),
         "",
         "## Speed (one CPU thread, the real CT)",
         f"Cropping {n} organs: {measured['crop_s_median']:.2f} s; encoding them: {measured['encode_s_median']:.2f} s "

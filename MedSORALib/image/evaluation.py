@@ -33,7 +33,8 @@ def class_scores(structure_scores: np.ndarray, structure_keys: Sequence[str],
 
 def ranking_metrics(scores: np.ndarray, class_keys: Sequence[str], labels: Sequence[Sequence[str]],
                     ks: Sequence[int] = (1, 2, 3)) -> dict:
-    """Rank-k accuracy and mAP (both in percent) of class scores against multi-label class sets.
+    """Rank-k accuracy and mAP (fractions in [0, 1]) of class scores against multi-label class sets,
+    computed by :func:`MedSORALib.text.metrics.ranking_report`.
 
     Args:
         scores: (N, n_classes) higher = more relevant.
@@ -44,25 +45,11 @@ def ranking_metrics(scores: np.ndarray, class_keys: Sequence[str], labels: Seque
         ``{"rank1": .., "rank2": .., "rank3": .., "mAP": .., "n": evaluated rows, "skipped": rows with no
         relevant class among the columns}``.
     """
-    col = {c: i for i, c in enumerate(class_keys)}
-    hits = {k: 0 for k in ks}
-    aps = []
-    skipped = 0
-    for row, relevant in zip(scores, labels):
-        rel = {col[c] for c in relevant if c in col}
-        if not rel:
-            skipped += 1
-            continue
-        order = np.argsort(-row, kind="stable")
-        ranks = sorted(int(np.flatnonzero(order == r)[0]) + 1 for r in rel)
-        for k in ks:
-            hits[k] += int(ranks[0] <= k)
-        aps.append(np.mean([(i + 1) / rank for i, rank in enumerate(ranks)]))
-    n = len(aps)
-    out = {f"rank{k}": (100.0 * hits[k] / n if n else float("nan")) for k in ks}
-    out["mAP"] = 100.0 * float(np.mean(aps)) if n else float("nan")
-    out["n"] = n
-    out["skipped"] = skipped
+    from ..text.metrics import label_matrix, ranking_report
+
+    relevant = label_matrix(labels, class_keys)
+    out = ranking_report(np.asarray(scores, dtype=np.float64).reshape(len(relevant), len(class_keys)), relevant, ks)
+    out["skipped"] = int((~relevant.any(axis=1)).sum())
     return out
 
 

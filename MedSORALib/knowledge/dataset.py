@@ -7,7 +7,8 @@ Build (:func:`build_dataset`), driven by a YAML config (see ``Training/configs/d
    backends over them (:mod:`.generation`), the paper's filter-then-write steps;
 3. pass every text through the guards (:mod:`.guards`): no organ names, no (near) duplicates,
    length limits; each drop counted;
-4. split each source organ's texts with a seeded shuffle into train/val/test (70/10/20 by default);
+4. split into train/val/test (70/10/20 by default) by source passage (:func:`split_by_passage`): no test
+   text shares a passage (``chunk_ids``) with a training or validation text;
 5. write jsonl (one record per line, ``split`` added) atomically, plus a build report JSON.
 
 Record fields: id, text, organ (source class), organs (class keys, primary first, equal to organ),
@@ -113,25 +114,70 @@ def load_dataset(split=None, path=None) -> list:
 
 
 # -- splitting and statistics -------------------------------------------------------------------
-def stratified_split(records: list, ratios: dict, seed: int) -> None:
-    """Set ``record["split"]`` in place: per source organ, a seeded shuffle cut into train/val/test.
+def passage_groups(records: list) -> list:
+    """Group index of each record: records that share a source passage (any id in ``chunk_ids``) belong
+    to one group, transitively; a record without ``chunk_ids`` is its own group (keyed by its id)."""
+    parent: dict = {}
 
-    Per organ with n texts: round(n * val) go to val, round(n * test) to test, the rest to train.
-    The result depends only on the seed and the ids in input order.
+    def find(key):
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    keys = []
+    for index, record in enumerate(records):
+        chunks = [f"chunk:{c}" for c in (record.get("chunk_ids") or [])]
+        own = chunks[0] if chunks else f"record:{record.get('id', index)}"
+        find(own)
+        for other in chunks[1:]:
+            root_a, root_b = find(own), find(other)
+            if root_a != root_b:
+                parent[root_b] = root_a
+        keys.append(own)
+    roots: dict = {}
+    return [roots.setdefault(find(k), len(roots)) for k in keys]
+
+
+def split_by_passage(records: list, ratios: dict, seed: int) -> None:
+    """Set ``record["split"]`` in place so that no two splits share a source passage.
+
+    The one split of the project (dataset build, training and evaluation programs). Records are
+    grouped by :func:`passage_groups`; each group is filed under the most frequent source organ of
+    its records, and per organ the groups are shuffled with a seed and dealt to test, then val,
+    then train: a group goes to test while the organ's test count is below ``round(n * test)``
+    and adding it lands nearer that target than leaving it out (likewise for val). The result
+    depends only on the seed and the records' ids, organs and passages.
     """
     total = sum(float(ratios.get(s, 0)) for s in SPLITS)
     if abs(total - 1.0) > 1e-6 or any(float(ratios.get(s, 0)) < 0 for s in SPLITS):
         raise DatasetError(f"split ratios must be >= 0 and sum to 1 (got {dict(ratios)})")
+    groups: dict = {}
+    for record, group in zip(records, passage_groups(records)):
+        groups.setdefault(group, []).append(record)
     by_organ: dict = {}
-    for record in records:
-        by_organ.setdefault(record["organ"], []).append(record)
+    for members in groups.values():
+        organs = [str(r["organ"]) for r in members]
+        organ = max(sorted(set(organs)), key=organs.count)
+        by_organ.setdefault(organ, []).append(members)
     for organ in sorted(by_organ):
-        group = list(by_organ[organ])
-        random.Random(f"{seed}:{organ}").shuffle(group)
-        n_val = round(len(group) * float(ratios.get("val", 0)))
-        n_test = round(len(group) * float(ratios.get("test", 0)))
-        for index, record in enumerate(group):
-            record["split"] = "test" if index < n_test else "val" if index < n_test + n_val else "train"
+        # Order groups by their smallest id, then shuffle with a seed of (seed, organ).
+        ordered = sorted(by_organ[organ], key=lambda m: min(str(r.get("id", "")) for r in m))
+        random.Random(f"{seed}:{organ}").shuffle(ordered)
+        n = sum(len(m) for m in ordered)
+        targets = {"test": round(n * float(ratios.get("test", 0))), "val": round(n * float(ratios.get("val", 0)))}
+        counts = {"test": 0, "val": 0}
+        for members in ordered:
+            chosen = "train"
+            for split in ("test", "val"):
+                have, want = counts[split], targets[split]
+                if have < want and abs(have + len(members) - want) <= abs(have - want):
+                    chosen = split
+                    break
+            if chosen != "train":
+                counts[chosen] += len(members)
+            for record in members:
+                record["split"] = chosen
 
 
 def dataset_stats(records: list, classes=None) -> dict:
@@ -313,7 +359,7 @@ def build_dataset(config: dict, output=None, encoder=None, kb=None, progress=Non
     guard = TextGuard(encoder=encoder if near else None, **guard_cfg)
     kept = guard.filter(records)
     say(f"guards: kept {len(kept)} of {len(records)}")
-    stratified_split(kept, ratios, seed)
+    split_by_passage(kept, ratios, seed)
 
     fields = ("id", "text", "organ", "organs", "chunk_ids", "phrasing", "laterality", "backend", "split")
     lines = []

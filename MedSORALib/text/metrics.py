@@ -1,4 +1,6 @@
-"""Ranking metrics of the paper (method.md, section 5) for multi-organ labels.
+"""Ranking metrics of the paper (method.md, section 5) for multi-organ labels: the project's one
+implementation (text evaluation, image-text evaluation, training reports). Values are fractions in
+[0, 1]; reports use the keys ``rank1``, ``rank2``, ``rank3``, ``mAP`` and ``n``.
 
 * Rank-k accuracy: the share of queries with at least one correct organ (any organ of the
   query's label set) among the k highest-scored organs.
@@ -51,8 +53,26 @@ def mean_average_precision(scores: np.ndarray, relevant: np.ndarray) -> float:
 
 
 def ranking_report(scores: np.ndarray, relevant: np.ndarray, ks=(1, 2, 3)) -> dict[str, float]:
-    """{"rank1": ..., "rank2": ..., "rank3": ..., "map": ..., "n": N} (fractions in [0, 1])."""
+    """{"rank1": ..., "rank2": ..., "rank3": ..., "mAP": ..., "n": N} (fractions in [0, 1]).
+
+    Rows without a relevant class are left out of every figure (``n`` counts the rows kept).
+    """
+    relevant = np.asarray(relevant, dtype=bool)
+    scores = np.asarray(scores)
+    keep = relevant.any(axis=1) if relevant.ndim == 2 else np.zeros(0, bool)
+    scores, relevant = scores[keep], relevant[keep]
     report = {f"rank{k}": rank_k_accuracy(scores, relevant, k) for k in ks}
-    report["map"] = mean_average_precision(scores, relevant)
+    report["mAP"] = mean_average_precision(scores, relevant)
     report["n"] = int(len(scores))
     return report
+
+
+def label_matrix(labels, class_keys) -> np.ndarray:
+    """(N, C) bool matrix from per-row lists of class keys (keys outside ``class_keys`` are ignored)."""
+    col = {c: i for i, c in enumerate(class_keys)}
+    out = np.zeros((len(labels), len(col)), dtype=bool)
+    for row, keys in enumerate(labels):
+        for key in keys:
+            if key in col:
+                out[row, col[key]] = True
+    return out

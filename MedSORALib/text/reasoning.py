@@ -1,16 +1,19 @@
 """Symptom text -> organ relevance: the trained text side of MedSORA, as one loadable object.
 
 A :class:`TextReasoner` is a folder ``<weights>/<setting>/`` holding ``config.json`` and
-``model.safetensors`` (organ anchors, the soft-label MLP, the MLPs of the ablations, the
+``model.safetensors`` (plus ``knowledge_terms.json`` for a model with a knowledge channel; organ anchors, the soft-label MLP, the MLPs of the ablations, the
 embeddings of the training and non-abdominal calibration texts used by the out-of-domain detector). It is loaded once per
 process and per folder (:meth:`TextReasoner.load` caches it).
 
 For each text, :meth:`TextReasoner.predict` returns:
 
-* ``class_relevance``: the soft-label MLP's output g_i(f) per reasoning class, rescaled so that
-  0 is the median output for an unrelated organ and 1 the median output for the text's own organ
-  on the training set (clipped to [0, 1]), then multiplied by the out-of-domain gate (1 for
-  abdominal texts, ``p_in / threshold`` below the threshold);
+* ``class_relevance``: the relevance head's output g_i per reasoning class (the soft-label MLP for the
+  paper's recipe; the full11 product model uses its label-smoothing head and reads the knowledge
+  channel's evidence next to the embedding, see :mod:`MedSORALib.text.knowledge_channel`), turned into a
+  calibrated probability that the class is in the text's label by Platt scaling,
+  ``sigmoid(a * logit(g) + b)`` (older weights: rescaled so that 0 is the median output for an unrelated
+  organ and 1 for the text's own organ, clipped to [0, 1]), then multiplied by the out-of-domain gate
+  (1 for abdominal texts, ``p_in / threshold`` below the threshold);
 * ``structure_relevance``: every class value given to its structures (13 keys; the paper7
   setting gives 0 to the four structures it has no class for), with the laterality rule of
   :mod:`MedSORALib.text.laterality` splitting the kidneys and adrenal glands;
@@ -37,6 +40,7 @@ FORMAT = "medsora-text-reasoner"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+TERMS_FILE = "knowledge_terms.json"
 SETTINGS = tuple(CLASS_SETTINGS)
 ABLATIONS = ("hard", "anchor_soft", "smoothed")
 
@@ -106,7 +110,9 @@ class TextReasoner:
     Build with :meth:`load` (from a weights folder) or :meth:`from_components` (after training).
     """
 
-    def __init__(self, config: dict, tensors: dict, encoder=None, folder: Path | None = None) -> None:
+    def __init__(
+        self, config: dict, tensors: dict, encoder=None, folder: Path | None = None, knowledge_terms: list | None = None
+    ) -> None:
         import torch
 
         from .anchors import OrganAnchors
@@ -127,7 +133,16 @@ class TextReasoner:
                 {"positive": tensors["anchors.positive"], "negative": tensors["anchors.negative"]}
             )
             mlp_cfg = config["mlp"]
-            self.soft_mlp = RelevanceMLP(dim, n, hidden=int(mlp_cfg["hidden"]))
+            inputs = config.get("input") or {}
+            self.expand_abbreviations = bool(inputs.get("expand_abbreviations", False))
+            self.knowledge = None
+            if inputs.get("knowledge"):
+                from .knowledge_channel import KnowledgeChannel
+
+                terms = knowledge_terms if knowledge_terms is not None else _read_terms(folder)
+                self.knowledge = KnowledgeChannel(terms, self.classes, tensors["knowledge.embeddings"].float().numpy())
+            in_dim = dim + (self.knowledge.width if self.knowledge is not None else 0)
+            self.soft_mlp = RelevanceMLP(in_dim, n, hidden=int(mlp_cfg["hidden"]))
             self.soft_mlp.load_state_dict(_prefixed(tensors, "soft_mlp."))
             # Ablation heads kept next to the model for evaluation: "hard" (one-hot labels),
             # "anchor_soft" (the anchors' soft labels alone, without the source-organ term) and
@@ -135,7 +150,7 @@ class TextReasoner:
             self.ablation_mlps: dict[str, RelevanceMLP] = {}
             for name in ABLATIONS:
                 if any(k.startswith(f"{name}_mlp.") for k in tensors):
-                    head = RelevanceMLP(dim, n, hidden=int(mlp_cfg["hidden"]))
+                    head = RelevanceMLP(in_dim, n, hidden=int(mlp_cfg["hidden"]))
                     head.load_state_dict(_prefixed(tensors, f"{name}_mlp."))
                     self.ablation_mlps[name] = head.eval()
             self.knn_bank = tensors["ood.knn_bank"].float().numpy()
@@ -146,7 +161,14 @@ class TextReasoner:
         self.anchors.eval()
         self.soft_mlp.eval()
         rel = config["relevance"]
+        #: the head whose output is the relevance: "soft" (source organ + anchors, the paper's recipe) or
+        #: one of the stored control heads (the full11 product model uses "smoothed", chosen on evidence)
+        self.relevance_head = str(rel.get("head", "soft"))
+        if self.relevance_head != "soft" and self.relevance_head not in self.ablation_mlps:
+            raise ModelError(f"text model relevance head {self.relevance_head!r} is not in its weights")
         self._low, self._high = float(rel["low"]), float(rel["high"])
+        #: Platt scaling of the MLP logit (a, b), fitted on the validation split; None = the older clipped rescale.
+        self._platt = (float(rel["platt_a"]), float(rel["platt_b"])) if "platt_a" in rel else None
         self._torch = torch
         self._encoder = encoder
 
@@ -197,6 +219,7 @@ class TextReasoner:
         knn_bank: np.ndarray,
         out_bank: np.ndarray,
         encoder=None,
+        knowledge=None,
     ):
         """Assemble a reasoner from trained modules (used by training before saving).
 
@@ -204,7 +227,9 @@ class TextReasoner:
             knn_bank: (N, D) embeddings of the training texts; out_bank: (B, D) embeddings of the
                 non-abdominal calibration texts (both for the out-of-domain features).
         """
-        return cls(config, _tensors_of(anchors, soft_mlp, ablation_mlps, knn_bank, out_bank), encoder=encoder)
+        tensors = _tensors_of(anchors, soft_mlp, ablation_mlps, knn_bank, out_bank, knowledge)
+        terms = knowledge.to_json() if knowledge is not None else None
+        return cls(config, tensors, encoder=encoder, knowledge_terms=terms)
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``folder`` (atomically, file by file)."""
@@ -212,9 +237,11 @@ class TextReasoner:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = _tensors_of(self.anchors, self.soft_mlp, self.ablation_mlps, self.knn_bank, self.out_bank)
+        tensors = _tensors_of(self.anchors, self.soft_mlp, self.ablation_mlps, self.knn_bank, self.out_bank, self.knowledge)
         with atomic_target(folder / WEIGHTS_FILE) as tmp:
             save_file(tensors, str(tmp), metadata={"format": FORMAT, "setting": self.setting})
+        if self.knowledge is not None:
+            atomic_write_text(folder / TERMS_FILE, json.dumps(self.knowledge.to_json(), ensure_ascii=False) + "\n")
         atomic_write_text(folder / CONFIG_FILE, json.dumps(self.config, indent=2, sort_keys=False) + "\n")
         return folder
 
@@ -232,13 +259,40 @@ class TextReasoner:
             )
         return self._encoder
 
+    def model_text(self, text: str) -> str:
+        """The text as the encoder sees it (abbreviations spelled out when the model was trained so)."""
+        if self.expand_abbreviations:
+            from .abbreviations import expand
+
+            return expand(text)
+        return text
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, D) float32 unit-norm embeddings of ``texts`` with the model's encoder."""
-        return self.encoder.encode(list(texts))
+        """(N, D) float32 unit-norm embeddings of ``texts`` (after :meth:`model_text`) with the model's encoder."""
+        return self.encoder.encode([self.model_text(t) for t in texts])
+
+    def mlp_inputs(self, embeddings: np.ndarray, texts: Sequence[str] | None = None, exclude=None) -> np.ndarray:
+        """Inputs of the relevance MLPs: the embeddings, followed by the knowledge evidence when the model has it.
+
+        Args:
+            embeddings: (N, D) from :meth:`encode`.
+            texts: the N texts (needed by the knowledge channel's BM25; given as typed).
+            exclude: per text, knowledge sources to leave out (training only).
+        """
+        x = np.asarray(embeddings, dtype=np.float32)
+        if self.knowledge is None:
+            return x
+        if texts is None or len(texts) != len(x):
+            raise ModelError("this text model reads knowledge evidence: pass the texts with their embeddings")
+        evidence = self.knowledge.evidence([self.model_text(t) for t in texts], x, exclude)
+        return np.concatenate([x, evidence], axis=1)
 
     # -- scoring --------------------------------------------------------------------------------
-    def raw_scores(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
-        """Model outputs for (N, D) embeddings.
+    def raw_scores(
+        self, embeddings: np.ndarray, texts: Sequence[str] | None = None, exclude=None
+    ) -> dict[str, np.ndarray]:
+        """Model outputs for (N, D) embeddings (and their texts, for a model with a knowledge channel;
+        ``exclude``: per text, knowledge sources to leave out, for evaluation on texts written from them).
 
         Returns:
             dict of arrays: ``anchor_cos`` (N, C) cos(p_i, f); ``soft`` (N, C) soft-label MLP outputs;
@@ -246,17 +300,22 @@ class TextReasoner:
         """
         torch = self._torch
         x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+        inputs = torch.as_tensor(self.mlp_inputs(embeddings, texts, exclude))
         with torch.no_grad():
             pos, _ = self.anchors.similarities(x)
-            soft = self.soft_mlp.predict(x)
+            soft = self.soft_mlp.predict(inputs)
             out = {"anchor_cos": pos.numpy(), "soft": soft.numpy()}
             for name, head in self.ablation_mlps.items():
-                out[name] = head.predict(x).numpy()
+                out[name] = head.predict(inputs).numpy()
         out["p_in"] = self.detector.probability_in_domain(self.ood_features(embeddings, out))
         return out
 
     def ood_features(
-        self, embeddings: np.ndarray, scores: dict | None = None, leave_out_non_abdominal: bool = False
+        self,
+        embeddings: np.ndarray,
+        scores: dict | None = None,
+        leave_out_non_abdominal: bool = False,
+        texts: Sequence[str] | None = None,
     ) -> np.ndarray:
         """(N, 4) out-of-domain features (see :mod:`MedSORALib.text.ood`).
 
@@ -269,7 +328,8 @@ class TextReasoner:
             x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
             with torch.no_grad():
                 pos, _ = self.anchors.similarities(x)
-                scores = {"anchor_cos": pos.numpy(), "soft": self.soft_mlp.predict(x).numpy()}
+                inputs = torch.as_tensor(self.mlp_inputs(embeddings, texts))
+                scores = {"anchor_cos": pos.numpy(), "soft": self.soft_mlp.predict(inputs).numpy()}
         return np.stack(
             [
                 scores["anchor_cos"].max(axis=1),
@@ -286,8 +346,16 @@ class TextReasoner:
         )
 
     def relevance_from_soft(self, soft: np.ndarray) -> np.ndarray:
-        """Rescale soft-MLP outputs (N, C) to relevance in [0, 1] (before the out-of-domain gate)."""
-        return np.clip((np.asarray(soft) - self._low) / max(self._high - self._low, 1e-6), 0.0, 1.0)
+        """Outputs (N, C) of the relevance head -> relevance in [0, 1] (before the out-of-domain gate).
+
+        With Platt scaling (current models): ``sigmoid(a * logit(g) + b)``, the calibrated probability that
+        the class belongs to the text's multi-organ label, never exactly 0 or 1. Older models: the
+        clipped rescale ``clip((g - low) / (high - low), 0, 1)``.
+        """
+        soft = np.asarray(soft, dtype=np.float64)
+        if self._platt is not None:
+            return platt(soft, *self._platt)
+        return np.clip((soft - self._low) / max(self._high - self._low, 1e-6), 0.0, 1.0)
 
     def predict(self, texts: Sequence[str]) -> list[TextPrediction]:
         """Score symptom texts; see the module docstring for what each field holds.
@@ -308,14 +376,15 @@ class TextReasoner:
         return self.predict_embeddings(clean, embeddings)
 
     def predict_embeddings(self, texts: Sequence[str], embeddings: np.ndarray) -> list[TextPrediction]:
-        """Like :meth:`predict` for texts already embedded ((N, D) float32)."""
+        """Like :meth:`predict` for texts already embedded ((N, D) float32, from :meth:`encode`)."""
         from .ood import apply_lexical_evidence
 
-        scores = self.raw_scores(embeddings)
+        scores = self.raw_scores(embeddings, texts)
         # The word channel of the out-of-domain decision (organ, disease and abbreviation evidence).
         p_in = apply_lexical_evidence(texts, scores["p_in"], self.detector.threshold)
         gate = self.detector.gate(p_in)
-        relevance = self.relevance_from_soft(scores["soft"]) * gate[:, None]
+        head = scores[self.relevance_head]
+        relevance = self.relevance_from_soft(head) * gate[:, None]
         out = []
         for i, text in enumerate(texts):
             class_rel = {c: float(relevance[i, j]) for j, c in enumerate(self.classes)}
@@ -331,7 +400,7 @@ class TextReasoner:
                     structure_relevance=per_structure,
                     embedding=np.asarray(embeddings[i], dtype=np.float32),
                     laterality=side,
-                    class_scores={c: float(scores["soft"][i, j]) for j, c in enumerate(self.classes)},
+                    class_scores={c: float(head[i, j]) for j, c in enumerate(self.classes)},
                 )
             )
         return out
@@ -351,11 +420,25 @@ class TextReasoner:
         }
 
 
+def platt(soft: np.ndarray, a: float, b: float) -> np.ndarray:
+    """``sigmoid(a * logit(soft) + b)`` elementwise, with ``soft`` kept inside (1e-6, 1 - 1e-6)."""
+    p = np.clip(np.asarray(soft, dtype=np.float64), 1e-6, 1.0 - 1e-6)
+    return 1.0 / (1.0 + np.exp(-(a * np.log(p / (1.0 - p)) + b)))
+
+
+def _read_terms(folder: Path | None) -> list:
+    path = (folder or Path(".")) / TERMS_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"text model knowledge terms unreadable: {path}: {exc}") from exc
+
+
 def _prefixed(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _tensors_of(anchors, soft_mlp, ablation_mlps: dict, knn_bank, out_bank) -> dict:
+def _tensors_of(anchors, soft_mlp, ablation_mlps: dict, knn_bank, out_bank, knowledge=None) -> dict:
     import torch
 
     tensors = {
@@ -371,6 +454,8 @@ def _tensors_of(anchors, soft_mlp, ablation_mlps: dict, knn_bank, out_bank) -> d
     tensors["ood.knn_bank"] = bank.to(torch.float16).contiguous()
     out = out_bank if isinstance(out_bank, torch.Tensor) else torch.as_tensor(np.asarray(out_bank))
     tensors["ood.out_bank"] = out.to(torch.float16).contiguous()
+    if knowledge is not None:
+        tensors["knowledge.embeddings"] = torch.as_tensor(knowledge.embeddings).to(torch.float16).contiguous()
     return tensors
 
 
