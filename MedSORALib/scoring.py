@@ -154,13 +154,13 @@ def load_models(
     key = (str(text_weights), str(image_weights), setting, device, str(text_encoder))
     with _MODELS_LOCK:
         if key not in _MODELS:
-            from .image.model import ImageTextModel
+            from .image.inference import InferenceModel
             from .text.encoder import TextEncoder, get_default_encoder
             from .text.reasoning import TextReasoner
 
             encoder = get_default_encoder() if text_encoder is None else TextEncoder(text_encoder, device=device)
             reasoner = TextReasoner.load(text_weights, setting=setting, encoder=encoder)
-            image_model = ImageTextModel.load(image_weights, device=device)
+            image_model = InferenceModel.load(image_weights, device=device)
             _MODELS[key] = ScoringModels(reasoner=reasoner, image_model=image_model, device=device)
         return _MODELS[key]
 
