@@ -39,7 +39,7 @@ def test_real_ct_crops_have_every_present_organ(example_volume, example_masks):
 
 
 def test_cropping_all_organs_is_fast(example_volume, example_masks):
-    organ_crops(example_volume, example_masks, CropConfig())  # warm-up (MONAI imports)
+    organ_crops(example_volume, example_masks, CropConfig())  # warm-up (first calls of the torch kernels)
     t0 = time.perf_counter()
     organ_crops(example_volume, example_masks, CropConfig())
     # Well under a second on an idle core; the bound leaves room for a loaded test machine.
