@@ -4,6 +4,11 @@
     python bench/bench_scoring.py [--repeats 5] [--skip-large] [--output bench/results_scoring.json]
 
 Cases:
+  cold_start          fresh processes, interleaved, each with an empty embedding cache:
+                      floor  python -c "import torch, nibabel; nibabel.load(CT).get_fdata()"
+                      score  python -m MedSORALib score ... --symptom TEXT (one symptom, bundled CT)
+                      rank   python -m MedSORALib rank TEXT
+                      reported as medians and as ratios to the floor's median of the same run
   model_load          load the text and image models and the knowledge base (fresh process each time)
   encode_per_organ    crop + encode one organ of the bundled CT (all 12 / 12)
   encode_all_organs   crop + encode the 12 organs of the bundled CT
@@ -83,10 +88,44 @@ def _child(*args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _wall(command: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark command failed: {' '.join(command)}: {done.stderr.strip().splitlines()[-1:]}")
+    return seconds
+
+
+def cold_start(repeats: int, tmp: str) -> dict:
+    """Wall time of fresh processes: the floor (import torch + nibabel, read the CT), score and rank."""
+    floor = [sys.executable, "-c", f"import torch, nibabel; nibabel.load({str(CT)!r}).get_fdata()"]
+    times: dict[str, list[float]] = {"floor": [], "score": [], "rank": []}
+    for i in range(repeats + 1):
+        env = {**os.environ, "PYTHONPATH": str(REPO), "MEDSORA_CACHE_DIR": f"{tmp}/cache{i}"}
+        text = SYMPTOMS[i % len(SYMPTOMS)]
+        runs = {
+            "floor": floor,
+            "score": [sys.executable, "-m", "MedSORALib", "score", "--volume", str(CT), "--segmentation", str(SEG),
+                      "--label-scheme", "totalsegmentator", "--symptom", text, "--output", f"{tmp}/cold{i}/case",
+                      "--quiet"],
+            "rank": [sys.executable, "-m", "MedSORALib", "rank", text],
+        }
+        for name, command in runs.items():
+            seconds = _wall(command, env)
+            if i:  # the first round warms the file system cache
+                times[name].append(seconds)
+    out = {f"{name}_s": _median(values) for name, values in times.items()}
+    out["score_over_floor"] = out["score_s"] / out["floor_s"]
+    out["rank_over_floor"] = out["rank_s"] / out["floor_s"]
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-large", action="store_true", help="skip the 512 x 512 x 300 case")
+    parser.add_argument("--only-cold", action="store_true", help="run the cold-start case only")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results_scoring.json")
     args = parser.parse_args(argv)
 
@@ -99,6 +138,11 @@ def main(argv=None) -> int:
 
     results = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                            "python": sys.version.split()[0], "torch": torch.__version__}}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["cold_start"] = cold_start(args.repeats, tmp)
+    if args.only_cold:
+        print(json.dumps(results["cold_start"], indent=1))
+        return 0
     loads = [_child("load")["seconds"] for _ in range(max(3, args.repeats // 2))]
     results["model_load_s"] = _median(loads)
 
@@ -150,6 +194,10 @@ def main(argv=None) -> int:
     for key, value in results.items():
         if isinstance(value, float):
             print(f"{key:<32} {value:.3f}")
+        elif key == "cold_start":
+            print(f"{'cold: floor / score / rank':<32} {value['floor_s']:.2f} / {value['score_s']:.2f} / "
+                  f"{value['rank_s']:.2f} s  (score {value['score_over_floor']:.2f} x floor, "
+                  f"rank {value['rank_over_floor']:.2f} x floor)")
         elif key == "large_ct_512x512x300":
             print(f"{key:<32} {value['seconds']:.2f} s, peak RSS {value['peak_rss_mb']:.0f} MB")
     print(f"(written to {args.output})")
