@@ -1,4 +1,4 @@
-"""File helpers: atomic writes, the package's resources folder, checksums and JSON-lines reading.
+"""File helpers: atomic writes, the package's resources folder, checksums, JSON-lines and symptom files.
 
 Atomic writes: every file MedSORA writes appears complete or not at all.
 
@@ -96,3 +96,31 @@ def read_jsonl(path: str | os.PathLike) -> list:
             except json.JSONDecodeError as exc:
                 raise InputFileError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
     return rows
+
+
+def read_symptom_file(path: str | os.PathLike) -> list[str]:
+    """Symptoms of a UTF-8 text file, one per line (``"-"``: standard input); blank lines and lines starting
+    with ``#`` are skipped. Raises :class:`InputFileError` for an unreadable file, :class:`SymptomError`
+    when it holds no symptom."""
+    import sys
+
+    from .errors import InputFileError, SymptomError
+
+    try:
+        if str(path) == "-":
+            content = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as handle:
+                content = handle.read()
+    except FileNotFoundError:
+        raise InputFileError(f"symptom file {path} does not exist") from None
+    except IsADirectoryError:
+        raise InputFileError(f"symptom file {path} is a folder, not a text file") from None
+    except UnicodeDecodeError:
+        raise InputFileError(f"symptom file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise InputFileError(f"cannot read symptom file {path}: {exc.strerror or exc}") from None
+    texts = [line.strip() for line in content.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not texts:
+        raise SymptomError(f"symptom file {path} has no symptom text (all lines are blank or comments)")
+    return texts

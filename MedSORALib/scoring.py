@@ -25,7 +25,6 @@ however many symptoms are scored against them.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,15 +318,3 @@ def score_volume(
     encoded = encode_volume(volume, organ_masks, models, progress)
     return score_encoded(encoded, texts, models, image_weight=image_weight, with_passages=with_passages,
                          progress=progress)
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, or of every file of a folder (sorted by name) for a DICOM series."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()

@@ -110,7 +110,7 @@ def model_card(metrics: dict, measured: dict) -> str:
         "Held-out phantoms: organ identification "
         f"{held.get('organ_accuracy', float('nan')):.1f} %." if held else "",
         "",
-        "## Text-to-organ matching (method section 5)",
+        "## Text-to-organ matching (README, "Image side")",
         f"Test split symptoms ({t2o.get('n', 0)} with a labelled organ present in the real CT; "
         f"{t2o.get('skipped', 0)} left out because their only organ, the oesophagus, is not in it), ranked over the "
         f"{len(t2o.get('classes', []))} organ classes of the real CT by the image-text similarity alone "

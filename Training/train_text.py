@@ -45,7 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_rows(args) -> tuple[list[dict], dict]:
-    from MedSORALib.text.training import file_sha256, read_jsonl, seeded_split
+    from MedSORALib.files import file_sha256, read_jsonl
+    from MedSORALib.text.training import seeded_split
 
     path = Path(args.dataset) if args.dataset else DEFAULT_DATASET
     if not path.is_file():

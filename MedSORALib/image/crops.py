@@ -1,14 +1,15 @@
 """Organ crops: from a CT and its organ masks to one ``(D, H, W)`` tensor per organ.
 
-For every organ present in the masks (method section 3):
+For every organ present in the masks (README, "Image side"):
 
 1. crop the organ's bounding box, enlarged by a margin in mm, in the CT's own
    voxel grid (cheap, and everything after works on the small crop only);
 2. reorient the crop to one axis convention (default ``"LPS"``: array axis 0
    runs to the patient's left, axis 1 to posterior, axis 2 to superior, so an
    axial slice ``[k].T`` shows the patient as a radiologist does);
-3. resample it to a fixed spacing in mm (MONAI ``Spacing``);
-4. window the HU values and scale them to ``[0, 1]`` (MONAI ``ScaleIntensityRange``);
+3. resample it trilinearly to a fixed spacing in mm (:func:`resample_to_spacing`; the same grid and
+   values as MONAI's ``Spacing`` used before, see Testing/test_inference.py);
+4. window the HU values and scale them to ``[0, 1]``;
 5. optionally zero the voxels outside the organ (the paper's choice) or keep
    the surrounding anatomy as context;
 6. sample ``D`` axial slices evenly over the organ's extent and resize each to
@@ -20,8 +21,7 @@ anterior->posterior rows, patient right->left columns) for the default
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Mapping
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Ranking metrics of the paper (method.md, section 5) for multi-organ labels.
+"""Ranking metrics of the Med-SORA paper (arXiv:2511.06752; README, "Text reasoning") for multi-organ labels.
 
 * Rank-k accuracy: the share of queries with at least one correct organ (any organ of the
   query's label set) among the k highest-scored organs.
