@@ -54,7 +54,6 @@ EXAMPLE_SYMPTOMS = (
 )
 #: Application setting keys.
 SETTINGS_HISTORY = "MedSORA/SymptomHistory"
-SETTINGS_DEPENDENCIES_OK = "MedSORA/DependenciesChecked"
 HISTORY_LENGTH = 10
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

@@ -1,6 +1,6 @@
-"""Writing organ segmentations: Slicer ``.seg.nrrd`` (through slicerio) and NIfTI + JSON.
+"""Organ segmentations as Slicer ``.seg.nrrd`` files (through slicerio): writing, and reading back.
 
-Both writers take boolean organ masks on a reference :class:`~MedSORALib.volume_io.Volume`
+The writer takes boolean organ masks on a reference :class:`~MedSORALib.volume_io.Volume`
 grid and store them with the reference geometry, so that the output overlays
 the input CT in Slicer or any viewer. Each segment carries:
 
@@ -14,7 +14,6 @@ target only once complete.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Mapping
@@ -23,7 +22,7 @@ import numpy as np
 
 from . import organs
 from .errors import SegmentationError
-from .files import atomic_target, atomic_write_text
+from .files import atomic_target
 from .volume_io import LPS_TO_RAS, Volume
 
 Color = tuple[float, float, float]
@@ -141,53 +140,3 @@ def read_seg_nrrd(path: str | os.PathLike) -> dict:
     seg = slicerio.read_segmentation(str(path))
     seg["affine"] = LPS_TO_RAS @ np.asarray(seg["ijkToLPS"], dtype=np.float64)
     return seg
-
-
-def write_label_nifti(
-    path: str | os.PathLike,
-    masks: Mapping[str, np.ndarray],
-    reference: Volume,
-    scheme: str = "btcv",
-    segment_tags: Mapping[str, Mapping[str, str]] | None = None,
-    colors: Mapping[str, Color] | None = None,
-) -> tuple[Path, Path]:
-    """Write a NIfTI label map (values of ``scheme``) plus a JSON sidecar describing the labels.
-
-    The sidecar (``<name>.json`` next to the ``.nii.gz``) lists for each label:
-    value, organ key, display name, colour, SNOMED terminology and the extra tags.
-    Where masks overlap, the organ later in catalog order wins in the label map.
-
-    Returns:
-        (label map path, sidecar path).
-    """
-    import nibabel as nib
-
-    keys = _check_masks(masks, reference)
-    table = {v: k for k, v in organs.label_table(scheme).items()}
-    missing = [k for k in keys if k not in table]
-    if missing:
-        raise SegmentationError(f"label scheme {scheme} has no label for: {', '.join(missing)}")
-    labels = np.zeros(reference.shape, dtype=np.uint8)
-    entries = []
-    for key in keys:
-        organ = organs.ORGANS[key]
-        labels[masks[key]] = table[key]
-        entries.append({
-            "label": int(table[key]),
-            "organ": key,
-            "name": organ.display_name,
-            "color": [round(float(c), 6) for c in (colors or {}).get(key, organ.color)],
-            "terminology": organ.terminology_entry(),
-            "voxels": int(masks[key].sum()),
-            "tags": {str(k): str(v) for k, v in (segment_tags or {}).get(key, {}).items()},
-        })
-    path = Path(path)
-    base = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
-    sidecar = path.with_name(base + ".json")
-    with atomic_target(path) as tmp:
-        image = nib.Nifti1Image(labels, reference.affine)
-        image.set_qform(reference.affine, code=1)
-        image.set_sform(reference.affine, code=1)
-        nib.save(image, str(tmp))
-    atomic_write_text(sidecar, json.dumps({"label_scheme": organs.normalize_scheme(scheme), "labels": entries}, indent=2))
-    return path, sidecar

@@ -85,21 +85,8 @@ class Volume:
         ras = np.asarray(ras, dtype=np.float64)
         return ras @ inv[:3, :3].T + inv[:3, 3]
 
-    def value_at(self, ras) -> float:
-        """Value of the voxel containing the RAS point (nearest voxel centre)."""
-        idx = np.rint(self.ras_to_index(np.asarray(ras))).astype(int)
-        if np.any(idx < 0) or np.any(idx >= np.asarray(self.shape)):
-            raise IndexError(f"point {ras} lies outside the volume")
-        return float(self.array[tuple(idx)])
-
     def same_grid(self, other: "Volume", atol: float = 1e-3) -> bool:
         return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol)
-
-    def corners_ras(self) -> np.ndarray:
-        """RAS positions of the 8 outer corners of the voxel grid (voxel edges, not centres)."""
-        lo, hi = -0.5, np.asarray(self.shape) - 0.5
-        corners = np.array([[x, y, z] for x in (lo, hi[0]) for y in (lo, hi[1]) for z in (lo, hi[2])])
-        return self.index_to_ras(corners)
 
 
 # -- reading images -----------------------------------------------------------------------------
@@ -328,13 +315,13 @@ def _labels_on_reference(labels: np.ndarray, affine: np.ndarray, reference: Volu
 
 def _segments_from_seg_nrrd(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """Masks of known organs in a Slicer .seg.nrrd, its RAS affine and the names it holds."""
-    import slicerio
+    from .segmentation_io import read_seg_nrrd
 
     try:
-        seg = slicerio.read_segmentation(str(path))
+        seg = read_seg_nrrd(path)
     except Exception as exc:
         raise InputFileError(f"{path}: not a readable .seg.nrrd segmentation ({type(exc).__name__})") from exc
-    affine = LPS_TO_RAS @ np.asarray(seg["ijkToLPS"], dtype=np.float64)
+    affine = seg["affine"]
     voxels = np.asarray(seg["voxels"])
     masks: dict[str, np.ndarray] = {}
     names = []

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from MedSORALib.errors import InputFileError, MedSORAError
+from MedSORALib.files import resource_path
 from MedSORALib.organs import STRUCTURES, organ_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,7 +210,7 @@ def split_by_patient(cases: Sequence[Case], fractions: Sequence[float] = (0.8, 0
 
 
 # ----- symptom texts ---------------------------------------------------------------------------------------
-TEAM_OBSERVATIONS = REPO / "MedSORALib" / "resources" / "dataset" / "team_observations.jsonl"
+TEAM_OBSERVATIONS = resource_path("dataset", "team_observations.jsonl")
 
 
 def load_symptom_texts(split: str, path: str | Path | None = None) -> tuple[list[dict], str]:

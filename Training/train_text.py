@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from MedSORALib.files import atomic_write_text  # noqa: E402  (after the path set-up)
+from MedSORALib.files import atomic_write_text, resource_path  # noqa: E402  (after the path set-up)
 
-DEFAULT_DATASET = REPO / "MedSORALib" / "resources" / "dataset" / "symptom_texts.jsonl"
+DEFAULT_DATASET = resource_path("dataset", "symptom_texts.jsonl")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -15,7 +15,7 @@ model width (the 2D branch's width).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Mapping
 
 import torch
