@@ -122,5 +122,5 @@ def read_symptom_file(path: str | os.PathLike) -> list[str]:
         raise InputFileError(f"cannot read symptom file {path}: {exc.strerror or exc}") from None
     texts = [line.strip() for line in content.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not texts:
-        raise SymptomError(f"symptom file {path} has no symptom text (all lines are blank or comments)")
+        raise SymptomError(f"symptom file {path} holds no symptom (all lines are blank or comments)")
     return texts

@@ -103,7 +103,7 @@ def test_generic_pairs_and_patient_split(tmp_path):
 
 
 def test_optimizer_state_round_trip_without_pickle(tmp_path):
-    from Training.train import optimizer_from_safetensors, optimizer_to_safetensors
+    from Training.checkpoint import optimizer_from_safetensors, optimizer_to_safetensors
 
     model = torch.nn.Linear(4, 3)
     opt = torch.optim.AdamW(model.parameters(), lr=0.01)

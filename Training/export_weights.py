@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     parser.add_argument("--run", required=True, help="a Training/train.py output folder")
     parser.add_argument("--weights-dir", default=str(resource_path("weights", "image")))
     args = parser.parse_args(argv)
-    from Training.train import atomic_write_text
+    from MedSORALib.files import atomic_write_text
 
     run, target = Path(args.run), Path(args.weights_dir)
     metrics = json.loads((run / "metrics.json").read_text())

@@ -63,10 +63,11 @@ class ImageTextModel(OrganScoring, nn.Module):
     # ----- training-time forward passes -------------------------------------------------------------
     def forward(self, crops: torch.Tensor, text_embeddings: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """crops (B, D, H, W) -> encoder outputs (see :class:`OrganImageEncoder`); with ``text_embeddings``
-        (N, text_dim) also ``text_features`` (N, d), their projection by ``W_align``."""
+        (N, text_dim) also ``similarity`` (N, B), :meth:`similarity` of the texts with the B organs (computed
+        in the forward pass so that a DDP-wrapped model reduces the projection's gradients)."""
         out = self.encoder(crops)
         if text_embeddings is not None:
-            out["text_features"] = self.text_projection(text_embeddings)
+            out["similarity"] = self.similarity(out["features"].float(), text_embeddings)
         return out
 
     def project_text(self, text_embeddings: torch.Tensor) -> torch.Tensor:
@@ -75,7 +76,7 @@ class ImageTextModel(OrganScoring, nn.Module):
 
     def similarity(self, slice_features: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
         """(n_organs, S, d) image features and (N, text_dim) embeddings -> (N, n_organs) mean-over-slices cosine."""
-        return slice_mean_similarity(slice_features, self.project_text(text_embeddings))
+        return slice_mean_similarity(slice_features, self.project_text(text_embeddings).float())
 
     # ----- persistence ---------------------------------------------------------------------------------
     def config_dict(self) -> dict:
