@@ -34,6 +34,7 @@ import numpy as np
 
 from . import __version__, organs
 from .errors import SegmentationError, SymptomError
+from .masks import restrict
 from .volume_io import Volume
 
 #: Softmax temperature of the image term (the InfoNCE temperature used in training).
@@ -198,20 +199,24 @@ def encode_volume(
     volume: Volume, organ_masks: Mapping[str, np.ndarray], models: ScoringModels, progress: Progress | None = None
 ) -> EncodedVolume:
     """Crop and encode every organ present in ``organ_masks`` (boolean ``[i, j, k]`` on the volume grid)."""
-    masks = {k: np.asarray(organ_masks[k], dtype=bool) for k in organs.structures_present(organ_masks)}
-    unknown = sorted(set(organ_masks) - set(masks))
+    keys = organs.structures_present(organ_masks)
+    unknown = sorted(set(organ_masks) - set(keys))
     if unknown:
         raise SegmentationError(f"unknown organ keys in the masks: {', '.join(unknown)}")
-    for key, mask in masks.items():
+    voxels = {}
+    for key in keys:  # one mask at a time: label-map masks are computed on access
+        mask = np.asarray(organ_masks[key], dtype=bool)
         if mask.shape != volume.shape:
             raise SegmentationError(f"the mask of {key} has shape {mask.shape}, the CT {volume.shape}")
-    masks = {k: m for k, m in masks.items() if m.any()}
+        count = int(np.count_nonzero(mask))
+        if count:
+            voxels[key] = count
+    masks = restrict(organ_masks, voxels)
     if not masks:
         raise SegmentationError("the segmentation holds no voxel of a known organ")
     if progress:
         progress(0.1, f"encoding {len(masks)} organs")
     features = models.image_model.encode_volume(volume, masks)
-    voxels = {k: int(m.sum()) for k, m in masks.items()}
     ml = {k: v * volume.voxel_volume_ml for k, v in voxels.items()}
     return EncodedVolume(volume=volume, masks=masks, features=features, voxels=voxels, volume_ml=ml)
 

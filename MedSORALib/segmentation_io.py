@@ -23,6 +23,7 @@ import numpy as np
 from . import organs
 from .errors import SegmentationError
 from .files import atomic_target
+from .masks import LabelMasks
 from .volume_io import LPS_TO_RAS, Volume
 
 Color = tuple[float, float, float]
@@ -36,24 +37,28 @@ def _check_masks(masks: Mapping[str, np.ndarray], reference: Volume) -> list[str
     if not keys:
         raise SegmentationError("no organ mask to write")
     for key in keys:
-        if tuple(masks[key].shape) != reference.shape:
-            raise SegmentationError(
-                f"mask {key} has shape {tuple(masks[key].shape)}, the reference volume {reference.shape}")
+        # A label map's masks share its shape (asking for one computes it).
+        shape = masks.shape if isinstance(masks, LabelMasks) else tuple(masks[key].shape)
+        if tuple(shape) != reference.shape:
+            raise SegmentationError(f"mask {key} has shape {tuple(shape)}, the reference volume {reference.shape}")
     return keys
 
 
-def _layers(masks: Mapping[str, np.ndarray], keys: list[str]) -> list[list[str]]:
-    """Group organs into layers in which no two masks overlap (one layer in the usual case)."""
-    layers: list[tuple[np.ndarray, list[str]]] = []
+def _label_layers(masks: Mapping[str, np.ndarray], keys: list[str], shape, order: str):
+    """(uint8 label layers, organ keys of each layer): each organ goes to the first layer it does not
+    overlap (one layer in the usual case) with its BTCV label value; one mask is held at a time."""
+    layers: list[np.ndarray] = []
+    members: list[list[str]] = []
     for key in keys:
-        for occupied, members in layers:
-            if not np.any(occupied & masks[key]):
-                occupied |= masks[key]
-                members.append(key)
-                break
-        else:
-            layers.append((masks[key].copy(order="K"), [key]))
-    return [members for _, members in layers]
+        mask = np.asarray(masks[key], dtype=bool, order=order)
+        index = next((i for i, layer in enumerate(layers) if not layer[mask].any()), None)
+        if index is None:
+            layers.append(np.zeros(shape, dtype=np.uint8, order=order))
+            members.append([])
+            index = len(layers) - 1
+        layers[index][mask] = organs.ORGANS[key].btcv_label
+        members[index].append(key)
+    return layers, members
 
 
 def write_seg_nrrd(
@@ -82,21 +87,12 @@ def write_seg_nrrd(
     keys = _check_masks(masks, reference)
     # Work in the masks' own memory order: mixing Fortran-order masks (as nibabel reads them) with
     # C-order buffers makes every elementwise step strided and several times slower on large CTs.
-    first = np.asarray(masks[keys[0]])
+    first = masks.labels if isinstance(masks, LabelMasks) else np.asarray(masks[keys[0]])
     order = "F" if first.flags.f_contiguous and not first.flags.c_contiguous else "C"
-    masks = {k: np.asarray(masks[k], dtype=bool, order=order) for k in keys}
-    layers = _layers(masks, keys)
-    label_of = {}
-    if len(layers) == 1:
-        voxels = np.zeros(reference.shape, dtype=np.uint8, order=order)
-    else:
-        voxels = np.zeros((len(layers),) + reference.shape, dtype=np.uint8, order=order)
+    label_layers, layers = _label_layers(masks, keys, reference.shape, order)
+    voxels = label_layers[0] if len(label_layers) == 1 else np.array(label_layers, order=order)
+    label_of = {key: organs.ORGANS[key].btcv_label for key in keys}
     segments = []
-    for layer_index, members in enumerate(layers):
-        for key in members:
-            label_of[key] = organs.ORGANS[key].btcv_label
-            target = voxels if len(layers) == 1 else voxels[layer_index]
-            target[masks[key]] = label_of[key]
     for key in keys:
         organ = organs.ORGANS[key]
         layer_index = next(i for i, members in enumerate(layers) if key in members)

@@ -31,6 +31,7 @@ import numpy as np
 from . import organs
 from .errors import InputFileError, SegmentationError, VolumeError
 from .files import atomic_target
+from .masks import LabelMasks
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -207,7 +208,9 @@ def read_volume(path: str | os.PathLike) -> Volume:
     finite = np.isfinite(array)
     if not finite.any():
         raise VolumeError(f"{path}: every voxel is NaN or infinite")
-    values = array[finite]
+    # Copy the finite values out only when some are not (a copy is 300 MB on a 512 x 512 x 300 CT).
+    values = array if finite.all() else array[finite]
+    del finite
     if float(values.min()) == float(values.max()):
         raise VolumeError(f"{path}: every voxel has the same value ({values.min():g}); not a CT image")
     if np.linalg.matrix_rank(affine[:3, :3]) < 3:
@@ -239,7 +242,10 @@ def _label_values(labels: np.ndarray) -> list[int]:
     """Sorted non-zero label values present in an integer label map."""
     flat = labels.reshape(-1, order="A")
     if flat.size and flat.min() >= 0 and flat.max() < 1 << 16:
-        counts = np.bincount(flat.astype(np.int64, copy=False) if flat.dtype.itemsize > 4 else flat)
+        # bincount works on an int64 copy of its input: count in slices so the copy stays small.
+        counts = np.zeros(int(flat.max()) + 1, dtype=np.int64)
+        for start in range(0, flat.size, 1 << 22):
+            counts += np.bincount(flat[start:start + (1 << 22)], minlength=counts.size)
         return [int(v) for v in np.flatnonzero(counts) if v != 0]
     values = np.unique(flat)
     return [int(v) for v in values if v != 0]
@@ -358,7 +364,7 @@ def read_organ_masks(
 
     Returns:
         structure key -> boolean mask ``[i, j, k]``, catalog order, empty
-        structures left out.
+        structures left out (a :class:`~MedSORALib.masks.LabelMasks` for a label map).
 
     Raises:
         InputFileError, LabelSchemeError, SegmentationError (no known organ,
@@ -393,12 +399,16 @@ def read_organ_masks(
             found = ", ".join(str(v) for v in values[:12]) or "none"
             raise SegmentationError(
                 f"{path}: no known organ label for scheme {scheme} (labels found: {found})")
-        labels = _labels_on_reference(labels, affine, reference, path)
-        masks = masks_from_labelmap(labels, scheme)
+        on_grid = _labels_on_reference(labels, affine, reference, path)
+        present = values if on_grid is labels else _label_values(on_grid)
+        # One label map instead of 13 boolean arrays (1 GB on a 512 x 512 x 300 CT); masks come on access.
+        masks = LabelMasks.from_label_table(on_grid, organs.label_table(scheme), present)
     if not masks:
         raise SegmentationError(f"{path}: no organ voxel falls inside the CT volume")
     # Keep the memory order of the file (nibabel gives Fortran order): a C-order copy of each mask of a
     # 512 x 512 x 300 CT would cost about a second per organ and buys nothing downstream.
+    if isinstance(masks, LabelMasks):
+        return masks
     return {k: np.asarray(masks[k], dtype=bool) for k in organs.structures_present(masks)}
 
 

@@ -175,3 +175,25 @@ def test_btcv_scheme_reads_a_btcv_label_map(tmp_path, example_volume, example_ma
     nib.save(nib.Nifti1Image(btcv, example_volume.affine), str(tmp_path / "btcv.nii.gz"))
     masks = read_organ_masks(tmp_path / "btcv.nii.gz", example_volume, "btcv")
     assert {k: int(m.sum()) for k, m in masks.items()} == EXAMPLE_VOXELS
+
+
+def test_label_map_masks_are_computed_on_access_and_equal_the_split_label_map(example_volume):
+    import nibabel as nib
+
+    from MedSORALib.masks import LabelMasks, restrict
+    from MedSORALib.volume_io import masks_from_labelmap
+
+    masks = read_organ_masks(EXAMPLE_SEG, example_volume, "totalsegmentator")
+    assert isinstance(masks, LabelMasks) and masks.shape == example_volume.shape
+    expected = masks_from_labelmap(np.asarray(nib.load(str(EXAMPLE_SEG)).dataobj), "totalsegmentator")
+    assert list(masks) == list(expected) and len(masks) == 12
+    for key, mask in masks.items():
+        assert mask.dtype == bool and np.array_equal(mask, expected[key]), key
+        assert int(mask.sum()) == EXAMPLE_VOXELS[key]
+    assert masks["liver"] is not masks["liver"]  # a fresh array each time, nothing kept
+    some = restrict(masks, ["liver", "spleen"])
+    assert isinstance(some, LabelMasks) and list(some) == ["spleen", "liver"]
+    assert list(restrict(dict(expected), ["liver", "spleen"])) == ["liver", "spleen"]
+    two_values = LabelMasks(np.array([[[0, 1], [2, 3]]]), {"kidney_left": [2, 3], "spleen": [1]})
+    assert list(two_values) == ["spleen", "kidney_left"]
+    assert two_values["kidney_left"].tolist() == [[[False, False], [True, True]]]

@@ -138,20 +138,42 @@ def _resampled_grid(shape, affine: np.ndarray, pixdim) -> tuple[tuple[int, ...],
     return tuple(int(n) for n in out_shape), new_affine
 
 
+def _linear_along(t: torch.Tensor, axis: int, coords: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation of ``t`` along ``axis`` at continuous indexes ``coords`` (border values outside)."""
+    n = t.shape[axis]
+    c = coords.clamp(0, n - 1)
+    lo = c.floor().long().clamp(max=n - 1)
+    hi = (lo + 1).clamp(max=n - 1)
+    shape = [1] * t.ndim
+    shape[axis] = -1
+    w = (c - lo).view(shape)
+    return t.index_select(axis, lo) * (1.0 - w) + t.index_select(axis, hi) * w
+
+
 def resample_to_spacing(channels: torch.Tensor, affine: np.ndarray, pixdim) -> torch.Tensor:
-    """Trilinear resampling of ``(C, I, J, K)`` voxels to voxel size ``pixdim`` mm (border values outside)."""
+    """Trilinear resampling of ``(C, I, J, K)`` voxels to voxel size ``pixdim`` mm (border values outside).
+
+    Computed in float64, like the training-time pipeline, so a mask value of exactly 0.5 falls on the same
+    side; an axis-aligned grid (no shear) is interpolated one axis at a time, which needs far less memory
+    than a sampling grid of every output voxel.
+    """
     shape = tuple(channels.shape[1:])
     out_shape, new_affine = _resampled_grid(shape, affine, pixdim)
     to_input = np.linalg.solve(affine, new_affine)  # output voxel -> input voxel
+    t = channels.double()
+    if np.allclose(to_input[:3, :3], np.diag(np.diag(to_input[:3, :3])), atol=1e-9):
+        # Shrinking axes first keeps the intermediate arrays small.
+        for axis in sorted(range(3), key=lambda a: out_shape[a] / shape[a]):
+            coords = torch.arange(out_shape[axis], dtype=torch.float64) * to_input[axis, axis] + to_input[axis, 3]
+            t = _linear_along(t, axis + 1, coords)
+        return t.float()
     axes = [torch.arange(n, dtype=torch.float64) for n in out_shape]
     points = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
     coords = points @ torch.from_numpy(to_input[:3, :3].T.copy()) + torch.from_numpy(to_input[:3, 3].copy())
     # grid_sample reads (x, y, z) = (K, J, I) in [-1, 1] with corners on the first and last voxel centres.
     size = torch.tensor([max(n - 1, 1) for n in shape], dtype=torch.float64)
     grid = (2.0 * coords / size - 1.0).flip(-1)
-    # float64 like the training-time pipeline, so a mask value of exactly 0.5 falls on the same side.
-    out = F.grid_sample(channels[None].double(), grid[None], mode="bilinear", padding_mode="border",
-                        align_corners=True)
+    out = F.grid_sample(t[None], grid[None], mode="bilinear", padding_mode="border", align_corners=True)
     return out[0].float()
 
 
