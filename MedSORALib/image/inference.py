@@ -29,7 +29,7 @@ from ..errors import ModelError
 from ..files import resource_path
 from ..organs import STRUCTURES
 from .crops import CropConfig
-from .encoder import EncoderConfig
+from .encoder import EncoderConfig, SliceVolumeConcat, classification_head, encoder_outputs, organ_logits
 from .losses import slice_mean_similarity
 
 DEFAULT_WEIGHTS_DIR = resource_path("weights", "image")
@@ -183,19 +183,6 @@ class _CrossAttention(nn.Module):
         return f2d + self.proj(out)
 
 
-class _Concat(nn.Module):
-    def __init__(self, width: int):
-        super().__init__()
-        self.proj = nn.Linear(2 * width, width)
-
-    def forward(self, f2d: torch.Tensor, f3d: torch.Tensor) -> torch.Tensor:
-        return self.proj(torch.cat([f2d, f3d[:, None].expand_as(f2d)], dim=-1))
-
-
-def _head(width: int, n_classes: int) -> nn.Module:
-    return nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(), nn.Linear(width, n_classes))
-
-
 class InferenceEncoder(nn.Module):
     """The organ encoder's forward pass (every fusion mode) with the output dict of ``OrganImageEncoder``."""
 
@@ -206,34 +193,17 @@ class InferenceEncoder(nn.Module):
                                     config.slice_heads, config.slice_mlp) if mode != "3d" else None)
         self.volume = _VolumeEncoder(config) if mode != "2d" else None
         self.fusion = (_CrossAttention(width, config.fusion_heads) if mode == "xattn"
-                       else _Concat(width) if mode == "concat" else None)
-        self.head_2d = _head(width, config.n_classes) if self.slice is not None else None
-        self.head_3d = _head(width, config.n_classes) if self.volume is not None else None
-        self.head_fused = _head(width, config.n_classes) if self.fusion is not None else None
+                       else SliceVolumeConcat(width) if mode == "concat" else None)
+        self.head_2d = classification_head(width, config.n_classes) if self.slice is not None else None
+        self.head_3d = classification_head(width, config.n_classes) if self.volume is not None else None
+        self.head_fused = classification_head(width, config.n_classes) if self.fusion is not None else None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
         f2d = self.slice(x) if self.slice is not None else None
         f3d = self.volume(x) if self.volume is not None else None
-        if f2d is not None:
-            out["f2d"], out["logits_2d"] = f2d, self.head_2d(f2d.mean(1))
-        if f3d is not None:
-            out["f3d"], out["logits_3d"] = f3d, self.head_3d(f3d)
-        if self.fusion is not None:
-            fused = self.fusion(f2d, f3d)
-            out["logits_fused"] = self.head_fused(fused.mean(1))
-        else:
-            fused = f2d if f2d is not None else f3d[:, None]
-        out["features"] = fused
-        return out
+        return encoder_outputs(f2d, f3d, self.fusion, self.head_2d, self.head_3d, self.head_fused)
 
-    @staticmethod
-    def organ_logits(out: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The logits used to name an organ: fused head where present, else the single branch's head."""
-        for name in ("logits_fused", "logits_2d", "logits_3d"):
-            if name in out:
-                return out[name]
-        raise KeyError("no logits in the encoder output")
+    organ_logits = staticmethod(organ_logits)
 
 
 # ----- the inference API ---------------------------------------------------------------------------------
