@@ -4,10 +4,14 @@
     python bench/bench_scoring.py [--repeats 5] [--skip-large] [--output bench/results_scoring.json]
 
 Cases:
-  cold_start          fresh processes, interleaved, each with an empty embedding cache:
-                      floor  python -c "import torch, nibabel; nibabel.load(CT).get_fdata()"
-                      score  python -m MedSORALib score ... --symptom TEXT (one symptom, bundled CT)
-                      rank   python -m MedSORALib rank TEXT
+  cold_start          fresh processes, interleaved round by round:
+                      floor        python -c "import torch, nibabel; nibabel.load(CT).get_fdata()"
+                      score_warm   python -m MedSORALib score ... --symptom TEXT (one symptom, bundled CT),
+                                   the cache folder of earlier runs in place (a symptom scored before)
+                      rank_warm    python -m MedSORALib rank TEXT, likewise
+                      score_empty  score with an empty cache folder (new symptom: the sentence encoder runs,
+                                   the knowledge base is parsed from hp.obo)
+                      rank_empty   rank with an empty cache folder
                       reported as medians and as ratios to the floor's median of the same run
   model_load          load the text and image models and the knowledge base (fresh process each time)
   encode_per_organ    crop + encode one organ of the bundled CT (all 12 / 12)
@@ -98,26 +102,37 @@ def _wall(command: list[str], env: dict) -> float:
 
 
 def cold_start(repeats: int, tmp: str) -> dict:
-    """Wall time of fresh processes: the floor (import torch + nibabel, read the CT), score and rank."""
+    """Wall time of fresh processes, interleaved round by round: the floor (import torch + nibabel, read the
+    CT), then score and rank with the embedding / knowledge-base cache of earlier runs ("warm": the same
+    symptom as the first round, whose run filled the cache) and with an empty cache folder ("empty")."""
     floor = [sys.executable, "-c", f"import torch, nibabel; nibabel.load({str(CT)!r}).get_fdata()"]
-    times: dict[str, list[float]] = {"floor": [], "score": [], "rank": []}
+
+    def score(text, out):
+        return [sys.executable, "-m", "MedSORALib", "score", "--volume", str(CT), "--segmentation", str(SEG),
+                "--label-scheme", "totalsegmentator", "--symptom", text, "--output", out, "--quiet"]
+
+    def rank(text):
+        return [sys.executable, "-m", "MedSORALib", "rank", text]
+
+    times: dict[str, list[float]] = {}
     for i in range(repeats + 1):
-        env = {**os.environ, "PYTHONPATH": str(REPO), "MEDSORA_CACHE_DIR": f"{tmp}/cache{i}"}
-        text = SYMPTOMS[i % len(SYMPTOMS)]
+        warm = {**os.environ, "PYTHONPATH": str(REPO), "MEDSORA_CACHE_DIR": f"{tmp}/cache-warm"}
+        empty = {**os.environ, "PYTHONPATH": str(REPO), "MEDSORA_CACHE_DIR": f"{tmp}/cache-empty{i}"}
         runs = {
-            "floor": floor,
-            "score": [sys.executable, "-m", "MedSORALib", "score", "--volume", str(CT), "--segmentation", str(SEG),
-                      "--label-scheme", "totalsegmentator", "--symptom", text, "--output", f"{tmp}/cold{i}/case",
-                      "--quiet"],
-            "rank": [sys.executable, "-m", "MedSORALib", "rank", text],
+            "floor": (floor, warm),
+            "score_warm": (score(SYMPTOMS[0], f"{tmp}/warm{i}/case"), warm),
+            "rank_warm": (rank(SYMPTOMS[0]), warm),
+            "score_empty": (score(SYMPTOMS[i % len(SYMPTOMS)], f"{tmp}/empty{i}/case"), empty),
+            "rank_empty": (rank(SYMPTOMS[(i + 1) % len(SYMPTOMS)]), {**empty, "MEDSORA_CACHE_DIR": f"{tmp}/r{i}"}),
         }
-        for name, command in runs.items():
+        for name, (command, env) in runs.items():
             seconds = _wall(command, env)
-            if i:  # the first round warms the file system cache
-                times[name].append(seconds)
+            if i:  # the first round fills the warm cache and the file system cache
+                times.setdefault(name, []).append(seconds)
     out = {f"{name}_s": _median(values) for name, values in times.items()}
-    out["score_over_floor"] = out["score_s"] / out["floor_s"]
-    out["rank_over_floor"] = out["rank_s"] / out["floor_s"]
+    for name in ("score_warm", "rank_warm", "score_empty", "rank_empty"):
+        out[f"{name}_over_floor"] = out[f"{name}_s"] / out["floor_s"]
+    out["repeats"] = repeats
     return out
 
 
@@ -195,9 +210,9 @@ def main(argv=None) -> int:
         if isinstance(value, float):
             print(f"{key:<32} {value:.3f}")
         elif key == "cold_start":
-            print(f"{'cold: floor / score / rank':<32} {value['floor_s']:.2f} / {value['score_s']:.2f} / "
-                  f"{value['rank_s']:.2f} s  (score {value['score_over_floor']:.2f} x floor, "
-                  f"rank {value['rank_over_floor']:.2f} x floor)")
+            for name in ("score_warm", "rank_warm", "score_empty", "rank_empty"):
+                print(f"{'cold ' + name:<32} {value[name + '_s']:.2f} s = {value[name + '_over_floor']:.2f} x "
+                      f"floor ({value['floor_s']:.2f} s)")
         elif key == "large_ct_512x512x300":
             print(f"{key:<32} {value['seconds']:.2f} s, peak RSS {value['peak_rss_mb']:.0f} MB")
     print(f"(written to {args.output})")
