@@ -132,12 +132,15 @@ FULL_CLASSES: tuple[str, ...] = PAPER_CLASSES + (
     "esophagus", "aorta", "inferior_vena_cava", "portal_vein_and_splenic_vein")
 CLASS_SETTINGS: dict[str, tuple[str, ...]] = {"paper7": PAPER_CLASSES, "full11": FULL_CLASSES}
 
+#: Paired structures: reasoning class -> {side: structure key}, e.g. "kidney" -> {"left": "kidney_left", ...}.
+PAIRED_STRUCTURES: dict[str, dict[str, str]] = {
+    cls: {side: o.key for side in ("left", "right") for o in _CATALOG if o.reasoning_class == cls and o.side == side}
+    for cls in dict.fromkeys(o.reasoning_class for o in _CATALOG if o.side is not None)}
+
+#: Display name of each class: the structure's own for one-structure classes, else the class key in words
+#: ("kidney", "adrenal gland").
 CLASS_DISPLAY_NAMES: dict[str, str] = {
-    "liver": "liver", "pancreas": "pancreas", "kidney": "kidney", "gallbladder": "gallbladder",
-    "spleen": "spleen", "stomach": "stomach", "adrenal_gland": "adrenal gland", "esophagus": "esophagus",
-    "aorta": "aorta", "inferior_vena_cava": "inferior vena cava",
-    "portal_vein_and_splenic_vein": "portal and splenic vein",
-}
+    c: ORGANS[c].display_name if c in ORGANS else c.replace("_", " ") for c in FULL_CLASSES}
 
 LABEL_SCHEMES: tuple[str, ...] = ("btcv", "totalsegmentator", "amos")
 _SCHEME_ALIASES = {"btcv": "btcv", "totalsegmentator": "totalsegmentator", "totalseg": "totalsegmentator",
@@ -251,11 +254,6 @@ def organ_key_from_terminology(entry: dict | str | None) -> str | None:
         if organ.snomed_modifier is not None and organ.snomed_modifier[1] == modifier:
             return organ.key
     return None
-
-
-def classes_to_structures(values: dict[str, float]) -> dict[str, float]:
-    """Spread per-class values onto the 13 structures (absent classes give 0.0)."""
-    return {o.key: float(values.get(o.reasoning_class, 0.0)) for o in _CATALOG}
 
 
 def structures_present(keys: Iterable[str]) -> list[str]:

@@ -32,6 +32,7 @@ from .scoring import SymptomResult
 from .segmentation_io import write_seg_nrrd
 from .colors import RELEVANCE_COLORMAP, relevance_color, relevance_colormap
 from .files import atomic_set, atomic_target, atomic_write_text
+from .masks import restrict
 from .volume_io import Volume, closest_canonical
 
 def segment_tags(result: SymptomResult) -> dict[str, dict[str, str]]:
@@ -92,7 +93,7 @@ def write_result_files(
     """
     prefix = Path(prefix)
     files: dict[str, Path] = {}
-    scored = {o.key: masks[o.key] for o in result.organs}
+    scored = restrict(masks, [o.key for o in result.organs])
     colors = {o.key: relevance_color(o.relevance) for o in result.organs}
     files["segmentation"] = write_seg_nrrd(prefix.with_name(prefix.name + ".seg.nrrd"), scored, volume,
                                            segment_tags=segment_tags(result), colors=colors)

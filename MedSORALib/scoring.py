@@ -25,7 +25,6 @@ however many symptoms are scored against them.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 
 from . import __version__, organs
 from .errors import SegmentationError, SymptomError
+from .masks import restrict
 from .volume_io import Volume
 
 #: Softmax temperature of the image term (the InfoNCE temperature used in training).
@@ -154,13 +154,13 @@ def load_models(
     key = (str(text_weights), str(image_weights), setting, device, str(text_encoder))
     with _MODELS_LOCK:
         if key not in _MODELS:
-            from .image.model import ImageTextModel
+            from .image.inference import InferenceModel
             from .text.encoder import TextEncoder, get_default_encoder
             from .text.reasoning import TextReasoner
 
             encoder = get_default_encoder() if text_encoder is None else TextEncoder(text_encoder, device=device)
             reasoner = TextReasoner.load(text_weights, setting=setting, encoder=encoder)
-            image_model = ImageTextModel.load(image_weights, device=device)
+            image_model = InferenceModel.load(image_weights, device=device)
             _MODELS[key] = ScoringModels(reasoner=reasoner, image_model=image_model, device=device)
         return _MODELS[key]
 
@@ -199,20 +199,24 @@ def encode_volume(
     volume: Volume, organ_masks: Mapping[str, np.ndarray], models: ScoringModels, progress: Progress | None = None
 ) -> EncodedVolume:
     """Crop and encode every organ present in ``organ_masks`` (boolean ``[i, j, k]`` on the volume grid)."""
-    masks = {k: np.asarray(organ_masks[k], dtype=bool) for k in organs.structures_present(organ_masks)}
-    unknown = sorted(set(organ_masks) - set(masks))
+    keys = organs.structures_present(organ_masks)
+    unknown = sorted(set(organ_masks) - set(keys))
     if unknown:
         raise SegmentationError(f"unknown organ keys in the masks: {', '.join(unknown)}")
-    for key, mask in masks.items():
+    voxels = {}
+    for key in keys:  # one mask at a time: label-map masks are computed on access
+        mask = np.asarray(organ_masks[key], dtype=bool)
         if mask.shape != volume.shape:
             raise SegmentationError(f"the mask of {key} has shape {mask.shape}, the CT {volume.shape}")
-    masks = {k: m for k, m in masks.items() if m.any()}
+        count = int(np.count_nonzero(mask))
+        if count:
+            voxels[key] = count
+    masks = restrict(organ_masks, voxels)
     if not masks:
         raise SegmentationError("the segmentation holds no voxel of a known organ")
     if progress:
         progress(0.1, f"encoding {len(masks)} organs")
     features = models.image_model.encode_volume(volume, masks)
-    voxels = {k: int(m.sum()) for k, m in masks.items()}
     ml = {k: v * volume.voxel_volume_ml for k, v in voxels.items()}
     return EncodedVolume(volume=volume, masks=masks, features=features, voxels=voxels, volume_ml=ml)
 
@@ -319,15 +323,3 @@ def score_volume(
     encoded = encode_volume(volume, organ_masks, models, progress)
     return score_encoded(encoded, texts, models, image_weight=image_weight, with_passages=with_passages,
                          progress=progress)
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, or of every file of a folder (sorted by name) for a DICOM series."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()

@@ -1,6 +1,6 @@
-"""Writing organ segmentations: Slicer ``.seg.nrrd`` (through slicerio) and NIfTI + JSON.
+"""Organ segmentations as Slicer ``.seg.nrrd`` files (through slicerio): writing, and reading back.
 
-Both writers take boolean organ masks on a reference :class:`~MedSORALib.volume_io.Volume`
+The writer takes boolean organ masks on a reference :class:`~MedSORALib.volume_io.Volume`
 grid and store them with the reference geometry, so that the output overlays
 the input CT in Slicer or any viewer. Each segment carries:
 
@@ -14,7 +14,6 @@ target only once complete.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Mapping
@@ -23,7 +22,8 @@ import numpy as np
 
 from . import organs
 from .errors import SegmentationError
-from .files import atomic_set, atomic_target, atomic_write_text
+from .files import atomic_target
+from .masks import LabelMasks
 from .volume_io import LPS_TO_RAS, Volume
 
 Color = tuple[float, float, float]
@@ -37,24 +37,28 @@ def _check_masks(masks: Mapping[str, np.ndarray], reference: Volume) -> list[str
     if not keys:
         raise SegmentationError("no organ mask to write")
     for key in keys:
-        if tuple(masks[key].shape) != reference.shape:
-            raise SegmentationError(
-                f"mask {key} has shape {tuple(masks[key].shape)}, the reference volume {reference.shape}")
+        # A label map's masks share its shape (asking for one computes it).
+        shape = masks.shape if isinstance(masks, LabelMasks) else tuple(masks[key].shape)
+        if tuple(shape) != reference.shape:
+            raise SegmentationError(f"mask {key} has shape {tuple(shape)}, the reference volume {reference.shape}")
     return keys
 
 
-def _layers(masks: Mapping[str, np.ndarray], keys: list[str]) -> list[list[str]]:
-    """Group organs into layers in which no two masks overlap (one layer in the usual case)."""
-    layers: list[tuple[np.ndarray, list[str]]] = []
+def _label_layers(masks: Mapping[str, np.ndarray], keys: list[str], shape, order: str):
+    """(uint8 label layers, organ keys of each layer): each organ goes to the first layer it does not
+    overlap (one layer in the usual case) with its BTCV label value; one mask is held at a time."""
+    layers: list[np.ndarray] = []
+    members: list[list[str]] = []
     for key in keys:
-        for occupied, members in layers:
-            if not np.any(occupied & masks[key]):
-                occupied |= masks[key]
-                members.append(key)
-                break
-        else:
-            layers.append((masks[key].copy(order="K"), [key]))
-    return [members for _, members in layers]
+        mask = np.asarray(masks[key], dtype=bool, order=order)
+        index = next((i for i, layer in enumerate(layers) if not layer[mask].any()), None)
+        if index is None:
+            layers.append(np.zeros(shape, dtype=np.uint8, order=order))
+            members.append([])
+            index = len(layers) - 1
+        layers[index][mask] = organs.ORGANS[key].btcv_label
+        members[index].append(key)
+    return layers, members
 
 
 def write_seg_nrrd(
@@ -83,21 +87,12 @@ def write_seg_nrrd(
     keys = _check_masks(masks, reference)
     # Work in the masks' own memory order: mixing Fortran-order masks (as nibabel reads them) with
     # C-order buffers makes every elementwise step strided and several times slower on large CTs.
-    first = np.asarray(masks[keys[0]])
+    first = masks.labels if isinstance(masks, LabelMasks) else np.asarray(masks[keys[0]])
     order = "F" if first.flags.f_contiguous and not first.flags.c_contiguous else "C"
-    masks = {k: np.asarray(masks[k], dtype=bool, order=order) for k in keys}
-    layers = _layers(masks, keys)
-    label_of = {}
-    if len(layers) == 1:
-        voxels = np.zeros(reference.shape, dtype=np.uint8, order=order)
-    else:
-        voxels = np.zeros((len(layers),) + reference.shape, dtype=np.uint8, order=order)
+    label_layers, layers = _label_layers(masks, keys, reference.shape, order)
+    voxels = label_layers[0] if len(label_layers) == 1 else np.array(label_layers, order=order)
+    label_of = {key: organs.ORGANS[key].btcv_label for key in keys}
     segments = []
-    for layer_index, members in enumerate(layers):
-        for key in members:
-            label_of[key] = organs.ORGANS[key].btcv_label
-            target = voxels if len(layers) == 1 else voxels[layer_index]
-            target[masks[key]] = label_of[key]
     for key in keys:
         organ = organs.ORGANS[key]
         layer_index = next(i for i, members in enumerate(layers) if key in members)
@@ -141,55 +136,3 @@ def read_seg_nrrd(path: str | os.PathLike) -> dict:
     seg = slicerio.read_segmentation(str(path))
     seg["affine"] = LPS_TO_RAS @ np.asarray(seg["ijkToLPS"], dtype=np.float64)
     return seg
-
-
-def write_label_nifti(
-    path: str | os.PathLike,
-    masks: Mapping[str, np.ndarray],
-    reference: Volume,
-    scheme: str = "btcv",
-    segment_tags: Mapping[str, Mapping[str, str]] | None = None,
-    colors: Mapping[str, Color] | None = None,
-) -> tuple[Path, Path]:
-    """Write a NIfTI label map (values of ``scheme``) plus a JSON sidecar describing the labels.
-
-    The sidecar (``<name>.json`` next to the ``.nii.gz``) lists for each label:
-    value, organ key, display name, colour, SNOMED terminology and the extra tags.
-    Where masks overlap, the organ later in catalog order wins in the label map.
-
-    Returns:
-        (label map path, sidecar path).
-    """
-    import nibabel as nib
-
-    keys = _check_masks(masks, reference)
-    table = {v: k for k, v in organs.label_table(scheme).items()}
-    missing = [k for k in keys if k not in table]
-    if missing:
-        raise SegmentationError(f"label scheme {scheme} has no label for: {', '.join(missing)}")
-    labels = np.zeros(reference.shape, dtype=np.uint8)
-    entries = []
-    for key in keys:
-        organ = organs.ORGANS[key]
-        labels[masks[key]] = table[key]
-        entries.append({
-            "label": int(table[key]),
-            "organ": key,
-            "name": organ.display_name,
-            "color": [round(float(c), 6) for c in (colors or {}).get(key, organ.color)],
-            "terminology": organ.terminology_entry(),
-            "voxels": int(masks[key].sum()),
-            "tags": {str(k): str(v) for k, v in (segment_tags or {}).get(key, {}).items()},
-        })
-    path = Path(path)
-    base = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
-    sidecar = path.with_name(base + ".json")
-    with atomic_set():  # the label map and its sidecar appear together
-        with atomic_target(path) as tmp:
-            image = nib.Nifti1Image(labels, reference.affine)
-            image.set_qform(reference.affine, code=1)
-            image.set_sform(reference.affine, code=1)
-            nib.save(image, str(tmp))
-        atomic_write_text(sidecar, json.dumps({"label_scheme": organs.normalize_scheme(scheme), "labels": entries},
-                                              indent=2))
-    return path, sidecar

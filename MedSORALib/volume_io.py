@@ -34,6 +34,7 @@ from . import organs
 from . import validation
 from .errors import InputFileError, SegmentationError, VolumeError
 from .files import atomic_target
+from .masks import LabelMasks
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -88,21 +89,8 @@ class Volume:
         ras = np.asarray(ras, dtype=np.float64)
         return ras @ inv[:3, :3].T + inv[:3, 3]
 
-    def value_at(self, ras) -> float:
-        """Value of the voxel containing the RAS point (nearest voxel centre)."""
-        idx = np.rint(self.ras_to_index(np.asarray(ras))).astype(int)
-        if np.any(idx < 0) or np.any(idx >= np.asarray(self.shape)):
-            raise IndexError(f"point {ras} lies outside the volume")
-        return float(self.array[tuple(idx)])
-
     def same_grid(self, other: "Volume", atol: float = 1e-3) -> bool:
         return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol)
-
-    def corners_ras(self) -> np.ndarray:
-        """RAS positions of the 8 outer corners of the voxel grid (voxel edges, not centres)."""
-        lo, hi = -0.5, np.asarray(self.shape) - 0.5
-        corners = np.array([[x, y, z] for x in (lo, hi[0]) for y in (lo, hi[1]) for z in (lo, hi[2])])
-        return self.index_to_ras(corners)
 
 
 # -- reading images -----------------------------------------------------------------------------
@@ -375,7 +363,10 @@ def _label_values(labels: np.ndarray) -> list[int]:
     """Sorted non-zero label values present in an integer label map."""
     flat = labels.reshape(-1, order="A")
     if flat.size and flat.min() >= 0 and flat.max() < 1 << 16:
-        counts = np.bincount(flat.astype(np.int64, copy=False) if flat.dtype.itemsize > 4 else flat)
+        # bincount works on an int64 copy of its input: count in slices so the copy stays small.
+        counts = np.zeros(int(flat.max()) + 1, dtype=np.int64)
+        for start in range(0, flat.size, 1 << 22):
+            counts += np.bincount(flat[start:start + (1 << 22)], minlength=counts.size)
         return [int(v) for v in np.flatnonzero(counts) if v != 0]
     values = np.unique(flat)
     return [int(v) for v in values if v != 0]
@@ -451,13 +442,13 @@ def _labels_on_reference(labels: np.ndarray, affine: np.ndarray, reference: Volu
 
 def _segments_from_seg_nrrd(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
     """Masks of known organs in a Slicer .seg.nrrd, its RAS affine and the names it holds."""
-    import slicerio
+    from .segmentation_io import read_seg_nrrd
 
     try:
-        seg = slicerio.read_segmentation(str(path))
+        seg = read_seg_nrrd(path)
     except Exception as exc:
         raise InputFileError(f"{path}: not a readable .seg.nrrd segmentation ({type(exc).__name__})") from exc
-    affine = LPS_TO_RAS @ np.asarray(seg["ijkToLPS"], dtype=np.float64)
+    affine = seg["affine"]
     validation.check_affine(affine, path)
     voxels = np.asarray(seg["voxels"])
     if voxels.ndim not in (3, 4):
@@ -503,7 +494,7 @@ def read_organ_masks(
 
     Returns:
         structure key -> boolean mask ``[i, j, k]``, catalog order, empty
-        structures left out.
+        structures left out (a :class:`~MedSORALib.masks.LabelMasks` for a label map).
 
     Raises:
         InputFileError, LabelSchemeError, SegmentationError (no known organ,
@@ -541,12 +532,16 @@ def read_organ_masks(
             found = ", ".join(str(v) for v in values[:12]) or "none"
             raise SegmentationError(
                 f"{path}: no known organ label for scheme {scheme} (labels found: {found})")
-        labels = _labels_on_reference(labels, affine, reference, path)
-        masks = masks_from_labelmap(labels, scheme)
+        on_grid = _labels_on_reference(labels, affine, reference, path)
+        present = values if on_grid is labels else _label_values(on_grid)
+        # One label map instead of 13 boolean arrays (1 GB on a 512 x 512 x 300 CT); masks come on access.
+        masks = LabelMasks.from_label_table(on_grid, organs.label_table(scheme), present)
     if not masks:
         raise SegmentationError(f"{path}: no organ voxel falls inside the CT volume")
     # Keep the memory order of the file (nibabel gives Fortran order): a C-order copy of each mask of a
     # 512 x 512 x 300 CT would cost about a second per organ and buys nothing downstream.
+    if isinstance(masks, LabelMasks):
+        return masks
     return {k: np.asarray(masks[k], dtype=bool) for k in organs.structures_present(masks)}
 
 

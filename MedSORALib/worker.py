@@ -92,7 +92,8 @@ class ScoringWorker:
 
     def score(self, request_id, request: Mapping[str, Any]) -> dict:
         from .outputs import output_prefixes, write_result
-        from .scoring import check_symptoms, file_sha256
+        from .files import file_sha256
+        from .scoring import check_symptoms
         from .volume_io import read_organ_masks, read_volume
 
         seconds: dict[str, float] = {}

@@ -417,3 +417,41 @@ def test_rule_composer_writes_grounded_texts(kb):
     assert all(not organ_mentions(r["text"]) for r in kept)
     again = gen.generate_records(rules, chunks, texts_per_chunk=3, seed=7)
     assert [r["text"] for r in again] == [r["text"] for r in records]
+
+
+def test_bm25_equals_the_bm25s_library_on_the_knowledge_base():
+    import bm25s
+
+    from MedSORALib.knowledge.kb import KnowledgeBase, tokenize
+
+    kb = KnowledgeBase.load()
+    reference = bm25s.BM25()  # Lucene variant, k1 = 1.5, b = 0.75
+    reference.index([tokenize(c.text) or ["<empty>"] for c in kb.chunks], show_progress=False)
+    for query in ("painless jaundice with pale stools", "blood in the urine, flank pain in the left flank",
+                  "vomiting blood after drinking", "pain pain pain"):
+        tokens = [t for t in tokenize(query) if t in reference.vocab_dict]
+        expected = np.asarray(reference.get_scores(tokens), dtype=np.float32)
+        got = kb.bm25_scores(query)
+        assert expected.max() > 1.0
+        assert np.allclose(got, expected, atol=1e-5), query
+    assert not kb.bm25_scores("xyzzy").any()
+
+
+def test_chunk_cache_is_rebuilt_when_a_source_changes(tmp_path, monkeypatch):
+    from MedSORALib.knowledge import kb as kb_module
+
+    monkeypatch.setenv("MEDSORA_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text((kb_module.src.CORPUS_PATH).read_text(encoding="utf-8"), encoding="utf-8")
+    first = kb_module.KnowledgeBase.load(sources=("team",), corpus_path=corpus)
+    cached = list((tmp_path / "cache" / "knowledge").glob("chunks-*.json"))
+    assert len(cached) == 1
+    kb_module.KnowledgeBase._CACHE.clear()
+    again = kb_module.KnowledgeBase.load(sources=("team",), corpus_path=corpus)
+    assert again is not first and [vars(c) for c in again.chunks] == [vars(c) for c in first.chunks]
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    corpus.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")
+    kb_module.KnowledgeBase._CACHE.clear()
+    fewer = kb_module.KnowledgeBase.load(sources=("team",), corpus_path=corpus)
+    assert len(fewer) == len(first) - 1
+    assert len(list((tmp_path / "cache" / "knowledge").glob("chunks-*.json"))) == 2

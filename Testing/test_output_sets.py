@@ -166,19 +166,3 @@ def test_only_our_stale_pattern_is_recognised(tmp_path):
     os.utime(other_host, (time.time() - 2 * 86400,) * 2)
     assert files.is_stale(other_host)
     assert socket.gethostname()  # the host part comes from it
-
-
-def test_a_label_map_and_its_sidecar_appear_together(tmp_path, example_volume, example_masks, monkeypatch):
-    from MedSORALib import segmentation_io
-
-    label_map, sidecar = segmentation_io.write_label_nifti(tmp_path / "a" / "organs.nii.gz", example_masks,
-                                                           example_volume)
-    assert _names(tmp_path / "a") == ["organs.json", "organs.nii.gz"]
-
-    def broken(path, text):
-        raise OSError("no space left on device")
-
-    monkeypatch.setattr(segmentation_io, "atomic_write_text", broken)
-    with pytest.raises(OSError, match="no space left"):
-        segmentation_io.write_label_nifti(tmp_path / "b" / "organs.nii.gz", example_masks, example_volume)
-    assert _names(tmp_path / "b") == []  # the label map, written first, is gone with its failed sidecar

@@ -1,5 +1,4 @@
 """Writing organ segmentations: .seg.nrrd read back by slicerio and by Slicer's MRML (slicer-core)."""
-import json
 
 import numpy as np
 import pytest
@@ -7,8 +6,8 @@ import pytest
 from conftest import EXAMPLE_VOXELS, snapshot
 from MedSORALib import organs
 from MedSORALib.errors import SegmentationError
-from MedSORALib.segmentation_io import read_seg_nrrd, write_label_nifti, write_seg_nrrd
-from MedSORALib.volume_io import read_organ_masks, read_volume
+from MedSORALib.segmentation_io import read_seg_nrrd, write_seg_nrrd
+from MedSORALib.volume_io import read_organ_masks
 
 
 @pytest.fixture()
@@ -90,18 +89,6 @@ def test_overlapping_masks_go_to_layers(tmp_path, example_volume, example_masks)
     back = read_organ_masks(path, example_volume)
     np.testing.assert_array_equal(back["pancreas"], masks["pancreas"])
     np.testing.assert_array_equal(back["spleen"], masks["spleen"])
-
-
-def test_nifti_label_map_with_sidecar(tmp_path, example_volume, example_masks):
-    label_path, sidecar = write_label_nifti(tmp_path / "organs.nii.gz", example_masks, example_volume,
-                                            segment_tags={"liver": {"MedSORA.Relevance": "0.800"}})
-    info = json.loads(sidecar.read_text())
-    assert sidecar.name == "organs.json" and info["label_scheme"] == "btcv"
-    liver = next(e for e in info["labels"] if e["organ"] == "liver")
-    assert liver["label"] == 6 and liver["voxels"] == EXAMPLE_VOXELS["liver"] and liver["tags"]["MedSORA.Relevance"] == "0.800"
-    back = read_organ_masks(label_path, example_volume, "btcv")
-    assert {k: int(m.sum()) for k, m in back.items()} == EXAMPLE_VOXELS
-    assert read_volume(label_path).same_grid(example_volume)
 
 
 def test_failed_write_leaves_nothing(tmp_path, example_volume, example_masks):

@@ -506,10 +506,10 @@ def test_rank_bad_input_is_one_line_error(argv, message, capsys):
 
 
 def test_read_symptoms_rejects_a_folder(tmp_path):
-    from MedSORALib.commands.rank import read_symptoms
+    from MedSORALib.files import read_symptom_file
 
     with pytest.raises(InputFileError, match="folder"):
-        read_symptoms(str(tmp_path))
+        read_symptom_file(str(tmp_path))
 
 
 def test_rank_blank_and_binary_files(tmp_path, capsys):

@@ -103,7 +103,7 @@ def test_generic_pairs_and_patient_split(tmp_path):
 
 
 def test_optimizer_state_round_trip_without_pickle(tmp_path):
-    from Training.train import optimizer_from_safetensors, optimizer_to_safetensors
+    from Training.checkpoint import optimizer_from_safetensors, optimizer_to_safetensors
 
     model = torch.nn.Linear(4, 3)
     opt = torch.optim.AdamW(model.parameters(), lr=0.01)
@@ -241,3 +241,49 @@ def test_symptom_texts_raise_instead_of_switching_source(tmp_path, monkeypatch):
     monkeypatch.setattr(knowledge_dataset, "load_dataset", missing)
     with pytest.raises(InputFileError, match="medsora dataset build"):
         datasets.load_symptom_texts("train")
+
+
+def test_btcv_validation_list_stays_the_validation_set(tmp_path):
+    from Training.train import DEFAULTS, build_cases, deep_update
+
+    root = tmp_path / "btcv"
+    listing = {"training": [], "validation": []}
+    for number in range(1, 9):
+        image, label = f"imagesTr/img{number:04d}.nii.gz", f"labelsTr/label{number:04d}.nii.gz"
+        (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+        (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+        (root / image).write_bytes(b"")  # only listed here, never read
+        (root / label).write_bytes(b"")
+        listing["validation" if number in (3, 7) else "training"].append({"image": image, "label": label})
+    (root / "dataset_0.json").write_text(json.dumps(listing))
+    cfg = deep_update(DEFAULTS, {"data": {"btcv": str(root), "split": [0.5, 0.5, 0.0]}})
+    splits = build_cases(cfg)
+    patients = {name: sorted(int(c.patient_id) for c in splits[name]) for name in ("train", "val", "test")}
+    assert {3, 7} <= set(patients["val"])
+    assert not {3, 7} & set(patients["train"])
+    assert sorted(patients["train"] + patients["val"]) == list(range(1, 9))
+    assert len(patients["train"]) == 3  # half of the six training-list patients
+
+
+def test_mixed_precision_on_cpu_says_it_trains_in_float32(capsys):
+    from MedSORALib.errors import MedSORAError
+    from Training.train import mixed_precision
+
+    on, dtype, precision = mixed_precision("bf16", torch.device("cpu"))
+    assert (on, dtype, precision) == (False, torch.float32, "float32")
+    assert "float32" in capsys.readouterr().out
+    assert mixed_precision("none", torch.device("cpu"))[2] == "float32"
+    with pytest.raises(MedSORAError, match="amp"):
+        mixed_precision("fp8", torch.device("cpu"))
+
+
+def test_text_stage_is_kept_on_resume_and_skipped_without_its_config(tmp_path):
+    from Training.train import DEFAULTS, deep_update, run_text_stage
+
+    cfg = deep_update(DEFAULTS, {"stages": {"text": {"enabled": True}}})
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "training_summary.json").write_text("{}")
+    assert run_text_stage(cfg, tmp_path, resume=True) == {"status": "kept", "output": str(tmp_path / "text")}
+    missing = deep_update(cfg, {"stages": {"text": {"config": "Training/configs/none.yaml"}}})
+    assert run_text_stage(missing, tmp_path, resume=False)["status"] == "skipped"
+    assert run_text_stage(DEFAULTS, tmp_path, resume=False) == {"status": "disabled"}

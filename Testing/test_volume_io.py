@@ -11,6 +11,11 @@ from MedSORALib.errors import InputFileError, LabelSchemeError, SegmentationErro
 from MedSORALib.volume_io import Volume, read_organ_masks, read_volume, write_volume
 
 
+def _value_at(volume: Volume, ras) -> float:
+    """The voxel value nearest to a RAS point."""
+    return float(volume.array[tuple(np.rint(volume.ras_to_index(np.asarray(ras))).astype(int))])
+
+
 def _centroid_ras(volume: Volume, mask: np.ndarray) -> np.ndarray:
     return volume.index_to_ras(np.argwhere(mask).mean(axis=0))
 
@@ -40,7 +45,7 @@ def test_dicom_series_geometry_and_hu_match_the_headers():
         lps = ipp + iop[:3] * dc * col + iop[3:] * dr * row
         ras = lps * np.array([-1, -1, 1])
         hu = float(ds.pixel_array[row, col]) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-        assert volume.value_at(ras) == pytest.approx(hu)
+        assert _value_at(volume, ras) == pytest.approx(hu)
 
 
 @pytest.mark.parametrize("suffix", [".nrrd", ".nhdr", ".mha", ".mhd", ".nii.gz"])
@@ -53,7 +58,7 @@ def test_formats_agree_on_geometry_and_hu(tmp_path, suffix):
     rng = np.random.default_rng(0)
     for ijk in rng.integers(0, dicom.shape, size=(20, 3)):
         ras = dicom.index_to_ras(ijk)
-        assert back.value_at(ras) == dicom.value_at(ras)
+        assert _value_at(back, ras) == _value_at(dicom, ras)
 
 
 def test_nrrd_written_by_itk_reads_like_the_nifti(tmp_path, example_volume):
@@ -170,3 +175,25 @@ def test_btcv_scheme_reads_a_btcv_label_map(tmp_path, example_volume, example_ma
     nib.save(nib.Nifti1Image(btcv, example_volume.affine), str(tmp_path / "btcv.nii.gz"))
     masks = read_organ_masks(tmp_path / "btcv.nii.gz", example_volume, "btcv")
     assert {k: int(m.sum()) for k, m in masks.items()} == EXAMPLE_VOXELS
+
+
+def test_label_map_masks_are_computed_on_access_and_equal_the_split_label_map(example_volume):
+    import nibabel as nib
+
+    from MedSORALib.masks import LabelMasks, restrict
+    from MedSORALib.volume_io import masks_from_labelmap
+
+    masks = read_organ_masks(EXAMPLE_SEG, example_volume, "totalsegmentator")
+    assert isinstance(masks, LabelMasks) and masks.shape == example_volume.shape
+    expected = masks_from_labelmap(np.asarray(nib.load(str(EXAMPLE_SEG)).dataobj), "totalsegmentator")
+    assert list(masks) == list(expected) and len(masks) == 12
+    for key, mask in masks.items():
+        assert mask.dtype == bool and np.array_equal(mask, expected[key]), key
+        assert int(mask.sum()) == EXAMPLE_VOXELS[key]
+    assert masks["liver"] is not masks["liver"]  # a fresh array each time, nothing kept
+    some = restrict(masks, ["liver", "spleen"])
+    assert isinstance(some, LabelMasks) and list(some) == ["spleen", "liver"]
+    assert list(restrict(dict(expected), ["liver", "spleen"])) == ["liver", "spleen"]
+    two_values = LabelMasks(np.array([[[0, 1], [2, 3]]]), {"kidney_left": [2, 3], "spleen": [1]})
+    assert list(two_values) == ["spleen", "kidney_left"]
+    assert two_values["kidney_left"].tolist() == [[[False, False], [True, True]]]

@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from MedSORALib.errors import MedSORAError
-    from Training.train import atomic_write_text, load_config, train
+    from MedSORALib.files import atomic_write_text
+    from Training.train import load_config, train
 
     out = Path(args.output)
     results = {}

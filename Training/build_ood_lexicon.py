@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     from MedSORALib.knowledge.obo import read_obo
     from MedSORALib.knowledge.sources import hpo_obo_path
     from MedSORALib.text.ood import LEXICON_FILE, calibrate_lexicon, load_ood_texts, resources_dir, vocabulary_weights
-    from MedSORALib.text.training import file_sha256
+    from MedSORALib.files import file_sha256
 
     weights = vocabulary_weights()
     abdominal = [r["text"] for r in load_ood_texts("abdominal_queries", split="calibration")]

@@ -127,7 +127,8 @@ def knowledge_rows(terms_per_organ: int, seed: int) -> list[dict]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from MedSORALib.knowledge.dataset import read_jsonl, split_by_passage
+    from MedSORALib.files import read_jsonl
+    from MedSORALib.knowledge.dataset import split_by_passage
     from MedSORALib.knowledge.guards import normalise
     from MedSORALib.text.laterality import detect_laterality
 

@@ -77,7 +77,7 @@ def parse_args(argv=None):
 
 def load_sets(dev_path: Path):
     """Rows of the paper-style and register datasets, and the dev set's abdominal rows by group."""
-    from MedSORALib.knowledge.dataset import read_jsonl
+    from MedSORALib.files import read_jsonl
 
     paper = read_jsonl(DATASET_DIR / "symptom_texts.jsonl")
     register = read_jsonl(DATASET_DIR / "register_texts.jsonl")

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from MedSORALib.errors import InputFileError, MedSORAError
+from MedSORALib.files import resource_path
 from MedSORALib.organs import STRUCTURES, organ_key
 
 REPO = Path(__file__).resolve().parents[1]

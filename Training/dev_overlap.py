@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import numpy as np
 
-    from MedSORALib.knowledge.dataset import read_jsonl
+    from MedSORALib.files import read_jsonl
     from MedSORALib.knowledge.guards import normalise
     from MedSORALib.text.encoder import get_default_encoder
 

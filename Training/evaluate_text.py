@@ -6,7 +6,7 @@ For each class setting (the paper's 7 classes, our 11) and each method:
           learnable organ anchors, w * one-hot + (1 - w) * (cos(p_i, f) + 1) / 2 (full11: with the
           register texts, abbreviations spelled out, the knowledge channel in its inputs and the curated
           secondary organs as a target floor);
-* anchor_soft - the same MLP on the anchors' soft labels alone (method.md read literally);
+* anchor_soft - the same MLP on the anchors' soft labels alone (the paper's recipe read literally);
 * smoothed - the same MLP on w * one-hot + (1 - w) * a constant: label smoothing without the
           anchors (control: how much of the gain is the anchors' structure);
 * hard  - the same MLP trained on one-hot organ labels (ablation);
@@ -357,7 +357,8 @@ def main(argv=None) -> int:
     from MedSORALib.text.laterality import detect_laterality
     from MedSORALib.text.ood import load_ood_texts
     from MedSORALib.text.reasoning import TextReasoner
-    from MedSORALib.text.training import file_sha256, ood_heldout_report, read_jsonl, rows_for_setting
+    from MedSORALib.files import file_sha256, read_jsonl
+    from MedSORALib.text.training import ood_heldout_report, rows_for_setting
 
     torch.set_num_threads(max(1, args.threads))
     started = time.perf_counter()

@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from MedSORALib.files import resource_path  # noqa: E402  (after the path set-up)
+
 REAL_CT = REPO / "Testing" / "Data" / "example_ct_sm.nii.gz"
 REAL_SEG = REPO / "Testing" / "Data" / "example_ct_sm_seg.nii.gz"
 
@@ -116,7 +118,7 @@ def model_card(metrics: dict, measured: dict) -> str:
         "Held-out phantoms: organ identification "
         f"{held.get('organ_accuracy', float('nan')):.1f} %." if held else "",
         "",
-        "## Text-to-organ matching (method section 5)",
+        "## Text-to-organ matching (README, 'Image side')",
         f"Test split symptoms ({t2o.get('n', 0)} with a labelled organ present in the real CT; "
         f"{t2o.get('skipped', 0)} left out because their only organ, the oesophagus, is not in it), ranked over the "
         f"{len(t2o.get('classes', []))} organ classes of the real CT by the image-text similarity alone "
@@ -144,9 +146,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="Training/export_weights.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a Training/train.py output folder")
-    parser.add_argument("--weights-dir", default=str(REPO / "MedSORALib" / "resources" / "weights" / "image"))
+    parser.add_argument("--weights-dir", default=str(resource_path("weights", "image")))
     args = parser.parse_args(argv)
-    from Training.train import atomic_write_text
+    from MedSORALib.files import atomic_write_text
 
     run, target = Path(args.run), Path(args.weights_dir)
     metrics = json.loads((run / "metrics.json").read_text())

@@ -2,14 +2,15 @@
 
 Stages (each switched on and sized in the YAML configuration):
 
-1. ``text``: the organ anchors and relevance MLP, by running ``Training/train_text.py``
-   (skipped with a message when that program or its configuration is absent);
+1. ``text``: the organ anchors and relevance MLP, fitted by ``Training/train_text.py`` (called in-process
+   once the image data is read; a ``--resume`` keeps text models already written; skipped with a
+   message when its configuration is absent);
 2. ``image``: the 2D-3D organ image encoder with its organ-classification heads,
-   ``L_image = CE_2D + CE_3D + CE_fused`` (method section 3);
+   ``L_image = CE_2D + CE_3D + CE_fused`` (README, "Image side");
 3. ``alignment``: ``L_total = L_image + L_align``, where ``L_align`` is InfoNCE (tau = 0.1) of
    symptom texts against the organs of one volume, the similarity being the mean over
    slices of the cosine between organ slice features and the projected 384-d sentence
-   embedding of the text (method section 4).
+   embedding of the text (README, "Image side").
 
 Data: synthetic phantoms, BTCV, TotalSegmentator-layout folders, generic (image, label map)
 pairs, and the real example CT, as the configuration says. Cases are split by patient;
@@ -36,16 +37,17 @@ import io
 import json
 import math
 import os
-import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from MedSORALib.files import atomic_write_bytes, atomic_write_text  # noqa: E402  (after the path set-up)
+from MedSORALib.files import (atomic_write_bytes, atomic_write_text, file_sha256,  # noqa: E402  (after the path set-up)
+                              resource_path)
 
 import numpy as np  # noqa: E402
 
@@ -107,52 +109,6 @@ def load_config(path: str | os.PathLike) -> dict:
     return deep_update(merged, own)
 
 
-# ----- distributed ------------------------------------------------------------------------------------------
-class Dist:
-    """World size, rank and device; DDP when ``WORLD_SIZE`` > 1 (as set by torchrun)."""
-
-    def __init__(self, device: str):
-        import torch
-
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            from MedSORALib.errors import MedSORAError
-
-            raise MedSORAError("--device cuda was asked for but CUDA is not available")
-        if self.world > 1:
-            import torch.distributed as dist
-
-            backend = "nccl" if device.startswith("cuda") else "gloo"
-            dist.init_process_group(backend=backend)
-            if device.startswith("cuda"):
-                torch.cuda.set_device(self.local_rank)
-                device = f"cuda:{self.local_rank}"
-        self.device = torch.device(device)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def mean(self, value: float) -> float:
-        """Average a float over ranks."""
-        if self.world == 1:
-            return value
-        import torch
-        import torch.distributed as dist
-
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return float(t.item()) / self.world
-
-    def close(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
 # ----- data -------------------------------------------------------------------------------------------------
 def build_cases(cfg: dict) -> dict[str, list]:
     """Training / validation cases (split by patient) and evaluation cases (the real CTs marked for eval)."""
@@ -165,14 +121,23 @@ def build_cases(cfg: dict) -> dict[str, list]:
     if ph.get("n", 0):
         kwargs = {k: v for k, v in ph.items() if k not in ("n", "seed")}
         pool += phantom_cases(int(ph["n"]), seed=int(ph.get("seed", 1000)), **kwargs)
+    fixed_val = []
     if data.get("btcv"):
-        pool += btcv_cases(REPO / data["btcv"])
+        root = REPO / data["btcv"]
+        listing = root / "dataset_0.json"
+        if listing.is_file() and json.loads(listing.read_text()).get("validation"):
+            # BTCV's own validation list stays the validation set, so figures compare with the standard split.
+            pool += btcv_cases(root, "training")
+            fixed_val += btcv_cases(root, "validation")
+        else:
+            pool += btcv_cases(root)
     if data.get("totalsegmentator"):
         pool += totalsegmentator_cases(REPO / data["totalsegmentator"])
     for item in data.get("labelmaps") or []:
         pool += labelmap_cases([(REPO / item["image"], REPO / item["labels"])], item["scheme"])
     splits = split_by_patient(pool, data["split"], seed=int(data.get("split_seed", 0))) if pool else \
         {"train": [], "val": [], "test": []}
+    splits["val"] += fixed_val
     evaluation = []
     for item in data.get("real") or []:
         case = labelmap_cases([(REPO / item["image"], REPO / item["labels"])], item["scheme"], source="real")[0]
@@ -232,65 +197,6 @@ def text_rows_and_embeddings(cfg: dict, split: str, show: bool):
     return rows, np.asarray(emb, np.float32), source
 
 
-# ----- checkpoints ------------------------------------------------------------------------------------------
-def optimizer_to_safetensors(optimizer) -> tuple[bytes, str]:
-    """Optimizer state as (safetensors bytes of its tensors, JSON of everything else); no pickles."""
-    import torch
-    from safetensors.torch import save
-
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for pid, pstate in state["state"].items():
-        for name, value in pstate.items():
-            if torch.is_tensor(value):
-                tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{name}"] = value
-    meta = {"param_groups": state["param_groups"], "scalars": scalars}
-    return save(tensors) if tensors else save({"_empty": torch.zeros(1)}), json.dumps(meta)
-
-
-def optimizer_from_safetensors(optimizer, blob: bytes, meta_json: str) -> None:
-    from safetensors.torch import load
-
-    tensors = load(blob)
-    meta = json.loads(meta_json)
-    state: dict = {}
-    for key, value in tensors.items():
-        if key == "_empty":
-            continue
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    for key, value in meta["scalars"].items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    # JSON turns tuples (Adam's betas) into lists; give them back their type.
-    groups = [{k: (tuple(v) if isinstance(v, list) and k != "params" else v) for k, v in g.items()}
-              for g in meta["param_groups"]]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def save_checkpoint(folder: Path, model, optimizer, state: dict) -> None:
-    blob, meta = optimizer_to_safetensors(optimizer)
-    model.save(folder)
-    atomic_write_bytes(folder / "optimizer.safetensors", blob)
-    atomic_write_text(folder / "optimizer.json", meta)
-    atomic_write_text(folder / "state.json", json.dumps(state, indent=2))
-
-
-def load_checkpoint(folder: Path, model, optimizer) -> dict:
-    from safetensors.torch import load_file
-
-    from MedSORALib.errors import ModelError
-
-    if not (folder / "state.json").is_file():
-        raise ModelError(f"no checkpoint in {folder} (state.json missing)")
-    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
-    optimizer_from_safetensors(optimizer, (folder / "optimizer.safetensors").read_bytes(),
-                               (folder / "optimizer.json").read_text())
-    return json.loads((folder / "state.json").read_text())
-
-
 # ----- evaluation -------------------------------------------------------------------------------------------
 def evaluate(model, eval_sets: list[dict], text_rows, text_emb, classes) -> dict:
     """Organ identification on each evaluation volume, and text-to-organ Rank-k / mAP against it."""
@@ -322,47 +228,262 @@ def evaluate(model, eval_sets: list[dict], text_rows, text_emb, classes) -> dict
     return summary
 
 
-# ----- training ---------------------------------------------------------------------------------------------
-def lr_at(step: int, total: int, warmup: int, base: float) -> float:
-    """Linear warm-up then cosine decay to 5 % of the base rate."""
-    if warmup and step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+# ----- set-up -----------------------------------------------------------------------------------------------
+def build_model(cfg: dict, fresh: bool):
+    """The image-text model of the configuration; a fresh run loads the pretrained 2D weights if given."""
+    from MedSORALib.image.crops import CropConfig
+    from MedSORALib.image.encoder import encoder_config
+    from MedSORALib.image.model import ImageTextModel
+    from MedSORALib.organs import STRUCTURES
+
+    mcfg = cfg["model"]
+    enc_cfg = encoder_config(mcfg.get("preset", "tiny"), mode=mcfg.get("mode", "xattn"), **(mcfg.get("overrides") or {}))
+    crop_cfg = CropConfig.from_dict({**cfg["crop"], "D": enc_cfg.D, "H": enc_cfg.H, "W": enc_cfg.W})
+    model = ImageTextModel(enc_cfg, crop_cfg, list(STRUCTURES),
+                           metadata={"name": mcfg.get("name", "medsora-image"), "preset": mcfg.get("preset")})
+    if mcfg.get("pretrained_2d") and fresh:
+        from MedSORALib.image.pretrained import load_slice_weights
+
+        report = load_slice_weights(model.encoder.slice_encoder, REPO / mcfg["pretrained_2d"])
+        print(f"2D branch initialised from {mcfg['pretrained_2d']}: {report}")
+    return model
 
 
-def run_text_stage(cfg: dict, output: Path) -> dict:
+@dataclass
+class RunData:
+    """Organ crops and symptom texts of a run, this rank's share of the training data included."""
+
+    prep: dict                 # split name -> [{"case_id", "crops", "labels", "keys"}]
+    train_sets: list           # this rank's training volumes
+    train_crops: object        # (n, D, H, W) float16 crops of train_sets
+    train_labels: object       # (n,) organ indexes
+    crops_per_rank: int        # crops every rank goes through per image epoch (the largest share)
+    volumes_per_rank: int      # volumes every rank goes through per alignment epoch
+    train_rows: list
+    train_emb: object          # (N, 384) tensor on the device, or None
+    eval_rows: list
+    eval_emb: np.ndarray
+    text_source: str | None
+    eval_sets: list
+    val_sets: list
+
+
+def load_data(cfg: dict, model, output: Path, dist, show: bool) -> RunData:
+    """Crops of every split (cached under ``output/cache``) and the text embeddings the stages need."""
+    import torch
+
+    from MedSORALib.errors import MedSORAError
+
+    splits = build_cases(cfg)
+    cache_dir = Path(cfg["data"]["cache_dir"]) if cfg["data"].get("cache_dir") else output / "cache"
+    prep = {name: prepare_split(splits[name], model.crop_config, model.organ_keys, cache_dir, f"crops {name}", show)
+            for name in ("train", "val", "eval")}
+    if not prep["train"]:
+        raise MedSORAError("the configuration gives no training cases")
+    train_sets = prep["train"][dist.rank::dist.world]
+    # Half precision in memory: crops are in [0, 1] and a large data set (TotalSegmentator) would not fit otherwise.
+    for item in train_sets:
+        item["crops"] = item["crops"].half()
+    if cfg["stages"]["alignment"]["epochs"] > 0:
+        train_rows, train_emb, source = text_rows_and_embeddings(cfg, cfg["texts"]["train_split"], show)
+    else:
+        train_rows, train_emb, source = [], np.zeros((0, 384), np.float32), None
+    eval_rows, eval_emb, _ = text_rows_and_embeddings(cfg, cfg["texts"]["eval_split"], show)
+    data = RunData(
+        prep=prep, train_sets=train_sets, train_crops=torch.cat([s["crops"] for s in train_sets]),
+        train_labels=torch.cat([s["labels"] for s in train_sets]),
+        crops_per_rank=math.ceil(sum(len(s["labels"]) for s in prep["train"]) / dist.world),
+        volumes_per_rank=math.ceil(len(prep["train"]) / dist.world), train_rows=train_rows,
+        train_emb=torch.from_numpy(train_emb).to(dist.device) if len(train_rows) else None,
+        eval_rows=eval_rows, eval_emb=eval_emb, text_source=source,
+        # Headline numbers come from the evaluation volumes (the real CT); held-out phantoms are reported apart.
+        eval_sets=prep["eval"] or prep["val"][:2], val_sets=prep["val"][:4])
+    if show:
+        print(f"cases: train {len(prep['train'])}, val {len(prep['val'])}, eval {len(prep['eval'])}; "
+              f"texts: train {len(train_rows)}, eval {len(eval_rows)} ({source})")
+    return data
+
+
+def mixed_precision(amp: str, device) -> tuple[bool, object, str]:
+    """(autocast on, its dtype, the precision used) for the configuration's ``amp`` on ``device``.
+
+    Autocast is used on CUDA only; elsewhere the run says so and trains in float32.
+    """
+    import torch
+
+    from MedSORALib.errors import MedSORAError
+
+    if amp not in ("none", "bf16", "fp16"):
+        raise MedSORAError(f"amp: {amp!r} is not one of none, bf16, fp16")
+    if amp == "none":
+        return False, torch.float32, "float32"
+    if device.type != "cuda":
+        print(f"amp: {amp} is used on CUDA only; this {device.type} run trains in float32")
+        return False, torch.float32, "float32"
+    return True, torch.bfloat16 if amp == "bf16" else torch.float16, amp
+
+
+def run_text_stage(cfg: dict, output: Path, resume: bool) -> dict:
+    """Fit the text models (``Training/train_text.py``) when the configuration asks; a resumed run keeps them."""
     stage = cfg["stages"]["text"]
-    program = REPO / "Training" / "train_text.py"
     if not stage.get("enabled"):
         return {"status": "disabled"}
     text_config = REPO / stage.get("config", "Training/configs/text.yaml")
-    if not program.is_file() or not text_config.is_file():
-        print(f"text stage skipped: {program.name if not program.is_file() else text_config} not found")
-        return {"status": "skipped", "reason": "text training program or configuration not found"}
+    if not text_config.is_file():
+        print(f"text stage skipped: {text_config} not found")
+        return {"status": "skipped", "reason": "text training configuration not found"}
     target = output / "text" if not stage.get("output") else REPO / stage["output"]
-    cmd = [sys.executable, str(program), "--config", str(text_config), "--output", str(target)]
-    print("text stage:", " ".join(cmd))
-    done = subprocess.run(cmd, cwd=str(REPO))
-    if done.returncode != 0:
-        from MedSORALib.errors import MedSORAError
+    if resume and (target / "training_summary.json").is_file():
+        print(f"text stage: kept the text models of {target}")
+        return {"status": "kept", "output": str(target)}
+    import torch
 
-        raise MedSORAError(f"text training failed with exit code {done.returncode}")
+    from MedSORALib.errors import MedSORAError
+    from Training.train_text import main as train_text
+
+    threads = torch.get_num_threads()
+    print(f"text stage: {text_config} -> {target}")
+    try:
+        status = train_text(["--config", str(text_config), "--output", str(target)])
+    except SystemExit as exc:  # train_text reports a missing data set this way
+        raise MedSORAError(f"text training failed: {exc}") from None
+    finally:
+        torch.set_num_threads(threads)
+    if status:
+        raise MedSORAError(f"text training failed with status {status}")
     return {"status": "trained", "output": str(target)}
+
+
+# ----- training ---------------------------------------------------------------------------------------------
+@dataclass
+class Step:
+    """What one optimisation step needs: the (DDP-wrapped) network, losses, precision and random sources."""
+
+    net: object
+    data: RunData
+    key_class: list            # reasoning class of each organ index
+    augment: object            # AugmentConfig
+    cls_loss: object
+    align_loss: object
+    autocast: object           # () -> autocast context
+    gen: object                # torch.Generator of the augmentation and the crop order
+    rng: np.random.Generator   # text sampling and volume order
+
+
+def image_step(step: Step, batch, stage: str, device):
+    """Organ classification of a batch of crops: (loss, parts); stage ``image_2d`` uses the 2D head only.
+
+    Augmentation runs before autocast, so its sampling grid stays in float32."""
+    from MedSORALib.image.augment import augment_crops
+
+    x = augment_crops(step.data.train_crops[batch].to(device).float(), step.augment, step.gen)
+    y = step.data.train_labels[batch].to(device)
+    with step.autocast():
+        out = step.net(x)
+        if stage == "image_2d":
+            out = {"logits_2d": out["logits_2d"]}
+        return step.cls_loss(out, y)
+
+
+def alignment_step(step: Step, volumes, scfg: dict, device):
+    """``L_image + w * L_align`` averaged over ``volumes``, each scored against a sample of training texts."""
+    import torch
+
+    from MedSORALib.image.augment import augment_crops
+
+    data, loss, parts, align_terms = step.data, None, {}, []
+    row_class = [r["organ"] for r in data.train_rows]
+    for v in volumes:
+        item = data.train_sets[int(v)]
+        x = augment_crops(item["crops"].to(device).float(), step.augment, step.gen)
+        y = item["labels"].to(device)
+        pick = step.rng.choice(len(data.train_rows), size=min(int(scfg.get("texts_per_volume", 32)),
+                                                              len(data.train_rows)), replace=False)
+        vol_class = [step.key_class[int(i)] for i in y.cpu()]
+        pos = torch.as_tensor(np.array([[row_class[int(t)] == c for c in vol_class] for t in pick]), device=device)
+        with step.autocast():
+            # The similarity is part of the (DDP-wrapped) forward so the text projection's gradients are reduced.
+            out = step.net(x, data.train_emb[torch.as_tensor(pick, device=device)])
+            l_img, p_img = step.cls_loss(out, y)
+            sim = out["similarity"]
+            l_align = step.align_loss(sim, pos) if bool(pos.any()) else sim.sum() * 0.0
+        term = l_img + float(scfg.get("align_weight", 1.0)) * l_align
+        loss = term if loss is None else loss + term
+        for key, val in p_img.items():
+            parts[key] = parts.get(key, 0.0) + val / len(volumes)
+        align_terms.append(float(l_align.detach()))
+    parts["align"] = float(np.mean(align_terms))
+    return loss / len(volumes), parts
+
+
+def epoch_batches(stage: str, scfg: dict, step: Step) -> list:
+    """This rank's batches for one epoch; every rank takes the same number (DDP needs matching steps), so a
+    rank with fewer crops or volumes repeats some."""
+    import torch
+
+    data = step.data
+    if stage in ("image", "image_2d"):
+        order = torch.randperm(len(data.train_labels), generator=step.gen).repeat(
+            math.ceil(data.crops_per_rank / len(data.train_labels)))[:data.crops_per_rank]
+        size = int(scfg["batch_size"])
+        return [order[i:i + size] for i in range(0, len(order), size)]
+    order = np.tile(step.rng.permutation(len(data.train_sets)),
+                    math.ceil(data.volumes_per_rank / len(data.train_sets)))[:data.volumes_per_rank]
+    size = int(scfg.get("volumes_per_step", 1))
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def set_trainable(model, freeze_2d: bool) -> None:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if freeze_2d and model.encoder.slice_encoder is not None:
+        for p in model.encoder.slice_encoder.parameters():
+            p.requires_grad_(False)
+
+
+def train_epoch(step: Step, optimizer, scaler, stage: str, scfg: dict, stage_epoch: int, n_epochs: int,
+                label: str, dist, show: bool) -> dict:
+    """One epoch of ``stage``; returns its log row (mean losses over ranks, last learning rate, time)."""
+    import torch
+    from tqdm import tqdm
+
+    from Training.schedule import lr_at, set_rate
+
+    t0 = time.time()
+    batches = epoch_batches(stage, scfg, step)
+    total, warmup = n_epochs * len(batches), int(scfg.get("warmup_epochs", 0)) * len(batches)
+    set_rate(optimizer, weight_decay=float(scfg.get("weight_decay", 0.05)))
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    sums: dict[str, float] = {}
+    bar = tqdm(batches, desc=label, disable=None if show else True, leave=False)
+    for b_i, batch in enumerate(bar):
+        lr = lr_at(stage_epoch * len(batches) + b_i, total, warmup, float(scfg["lr"]))
+        set_rate(optimizer, lr=lr)
+        loss, parts = (image_step(step, batch, stage, dist.device) if stage in ("image", "image_2d")
+                       else alignment_step(step, batch, scfg, dist.device))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        for key, val in {"loss": float(loss.detach()), **parts}.items():
+            sums[key] = sums.get(key, 0.0) + val
+        bar.set_postfix(loss=f"{sums['loss'] / (b_i + 1):.3f}")
+    row = {k: round(dist.mean(v / len(batches)), 5) for k, v in sums.items()}
+    return {**row, "lr": round(lr, 7), "time_s": round(time.time() - t0, 2)}
 
 
 def train(cfg: dict, output: Path, resume: Path | None = None, device: str | None = None,
           show_progress: bool = True) -> dict:
     """Run the configured stages; returns the metrics dict also written to ``output/metrics.json``."""
     import torch
-    from tqdm import tqdm
 
-    from MedSORALib.image.augment import AugmentConfig, augment_crops
-    from MedSORALib.image.crops import CropConfig
-    from MedSORALib.image.encoder import encoder_config
+    from MedSORALib.image.augment import AugmentConfig
     from MedSORALib.image.losses import OrganClassificationLoss, OrganInfoNCE
-    from MedSORALib.image.model import ImageTextModel
-    from MedSORALib.organs import CLASS_SETTINGS, STRUCTURES, structure_class
+    from MedSORALib.organs import CLASS_SETTINGS, structure_class
+    from Training.checkpoint import load_checkpoint, save_checkpoint
+    from Training.distributed import Dist
 
     t_start = time.time()
     dist = Dist(device or cfg["device"])
@@ -370,219 +491,79 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     show = show_progress and dist.main
+    use_amp, amp_dtype, precision = mixed_precision(cfg.get("amp", "none"), dist.device)
     torch.manual_seed(int(cfg["seed"]) + dist.rank)
     if dist.device.type == "cpu" and cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     output.mkdir(parents=True, exist_ok=True)
-
-    text_stage = run_text_stage(cfg, output) if dist.main else {"status": "rank>0"}
-
-    mcfg = cfg["model"]
-    enc_cfg = encoder_config(mcfg.get("preset", "tiny"), mode=mcfg.get("mode", "xattn"), **(mcfg.get("overrides") or {}))
-    crop_cfg = CropConfig.from_dict({**cfg["crop"], "D": enc_cfg.D, "H": enc_cfg.H, "W": enc_cfg.W})
-    organ_keys = list(STRUCTURES)
-    model = ImageTextModel(enc_cfg, crop_cfg, organ_keys,
-                           metadata={"name": mcfg.get("name", "medsora-image"), "preset": mcfg.get("preset")})
-    if mcfg.get("pretrained_2d") and resume is None:
-        from MedSORALib.image.pretrained import load_slice_weights
-
-        report = load_slice_weights(model.encoder.slice_encoder, REPO / mcfg["pretrained_2d"])
-        print(f"2D branch initialised from {mcfg['pretrained_2d']}: {report}")
-    model.to(dist.device)
-
-    # Data.
-    splits = build_cases(cfg)
-    cache_dir = Path(cfg["data"]["cache_dir"]) if cfg["data"].get("cache_dir") else output / "cache"
-    prep = {name: prepare_split(splits[name], crop_cfg, organ_keys, cache_dir, f"crops {name}", show)
-            for name in ("train", "val", "eval")}
-    if not prep["train"]:
-        from MedSORALib.errors import MedSORAError
-
-        raise MedSORAError("the configuration gives no training cases")
-    # Each rank trains on its share of the training cases.
-    train_sets = prep["train"][dist.rank::dist.world] if dist.world > 1 else prep["train"]
+    model = build_model(cfg, fresh=resume is None).to(dist.device)
+    data = load_data(cfg, model, output, dist, show)
+    # The text models are fitted once the image data is known to be there (rank 0 only).
+    text_stage = run_text_stage(cfg, output, resume is not None) if dist.main else {"status": "rank>0"}
     classes = CLASS_SETTINGS[cfg["texts"].get("setting", "full11")]
-    need_texts = cfg["stages"]["alignment"]["epochs"] > 0
-    train_rows, train_emb, text_source = text_rows_and_embeddings(cfg, cfg["texts"]["train_split"], show) \
-        if need_texts else ([], np.zeros((0, 384), np.float32), None)
-    eval_rows, eval_emb, _ = text_rows_and_embeddings(cfg, cfg["texts"]["eval_split"], show)
-    # Headline numbers come from the evaluation volumes (the real CT); held-out phantoms are reported apart.
-    eval_sets = prep["eval"] or prep["val"][:2]
-    val_sets = prep["val"][:4]
-    if show:
-        print(f"cases: train {len(prep['train'])}, val {len(prep['val'])}, eval {len(prep['eval'])}; "
-              f"texts: train {len(train_rows)}, eval {len(eval_rows)} ({text_source})")
-
-    aug = AugmentConfig(**cfg["augment"])
-    cls_loss = OrganClassificationLoss()
     st = cfg["stages"]
-    align_loss = OrganInfoNCE(float(st["alignment"].get("temperature", 0.1)))
     # image_2d: fine-tune the 2D branch alone (CE_2D); image: all branches (L_image); alignment: L_image + L_align.
     plan = [(name, int(st[name]["epochs"])) for name in ("image_2d", "image", "alignment") if int(st[name]["epochs"])]
     total_epochs = sum(n for _, n in plan)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=float(st["image"]["lr"]),
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(st["image"]["lr"]),
                                   weight_decay=float(st["image"].get("weight_decay", 0.05)))
     history: list[dict] = []
     start_epoch = 0
     if resume is not None:
         state = load_checkpoint(resume, model, optimizer)
-        history = state["history"]
-        start_epoch = int(state["epoch"])
+        history, start_epoch = state["history"], int(state["epoch"])
         if show:
             print(f"resumed from {resume} after epoch {start_epoch}")
-    net = model
-    if dist.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None, find_unused_parameters=True)
-
-    amp = cfg.get("amp", "none")
-    use_amp = dist.device.type == "cuda" and amp in ("bf16", "fp16")
-    amp_dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp == "fp16")
-    gen = torch.Generator().manual_seed(int(cfg["seed"]) * 1000 + dist.rank)
-    rng = np.random.default_rng(int(cfg["seed"]) + 7919 * dist.rank)
-
-    # Half precision in memory: crops are in [0, 1] and a large data set (TotalSegmentator) would not fit otherwise.
-    for s_ in train_sets:
-        s_["crops"] = s_["crops"].half()
-    train_crops = torch.cat([s_["crops"] for s_ in train_sets])
-    crops_per_rank = math.ceil(sum(len(s["labels"]) for s in prep["train"]) / dist.world)
-    volumes_per_rank = math.ceil(len(prep["train"]) / dist.world)
-    train_labels = torch.cat([s["labels"] for s in train_sets])
-    row_class = [r["organ"] for r in train_rows]
-    train_emb_t = torch.from_numpy(train_emb).to(dist.device) if len(train_rows) else None
-    key_class = [structure_class(k) for k in organ_keys]
-
-    def step_optimizer(loss):
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-
-    def set_trainable(stage: str) -> None:
-        frozen_2d = bool(st[stage].get("freeze_2d", False))
-        for p in model.parameters():
-            p.requires_grad_(True)
-        if frozen_2d and model.encoder.slice_encoder is not None:
-            for p in model.encoder.slice_encoder.parameters():
-                p.requires_grad_(False)
-
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=use_amp and amp_dtype == torch.float16)
+    step = Step(net=dist.wrap(model), data=data, key_class=[structure_class(k) for k in model.organ_keys],
+                augment=AugmentConfig(**cfg["augment"]), cls_loss=OrganClassificationLoss(),
+                align_loss=OrganInfoNCE(float(st["alignment"].get("temperature", 0.1))),
+                autocast=lambda: torch.autocast(device_type=dist.device.type, dtype=amp_dtype, enabled=use_amp),
+                gen=torch.Generator().manual_seed(int(cfg["seed"]) * 1000 + dist.rank),
+                rng=np.random.default_rng(int(cfg["seed"]) + 7919 * dist.rank))
     epoch = 0
     for stage, n_epochs in plan:
-        scfg = st[stage]
-        set_trainable(stage)
-        if stage in ("image", "image_2d"):
-            steps_per_epoch = max(1, math.ceil(crops_per_rank / int(scfg["batch_size"])))
-        else:
-            steps_per_epoch = max(1, math.ceil(volumes_per_rank / int(scfg.get("volumes_per_step", 1))))
-        total_steps = n_epochs * steps_per_epoch
-        warmup = int(scfg.get("warmup_epochs", 0)) * steps_per_epoch
+        set_trainable(model, bool(st[stage].get("freeze_2d", False)))
         for stage_epoch in range(n_epochs):
             epoch += 1
             if epoch <= start_epoch:
                 continue
-            t0 = time.time()
-            for group in optimizer.param_groups:
-                group["weight_decay"] = float(scfg.get("weight_decay", 0.05))
-            sums: dict[str, float] = {}
-            count = 0
-            if stage in ("image", "image_2d"):
-                # Every rank takes the same number of batches (DDP needs matching steps); a rank with fewer
-                # crops repeats some.
-                order = torch.randperm(len(train_labels), generator=gen).repeat(
-                    math.ceil(crops_per_rank / len(train_labels)))[:crops_per_rank]
-                bs = int(scfg["batch_size"])
-                batches = [order[i:i + bs] for i in range(0, len(order), bs)]
-            else:
-                vorder = np.tile(rng.permutation(len(train_sets)),
-                                 math.ceil(volumes_per_rank / len(train_sets)))[:volumes_per_rank]
-                k = int(scfg.get("volumes_per_step", 1))
-                batches = [vorder[i:i + k] for i in range(0, len(vorder), k)]
-            bar = tqdm(batches, desc=f"epoch {epoch}/{total_epochs} {stage}", disable=None if show else True, leave=False)
-            for b_i, batch in enumerate(bar):
-                lr = lr_at(stage_epoch * steps_per_epoch + b_i, total_steps, warmup, float(scfg["lr"]))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(device_type=dist.device.type, dtype=amp_dtype, enabled=use_amp):
-                    if stage in ("image", "image_2d"):
-                        x = augment_crops(train_crops[batch].to(dist.device).float(), aug, gen)
-                        y = train_labels[batch].to(dist.device)
-                        out = net(x)
-                        if stage == "image_2d":
-                            out = {"logits_2d": out["logits_2d"]}
-                        loss, parts = cls_loss(out, y)
-                    else:
-                        loss, parts = None, {}
-                        align_terms = []
-                        for v in batch:
-                            item = train_sets[int(v)]
-                            x = augment_crops(item["crops"].to(dist.device).float(), aug, gen)
-                            y = item["labels"].to(dist.device)
-                            n_txt = min(int(scfg.get("texts_per_volume", 32)), len(train_rows))
-                            pick = rng.choice(len(train_rows), size=n_txt, replace=False)
-                            # Text projection inside the (DDP-wrapped) forward so its gradients are reduced too.
-                            out = net(x, train_emb_t[torch.as_tensor(pick, device=dist.device)])
-                            l_img, p_img = cls_loss(out, y)
-                            text = out["text_features"]
-                            from MedSORALib.image.losses import slice_mean_similarity
-
-                            sim = slice_mean_similarity(out["features"].float(), text.float())
-                            vol_class = [key_class[int(i)] for i in y.cpu()]
-                            pos = torch.tensor([[row_class[int(t)] == c for c in vol_class] for t in pick],
-                                               device=dist.device)
-                            l_align = align_loss(sim, pos) if bool(pos.any()) else sim.sum() * 0.0
-                            term = l_img + float(scfg.get("align_weight", 1.0)) * l_align
-                            loss = term if loss is None else loss + term
-                            for key, val in p_img.items():
-                                parts[key] = parts.get(key, 0.0) + val / len(batch)
-                            align_terms.append(float(l_align.detach()))
-                        loss = loss / len(batch)
-                        parts["align"] = float(np.mean(align_terms))
-                step_optimizer(loss)
-                count += 1
-                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-                for key, val in parts.items():
-                    sums[key] = sums.get(key, 0.0) + val
-                bar.set_postfix(loss=f"{sums['loss'] / count:.3f}")
-            row = {"epoch": epoch, "stage": stage}
-            row.update({k: round(dist.mean(v / count), 5) for k, v in sums.items()})
-            row["lr"] = round(lr, 7)
-            row["time_s"] = round(time.time() - t0, 2)
+            row = {"epoch": epoch, "stage": stage, **train_epoch(
+                step, optimizer, scaler, stage, st[stage], stage_epoch, n_epochs,
+                f"epoch {epoch}/{total_epochs} {stage}", dist, show)}
             every = int(cfg["eval"].get("every", 1))
             if dist.main and every and (epoch % every == 0 or epoch == total_epochs):
-                ev = evaluate(model, eval_sets, eval_rows, eval_emb, classes)
-                for key in ("organ_accuracy", "rank1", "rank2", "rank3", "mAP"):
-                    if key in ev:
-                        row[f"eval_{key}"] = round(ev[key], 3)
+                ev = evaluate(model, data.eval_sets, data.eval_rows, data.eval_emb, classes)
+                row.update({f"eval_{k}": round(ev[k], 3) for k in ("organ_accuracy", "rank1", "rank2", "rank3",
+                                                                   "mAP") if k in ev})
             history.append(row)
             if dist.main:
                 print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
                 save_checkpoint(output / "checkpoint", model, optimizer,
                                 {"epoch": epoch, "history": history, "config": cfg})
                 write_csv(output / "log.csv", history)
-
-    result: dict = {}
-    if dist.main:
-        model.metadata.update({
-            "trained_on": describe_data(prep, text_source),
-            "epochs": {s: n for s, n in plan},
-            "config": cfg,
-        })
-        model.save(output / "model")
-        ev = evaluate(model, eval_sets, eval_rows, eval_emb, classes)
-        if val_sets and prep["eval"]:
-            ev["held_out_phantoms"] = {k: v for k, v in evaluate(model, val_sets, eval_rows, eval_emb,
-                                                                 classes).items() if k != "by_volume"}
-        result = {"history": history, "eval": ev, "text_stage": text_stage,
-                  "data": describe_data(prep, text_source),
-                  "model": model.info(), "wall_time_s": round(time.time() - t_start, 1)}
-        atomic_write_text(output / "metrics.json", json.dumps(result, indent=2, default=float))
-        write_csv(output / "log.csv", history)
+    result = finish(cfg, model, data, plan, history, text_stage, precision, output, t_start) if dist.main else {}
     dist.close()
+    return result
+
+
+def finish(cfg: dict, model, data: RunData, plan, history, text_stage, precision, output: Path, t_start) -> dict:
+    """Save the final model, evaluate it and write ``metrics.json`` and ``log.csv``; returns the metrics."""
+    from MedSORALib.organs import CLASS_SETTINGS
+
+    classes = CLASS_SETTINGS[cfg["texts"].get("setting", "full11")]
+    model.metadata.update({"trained_on": describe_data(data.prep, data.text_source),
+                           "epochs": {s: n for s, n in plan}, "precision": precision, "config": cfg})
+    model.save(output / "model")
+    ev = evaluate(model, data.eval_sets, data.eval_rows, data.eval_emb, classes)
+    if data.val_sets and data.prep["eval"]:
+        ev["held_out_phantoms"] = {k: v for k, v in evaluate(model, data.val_sets, data.eval_rows, data.eval_emb,
+                                                             classes).items() if k != "by_volume"}
+    result = {"history": history, "eval": ev, "text_stage": text_stage, "precision": precision,
+              "data": describe_data(data.prep, data.text_source),
+              "model": model.info(), "wall_time_s": round(time.time() - t_start, 1)}
+    atomic_write_text(output / "metrics.json", json.dumps(result, indent=2, default=float))
+    write_csv(output / "log.csv", history)
     return result
 
 
@@ -596,9 +577,8 @@ def describe_data(prep: dict, text_source) -> dict:
                 "real_copies": sum(1 for i in items if i["case_id"].startswith("real-")), "other": other,
                 "organ_crops": int(sum(len(i["keys"]) for i in items))}
 
-    shipped = REPO / "MedSORALib" / "resources" / "dataset" / "symptom_texts.jsonl"
-    texts_sha = hashlib.sha256(shipped.read_bytes()).hexdigest() if text_source and "knowledge" in str(text_source) \
-        and shipped.is_file() else None
+    shipped = resource_path("dataset", "symptom_texts.jsonl")
+    texts_sha = file_sha256(shipped) if text_source and "knowledge" in str(text_source) and shipped.is_file() else None
     return {"train": names(prep["train"]), "val": names(prep["val"]), "eval": names(prep["eval"]),
             "texts": text_source, "texts_sha256": texts_sha}
 

@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from MedSORALib.files import atomic_write_text  # noqa: E402  (after the path set-up)
+from MedSORALib.files import atomic_write_text, resource_path  # noqa: E402  (after the path set-up)
 
-DEFAULT_DATASET = REPO / "MedSORALib" / "resources" / "dataset" / "symptom_texts.jsonl"
+DEFAULT_DATASET = resource_path("dataset", "symptom_texts.jsonl")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,8 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_rows(args) -> tuple[list[dict], dict]:
+    from MedSORALib.files import file_sha256, read_jsonl
     from MedSORALib.knowledge.dataset import split_by_passage
-    from MedSORALib.text.training import file_sha256, read_jsonl
 
     path = Path(args.dataset) if args.dataset else DEFAULT_DATASET
     if not path.is_file():
@@ -64,7 +64,7 @@ def load_rows(args) -> tuple[list[dict], dict]:
 
 def load_extra(paths, root: Path = REPO) -> tuple[list[dict], list[dict]]:
     """Rows of the product's extra datasets (each row needs a split) and their file records."""
-    from MedSORALib.text.training import file_sha256, read_jsonl
+    from MedSORALib.files import file_sha256, read_jsonl
 
     rows, info = [], []
     for name in paths:

@@ -4,6 +4,15 @@
     python bench/bench_scoring.py [--repeats 5] [--skip-large] [--output bench/results_scoring.json]
 
 Cases:
+  cold_start          fresh processes, interleaved round by round:
+                      floor        python -c "import torch, nibabel; nibabel.load(CT).get_fdata()"
+                      score_warm   python -m MedSORALib score ... --symptom TEXT (one symptom, bundled CT),
+                                   the cache folder of earlier runs in place (a symptom scored before)
+                      rank_warm    python -m MedSORALib rank TEXT, likewise
+                      score_empty  score with an empty cache folder (new symptom: the sentence encoder runs,
+                                   the knowledge base is parsed from hp.obo)
+                      rank_empty   rank with an empty cache folder
+                      reported as medians and as ratios to the floor's median of the same run
   model_load          load the text and image models and the knowledge base (fresh process each time)
   encode_per_organ    crop + encode one organ of the bundled CT (all 12 / 12)
   encode_all_organs   crop + encode the 12 organs of the bundled CT
@@ -83,10 +92,57 @@ def _child(*args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _wall(command: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark command failed: {' '.join(command)}: {done.stderr.strip().splitlines()[-1:]}")
+    return seconds
+
+
+def cold_start(repeats: int, tmp: str) -> dict:
+    """Wall time of fresh processes, interleaved round by round: the floor (import torch + nibabel, read the
+    CT), then score and rank with the embedding / knowledge-base cache of earlier runs ("warm": the same
+    symptom as the first round, whose run filled the cache) and with an empty cache folder ("empty")."""
+    floor = [sys.executable, "-c", f"import torch, nibabel; nibabel.load({str(CT)!r}).get_fdata()"]
+
+    def score(text, out):
+        return [sys.executable, "-m", "MedSORALib", "score", "--volume", str(CT), "--segmentation", str(SEG),
+                "--label-scheme", "totalsegmentator", "--symptom", text, "--output", out, "--quiet"]
+
+    def rank(text):
+        return [sys.executable, "-m", "MedSORALib", "rank", text]
+
+    times: dict[str, list[float]] = {}
+    for i in range(repeats + 1):
+        warm = {**os.environ, "PYTHONPATH": str(REPO), "MEDSORA_CACHE_DIR": f"{tmp}/cache-warm"}
+        empty = {**os.environ, "PYTHONPATH": str(REPO), "MEDSORA_CACHE_DIR": f"{tmp}/cache-empty{i}"}
+        runs = {
+            "floor": (floor, warm),
+            "score_warm": (score(SYMPTOMS[0], f"{tmp}/warm{i}/case"), warm),
+            "rank_warm": (rank(SYMPTOMS[0]), warm),
+            "score_empty": (score(SYMPTOMS[i % len(SYMPTOMS)], f"{tmp}/empty{i}/case"), empty),
+            "rank_empty": (rank(SYMPTOMS[(i + 1) % len(SYMPTOMS)]), {**empty, "MEDSORA_CACHE_DIR": f"{tmp}/r{i}"}),
+        }
+        for name, (command, env) in runs.items():
+            seconds = _wall(command, env)
+            if i:  # the first round fills the warm cache and the file system cache
+                times.setdefault(name, []).append(seconds)
+    out = {f"{name}_s": _median(values) for name, values in times.items()}
+    for name in ("score_warm", "rank_warm", "score_empty", "rank_empty"):
+        out[f"{name}_over_floor"] = out[f"{name}_s"] / out["floor_s"]
+    out["repeats"] = repeats
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-large", action="store_true", help="skip the 512 x 512 x 300 case")
+    parser.add_argument("--only-cold", action="store_true", help="run the cold-start case only")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS for the cold-start processes (default: torch's own choice)")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results_scoring.json")
     args = parser.parse_args(argv)
 
@@ -98,7 +154,18 @@ def main(argv=None) -> int:
     from MedSORALib.volume_io import read_organ_masks, read_volume
 
     results = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                           "python": sys.version.split()[0], "torch": torch.__version__}}
+                           "python": sys.version.split()[0], "torch": torch.__version__,
+                           "load_average_1min_at_start": round(os.getloadavg()[0], 2)}}
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        results["cold_start"] = cold_start(args.repeats, tmp)
+    results["cold_start"]["omp_num_threads"] = args.threads
+    if args.only_cold:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results["cold_start"], indent=1))
+        return 0
     loads = [_child("load")["seconds"] for _ in range(max(3, args.repeats // 2))]
     results["model_load_s"] = _median(loads)
 
@@ -150,6 +217,10 @@ def main(argv=None) -> int:
     for key, value in results.items():
         if isinstance(value, float):
             print(f"{key:<32} {value:.3f}")
+        elif key == "cold_start":
+            for name in ("score_warm", "rank_warm", "score_empty", "rank_empty"):
+                print(f"{'cold ' + name:<32} {value[name + '_s']:.2f} s = {value[name + '_over_floor']:.2f} x "
+                      f"floor ({value['floor_s']:.2f} s)")
         elif key == "large_ct_512x512x300":
             print(f"{key:<32} {value['seconds']:.2f} s, peak RSS {value['peak_rss_mb']:.0f} MB")
     print(f"(written to {args.output})")

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from ..errors import InputFileError, SymptomError
+from ..errors import SymptomError
 
 HELP = "rank the abdominal organs for a symptom text (text model only, no CT)"
 DESCRIPTION = """\
@@ -36,7 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--file",
         metavar="F",
-        help="read one symptom per line from F ('-' = standard input; blank lines are skipped) and print "
+        help="read one symptom per line from F ('-' = standard input; blank lines and lines starting with # "
+        "are skipped) and print "
         "one JSON object per line, in input order",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -49,28 +49,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--weights", metavar="DIR", help="text model folder (default: the shipped weights)")
     return parser
-
-
-def read_symptoms(path: str) -> list[str]:
-    """Non-blank lines of ``path`` (or standard input for '-'), stripped."""
-    try:
-        if path == "-":
-            content = sys.stdin.read()
-        else:
-            with open(path, encoding="utf-8") as handle:
-                content = handle.read()
-    except FileNotFoundError:
-        raise InputFileError(f"symptom file {path} does not exist") from None
-    except IsADirectoryError:
-        raise InputFileError(f"symptom file {path} is a folder, not a text file") from None
-    except UnicodeDecodeError:
-        raise InputFileError(f"symptom file {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise InputFileError(f"cannot read symptom file {path}: {exc.strerror or exc}") from None
-    texts = [line.strip() for line in content.splitlines() if line.strip()]
-    if not texts:
-        raise SymptomError(f"symptom file {path} has no symptom text (all lines are blank)")
-    return texts
 
 
 def check_lengths(texts: list[str], source: str | None = None) -> None:
@@ -122,10 +100,12 @@ def format_table(prediction) -> str:
 
 
 def run(args) -> int:
+    from ..files import read_symptom_file
+
     if args.file and args.symptom:
         raise SymptomError("give either a symptom text or --file, not both")
     if args.file:
-        texts = read_symptoms(args.file)
+        texts = read_symptom_file(args.file)
     elif args.symptom is not None:
         if not args.symptom.strip():
             raise SymptomError("the symptom text is empty; give a description such as 'painless jaundice'")

@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputFileError, SegmentationError, SymptomError
+from ..cases import LoadedCase, load_case, run_totalsegmentator, totalsegmentator_available  # noqa: F401
+from ..errors import InputFileError, SymptomError
 
 DESCRIPTION = """\
 Score the organs of a CT for one or more symptoms.
@@ -37,10 +34,6 @@ examples:
       --symptom "painless jaundice with pale stools and weight loss" --output out/example --preview
   medsora score --volume ct_dicom/ --segmentation organs.seg.nrrd \\
       --symptoms-file symptoms.txt --output out/patient7 --dicom-seg"""
-
-TOTALSEG_ROI = ("spleen kidney_right kidney_left gallbladder esophagus liver stomach aorta inferior_vena_cava "
-                "portal_vein_and_splenic_vein pancreas adrenal_gland_right adrenal_gland_left").split()
-
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options choosing the models and the device (shared with ``medsora batch``)."""
@@ -74,7 +67,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     symptoms = parser.add_mutually_exclusive_group(required=True)
     symptoms.add_argument("--symptom", action="append", metavar="TEXT",
                           help="a symptom in words; repeat for several")
-    symptoms.add_argument("--symptoms-file", metavar="FILE", help="text file with one symptom per line")
+    symptoms.add_argument("--symptoms-file", metavar="FILE", help="text file with one symptom per line ('-' = standard input; "
+                          "blank lines and lines starting with # are skipped)")
     parser.add_argument("--output", required=True, metavar="PREFIX",
                         help="output prefix, e.g. out/patient1 (folders are created)")
     parser.add_argument("--preview", action="store_true", help="also write PREFIX.png")
@@ -85,97 +79,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--quiet", action="store_true", help="print only the output paths")
     add_model_arguments(parser)
     return parser
-
-
-def read_symptoms_file(path: str | os.PathLike) -> list[str]:
-    """Symptoms from a text file, one per line; blank lines and lines starting with '#' are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise SymptomError(f"{path}: no such symptoms file")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SymptomError(f"{path}: cannot read the symptoms file as UTF-8 text ({type(exc).__name__})") from exc
-    symptoms = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not symptoms:
-        raise SymptomError(f"{path}: the symptoms file holds no symptom")
-    return symptoms
-
-
-def totalsegmentator_available() -> bool:
-    return shutil.which("TotalSegmentator") is not None
-
-
-def run_totalsegmentator(volume_path: Path, volume, device: str, log=print) -> dict:
-    """Segment the 13 structures with TotalSegmentator (``--fast`` on CPU); returns masks on the CT grid."""
-    from ..volume_io import read_organ_masks, write_volume
-
-    log("no --segmentation given: running TotalSegmentator for the 13 structures"
-        + (" (--fast on CPU)" if device == "cpu" else ""))
-    with tempfile.TemporaryDirectory(prefix="medsora-ts-") as tmp:
-        source = Path(tmp) / "ct.nii.gz"
-        write_volume(source, volume)
-        target = Path(tmp) / "organs.nii.gz"
-        command = ["TotalSegmentator", "-i", str(source), "-o", str(target), "--ml", "--roi_subset", *TOTALSEG_ROI]
-        if device == "cpu":
-            command += ["--fast", "--device", "cpu"]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0 or not target.exists():
-            last = (done.stderr or done.stdout or "").strip().splitlines()[-1:] or ["no output"]
-            raise SegmentationError(f"TotalSegmentator failed on {volume_path}: {last[0]}")
-        return read_organ_masks(target, volume, "totalsegmentator")
-
-
-@dataclass
-class LoadedCase:
-    volume: object
-    masks: dict
-    inputs: dict
-    dicom_series: Path | None
-
-
-def print_warning(message: str) -> None:
-    """A ``medsora: warning: ...`` line on standard error (shown even with --quiet)."""
-    print(f"medsora: warning: {message}", file=sys.stderr, flush=True)
-
-
-def load_case(volume_path, segmentation_path=None, label_scheme=None, device="cpu", log=print,
-              warn=print_warning) -> LoadedCase:
-    """Read a CT and its organ masks (or segment it with TotalSegmentator), with input checksums.
-
-    Organ volumes no adult organ has (the sign of a wrong label scheme) are reported through ``warn``.
-    """
-    from ..validation import implausible_organ_volumes
-
-    from ..organs import normalize_scheme
-    from ..scoring import file_sha256
-    from ..volume_io import read_organ_masks, read_volume
-
-    volume_path = Path(volume_path)
-    if label_scheme is not None:
-        label_scheme = normalize_scheme(label_scheme)
-    volume = read_volume(volume_path)
-    inputs = {"volume": {"path": str(volume_path), "sha256": file_sha256(volume_path),
-                         "shape": list(volume.shape), "spacing_mm": [round(float(s), 4) for s in volume.spacing]}}
-    if segmentation_path:
-        segmentation_path = Path(segmentation_path)
-        masks = read_organ_masks(segmentation_path, volume, label_scheme)
-        inputs["segmentation"] = {"path": str(segmentation_path), "sha256": file_sha256(segmentation_path),
-                                  "label_scheme": label_scheme}
-    elif totalsegmentator_available():
-        masks = run_totalsegmentator(volume_path, volume, device, log=log)
-        inputs["segmentation"] = {"path": None, "source": "TotalSegmentator", "label_scheme": "totalsegmentator"}
-    else:
-        raise SegmentationError(
-            "no organ segmentation: give --segmentation (a label map with --label-scheme, or a .seg.nrrd), "
-            "or install TotalSegmentator (pip install TotalSegmentator) to segment the CT automatically")
-    odd = implausible_organ_volumes(masks, volume.voxel_volume_ml)
-    if odd:
-        scheme = inputs["segmentation"].get("label_scheme")
-        hint = f"is --label-scheme {scheme} the scheme of this label map?" if scheme else "check the segmentation"
-        warn(f"implausible organ volumes: {'; '.join(odd)}; {hint}")
-    dicom_series = volume_path if volume_path.is_dir() else None
-    return LoadedCase(volume=volume, masks=masks, inputs=inputs, dicom_series=dicom_series)
 
 
 def models_from_args(args):
@@ -218,6 +121,7 @@ def print_table(result, out=None) -> None:
 
 def run(args) -> int:
     from ..outputs import output_prefixes, write_result
+    from ..files import read_symptom_file
     from ..scoring import IMAGE_WEIGHT, check_symptoms, score_volume
 
     quiet = args.quiet
@@ -229,7 +133,7 @@ def run(args) -> int:
     from ..validation import check_outputs_spare_inputs
 
     prefix = check_output_prefix(args.output)
-    symptoms = check_symptoms(args.symptom if args.symptom else read_symptoms_file(args.symptoms_file))
+    symptoms = check_symptoms(args.symptom if args.symptom else read_symptom_file(args.symptoms_file))
     check_outputs_spare_inputs(output_files(prefix, len(symptoms), args.preview, args.dicom_seg),
                                [args.volume, args.segmentation, args.symptoms_file])
     if args.image_weight is not None and not 0.0 <= args.image_weight <= 1.0:

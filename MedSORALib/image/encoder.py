@@ -1,4 +1,4 @@
-"""The organ image encoder: a 2D slice ViT, a 3D volume ViT and their cross-attention fusion (method section 3).
+"""The organ image encoder: a 2D slice ViT, a 3D volume ViT and their cross-attention fusion (README, "Image side").
 
 Built from MONAI blocks (``PatchEmbeddingBlock``, ``TransformerBlock``,
 ``CrossAttentionBlock``). Shapes: an organ crop batch is ``(B, D, H, W)``
@@ -15,7 +15,7 @@ model width (the 2D branch's width).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Mapping
 
 import torch
@@ -210,7 +210,7 @@ class SliceVolumeConcat(nn.Module):
         return self.proj(torch.cat([f2d, f3d[:, None].expand_as(f2d)], dim=-1))
 
 
-def _head(width: int, n_classes: int) -> nn.Module:
+def classification_head(width: int, n_classes: int) -> nn.Module:
     return nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(), nn.Linear(width, n_classes))
 
 
@@ -237,35 +237,45 @@ class OrganImageEncoder(nn.Module):
             self.fusion = SliceVolumeFusion(width, config.fusion_heads, config.dropout)
         elif config.mode == "concat":
             self.fusion = SliceVolumeConcat(width)
-        self.head_2d = _head(width, config.n_classes) if uses_2d else None
-        self.head_3d = _head(width, config.n_classes) if uses_3d else None
-        self.head_fused = _head(width, config.n_classes) if self.fusion is not None else None
+        self.head_2d = classification_head(width, config.n_classes) if uses_2d else None
+        self.head_3d = classification_head(width, config.n_classes) if uses_3d else None
+        self.head_fused = classification_head(width, config.n_classes) if self.fusion is not None else None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.ndim != 4:
             raise ValueError(f"expected crops (B, D, H, W), got shape {tuple(x.shape)}")
-        out: dict[str, torch.Tensor] = {}
         f2d = self.slice_encoder(x) if self.slice_encoder is not None else None
         f3d = self.volume_encoder(x) if self.volume_encoder is not None else None
-        if f2d is not None:
-            out["f2d"] = f2d
-            out["logits_2d"] = self.head_2d(f2d.mean(1))
-        if f3d is not None:
-            out["f3d"] = f3d
-            out["logits_3d"] = self.head_3d(f3d)
-        if self.fusion is not None:
-            fused = self.fusion(f2d, f3d)
-            out["logits_fused"] = self.head_fused(fused.mean(1))
-        elif f2d is not None:
-            fused = f2d
-        else:
-            fused = f3d[:, None]
-        out["features"] = fused
-        return out
+        return encoder_outputs(f2d, f3d, self.fusion, self.head_2d, self.head_3d, self.head_fused)
 
     def organ_logits(self, out: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The logits used to name an organ: fused head where present, else the single branch's head."""
-        for name in ("logits_fused", "logits_2d", "logits_3d"):
-            if name in out:
-                return out[name]
-        raise KeyError("no logits in the encoder output")
+        return organ_logits(out)
+
+
+def encoder_outputs(f2d, f3d, fusion, head_2d, head_3d, head_fused) -> dict[str, torch.Tensor]:
+    """The encoder's output dict from the branch features (``None`` for a branch the mode leaves out)."""
+    out: dict[str, torch.Tensor] = {}
+    if f2d is not None:
+        out["f2d"] = f2d
+        out["logits_2d"] = head_2d(f2d.mean(1))
+    if f3d is not None:
+        out["f3d"] = f3d
+        out["logits_3d"] = head_3d(f3d)
+    if fusion is not None:
+        fused = fusion(f2d, f3d)
+        out["logits_fused"] = head_fused(fused.mean(1))
+    elif f2d is not None:
+        fused = f2d
+    else:
+        fused = f3d[:, None]
+    out["features"] = fused
+    return out
+
+
+def organ_logits(out: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The logits used to name an organ: fused head where present, else the single branch's head."""
+    for name in ("logits_fused", "logits_2d", "logits_3d"):
+        if name in out:
+            return out[name]
+    raise KeyError("no logits in the encoder output")

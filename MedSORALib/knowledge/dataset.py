@@ -17,19 +17,18 @@ records also carry ``provenance``. Train/val use ``organ`` as the label, test us
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 from pathlib import Path
 
 from ..errors import InputFileError, MedSORAError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, file_sha256, read_jsonl, resource_path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 REPO_ROOT = PACKAGE_ROOT.parent
-DATASET_PATH = PACKAGE_ROOT / "resources" / "dataset" / "symptom_texts.jsonl"
-TEAM_OBSERVATIONS_PATH = PACKAGE_ROOT / "resources" / "dataset" / "team_observations.jsonl"
+DATASET_PATH = resource_path("dataset", "symptom_texts.jsonl")
+TEAM_OBSERVATIONS_PATH = resource_path("dataset", "team_observations.jsonl")
 SPLITS = ("train", "val", "test")
 PHRASINGS = ("clinical", "lay")
 
@@ -39,23 +38,6 @@ class DatasetError(MedSORAError):
 
 
 # -- reading and validation ---------------------------------------------------------------------
-def read_jsonl(path) -> list:
-    """Records of a jsonl file (blank lines skipped); InputFileError on a missing file or bad line."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"dataset file not found: {path}")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise InputFileError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-    return rows
-
-
 def label_problem(record: dict, classes) -> str | None:
     """Why ``record``'s labels are invalid (None when valid): organ a class key, organs a non-empty
     list of distinct class keys whose first entry equals organ, laterality left/right/None."""
@@ -327,7 +309,7 @@ def build_dataset(config: dict, output=None, encoder=None, kb=None, progress=Non
             r["organs"] = [o for o in r["organs"] if o in classes]
         records += team
         team_info = {"path": _shown(team_path), "records": len(team),
-                     "sha256": hashlib.sha256(Path(team_path).read_bytes()).hexdigest()}
+                     "sha256": file_sha256(team_path)}
         say(f"team observations: {len(team)} from {team_path}")
 
     generation_report = []

@@ -7,7 +7,7 @@ modification times).
 
 Retrieval:
 
-- ``bm25``: Okapi BM25 (``bm25s``) over lower-cased, lightly stemmed word tokens;
+- ``bm25``: Okapi BM25 (:class:`BM25`, Lucene's form) over lower-cased, lightly stemmed word tokens;
 - ``dense``: cosine similarity of sentence embeddings from
   :class:`MedSORALib.text.encoder.TextEncoder` (chunk vectors come from the
   encoder's on-disk cache after the first run);
@@ -128,6 +128,83 @@ def _resolve_organ(organ) -> str:
     raise KnowledgeError(f"unknown organ '{organ}'; use one of: {', '.join(FULL_CLASSES)}")
 
 
+class BM25:
+    """Okapi BM25 in its Lucene form over tokenised documents.
+
+    ``score(q, d) = sum over query tokens t of idf(t) * tf / (tf + k1 * (1 - b + b * |d| / avgdl))`` with
+    ``idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))``; a token repeated in the query counts each time.
+    """
+
+    def __init__(self, documents: list, k1: float = 1.5, b: float = 0.75):
+        self.n = len(documents)
+        lengths = np.array([len(d) for d in documents], dtype=np.float64)
+        norm = k1 * (1.0 - b + b * lengths / max(float(lengths.mean()) if self.n else 0.0, 1e-12))
+        postings: dict = {}
+        for index, document in enumerate(documents):
+            counts: dict = {}
+            for token in document:
+                counts[token] = counts.get(token, 0) + 1
+            for token, count in counts.items():
+                postings.setdefault(token, []).append((index, count))
+        #: token -> (document indexes, score contribution of the token in each of them)
+        self.postings = {}
+        for token, pairs in postings.items():
+            docs = np.array([i for i, _ in pairs], dtype=np.int64)
+            tf = np.array([c for _, c in pairs], dtype=np.float64)
+            idf = np.log(1.0 + (self.n - len(docs) + 0.5) / (len(docs) + 0.5))
+            self.postings[token] = (docs, (idf * tf / (tf + norm[docs])).astype(np.float32))
+
+    def scores(self, tokens: list) -> np.ndarray:
+        """float32 (N,) scores of every document for the query ``tokens``; 0 where none matches."""
+        out = np.zeros(self.n, dtype=np.float32)
+        for token in tokens:
+            if token in self.postings:
+                docs, values = self.postings[token]
+                out[docs] += values
+        return out
+
+
+def _build_chunks(sources, paths) -> list:
+    chunks = []
+    if "hpo" in sources:
+        chunks += src.hpo_chunks(paths["hpo"])
+    if "symptom-ontology" in sources:
+        chunks += src.so_chunks(paths["symptom-ontology"])
+    if "team" in sources:
+        chunks += src.corpus_chunks(paths["team"])
+    return chunks
+
+
+def _chunks(sources, paths, stamps) -> list:
+    """The chunks of ``sources``, kept as JSON in the user's cache folder between runs.
+
+    Parsing the 10 MB ``hp.obo`` takes most of a second; the cached list is used while the source files
+    (path, size, modification time) and the code that builds chunks are unchanged, else rebuilt.
+    """
+    import json
+
+    from .. import organs
+    from ..files import atomic_write_text
+    from ..text.encoder import default_cache_dir
+    from . import obo
+
+    digest = hashlib.sha256(json.dumps([list(sources), [list(s) for s in stamps]]).encode())
+    for module in (src, obo, organs):
+        digest.update(Path(module.__file__).read_bytes())
+    path = default_cache_dir() / "knowledge" / f"chunks-{digest.hexdigest()[:24]}.json"
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        return [src.Chunk(**{k: tuple(v) if isinstance(v, list) else v for k, v in row.items()}) for row in rows]
+    except (OSError, ValueError, TypeError):
+        pass
+    chunks = _build_chunks(sources, paths)
+    try:
+        atomic_write_text(path, json.dumps([vars(c) for c in chunks]))
+    except OSError:  # a read-only cache folder only costs the rebuild next time
+        pass
+    return chunks
+
+
 class KnowledgeBase:
     """Organ-tagged chunks and their indexes.
 
@@ -155,11 +232,7 @@ class KnowledgeBase:
         self._primary: dict = {}
         self._query_scores: dict = {}
         self._embeddings = None
-        import bm25s
-
-        self._bm25 = bm25s.BM25()
-        # An empty token list would be dropped by bm25s and shift the document indexes.
-        self._bm25.index([tokenize(c.text) or ["<empty>"] for c in self.chunks], show_progress=False)
+        self._bm25 = BM25([tokenize(c.text) for c in self.chunks])
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
@@ -191,14 +264,7 @@ class KnowledgeBase:
             cached = cls._CACHE.get(key)
             if cached is not None:
                 return cached
-            chunks = []
-            if "hpo" in sources:
-                chunks += src.hpo_chunks(paths["hpo"])
-            if "symptom-ontology" in sources:
-                chunks += src.so_chunks(paths["symptom-ontology"])
-            if "team" in sources:
-                chunks += src.corpus_chunks(paths["team"])
-            kb = cls(chunks, encoder=encoder)
+            kb = cls(_chunks(sources, paths, [stamp(paths[s]) for s in sources]), encoder=encoder)
             cls._CACHE[key] = kb
             return kb
 
@@ -289,10 +355,7 @@ class KnowledgeBase:
         return self._cached("dense", query, self._dense_scores)
 
     def _bm25_scores(self, query: str) -> np.ndarray:
-        tokens = [t for t in tokenize(query) if t in self._bm25.vocab_dict]
-        if not tokens:
-            return np.zeros(len(self.chunks), dtype=np.float32)
-        return np.asarray(self._bm25.get_scores(tokens), dtype=np.float32)
+        return self._bm25.scores(tokenize(query))
 
     def _dense_scores(self, query: str) -> np.ndarray:
         vector = np.asarray(self.encoder.encode([query]), dtype=np.float32)[0]

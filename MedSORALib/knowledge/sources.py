@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputFileError
+from ..files import resource_path
 from .obo import read_obo
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "knowledge"
+RESOURCES = resource_path("knowledge")
 SO_PATH = RESOURCES / "symp.obo"
 CORPUS_PATH = RESOURCES / "corpus.jsonl"
 

@@ -150,25 +150,53 @@ class TextEncoder:
             if self._model is not None:
                 return
             import torch
-            from transformers import AutoModel, AutoTokenizer
-            from transformers.utils import logging as hf_logging
 
-            hf_logging.disable_progress_bar()
-
-            try:
-                self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
-                model = AutoModel.from_pretrained(str(self.model_path), local_files_only=True)
-            except (OSError, ValueError) as exc:
-                raise ModelError(f"cannot load the text encoder from {self.model_path}: {exc}".splitlines()[0]) from exc
-            self._model = model.to(self.device).eval()
             self._pooling = "mean"
             pooling_cfg = self.model_path / "1_Pooling" / "config.json"
             if pooling_cfg.is_file():
                 cfg = json.loads(pooling_cfg.read_text())
                 if cfg.get("pooling_mode_cls_token"):
                     self._pooling = "cls"
-            self._max_length = min(getattr(self._tokenizer, "model_max_length", 256) or 256, 256)
+            self._max_length = min(self._tokenizer_max_length() or 256, 256)
+            from . import bert
+
+            try:
+                if bert.supports(self.model_path):
+                    # A plain BERT runs without importing transformers' model registry (seconds at start-up).
+                    self._tokenizer = bert.load_tokenizer(self.model_path, self._max_length)
+                    model = bert.BertEncoder.load(self.model_path)
+                else:
+                    self._tokenizer, model = self._load_transformers()
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                raise ModelError(f"cannot load the text encoder from {self.model_path}: {exc}".splitlines()[0]) from exc
+            self._model = model.to(self.device).eval()
             self._torch = torch
+
+    def _tokenizer_max_length(self) -> int | None:
+        try:
+            value = json.loads((self.model_path / "tokenizer_config.json").read_text()).get("model_max_length")
+        except (OSError, json.JSONDecodeError):
+            return None
+        return int(value) if isinstance(value, (int, float)) and value < 1e9 else None
+
+    def _load_transformers(self):
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        tokenizer = AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
+        return tokenizer, AutoModel.from_pretrained(str(self.model_path), local_files_only=True)
+
+    def _tokenize(self, texts: list[str]) -> dict:
+        """input_ids, attention_mask and token_type_ids of a batch as tensors on the encoder's device."""
+        torch = self._torch
+        if not hasattr(self._tokenizer, "encode_batch"):
+            return dict(self._tokenizer(texts, padding=True, truncation=True, max_length=self._max_length,
+                                        return_tensors="pt").to(self.device))
+        encodings = self._tokenizer.encode_batch(texts)
+        return {name: torch.tensor([getattr(e, attr) for e in encodings], dtype=torch.long, device=self.device)
+                for name, attr in (("input_ids", "ids"), ("attention_mask", "attention_mask"),
+                                   ("token_type_ids", "type_ids"))}
 
     def _encode_local(self, texts: list[str], batch_size: int) -> np.ndarray:
         self._load()
@@ -176,14 +204,9 @@ class TextEncoder:
         out = []
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
-                batch = self._tokenizer(
-                    texts[start : start + batch_size],
-                    padding=True,
-                    truncation=True,
-                    max_length=self._max_length,
-                    return_tensors="pt",
-                ).to(self.device)
-                hidden = self._model(**batch).last_hidden_state
+                batch = self._tokenize(texts[start : start + batch_size])
+                hidden = self._model(**batch)
+                hidden = getattr(hidden, "last_hidden_state", hidden)
                 if self._pooling == "cls":
                     pooled = hidden[:, 0]
                 else:

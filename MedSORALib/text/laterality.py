@@ -26,13 +26,9 @@ from __future__ import annotations
 
 import re
 
-CONTRALATERAL_FACTOR = 0.5
+from ..organs import PAIRED_STRUCTURES  # reasoning class -> {side: structure key}
 
-# Paired structures: reasoning class -> {side: structure key}
-PAIRED_STRUCTURES: dict[str, dict[str, str]] = {
-    "kidney": {"left": "kidney_left", "right": "kidney_right"},
-    "adrenal_gland": {"left": "adrenal_gland_left", "right": "adrenal_gland_right"},
-}
+CONTRALATERAL_FACTOR = 0.5
 
 # Body parts whose side says nothing about the paired abdominal organs.
 _NON_TRUNK = (

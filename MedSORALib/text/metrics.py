@@ -1,5 +1,5 @@
-"""Ranking metrics of the paper (method.md, section 5) for multi-organ labels: the project's one
-implementation (text evaluation, image-text evaluation, training reports). Values are fractions in
+"""Ranking metrics of the Med-SORA paper (arXiv:2511.06752; README, "Text reasoning") for multi-organ labels: the
+project's one implementation (text evaluation, image-text evaluation, training reports). Values are fractions in
 [0, 1]; reports use the keys ``rank1``, ``rank2``, ``rank3``, ``mAP`` and ``n``.
 
 * Rank-k accuracy: the share of queries with at least one correct organ (any organ of the

@@ -32,7 +32,9 @@ DEFAULT_K = 5
 
 
 def resources_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "resources" / "ood"
+    from ..files import resource_path
+
+    return resource_path("ood")
 
 
 def load_ood_texts(name: str = "non_abdominal", split: str | None = None) -> list[dict]:

@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelError, SymptomError
-from ..files import atomic_target, atomic_write_text
+from ..files import atomic_target, atomic_write_text, resource_path
 from ..organs import CLASS_SETTINGS, STRUCTURES, class_structures
 from .laterality import detect_laterality, split_paired
 
@@ -47,7 +47,7 @@ ABLATIONS = ("hard", "anchor_soft", "smoothed")
 
 def default_weights_dir() -> Path:
     """The weights shipped inside the package: ``MedSORALib/resources/weights/text``."""
-    return Path(__file__).resolve().parent.parent / "resources" / "weights" / "text"
+    return resource_path("weights", "text")
 
 
 def resolve_setting_dir(weights_dir: str | os.PathLike | None, setting: str) -> Path:

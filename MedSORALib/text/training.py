@@ -3,7 +3,7 @@
 The MLP target mixes the source organ of a training text with the anchors' soft labels,
 ``w * one_hot + (1 - w) * (cos(p_i, f) + 1) / 2`` (``source_weight`` w, default 0.5, chosen on the
 validation split among 0.25 / 0.5 / 0.75). With w = 0 the target is the anchors' soft labels alone,
-as method.md states; with the bundled encoder the anchors cannot reach the margin (own-organ
+as the paper states; with the bundled encoder the anchors cannot reach the margin (own-organ
 cosines ~0.5 rather than >= 0.8) and, alone, rank organs worse than one-hot labels, so the
 shipped model keeps the source organ in the target. The ablation heads (one-hot, anchors alone,
 label smoothing) are trained with the same settings and stored for the evaluation.
@@ -21,10 +21,8 @@ The program ``Training/train_text.py`` reads a configuration and the dataset and
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -91,7 +89,7 @@ class TextTrainingConfig:
     anchors: AnchorTrainingConfig = field(default_factory=AnchorTrainingConfig)
     mlp: MLPTrainingConfig = field(default_factory=MLPTrainingConfig)
     #: weight w of the source organ in the MLP target: w * one-hot + (1 - w) * anchor soft label;
-    #: 0 gives the anchors' soft labels alone (method.md section 2 read literally).
+    #: 0 gives the anchors' soft labels alone (the paper's soft-label recipe read literally).
     source_weight: float = 0.5
     train_hard: bool = True
     #: also train the MLP on the anchors' soft labels alone (ablation; only when source_weight > 0)
@@ -415,25 +413,3 @@ def ood_heldout_report(
     report = rates(p_in >= reasoner.detector.threshold, truth)
     report.update({"n_in_domain": int(len(in_embeddings)), "n_out_of_domain": int(len(out_embeddings))})
     return report
-
-
-def file_sha256(path: str | Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{line_no}: not JSON: {exc}") from exc
-    return rows
