@@ -37,7 +37,7 @@ def evaluate(reasoner, sets: dict) -> dict:
     out = {}
     for name, (texts, truth) in sets.items():
         emb = reasoner.encode(texts)
-        neural = reasoner.raw_scores(emb)["p_in"] >= reasoner.detector.threshold
+        neural = reasoner.raw_scores(emb, texts)["p_in"] >= reasoner.detector.threshold
         combined = [p.in_domain for p in reasoner.predict_embeddings(texts, emb)]
         out[name] = {
             "neural": _rates(neural, truth),
