@@ -568,6 +568,23 @@ def apply_lexical_evidence(texts, p_in: np.ndarray, threshold: float, lexicon: L
     return lexicon.adjust(list(texts), p_in, threshold)
 
 
+BANK_COSINE = 0.99
+
+
+def outside_banks(reasoner, texts, limit: float = BANK_COSINE) -> list[bool]:
+    """For each text, True when its embedding is below ``limit`` cosine to every text of ``reasoner``'s
+    neighbour banks (training texts and non-abdominal calibration texts), i.e. it is held out from the detector.
+
+    The product model trains on terse terms ("splenomegaly"), so a user's short query can coincide with a training
+    text; held-out rates are computed on the texts this returns True for."""
+    texts = list(texts)
+    if not texts:
+        return []
+    emb = reasoner.encode(texts)
+    nearest = np.maximum((emb @ reasoner.knn_bank.T).max(axis=1), (emb @ reasoner.out_bank.T).max(axis=1))
+    return [bool(v < limit) for v in nearest]
+
+
 def heldout_rates(reasoner, abdominal_texts, non_abdominal_texts) -> dict:
     """Kept / flagged shares of ``reasoner``'s decisions on texts outside its neighbour banks.
 
