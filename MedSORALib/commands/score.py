@@ -19,9 +19,11 @@ MedSORA reads the CT and its organ segmentation, encodes each organ once,
 and for every symptom writes (PREFIX, or PREFIX_1, PREFIX_2 ... for several):
   PREFIX.seg.nrrd  one segment per organ, coloured by relevance, with SNOMED
                    terminology and the tag MedSORA.Relevance (open in 3D Slicer)
-  PREFIX.json      symptom, in_domain, organs sorted by relevance (relevance,
-                   text_prior, image_score, voxels, volume_ml), supporting
-                   knowledge passages, model versions, input SHA-256
+  PREFIX.json      symptom, in_domain, contrast_phase, organs sorted by
+                   relevance (relevance, text_prior, image_score,
+                   finding_boost and why, measurements, findings against
+                   cited reference ranges), supporting knowledge passages,
+                   model versions, input SHA-256
   PREFIX.png       with --preview: slices through the most relevant organ
                    and a bar chart
   PREFIX_seg.dcm   with --dicom-seg (DICOM series input): a DICOM SEG
@@ -190,6 +192,11 @@ def print_table(result, out=None) -> None:
     for o in result.organs:
         print(f"  {o.display_name:<30} {o.relevance:>9.3f} {o.text_prior:>6.3f} {o.image_score:>6.3f} "
               f"{o.volume_ml:>8.1f}", file=out)
+    from ..outputs import findings_caption
+
+    caption = findings_caption(result, limit=8)
+    if caption:
+        print("\n".join("  " + line for line in caption.splitlines()), file=out)
 
 
 def run(args) -> int:
