@@ -111,6 +111,13 @@ def _max_feret(points: np.ndarray) -> float:
 
 def _feret_2d(points: np.ndarray) -> tuple[float, float, np.ndarray]:
     """(max, min, direction of max) caliper widths of 2D points over 1-degree steps."""
+    if len(points) > 32:
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            points = points[ConvexHull(points).vertices]
+        except (QhullError, ValueError):
+            pass
     proj = points @ _DIRS2.T
     widths = proj.max(0) - proj.min(0)
     i = int(np.argmax(widths))
@@ -159,14 +166,14 @@ def _thickness(mask: np.ndarray, volume: Volume) -> float:
     """Diameter of the largest ball inside the union of the mask's voxels.
 
     The cropped mask is subdivided (each voxel into up to 4 x 4 x 4 sub-voxels, fewer for
-    large organs) so that the ball is not limited to voxel-centre distances; the
+    large organs, whose thickness is large against one voxel) so that the ball is not limited to voxel-centre distances; the
     distance from the deepest sub-voxel centre to the nearest outside one, less half a
     sub-voxel, is the ball's radius.
     """
     box, _ = _crop(mask, pad=0)
     local = mask[box]
     factor = int(np.clip(np.ceil(float(volume.spacing.max()) / 0.75), 1, 4))
-    while factor > 1 and local.size * factor ** 3 > 8_000_000:
+    while factor > 1 and local.size * factor ** 3 > 2_000_000:
         factor -= 1
     if factor > 1:
         local = local.repeat(factor, 0).repeat(factor, 1).repeat(factor, 2)
