@@ -14,7 +14,8 @@ For each symptom and each organ present in the masks, MedSORA reports:
       r_i = t_i * ((1 - beta) + beta * a_i)
 
   with tau = 0.1 (the InfoNCE temperature of training) and beta =
-  ``image_weight`` (default 0.25). The image term can lower an organ's text
+  ``image_weight`` (default 0: on a real CT the image model never saw, the
+  fused ranking was no better than the text prior alone). The image term can lower an organ's text
   prior by at most ``beta`` when the patient's own organ image aligns with the
   symptom worse than another organ does; it never raises an organ above its
   text prior, so out-of-domain symptoms (low text prior everywhere) stay low.
@@ -44,8 +45,10 @@ from .volume_io import Volume
 
 #: Softmax temperature of the image term (the InfoNCE temperature used in training).
 IMAGE_TAU = 0.1
-#: Default weight of the image-text alignment in the final relevance.
-IMAGE_WEIGHT = 0.25
+#: Default weight of the image-text alignment in the final relevance: 0, because on a real CT the image
+#: model never saw the fused ranking was no better than the text prior alone (README, "Model card";
+#: ``Training/evaluate_fusion.py``). ``image_weight`` > 0 turns the image term on.
+IMAGE_WEIGHT = 0.0
 #: Longest symptom text accepted, in characters.
 MAX_SYMPTOM_CHARS = 2000
 

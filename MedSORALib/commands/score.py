@@ -55,7 +55,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--text-encoder", metavar="DIR",
                        help="local sentence-encoder folder (default: bundled all-MiniLM-L6-v2)")
     group.add_argument("--image-weight", type=float, default=None, metavar="W",
-                       help="weight of the image-text alignment in the relevance, 0..1 (default: 0.25)")
+                       help="weight of the image-text alignment in the relevance, 0..1 (default: 0, the text "
+                            "prior alone: the image term did not help on a CT the model never saw)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
