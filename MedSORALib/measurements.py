@@ -196,8 +196,12 @@ def hu_statistics(volume: Volume, mask: np.ndarray) -> dict:
             "hu_eroded": bool(eroded)}
 
 
-def organ_measurements(volume: Volume, mask: np.ndarray) -> dict:
-    """Sizes, HU and partial imaging of one organ (module doc); ``mask`` is boolean on the CT grid."""
+def organ_measurements(volume: Volume, mask: np.ndarray, touches: list[str] | None = None) -> dict:
+    """Sizes, HU and partial imaging of one organ (module doc); ``mask`` is boolean on the CT grid.
+
+    ``touches`` (the scan edges the organ reaches) is computed from ``mask`` unless given, as it is
+    for a mask cropped from a larger scan (:func:`crop_to_organ`).
+    """
     mask = np.asarray(mask, dtype=bool)
     idx = np.argwhere(mask)
     points = volume.index_to_ras(idx)
@@ -231,7 +235,7 @@ def organ_measurements(volume: Volume, mask: np.ndarray) -> dict:
                                                     reverse=True))
     out["thickness_mm"] = _round(_thickness(mask, volume))
     out.update(hu_statistics(volume, mask))
-    touches = _touches(mask, volume)
+    touches = _touches(mask, volume) if touches is None else touches
     out["touches"] = touches
     out["partially_imaged"] = bool(touches)
     return out
@@ -353,6 +357,30 @@ def _largest(profile: list[dict], prefix: str = "") -> dict:
             f"{prefix}diameter_ras": _round(best["centre"], 1)}
 
 
+def crop_to_organ(volume: Volume, mask: np.ndarray) -> tuple[Volume, np.ndarray, list[str]]:
+    """The CT and mask cut to the organ's bounding box (same world positions), and the scan edges it touches."""
+    shape = mask.shape
+    lo, hi = [], []
+    for axis in range(3):
+        nz = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        lo.append(int(nz[0]))
+        hi.append(int(nz[-1]) + 1)
+    cc = craniocaudal_axis(volume)
+    z_sign = np.sign(volume.direction[2, cc])
+    first, last = lo[cc] == 0, hi[cc] == shape[cc]
+    touches = []
+    if (first and z_sign > 0) or (last and z_sign < 0):
+        touches.append("caudal")
+    if (last and z_sign > 0) or (first and z_sign < 0):
+        touches.append("cranial")
+    if any(lo[a] == 0 or hi[a] == shape[a] for a in range(3) if a != cc):
+        touches.append("in_plane")
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    affine = volume.affine.copy()
+    affine[:3, 3] = volume.affine[:3, :3] @ np.asarray(lo, dtype=np.float64) + volume.affine[:3, 3]
+    return Volume(volume.array[box], affine, volume.source), mask[box], touches
+
+
 def hiatus_level(volume: Volume, masks: Mapping[str, np.ndarray]) -> float | None:
     """RAS z (mm) taken as the aortic hiatus: the top of the adrenal glands, else of the kidneys.
 
@@ -371,16 +399,29 @@ def hiatus_level(volume: Volume, masks: Mapping[str, np.ndarray]) -> float | Non
     return None
 
 
-def vessel_diameters(volume: Volume, masks: Mapping[str, np.ndarray], key: str) -> dict:
-    """Largest perpendicular diameters of a vessel (module doc), with where they lie."""
+_UNSET = object()
+
+
+def _split_x(volume: Volume, masks: Mapping[str, np.ndarray]) -> float | None:
+    """RAS x (mm) dividing the portal vein (right) from the splenic vein: the IVC's centre, else the aorta's."""
+    reference = next((masks[k] for k in ("inferior_vena_cava", "aorta") if k in masks and np.any(masks[k])), None)
+    return None if reference is None else float(volume.index_to_ras(np.argwhere(reference))[:, 0].mean())
+
+
+def vessel_diameters(volume: Volume, masks: Mapping[str, np.ndarray], key: str, *, hiatus_z=_UNSET,
+                     split_x=_UNSET) -> dict:
+    """Largest perpendicular diameters of a vessel (module doc), with where they lie.
+
+    ``hiatus_z`` and ``split_x`` (aortic hiatus level, portal/splenic division) are computed from
+    ``masks`` unless given.
+    """
     mask = np.asarray(masks[key], dtype=bool)
     out: dict = {}
     if key == "portal_vein_and_splenic_vein":
         # The main portal vein runs to the right of the confluence, in front of the inferior vena cava.
-        reference = next((masks[k] for k in ("inferior_vena_cava", "aorta") if k in masks and np.any(masks[k])), None)
+        x_split = _split_x(volume, masks) if split_x is _UNSET else split_x
         idx = np.argwhere(mask)
-        if reference is not None:
-            x_split = float(volume.index_to_ras(np.argwhere(reference))[:, 0].mean())
+        if x_split is not None:
             right = volume.index_to_ras(idx)[:, 0] > x_split
             portal = np.zeros_like(mask)
             portal[tuple(idx[right].T)] = True
@@ -396,7 +437,7 @@ def vessel_diameters(volume: Volume, masks: Mapping[str, np.ndarray], key: str) 
     if key == "gallbladder":
         return out
     if key == "aorta":
-        level = hiatus_level(volume, masks)
+        level = hiatus_level(volume, masks) if hiatus_z is _UNSET else hiatus_z
         out["hiatus_z_mm"] = _round(level, 1)
         if level is not None:
             out.update(_largest([p for p in profile if p["centre"][2] <= level], "abdominal_"))
@@ -427,11 +468,21 @@ def measure_organs(volume: Volume, masks: Mapping[str, np.ndarray]) -> dict[str,
     """Measurements of every organ present in ``masks`` (module doc), keyed by structure, in catalog order."""
     present = {k: np.asarray(masks[k], dtype=bool) for k in organs.structures_present(masks)}
     present = {k: m for k, m in present.items() if m.any()}
+    # Each organ is measured on its bounding box: the same world positions, far fewer voxels to scan.
+    crops = {k: crop_to_organ(volume, m) for k, m in present.items()}
+    hiatus = None
+    for group in (("adrenal_gland_right", "adrenal_gland_left"), ("kidney_right", "kidney_left")):
+        tops = [hiatus_level(crops[k][0], {k: crops[k][1]}) for k in group if k in crops]
+        if tops:
+            hiatus = max(tops)
+            break
+    reference = next((k for k in ("inferior_vena_cava", "aorta") if k in crops), None)
+    split = None if reference is None else _split_x(crops[reference][0], {reference: crops[reference][1]})
     out = {}
-    for key, mask in present.items():
-        out[key] = organ_measurements(volume, mask)
+    for key, (sub, submask, touches) in crops.items():
+        out[key] = organ_measurements(sub, submask, touches=touches)
         if key in VESSELS or key == "gallbladder":
-            out[key].update(vessel_diameters(volume, present, key))
+            out[key].update(vessel_diameters(sub, {key: submask}, key, hiatus_z=hiatus, split_x=split))
     pairs = left_right(out)
     for name, right, left in PAIRS:
         if name in pairs:
