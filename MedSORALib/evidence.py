@@ -8,17 +8,22 @@ number of symptoms.
 Findings in the relevance (:func:`apply_findings`): for a symptom and an organ
 with text prior ``t`` and fused relevance ``r`` (see :mod:`MedSORALib.scoring`),
 
-    r' = r + FINDING_BOOST * t * (1 - r)     when the organ has an abnormal finding,
-                                             the symptom is in domain, and t >= MIN_TEXT_PRIOR
-    r' = r                                   otherwise
+    r' = r + FINDING_BOOST * t * (1 - r) * (1 - o)   when the organ has an abnormal finding
+                                                     and t >= MIN_TEXT_PRIOR
+    r' = r                                           otherwise
 
-with ``FINDING_BOOST = 0.3`` and ``MIN_TEXT_PRIOR = 0.1``. The rule was set by
+with ``FINDING_BOOST = 0.3``, ``MIN_TEXT_PRIOR = 0.1`` and ``o`` the text side's
+out-of-domain probability of the symptom (``ood_score``). The rule was set by
 design, not fitted to any test set:
 
 - the boost scales with the text prior, so a finding raises an organ the symptom
   points to and leaves the others where they are; below ``MIN_TEXT_PRIOR`` (an
   organ the symptom does not point to) nothing changes;
-- an out-of-domain symptom is never raised;
+- the boost scales with the probability that the symptom is abdominal, so a
+  finding never makes an out-of-domain symptom relevant: a symptom the gate
+  calls out of domain (o > 0.5) gets less than half of an already small boost on
+  a text prior the gate has lowered, and a clearly non-abdominal one (o near 1)
+  gets nothing;
 - the increase is at most ``0.3 * (1 - r)``, so ``r'`` stays in [0, 1], the order
   among organs the symptom points to strongly can change only when their
   relevances are close, and one finding cannot move an organ from "not relevant"
@@ -56,28 +61,31 @@ def image_evidence(volume: Volume, masks: Mapping[str, np.ndarray]) -> dict:
             "findings": evaluate_findings(measurements, phase)}
 
 
-def finding_boost(relevance: float, text_prior: float, in_domain: bool, abnormal: list[dict]) -> tuple[float, str]:
-    """The increase of one organ's relevance from its abnormal findings, and why (module doc)."""
+def finding_boost(relevance: float, text_prior: float, ood_score: float, abnormal: list[dict]) -> tuple[float, str]:
+    """The increase of one organ's relevance from its abnormal findings, and why (module doc).
+
+    ``ood_score`` is the text side's probability that the symptom is out of domain.
+    """
     if not abnormal:
         return 0.0, ""
     texts = "; ".join(f["text"] for f in abnormal)
-    if not in_domain:
-        return 0.0, f"abnormal finding ({texts}) not used: the symptom is out of domain"
     if text_prior < MIN_TEXT_PRIOR:
         return 0.0, (f"abnormal finding ({texts}) not used: text prior {text_prior:.3f} is below "
                      f"{MIN_TEXT_PRIOR} (the symptom does not point to this organ)")
-    boost = FINDING_BOOST * text_prior * (1.0 - relevance)
+    p_in = float(np.clip(1.0 - ood_score, 0.0, 1.0))
+    boost = FINDING_BOOST * text_prior * (1.0 - relevance) * p_in
     return float(boost), (f"abnormal finding ({texts}) raised the relevance by {boost:.3f} "
-                          f"= {FINDING_BOOST} x text prior {text_prior:.3f} x (1 - {relevance:.3f})")
+                          f"= {FINDING_BOOST} x text prior {text_prior:.3f} x (1 - {relevance:.3f}) "
+                          f"x in-domain probability {p_in:.3f}")
 
 
-def apply_findings(relevance: np.ndarray, text_prior: np.ndarray, keys: list[str], in_domain: bool,
+def apply_findings(relevance: np.ndarray, text_prior: np.ndarray, keys: list[str], ood_score: float,
                    findings: Mapping[str, dict]) -> tuple[np.ndarray, list[float], list[str]]:
     """Relevances ``(K,)`` of one symptom after the finding rule; also the boosts and reasons per organ."""
     out = np.asarray(relevance, dtype=np.float64).copy()
     boosts, reasons = [], []
     for c, key in enumerate(keys):
-        boost, why = finding_boost(float(out[c]), float(text_prior[c]), in_domain, abnormal_findings(findings, key))
+        boost, why = finding_boost(float(out[c]), float(text_prior[c]), ood_score, abnormal_findings(findings, key))
         out[c] = min(1.0, out[c] + boost)
         boosts.append(boost)
         reasons.append(why)

@@ -23,8 +23,9 @@ For each symptom and each organ present in the masks, MedSORA reports:
 
 Then abnormal findings of the patient's own organs (measurements against
 reference ranges, :mod:`MedSORALib.evidence`) raise the relevance of an organ
-the symptom points to by a bounded amount (``finding_boost``, with ``why``);
-never for an out-of-domain symptom or an organ whose text prior is near zero.
+the symptom points to by a bounded amount, weighted by the probability that the
+symptom is abdominal (``finding_boost``, with ``why``); never for an organ whose
+text prior is near zero, and never enough to make an out-of-domain symptom relevant.
 
 The organs of a volume are cropped and encoded once (:func:`encode_volume`),
 however many symptoms are scored against them.
@@ -279,14 +280,14 @@ def score_encoded(
     info["fusion"] = {"image_weight": image_weight, "tau": IMAGE_TAU,
                       "formula": "r = t * ((1 - w) + w * exp((s - max s) / tau))",
                       "findings": {"boost": FINDING_BOOST, "min_text_prior": MIN_TEXT_PRIOR,
-                                   "formula": "r' = r + boost * t * (1 - r) for an organ with an abnormal finding, "
-                                              "in-domain symptom, t >= min_text_prior"}}
+                                   "formula": "r' = r + boost * t * (1 - r) * (1 - ood_score) for an organ with an "
+                                              "abnormal finding and t >= min_text_prior"}}
     evidence = encoded.evidence or {}
     measured = evidence.get("measurements", {})
     found = evidence.get("findings", {})
     results = []
     for n, prediction in enumerate(predictions):
-        boosted, boosts, reasons = apply_findings(relevance[n], prior[n], keys, bool(prediction.in_domain), found)
+        boosted, boosts, reasons = apply_findings(relevance[n], prior[n], keys, float(prediction.ood_score), found)
         scores = [
             OrganScore(key=k, display_name=organs.ORGANS[k].display_name, relevance=float(boosted[c]),
                        text_prior=float(prior[n, c]), image_score=float(similarity[n, c]),

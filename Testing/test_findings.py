@@ -296,13 +296,18 @@ def test_reference_table_rows_are_complete():
 
 def test_finding_boost_rule():
     finding = [{"text": "abdominal aortic diameter 45 mm; aneurysm at 30 mm or more"}]
-    boost, why = finding_boost(0.4, 0.6, True, finding)
+    boost, why = finding_boost(0.4, 0.6, 0.0, finding)
     assert boost == pytest.approx(FINDING_BOOST * 0.6 * 0.6) and "raised" in why
-    assert finding_boost(0.4, 0.6, False, finding)[0] == 0.0  # out of domain
-    assert finding_boost(0.05, MIN_TEXT_PRIOR / 2, True, finding)[0] == 0.0  # the symptom does not point here
-    assert finding_boost(0.4, 0.6, True, [])[0] == 0.0
+    # Weighted by the in-domain probability: a likely out-of-domain symptom gets a fraction, a sure one nothing.
+    assert finding_boost(0.4, 0.6, 0.8, finding)[0] == pytest.approx(FINDING_BOOST * 0.6 * 0.6 * 0.2)
+    assert finding_boost(0.4, 0.6, 1.0, finding)[0] == 0.0
+    assert finding_boost(0.05, MIN_TEXT_PRIOR / 2, 0.0, finding)[0] == 0.0  # the symptom does not point here
+    assert finding_boost(0.4, 0.6, 0.0, [])[0] == 0.0
+    # Bounded: never above 0.3 x (1 - r), so never above 1.
+    for r in (0.0, 0.5, 0.99):
+        assert r + finding_boost(r, 1.0, 0.0, finding)[0] <= min(1.0, r + FINDING_BOOST * (1 - r)) + 1e-12
     relevance, boosts, reasons = apply_findings(np.array([0.99, 0.2]), np.array([1.0, 0.02]), ["aorta", "liver"],
-                                                True, {"aorta": {"findings": [{"abnormal": True, **finding[0]}]},
+                                                0.0, {"aorta": {"findings": [{"abnormal": True, **finding[0]}]},
                                                        "liver": {"findings": [{"abnormal": True, **finding[0]}]}})
     assert relevance[0] <= 1.0 and boosts[0] == pytest.approx(0.3 * 0.01) and boosts[1] == 0.0
     assert "below" in reasons[1]
@@ -329,9 +334,13 @@ def test_dilated_aorta_raises_tearing_pain_relevance(phantom_evidence, models):
     assert dilated.finding_boost > 0.0 and normal.finding_boost == 0.0
     assert any(f["key"] == "abdominal_aortic_aneurysm" and f["abnormal"] for f in dilated.findings)
     assert "raised the relevance" in dilated.why
-    # Out of domain: the finding does not raise anything.
+    # A non-abdominal symptom: the finding raises nothing.
     ood = results["aaa"][1]
     assert not ood.in_domain and all(o.finding_boost == 0.0 for o in ood.organs)
+    # The boost is bounded and follows the documented rule.
+    assert dilated.finding_boost == pytest.approx(
+        FINDING_BOOST * dilated.text_prior * (1 - (dilated.relevance - dilated.finding_boost))
+        * (1 - results["aaa"][0].ood_score), rel=1e-9)
     assert results["aaa"][0].contrast_phase["phase"] == "non-contrast"
 
 
