@@ -5,12 +5,19 @@ For an output prefix ``PREFIX``:
 - ``PREFIX.seg.nrrd``: one segment per organ present, id = organ key, name =
   display name, colour = :func:`relevance_color` of its relevance, SNOMED CT
   terminology, tags ``MedSORA.Relevance`` (relevance as text, 4 decimals),
-  ``MedSORA.TextPrior`` and ``MedSORA.ImageScore``; geometry of the input CT.
+  ``MedSORA.TextPrior``, ``MedSORA.ImageScore``, ``MedSORA.FindingBoost``, the
+  organ's measurements (``MedSORA.VolumeMl``, ``MedSORA.LengthMm``,
+  ``MedSORA.MaxDiameterMm``, ``MedSORA.MeanHU``, ``MedSORA.PartiallyImaged``,
+  for vessels ``MedSORA.PerpendicularDiameterMm``), its abnormal findings
+  (``MedSORA.Findings``, "none" when none) and ``MedSORA.ContrastPhase``;
+  geometry of the input CT.
 - ``PREFIX.json``: the :class:`~MedSORALib.scoring.SymptomResult` (symptom,
-  in_domain, organs sorted by relevance, passages, models) plus the inputs and
+  in_domain, contrast_phase, organs sorted by relevance with their
+  measurements and findings, passages, models) plus the inputs and
   their SHA-256 and the names of the files written.
 - ``PREFIX.png`` (``preview=True``): three orthogonal slices through the most
-  relevant organ with the relevance overlay, and a bar chart of the organs.
+  relevant organ with the relevance overlay, a bar chart of the organs, and
+  the contrast phase and abnormal findings below.
 - ``PREFIX_seg.dcm`` (``dicom_seg=True``, DICOM series input): a DICOM
   Segmentation referencing the source series (highdicom).
 
@@ -35,16 +42,53 @@ from .files import atomic_set, atomic_target, atomic_write_text
 from .masks import restrict
 from .volume_io import Volume, closest_canonical
 
+def _tag_text(text: str) -> str:
+    """Text safe for a .seg.nrrd tag value (no '|', ':' or line breaks)."""
+    return " ".join(str(text).replace("|", "/").replace(":", " ").split())
+
+
 def segment_tags(result: SymptomResult) -> dict[str, dict[str, str]]:
-    """The MedSORA tags of each organ segment."""
-    return {
-        o.key: {
+    """The MedSORA tags of each organ segment (relevance, scores, measurements, findings, contrast phase)."""
+    phase = result.contrast_phase or {}
+    tags = {}
+    for o in result.organs:
+        entry = {
             "MedSORA.Relevance": f"{o.relevance:.4f}",
             "MedSORA.TextPrior": f"{o.text_prior:.4f}",
             "MedSORA.ImageScore": f"{o.image_score:.4f}",
+            "MedSORA.FindingBoost": f"{o.finding_boost:.4f}",
         }
-        for o in result.organs
-    }
+        m = o.measurements or {}
+        for tag, field in (("MedSORA.VolumeMl", "volume_ml"), ("MedSORA.LengthMm", "length_mm"),
+                           ("MedSORA.MaxDiameterMm", "max_diameter_mm"), ("MedSORA.MeanHU", "mean_hu"),
+                           ("MedSORA.PerpendicularDiameterMm", "perpendicular_diameter_mm")):
+            if m.get(field) is not None:
+                entry[tag] = f"{m[field]}"
+        if m:
+            entry["MedSORA.PartiallyImaged"] = "true" if m.get("partially_imaged") else "false"
+        abnormal = [f["text"] for f in o.findings if f.get("abnormal")]
+        entry["MedSORA.Findings"] = _tag_text("; ".join(abnormal)) if abnormal else "none"
+        if phase:
+            entry["MedSORA.ContrastPhase"] = _tag_text(f"{phase.get('phase')} ({float(phase.get('confidence', 0)):.2f})")
+        tags[o.key] = entry
+    return tags
+
+
+def findings_caption(result: SymptomResult, limit: int = 4) -> str:
+    """Contrast phase and abnormal findings as lines of text (preview, logs)."""
+    lines = []
+    phase = result.contrast_phase or {}
+    if phase:
+        lines.append(f"contrast phase: {phase.get('phase')} (confidence {float(phase.get('confidence', 0)):.2f})")
+    abnormal = [(o, f) for o in result.organs for f in o.findings if f.get("abnormal")]
+    for o, f in abnormal[:limit]:
+        boost = f"  [relevance +{o.finding_boost:.3f}]" if o.finding_boost > 0 else ""
+        lines.append(f"{f['text']}{boost}")
+    if len(abnormal) > limit:
+        lines.append(f"... and {len(abnormal) - limit} more abnormal findings (see the JSON)")
+    if phase and not abnormal:
+        lines.append("no measurement outside its reference range")
+    return "\n".join(lines)
 
 
 def output_prefixes(prefix: str | Path, count: int) -> list[Path]:
@@ -183,7 +227,10 @@ def write_preview(path: Path, result: SymptomResult, volume: Volume, masks: Mapp
     if not result.in_domain:
         title += "  [out of domain: not an abdominal symptom]"
     fig.suptitle(f"MedSORA {__version__}: {title}", fontsize=10)
-    fig.tight_layout()
+    caption = findings_caption(result)
+    if caption:
+        fig.text(0.01, 0.01, caption, fontsize=7, family="monospace", va="bottom", ha="left")
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * caption.count("\n") if caption else 0, 1, 1))
     with atomic_target(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

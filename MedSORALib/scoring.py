@@ -14,11 +14,18 @@ For each symptom and each organ present in the masks, MedSORA reports:
       r_i = t_i * ((1 - beta) + beta * a_i)
 
   with tau = 0.1 (the InfoNCE temperature of training) and beta =
-  ``image_weight`` (default 0.25). The image term can lower an organ's text
+  ``image_weight`` (default 0: on a real CT the image model never saw, the
+  fused ranking was no better than the text prior alone). The image term can lower an organ's text
   prior by at most ``beta`` when the patient's own organ image aligns with the
   symptom worse than another organ does; it never raises an organ above its
   text prior, so out-of-domain symptoms (low text prior everywhere) stay low.
   ``image_weight=0`` gives the text prior alone.
+
+Then abnormal findings of the patient's own organs (measurements against
+reference ranges, :mod:`MedSORALib.evidence`) raise the relevance of an organ
+the symptom points to by a bounded amount, weighted by the probability that the
+symptom is abdominal (``finding_boost``, with ``why``); never for an organ whose
+text prior is near zero, and never enough to make an out-of-domain symptom relevant.
 
 The organs of a volume are cropped and encoded once (:func:`encode_volume`),
 however many symptoms are scored against them.
@@ -39,8 +46,10 @@ from .volume_io import Volume
 
 #: Softmax temperature of the image term (the InfoNCE temperature used in training).
 IMAGE_TAU = 0.1
-#: Default weight of the image-text alignment in the final relevance.
-IMAGE_WEIGHT = 0.25
+#: Default weight of the image-text alignment in the final relevance: 0, because on a real CT the image
+#: model never saw the fused ranking was no better than the text prior alone (README, "Model card";
+#: ``Training/evaluate_fusion.py``). ``image_weight`` > 0 turns the image term on.
+IMAGE_WEIGHT = 0.0
 #: Longest symptom text accepted, in characters.
 MAX_SYMPTOM_CHARS = 2000
 
@@ -58,6 +67,11 @@ class OrganScore:
     image_score: float
     voxels: int
     volume_ml: float
+    finding_boost: float = 0.0
+    why: str = ""
+    measurements: dict = field(default_factory=dict)
+    findings: list = field(default_factory=list)
+    findings_not_assessed: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -66,8 +80,13 @@ class OrganScore:
             "relevance": round(self.relevance, 6),
             "text_prior": round(self.text_prior, 6),
             "image_score": round(self.image_score, 6),
+            "finding_boost": round(self.finding_boost, 6),
+            "why": self.why,
             "voxels": self.voxels,
             "volume_ml": round(self.volume_ml, 3),
+            "measurements": self.measurements,
+            "findings": self.findings,
+            "findings_not_assessed": self.findings_not_assessed,
         }
 
 
@@ -82,6 +101,7 @@ class SymptomResult:
     organs: list[OrganScore]
     passages: dict[str, list[dict]] = field(default_factory=dict)
     models: dict = field(default_factory=dict)
+    contrast_phase: dict = field(default_factory=dict)
 
     @property
     def top(self) -> OrganScore:
@@ -96,6 +116,7 @@ class SymptomResult:
             "in_domain": self.in_domain,
             "ood_score": round(self.ood_score, 6),
             "laterality": self.laterality,
+            "contrast_phase": self.contrast_phase,
             "organs": [o.to_dict() for o in self.organs],
             "passages": self.passages,
             "models": self.models,
@@ -174,6 +195,7 @@ class EncodedVolume:
     features: object
     voxels: dict[str, int]
     volume_ml: dict[str, float]
+    evidence: dict = field(default_factory=dict)
 
 
 def check_symptoms(symptoms: Sequence[str] | str) -> list[str]:
@@ -218,7 +240,13 @@ def encode_volume(
         progress(0.1, f"encoding {len(masks)} organs")
     features = models.image_model.encode_volume(volume, masks)
     ml = {k: v * volume.voxel_volume_ml for k, v in voxels.items()}
-    return EncodedVolume(volume=volume, masks=masks, features=features, voxels=voxels, volume_ml=ml)
+    if progress:
+        progress(0.3, "measuring organs against reference ranges")
+    from .evidence import image_evidence
+
+    evidence = image_evidence(volume, masks)
+    return EncodedVolume(volume=volume, masks=masks, features=features, voxels=voxels, volume_ml=ml,
+                         evidence=evidence)
 
 
 def fuse(text_prior: np.ndarray, image_similarity: np.ndarray, image_weight: float = IMAGE_WEIGHT) -> np.ndarray:
@@ -250,22 +278,34 @@ def score_encoded(
     similarity = models.image_model.score(encoded.features, embeddings)  # (N, K)
     prior = np.array([[p.structure_relevance[k] for k in keys] for p in predictions])
     relevance = fuse(prior, similarity, image_weight)
+    from .evidence import FINDING_BOOST, MIN_TEXT_PRIOR, apply_findings
+
     info = models.info()
     info["fusion"] = {"image_weight": image_weight, "tau": IMAGE_TAU,
-                      "formula": "r = t * ((1 - w) + w * exp((s - max s) / tau))"}
+                      "formula": "r = t * ((1 - w) + w * exp((s - max s) / tau))",
+                      "findings": {"boost": FINDING_BOOST, "min_text_prior": MIN_TEXT_PRIOR,
+                                   "formula": "r' = r + boost * t * (1 - r) * (1 - ood_score) for an organ with an "
+                                              "abnormal finding and t >= min_text_prior"}}
+    evidence = encoded.evidence or {}
+    measured = evidence.get("measurements", {})
+    found = evidence.get("findings", {})
     results = []
     for n, prediction in enumerate(predictions):
+        boosted, boosts, reasons = apply_findings(relevance[n], prior[n], keys, float(prediction.ood_score), found)
         scores = [
-            OrganScore(key=k, display_name=organs.ORGANS[k].display_name, relevance=float(relevance[n, c]),
+            OrganScore(key=k, display_name=organs.ORGANS[k].display_name, relevance=float(boosted[c]),
                        text_prior=float(prior[n, c]), image_score=float(similarity[n, c]),
-                       voxels=encoded.voxels[k], volume_ml=float(encoded.volume_ml[k]))
+                       voxels=encoded.voxels[k], volume_ml=float(encoded.volume_ml[k]),
+                       finding_boost=boosts[c], why=reasons[c], measurements=measured.get(k, {}),
+                       findings=found.get(k, {}).get("findings", []),
+                       findings_not_assessed=found.get(k, {}).get("not_assessed", []))
             for c, k in enumerate(keys)
         ]
         order = {k: i for i, k in enumerate(organs.STRUCTURES)}
         scores.sort(key=lambda o: (-o.relevance, order[o.key]))
         result = SymptomResult(symptom=prediction.text, in_domain=bool(prediction.in_domain),
                                ood_score=float(prediction.ood_score), laterality=prediction.laterality,
-                               organs=scores, models=info)
+                               organs=scores, models=info, contrast_phase=evidence.get("contrast_phase", {}))
         if with_passages:
             result.passages = supporting_passages(models, result)
         results.append(result)

@@ -16,9 +16,11 @@ MedSORA reads the CT and its organ segmentation, encodes each organ once,
 and for every symptom writes (PREFIX, or PREFIX_1, PREFIX_2 ... for several):
   PREFIX.seg.nrrd  one segment per organ, coloured by relevance, with SNOMED
                    terminology and the tag MedSORA.Relevance (open in 3D Slicer)
-  PREFIX.json      symptom, in_domain, organs sorted by relevance (relevance,
-                   text_prior, image_score, voxels, volume_ml), supporting
-                   knowledge passages, model versions, input SHA-256
+  PREFIX.json      symptom, in_domain, contrast_phase, organs sorted by
+                   relevance (relevance, text_prior, image_score,
+                   finding_boost and why, measurements, findings against
+                   cited reference ranges), supporting knowledge passages,
+                   model versions, input SHA-256
   PREFIX.png       with --preview: slices through the most relevant organ
                    and a bar chart
   PREFIX_seg.dcm   with --dicom-seg (DICOM series input): a DICOM SEG
@@ -46,7 +48,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--text-encoder", metavar="DIR",
                        help="local sentence-encoder folder (default: bundled all-MiniLM-L6-v2)")
     group.add_argument("--image-weight", type=float, default=None, metavar="W",
-                       help="weight of the image-text alignment in the relevance, 0..1 (default: 0.25)")
+                       help="weight of the image-text alignment in the relevance, 0..1 (default: 0, the text "
+                            "prior alone: the image term did not help on a CT the model never saw)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -117,6 +120,11 @@ def print_table(result, out=None) -> None:
     for o in result.organs:
         print(f"  {o.display_name:<30} {o.relevance:>9.3f} {o.text_prior:>6.3f} {o.image_score:>6.3f} "
               f"{o.volume_ml:>8.1f}", file=out)
+    from ..outputs import findings_caption
+
+    caption = findings_caption(result, limit=8)
+    if caption:
+        print("\n".join("  " + line for line in caption.splitlines()), file=out)
 
 
 def run(args) -> int:

@@ -44,19 +44,33 @@ class OrganShape:
 # Painted in this order, so later (smaller) structures are drawn over larger ones.
 SHAPES: dict[str, OrganShape] = {
     "liver": OrganShape((78.0, 25.0, 10.0), (70.0, 75.0, 75.0), 55.0, 100.0, yaw=15.0),
-    "spleen": OrganShape((-97.0, -30.0, 5.0), (32.0, 50.0, 50.0), 45.0, 110.0, yaw=-35.0),
+    "spleen": OrganShape((-97.0, -30.0, 5.0), (30.0, 45.0, 48.0), 45.0, 110.0, yaw=-35.0),
     "stomach": OrganShape((-35.0, 50.0, 5.0), (40.0, 38.0, 50.0), 25.0, 60.0, yaw=-30.0),
     "kidney_right": OrganShape((80.0, -32.0, -40.0), (28.0, 30.0, 55.0), 30.0, 160.0, yaw=30.0),
     "kidney_left": OrganShape((-62.0, -34.0, -32.0), (28.0, 30.0, 55.0), 30.0, 160.0, yaw=-30.0),
     "pancreas": OrganShape((-8.0, 32.0, -15.0), (60.0, 13.0, 14.0), 40.0, 95.0, yaw=-20.0),
     "gallbladder": OrganShape((78.0, 57.0, -30.0), (16.0, 22.0, 30.0), 8.0, 10.0, yaw=30.0),
-    "portal_vein_and_splenic_vein": OrganShape((5.0, 30.0, -3.0), (55.0, 7.0, 7.0), 45.0, 170.0, yaw=-15.0),
+    "portal_vein_and_splenic_vein": OrganShape((5.0, 30.0, -3.0), (55.0, 5.5, 5.5), 45.0, 170.0, yaw=-15.0),
     "inferior_vena_cava": OrganShape((30.0, 15.0, -10.0), (12.0, 10.0, 75.0), 40.0, 140.0, kind="tube"),
-    "aorta": OrganShape((0.0, 0.0, 0.0), (11.0, 11.0, 85.0), 45.0, 220.0, kind="tube"),
+    "aorta": OrganShape((0.0, 0.0, 0.0), (10.0, 10.0, 85.0), 45.0, 220.0, kind="tube"),
     "esophagus": OrganShape((-8.0, 12.0, 75.0), (9.0, 8.0, 35.0), 35.0, 45.0, kind="tube"),
-    "adrenal_gland_right": OrganShape((46.0, -7.0, 10.0), (7.0, 18.0, 16.0), 25.0, 60.0, yaw=-20.0),
-    "adrenal_gland_left": OrganShape((-30.0, -3.0, 12.0), (7.0, 13.0, 18.0), 25.0, 60.0, yaw=20.0),
+    "adrenal_gland_right": OrganShape((46.0, -7.0, 10.0), (3.5, 18.0, 16.0), 25.0, 60.0, yaw=-20.0),
+    "adrenal_gland_left": OrganShape((-30.0, -3.0, 12.0), (3.5, 13.0, 18.0), 25.0, 60.0, yaw=20.0),
 }
+
+
+#: Controlled abnormalities :func:`make_phantom` can add (``abnormality=``), each to one structure.
+ABNORMALITIES: dict[str, str] = {
+    "splenomegaly": "spleen 1.35 x wider and 1.5 x longer (about 3 times the volume)",
+    "aaa": "a 45 mm fusiform aneurysm of the infrarenal aorta (50 mm long, 55 mm below the adrenal level)",
+    "fatty_liver": "liver at 15 HU (unenhanced)",
+    "atrophic_kidney": "left kidney at 0.6 x its size",
+    "distended_gallbladder": "gallbladder 54 mm wide and 90 mm long",
+    "thick_adrenal": "a 24 mm nodule in the left adrenal gland",
+}
+#: Diameter (mm) of the aneurysm of the ``"aaa"`` phantom and its centre (RAS mm from the reference point).
+AAA_DIAMETER_MM = 45.0
+AAA_CENTER = (0.0, 0.0, -55.0)
 
 
 def _rotation_z(deg: float) -> np.ndarray:
@@ -83,6 +97,7 @@ def make_phantom(
     noise_hu: float = 12.0,
     contrast: bool | None = None,
     orientation: str = "RAS",
+    abnormality: str | None = None,
 ):
     """Make one phantom CT and its label map.
 
@@ -97,6 +112,7 @@ def make_phantom(
         contrast: force a contrast phase (True) or none (False); ``None`` draws it (probability 0.4).
         orientation: ``"RAS"`` (index axes along +x, +y, +z) or ``"LPS"`` (along -x, -y, +z), to exercise
             reorientation.
+        abnormality: one of :data:`ABNORMALITIES` to add a controlled abnormality, or ``None``.
 
     Returns:
         (volume, labels): a :class:`MedSORALib.volume_io.Volume` (float32 HU) and an int16 label map (I, J, K).
@@ -104,6 +120,8 @@ def make_phantom(
     from ..volume_io import Volume
 
     scheme = normalize_scheme(label_scheme)
+    if abnormality is not None and abnormality not in ABNORMALITIES:
+        raise ValueError(f"unknown abnormality {abnormality!r}; choose one of: {', '.join(ABNORMALITIES)}")
     rng = np.random.default_rng(seed)
     v = float(variation)
     spacing_arr = np.asarray(spacing, dtype=float)
@@ -152,10 +170,20 @@ def make_phantom(
         jitter = float(np.clip(min(shp.radii[0], shp.radii[1]) / 4.0, 2.0, 6.0))
         center = np.asarray(shp.center) * scale + rng.normal(0.0, jitter, size=3) * v
         radii = np.asarray(shp.radii) * scale * np.exp(rng.normal(0.0, 0.12, size=3) * v)
+        if abnormality == "splenomegaly" and key == "spleen":
+            radii = radii * np.array([1.35, 1.35, 1.5])
+        elif abnormality == "atrophic_kidney" and key == "kidney_left":
+            radii = radii * 0.6
+        elif abnormality == "distended_gallbladder" and key == "gallbladder":
+            radii = np.array([27.0, 27.0, 45.0]) * scale
         yaw = shp.yaw + rng.normal(0.0, 10.0) * v
         rot = _rotation_z(yaw)
         # Work inside the organ's bounding box only.
         reach = np.abs(rot) @ radii * 1.3 + 2 * spacing_arr.max()
+        if abnormality == "aaa" and key == "aorta":
+            reach = np.maximum(reach, AAA_DIAMETER_MM / 2 * scale + 2 * spacing_arr.max())
+        if abnormality == "thick_adrenal" and key == "adrenal_gland_left":
+            reach = np.maximum(reach, 12.0 + 2 * spacing_arr.max())
         corners = np.array([[cx, cy, cz] for cx in (-1, 1) for cy in (-1, 1) for cz in (-1, 1)]) * reach + center
         idx = corners @ inv_affine[:3, :3].T + inv_affine[:3, 3]
         lo = np.clip(np.floor(idx.min(0)).astype(int), 0, shape_arr)
@@ -172,12 +200,21 @@ def make_phantom(
         else:
             r = np.sqrt((u ** 2).sum(-1))
             inside = r <= 1.0 + _surface_noise(rng, u, 0.18 * v)
+        if abnormality == "aaa" and key == "aorta":
+            # A fusiform aneurysm: an ellipsoid of the given diameter around the aortic axis.
+            bulge = (ras[box] - (center + np.asarray(AAA_CENTER) * scale)) / np.array(
+                [AAA_DIAMETER_MM / 2, AAA_DIAMETER_MM / 2, 25.0])
+            inside |= (bulge ** 2).sum(-1) <= 1.0
+        if abnormality == "thick_adrenal" and key == "adrenal_gland_left":
+            inside |= (((ras[box] - center) / 12.0) ** 2).sum(-1) <= 1.0
         if key == "liver":
             # Left lobe reaching across the midline in front of the stomach.
             lobe_c = np.array([-45.0, 55.0, 25.0]) * scale + rng.normal(0, 5, size=3) * v - center
             lobe = (ras[box] - center - lobe_c) / (np.array([55.0, 25.0, 30.0]) * scale)
             inside |= (lobe ** 2).sum(-1) <= 1.0
         mean_hu = (shp.hu_contrast if contrast else shp.hu) + rng.normal(0.0, 8.0) * v
+        if abnormality == "fatty_liver" and key == "liver":
+            mean_hu = 15.0 + (45.0 if contrast else 0.0)
         region_hu = hu[box]
         region_hu[inside] = mean_hu
         if key == "stomach":

@@ -1,0 +1,491 @@
+"""Organ measurements from the masks and the HU of a CT, in world (RAS millimetre) space.
+
+Every size is computed from the physical positions of the voxels (``Volume.affine``),
+never from index counts along an axis, so a re-oriented copy of a CT (axes
+permuted or flipped, LPS or RAS) gives the same numbers, and a resampled copy
+gives the same numbers up to its voxel size. For each organ present:
+
+- ``voxels``, ``volume_ml``: voxel count and volume;
+- ``length_mm``: craniocaudal extent (along RAS z), ``width_mm`` (left-right,
+  RAS x) and ``depth_mm`` (anteroposterior, RAS y): extents of the union of the
+  voxels, i.e. the span of the voxel centres plus one voxel's extent in that
+  direction;
+- ``max_axial_diameter_mm``: the largest diameter on any axial slice (the grid
+  axis closest to craniocaudal), and ``axial_short_diameter_mm``, the width of
+  that slice's section perpendicular to it (Feret diameters of the voxel squares);
+- ``max_diameter_mm``: the largest 3D diameter (pole-to-pole length of a kidney);
+- ``principal_lengths_mm``: extents along the organ's three principal axes,
+  longest first (a gallbladder's transverse diameter is the second);
+- ``thickness_mm``: diameter of the largest ball inside the organ (an adrenal
+  limb's thickness or a nodule's size);
+- ``mean_hu``, ``median_hu``, ``sd_hu``, ``p10_hu``, ``p90_hu``: HU inside the
+  organ eroded by one voxel's largest size (``hu_voxels`` voxels used;
+  ``hu_eroded`` is false when erosion would leave fewer than
+  :data:`MIN_ERODED_VOXELS`, and the whole mask is used);
+- ``partially_imaged``: the organ touches the first or last slice along the
+  craniocaudal axis (``touches`` says which: ``cranial``, ``caudal``, or
+  ``in_plane`` for the edge of the field of view). Its size measurements
+  describe the imaged part only and give no size finding.
+
+Vessels (aorta, inferior vena cava, portal/splenic vein) also get the largest
+diameter perpendicular to their centreline (:func:`vessel_diameters`):
+``perpendicular_diameter_mm`` with where along the vessel it lies
+(``diameter_position_mm`` from the vessel's cranial end, ``diameter_ras``);
+the aorta split into its thoracic and abdominal parts, the portal/splenic
+label into the portal vein (right of the inferior vena cava's centre, else of
+the aorta's) and the splenic vein. The gallbladder gets the same largest
+diameter perpendicular to its long axis (its transverse diameter).
+
+:func:`measure_organs` measures every organ; :func:`left_right` gives the
+left/right differences of the kidneys and adrenal glands.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+from scipy import ndimage
+
+from . import organs
+from .volume_io import Volume
+
+#: Fewest eroded voxels used for HU statistics; below it the whole mask is used.
+MIN_ERODED_VOXELS = 10
+#: Structures measured as vessels (perpendicular diameters along a centreline).
+VESSELS = ("aorta", "inferior_vena_cava", "portal_vein_and_splenic_vein")
+#: Paired structures compared left with right.
+PAIRS = (("kidney", "kidney_right", "kidney_left"), ("adrenal_gland", "adrenal_gland_right", "adrenal_gland_left"))
+#: Size measurements that describe only the imaged part of a partially imaged organ.
+SIZE_KEYS = ("volume_ml", "length_mm", "width_mm", "depth_mm", "max_axial_diameter_mm", "axial_short_diameter_mm",
+             "max_diameter_mm", "principal_lengths_mm")
+_ANGLES = np.deg2rad(np.arange(0.0, 180.0, 1.0))
+_DIRS2 = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], axis=1)
+
+
+def _round(value, digits=2):
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_round(v, digits) for v in value]
+    return None if value is None else round(float(value), digits)
+
+
+def craniocaudal_axis(volume: Volume) -> int:
+    """Index of the grid axis (0, 1, 2) closest to the RAS z (craniocaudal) direction."""
+    return int(np.argmax(np.abs(volume.direction[2, :])))
+
+
+def voxel_extent(volume: Volume, direction: np.ndarray) -> float:
+    """Extent (mm) of one voxel along a unit RAS direction: sum of |direction . edge| over its edges."""
+    return float(np.abs(np.asarray(direction, dtype=np.float64) @ volume.affine[:3, :3]).sum())
+
+
+def _corner_offsets(volume: Volume) -> np.ndarray:
+    """RAS offsets (8, 3) of a voxel's corners from its centre."""
+    signs = np.array([[a, b, c] for a in (-0.5, 0.5) for b in (-0.5, 0.5) for c in (-0.5, 0.5)])
+    return signs @ volume.affine[:3, :3].T
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def _max_feret(points: np.ndarray) -> float:
+    """Largest distance between two points (via the convex hull when there are many)."""
+    if len(points) < 2:
+        return 0.0
+    if len(points) > 64:
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            points = points[ConvexHull(points).vertices]
+        except (QhullError, ValueError):
+            pass
+    if len(points) > 4000:
+        points = points[np.linspace(0, len(points) - 1, 4000).astype(int)]
+    best = 0.0
+    for start in range(0, len(points), 512):
+        block = points[start:start + 512]
+        d = ((block[:, None, :] - points[None, :, :]) ** 2).sum(-1)
+        best = max(best, float(d.max()))
+    return float(np.sqrt(best))
+
+
+def _feret_2d(points: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """(max, min, direction of max) caliper widths of 2D points over 1-degree steps."""
+    if len(points) > 32:
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            points = points[ConvexHull(points).vertices]
+        except (QhullError, ValueError):
+            pass
+    proj = points @ _DIRS2.T
+    widths = proj.max(0) - proj.min(0)
+    i = int(np.argmax(widths))
+    return float(widths[i]), float(widths.min()), _DIRS2[i]
+
+
+def _extent(points: np.ndarray, direction: np.ndarray, volume: Volume) -> float:
+    proj = points @ direction
+    return float(proj.max() - proj.min()) + voxel_extent(volume, direction)
+
+
+def _touches(mask: np.ndarray, volume: Volume) -> list[str]:
+    cc = craniocaudal_axis(volume)
+    z_sign = np.sign(volume.direction[2, cc])
+    found = []
+    first = np.take(mask, 0, axis=cc).any()
+    last = np.take(mask, mask.shape[cc] - 1, axis=cc).any()
+    # The first slice is caudal when the craniocaudal axis runs towards +z (superior).
+    if (first and z_sign > 0) or (last and z_sign < 0):
+        found.append("caudal")
+    if (last and z_sign > 0) or (first and z_sign < 0):
+        found.append("cranial")
+    for axis in range(3):
+        if axis != cc and (np.take(mask, 0, axis=axis).any() or np.take(mask, mask.shape[axis] - 1, axis=axis).any()):
+            found.append("in_plane")
+            break
+    return found
+
+
+def _crop(mask: np.ndarray, pad: int = 1):
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - pad, 0)
+    hi = np.minimum(idx.max(0) + pad + 1, mask.shape)
+    return tuple(slice(a, b) for a, b in zip(lo, hi)), lo
+
+
+def distance_map(mask: np.ndarray, volume: Volume) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """Distance (mm) from each voxel of the mask to the nearest voxel outside, on the cropped mask."""
+    box, lo = _crop(mask, pad=1)
+    local = np.pad(mask[box], 1)
+    dist = ndimage.distance_transform_edt(local, sampling=volume.spacing)[1:-1, 1:-1, 1:-1]
+    return dist, box, lo
+
+
+def _thickness(mask: np.ndarray, volume: Volume) -> float:
+    """Diameter of the largest ball inside the union of the mask's voxels.
+
+    The cropped mask is subdivided (each voxel into up to 4 x 4 x 4 sub-voxels, fewer for
+    large organs, whose thickness is large against one voxel) so that the ball is not limited to voxel-centre distances; the
+    distance from the deepest sub-voxel centre to the nearest outside one, less half a
+    sub-voxel, is the ball's radius.
+    """
+    box, _ = _crop(mask, pad=0)
+    local = mask[box]
+    factor = int(np.clip(np.ceil(float(volume.spacing.max()) / 0.75), 1, 4))
+    while factor > 1 and local.size * factor ** 3 > 2_000_000:
+        factor -= 1
+    if factor > 1:
+        local = local.repeat(factor, 0).repeat(factor, 1).repeat(factor, 2)
+    sub = volume.spacing / factor
+    dist = ndimage.distance_transform_edt(np.pad(local, 1), sampling=sub)
+    return float(max(2.0 * (float(dist.max()) - 0.5 * float(sub.min())), float(sub.min())))
+
+
+def hu_statistics(volume: Volume, mask: np.ndarray) -> dict:
+    """HU statistics inside the mask eroded by the largest voxel size (module doc)."""
+    dist, box, _ = distance_map(mask, volume)
+    margin = float(volume.spacing.max())
+    inner = np.zeros_like(mask)
+    inner[box] = dist > margin + 1e-6
+    eroded = int(inner.sum()) >= MIN_ERODED_VOXELS
+    values = volume.array[inner if eroded else mask].astype(np.float64)
+    p10, p50, p90 = np.percentile(values, [10, 50, 90])
+    return {"mean_hu": _round(values.mean(), 1), "median_hu": _round(p50, 1), "sd_hu": _round(values.std(), 1),
+            "p10_hu": _round(p10, 1), "p90_hu": _round(p90, 1), "hu_voxels": int(values.size),
+            "hu_eroded": bool(eroded)}
+
+
+def organ_measurements(volume: Volume, mask: np.ndarray, touches: list[str] | None = None) -> dict:
+    """Sizes, HU and partial imaging of one organ (module doc); ``mask`` is boolean on the CT grid.
+
+    ``touches`` (the scan edges the organ reaches) is computed from ``mask`` unless given, as it is
+    for a mask cropped from a larger scan (:func:`crop_to_organ`).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    idx = np.argwhere(mask)
+    points = volume.index_to_ras(idx)
+    out: dict = {"voxels": int(len(idx)), "volume_ml": _round(len(idx) * volume.voxel_volume_ml, 3)}
+    out["length_mm"] = _round(_extent(points, np.array([0.0, 0.0, 1.0]), volume))
+    out["width_mm"] = _round(_extent(points, np.array([1.0, 0.0, 0.0]), volume))
+    out["depth_mm"] = _round(_extent(points, np.array([0.0, 1.0, 0.0]), volume))
+    # Largest axial diameter: per slice along the craniocaudal grid axis, Feret diameters of the pixel squares.
+    cc = craniocaudal_axis(volume)
+    edges = volume.affine[:3, :3]
+    inplane = [a for a in range(3) if a != cc]
+    square = np.array([[a, b] for a in (-0.5, 0.5) for b in (-0.5, 0.5)]) @ edges[:, inplane].T  # (4, 3)
+    boundary = _boundary(mask)
+    bidx = np.argwhere(boundary)
+    best = (0.0, 0.0)
+    for k in np.unique(bidx[:, cc]):
+        section = volume.index_to_ras(bidx[bidx[:, cc] == k])
+        corners = (section[:, None, :] + square[None, :, :]).reshape(-1, 3)[:, :2]
+        major, _, direction = _feret_2d(corners)
+        if major > best[0]:
+            across = corners @ np.array([-direction[1], direction[0]])
+            best = (major, float(across.max() - across.min()))
+    out["max_axial_diameter_mm"] = _round(best[0])
+    out["axial_short_diameter_mm"] = _round(best[1])
+    corners = (volume.index_to_ras(bidx)[:, None, :] + _corner_offsets(volume)[None]).reshape(-1, 3)
+    out["max_diameter_mm"] = _round(_max_feret(corners))
+    if len(idx) >= 3:
+        centred = points - points.mean(0)
+        _, vectors = np.linalg.eigh(centred.T @ centred)
+        out["principal_lengths_mm"] = _round(sorted((_extent(points, vectors[:, a], volume) for a in range(3)),
+                                                    reverse=True))
+    out["thickness_mm"] = _round(_thickness(mask, volume))
+    out.update(hu_statistics(volume, mask))
+    touches = _touches(mask, volume) if touches is None else touches
+    out["touches"] = touches
+    out["partially_imaged"] = bool(touches)
+    return out
+
+
+# -- vessels -------------------------------------------------------------------------------------
+
+def _cross_section(volume: Volume, mask: np.ndarray, centre: np.ndarray, normal: np.ndarray, reach: float):
+    """Major and minor Feret diameters (mm) of the vessel section through ``centre`` perpendicular to ``normal``."""
+    normal = normal / np.linalg.norm(normal)
+    helper = np.array([1.0, 0.0, 0.0]) if abs(normal[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    u = np.cross(normal, helper)
+    u /= np.linalg.norm(u)
+    v = np.cross(normal, u)
+    step = float(volume.spacing.min()) / 2.0
+    n = int(np.ceil(reach / step))
+    coords = np.arange(-n, n + 1) * step
+    a, b = np.meshgrid(coords, coords, indexing="ij")
+    world = centre + a[..., None] * u + b[..., None] * v
+    index = np.rint(volume.ras_to_index(world)).astype(int)
+    inside = np.all((index >= 0) & (index < np.asarray(mask.shape)), axis=-1)
+    plane = np.zeros(a.shape, dtype=bool)
+    plane[inside] = mask[tuple(index[inside].T)]
+    if not plane[n, n]:
+        return None
+    labels, _ = ndimage.label(plane)
+    region = labels == labels[n, n]
+    if region[0, :].any() or region[-1, :].any() or region[:, 0].any() or region[:, -1].any():
+        return None  # the section leaves the sampled square: the plane runs along the vessel
+    pts = np.argwhere(region).astype(np.float64) * step
+    half = step / 2.0
+    corners = (pts[:, None, :] + np.array([[-half, -half], [-half, half], [half, -half], [half, half]])).reshape(-1, 2)
+    major, minor, _ = _feret_2d(corners)
+    return major, minor
+
+
+def _centreline(volume: Volume, mask: np.ndarray):
+    """Ordered centre points (N, 3) of a tubular mask: centroids of slabs across its main axis, per connected piece.
+
+    Returns (centres, order_mm, axis): ``order_mm`` is each centre's distance from the
+    vessel's cranial end along the main axis.
+    """
+    idx = np.argwhere(mask)
+    points = volume.index_to_ras(idx)
+    centred = points - points.mean(0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    axis = vectors[:, -1]
+    if axis[2] < 0:
+        axis = -axis  # pointing cranially
+    proj = points @ axis
+    slab = max(float(volume.spacing.max()), 2.0)
+    bins = np.floor((proj.max() - proj) / slab).astype(int)  # 0 at the cranial end
+    centres, orders = [], []
+    grid = np.zeros(mask.shape, dtype=bool)
+    for b in np.unique(bins):
+        members = idx[bins == b]
+        grid[tuple(members.T)] = True
+        lo = members.min(0)
+        hi = members.max(0) + 1
+        box = tuple(slice(x, y) for x, y in zip(lo, hi))
+        labels, count = ndimage.label(grid[box], structure=np.ones((3, 3, 3)))
+        grid[tuple(members.T)] = False
+        local = members - lo
+        ids = labels[tuple(local.T)]
+        for piece in range(1, count + 1):
+            sel = members[ids == piece]
+            if len(sel) < 3:
+                continue
+            world = volume.index_to_ras(sel)
+            centres.append(world.mean(0))
+            orders.append(float(proj.max() - world.mean(0) @ axis))
+    return np.array(centres), np.array(orders), axis
+
+
+def vessel_profile(volume: Volume, mask: np.ndarray) -> list[dict]:
+    """Perpendicular cross-sections along a vessel: position, centre, diameters (minor, major) in mm."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.sum() < 8:
+        return []
+    centres, orders, axis = _centreline(volume, mask)
+    if len(centres) == 0:
+        return []
+    dist, box, lo = distance_map(mask, volume)
+    span = 10.0  # mm on either side used for the local direction of the centreline
+    profile = []
+    for c, order in zip(centres, orders):
+        near_index = np.rint(volume.ras_to_index(c)).astype(int)
+        # The centre must lie in the vessel: otherwise use the deepest mask voxel of this slab piece.
+        if not (np.all(near_index >= 0) and np.all(near_index < mask.shape) and mask[tuple(near_index)]):
+            continue
+        before = centres[(orders < order - 0.5 * span) & (orders >= order - 1.5 * span)]
+        after = centres[(orders > order + 0.5 * span) & (orders <= order + 1.5 * span)]
+
+        def closest(group):
+            return group[np.argmin(((group - c) ** 2).sum(1))] if len(group) else c
+
+        tangent = closest(before) - closest(after)
+        if np.linalg.norm(tangent) < 1e-6:
+            tangent = axis
+        local = near_index - lo
+        radius = float(dist[tuple(local)]) if np.all(local >= 0) and np.all(local < dist.shape) else 5.0
+        reach = min(max(4.0 * radius, 25.0), 120.0)
+        section = _cross_section(volume, mask, c, tangent, reach)
+        if section is None:
+            continue
+        profile.append({"position_mm": order, "centre": c, "major_mm": section[0], "minor_mm": section[1]})
+    return profile
+
+
+def _largest(profile: list[dict], prefix: str = "") -> dict:
+    if not profile:
+        return {}
+    best = max(profile, key=lambda p: p["minor_mm"])
+    return {f"{prefix}perpendicular_diameter_mm": _round(best["minor_mm"]),
+            f"{prefix}median_perpendicular_diameter_mm": _round(np.median([p["minor_mm"] for p in profile])),
+            f"{prefix}cross_sections": len(profile),
+            f"{prefix}perpendicular_major_diameter_mm": _round(best["major_mm"]),
+            f"{prefix}diameter_position_mm": _round(best["position_mm"], 1),
+            f"{prefix}diameter_ras": _round(best["centre"], 1)}
+
+
+def crop_to_organ(volume: Volume, mask: np.ndarray) -> tuple[Volume, np.ndarray, list[str]]:
+    """The CT and mask cut to the organ's bounding box (same world positions), and the scan edges it touches."""
+    shape = mask.shape
+    lo, hi = [], []
+    for axis in range(3):
+        nz = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        lo.append(int(nz[0]))
+        hi.append(int(nz[-1]) + 1)
+    cc = craniocaudal_axis(volume)
+    z_sign = np.sign(volume.direction[2, cc])
+    first, last = lo[cc] == 0, hi[cc] == shape[cc]
+    touches = []
+    if (first and z_sign > 0) or (last and z_sign < 0):
+        touches.append("caudal")
+    if (last and z_sign > 0) or (first and z_sign < 0):
+        touches.append("cranial")
+    if any(lo[a] == 0 or hi[a] == shape[a] for a in range(3) if a != cc):
+        touches.append("in_plane")
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    affine = volume.affine.copy()
+    affine[:3, 3] = volume.affine[:3, :3] @ np.asarray(lo, dtype=np.float64) + volume.affine[:3, 3]
+    return Volume(volume.array[box], affine, volume.source), mask[box], touches
+
+
+def hiatus_level(volume: Volume, masks: Mapping[str, np.ndarray]) -> float | None:
+    """RAS z (mm) taken as the aortic hiatus: the top of the adrenal glands, else of the kidneys.
+
+    The adrenal glands and the upper renal poles lie at about the twelfth thoracic
+    vertebra, the level of the aortic hiatus; the aorta above it is thoracic.
+    """
+    for group in (("adrenal_gland_right", "adrenal_gland_left"), ("kidney_right", "kidney_left")):
+        tops = []
+        for key in group:
+            m = masks.get(key)
+            if m is not None and np.any(m):
+                ks = np.argwhere(m)
+                tops.append(float(volume.index_to_ras(ks)[:, 2].max()))
+        if tops:
+            return max(tops)
+    return None
+
+
+_UNSET = object()
+
+
+def _split_x(volume: Volume, masks: Mapping[str, np.ndarray]) -> float | None:
+    """RAS x (mm) dividing the portal vein (right) from the splenic vein: the IVC's centre, else the aorta's."""
+    reference = next((masks[k] for k in ("inferior_vena_cava", "aorta") if k in masks and np.any(masks[k])), None)
+    return None if reference is None else float(volume.index_to_ras(np.argwhere(reference))[:, 0].mean())
+
+
+def vessel_diameters(volume: Volume, masks: Mapping[str, np.ndarray], key: str, *, hiatus_z=_UNSET,
+                     split_x=_UNSET) -> dict:
+    """Largest perpendicular diameters of a vessel (module doc), with where they lie.
+
+    ``hiatus_z`` and ``split_x`` (aortic hiatus level, portal/splenic division) are computed from
+    ``masks`` unless given.
+    """
+    mask = np.asarray(masks[key], dtype=bool)
+    out: dict = {}
+    if key == "portal_vein_and_splenic_vein":
+        # The main portal vein runs to the right of the confluence, in front of the inferior vena cava.
+        x_split = _split_x(volume, masks) if split_x is _UNSET else split_x
+        idx = np.argwhere(mask)
+        if x_split is not None:
+            right = volume.index_to_ras(idx)[:, 0] > x_split
+            portal = np.zeros_like(mask)
+            portal[tuple(idx[right].T)] = True
+            splenic = np.zeros_like(mask)
+            splenic[tuple(idx[~right].T)] = True
+            out.update(_largest(vessel_profile(volume, portal), "portal_"))
+            out.update(_largest(vessel_profile(volume, splenic), "splenic_"))
+            out["portal_split_x_mm"] = _round(x_split, 1)
+        out.update(_largest(vessel_profile(volume, mask)))
+        return out
+    profile = vessel_profile(volume, mask)
+    out.update(_largest(profile))
+    if key == "gallbladder":
+        return out
+    if key == "aorta":
+        level = hiatus_level(volume, masks) if hiatus_z is _UNSET else hiatus_z
+        out["hiatus_z_mm"] = _round(level, 1)
+        if level is not None:
+            out.update(_largest([p for p in profile if p["centre"][2] <= level], "abdominal_"))
+            out.update(_largest([p for p in profile if p["centre"][2] > level], "thoracic_"))
+    return out
+
+
+def left_right(measurements: Mapping[str, dict]) -> dict:
+    """Right minus left differences of kidneys and adrenal glands (length, volume, thickness, mean HU)."""
+    out = {}
+    for name, right, left in PAIRS:
+        if right not in measurements or left not in measurements:
+            continue
+        r, l = measurements[right], measurements[left]
+        entry = {}
+        for field in ("max_diameter_mm", "volume_ml", "thickness_mm", "mean_hu"):
+            if r.get(field) is not None and l.get(field) is not None:
+                entry[f"{field}_difference"] = _round(r[field] - l[field], 2)
+        if r.get("volume_ml") and l.get("volume_ml"):
+            entry["volume_ratio_small_to_large"] = _round(min(r["volume_ml"], l["volume_ml"])
+                                                          / max(r["volume_ml"], l["volume_ml"]), 3)
+        entry["partially_imaged"] = bool(r.get("partially_imaged") or l.get("partially_imaged"))
+        out[name] = entry
+    return out
+
+
+def measure_organs(volume: Volume, masks: Mapping[str, np.ndarray]) -> dict[str, dict]:
+    """Measurements of every organ present in ``masks`` (module doc), keyed by structure, in catalog order."""
+    present = {k: np.asarray(masks[k], dtype=bool) for k in organs.structures_present(masks)}
+    present = {k: m for k, m in present.items() if m.any()}
+    # Each organ is measured on its bounding box: the same world positions, far fewer voxels to scan.
+    crops = {k: crop_to_organ(volume, m) for k, m in present.items()}
+    hiatus = None
+    for group in (("adrenal_gland_right", "adrenal_gland_left"), ("kidney_right", "kidney_left")):
+        tops = [hiatus_level(crops[k][0], {k: crops[k][1]}) for k in group if k in crops]
+        if tops:
+            hiatus = max(tops)
+            break
+    reference = next((k for k in ("inferior_vena_cava", "aorta") if k in crops), None)
+    split = None if reference is None else _split_x(crops[reference][0], {reference: crops[reference][1]})
+    out = {}
+    for key, (sub, submask, touches) in crops.items():
+        out[key] = organ_measurements(sub, submask, touches=touches)
+        if key in VESSELS or key == "gallbladder":
+            out[key].update(vessel_diameters(sub, {key: submask}, key, hiatus_z=hiatus, split_x=split))
+    pairs = left_right(out)
+    for name, right, left in PAIRS:
+        if name in pairs:
+            out[right]["left_right"] = pairs[name]
+            out[left]["left_right"] = pairs[name]
+    return out
