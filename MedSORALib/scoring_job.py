@@ -222,11 +222,15 @@ def result_from_dict(data: Mapping[str, Any]) -> SymptomResult:
             key=str(organ.get("name") or organ.get("key")), display_name=str(organ.get("display_name", "")),
             relevance=float(organ["relevance"]), text_prior=float(organ["text_prior"]),
             image_score=float("nan") if image_score is None else float(image_score),
-            voxels=int(organ.get("voxels", 0)), volume_ml=float(organ.get("volume_ml", 0.0))))
+            voxels=int(organ.get("voxels", 0)), volume_ml=float(organ.get("volume_ml", 0.0)),
+            finding_boost=float(organ.get("finding_boost", 0.0)), why=str(organ.get("why", "")),
+            measurements=dict(organ.get("measurements") or {}), findings=list(organ.get("findings") or []),
+            findings_not_assessed=list(organ.get("findings_not_assessed") or [])))
     return SymptomResult(symptom=str(data["symptom"]), in_domain=bool(data["in_domain"]),
                          ood_score=float(data.get("ood_score", 0.0)), laterality=data.get("laterality"),
                          organs=organ_scores, passages=dict(data.get("passages") or {}),
-                         models=dict(data.get("models") or {}))
+                         models=dict(data.get("models") or {}),
+                         contrast_phase=dict(data.get("contrast_phase") or {}))
 
 
 # --------------------------------------------------------------------------------------------

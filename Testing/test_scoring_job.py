@@ -10,7 +10,7 @@ import pytest
 
 from MedSORALib import scoring_job
 from MedSORALib.errors import MedSORAError, ModelError, SymptomError
-from MedSORALib.scoring import OrganScore, SymptomResult
+from MedSORALib.scoring import IMAGE_WEIGHT, OrganScore, SymptomResult
 from MedSORALib.scoring_job import ModelScorer, ScoringSettings, WorkerProtocol
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def test_settings_round_trip_through_a_request():
     assert text_only.request_fields()["image_weight"] == 0.0
     back = ScoringSettings.from_request(text_only.request_fields())
     assert back.use_image_model is False and back.effective_image_weight == 0.0
-    assert ScoringSettings.from_request({}).effective_image_weight == pytest.approx(0.25)
+    assert ScoringSettings.from_request({}).effective_image_weight == pytest.approx(IMAGE_WEIGHT)
     for bad in (1.5, -0.1, "0.3", True):
         with pytest.raises(SymptomError):
             ScoringSettings.from_request({"image_weight": bad})

@@ -59,7 +59,11 @@ def test_table_rows_and_passages_follow_the_result(session):
     assert rows[0]["organ"] == result.organs[0].display_name[:1].upper() + result.organs[0].display_name[1:]
     assert [r["relevance"] for r in rows] == [round(o.relevance, 3) for o in result.organs]
     assert [r["volume_ml"] for r in rows] == [round(o.volume_ml, 1) for o in result.organs]
-    assert all(r["findings"] == "" for r in rows)
+    # The findings column holds each organ's abnormal findings (measurement and reference range), else nothing.
+    for row, organ in zip(rows, result.organs):
+        abnormal = [f["text"] for f in organ.findings if f["abnormal"]]
+        assert row["findings"] == "; ".join(abnormal)
+    assert any(row["findings"] for row in rows) and not all(row["findings"] for row in rows)
     groups = result_passages(result)
     assert result.in_domain and len(groups) == len([k for k, v in result.passages.items() if v]) > 0
     assert groups[0]["organ"] == rows[0]["organ"]

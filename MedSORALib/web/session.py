@@ -46,7 +46,9 @@ def _findings_text(score) -> str:
         return findings
     if isinstance(findings, dict):
         return "; ".join(f"{k}: {v}" for k, v in findings.items())
-    return "; ".join(str(item) for item in findings)
+    # Findings of MedSORALib.findings: the abnormal ones, each as its measurement-and-range sentence.
+    return "; ".join(str(item.get("text", item.get("key", ""))) if isinstance(item, dict) else str(item)
+                     for item in findings if not isinstance(item, dict) or item.get("abnormal"))
 
 
 def css_color(rgb) -> str:
