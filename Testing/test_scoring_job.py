@@ -98,7 +98,7 @@ def test_protocol_requests_have_increasing_ids_and_are_one_line():
     request = json.loads(line1)
     assert request == {"id": 1, "volume": "ct.nrrd", "segmentation": "seg.seg.nrrd", "label_scheme": None,
                        "symptoms": ["pain"], "output": "/tmp/out", "device": "cpu", "model_dir": "",
-                       "text_encoder": "", "image_weight": 0.25}
+                       "text_encoder": "", "image_weight": IMAGE_WEIGHT}
     assert json.loads(protocol.shutdown()) == {"id": 3, "cmd": "shutdown"}
 
 
