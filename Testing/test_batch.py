@@ -356,3 +356,19 @@ def test_changed_input_or_force_redoes_a_row(tmp_path):
     row = _summary(out)[0]
     assert row["status"] == "ok" and report.stat().st_mtime_ns != stamp
     assert "kidney_left" not in {o["name"] for o in json.loads(report.read_text())["organs"]}
+
+
+def test_slicer_batch_script_runs_in_one_process_with_plain_python(tmp_path):
+    manifest = _write_manifest(tmp_path / "m.csv", [(EXAMPLE_CT, EXAMPLE_SEG, "totalsegmentator", s)
+                                                     for s in (JAUNDICE, LEFT_FLANK)])
+    script = REPO / "MedSORA" / "Scripts" / "batch.py"
+    done = subprocess.run([sys.executable, str(script), str(manifest), "--output-dir", str(tmp_path / "out"),
+                           "--no-passages", "--no-progress"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = _summary(tmp_path / "out")
+    assert [(r["status"], r["top_organ"]) for r in rows][1] == ("ok", "kidney_left")
+    assert len({r["worker"] for r in rows}) == 1 and not rows[0]["worker"].startswith("tcp://")
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "nope.csv"), "--output-dir",
+                          str(tmp_path / "bad")], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such manifest file" in bad.stderr
+    assert not (tmp_path / "bad").exists()

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -89,7 +90,10 @@ def run_groups(groups: list[CaseGroup], options: BatchOptions, mode: Mode, repor
     if mode.scheduler is None and mode.workers == 0:
         records = []
         for group in groups:
-            done = process_group(group, options)
+            try:
+                done = process_group(group, options)
+            except Exception as exc:  # process_group handles rows' errors; this is a last resort
+                done = _lost_group(group, options, exc)
             records.extend(done)
             report(done)
         return records
@@ -114,7 +118,10 @@ def _client(mode: Mode, say: Say):
         say(f"connected to the Dask scheduler {client.scheduler.address} ({workers} workers); "
             f"dashboard {client.dashboard_link}")
         return client, None
-    with dask.config.set({"distributed.scheduler.allowed-failures": mode.allowed_failures}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": mode.allowed_failures}), \
+            warnings.catch_warnings():
+        # A busy dashboard port is replaced by a free one; the address printed below is the one in use.
+        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
         cluster = LocalCluster(n_workers=mode.workers, threads_per_worker=1, processes=True,
                                dashboard_address=mode.dashboard_address, silence_logs=logging.ERROR)
     client = Client(cluster)

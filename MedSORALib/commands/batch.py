@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import sys
@@ -107,6 +108,9 @@ def run(args) -> int:
     else:
         mode = Mode(workers=args.workers if args.workers is not None else min(cores, len(groups)))
     mode.allowed_failures = DEFAULT_ALLOWED_FAILURES if args.retries is None else args.retries
+    if (mode.scheduler is not None or mode.workers) and importlib.util.find_spec("distributed") is None:
+        raise InputFileError("running on Dask needs the distributed package (pip install distributed); "
+                             "--workers 0 scores in this process without it")
     mode.dashboard_address = args.dashboard_address
 
     options = BatchOptions(
