@@ -80,7 +80,8 @@ def run_batch(manifest: Path, out: Path, extra: list[str]) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     elapsed = [r["elapsed_s"] for r in summary["results"]]
     return {"wall_s": wall, "ok": summary["ok"], "row_elapsed_median_s": statistics.median(elapsed),
-            "workers": sorted({r["worker"] for r in summary["results"]})}
+            "workers": sorted({r["worker"] for r in summary["results"]}),
+            "load_average_1min_after": round(os.getloadavg()[0], 2)}
 
 
 def main(argv=None) -> int:
@@ -105,6 +106,13 @@ def main(argv=None) -> int:
                 assert run["ok"] == args.cases, run
                 results["runs"].setdefault(name, []).append(run)
                 print(f"{name} repeat {repeat + 1}: {run['wall_s']:.1f} s", file=sys.stderr, flush=True)
+                summarize(results, args)
+                args.output.write_text(json.dumps(results, indent=1) + "\n")  # kept up to date after each run
+    print(json.dumps(results["summary"], indent=1))
+    return 0
+
+
+def summarize(results: dict, args) -> None:
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     table = {}
     for name, runs in results["runs"].items():
@@ -112,14 +120,12 @@ def main(argv=None) -> int:
         table[name] = {"wall_s": round(wall, 2), "rows_per_min": round(args.cases / wall * 60.0, 1),
                        "row_elapsed_median_s": round(statistics.median(r["row_elapsed_median_s"] for r in runs), 3),
                        "distinct_workers": len(runs[-1]["workers"])}
-    base = table["in_process"]["wall_s"]
+    base = table.get("in_process", {}).get("wall_s")
     for name in ("workers_1", "workers_2"):
-        table[name]["overhead_per_row_vs_in_process_s"] = round((table[name]["wall_s"] - base) / args.cases, 3)
-        table[name]["speedup_vs_in_process"] = round(base / table[name]["wall_s"], 2)
+        if base and name in table:
+            table[name]["overhead_per_row_vs_in_process_s"] = round((table[name]["wall_s"] - base) / args.cases, 3)
+            table[name]["speedup_vs_in_process"] = round(base / table[name]["wall_s"], 2)
     results["summary"] = table
-    args.output.write_text(json.dumps(results, indent=1) + "\n")
-    print(json.dumps(table, indent=1))
-    return 0
 
 
 if __name__ == "__main__":
