@@ -118,7 +118,7 @@ def run(args) -> int:
         device=args.device, setting=args.setting, text_weights=args.text_weights, image_weights=args.image_weights,
         text_encoder=args.text_encoder, image_weight=0.25 if args.image_weight is None else args.image_weight,
         passages=not args.no_passages, preview=args.preview,
-        torch_threads=max(1, cores // mode.workers) if mode.scheduler is None and mode.workers else None)
+        torch_threads=1 if mode.scheduler is None and mode.workers else None)
     from dataclasses import replace
 
     options = replace(options, model_version=model_version(options))
