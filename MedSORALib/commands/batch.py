@@ -1,13 +1,15 @@
-"""``medsora batch``: score many (CT, segmentation, symptom) rows from a CSV manifest."""
+"""``medsora batch``: score the (CT, segmentation, symptom) rows of a CSV manifest, on Dask or in this process."""
 from __future__ import annotations
 
 import argparse
-import csv
-import re
+import importlib.util
+import os
+import shutil
 import sys
+import uuid
 from pathlib import Path
 
-from ..errors import InputFileError, MedSORAError
+from ..errors import InputFileError, SymptomError
 from .score import add_model_arguments, check_output_prefix
 
 DESCRIPTION = """\
@@ -16,113 +18,135 @@ Score many CTs and symptoms listed in a CSV manifest.
 The manifest has a header row with the columns
   volume, segmentation, label_scheme, symptom
 (paths relative to the manifest's folder; label_scheme may be empty for a
-.seg.nrrd). Each row writes DIR/<row>_<volume name>.seg.nrrd/.json (and .png
-with --preview). Rows sharing a CT and segmentation reuse its encoding. A
-failing row is reported and the others go on; DIR/summary.csv lists every
-row with its status, top organ and files. Exit status 1 when any row failed."""
+.seg.nrrd). Each row writes DIR/<row>_<volume name>.seg.nrrd and .json (and
+.png with --preview). The rows of one CT are scored together on one worker:
+its organs are read and encoded once.
 
-REQUIRED = ("volume", "segmentation", "label_scheme", "symptom")
-SUMMARY_FIELDS = ("row", "volume", "segmentation", "symptom", "status", "error", "in_domain", "top_organ",
-                  "top_relevance", "json", "segmentation_out")
+The rows run on Dask: --workers N starts a local cluster of N worker
+processes (default: one per core, at most one per CT); --scheduler uses an
+existing cluster (tcp://host:port or a scheduler file), whose workers must see
+the same paths and have the same medsora installed. A manifest with a single
+CT, --workers 0, or a run inside 3D Slicer score in this process instead.
+
+Every row ends in DIR/summary.csv (and summary.parquet with pyarrow, and
+summary.json): status ok, skipped (done by an earlier run with the same inputs
+and models) or failed with a one-line reason, top organ, files, elapsed
+seconds and worker. A re-run skips the rows already done (--force redoes
+them). One batch at a time may write to a folder.
+
+Exit status: 0 all rows ok or skipped, 1 some row failed, 2 bad manifest or
+options, or the folder is in use."""
+
+EPILOG = """\
+examples:
+  medsora batch cohort.csv --output-dir out/cohort --workers 8
+  medsora batch cohort.csv --output-dir out/cohort --scheduler tcp://10.0.0.5:8786
+  medsora batch cohort.csv --output-dir out/cohort --scheduler ~/scheduler.json --no-progress"""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("batch", help="score the rows of a CSV manifest (volume, segmentation, "
-                                   "label_scheme, symptom)", description=DESCRIPTION,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   "label_scheme, symptom), on Dask or in this process", description=DESCRIPTION,
+                                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("manifest", metavar="MANIFEST.csv", help="CSV with volume, segmentation, label_scheme, symptom")
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="folder for the outputs and summary.csv")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="local Dask cluster of N worker processes, 1 thread each (default: one per core, at "
+                            "most one per CT); 0: score in this process")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="an existing Dask cluster: scheduler address (tcp://host:8786) or scheduler file")
+    parser.add_argument("--force", action="store_true", help="redo rows whose outputs are up to date")
+    parser.add_argument("--retries", type=int, default=None, metavar="K",
+                        help="local cluster: re-run a CT's task on another worker at most K times when its worker "
+                             "dies (default: 3)")
+    parser.add_argument("--dashboard-address", default=":8787", metavar="[HOST]:PORT",
+                        help="local cluster: where the Dask dashboard listens (default :8787; :0 picks a free port)")
     parser.add_argument("--preview", action="store_true", help="also write a PNG preview per row")
     parser.add_argument("--no-passages", action="store_true", help="skip the supporting knowledge passages")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     add_model_arguments(parser)
     return parser
 
 
-def read_manifest(path: str | Path) -> list[dict]:
-    """Rows of the manifest with paths resolved against its folder."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such manifest file")
+def available_cores() -> int:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-            missing = [c for c in REQUIRED if c not in fields]
-            if missing:
-                raise InputFileError(f"{path}: manifest lacks the column(s) {', '.join(missing)} "
-                                     f"(needs {', '.join(REQUIRED)})")
-            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputFileError(f"{path}: not a readable CSV manifest ({type(exc).__name__})") from exc
-    if not rows:
-        raise InputFileError(f"{path}: the manifest has no rows")
-    base = path.parent
-    for row in rows:
-        for column in ("volume", "segmentation"):
-            if row[column] and not Path(row[column]).is_absolute():
-                row[column] = str(base / row[column])
-    return rows
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
-def _slug(text: str) -> str:
-    name = Path(text).name
-    for suffix in (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "volume"
+def inside_slicer() -> bool:
+    """Whether this runs in the 3D Slicer application (``Slicer --python-script``)."""
+    return getattr(sys.modules.get("slicer"), "app", None) is not None
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
-    from ..outputs import write_json, write_result
-    from ..scoring import IMAGE_WEIGHT, encode_volume, score_encoded
-    from .score import load_case, models_from_args
+    from ..batch import STATE_DIR
+    from ..batch.lock import BatchLock
+    from ..batch.manifest import group_rows, read_manifest
+    from ..batch.runner import DEFAULT_ALLOWED_FAILURES, Mode, ProgressReporter, model_version, run_groups
+    from ..batch.summary import write_summary
+    from ..batch.work import BatchOptions, failed
 
     rows = read_manifest(args.manifest)
-    out_dir = Path(args.output_dir)
+    if args.workers is not None and args.workers < 0:
+        raise InputFileError(f"--workers {args.workers}: give 0 (this process) or a positive number")
+    if args.retries is not None and args.retries < 0:
+        raise InputFileError(f"--retries {args.retries}: give 0 or a positive number")
+    if args.image_weight is not None and not 0.0 <= args.image_weight <= 1.0:
+        raise SymptomError(f"--image-weight {args.image_weight} is outside 0..1")
+    out_dir = Path(args.output_dir).resolve()
     check_output_prefix(out_dir / "summary")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    models = models_from_args(args)
-    image_weight = IMAGE_WEIGHT if args.image_weight is None else args.image_weight
-    cache_key, cache = None, None
-    summary = []
-    failures = 0
-    bar = tqdm(rows, desc="medsora batch", unit="row", disable=args.no_progress, file=sys.stderr)
-    for number, row in enumerate(bar, 1):
-        record = {"row": number, "volume": row["volume"], "segmentation": row["segmentation"],
-                  "symptom": row["symptom"], "status": "ok", "error": ""}
-        try:
-            key = (row["volume"], row["segmentation"], row["label_scheme"] or None)
-            if key != cache_key:
-                cache_key, cache = None, None
-                case = load_case(row["volume"], row["segmentation"] or None, row["label_scheme"] or None,
-                                 args.device, log=lambda m: bar.write(f"row {number}: {m}"))
-                cache = (case, encode_volume(case.volume, case.masks, models))
-                cache_key = key
-            case, encoded = cache
-            result = score_encoded(encoded, [row["symptom"]], models, image_weight=image_weight,
-                                   with_passages=not args.no_passages)[0]
-            prefix = out_dir / f"{number:04d}_{_slug(row['volume'])}"
-            files = write_result(prefix, result, case.volume, case.masks, inputs=case.inputs, preview=args.preview)
-            record.update(in_domain=result.in_domain, top_organ=result.top.key,
-                          top_relevance=f"{result.top.relevance:.4f}", json=files["json"].name,
-                          segmentation_out=files["segmentation"].name)
-        except MedSORAError as exc:
-            failures += 1
-            record.update(status="failed", error=str(exc))
-            bar.write(f"medsora batch: row {number} failed: {exc}")
-        summary.append(record)
-    with_fields = [{f: r.get(f, "") for f in SUMMARY_FIELDS} for r in summary]
-    from ..files import atomic_target
+    groups = group_rows(rows)
 
-    with atomic_target(out_dir / "summary.csv") as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=SUMMARY_FIELDS)
-            writer.writeheader()
-            writer.writerows(with_fields)
-    write_json(out_dir / "summary.json", {"rows": len(rows), "failed": failures, "results": with_fields})
-    print(f"medsora batch: {len(rows) - failures} of {len(rows)} rows scored; summary in {out_dir / 'summary.csv'}")
-    return 1 if failures else 0
+    cores = available_cores()
+    if args.scheduler is not None:
+        mode = Mode(scheduler=args.scheduler)
+    elif args.workers == 0 or (args.workers is None and len(groups) == 1) or inside_slicer():
+        mode = Mode(workers=0)
+    else:
+        mode = Mode(workers=args.workers if args.workers is not None else min(cores, len(groups)))
+    mode.allowed_failures = DEFAULT_ALLOWED_FAILURES if args.retries is None else args.retries
+    if (mode.scheduler is not None or mode.workers) and importlib.util.find_spec("distributed") is None:
+        raise InputFileError("running on Dask needs the distributed package (pip install distributed); "
+                             "--workers 0 scores in this process without it")
+    mode.dashboard_address = args.dashboard_address
+
+    options = BatchOptions(
+        output_dir=str(out_dir), run_id=uuid.uuid4().hex[:12], model_version="", force=args.force,
+        device=args.device, setting=args.setting, text_weights=args.text_weights, image_weights=args.image_weights,
+        text_encoder=args.text_encoder, image_weight=0.25 if args.image_weight is None else args.image_weight,
+        passages=not args.no_passages, preview=args.preview,
+        torch_threads=1 if mode.scheduler is None and mode.workers else None)
+    from dataclasses import replace
+
+    options = replace(options, model_version=model_version(options))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = ProgressReporter(len(rows), enabled=not args.no_progress)
+    with BatchLock(out_dir):
+        # Files a killed worker was writing never reached their final names; drop them.
+        shutil.rmtree(out_dir / STATE_DIR / "staging", ignore_errors=True)
+        progress.say(f"{len(rows)} rows over {len(groups)} CTs into {out_dir}")
+        records: list[dict] = []
+
+        def report(done: list[dict]) -> None:
+            records.extend(done)
+            progress(done)
+
+        try:
+            run_groups(groups, options, mode, report, progress.say)
+        except KeyboardInterrupt:
+            seen = {r["row"] for r in records}
+            records.extend(failed(row, "interrupted before it was scored") for row in rows if row.number not in seen)
+            write_summary(out_dir, records, {"run_id": options.run_id, "model_version": options.model_version})
+            raise
+        finally:
+            progress.close()
+        written = write_summary(out_dir, records, {"run_id": options.run_id,
+                                                   "model_version": options.model_version})
+    counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "skipped", "failed")}
+    print(f"medsora batch: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed of {len(rows)} "
+          f"rows; summary in {written['csv']}")
+    return 1 if counts["failed"] else 0

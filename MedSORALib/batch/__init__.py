@@ -1,0 +1,19 @@
+"""Cohort scoring behind ``medsora batch``: many (CT, segmentation, symptom) rows, on one machine or a Dask cluster.
+
+- :mod:`.manifest`: the CSV manifest, its rows grouped by CT (a CT's organs are
+  read and encoded once, on one worker, for all of its rows);
+- :mod:`.work`: what a worker does with one CT's rows (skip the rows already
+  done, score the others, write each row's files and its record);
+- :mod:`.runner`: runs the groups in this process or on Dask ``distributed``
+  (a local cluster or an existing scheduler) and reports progress;
+- :mod:`.lock`: one batch per output folder at a time;
+- :mod:`.summary`: ``summary.csv`` (spreadsheet-safe), ``summary.parquet`` and
+  ``summary.json``.
+
+The output folder holds, next to the row files and the summaries, a hidden
+folder ``.medsora-batch/`` with the lock, one record per finished row (input
+checksums, model version, files) and a staging area for files being written.
+"""
+
+#: Hidden folder of a batch's bookkeeping inside its output folder.
+STATE_DIR = ".medsora-batch"

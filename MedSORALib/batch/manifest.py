@@ -1,0 +1,104 @@
+"""The batch manifest: a CSV of (volume, segmentation, label_scheme, symptom) rows, grouped by CT."""
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputFileError
+
+REQUIRED = ("volume", "segmentation", "label_scheme", "symptom")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One manifest row: ``number`` counts from 1 in file order; ``name`` is its output prefix (no folder)."""
+
+    number: int
+    volume: str
+    segmentation: str
+    label_scheme: str
+    symptom: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.number:04d}_{slug(self.volume)}"
+
+    @property
+    def case_key(self) -> tuple[str, str, str]:
+        return (self.volume, self.segmentation, self.label_scheme)
+
+
+@dataclass
+class CaseGroup:
+    """The rows of one (CT, segmentation, label scheme): read and encoded once, on one worker."""
+
+    index: int
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def volume(self) -> str:
+        return self.rows[0].volume
+
+    @property
+    def segmentation(self) -> str:
+        return self.rows[0].segmentation
+
+    @property
+    def label_scheme(self) -> str:
+        return self.rows[0].label_scheme
+
+
+def read_manifest(path: str | Path) -> list[Row]:
+    """Rows of the manifest with relative paths resolved against its folder (made absolute)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such manifest file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            fields = [(f or "").strip().lower() for f in (reader.fieldnames or [])]
+            missing = [c for c in REQUIRED if c not in fields]
+            if missing:
+                raise InputFileError(f"{path}: manifest lacks the column(s) {', '.join(missing)} "
+                                     f"(needs {', '.join(REQUIRED)})")
+            raw = [{(k or "").strip().lower(): (v or "").strip() if isinstance(v, str) else ""
+                    for k, v in row.items()} for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputFileError(f"{path}: not a readable CSV manifest ({type(exc).__name__})") from exc
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from exc
+    if not raw:
+        raise InputFileError(f"{path}: the manifest has no rows")
+    base = path.parent.resolve()
+    rows = []
+    for number, values in enumerate(raw, 1):
+        paths = {}
+        for column in ("volume", "segmentation"):
+            value = values.get(column, "")
+            paths[column] = str(Path(value) if Path(value).is_absolute() else base / value) if value else ""
+        rows.append(Row(number=number, volume=paths["volume"], segmentation=paths["segmentation"],
+                        label_scheme=values.get("label_scheme", ""), symptom=values.get("symptom", "")))
+    return rows
+
+
+def group_rows(rows: list[Row]) -> list[CaseGroup]:
+    """Rows grouped by (volume, segmentation, label scheme), groups in order of their first row."""
+    groups: dict[tuple, CaseGroup] = {}
+    for row in rows:
+        group = groups.get(row.case_key)
+        if group is None:
+            group = groups[row.case_key] = CaseGroup(index=len(groups))
+        group.rows.append(row)
+    return list(groups.values())
+
+
+def slug(text: str) -> str:
+    """A file-name-safe short name of a volume path (its extension removed)."""
+    name = Path(text).name
+    for suffix in (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40].lstrip(".") or "volume"
