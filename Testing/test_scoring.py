@@ -192,7 +192,7 @@ def test_batch_reports_a_failing_row_and_goes_on(tmp_path):
         writer.writerow(["missing_ct.nii.gz", data / "example_ct_sm_seg.nii.gz", "totalsegmentator", JAUNDICE])
         writer.writerow([data / "example_ct_sm.nii.gz", data / "example_ct_sm_seg.nii.gz", "totalsegmentator",
                          "blood in my urine and pain in my left flank"])
-    status = main(["batch", str(manifest), "--output-dir", str(tmp_path / "batch"), "--no-progress"])
+    status = main(["batch", str(manifest), "--output-dir", str(tmp_path / "batch"), "--no-progress", "--workers", "0"])
     assert status == 1
     rows = list(csv.DictReader(open(tmp_path / "batch" / "summary.csv")))
     assert [r["status"] for r in rows] == ["ok", "failed", "ok"]

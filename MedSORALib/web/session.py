@@ -111,7 +111,7 @@ class WebSession:
     # ------------------------------------------------------------------ inputs
     def load(self, volume_path, segmentation_path=None, label_scheme=None, log: Callable[[str], None] = print):
         """Read a CT and its organ segmentation from the server's disk (replaces the current case)."""
-        from ..commands.score import load_case
+        from ..cases import load_case
 
         volume_path = Path(str(volume_path).strip()).expanduser()
         if not str(volume_path) or not volume_path.exists():
