@@ -173,7 +173,7 @@ def _thickness(mask: np.ndarray, volume: Volume) -> float:
     box, _ = _crop(mask, pad=0)
     local = mask[box]
     factor = int(np.clip(np.ceil(float(volume.spacing.max()) / 0.75), 1, 4))
-    while factor > 1 and local.size * factor ** 3 > 2_000_000:
+    while factor > 1 and local.size * factor ** 3 > 250_000:
         factor -= 1
     if factor > 1:
         local = local.repeat(factor, 0).repeat(factor, 1).repeat(factor, 2)

@@ -108,7 +108,7 @@ def failed(row: Row, reason: str, elapsed: float = 0.0, worker: str = "") -> dic
 
 def input_hashes(group: CaseGroup) -> dict | None:
     """Current SHA-256 of the group's CT and segmentation, or None when one cannot be read."""
-    from ..scoring import file_sha256
+    from ..files import file_sha256
 
     try:
         return {"volume": file_sha256(group.volume),
