@@ -4,7 +4,6 @@ Imported by the ``test_scene_*`` and ``test_slicer_module`` modules (``from slic
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ if not hasattr(slicer, "vtkMRMLScene"):
 
 from conftest import EXAMPLE_SEG as SEG  # noqa: E402
 from MedSORALib import organs  # noqa: E402
+from MedSORALib.scoring import OrganScore, SymptomResult  # noqa: E402
 from MedSORALib.scene import nodes  # noqa: E402
 from MedSORALib.scene import outputs as scene_out  # noqa: E402
 
@@ -82,13 +82,22 @@ def known_scorer(calls=None):
             for rank, key in enumerate(organs.structures_present(masks)):
                 relevance = round(0.9 - 0.05 * rank - 0.1 * s_index, 4)
                 voxels = int(masks[key].sum())
-                scores.append(SimpleNamespace(
+                measured = rank == 0  # the first organ carries measurements and an abnormal finding
+                scores.append(OrganScore(
                     key=key, display_name=organs.ORGANS[key].display_name, relevance=relevance,
                     text_prior=round(relevance / 2, 4), image_score=round(relevance - 0.5, 4), voxels=voxels,
-                    volume_ml=voxels * volume.voxel_volume_ml))
+                    volume_ml=voxels * volume.voxel_volume_ml,
+                    finding_boost=0.05 if measured else 0.0,
+                    measurements={"length_mm": 120.0, "max_diameter_mm": 80.5, "mean_hu": 45.0,
+                                  "partially_imaged": False} if measured else {},
+                    findings=[{"key": "test_size", "abnormal": True, "value": 120.0, "unit": "mm",
+                               "text": "length 120 mm; test upper reference 100 mm", "reference": "test"},
+                              {"key": "test_hu", "abnormal": False, "value": 45.0, "unit": "HU",
+                               "text": "mean 45 HU; test range 40-60 HU", "reference": "test"}] if measured else []))
             scores.sort(key=lambda s: s.relevance, reverse=True)
-            results.append(SimpleNamespace(
-                symptom=symptom, in_domain=s_index == 0, organs=scores,
+            results.append(SymptomResult(
+                symptom=symptom, in_domain=s_index == 0, ood_score=0.1 if s_index == 0 else 0.9, laterality=None,
+                organs=scores, contrast_phase={"phase": "non-contrast", "confidence": 0.9},
                 passages={scores[0].key: [{"id": "liver-001", "text": "The liver lies in the right upper quadrant.",
                                            "source": "test", "score": 0.8}]},
                 models={"text": "test"}))

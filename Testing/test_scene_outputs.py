@@ -84,6 +84,18 @@ def _check_table(table_node, result):
         else:
             assert table.GetValueByName(row, "Image score").ToDouble() == pytest.approx(score.image_score, abs=1e-9)
         assert table.GetValueByName(row, "Volume (ml)").ToDouble() == pytest.approx(score.volume_ml, rel=1e-9)
+        m = score.measurements
+        for column, field in (("Length (mm)", "length_mm"), ("Max diameter (mm)", "max_diameter_mm"),
+                              ("Mean HU", "mean_hu")):
+            value = table.GetValueByName(row, column).ToDouble()
+            assert value == pytest.approx(m[field]) if m.get(field) is not None else np.isnan(value)
+        assert table.GetValueByName(row, "Finding boost").ToDouble() == pytest.approx(score.finding_boost)
+        assert table.GetValueByName(row, "Partially imaged").ToString() == (
+            ("yes" if m["partially_imaged"] else "no") if m else "")
+        assert table.GetValueByName(row, "Findings").ToString() == "; ".join(
+            f["text"] for f in score.findings if f["abnormal"])
+    if result.contrast_phase:
+        assert table_node.GetAttribute(scene_out.CONTRAST_PHASE_ATTRIBUTE).startswith(result.contrast_phase["phase"])
     relevances = [table.GetValueByName(r, "Relevance").ToDouble() for r in range(table_node.GetNumberOfRows())]
     assert relevances == sorted(relevances, reverse=True)
 
@@ -100,6 +112,10 @@ def test_mrml_outputs_with_known_scores(scene, ct_node, organ_node, ct_masks):
     masks = {k: ct_masks[k] for k in EXPECTED_VOXELS}
     _check_output_segmentation(out.segmentation_node, result, ct_node, masks)
     _check_table(out.table_node, result)
+    table = out.table_node.GetTable()
+    assert table.GetValueByName(0, "Findings").ToString() == "length 120 mm; test upper reference 100 mm"
+    assert table.GetValueByName(0, "Length (mm)").ToDouble() == 120.0
+    assert out.table_node.GetAttribute(scene_out.CONTRAST_PHASE_ATTRIBUTE) == "non-contrast (0.90)"
     # liver (12 voxels * 27 mm^3 per ml ...): volume = voxels * 0.027 ml on the 3 mm grid
     liver_row = [r for r in range(out.table_node.GetNumberOfRows())
                  if out.table_node.GetTable().GetValueByName(r, "Structure").ToString() == "liver"][0]

@@ -34,7 +34,10 @@ OUTPUT_PREFIX = "MedSORA: "
 #: Longest symptom text kept in node names (the full text is in the node attribute).
 NAME_SYMPTOM_CHARS = 60
 
-TABLE_COLUMNS = ("Organ", "Structure", "Relevance", "Text prior", "Image score", "Volume (ml)")
+#: Table columns: two names, eight numbers (NaN where not measured), then two texts.
+TABLE_COLUMNS = ("Organ", "Structure", "Relevance", "Text prior", "Image score", "Volume (ml)", "Finding boost",
+                 "Length (mm)", "Max diameter (mm)", "Mean HU", "Partially imaged", "Findings")
+CONTRAST_PHASE_ATTRIBUTE = "MedSORA.ContrastPhase"
 
 
 def volume_node_from_volume(volume: Volume, name: str = "CT", scene=None):
@@ -238,7 +241,10 @@ def add_relevance_table(result, scene=None, name: str | None = None):
     """A table node with one row per organ (relevance order): columns :data:`TABLE_COLUMNS`.
 
     Relevance and text prior are in [0, 1], image score in [-1, 1] (NaN when the
-    image model was not used), volume in millilitres.
+    image model was not used), volume in millilitres; the organ's measurements
+    (:mod:`MedSORALib.measurements`), "yes" when it is partially imaged, and its abnormal
+    findings (measurement and reference range). The contrast phase is the node's
+    ``MedSORA.ContrastPhase`` attribute.
     """
     scene = scene_or_default(scene)
     node = scene.AddNewNodeByClass("vtkMRMLTableNode", (name or output_name(result.symptom)) + " table")
@@ -248,22 +254,32 @@ def add_relevance_table(result, scene=None, name: str | None = None):
     key_col = vtk.vtkStringArray()
     key_col.SetName(TABLE_COLUMNS[1])
     numeric = []
-    for column in TABLE_COLUMNS[2:]:
+    for column in TABLE_COLUMNS[2:10]:
         array = vtk.vtkDoubleArray()
         array.SetName(column)
         numeric.append(array)
+    texts = []
+    for column in TABLE_COLUMNS[10:]:
+        array = vtk.vtkStringArray()
+        array.SetName(column)
+        texts.append(array)
     for score in result.organs:
         organ_col.InsertNextValue(str(score.display_name))
         key_col.InsertNextValue(str(score.key))
-        image_score = getattr(score, "image_score", None)
-        values = (score.relevance, score.text_prior, np.nan if image_score is None else image_score,
-                  getattr(score, "volume_ml", np.nan))
+        m = score.measurements or {}
+        values = (score.relevance, score.text_prior, score.image_score, score.volume_ml, score.finding_boost,
+                  m.get("length_mm"), m.get("max_diameter_mm"), m.get("mean_hu"))
         for array, value in zip(numeric, values):
             array.InsertNextValue(float(value) if value is not None else np.nan)
-    for array in (organ_col, key_col, *numeric):
+        texts[0].InsertNextValue("yes" if m.get("partially_imaged") else ("no" if m else ""))
+        texts[1].InsertNextValue("; ".join(f["text"] for f in score.findings if f.get("abnormal")))
+    for array in (organ_col, key_col, *numeric, *texts):
         table.AddColumn(array)
     node.SetUseColumnTitleAsColumnHeader(True)
     node.SetAttribute(SYMPTOM_ATTRIBUTE, str(result.symptom))
+    phase = result.contrast_phase or {}
+    if phase:
+        node.SetAttribute(CONTRAST_PHASE_ATTRIBUTE, f"{phase.get('phase')} ({float(phase.get('confidence', 0)):.2f})")
     node.Modified()
     return node
 
