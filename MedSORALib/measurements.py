@@ -378,7 +378,7 @@ def crop_to_organ(volume: Volume, mask: np.ndarray) -> tuple[Volume, np.ndarray,
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     affine = volume.affine.copy()
     affine[:3, 3] = volume.affine[:3, :3] @ np.asarray(lo, dtype=np.float64) + volume.affine[:3, 3]
-    return Volume(volume.array[box], affine, volume.source), mask[box], touches
+    return Volume(volume.array[box], affine, volume.source), mask[box].copy(), touches  # not a view: frees the grid
 
 
 def hiatus_level(volume: Volume, masks: Mapping[str, np.ndarray]) -> float | None:
@@ -466,10 +466,14 @@ def left_right(measurements: Mapping[str, dict]) -> dict:
 
 def measure_organs(volume: Volume, masks: Mapping[str, np.ndarray]) -> dict[str, dict]:
     """Measurements of every organ present in ``masks`` (module doc), keyed by structure, in catalog order."""
-    present = {k: np.asarray(masks[k], dtype=bool) for k in organs.structures_present(masks)}
-    present = {k: m for k, m in present.items() if m.any()}
-    # Each organ is measured on its bounding box: the same world positions, far fewer voxels to scan.
-    crops = {k: crop_to_organ(volume, m) for k, m in present.items()}
+    # Each organ is measured on its bounding box: the same world positions, far fewer voxels to scan. One
+    # full-grid mask at a time (a label map's masks are made on demand; each is 79 MB on a 512 x 512 x 300 CT).
+    crops = {}
+    for key in organs.structures_present(masks):
+        mask = np.asarray(masks[key], dtype=bool)
+        if mask.any():
+            crops[key] = crop_to_organ(volume, mask)
+        del mask
     hiatus = None
     for group in (("adrenal_gland_right", "adrenal_gland_left"), ("kidney_right", "kidney_left")):
         tops = [hiatus_level(crops[k][0], {k: crops[k][1]}) for k in group if k in crops]
