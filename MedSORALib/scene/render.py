@@ -229,7 +229,14 @@ def composite_figure(result, renders: Renders, title: str | None = None):
     if not result.in_domain:
         text += "  [out of domain]"
     figure.suptitle(text if len(text) <= 110 else text[:107] + "...", fontsize=10)
-    figure.subplots_adjust(left=0.01, right=0.84, top=0.88, bottom=0.1)
+    # The contrast phase and abnormal findings, as in the 2D preview (MedSORALib.outputs.findings_caption).
+    from ..outputs import findings_caption
+
+    caption = findings_caption(result) if getattr(result, "contrast_phase", None) is not None else ""
+    lines = caption.count("\n") + 1 if caption else 0
+    if caption:
+        figure.text(0.01, 0.01, caption, fontsize=7, family="monospace", va="bottom", ha="left")
+    figure.subplots_adjust(left=0.01, right=0.84, top=0.88, bottom=0.1 + 0.035 * lines)
     return figure
 
 
