@@ -58,7 +58,8 @@ def temp_name_info(name: str) -> dict | None:
     return {"host": match["host"], "pid": int(match["pid"]), "final": match["final"]}
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (``kill(pid, 0)``; another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -81,7 +82,7 @@ def is_stale(path: Path, now: float | None = None) -> bool:
         return False
     if age > STALE_AFTER_S:
         return True
-    return info["host"] == _host() and info["pid"] != os.getpid() and not _process_alive(info["pid"])
+    return info["host"] == _host() and info["pid"] != os.getpid() and not process_alive(info["pid"])
 
 
 _CLEANED: set[str] = set()

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputFileError
+from ..files import process_alive
 
 try:  # POSIX
     import fcntl
@@ -50,16 +51,6 @@ def _owner_text(path: Path) -> str:
     started = info.get("started")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "?"
     return f" (pid {info.get('pid')} on {info.get('host')}, since {when})"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class BatchLock:
@@ -134,7 +125,7 @@ class BatchLock:
             return False
         if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
             return False
-        if not _pid_alive(info["pid"]):
+        if not process_alive(info["pid"]):
             return True
         recorded, now = info.get("process_started"), _process_started(info["pid"])
         return recorded is not None and now is not None and abs(recorded - now) > 1.0
