@@ -194,6 +194,33 @@ def preview_slices(volume: Volume, arrays: Mapping[str, np.ndarray], focus: np.n
     return panels, aspects
 
 
+def draw_relevance_bars(ax, result: SymptomResult) -> None:
+    """The organs ranked by relevance as horizontal bars in the relevance colours (both previews)."""
+    ranked = result.organs[::-1]
+    ax.barh([o.display_name for o in ranked], [o.relevance for o in ranked],
+            color=[relevance_color(o.relevance) for o in ranked])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("relevance")
+    ax.tick_params(labelsize=8)
+
+
+def preview_title(result: SymptomResult) -> str:
+    """``MedSORA <version>: <symptom>`` (shortened), marked when the symptom is out of domain."""
+    title = result.symptom if len(result.symptom) < 70 else result.symptom[:67] + "..."
+    if not result.in_domain:
+        title += "  [out of domain: not an abdominal symptom]"
+    return f"MedSORA {__version__}: {title}"
+
+
+def draw_findings_caption(fig, result: SymptomResult) -> float:
+    """:func:`findings_caption` at the figure's foot; returns the height (figure fraction) it takes."""
+    caption = findings_caption(result)
+    if not caption:
+        return 0.0
+    fig.text(0.01, 0.01, caption, fontsize=7, family="monospace", va="bottom", ha="left")
+    return 0.04 + 0.035 * caption.count("\n")
+
+
 def write_preview(path: Path, result: SymptomResult, volume: Volume, masks: Mapping[str, np.ndarray]) -> Path:
     """Axial, coronal and sagittal slices through the most relevant organ plus a bar chart."""
     import matplotlib
@@ -216,21 +243,9 @@ def write_preview(path: Path, result: SymptomResult, volume: Volume, masks: Mapp
         ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, alpha=0.55, aspect=aspects[name], origin="upper")
         ax.set_title(f"{name} through {organs.ORGANS[top].display_name}", fontsize=9)
         ax.axis("off")
-    ax = fig.add_subplot(grid[0, 3])
-    ranked = result.organs[::-1]
-    ax.barh([o.display_name for o in ranked], [o.relevance for o in ranked],
-            color=[cmap(o.relevance) for o in ranked])
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("relevance")
-    ax.tick_params(labelsize=8)
-    title = result.symptom if len(result.symptom) < 70 else result.symptom[:67] + "..."
-    if not result.in_domain:
-        title += "  [out of domain: not an abdominal symptom]"
-    fig.suptitle(f"MedSORA {__version__}: {title}", fontsize=10)
-    caption = findings_caption(result)
-    if caption:
-        fig.text(0.01, 0.01, caption, fontsize=7, family="monospace", va="bottom", ha="left")
-    fig.tight_layout(rect=(0, 0.04 + 0.035 * caption.count("\n") if caption else 0, 1, 1))
+    draw_relevance_bars(fig.add_subplot(grid[0, 3]), result)
+    fig.suptitle(preview_title(result), fontsize=10)
+    fig.tight_layout(rect=(0, draw_findings_caption(fig, result), 1, 1))
     with atomic_target(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

@@ -207,8 +207,6 @@ def composite_figure(result, renders: Renders, title: str | None = None):
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from ..colors import relevance_color
-
     figure = plt.figure(figsize=(12.0, 4.6), dpi=100)
     grid = figure.add_gridspec(1, 3, width_ratios=[1, 1, 0.95], wspace=0.05)
     for column, (image, caption) in enumerate(((renders.three_d, "3D view (anterior), opacity by relevance"),
@@ -217,26 +215,14 @@ def composite_figure(result, renders: Renders, title: str | None = None):
         axis.imshow(image)
         axis.set_title(caption, fontsize=9)
         axis.axis("off")
-    axis = figure.add_subplot(grid[0, 2])
-    ranked = result.organs[::-1]
-    axis.barh([o.display_name for o in ranked], [o.relevance for o in ranked],
-              color=[relevance_color(o.relevance) for o in ranked])
-    axis.set_xlim(0, 1)
-    axis.set_xlabel("relevance")
-    axis.tick_params(labelsize=8)
-    axis.yaxis.tick_right()
-    text = title if title is not None else result.symptom
-    if not result.in_domain:
-        text += "  [out of domain]"
-    figure.suptitle(text if len(text) <= 110 else text[:107] + "...", fontsize=10)
-    # The contrast phase and abnormal findings, as in the 2D preview (MedSORALib.outputs.findings_caption).
-    from ..outputs import findings_caption
+    from ..outputs import draw_findings_caption, draw_relevance_bars, preview_title
 
-    caption = findings_caption(result) if getattr(result, "contrast_phase", None) is not None else ""
-    lines = caption.count("\n") + 1 if caption else 0
-    if caption:
-        figure.text(0.01, 0.01, caption, fontsize=7, family="monospace", va="bottom", ha="left")
-    figure.subplots_adjust(left=0.01, right=0.84, top=0.88, bottom=0.1 + 0.035 * lines)
+    axis = figure.add_subplot(grid[0, 2])
+    draw_relevance_bars(axis, result)
+    axis.yaxis.tick_right()
+    figure.suptitle(title if title is not None else preview_title(result), fontsize=10)
+    # The contrast phase and abnormal findings at the foot, as in the 2D preview.
+    figure.subplots_adjust(left=0.01, right=0.84, top=0.88, bottom=0.1 + draw_findings_caption(figure, result))
     return figure
 
 
