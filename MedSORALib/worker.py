@@ -91,10 +91,9 @@ class ScoringWorker:
                    "message": str(message)})
 
     def score(self, request_id, request: Mapping[str, Any]) -> dict:
+        from .cases import load_case
         from .outputs import output_prefixes, write_result
-        from .files import file_sha256
         from .scoring import check_symptoms
-        from .volume_io import read_organ_masks, read_volume
 
         seconds: dict[str, float] = {}
         volume_path, segmentation_path = _path(request, "volume"), _path(request, "segmentation")
@@ -106,15 +105,10 @@ class ScoringWorker:
         with_passages = bool(request.get("with_passages", True))
 
         started = time.perf_counter()
-        self._progress(request_id, 0.0, "reading the CT")
-        volume = read_volume(volume_path)
-        self._progress(request_id, 0.05, "reading the organ segmentation")
-        masks = read_organ_masks(segmentation_path, volume, label_scheme)
-        inputs = {"volume": {"path": str(volume_path), "sha256": file_sha256(volume_path),
-                             "shape": list(volume.shape),
-                             "spacing_mm": [round(float(s), 4) for s in volume.spacing]},
-                  "segmentation": {"path": str(segmentation_path), "sha256": file_sha256(segmentation_path),
-                                   "label_scheme": label_scheme}}
+        self._progress(request_id, 0.0, "reading the CT and its organ segmentation")
+        # The same case reading as `medsora score` (checksums, implausible-volume warnings on stderr).
+        case = load_case(volume_path, segmentation_path, label_scheme, settings.device, log=lambda message: None)
+        volume, masks, inputs = case.volume, case.masks, case.inputs
         seconds["read"] = time.perf_counter() - started
 
         model_key = (settings.device, settings.model_dir, settings.text_encoder)
