@@ -3,7 +3,7 @@
 Nothing here touches the MRML scene or the web page, so the methods can run in a
 worker thread while the server keeps answering the page. Reading the case and
 scoring go through the command line's own functions
-(:func:`MedSORALib.commands.score.load_case`, :func:`MedSORALib.scoring.load_models`,
+(:func:`MedSORALib.cases.load_case`, :func:`MedSORALib.scoring.load_models`,
 :func:`~MedSORALib.scoring.encode_volume`, :func:`~MedSORALib.scoring.score_encoded`,
 :func:`MedSORALib.outputs.write_result`), so a symptom scored in the browser gives
 the table and files ``medsora score`` gives for the same CT.
