@@ -18,6 +18,7 @@ key such as ``kidney_left`` is mapped to its class first).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import threading
@@ -54,6 +55,7 @@ class KnowledgeError(MedSORAError):
     """The knowledge base cannot answer (bad mode, unknown organ, empty query)."""
 
 
+@functools.lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
     """A light suffix stripper: plurals, -ed, -ing, -ly; enough to match "jaundiced" and "jaundice"."""
     for old, new in _SPELLING:
@@ -128,6 +130,23 @@ def _resolve_organ(organ) -> str:
     raise KnowledgeError(f"unknown organ '{organ}'; use one of: {', '.join(FULL_CLASSES)}")
 
 
+def count_postings(documents: list) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+    """Inverted index counts of tokenised documents, for BM25 scoring.
+
+    Returns ``(words, docs, tf, starts)``: the distinct tokens, and for token ``words[w]`` the documents
+    ``docs[starts[w]:starts[w + 1]]`` (ascending) that hold it, ``tf`` times each (int64 arrays).
+    """
+    n = max(len(documents), 1)
+    vocabulary: dict = {}
+    ids = np.array([vocabulary.setdefault(t, len(vocabulary)) for d in documents for t in d], dtype=np.int64)
+    owner = np.repeat(np.arange(len(documents), dtype=np.int64), [len(d) for d in documents])
+    pairs, tf = np.unique(ids * n + owner, return_counts=True)  # one per (token, document), sorted
+    token, docs = np.divmod(pairs, n)
+    starts = np.r_[np.flatnonzero(np.r_[True, token[1:] != token[:-1]]), len(token)] if len(token) else np.zeros(1, np.int64)
+    words = list(vocabulary)
+    return [words[t] for t in token[starts[:-1]]], docs, tf.astype(np.int64), starts
+
+
 class BM25:
     """Okapi BM25 in its Lucene form over tokenised documents.
 
@@ -139,20 +158,13 @@ class BM25:
         self.n = len(documents)
         lengths = np.array([len(d) for d in documents], dtype=np.float64)
         norm = k1 * (1.0 - b + b * lengths / max(float(lengths.mean()) if self.n else 0.0, 1e-12))
-        postings: dict = {}
-        for index, document in enumerate(documents):
-            counts: dict = {}
-            for token in document:
-                counts[token] = counts.get(token, 0) + 1
-            for token, count in counts.items():
-                postings.setdefault(token, []).append((index, count))
+        words, docs, tf, starts = count_postings(documents)
+        df = np.diff(starts).astype(np.float64)
+        idf = np.log(1.0 + (self.n - df + 0.5) / (df + 0.5))
+        tf = tf.astype(np.float64)
+        values = (np.repeat(idf, np.diff(starts)) * tf / (tf + norm[docs])).astype(np.float32)
         #: token -> (document indexes, score contribution of the token in each of them)
-        self.postings = {}
-        for token, pairs in postings.items():
-            docs = np.array([i for i, _ in pairs], dtype=np.int64)
-            tf = np.array([c for _, c in pairs], dtype=np.float64)
-            idf = np.log(1.0 + (self.n - len(docs) + 0.5) / (len(docs) + 0.5))
-            self.postings[token] = (docs, (idf * tf / (tf + norm[docs])).astype(np.float32))
+        self.postings = {w: (docs[a:z], values[a:z]) for w, a, z in zip(words, starts[:-1], starts[1:])}
 
     def scores(self, tokens: list) -> np.ndarray:
         """float32 (N,) scores of every document for the query ``tokens``; 0 where none matches."""

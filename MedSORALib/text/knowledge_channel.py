@@ -21,7 +21,6 @@ from *other* terms, as it will see at run time.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -72,7 +71,7 @@ class KnowledgeChannel:
     """
 
     def __init__(self, terms: list[dict], classes: Sequence[str], embeddings: np.ndarray) -> None:
-        from ..knowledge.kb import tokenize
+        from ..knowledge.kb import count_postings, tokenize
 
         self.terms = list(terms)
         self.classes = tuple(classes)
@@ -90,19 +89,14 @@ class KnowledgeChannel:
         docs = [tokenize(term["text"]) for term in self.terms]
         lengths = np.array([len(d) for d in docs], dtype=np.float32)
         self._avg_len = float(lengths.mean()) if len(lengths) else 1.0
-        self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        postings: dict[str, dict[int, int]] = {}
-        for t, doc in enumerate(docs):
-            for token in doc:
-                postings.setdefault(token, {}).setdefault(t, 0)
-                postings[token][t] += 1
-        n = len(docs)
-        for token, hits in postings.items():
-            ids = np.fromiter(hits.keys(), dtype=np.int64)
-            tf = np.fromiter(hits.values(), dtype=np.float32)
-            idf = math.log(1.0 + (n - len(ids) + 0.5) / (len(ids) + 0.5))
-            norm = tf + BM25_K1 * (1.0 - BM25_B + BM25_B * lengths[ids] / self._avg_len)
-            self._postings[token] = (ids, (idf * tf * (BM25_K1 + 1.0) / norm).astype(np.float32))
+        words, ids, tf, starts = count_postings(docs)
+        counts = np.diff(starts)
+        idf = np.log(1.0 + (len(docs) - counts + 0.5) / (counts + 0.5)).astype(np.float32)
+        tf = tf.astype(np.float32)
+        norm = tf + BM25_K1 * (1.0 - BM25_B + BM25_B * lengths[ids] / self._avg_len)
+        values = (np.repeat(idf, counts) * tf * np.float32(BM25_K1 + 1.0) / norm).astype(np.float32)
+        self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {
+            w: (ids[a:z], values[a:z]) for w, a, z in zip(words, starts[:-1], starts[1:])}
 
     @property
     def width(self) -> int:
