@@ -111,7 +111,12 @@ def load_config(path: str | os.PathLike) -> dict:
 
 # ----- data -------------------------------------------------------------------------------------------------
 def build_cases(cfg: dict) -> dict[str, list]:
-    """Training / validation cases (split by patient) and evaluation cases (the real CTs marked for eval)."""
+    """Training / validation cases (split by patient) and evaluation cases (the real CTs marked for eval).
+
+    A BTCV folder whose ``dataset_0.json`` has a ``validation`` list keeps its standard split as given: the
+    ``training`` list is trained on and the ``validation`` list validates, neither is merged into the pool that
+    ``data.split`` divides, so figures compare with other work on that split.
+    """
     from Training.datasets import (btcv_cases, labelmap_cases, phantom_cases, split_by_patient,
                                    totalsegmentator_cases)
 
@@ -121,14 +126,12 @@ def build_cases(cfg: dict) -> dict[str, list]:
     if ph.get("n", 0):
         kwargs = {k: v for k, v in ph.items() if k not in ("n", "seed")}
         pool += phantom_cases(int(ph["n"]), seed=int(ph.get("seed", 1000)), **kwargs)
-    fixed_val = []
+    fixed = {"train": [], "val": []}
     if data.get("btcv"):
         root = REPO / data["btcv"]
         listing = root / "dataset_0.json"
         if listing.is_file() and json.loads(listing.read_text()).get("validation"):
-            # BTCV's own validation list stays the validation set, so figures compare with the standard split.
-            pool += btcv_cases(root, "training")
-            fixed_val += btcv_cases(root, "validation")
+            fixed = {"train": btcv_cases(root, "training"), "val": btcv_cases(root, "validation")}
         else:
             pool += btcv_cases(root)
     if data.get("totalsegmentator"):
@@ -137,7 +140,8 @@ def build_cases(cfg: dict) -> dict[str, list]:
         pool += labelmap_cases([(REPO / item["image"], REPO / item["labels"])], item["scheme"])
     splits = split_by_patient(pool, data["split"], seed=int(data.get("split_seed", 0))) if pool else \
         {"train": [], "val": [], "test": []}
-    splits["val"] += fixed_val
+    for name, cases in fixed.items():
+        splits[name] += cases
     evaluation = []
     for item in data.get("real") or []:
         case = labelmap_cases([(REPO / item["image"], REPO / item["labels"])], item["scheme"], source="real")[0]
