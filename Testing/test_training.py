@@ -280,13 +280,54 @@ def test_mixed_precision_on_cpu_says_it_trains_in_float32(capsys):
         mixed_precision("fp8", torch.device("cpu"))
 
 
-def test_text_stage_is_kept_on_resume_and_skipped_without_its_config(tmp_path):
-    from Training.train import DEFAULTS, deep_update, run_text_stage
+def test_text_stage_is_kept_on_resume_only_when_fitted_from_the_same_inputs(tmp_path, monkeypatch):
+    import Training.train_text
+    from Training.train import DEFAULTS, TEXT_STAGE_STAMP, deep_update, run_text_stage, text_stage_inputs
 
-    cfg = deep_update(DEFAULTS, {"stages": {"text": {"enabled": True}}})
-    (tmp_path / "text").mkdir()
-    (tmp_path / "text" / "training_summary.json").write_text("{}")
-    assert run_text_stage(cfg, tmp_path, resume=True) == {"status": "kept", "output": str(tmp_path / "text")}
-    missing = deep_update(cfg, {"stages": {"text": {"config": "Training/configs/none.yaml"}}})
-    assert run_text_stage(missing, tmp_path, resume=False)["status"] == "skipped"
-    assert run_text_stage(DEFAULTS, tmp_path, resume=False) == {"status": "disabled"}
+    fits = []
+
+    def fit(argv):  # stands in for the minutes-long text fitting; writes what it writes
+        out = Path(argv[argv.index("--output") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "training_summary.json").write_text("{}")
+        fits.append(argv)
+        return 0
+
+    monkeypatch.setattr(Training.train_text, "main", fit)
+    config = tmp_path / "text.yaml"
+    config.write_text((REPO / "Training" / "configs" / "text.yaml").read_text())
+    cfg = deep_update(DEFAULTS, {"stages": {"text": {"enabled": True, "config": str(config)}}})
+    run = tmp_path / "run"
+    trained = {"status": "trained", "output": str(run / "text")}
+    kept = {"status": "kept", "output": str(run / "text")}
+
+    assert run_text_stage(cfg, run, resume=False) == trained and len(fits) == 1
+    stamp = json.loads((run / "text" / TEXT_STAGE_STAMP).read_text())
+    assert stamp == text_stage_inputs(config) and set(stamp) == {"config", "dataset", "ood", "knowledge"}
+    assert run_text_stage(cfg, run, resume=True) == kept and len(fits) == 1
+    assert run_text_stage(cfg, run, resume=False) == trained and len(fits) == 2  # a fresh run fits again
+    # Another text configuration: the models on disk no longer match it, so a resume fits them again.
+    config.write_text(config.read_text().replace("margin: 0.8", "margin: 0.7"))
+    assert run_text_stage(cfg, run, resume=True) == trained and len(fits) == 3
+    assert run_text_stage(cfg, run, resume=True) == kept and len(fits) == 3
+    # Models without a record of their inputs are not trusted either.
+    (run / "text" / TEXT_STAGE_STAMP).unlink()
+    assert run_text_stage(cfg, run, resume=True) == trained and len(fits) == 4
+
+    missing = deep_update(cfg, {"stages": {"text": {"config": str(tmp_path / "none.yaml")}}})
+    assert run_text_stage(missing, run, resume=False)["status"] == "skipped"
+    assert run_text_stage(DEFAULTS, run, resume=False) == {"status": "disabled"} and len(fits) == 4
+
+
+def test_missing_training_data_stops_the_run_before_the_text_stage(tmp_path, monkeypatch):
+    import Training.train_text
+    from MedSORALib.errors import MedSORAError
+    from Training.train import DEFAULTS, deep_update, train
+
+    fits = []
+    monkeypatch.setattr(Training.train_text, "main", lambda argv: fits.append(argv) or 0)
+    cfg = deep_update(DEFAULTS, {"threads": 1, "stages": {"text": {"enabled": True}, "image": {"epochs": 1}},
+                                 "model": {"overrides": {"D": 8, "H": 32, "W": 32}}})
+    with pytest.raises(MedSORAError, match="no training cases"):
+        train(cfg, tmp_path / "run", show_progress=False)
+    assert fits == [] and not (tmp_path / "run" / "text").exists()

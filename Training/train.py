@@ -3,8 +3,8 @@
 Stages (each switched on and sized in the YAML configuration):
 
 1. ``text``: the organ anchors and relevance MLP, fitted by ``Training/train_text.py`` (called in-process
-   once the image data is read; a ``--resume`` keeps text models already written; skipped with a
-   message when its configuration is absent);
+   once the image data is read; a ``--resume`` keeps text models already written from the same text
+   configuration and resources; skipped with a message when its configuration is absent);
 2. ``image``: the 2D-3D organ image encoder with its organ-classification heads,
    ``L_image = CE_2D + CE_3D + CE_fused`` (README, "Image side");
 3. ``alignment``: ``L_total = L_image + L_align``, where ``L_align`` is InfoNCE (tau = 0.1) of
@@ -327,8 +327,21 @@ def mixed_precision(amp: str, device) -> tuple[bool, object, str]:
     return True, torch.bfloat16 if amp == "bf16" else torch.float16, amp
 
 
+TEXT_STAGE_STAMP = "text_stage.json"
+
+
+def text_stage_inputs(text_config: Path) -> dict:
+    """What the text stage fits from, by SHA-256: its configuration and the package's text resources."""
+    return {"config": file_sha256(text_config),
+            **{folder: file_sha256(resource_path(folder)) for folder in ("dataset", "ood", "knowledge")}}
+
+
 def run_text_stage(cfg: dict, output: Path, resume: bool) -> dict:
-    """Fit the text models (``Training/train_text.py``) when the configuration asks; a resumed run keeps them."""
+    """Fit the text models (``Training/train_text.py``, in this process) when the configuration asks.
+
+    A resumed run keeps the text models already written when they were fitted from the same configuration and
+    resources (``text_stage.json`` beside them records their checksums); otherwise it fits them again.
+    """
     stage = cfg["stages"]["text"]
     if not stage.get("enabled"):
         return {"status": "disabled"}
@@ -337,9 +350,17 @@ def run_text_stage(cfg: dict, output: Path, resume: bool) -> dict:
         print(f"text stage skipped: {text_config} not found")
         return {"status": "skipped", "reason": "text training configuration not found"}
     target = output / "text" if not stage.get("output") else REPO / stage["output"]
+    inputs, stamp = text_stage_inputs(text_config), target / TEXT_STAGE_STAMP
     if resume and (target / "training_summary.json").is_file():
-        print(f"text stage: kept the text models of {target}")
-        return {"status": "kept", "output": str(target)}
+        try:
+            fitted_from = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            fitted_from = None
+        if fitted_from == inputs:
+            print(f"text stage: kept the text models of {target} (same configuration and resources)")
+            return {"status": "kept", "output": str(target)}
+        print(f"text stage: the text models of {target} were fitted from another configuration or other "
+              "resources; fitting them again")
     import torch
 
     from MedSORALib.errors import MedSORAError
@@ -355,6 +376,7 @@ def run_text_stage(cfg: dict, output: Path, resume: bool) -> dict:
         torch.set_num_threads(threads)
     if status:
         raise MedSORAError(f"text training failed with status {status}")
+    atomic_write_text(stamp, json.dumps(inputs, indent=2) + "\n")
     return {"status": "trained", "output": str(target)}
 
 
