@@ -331,3 +331,42 @@ def test_missing_training_data_stops_the_run_before_the_text_stage(tmp_path, mon
     with pytest.raises(MedSORAError, match="no training cases"):
         train(cfg, tmp_path / "run", show_progress=False)
     assert fits == [] and not (tmp_path / "run" / "text").exists()
+
+
+def test_augmentation_runs_outside_autocast_in_both_steps(monkeypatch):
+    """bf16 autocast on the forward only: the augmentation's sampling grid and output stay float32."""
+    import MedSORALib.image.augment as augment
+    from MedSORALib.image.crops import CropConfig
+    from MedSORALib.image.encoder import encoder_config
+    from MedSORALib.image.losses import OrganClassificationLoss, OrganInfoNCE
+    from MedSORALib.image.model import ImageTextModel
+    from MedSORALib.organs import STRUCTURES, structure_class
+    from Training.train import RunData, Step, alignment_step, image_step
+
+    seen = []
+    real = augment.augment_crops
+
+    def recording(crops, config, generator=None):
+        out = real(crops, config, generator)
+        seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
+        return out
+
+    monkeypatch.setattr(augment, "augment_crops", recording)
+    torch.manual_seed(0)
+    model = ImageTextModel(encoder_config("tiny", D=8, H=32, W=32, slice_layers=1, volume_layers=1),
+                           CropConfig(D=8, H=32, W=32), list(STRUCTURES))
+    crops, labels = torch.rand(4, 8, 32, 32).half(), torch.tensor([0, 5, 6, 10])
+    rows = [{"text": t, "organ": c} for t, c in (("a", "liver"), ("b", "spleen"), ("c", "pancreas"))]
+    data = RunData(prep={}, train_sets=[{"crops": crops, "labels": labels}], train_crops=crops, train_labels=labels,
+                   crops_per_rank=4, volumes_per_rank=1, train_rows=rows, train_emb=torch.randn(3, 384),
+                   eval_rows=[], eval_emb=np.zeros((0, 384), np.float32), text_source=None, eval_sets=[],
+                   val_sets=[])
+    step = Step(net=model, data=data, key_class=[structure_class(k) for k in model.organ_keys],
+                augment=augment.AugmentConfig(), cls_loss=OrganClassificationLoss(), align_loss=OrganInfoNCE(0.1),
+                autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+                gen=torch.Generator().manual_seed(0), rng=np.random.default_rng(0))
+    loss, _ = image_step(step, torch.arange(4), "image", torch.device("cpu"))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss, parts = alignment_step(step, np.array([0]), {"texts_per_volume": 3}, torch.device("cpu"))
+    assert torch.isfinite(loss) and np.isfinite(parts["align"])
+    assert seen == [(False, torch.float32), (False, torch.float32)]
