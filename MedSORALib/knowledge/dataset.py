@@ -25,8 +25,7 @@ from pathlib import Path
 from ..errors import InputFileError, MedSORAError
 from ..files import atomic_write_text, file_sha256, read_jsonl, resource_path
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-REPO_ROOT = PACKAGE_ROOT.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASET_PATH = resource_path("dataset", "symptom_texts.jsonl")
 TEAM_OBSERVATIONS_PATH = resource_path("dataset", "team_observations.jsonl")
 SPLITS = ("train", "val", "test")
