@@ -162,7 +162,7 @@ def test_tiny_run_writes_metrics_checkpoints_and_resumes(tiny_run_config):
     assert all(np.isfinite(h["loss"]) for h in metrics["history"]) and "align" in metrics["history"][1]
     for key in ("rank1", "rank2", "rank3", "mAP", "organ_accuracy"):
         assert key in metrics["eval"]
-    assert metrics["eval"]["n_texts"] == 5 and 0 <= metrics["eval"]["rank1"] <= 100
+    assert metrics["eval"]["n_texts"] == 5 and 0 <= metrics["eval"]["rank1"] <= 1  # fractions
     with open(out / "log.csv") as fh:
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2"]
     files = {p.name for p in (out / "checkpoint").iterdir()}
@@ -211,13 +211,15 @@ def test_configs_parse_and_name_their_stages():
 def test_ablation_table_format():
     from Training.ablation import markdown_table
 
-    table = markdown_table({"2d": {"rank1": 75.0, "rank2": 86.07, "rank3": 94.29, "mAP": 71.53, "organ_accuracy": 50.0},
-                            "xattn": {"rank1": 77.5, "rank2": 89.64, "rank3": 94.85, "mAP": 73.46,
-                                      "organ_accuracy": 75.0}})
+    # train() reports fractions (MedSORALib.text.metrics); the table shows them in percent.
+    table = markdown_table({"2d": {"rank1": 0.75, "rank2": 0.8607, "rank3": 0.9429, "mAP": 0.7153,
+                                   "organ_accuracy": 0.5},
+                            "xattn": {"rank1": 0.775, "rank2": 0.8964, "rank3": 0.9485, "mAP": 0.7346,
+                                      "organ_accuracy": 0.75}})
     lines = table.strip().splitlines()
-    assert lines[0].startswith("| setting | Rank-1 | Rank-2 | Rank-3 | mAP |")
-    assert "| 2D only | 75.00 | 86.07 | 94.29 | 71.53 |" in lines[2]
-    assert lines[3].startswith("| 2D-3D cross-attention | 77.50")
+    assert lines[0].startswith("| setting | Rank-1 (%) | Rank-2 (%) | Rank-3 (%) | mAP (%) |")
+    assert lines[2] == "| 2D only | 75.00 | 86.07 | 94.29 | 71.53 | 50.00 |"
+    assert lines[3].startswith("| 2D-3D cross-attention | 77.50 | 89.64")
 
 
 def test_symptom_texts_raise_instead_of_switching_source(tmp_path, monkeypatch):
