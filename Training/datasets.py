@@ -256,7 +256,7 @@ def _normalise_row(row: dict) -> dict:
 def _pick_split(rows: list[dict], split: str) -> list[dict]:
     rows = [_normalise_row(r) for r in rows]
     if not all("split" in r for r in rows):
-        from MedSORALib.knowledge.dataset import split_by_passage
+        from MedSORALib.knowledge.dataset import DEFAULT_RATIOS, split_by_passage
 
-        split_by_passage(rows, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=0)
+        split_by_passage(rows, DEFAULT_RATIOS, seed=0)
     return [r for r in rows if r["split"] == split]
