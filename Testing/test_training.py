@@ -372,3 +372,22 @@ def test_augmentation_runs_outside_autocast_in_both_steps(monkeypatch):
     loss, parts = alignment_step(step, np.array([0]), {"texts_per_volume": 3}, torch.device("cpu"))
     assert torch.isfinite(loss) and np.isfinite(parts["align"])
     assert seen == [(False, torch.float32), (False, torch.float32)]
+
+
+def test_validation_volumes_are_capped_unless_the_configuration_asks_for_all(tiny_run_config, tmp_path):
+    from Training.distributed import Dist
+    from Training.train import DEFAULTS, build_model, deep_update, load_data
+
+    _, base = tiny_run_config
+    cfg = deep_update(DEFAULTS, deep_update(base, {
+        "data": {"phantoms": {"n": 6}, "split": [0.2, 0.8, 0.0], "cache_dir": str(tmp_path / "cache")},
+        "stages": {"alignment": {"epochs": 0}}}))
+    model, dist = build_model(cfg, fresh=True), Dist("cpu")
+    capped = load_data(cfg, model, tmp_path, dist, show=False)
+    assert len(capped.prep["val"]) == 5 and len(capped.val_sets) == 4  # the default keeps smoke runs short
+    every = load_data(deep_update(cfg, {"eval": {"val_volumes": None}}), model, tmp_path, dist, show=False)
+    assert [v["case_id"] for v in every.val_sets] == [v["case_id"] for v in capped.prep["val"]]
+    from Training.train import load_config
+
+    paper = load_config(REPO / "Training" / "configs" / "paper_gpu.yaml")
+    assert "val_volumes" in paper["eval"] and paper["eval"]["val_volumes"] is None  # all of BTCV's validation list

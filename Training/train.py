@@ -79,7 +79,9 @@ DEFAULTS: dict = {
                       "weight_decay": 0.05, "temperature": 0.1, "align_weight": 1.0, "warmup_epochs": 0,
                       "freeze_2d": False},
     },
-    "eval": {"every": 1},
+    # every: evaluate every N epochs; val_volumes: validation volumes evaluated at the end beside the evaluation
+    # CTs (null: all of them, as for a standard split such as BTCV's validation list)
+    "eval": {"every": 1, "val_volumes": 4},
 }
 
 
@@ -300,8 +302,8 @@ def load_data(cfg: dict, model, output: Path, dist, show: bool) -> RunData:
         volumes_per_rank=math.ceil(len(prep["train"]) / dist.world), train_rows=train_rows,
         train_emb=torch.from_numpy(train_emb).to(dist.device) if len(train_rows) else None,
         eval_rows=eval_rows, eval_emb=eval_emb, text_source=source,
-        # Headline numbers come from the evaluation volumes (the real CT); held-out phantoms are reported apart.
-        eval_sets=prep["eval"] or prep["val"][:2], val_sets=prep["val"][:4])
+        # Headline numbers come from the evaluation volumes (the real CT); validation volumes are reported apart.
+        eval_sets=prep["eval"] or prep["val"][:2], val_sets=prep["val"][:cfg["eval"].get("val_volumes", 4)])
     if show:
         print(f"cases: train {len(prep['train'])}, val {len(prep['val'])}, eval {len(prep['eval'])}; "
               f"texts: train {len(train_rows)}, eval {len(eval_rows)} ({source})")
