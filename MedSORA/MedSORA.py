@@ -102,7 +102,7 @@ class MedSORA(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Symptom-to-organ reasoning in abdominal CT. Type a symptom; MedSORA scores how relevant each "
             "segmented organ (liver, pancreas, kidneys, gallbladder, spleen, stomach, adrenal glands, esophagus, "
-            "aorta, inferior vena cava, portal and splenic vein) is to it, from the symptom text and the organs' "
+            "aorta, inferior vena cava, portal vein and splenic vein) is to it, from the symptom text and the organs' "
             "appearance on this CT, and colours the organs by relevance. A research tool, not a diagnosis. "
             'See the <a href="https://github.com/medsora/SlicerMedSORA">documentation</a>.')
         self.parent.acknowledgementText = _(

@@ -49,7 +49,7 @@ class Organ:
         reasoning_class: key of the class the text models score for it.
         synonyms: other names users and other tools give it (lower case).
         other_type_codes: SNOMED type codes other tools use for it, accepted on input only
-            (TotalSegmentator codes its portal and splenic vein 110765007).
+            (TotalSegmentator codes its portal vein and splenic vein 110765007).
     """
 
     key: str

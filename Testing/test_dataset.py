@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from MedSORALib.errors import MedSORAError
+from MedSORALib.files import resource_path
 from MedSORALib.knowledge import dataset as ds
 from MedSORALib.knowledge.guards import normalise, organ_mentions
 from MedSORALib.organs import FULL_CLASSES, PAPER_CLASSES
@@ -257,7 +258,7 @@ def test_shipped_dataset_matches_its_config(shipped, tmp_path):
 
 
 # -- the register texts (product model's extra training texts) ---------------------------------------
-REGISTER_PATH = ds.PACKAGE_ROOT / "resources" / "dataset" / "register_texts.jsonl"
+REGISTER_PATH = resource_path("dataset", "register_texts.jsonl")
 
 
 def test_register_texts_are_valid_and_split_by_passage(shipped):

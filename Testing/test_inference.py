@@ -124,6 +124,40 @@ def test_shipped_weights_load_strictly_in_both_models(example_volume, example_ma
     assert b.predicted_organs(lean.organ_keys) == a.predicted_organs(monai_model.organ_keys)
 
 
+def test_shipped_weights_with_a_tensor_missing_or_added_fail_to_load(tmp_path):
+    """Strict loading in both models: a missing or an extra tensor is an error, never silently skipped. The
+    inference tree does not use MONAI's unused ``norm_cross_attn`` layers, so weights without them still load
+    there while the MONAI-built model, which has them, refuses."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    saved = load_file(str(DEFAULT_WEIGHTS_DIR / "model.safetensors"))
+    variants = {
+        "missing": {k: v for k, v in saved.items() if k != "encoder.slice_encoder.vit.blocks.0.attn.qkv.weight"},
+        "extra_block": {**saved, "encoder.slice_encoder.vit.blocks.99.norm1.weight": torch.ones(4)},
+        "unknown_layer": {**saved, "encoder.fusion.gate.weight": torch.ones(4)},
+        "no_unused_norm": {k: v for k, v in saved.items() if "norm_cross_attn" not in k},
+    }
+    folders = {}
+    for name, state in variants.items():
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        shutil.copy2(DEFAULT_WEIGHTS_DIR / "config.json", folders[name] / "config.json")
+        save_file(state, str(folders[name] / "model.safetensors"))
+    for name in ("missing", "extra_block", "unknown_layer", "no_unused_norm"):
+        with pytest.raises(ModelError, match="do not fit"):
+            ImageTextModel.load(folders[name])
+    for name in ("missing", "extra_block"):
+        with pytest.raises(ModelError, match="do not fit"):
+            InferenceModel.load(folders[name])
+    with pytest.raises(ModelError, match="does not know"):
+        InferenceModel.load(folders["unknown_layer"])
+    lean, shipped = InferenceModel.load(folders["no_unused_norm"]), InferenceModel.load()
+    for (name, a), (_, b) in zip(lean.state_dict().items(), shipped.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
 def test_inference_state_refuses_unknown_tensors_and_drops_the_unused_norm():
     saved = {"encoder.slice_encoder.vit.blocks.0.norm_cross_attn.weight": torch.zeros(4),
              "encoder.slice_encoder.vit.blocks.0.attn.qkv.weight": torch.zeros(12, 4)}

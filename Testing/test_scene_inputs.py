@@ -201,7 +201,7 @@ def test_mrml_empty_symptom_is_a_symptom_error(ct_node, organ_node):
 
 
 def test_scene_totalsegmentator_portal_vein_code_is_accepted_on_input(scene, ct_node, ct_masks):
-    """TotalSegmentator codes its portal and splenic vein 110765007; a segment named only by that code resolves."""
+    """TotalSegmentator codes its portal vein and splenic vein 110765007; a segment named only by that code resolves."""
     node = scene_out.segmentation_node_from_masks(
         {"portal_vein_and_splenic_vein": ct_masks["portal_vein_and_splenic_vein"], "liver": ct_masks["liver"]},
         ct_node, "ts", scene=scene)

@@ -24,15 +24,19 @@ LABELS = {"2d": "2D only", "3d": "3D only", "concat": "2D + 3D concatenated", "x
 
 
 def markdown_table(results: dict[str, dict]) -> str:
-    """Rows in the paper's order for the modes present in ``results`` (mode -> eval dict)."""
-    lines = ["| setting | Rank-1 | Rank-2 | Rank-3 | mAP | organ id. acc. |", "|---|---|---|---|---|---|"]
+    """Rows in the paper's order for the modes present in ``results`` (mode -> eval dict).
+
+    The eval dicts hold fractions in [0, 1] (:mod:`MedSORALib.text.metrics`); the table shows percent, as the paper.
+    """
+    lines = ["| setting | Rank-1 (%) | Rank-2 (%) | Rank-3 (%) | mAP (%) | organ id. acc. (%) |",
+             "|---|---|---|---|---|---|"]
     for mode in MODES:
         if mode not in results:
             continue
         r = results[mode]
-        cells = [f"{r[k]:.2f}" for k in ("rank1", "rank2", "rank3", "mAP")]
+        cells = [f"{100 * r[k]:.2f}" for k in ("rank1", "rank2", "rank3", "mAP")]
         acc = r.get("organ_accuracy")
-        cells.append("" if acc is None else f"{acc:.2f}")
+        cells.append("" if acc is None else f"{100 * acc:.2f}")
         lines.append(f"| {LABELS[mode]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -37,9 +37,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from MedSORALib.files import atomic_write_text  # noqa: E402
+from MedSORALib.files import atomic_write_text, resource_path  # noqa: E402
 
-DATASET_DIR = REPO / "MedSORALib" / "resources" / "dataset"
+DATASET_DIR = resource_path("dataset")
 SOURCE = DATASET_DIR / "team_registers.yaml"
 OUTPUT = DATASET_DIR / "register_texts.jsonl"
 ALIASES = {
@@ -128,7 +128,7 @@ def knowledge_rows(terms_per_organ: int, seed: int) -> list[dict]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from MedSORALib.files import read_jsonl
-    from MedSORALib.knowledge.dataset import split_by_passage
+    from MedSORALib.knowledge.dataset import DEFAULT_RATIOS, split_by_passage
     from MedSORALib.knowledge.guards import normalise
     from MedSORALib.text.laterality import detect_laterality
 
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     for row in inherited:
         row["split"] = passage_split[row["chunk_ids"][0]]
     rest = [r for r in rows if r["chunk_ids"][0] not in passage_split]
-    split_by_passage(rest, {"train": 0.7, "val": 0.1, "test": 0.2}, args.seed)
+    split_by_passage(rest, DEFAULT_RATIOS, args.seed)
     fields = ("id", "text", "organ", "organs", "chunk_ids", "register", "phrasing", "laterality", "backend", "split")
     lines = [json.dumps({k: r[k] for k in fields}, ensure_ascii=False) for r in rows]
     atomic_write_text(Path(args.output), "\n".join(lines) + "\n")

@@ -38,9 +38,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from MedSORALib.files import atomic_write_text  # noqa: E402
+from MedSORALib.files import atomic_write_text, resource_path  # noqa: E402
 
-DATASET_DIR = REPO / "MedSORALib" / "resources" / "dataset"
+DATASET_DIR = resource_path("dataset")
 #: Row names by result key (the product rows follow Training/configs/text.yaml: the shipped head is "smoothed").
 NAMES = {
     "zero_shot": "zero-shot prompt cosine (MiniLM)",

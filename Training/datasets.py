@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from MedSORALib.errors import InputFileError, MedSORAError
-from MedSORALib.files import resource_path
+from MedSORALib.files import read_jsonl
 from MedSORALib.organs import STRUCTURES, organ_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,9 +227,9 @@ def load_symptom_texts(split: str, path: str | Path | None = None) -> tuple[list
     if path is not None:
         path = Path(path)
         try:
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputFileError(f"symptom texts {path}: cannot be read ({type(exc).__name__}: {exc})") from exc
+            rows = read_jsonl(path)
+        except (InputFileError, OSError, UnicodeDecodeError) as exc:
+            raise InputFileError(f"symptom texts {path}: cannot be read ({exc})") from exc
         picked, source = _pick_split(rows, split), str(path)
     else:
         from MedSORALib.knowledge.dataset import DATASET_PATH, load_dataset
@@ -256,7 +256,7 @@ def _normalise_row(row: dict) -> dict:
 def _pick_split(rows: list[dict], split: str) -> list[dict]:
     rows = [_normalise_row(r) for r in rows]
     if not all("split" in r for r in rows):
-        from MedSORALib.knowledge.dataset import split_by_passage
+        from MedSORALib.knowledge.dataset import DEFAULT_RATIOS, split_by_passage
 
-        split_by_passage(rows, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=0)
+        split_by_passage(rows, DEFAULT_RATIOS, seed=0)
     return [r for r in rows if r["split"] == split]

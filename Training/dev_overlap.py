@@ -27,11 +27,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import numpy as np
 
-    from MedSORALib.files import read_jsonl
+    from MedSORALib.files import read_jsonl, resource_path
     from MedSORALib.knowledge.guards import normalise
     from MedSORALib.text.encoder import get_default_encoder
 
-    folder = REPO / "MedSORALib" / "resources" / "dataset"
+    folder = resource_path("dataset")
     rows = read_jsonl(folder / "symptom_texts.jsonl") + read_jsonl(folder / "register_texts.jsonl")
     dev = [r for r in read_jsonl(args.dev) if r.get("abdominal")]
     keys = {normalise(r["text"]) for r in rows}

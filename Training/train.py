@@ -3,8 +3,8 @@
 Stages (each switched on and sized in the YAML configuration):
 
 1. ``text``: the organ anchors and relevance MLP, fitted by ``Training/train_text.py`` (called in-process
-   once the image data is read; a ``--resume`` keeps text models already written; skipped with a
-   message when its configuration is absent);
+   once the image data is read; a ``--resume`` keeps text models already written from the same text
+   configuration and resources; skipped with a message when its configuration is absent);
 2. ``image``: the 2D-3D organ image encoder with its organ-classification heads,
    ``L_image = CE_2D + CE_3D + CE_fused`` (README, "Image side");
 3. ``alignment``: ``L_total = L_image + L_align``, where ``L_align`` is InfoNCE (tau = 0.1) of
@@ -79,7 +79,9 @@ DEFAULTS: dict = {
                       "weight_decay": 0.05, "temperature": 0.1, "align_weight": 1.0, "warmup_epochs": 0,
                       "freeze_2d": False},
     },
-    "eval": {"every": 1},
+    # every: evaluate every N epochs; val_volumes: validation volumes evaluated at the end beside the evaluation
+    # CTs (null: all of them, as for a standard split such as BTCV's validation list)
+    "eval": {"every": 1, "val_volumes": 4},
 }
 
 
@@ -111,7 +113,12 @@ def load_config(path: str | os.PathLike) -> dict:
 
 # ----- data -------------------------------------------------------------------------------------------------
 def build_cases(cfg: dict) -> dict[str, list]:
-    """Training / validation cases (split by patient) and evaluation cases (the real CTs marked for eval)."""
+    """Training / validation cases (split by patient) and evaluation cases (the real CTs marked for eval).
+
+    A BTCV folder whose ``dataset_0.json`` has a ``validation`` list keeps its standard split as given: the
+    ``training`` list is trained on and the ``validation`` list validates, neither is merged into the pool that
+    ``data.split`` divides, so figures compare with other work on that split.
+    """
     from Training.datasets import (btcv_cases, labelmap_cases, phantom_cases, split_by_patient,
                                    totalsegmentator_cases)
 
@@ -121,14 +128,12 @@ def build_cases(cfg: dict) -> dict[str, list]:
     if ph.get("n", 0):
         kwargs = {k: v for k, v in ph.items() if k not in ("n", "seed")}
         pool += phantom_cases(int(ph["n"]), seed=int(ph.get("seed", 1000)), **kwargs)
-    fixed_val = []
+    fixed = {"train": [], "val": []}
     if data.get("btcv"):
         root = REPO / data["btcv"]
         listing = root / "dataset_0.json"
         if listing.is_file() and json.loads(listing.read_text()).get("validation"):
-            # BTCV's own validation list stays the validation set, so figures compare with the standard split.
-            pool += btcv_cases(root, "training")
-            fixed_val += btcv_cases(root, "validation")
+            fixed = {"train": btcv_cases(root, "training"), "val": btcv_cases(root, "validation")}
         else:
             pool += btcv_cases(root)
     if data.get("totalsegmentator"):
@@ -137,7 +142,8 @@ def build_cases(cfg: dict) -> dict[str, list]:
         pool += labelmap_cases([(REPO / item["image"], REPO / item["labels"])], item["scheme"])
     splits = split_by_patient(pool, data["split"], seed=int(data.get("split_seed", 0))) if pool else \
         {"train": [], "val": [], "test": []}
-    splits["val"] += fixed_val
+    for name, cases in fixed.items():
+        splits[name] += cases
     evaluation = []
     for item in data.get("real") or []:
         case = labelmap_cases([(REPO / item["image"], REPO / item["labels"])], item["scheme"], source="real")[0]
@@ -296,8 +302,8 @@ def load_data(cfg: dict, model, output: Path, dist, show: bool) -> RunData:
         volumes_per_rank=math.ceil(len(prep["train"]) / dist.world), train_rows=train_rows,
         train_emb=torch.from_numpy(train_emb).to(dist.device) if len(train_rows) else None,
         eval_rows=eval_rows, eval_emb=eval_emb, text_source=source,
-        # Headline numbers come from the evaluation volumes (the real CT); held-out phantoms are reported apart.
-        eval_sets=prep["eval"] or prep["val"][:2], val_sets=prep["val"][:4])
+        # Headline numbers come from the evaluation volumes (the real CT); validation volumes are reported apart.
+        eval_sets=prep["eval"] or prep["val"][:2], val_sets=prep["val"][:cfg["eval"].get("val_volumes", 4)])
     if show:
         print(f"cases: train {len(prep['train'])}, val {len(prep['val'])}, eval {len(prep['eval'])}; "
               f"texts: train {len(train_rows)}, eval {len(eval_rows)} ({source})")
@@ -323,8 +329,21 @@ def mixed_precision(amp: str, device) -> tuple[bool, object, str]:
     return True, torch.bfloat16 if amp == "bf16" else torch.float16, amp
 
 
+TEXT_STAGE_STAMP = "text_stage.json"
+
+
+def text_stage_inputs(text_config: Path) -> dict:
+    """What the text stage fits from, by SHA-256: its configuration and the package's text resources."""
+    return {"config": file_sha256(text_config),
+            **{folder: file_sha256(resource_path(folder)) for folder in ("dataset", "ood", "knowledge")}}
+
+
 def run_text_stage(cfg: dict, output: Path, resume: bool) -> dict:
-    """Fit the text models (``Training/train_text.py``) when the configuration asks; a resumed run keeps them."""
+    """Fit the text models (``Training/train_text.py``, in this process) when the configuration asks.
+
+    A resumed run keeps the text models already written when they were fitted from the same configuration and
+    resources (``text_stage.json`` beside them records their checksums); otherwise it fits them again.
+    """
     stage = cfg["stages"]["text"]
     if not stage.get("enabled"):
         return {"status": "disabled"}
@@ -333,9 +352,17 @@ def run_text_stage(cfg: dict, output: Path, resume: bool) -> dict:
         print(f"text stage skipped: {text_config} not found")
         return {"status": "skipped", "reason": "text training configuration not found"}
     target = output / "text" if not stage.get("output") else REPO / stage["output"]
+    inputs, stamp = text_stage_inputs(text_config), target / TEXT_STAGE_STAMP
     if resume and (target / "training_summary.json").is_file():
-        print(f"text stage: kept the text models of {target}")
-        return {"status": "kept", "output": str(target)}
+        try:
+            fitted_from = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            fitted_from = None
+        if fitted_from == inputs:
+            print(f"text stage: kept the text models of {target} (same configuration and resources)")
+            return {"status": "kept", "output": str(target)}
+        print(f"text stage: the text models of {target} were fitted from another configuration or other "
+              "resources; fitting them again")
     import torch
 
     from MedSORALib.errors import MedSORAError
@@ -351,6 +378,7 @@ def run_text_stage(cfg: dict, output: Path, resume: bool) -> dict:
         torch.set_num_threads(threads)
     if status:
         raise MedSORAError(f"text training failed with status {status}")
+    atomic_write_text(stamp, json.dumps(inputs, indent=2) + "\n")
     return {"status": "trained", "output": str(target)}
 
 

@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_rows(args) -> tuple[list[dict], dict]:
     from MedSORALib.files import file_sha256, read_jsonl
-    from MedSORALib.knowledge.dataset import split_by_passage
+    from MedSORALib.knowledge.dataset import DEFAULT_RATIOS, split_by_passage
 
     path = Path(args.dataset) if args.dataset else DEFAULT_DATASET
     if not path.is_file():
@@ -55,7 +55,7 @@ def load_rows(args) -> tuple[list[dict], dict]:
     rows = read_jsonl(path)
     if args.split_seed is not None:
         rows = [dict(r) for r in rows]
-        split_by_passage(rows, {"train": 0.7, "val": 0.1, "test": 0.2}, args.split_seed)
+        split_by_passage(rows, DEFAULT_RATIOS, args.split_seed)
     elif any("split" not in r for r in rows):
         raise SystemExit(f"train_text: {path} has rows without a split field; pass --split-seed N")
     info = {"dataset": path.name, "dataset_sha256": file_sha256(path), "split_seed": args.split_seed}

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..cases import LoadedCase, load_case, run_totalsegmentator, totalsegmentator_available  # noqa: F401
+from ..cases import load_case
 from ..errors import InputFileError, SymptomError
 
 DESCRIPTION = """\

@@ -25,11 +25,12 @@ from pathlib import Path
 from ..errors import InputFileError, MedSORAError
 from ..files import atomic_write_text, file_sha256, read_jsonl, resource_path
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-REPO_ROOT = PACKAGE_ROOT.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASET_PATH = resource_path("dataset", "symptom_texts.jsonl")
 TEAM_OBSERVATIONS_PATH = resource_path("dataset", "team_observations.jsonl")
 SPLITS = ("train", "val", "test")
+#: The shares of :func:`split_by_passage` when a configuration gives none (70/10/20).
+DEFAULT_RATIOS = {"train": 0.7, "val": 0.1, "test": 0.2}
 PHRASINGS = ("clinical", "lay")
 
 
@@ -296,7 +297,7 @@ def build_dataset(config: dict, output=None, encoder=None, kb=None, progress=Non
         raise DatasetError(f"unknown class setting '{setting}'; use one of: {', '.join(CLASS_SETTINGS)}")
     classes = CLASS_SETTINGS[setting]
     seed = int(config.get("seed", 0))
-    ratios = config.get("split", {"train": 0.7, "val": 0.1, "test": 0.2})
+    ratios = config.get("split", DEFAULT_RATIOS)
     out_path = Path(output) if output else resolve_path(config.get("output", DATASET_PATH), base)
 
     records = []
