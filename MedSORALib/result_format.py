@@ -136,7 +136,7 @@ def segment_tags(result: SymptomResult) -> dict[str, dict[str, str]]:
 def passage_text(passage: dict) -> str:
     """One supporting passage (``{id, text, source, score}``, :func:`~MedSORALib.scoring.supporting_passages`)
     as ``[id] (score 0.80)``, its text and ``Source: ...`` on separate lines."""
-    lines = [f"[{passage['id']}] (score {float(passage['score']):.2f})", str(passage["text"]).strip()]
+    lines = [f"[{passage['id']}] (score {passage['score']:.2f})", passage["text"].strip()]
     if passage["source"]:
         lines.append(f"Source: {passage['source']}")
     return "\n".join(line for line in lines if line)
