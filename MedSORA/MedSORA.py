@@ -368,8 +368,10 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.totalSegmentatorButton.connect("clicked(bool)", self.onTotalSegmentatorButton)
         self.ui.totalSegmentatorButton.visible = self.logic.totalSegmentatorAvailable()
+        from MedSORALib.result_format import SYMPTOM_ATTRIBUTE
+
         # only MedSORA results (segmentations that carry the symptom attribute) in the result selector
-        self.ui.outputSegmentationSelector.addAttribute("vtkMRMLSegmentationNode", "MedSORA.Symptom")
+        self.ui.outputSegmentationSelector.addAttribute("vtkMRMLSegmentationNode", SYMPTOM_ATTRIBUTE)
         self.ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._onOutputChanged)
         self.ui.thresholdSliderWidget.connect("valueChanged(double)", self._updateDisplay)
         self.ui.opacityCheckBox.connect("toggled(bool)", self._updateDisplay)
@@ -589,7 +591,7 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.setSliceViewerLayers(background=volumeNode)
 
     def _onOutputChanged(self, node) -> None:
-        from MedSORALib.scene.nodes import IN_DOMAIN_ATTRIBUTE
+        from MedSORALib.result_format import IN_DOMAIN_ATTRIBUTE
 
         self.ui.outOfDomainLabel.visible = bool(node) and node.GetAttribute(IN_DOMAIN_ATTRIBUTE) == "false"
         table = self.logic.tableForSegmentation(node) if node else None

@@ -3,14 +3,17 @@
 For an output prefix ``PREFIX``:
 
 - ``PREFIX.seg.nrrd``: one segment per organ present, id = organ key, name =
-  display name, colour = :func:`relevance_color` of its relevance, SNOMED CT
-  terminology, tags ``MedSORA.Relevance`` (relevance as text, 4 decimals),
-  ``MedSORA.TextPrior``, ``MedSORA.ImageScore``, ``MedSORA.FindingBoost``, the
-  organ's measurements (``MedSORA.VolumeMl``, ``MedSORA.LengthMm``,
-  ``MedSORA.MaxDiameterMm``, ``MedSORA.MeanHU``, ``MedSORA.PartiallyImaged``,
-  for vessels ``MedSORA.PerpendicularDiameterMm``), its abnormal findings
-  (``MedSORA.Findings``, "none" when none) and ``MedSORA.ContrastPhase``;
-  geometry of the input CT.
+  segment name ("Right kidney"), colour = :func:`relevance_color` of its
+  relevance, SNOMED CT terminology, the tags of
+  :func:`~MedSORALib.result_format.segment_tags` (``MedSORA.Structure``,
+  ``MedSORA.Relevance`` as text with 6 decimals, ``MedSORA.TextPrior``,
+  ``MedSORA.ImageScore``, ``MedSORA.FindingBoost``, the organ's measurements
+  (``MedSORA.VolumeMl``, ``MedSORA.LengthMm``, ``MedSORA.MaxDiameterMm``,
+  ``MedSORA.MeanHU``, ``MedSORA.PartiallyImaged``, for vessels
+  ``MedSORA.PerpendicularDiameterMm``), its abnormal findings
+  (``MedSORA.Findings``, "none" when none) and ``MedSORA.ContrastPhase``), the
+  same tags and names the Slicer nodes of :mod:`MedSORALib.scene.outputs`
+  carry; geometry of the input CT.
 - ``PREFIX.json``: the :class:`~MedSORALib.scoring.SymptomResult` (symptom,
   in_domain, contrast_phase, organs sorted by relevance with their
   measurements and findings, passages, models) plus the inputs and
@@ -35,44 +38,13 @@ import numpy as np
 
 from . import __version__, organs
 from .errors import InputFileError
+from .result_format import segment_name, segment_tags
 from .scoring import SymptomResult
 from .segmentation_io import write_seg_nrrd
 from .colors import RELEVANCE_COLORMAP, relevance_color, relevance_colormap
 from .files import atomic_set, atomic_target, atomic_write_text
 from .masks import restrict
 from .volume_io import Volume, closest_canonical
-
-def _tag_text(text: str) -> str:
-    """Text safe for a .seg.nrrd tag value (no '|', ':' or line breaks)."""
-    return " ".join(str(text).replace("|", "/").replace(":", " ").split())
-
-
-def segment_tags(result: SymptomResult) -> dict[str, dict[str, str]]:
-    """The MedSORA tags of each organ segment (relevance, scores, measurements, findings, contrast phase)."""
-    phase = result.contrast_phase or {}
-    tags = {}
-    for o in result.organs:
-        entry = {
-            "MedSORA.Relevance": f"{o.relevance:.4f}",
-            "MedSORA.TextPrior": f"{o.text_prior:.4f}",
-            "MedSORA.ImageScore": f"{o.image_score:.4f}",
-            "MedSORA.FindingBoost": f"{o.finding_boost:.4f}",
-        }
-        m = o.measurements or {}
-        for tag, field in (("MedSORA.VolumeMl", "volume_ml"), ("MedSORA.LengthMm", "length_mm"),
-                           ("MedSORA.MaxDiameterMm", "max_diameter_mm"), ("MedSORA.MeanHU", "mean_hu"),
-                           ("MedSORA.PerpendicularDiameterMm", "perpendicular_diameter_mm")):
-            if m.get(field) is not None:
-                entry[tag] = f"{m[field]}"
-        if m:
-            entry["MedSORA.PartiallyImaged"] = "true" if m.get("partially_imaged") else "false"
-        abnormal = [f["text"] for f in o.findings if f.get("abnormal")]
-        entry["MedSORA.Findings"] = _tag_text("; ".join(abnormal)) if abnormal else "none"
-        if phase:
-            entry["MedSORA.ContrastPhase"] = _tag_text(f"{phase.get('phase')} ({float(phase.get('confidence', 0)):.2f})")
-        tags[o.key] = entry
-    return tags
-
 
 def findings_caption(result: SymptomResult, limit: int = 4) -> str:
     """Contrast phase and abnormal findings as lines of text (preview, logs)."""
@@ -197,7 +169,7 @@ def preview_slices(volume: Volume, arrays: Mapping[str, np.ndarray], focus: np.n
 def draw_relevance_bars(ax, result: SymptomResult) -> None:
     """The organs ranked by relevance as horizontal bars in the relevance colours (both previews)."""
     ranked = result.organs[::-1]
-    ax.barh([o.display_name for o in ranked], [o.relevance for o in ranked],
+    ax.barh([segment_name(o.key) for o in ranked], [o.relevance for o in ranked],
             color=[relevance_color(o.relevance) for o in ranked])
     ax.set_xlim(0, 1)
     ax.set_xlabel("relevance")
@@ -318,7 +290,7 @@ def write_dicom_seg(
         code = hd.sr.CodedConcept(value=organ.snomed_type[1], scheme_designator="SCT", meaning=organ.snomed_type[2])
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number,
-            segment_label=f"{organ.display_name} (relevance {o.relevance:.2f})"[:64],
+            segment_label=f"{segment_name(o.key)} (relevance {o.relevance:.2f})"[:64],
             segmented_property_category=hd.sr.CodedConcept(
                 value=organs.CATEGORY_ANATOMICAL_STRUCTURE[1], scheme_designator="SCT",
                 meaning=organs.CATEGORY_ANATOMICAL_STRUCTURE[2]),

@@ -42,6 +42,7 @@ import numpy as np
 from . import __version__, organs
 from .errors import SegmentationError, SymptomError
 from .masks import restrict
+from .result_format import SCORE_DECIMALS
 from .volume_io import Volume
 
 #: Softmax temperature of the image term (the InfoNCE temperature used in training).
@@ -77,10 +78,10 @@ class OrganScore:
         return {
             "name": self.key,
             "display_name": self.display_name,
-            "relevance": round(self.relevance, 6),
-            "text_prior": round(self.text_prior, 6),
-            "image_score": round(self.image_score, 6),
-            "finding_boost": round(self.finding_boost, 6),
+            "relevance": round(self.relevance, SCORE_DECIMALS),
+            "text_prior": round(self.text_prior, SCORE_DECIMALS),
+            "image_score": round(self.image_score, SCORE_DECIMALS),
+            "finding_boost": round(self.finding_boost, SCORE_DECIMALS),
             "why": self.why,
             "voxels": self.voxels,
             "volume_ml": round(self.volume_ml, 3),
@@ -114,7 +115,7 @@ class SymptomResult:
         return {
             "symptom": self.symptom,
             "in_domain": self.in_domain,
-            "ood_score": round(self.ood_score, 6),
+            "ood_score": round(self.ood_score, SCORE_DECIMALS),
             "laterality": self.laterality,
             "contrast_phase": self.contrast_phase,
             "organs": [o.to_dict() for o in self.organs],
@@ -322,7 +323,8 @@ def supporting_passages(models: ScoringModels, result: SymptomResult, top: int =
     for organ_score in result.organs[:top]:
         hits = models.kb.search(result.symptom, k=per_organ, organ=organs.structure_class(organ_score.key))
         passages[organ_score.key] = [
-            {"id": h.chunk.id, "text": h.chunk.text, "source": h.chunk.source, "score": round(float(h.score), 6)}
+            {"id": h.chunk.id, "text": h.chunk.text, "source": h.chunk.source,
+             "score": round(float(h.score), SCORE_DECIMALS)}
             for h in hits
         ]
     return passages

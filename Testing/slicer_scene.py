@@ -14,9 +14,8 @@ if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("slicer-core (Slicer's MRML for Python) is not installed", allow_module_level=True)
 
 from conftest import EXAMPLE_SEG as SEG  # noqa: E402
-from MedSORALib import organs  # noqa: E402
+from MedSORALib import organs, result_format  # noqa: E402
 from MedSORALib.scoring import OrganScore, SymptomResult  # noqa: E402
-from MedSORALib.scene import nodes  # noqa: E402
 from MedSORALib.scene import outputs as scene_out  # noqa: E402
 
 
@@ -57,7 +56,7 @@ def organ_node(scene, ct_node):
     segmentation = node.GetSegmentation()
     for index in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(index)
-        segment.RemoveTag(nodes.STRUCTURE_TAG)
+        segment.RemoveTag(result_format.STRUCTURE_TAG)
         segment.RemoveTag(slicer.vtkSegment.GetTerminologyEntryTagName())
     return node
 

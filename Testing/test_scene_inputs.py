@@ -11,7 +11,7 @@ import pytest
 from slicer_scene import (SEG, ct_masks, ct_node, ct_volume, ijk_to_ras_of, known_scorer,  # noqa: F401
                           organ_node, scene, slicer, vtk)
 from conftest import EXAMPLE_VOXELS as EXPECTED_VOXELS
-from MedSORALib import organs, scoring_job
+from MedSORALib import organs, result_format, scoring_job
 from MedSORALib.errors import SegmentationError, SymptomError, VolumeError
 from MedSORALib.scene import inputs as scene_in
 from MedSORALib.scene import nodes
@@ -63,7 +63,7 @@ def test_mrml_organ_masks_from_foreign_names_shared_layer_and_terminology(scene,
         segment.SetName(name)
         segment.RemoveTag(slicer.vtkSegment.GetTerminologyEntryTagName())
     for segment_id in (*renames, "Segment_7"):
-        segmentation.GetSegment(segment_id).RemoveTag(nodes.STRUCTURE_TAG)
+        segmentation.GetSegment(segment_id).RemoveTag(result_format.STRUCTURE_TAG)
     segmentation.CollapseBinaryLabelmaps()
     assert segmentation.GetNumberOfLayers() == 1
 
@@ -207,7 +207,7 @@ def test_scene_totalsegmentator_portal_vein_code_is_accepted_on_input(scene, ct_
         ct_node, "ts", scene=scene)
     segmentation = node.GetSegmentation()
     vein = segmentation.GetSegment("portal_vein_and_splenic_vein")
-    vein.RemoveTag(nodes.STRUCTURE_TAG)
+    vein.RemoveTag(result_format.STRUCTURE_TAG)
     vein.SetName("Segment_1")
     nodes.set_segment_terminology(vein, "Segmentation category and type - Total Segmentator~SCT^123037004^Anatomical "
                                   "Structure~SCT^110765007^Portal vein and splenic vein~^^~Anatomic codes - DICOM "

@@ -4,6 +4,7 @@ Runs on a real MRML scene from PyPI ``slicer-core``, without the application.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,21 +15,17 @@ import pytest
 from slicer_scene import (SEG, ct_masks, ct_node, ct_volume, ijk_to_ras_of, known_scorer,  # noqa: F401
                           organ_node, scene, slicer, vtk)
 from conftest import EXAMPLE_VOXELS as EXPECTED_VOXELS
-from MedSORALib import organs, scoring_job
+from MedSORALib import organs, result_format, scoring_job
 from MedSORALib.colors import relevance_color
 from MedSORALib.scene import inputs as scene_in
 from MedSORALib.scene import nodes
 from MedSORALib.scene import outputs as scene_out
+from MedSORALib.scoring import OrganScore, SymptomResult
 
 
 # ------------------------------------------------------------------------------------------
 # nodes out (known numbers)
 # ------------------------------------------------------------------------------------------
-
-def _segment_tags(segment):
-    return {tag: nodes.segment_tag(segment, tag) for tag in
-            (nodes.RELEVANCE_TAG, nodes.TEXT_PRIOR_TAG, nodes.IMAGE_SCORE_TAG, nodes.STRUCTURE_TAG)}
-
 
 def _check_output_segmentation(seg_node, result, ct_node, masks):
     """Segments, names, colours, terminology, tags and geometry of one output segmentation."""
@@ -36,8 +33,8 @@ def _check_output_segmentation(seg_node, result, ct_node, masks):
     scores = {s.key: s for s in result.organs}
     assert segmentation.GetNumberOfSegments() == len(masks)
     assert seg_node.GetName() == scene_out.output_name(result.symptom)
-    assert seg_node.GetAttribute(nodes.SYMPTOM_ATTRIBUTE) == result.symptom
-    assert seg_node.GetAttribute(nodes.IN_DOMAIN_ATTRIBUTE) == ("true" if result.in_domain else "false")
+    assert seg_node.GetAttribute(result_format.SYMPTOM_ATTRIBUTE) == result.symptom
+    assert seg_node.GetAttribute(result_format.IN_DOMAIN_ATTRIBUTE) == ("true" if result.in_domain else "false")
 
     # reference geometry equal to the input CT
     geometry = seg_node.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
@@ -50,12 +47,12 @@ def _check_output_segmentation(seg_node, result, ct_node, masks):
         np.testing.assert_allclose(segment.GetColor(), relevance_color(scores[key].relevance), atol=1e-6)
         assert nodes.segment_terminology(segment) == organ.terminology_entry()
         assert organs.organ_key_from_terminology(nodes.segment_terminology(segment)) == key
-        tags = _segment_tags(segment)
-        assert tags[nodes.STRUCTURE_TAG] == key
-        assert float(tags[nodes.RELEVANCE_TAG]) == pytest.approx(scores[key].relevance, abs=1e-6)
-        assert float(tags[nodes.TEXT_PRIOR_TAG]) == pytest.approx(scores[key].text_prior, abs=1e-6)
-        if scores[key].image_score is not None:
-            assert float(tags[nodes.IMAGE_SCORE_TAG]) == pytest.approx(scores[key].image_score, abs=1e-6)
+        expected_tags = result_format.segment_tags(result)[key]
+        assert {tag: nodes.segment_tag(segment, tag) for tag in expected_tags} == expected_tags
+        assert expected_tags[result_format.STRUCTURE_TAG] == key
+        assert float(expected_tags[result_format.RELEVANCE_TAG]) == pytest.approx(scores[key].relevance, abs=1e-6)
+        assert float(expected_tags[result_format.TEXT_PRIOR_TAG]) == pytest.approx(scores[key].text_prior, abs=1e-6)
+        assert float(expected_tags[result_format.IMAGE_SCORE_TAG]) == pytest.approx(scores[key].image_score, abs=1e-6)
         image = slicer.vtkOrientedImageData()
         assert slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
             seg_node, key, image, False)
@@ -75,7 +72,7 @@ def _check_table(table_node, result):
     assert [table.GetColumn(c).GetName() for c in range(table.GetNumberOfColumns())] == list(scene_out.TABLE_COLUMNS)
     assert table_node.GetNumberOfRows() == len(result.organs)
     for row, score in enumerate(result.organs):
-        assert table.GetValueByName(row, "Organ").ToString() == score.display_name
+        assert table.GetValueByName(row, "Organ").ToString() == result_format.segment_name(score.key)
         assert table.GetValueByName(row, "Structure").ToString() == score.key
         assert table.GetValueByName(row, "Relevance").ToDouble() == pytest.approx(score.relevance, abs=1e-9)
         assert table.GetValueByName(row, "Text prior").ToDouble() == pytest.approx(score.text_prior, abs=1e-9)
@@ -95,7 +92,7 @@ def _check_table(table_node, result):
         assert table.GetValueByName(row, "Findings").ToString() == "; ".join(
             f["text"] for f in score.findings if f["abnormal"])
     if result.contrast_phase:
-        assert table_node.GetAttribute(scene_out.CONTRAST_PHASE_ATTRIBUTE).startswith(result.contrast_phase["phase"])
+        assert table_node.GetAttribute(result_format.CONTRAST_PHASE_TAG).startswith(result.contrast_phase["phase"])
     relevances = [table.GetValueByName(r, "Relevance").ToDouble() for r in range(table_node.GetNumberOfRows())]
     assert relevances == sorted(relevances, reverse=True)
 
@@ -115,7 +112,7 @@ def test_mrml_outputs_with_known_scores(scene, ct_node, organ_node, ct_masks):
     table = out.table_node.GetTable()
     assert table.GetValueByName(0, "Findings").ToString() == "length 120 mm; test upper reference 100 mm"
     assert table.GetValueByName(0, "Length (mm)").ToDouble() == 120.0
-    assert out.table_node.GetAttribute(scene_out.CONTRAST_PHASE_ATTRIBUTE) == "non-contrast (0.90)"
+    assert out.table_node.GetAttribute(result_format.CONTRAST_PHASE_TAG) == "non-contrast (0.90)"
     # liver (12 voxels * 27 mm^3 per ml ...): volume = voxels * 0.027 ml on the 3 mm grid
     liver_row = [r for r in range(out.table_node.GetNumberOfRows())
                  if out.table_node.GetTable().GetValueByName(r, "Structure").ToString() == "liver"][0]
@@ -158,7 +155,7 @@ def test_mrml_second_symptom_creates_second_node(scene, ct_node, organ_node):
     assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 2
     # the input segmentation is untouched
     assert organ_node.GetSegmentation().GetNumberOfSegments() == 12
-    assert nodes.segment_tag(organ_node.GetSegmentation().GetSegment("liver"), nodes.RELEVANCE_TAG) is None
+    assert nodes.segment_tag(organ_node.GetSegmentation().GetSegment("liver"), result_format.RELEVANCE_TAG) is None
 
 
 def test_mrml_several_symptoms_one_per_line(scene, ct_node, organ_node):
@@ -168,6 +165,90 @@ def test_mrml_several_symptoms_one_per_line(scene, ct_node, organ_node):
     assert [o.in_domain for o in outputs] == [True, False]
     rel = [scene_out.segment_relevances(o.segmentation_node)["liver"] for o in outputs]
     assert rel[0] - rel[1] == pytest.approx(0.1, abs=1e-6)
+
+
+def _result_with_every_tag() -> SymptomResult:
+    """A result whose organs carry every kind of tag: measurements (a vessel's too), an abnormal finding whose
+    text holds characters a .seg.nrrd tag cannot store, an image score that was not computed, a contrast phase."""
+    liver_measured = {"volume_ml": 1043.118, "length_mm": 187.5, "max_diameter_mm": 201.25, "mean_hu": 52.4,
+                      "partially_imaged": True}
+    vessel_measured = {"volume_ml": 24.327, "length_mm": 96.0, "max_diameter_mm": 14.5, "mean_hu": 38.0,
+                       "perpendicular_diameter_mm": 11.25, "partially_imaged": False}
+    findings = [{"key": "hepatomegaly", "abnormal": True, "value": 187.5, "unit": "mm", "reference": "test",
+                 "text": "craniocaudal length 187.5 mm | reference: up to 160 mm"},
+                {"key": "liver_hu", "abnormal": False, "value": 52.4, "unit": "HU", "reference": "test",
+                 "text": "mean 52.4 HU; range 40-70 HU"}]
+    scores = [
+        OrganScore("liver", "liver", 0.8123456789, 0.7021, -0.03123449, 38634, 1043.118, finding_boost=0.05123449,
+                   why="abnormal finding", measurements=liver_measured, findings=findings),
+        OrganScore("portal_vein_and_splenic_vein", "portal vein and splenic vein", 0.41, 0.4, 0.125, 901, 24.327,
+                   measurements=vessel_measured),
+        OrganScore("kidney_right", "right kidney", 0.25, 0.3, float("nan"), 3947, 106.569),
+    ]
+    return SymptomResult(symptom="yellow skin and a swollen belly", in_domain=True, ood_score=0.05, laterality=None,
+                         organs=scores, models={"text": "test"},
+                         passages={"liver": [{"id": "liver-007", "text": "Jaundice with an enlarged liver.",
+                                              "source": "test", "score": 0.61}]},
+                         contrast_phase={"phase": "portal venous", "confidence": 0.873})
+
+
+def test_file_and_node_of_one_result_carry_the_same_segment_names_and_tags(scene, ct_node, ct_volume, ct_masks,
+                                                                           tmp_path):
+    """The .seg.nrrd of medsora score and the scene's segmentation of the same result: same names, same tags."""
+    import slicerio
+
+    from MedSORALib.outputs import write_result
+
+    def segments_of(path):
+        return {s["id"]: s for s in slicerio.read_segmentation(str(path), skip_voxels=True)["segments"]}
+
+    result = _result_with_every_tag()
+    masks = {score.key: ct_masks[score.key] for score in result.organs}
+    written = write_result(tmp_path / "case", result, ct_volume, masks)
+    from_file = segments_of(written["segmentation"])
+    out = scene_out.add_symptom_outputs(result, masks, ct_node)
+    segmentation = out.segmentation_node.GetSegmentation()
+    assert sorted(from_file) == sorted(segmentation.GetSegmentIDs()) == sorted(masks)
+    for key, segment in from_file.items():
+        in_scene = segmentation.GetSegment(key)
+        assert in_scene.GetName() == segment["name"]
+        assert {tag: nodes.segment_tag(in_scene, tag) for tag in segment["tags"]} == segment["tags"]
+    # Saved by Slicer's own writer, the node holds no name or tag that the file lacks.
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(tmp_path / "saved_from_scene.seg.nrrd"))
+    assert storage.WriteData(out.segmentation_node)
+    saved = segments_of(tmp_path / "saved_from_scene.seg.nrrd")
+    assert ({k: (s["name"], s["tags"]) for k, s in saved.items()}
+            == {k: (s["name"], s["tags"]) for k, s in from_file.items()})
+
+    # The strings themselves: capitalised names, 6 decimals, "" for a score not computed, sanitised findings.
+    assert {k: s["name"] for k, s in from_file.items()} == {
+        "liver": "Liver", "portal_vein_and_splenic_vein": "Portal vein and splenic vein",
+        "kidney_right": "Right kidney"}
+    assert from_file["liver"]["tags"] == {
+        "MedSORA.Structure": "liver", "MedSORA.Relevance": "0.812346", "MedSORA.TextPrior": "0.702100",
+        "MedSORA.ImageScore": "-0.031234", "MedSORA.FindingBoost": "0.051234", "MedSORA.VolumeMl": "1043.118",
+        "MedSORA.LengthMm": "187.5", "MedSORA.MaxDiameterMm": "201.25", "MedSORA.MeanHU": "52.4",
+        "MedSORA.PartiallyImaged": "true",
+        "MedSORA.Findings": "craniocaudal length 187.5 mm / reference up to 160 mm",
+        "MedSORA.ContrastPhase": "portal venous (0.87)"}
+    vessel = from_file["portal_vein_and_splenic_vein"]["tags"]
+    assert vessel["MedSORA.PerpendicularDiameterMm"] == "11.25" and vessel["MedSORA.PartiallyImaged"] == "false"
+    assert vessel["MedSORA.Findings"] == "none"
+    kidney = from_file["kidney_right"]["tags"]
+    assert kidney["MedSORA.ImageScore"] == "" and "MedSORA.VolumeMl" not in kidney
+    # A score read back from a tag is the JSON report's number.
+    report = json.loads(written["json"].read_text(encoding="utf-8"))
+    for organ in report["organs"]:
+        tags = from_file[organ["name"]]["tags"]
+        assert float(tags["MedSORA.Relevance"]) == organ["relevance"]
+        assert float(tags["MedSORA.TextPrior"]) == organ["text_prior"]
+        assert float(tags["MedSORA.FindingBoost"]) == organ["finding_boost"]
+    # The table names organs as the segments do.
+    table = out.table_node.GetTable()
+    assert [table.GetValueByName(r, "Organ").ToString() for r in range(table.GetNumberOfRows())] == [
+        "Liver", "Portal vein and splenic vein", "Right kidney"]
 
 
 def test_mrml_long_symptom_name_is_cut_but_attribute_keeps_it():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import EXAMPLE_VOXELS, snapshot
-from MedSORALib import organs
+from MedSORALib import organs, result_format
 from MedSORALib.errors import SegmentationError
 from MedSORALib.segmentation_io import read_seg_nrrd, write_seg_nrrd
 from MedSORALib.volume_io import read_organ_masks
@@ -26,7 +26,7 @@ def test_seg_nrrd_reads_back_through_slicerio(written, example_volume, example_m
     assert list(by_id) == list(example_masks)
     for key, segment in by_id.items():
         organ = organs.ORGANS[key]
-        assert segment["name"] == organ.display_name
+        assert segment["name"] == result_format.segment_name(key)
         expected_color = colors.get(key, organ.color)
         np.testing.assert_allclose(segment["color"], expected_color, atol=1e-5)
         assert segment["terminology"]["type"] == list(organ.snomed_type)
@@ -55,7 +55,7 @@ def test_seg_nrrd_reads_back_through_slicer_mrml(written, example_volume, exampl
     for key, mask in example_masks.items():
         segment = segmentation.GetSegment(key)
         organ = organs.ORGANS[key]
-        assert segment.GetName() == organ.display_name
+        assert segment.GetName() == result_format.segment_name(key)
         np.testing.assert_allclose(segment.GetColor(), colors.get(key, organ.color), atol=1e-5)
         entry = vtk.reference("")
         assert segment.GetTag("TerminologyEntry", entry)

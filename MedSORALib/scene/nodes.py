@@ -1,4 +1,7 @@
-"""Shared MRML helpers: scene lookup, grid matrices, converter rules, segment tags and terminology."""
+"""Shared MRML helpers: scene lookup, grid matrices, converter rules, segment tags and terminology.
+
+The names of MedSORA's own tags and node attributes are in :mod:`MedSORALib.result_format`.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,19 +9,6 @@ import slicer
 import vtk
 
 from ..errors import MedSORAError
-
-#: Segment tag holding the organ's relevance to the symptom, a decimal in [0, 1].
-RELEVANCE_TAG = "MedSORA.Relevance"
-#: Segment tag holding the text prior (text-only relevance), a decimal in [0, 1].
-TEXT_PRIOR_TAG = "MedSORA.TextPrior"
-#: Segment tag holding the image-text similarity, a decimal in [-1, 1] ("" when absent).
-IMAGE_SCORE_TAG = "MedSORA.ImageScore"
-#: Segment tag holding the catalog structure key, e.g. ``kidney_right``.
-STRUCTURE_TAG = "MedSORA.Structure"
-#: Node attributes on the output segmentation.
-SYMPTOM_ATTRIBUTE = "MedSORA.Symptom"
-IN_DOMAIN_ATTRIBUTE = "MedSORA.InDomain"
-MODELS_ATTRIBUTE = "MedSORA.Models"
 
 
 def scene_or_default(scene=None):

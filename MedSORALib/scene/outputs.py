@@ -3,9 +3,11 @@
 :func:`add_symptom_outputs` writes one :class:`~MedSORALib.scoring.SymptomResult`
 into the scene: a segmentation node ``"MedSORA: <symptom>"`` on the CT's
 geometry (it references the CT as its source volume) whose segments are
-coloured by relevance and carry terminology and ``MedSORA.*`` tags, a table
-node, a bar chart and a text node with the supporting knowledge passages, all
-grouped in a subject hierarchy folder under the CT's study.
+coloured by relevance and carry terminology and the ``MedSORA.*`` tags of
+:func:`~MedSORALib.result_format.segment_tags` (the segment names and tags of
+the ``.seg.nrrd`` file :mod:`MedSORALib.outputs` writes), a table node, a bar
+chart and a text node with the supporting knowledge passages, all grouped in a
+subject hierarchy folder under the CT's study.
 :func:`run_symptom_scoring` is the blocking path for scripts: scene in, score
 in this process, scene out.
 """
@@ -22,12 +24,15 @@ import vtk
 from .. import organs
 from ..colors import relevance_color
 from ..errors import SegmentationError
+from ..result_format import (CONTRAST_PHASE_TAG, IN_DOMAIN_ATTRIBUTE, MODELS_ATTRIBUTE, RELEVANCE_TAG,
+                             STRUCTURE_TAG, SYMPTOM_ATTRIBUTE, contrast_phase_text, findings_text, flag_text,
+                             passages_text, segment_name, segment_tags)
+from ..scoring import SymptomResult
 from ..scoring_job import ModelScorer, Scorer, ScoringSettings, result_from_dict, score_inputs
 from ..volume_io import Volume
 from .inputs import prepare_inputs, volume_from_node
-from .nodes import (IMAGE_SCORE_TAG, IN_DOMAIN_ATTRIBUTE, MODELS_ATTRIBUTE, RELEVANCE_TAG, STRUCTURE_TAG,
-                    SYMPTOM_ATTRIBUTE, TEXT_PRIOR_TAG, ensure_segmentation_converters, ijk_to_ras,
-                    scene_or_default, segment_tag, set_segment_terminology, vtk_matrix)
+from .nodes import (ensure_segmentation_converters, ijk_to_ras, scene_or_default, segment_tag,
+                    set_segment_terminology, vtk_matrix)
 
 #: Prefix of output node names.
 OUTPUT_PREFIX = "MedSORA: "
@@ -37,7 +42,6 @@ NAME_SYMPTOM_CHARS = 60
 #: Table columns: two names, eight numbers (NaN where not measured), then two texts.
 TABLE_COLUMNS = ("Organ", "Structure", "Relevance", "Text prior", "Image score", "Volume (ml)", "Finding boost",
                  "Length (mm)", "Max diameter (mm)", "Mean HU", "Partially imaged", "Findings")
-CONTRAST_PHASE_ATTRIBUTE = "MedSORA.ContrastPhase"
 
 
 def volume_node_from_volume(volume: Volume, name: str = "CT", scene=None):
@@ -92,8 +96,9 @@ def segmentation_node_from_masks(masks: dict[str, np.ndarray], reference_volume_
         colors: ``{key: (r, g, b) 0..1}``; default the catalog colour.
         tags: extra segment tags ``{key: {tag: value}}``.
 
-    Segment IDs are the structure keys, names are the catalog display names
-    ("Right kidney"), terminology entries the catalog's SNOMED codes.
+    Segment IDs are the structure keys, names their segment names ("Right kidney",
+    :func:`~MedSORALib.result_format.segment_name`), terminology entries the
+    catalog's SNOMED codes; every segment is tagged ``MedSORA.Structure``.
     """
     scene = scene_or_default(scene if scene is not None else reference_volume_node.GetScene())
     ensure_segmentation_converters()
@@ -109,7 +114,7 @@ def segmentation_node_from_masks(masks: dict[str, np.ndarray], reference_volume_
             raise SegmentationError(f"Mask of {key} has shape {mask.shape}; the CT grid is {shape}.")
         organ = organs.ORGANS[key]
         color = tuple(float(c) for c in (colors or {}).get(key, organ.color))
-        segment_id = segmentation.AddEmptySegment(key, _segment_name(organ), color)
+        segment_id = segmentation.AddEmptySegment(key, segment_name(key), color)
         segment = segmentation.GetSegment(segment_id)
         set_segment_terminology(segment, organ.terminology_entry())
         segment.SetTag(STRUCTURE_TAG, key)
@@ -121,10 +126,6 @@ def segmentation_node_from_masks(masks: dict[str, np.ndarray], reference_volume_
     if reference_volume_node.GetParentTransformNode() is not None:
         node.SetAndObserveTransformNodeID(reference_volume_node.GetParentTransformNode().GetID())
     return node
-
-
-def _segment_name(organ) -> str:
-    return organ.display_name[:1].upper() + organ.display_name[1:]
 
 
 def organ_segmentation_from_labelmap_file(path: str, reference_volume_node, label_scheme: str | None = None,
@@ -161,90 +162,42 @@ class SymptomOutputs:
     chart_node: Any
     passages_node: Any
     folder_item: int = 0
-    result: Any = None
+    result: SymptomResult | None = None
 
 
-def _format_passage(passage) -> str:
-    if isinstance(passage, str):
-        return passage
-    get = passage.get if isinstance(passage, dict) else (lambda k, d=None: getattr(passage, k, d))
-    text = get("text", "") or ""
-    source = get("source", "") or ""
-    ident = get("id", "") or get("chunk_id", "") or ""
-    score = get("score", None)
-    head = f"[{ident}]" if ident else ""
-    if score is not None:
-        try:
-            head += f" (score {float(score):.2f})"
-        except (TypeError, ValueError):
-            pass
-    lines = [part for part in (head.strip(), str(text).strip(), f"Source: {source}" if source else "") if part]
-    return "\n".join(lines)
-
-
-def passages_text(result) -> str:
-    """The supporting knowledge passages of a result as plain text.
-
-    ``result.passages`` is ``{structure key: [passage, ...]}`` (grouped under the
-    organ's name) or a plain list; a passage is a dict with ``id``, ``text``,
-    ``source`` and ``score``.
-    """
-    passages = getattr(result, "passages", None) or []
-    if isinstance(passages, dict):
-        names = {score.key: score.display_name for score in getattr(result, "organs", [])}
-        blocks = []
-        for key, items in passages.items():
-            if not items:
-                continue
-            name = names.get(key) or (organs.ORGANS[key].display_name if key in organs.ORGANS else str(key))
-            blocks.append(f"== {name[:1].upper() + name[1:]} ==\n" + "\n\n".join(_format_passage(p) for p in items))
-        return "\n\n".join(blocks)
-    return "\n\n".join(_format_passage(p) for p in passages)
-
-
-def _scores_by_key(result) -> dict[str, Any]:
-    return {score.key: score for score in result.organs}
-
-
-def add_relevance_segmentation(result, masks: dict[str, np.ndarray], reference_volume_node, scene=None):
+def add_relevance_segmentation(result: SymptomResult, masks: dict[str, np.ndarray], reference_volume_node,
+                               scene=None):
     """The segmentation node of one symptom: organs coloured by relevance, tagged with their scores.
 
     Args:
-        result: a ``SymptomResult`` (``symptom``, ``in_domain``, ``organs``: list
-            of ``OrganScore(key, display_name, relevance, text_prior, image_score,
-            voxels, volume_ml)``, ``models``).
+        result: the scored symptom.
         masks: the organ masks the result was computed from ``{key: bool (I, J, K)}``.
         reference_volume_node: the CT.
+
+    Each segment carries :func:`~MedSORALib.result_format.segment_tags`, the
+    tags of the ``.seg.nrrd`` file written for the same result.
     """
-    scores = _scores_by_key(result)
+    scores = {score.key: score for score in result.organs}
     keys = [k for k in organs.structures_present(masks) if k in scores and np.any(masks[k])]
     colors = {k: relevance_color(scores[k].relevance) for k in keys}
-    tags = {}
-    for k in keys:
-        s = scores[k]
-        image_score = getattr(s, "image_score", None)
-        tags[k] = {RELEVANCE_TAG: f"{float(s.relevance):.6f}",
-                   TEXT_PRIOR_TAG: f"{float(s.text_prior):.6f}",
-                   IMAGE_SCORE_TAG: "" if image_score is None else f"{float(image_score):.6f}"}
+    tags = segment_tags(result)
     node = segmentation_node_from_masks({k: masks[k] for k in keys}, reference_volume_node,
-                                        output_name(result.symptom), colors=colors, tags=tags, scene=scene)
-    node.SetAttribute(SYMPTOM_ATTRIBUTE, str(result.symptom))
-    node.SetAttribute(IN_DOMAIN_ATTRIBUTE, "true" if result.in_domain else "false")
-    try:
-        node.SetAttribute(MODELS_ATTRIBUTE, json.dumps(getattr(result, "models", {}) or {}, default=str))
-    except (TypeError, ValueError):
-        pass
+                                        output_name(result.symptom), colors=colors,
+                                        tags={k: tags[k] for k in keys}, scene=scene)
+    node.SetAttribute(SYMPTOM_ATTRIBUTE, result.symptom)
+    node.SetAttribute(IN_DOMAIN_ATTRIBUTE, flag_text(result.in_domain))
+    node.SetAttribute(MODELS_ATTRIBUTE, json.dumps(result.models, default=str))
     return node
 
 
-def add_relevance_table(result, scene=None, name: str | None = None):
+def add_relevance_table(result: SymptomResult, scene=None, name: str | None = None):
     """A table node with one row per organ (relevance order): columns :data:`TABLE_COLUMNS`.
 
     Relevance and text prior are in [0, 1], image score in [-1, 1] (NaN when the
     image model was not used), volume in millilitres; the organ's measurements
     (:mod:`MedSORALib.measurements`), "yes" when it is partially imaged, and its abnormal
-    findings (measurement and reference range). The contrast phase is the node's
-    ``MedSORA.ContrastPhase`` attribute.
+    findings (measurement and reference range). Organs are named by their segment
+    names. The contrast phase is the node's ``MedSORA.ContrastPhase`` attribute.
     """
     scene = scene_or_default(scene)
     node = scene.AddNewNodeByClass("vtkMRMLTableNode", (name or output_name(result.symptom)) + " table")
@@ -264,22 +217,21 @@ def add_relevance_table(result, scene=None, name: str | None = None):
         array.SetName(column)
         texts.append(array)
     for score in result.organs:
-        organ_col.InsertNextValue(str(score.display_name))
-        key_col.InsertNextValue(str(score.key))
+        organ_col.InsertNextValue(segment_name(score.key))
+        key_col.InsertNextValue(score.key)
         m = score.measurements or {}
         values = (score.relevance, score.text_prior, score.image_score, score.volume_ml, score.finding_boost,
                   m.get("length_mm"), m.get("max_diameter_mm"), m.get("mean_hu"))
         for array, value in zip(numeric, values):
             array.InsertNextValue(float(value) if value is not None else np.nan)
         texts[0].InsertNextValue("yes" if m.get("partially_imaged") else ("no" if m else ""))
-        texts[1].InsertNextValue("; ".join(f["text"] for f in score.findings if f.get("abnormal")))
+        texts[1].InsertNextValue(findings_text(score))
     for array in (organ_col, key_col, *numeric, *texts):
         table.AddColumn(array)
     node.SetUseColumnTitleAsColumnHeader(True)
-    node.SetAttribute(SYMPTOM_ATTRIBUTE, str(result.symptom))
-    phase = result.contrast_phase or {}
-    if phase:
-        node.SetAttribute(CONTRAST_PHASE_ATTRIBUTE, f"{phase.get('phase')} ({float(phase.get('confidence', 0)):.2f})")
+    node.SetAttribute(SYMPTOM_ATTRIBUTE, result.symptom)
+    if result.contrast_phase:
+        node.SetAttribute(CONTRAST_PHASE_TAG, contrast_phase_text(result.contrast_phase))
     node.Modified()
     return node
 
@@ -348,7 +300,7 @@ def segment_relevances(segmentation_node) -> dict[str, float]:
     return out
 
 
-def add_symptom_outputs(result, masks: dict[str, np.ndarray], reference_volume_node, *,
+def add_symptom_outputs(result: SymptomResult, masks: dict[str, np.ndarray], reference_volume_node, *,
                         threshold: float = 0.0, opacity_by_relevance: bool = True,
                         show_3d: bool = False, scene=None) -> SymptomOutputs:
     """Write one symptom's result into the scene (segmentation, table, chart, passages, folder).
@@ -369,7 +321,7 @@ def add_symptom_outputs(result, masks: dict[str, np.ndarray], reference_volume_n
     folder = _group_in_folder(scene, reference_volume_node, title,
                               (segmentation_node, table_node, chart_node, chart_node.GetNthPlotSeriesNode(0),
                                passages_node))
-    return SymptomOutputs(str(result.symptom), bool(result.in_domain), segmentation_node, table_node, chart_node,
+    return SymptomOutputs(result.symptom, result.in_domain, segmentation_node, table_node, chart_node,
                           passages_node, folder, result)
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import InputFileError
+from ..result_format import DISPLAY_DECIMALS, findings_text, passage_groups, segment_name
+from ..scoring import SymptomResult
 
 Progress = Callable[[float, str], None]
 
@@ -27,28 +29,8 @@ TABLE_FIELDS = ("organ", "relevance", "text_prior", "image_score", "volume_ml")
 class ScoredSymptom:
     """One symptom's result and the files written for it (kind -> path)."""
 
-    result: object
+    result: SymptomResult
     files: dict
-
-
-def _organ_name(score) -> str:
-    name = str(score.display_name)
-    return name[:1].upper() + name[1:]
-
-
-def _findings_text(score) -> str:
-    findings = getattr(score, "findings", None)
-    if findings is None and isinstance(score, dict):
-        findings = score.get("findings")
-    if not findings:
-        return ""
-    if isinstance(findings, str):
-        return findings
-    if isinstance(findings, dict):
-        return "; ".join(f"{k}: {v}" for k, v in findings.items())
-    # Findings of MedSORALib.findings: the abnormal ones, each as its measurement-and-range sentence.
-    return "; ".join(str(item.get("text", item.get("key", ""))) if isinstance(item, dict) else str(item)
-                     for item in findings if not isinstance(item, dict) or item.get("abnormal"))
 
 
 def css_color(rgb) -> str:
@@ -56,10 +38,11 @@ def css_color(rgb) -> str:
     return "#" + "".join(f"{min(max(int(round(float(c) * 255)), 0), 255):02x}" for c in rgb)
 
 
-def result_rows(result) -> list[dict]:
+def result_rows(result: SymptomResult) -> list[dict]:
     """The table rows of a result, highest relevance first (numbers rounded for display).
 
-    ``color`` is the organ's relevance colour, the colour of its segment in the views.
+    ``organ`` is the segment name, ``color`` the organ's relevance colour (the
+    colour of its segment in the views), ``findings`` its abnormal findings.
     """
     from ..colors import relevance_color
 
@@ -67,28 +50,23 @@ def result_rows(result) -> list[dict]:
     for score in result.organs:
         rows.append({
             "key": score.key,
-            "organ": _organ_name(score),
+            "organ": segment_name(score.key),
             "color": css_color(relevance_color(score.relevance)),
-            "relevance": round(float(score.relevance), 3),
-            "text_prior": round(float(score.text_prior), 3),
-            "image_score": round(float(score.image_score), 3),
-            "volume_ml": round(float(score.volume_ml), 1),
-            "findings": _findings_text(score),
+            "relevance": round(score.relevance, DISPLAY_DECIMALS),
+            "text_prior": round(score.text_prior, DISPLAY_DECIMALS),
+            "image_score": round(score.image_score, DISPLAY_DECIMALS),
+            "volume_ml": round(score.volume_ml, 1),
+            "findings": findings_text(score),
         })
     return rows
 
 
-def result_passages(result) -> list[dict]:
+def result_passages(result: SymptomResult) -> list[dict]:
     """Supporting passages grouped by organ: ``[{organ, items: [{id, text, source, score}]}]``."""
-    names = {score.key: _organ_name(score) for score in result.organs}
-    groups = []
-    for key, items in (getattr(result, "passages", None) or {}).items():
-        if items:
-            groups.append({"organ": names.get(key, str(key)),
-                           "items": [{"id": str(p.get("id", "")), "text": str(p.get("text", "")),
-                                      "source": str(p.get("source", "")),
-                                      "score": round(float(p.get("score", 0.0)), 3)} for p in items]})
-    return groups
+    return [{"organ": name,
+             "items": [{"id": p["id"], "text": p["text"], "source": p["source"],
+                        "score": round(p["score"], DISPLAY_DECIMALS)} for p in items]}
+            for name, items in passage_groups(result)]
 
 
 class WebSession:
