@@ -455,3 +455,37 @@ def test_chunk_cache_is_rebuilt_when_a_source_changes(tmp_path, monkeypatch):
     fewer = kb_module.KnowledgeBase.load(sources=("team",), corpus_path=corpus)
     assert len(fewer) == len(first) - 1
     assert len(list((tmp_path / "cache" / "knowledge").glob("chunks-*.json"))) == 2
+
+
+def test_packaged_chunk_list_is_current_and_used_only_for_the_same_sources(tmp_path, monkeypatch):
+    from MedSORALib.knowledge import kb as K
+
+    paths = K.source_paths()
+    fresh = src.hpo_chunks() + src.so_chunks() + src.corpus_chunks()
+    packaged = K.read_prebuilt_chunks(K.SOURCES, paths)
+    assert packaged is not None, ("MedSORALib/resources/knowledge/chunks.json.gz was built from other sources or "
+                                  "code; rebuild it with: medsora kb index")
+    assert packaged == fresh
+    # Another team corpus (one passage fewer): the packaged list does not match, and the sources are parsed.
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(src.CORPUS_PATH.read_text(encoding="utf-8").splitlines()[1:]) + "\n")
+    other = K.source_paths(corpus_path=corpus)
+    assert K.read_prebuilt_chunks(K.SOURCES, other) is None
+    monkeypatch.setenv("MEDSORA_CACHE_DIR", str(tmp_path / "cache"))
+    built = K._chunks(K.SOURCES, other, [(str(p), 0, 0) for p in other.values()])
+    dropped = src.corpus_chunks()[0].id
+    assert [c.id for c in built] == [c.id for c in fresh if c.id != dropped] and len(built) == len(fresh) - 1
+    # A damaged packaged file is ignored, never trusted.
+    broken = tmp_path / "chunks.json.gz"
+    broken.write_bytes(b"\x1f\x8b not gzip")
+    assert K.read_prebuilt_chunks(K.SOURCES, paths, path=broken) is None
+
+
+def test_first_run_with_an_empty_cache_reads_the_packaged_list_not_hp_obo(tmp_path, monkeypatch):
+    from MedSORALib.knowledge import kb as K
+
+    monkeypatch.setenv("MEDSORA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(K, "_build_chunks", lambda *a: (_ for _ in ()).throw(AssertionError("hp.obo parsed")))
+    paths = K.source_paths()
+    chunks = K._chunks(K.SOURCES, paths, [(str(p), 1, 2) for p in paths.values()])
+    assert len(chunks) > 1000 and list((tmp_path / "cache" / "knowledge").glob("chunks-*.json"))

@@ -121,11 +121,12 @@ def test_slicer_cmake_installs_the_library_beside_the_module(tmp_path):
                      "Resources/requirements.txt", "MedSORALib/__init__.py", "MedSORALib/scene/outputs.py", "MedSORALib/scoring_job.py", "MedSORALib/worker.py",
                      "MedSORALib/scoring.py", "MedSORALib/text/reasoning.py",
                      "MedSORALib/resources/knowledge/corpus.jsonl", "MedSORALib/resources/knowledge/symp.obo",
-                     "MedSORALib/resources/knowledge/chunk_embeddings.npz"):
+                     "MedSORALib/resources/knowledge/chunk_embeddings.npz",
+                     "MedSORALib/resources/knowledge/chunks.json.gz"):
         assert (modules / relative).is_file(), relative
     # every library file of the repository is installed (no __pycache__ or test files)
     shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "MedSORALib").rglob("*")
-               if p.is_file() and p.suffix in (".py", ".json", ".jsonl", ".safetensors", ".npz", ".obo", ".md", ".yaml", ".txt")}
+               if p.is_file() and p.suffix in (".py", ".json", ".jsonl", ".safetensors", ".npz", ".gz", ".obo", ".md", ".yaml", ".txt")}
     installed = {p.relative_to(modules).as_posix() for p in (modules / "MedSORALib").rglob("*") if p.is_file()}
     assert shipped == installed
     assert (build / "lib" / "Slicer-5.12" / "qt-scripted-modules" / "MedSORALib" / "scene" / "inputs.py").is_file()

@@ -64,8 +64,13 @@ def run(args) -> int:
                 print(f"  {organ:30s} {count:5d}")
         return 0
     if action == "index":
+        from ..knowledge.kb import SOURCES, source_paths, write_prebuilt_chunks
+
         path = kb.write_embedding_index(args.output)
         print(f"wrote {len(kb)} chunk embeddings to {path} ({time.perf_counter() - start:.1f} s)")
+        if args.output is None:
+            listed = write_prebuilt_chunks(kb.chunks, SOURCES, source_paths())
+            print(f"wrote the {len(kb)} chunks, with the digest of their sources, to {listed}")
         return 0
     hits = kb.search(args.query, k=args.k, organ=args.organ, mode=args.mode)
     elapsed = time.perf_counter() - start

