@@ -342,21 +342,28 @@ def organ_measurements(volume: Volume, mask: np.ndarray, touches: list[str] | No
 
 # -- vessels -------------------------------------------------------------------------------------
 
-def _cross_section(volume: Volume, mask: np.ndarray, centre: np.ndarray, normal: np.ndarray, reach: float):
-    """Major and minor Feret diameters (mm) of the vessel section through ``centre`` perpendicular to ``normal``."""
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cross product of two 3-vectors (numpy's formula, without its per-call overhead)."""
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+
+
+def _cross_section(volume: Volume, mask: np.ndarray, centre: np.ndarray, normal: np.ndarray, reach: float,
+                   inverse: np.ndarray | None = None):
+    """Major and minor Feret diameters (mm) of the vessel section through ``centre`` perpendicular to ``normal``
+    (``inverse``: the inverse of ``volume.affine``, when already computed)."""
     normal = normal / np.linalg.norm(normal)
     helper = np.array([1.0, 0.0, 0.0]) if abs(normal[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    u = np.cross(normal, helper)
+    u = _cross(normal, helper)
     u /= np.linalg.norm(u)
-    v = np.cross(normal, u)
+    v = _cross(normal, u)
     step = float(volume.spacing.min()) / 2.0
     n = int(np.ceil(reach / step))
     coords = np.arange(-n, n + 1) * step
-    a, b = np.meshgrid(coords, coords, indexing="ij")
-    world = centre + a[..., None] * u + b[..., None] * v
-    index = np.rint(volume.ras_to_index(world)).astype(int)
+    world = centre + coords[:, None, None] * u + coords[None, :, None] * v
+    inverse = np.linalg.inv(volume.affine) if inverse is None else inverse
+    index = np.rint(world @ inverse[:3, :3].T + inverse[:3, 3]).astype(int)  # Volume.ras_to_index
     inside = np.all((index >= 0) & (index < np.asarray(mask.shape)), axis=-1)
-    plane = np.zeros(a.shape, dtype=bool)
+    plane = np.zeros((len(coords), len(coords)), dtype=bool)
     plane[inside] = mask[tuple(index[inside].T)]
     if not plane[n, n]:
         return None
@@ -420,6 +427,7 @@ def vessel_profile(volume: Volume, mask: np.ndarray, distances=None) -> list[dic
     if len(centres) == 0:
         return []
     dist, box, lo = distance_map(mask, volume) if distances is None else distances
+    inverse = np.linalg.inv(volume.affine)
     span = 10.0  # mm on either side used for the local direction of the centreline
     profile = []
     for c, order in zip(centres, orders):
@@ -439,7 +447,7 @@ def vessel_profile(volume: Volume, mask: np.ndarray, distances=None) -> list[dic
         local = near_index - lo
         radius = float(dist[tuple(local)]) if np.all(local >= 0) and np.all(local < dist.shape) else 5.0
         reach = min(max(4.0 * radius, 25.0), 120.0)
-        section = _cross_section(volume, mask, c, tangent, reach)
+        section = _cross_section(volume, mask, c, tangent, reach, inverse)
         if section is None:
             continue
         profile.append({"position_mm": order, "centre": c, "major_mm": section[0], "minor_mm": section[1]})
