@@ -196,7 +196,7 @@ def test_plain_bert_equals_transformers(tmp_path):
 
 def _imported(tmp_path, code: str) -> dict:
     env_code = ("import json, sys\n" + code +
-                "\nprint(json.dumps({m: m in sys.modules for m in ('monai', 'transformers')}))")
+                "\nprint(json.dumps({m: m in sys.modules for m in ('monai', 'transformers', 'scipy.spatial')}))")
     done = subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO),
                                "MEDSORA_CACHE_DIR": str(tmp_path / "cache")})
@@ -211,7 +211,8 @@ def test_score_and_rank_import_neither_monai_nor_transformers(tmp_path):
         f"assert main(['score', '--volume', {str(EXAMPLE_CT)!r}, '--segmentation', {str(EXAMPLE_SEG)!r}, "
         "'--label-scheme', 'totalsegmentator', '--symptom', 'painless jaundice with pale stools', "
         f"'--output', {str(tmp_path / 'out' / 'case')!r}, '--quiet']) == 0"))
-    assert score == {"monai": False, "transformers": False}
+    # MONAI and transformers are for training; the measurements find diameters without scipy's convex hull.
+    assert score == {"monai": False, "transformers": False, "scipy.spatial": False}
     assert (tmp_path / "out" / "case.json").is_file()
     rank = _imported(tmp_path, "from MedSORALib.cli import main\nassert main(['rank', 'dark urine and itching']) == 0")
-    assert rank == {"monai": False, "transformers": False}
+    assert rank == {"monai": False, "transformers": False, "scipy.spatial": False}
