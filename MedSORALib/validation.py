@@ -11,6 +11,7 @@ returns warnings (a scan may show pathology; the user decides).
 - memory: the voxels a header announces must fit in the memory this process
   may still use (RAM, ``RLIMIT_AS``, the cgroup limit), checked before the
   voxels are decompressed, so a small compressed file cannot exhaust memory;
+  a compressed payload must not inflate to more than its header declares;
 - voxel values: no NaN or infinite voxel (also after a header's rescale slope);
 - label maps: whole, non-negative numbers with at most ``MAX_LABELS`` values
   (a CT given as a segmentation has negative HU and thousands of values);
@@ -44,6 +45,8 @@ MAX_VOXELS = 1 << 32
 MAX_LABELS = 1000
 #: Share of the available memory a read may take.
 MEMORY_SHARE = 0.9
+#: Most bytes one compressed byte of deflate (gzip) data can inflate to (a long run of one value).
+DEFLATE_MAX_RATIO = 1032
 
 #: Plausible adult volumes in ml per structure: (smallest for an organ wholly inside the scan, largest).
 ORGAN_VOLUME_ML = {
@@ -162,6 +165,20 @@ def check_memory(shape, bytes_per_voxel: float, path) -> None:
     if available is not None and needed > MEMORY_SHARE * available:
         raise VolumeError(f"{path}: reading its {dims} voxels needs about {_gib(needed)} of memory; "
                           f"only {_gib(available)} is available")
+
+
+def check_inflated_size(blocks: Iterable[int], declared: int, path) -> None:
+    """Refuse a compressed payload that inflates to more than the ``declared`` bytes of its header.
+
+    ``blocks`` gives the sizes of the inflated blocks as they come (nothing is kept), so the check
+    stops at the first block past the declared size.
+    """
+    total = 0
+    for size in blocks:
+        total += size
+        if total > declared:
+            raise VolumeError(f"{path}: the compressed voxels inflate to more than the {declared:,} bytes "
+                              "the header declares (a decompression bomb or a damaged file)")
 
 
 # -- voxel values -------------------------------------------------------------------------------
