@@ -276,29 +276,31 @@ def check_output_folder(target: str | os.PathLike, option: str = "--output") -> 
     return existing
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _file_keys(path: Path) -> list:
+    """What identifies a file: its real path, and its device and inode when it exists (hard links too)."""
+    keys: list = [os.path.realpath(path)]
     try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
+        info = path.stat()
+        keys.append((info.st_dev, info.st_ino))
     except OSError:
         pass
-    return os.path.realpath(a) == os.path.realpath(b)
+    return keys
 
 
 def check_outputs_spare_inputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike | None],
-                               option: str = "--output") -> None:
-    """No output file may be an input file (or a file inside an input folder, e.g. a DICOM series)."""
-    files: list[Path] = []
-    for item in inputs:
-        if not item:
-            continue
-        item = Path(item)
-        if item.is_dir():
-            files.extend(p for p in item.rglob("*") if p.is_file())
-        files.append(item)
+                               option: str = "--output", hint: str = "choose another prefix") -> None:
+    """No output file may be an input file (or a file inside an input folder, e.g. a DICOM series).
+
+    Inputs are indexed once, so a batch's thousands of outputs and inputs are compared in linear time.
+    """
+    sources: dict = {}
+    for item in dict.fromkeys(Path(i) for i in inputs if i):
+        files = [p for p in item.rglob("*") if p.is_file()] if item.is_dir() else []
+        for source in [*files, item]:
+            for key in _file_keys(source):
+                sources.setdefault(key, source)
     for out in outputs:
         out = Path(out)
-        for source in files:
-            if _same_file(out, source):
-                raise InputFileError(f"{option}: the output {out} would replace the input {source}; "
-                                     "choose another prefix")
+        source = next((sources[k] for k in _file_keys(out) if k in sources), None)
+        if source is not None:
+            raise InputFileError(f"{option}: the output {out} would replace the input {source}; {hint}")
