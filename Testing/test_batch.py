@@ -318,6 +318,34 @@ def test_an_output_that_would_replace_an_input_is_refused_before_any_work(tmp_pa
         main(["batch", str(own_seg), "--output-dir", str(tmp_path / "out"), "--workers", "0", "--no-passages"])
 
 
+def test_each_input_is_hashed_once_and_its_checksum_recorded(tmp_path, monkeypatch):
+    import hashlib
+    from collections import Counter
+
+    import MedSORALib.cases as cases
+    import MedSORALib.files as files
+
+    hashed = Counter()
+    original = files.file_sha256
+
+    def counted(path):
+        hashed[Path(path)] += 1
+        return original(path)
+
+    monkeypatch.setattr(files, "file_sha256", counted)
+    monkeypatch.setattr(cases, "file_sha256", counted)
+    out = tmp_path / "out"
+    assert main(["batch", str(_one_row(tmp_path)), "--output-dir", str(out), "--workers", "0", "--no-passages",
+                 "--no-progress"]) == 0
+    assert (hashed[EXAMPLE_CT], hashed[EXAMPLE_SEG]) == (1, 1)
+    expected = {"volume": hashlib.sha256(EXAMPLE_CT.read_bytes()).hexdigest(),
+                "segmentation": hashlib.sha256(EXAMPLE_SEG.read_bytes()).hexdigest()}
+    record = json.loads((out / ".medsora-batch" / "rows" / "000001.json").read_text())
+    assert record["inputs_sha256"] == expected
+    report = json.loads((out / record["json"]).read_text())
+    assert {k: report["inputs"][k]["sha256"] for k in expected} == expected
+
+
 def test_unexpected_exception_in_a_row_fails_only_that_row(tmp_path, monkeypatch):
     import MedSORALib.batch.work as work
 
