@@ -61,24 +61,28 @@ def print_warning(message: str) -> None:
 
 
 def load_case(volume_path, segmentation_path=None, label_scheme=None, device="cpu", log=print,
-              warn=print_warning) -> LoadedCase:
+              warn=print_warning, checksums=None) -> LoadedCase:
     """Read a CT and its organ masks (or segment it with TotalSegmentator), with input checksums.
 
     Organ volumes no adult organ has (the sign of a wrong label scheme) are reported through ``warn``.
+    ``checksums`` (``{"volume": sha256, "segmentation": sha256}``) are SHA-256 the caller has just
+    computed of these files; they are recorded as given instead of reading the files a second time.
     """
     from .validation import implausible_organ_volumes
     from .volume_io import read_organ_masks, read_volume
 
+    known = checksums or {}
     volume_path = Path(volume_path)
     if label_scheme is not None:
         label_scheme = normalize_scheme(label_scheme)
     volume = read_volume(volume_path)
-    inputs = {"volume": {"path": str(volume_path), "sha256": file_sha256(volume_path),
+    inputs = {"volume": {"path": str(volume_path), "sha256": known.get("volume") or file_sha256(volume_path),
                          "shape": list(volume.shape), "spacing_mm": [round(float(s), 4) for s in volume.spacing]}}
     if segmentation_path:
         segmentation_path = Path(segmentation_path)
         masks = read_organ_masks(segmentation_path, volume, label_scheme)
-        inputs["segmentation"] = {"path": str(segmentation_path), "sha256": file_sha256(segmentation_path),
+        inputs["segmentation"] = {"path": str(segmentation_path),
+                                  "sha256": known.get("segmentation") or file_sha256(segmentation_path),
                                   "label_scheme": label_scheme}
     elif totalsegmentator_available():
         masks = run_totalsegmentator(volume_path, volume, device, log=log)

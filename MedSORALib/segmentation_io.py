@@ -15,14 +15,17 @@ target only once complete.
 """
 from __future__ import annotations
 
+import bz2
 import os
+import re
+import zlib
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
-from . import organs
-from .errors import SegmentationError
+from . import organs, validation
+from .errors import InputFileError, SegmentationError
 from .files import atomic_target
 from .masks import LabelMasks
 from .result_format import segment_name
@@ -131,10 +134,89 @@ def write_seg_nrrd(
     return Path(path)
 
 
+def _nrrd_itemsize(kind: str) -> int:
+    """Bytes per value of a NRRD ``type`` (``unsigned char``, ``int16``, ``double``...); 4 when not named."""
+    kind = str(kind).lower()
+    for words, size in ((("long", "64", "double"), 8), (("short", "16"), 2), (("char", "8"), 1)):
+        if any(word in kind for word in words):
+            return size
+    return 4
+
+
+def _inflated_blocks(handle, encoding: str, block: int = 1 << 24) -> Iterator[int]:
+    """Sizes of the blocks a compressed payload inflates to, as they come; nothing is kept."""
+    if encoding in ("gzip", "gz"):
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            while chunk and not inflater.eof:
+                yield len(inflater.decompress(chunk, block))
+                chunk = inflater.unconsumed_tail
+            if inflater.eof:
+                return
+    else:
+        inflater = bz2.BZ2Decompressor()
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            yield len(inflater.decompress(chunk, block))
+            while not inflater.eof and not inflater.needs_input:
+                yield len(inflater.decompress(b"", block))
+            if inflater.eof:
+                return
+
+
+def check_seg_nrrd_size(path: str | os.PathLike) -> None:
+    """Refuse a ``.seg.nrrd`` whose voxels would not fit in memory, before any of them is decompressed.
+
+    pynrrd (under slicerio) inflates the whole compressed payload before it compares it with the
+    header's sizes, so two things are checked from the header on:
+
+    - the voxels the header declares, with :func:`~MedSORALib.validation.check_memory` as for any image
+      (the inflated buffer, pynrrd's copy of it and one boolean mask per organ segment);
+    - that the payload inflates to no more than the header declares. Deflate inflates at most
+      ``DEFLATE_MAX_RATIO`` times; when even that much would not fit in memory, the payload is inflated
+      once as a stream, counting bytes and keeping none, and refused as soon as it passes the declared size.
+    """
+    import nrrd
+    from nrrd.errors import NRRDError
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            header = nrrd.read_header(handle)
+            start = handle.tell()
+            sizes = [int(s) for s in header["sizes"]]
+            encoding = str(header.get("encoding", "raw")).lower()
+            if header.get("datafile", header.get("data file")) is not None:
+                raise InputFileError(f"{path}: the .seg.nrrd header points to a separate data file; "
+                                     "a .seg.nrrd keeps its voxels in the file")
+            itemsize = _nrrd_itemsize(header.get("type", ""))
+            layers = sizes[0] if len(sizes) == 4 else 1
+            segments = sum(1 for key in header if re.fullmatch(r"Segment\d+_ID", str(key)))
+            # The inflated buffer and pynrrd's copy of it, then one boolean mask per organ segment and voxel.
+            per_voxel = 2 * itemsize + min(segments, len(organs.STRUCTURES)) / max(layers, 1)
+            validation.check_memory(sizes, per_voxel, path)
+            if encoding not in ("gzip", "gz", "bzip2", "bz2") or int(header.get("lineskip",
+                                                                              header.get("line skip", 0))):
+                return
+            declared = int(np.prod(sizes, dtype=np.int64)) * itemsize + max(
+                int(header.get("byteskip", header.get("byte skip", 0))), 0)
+            available = validation.available_memory()
+            most = (path.stat().st_size - start) * validation.DEFLATE_MAX_RATIO
+            if encoding in ("gzip", "gz") and (available is None
+                                              or 2 * most <= validation.MEMORY_SHARE * available):
+                return  # even the largest inflation of this payload fits
+            validation.check_inflated_size(_inflated_blocks(handle, encoding), declared, path)
+    except (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError, NRRDError) as exc:
+        raise InputFileError(f"{path}: not a readable .seg.nrrd segmentation ({type(exc).__name__})") from exc
+
+
 def read_seg_nrrd(path: str | os.PathLike) -> dict:
-    """Read a ``.seg.nrrd`` back as slicerio's dict, with ``affine`` (RAS) added."""
+    """Read a ``.seg.nrrd`` back as slicerio's dict, with ``affine`` (RAS) added.
+
+    Its size is checked first (:func:`check_seg_nrrd_size`).
+    """
     import slicerio
 
+    check_seg_nrrd_size(path)
     seg = slicerio.read_segmentation(str(path))
     seg["affine"] = LPS_TO_RAS @ np.asarray(seg["ijkToLPS"], dtype=np.float64)
     return seg

@@ -11,6 +11,7 @@ returns warnings (a scan may show pathology; the user decides).
 - memory: the voxels a header announces must fit in the memory this process
   may still use (RAM, ``RLIMIT_AS``, the cgroup limit), checked before the
   voxels are decompressed, so a small compressed file cannot exhaust memory;
+  a compressed payload must not inflate to more than its header declares;
 - voxel values: no NaN or infinite voxel (also after a header's rescale slope);
 - label maps: whole, non-negative numbers with at most ``MAX_LABELS`` values
   (a CT given as a segmentation has negative HU and thousands of values);
@@ -44,6 +45,8 @@ MAX_VOXELS = 1 << 32
 MAX_LABELS = 1000
 #: Share of the available memory a read may take.
 MEMORY_SHARE = 0.9
+#: Most bytes one compressed byte of deflate (gzip) data can inflate to (a long run of one value).
+DEFLATE_MAX_RATIO = 1032
 
 #: Plausible adult volumes in ml per structure: (smallest for an organ wholly inside the scan, largest).
 ORGAN_VOLUME_ML = {
@@ -164,6 +167,20 @@ def check_memory(shape, bytes_per_voxel: float, path) -> None:
                           f"only {_gib(available)} is available")
 
 
+def check_inflated_size(blocks: Iterable[int], declared: int, path) -> None:
+    """Refuse a compressed payload that inflates to more than the ``declared`` bytes of its header.
+
+    ``blocks`` gives the sizes of the inflated blocks as they come (nothing is kept), so the check
+    stops at the first block past the declared size.
+    """
+    total = 0
+    for size in blocks:
+        total += size
+        if total > declared:
+            raise VolumeError(f"{path}: the compressed voxels inflate to more than the {declared:,} bytes "
+                              "the header declares (a decompression bomb or a damaged file)")
+
+
 # -- voxel values -------------------------------------------------------------------------------
 
 def check_finite(array: np.ndarray, path) -> None:
@@ -259,29 +276,31 @@ def check_output_folder(target: str | os.PathLike, option: str = "--output") -> 
     return existing
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _file_keys(path: Path) -> list:
+    """What identifies a file: its real path, and its device and inode when it exists (hard links too)."""
+    keys: list = [os.path.realpath(path)]
     try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
+        info = path.stat()
+        keys.append((info.st_dev, info.st_ino))
     except OSError:
         pass
-    return os.path.realpath(a) == os.path.realpath(b)
+    return keys
 
 
 def check_outputs_spare_inputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike | None],
-                               option: str = "--output") -> None:
-    """No output file may be an input file (or a file inside an input folder, e.g. a DICOM series)."""
-    files: list[Path] = []
-    for item in inputs:
-        if not item:
-            continue
-        item = Path(item)
-        if item.is_dir():
-            files.extend(p for p in item.rglob("*") if p.is_file())
-        files.append(item)
+                               option: str = "--output", hint: str = "choose another prefix") -> None:
+    """No output file may be an input file (or a file inside an input folder, e.g. a DICOM series).
+
+    Inputs are indexed once, so a batch's thousands of outputs and inputs are compared in linear time.
+    """
+    sources: dict = {}
+    for item in dict.fromkeys(Path(i) for i in inputs if i):
+        files = [p for p in item.rglob("*") if p.is_file()] if item.is_dir() else []
+        for source in [*files, item]:
+            for key in _file_keys(source):
+                sources.setdefault(key, source)
     for out in outputs:
         out = Path(out)
-        for source in files:
-            if _same_file(out, source):
-                raise InputFileError(f"{option}: the output {out} would replace the input {source}; "
-                                     "choose another prefix")
+        source = next((sources[k] for k in _file_keys(out) if k in sources), None)
+        if source is not None:
+            raise InputFileError(f"{option}: the output {out} would replace the input {source}; {hint}")

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import organs
 from . import validation
-from .errors import InputFileError, SegmentationError, VolumeError
+from .errors import InputFileError, MedSORAError, SegmentationError, VolumeError
 from .files import atomic_target
 from .masks import LabelMasks
 
@@ -446,6 +446,10 @@ def _segments_from_seg_nrrd(path: Path) -> tuple[dict[str, np.ndarray], np.ndarr
 
     try:
         seg = read_seg_nrrd(path)
+    except MedSORAError:
+        raise
+    except MemoryError:
+        raise VolumeError(f"{path}: not enough memory to read this segmentation") from None
     except Exception as exc:
         raise InputFileError(f"{path}: not a readable .seg.nrrd segmentation ({type(exc).__name__})") from exc
     affine = seg["affine"]

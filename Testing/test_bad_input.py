@@ -146,6 +146,27 @@ def test_organ_crop_refuses_an_implausible_size_before_monai(example_volume, exa
         organ_crop(example_volume.array, affine, example_masks["liver"], CropConfig())
 
 
+def _main_under_memory_limit(argv: list[str], headroom: int = 400 << 20) -> subprocess.CompletedProcess:
+    """``medsora argv`` in a child process whose address space may grow by ``headroom`` bytes (RLIMIT_AS)."""
+    script = textwrap.dedent(f"""
+        import resource, sys
+        from MedSORALib import cli, segmentation_io, validation, volume_io  # import first: the limit is on what follows
+        import nibabel, nrrd, slicerio, SimpleITK
+        with open("/proc/self/status") as handle:
+            size = next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmSize:"))
+        resource.setrlimit(resource.RLIMIT_AS, (size + {headroom}, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        sys.exit(cli.main({[str(a) for a in argv]!r}))
+    """)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+
+
+def _expect_error_line(done: subprocess.CompletedProcess, *messages: str) -> str:
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(err) == 1 and err[0].startswith("medsora: error: ") and all(m in err[0] for m in messages), err
+    return err[0]
+
+
 def test_a_gzip_bomb_is_refused_before_decompressing_under_a_memory_limit(tmp_path):
     # 512^3 int16 voxels of zeros: 256 MB of data in a file of about 0.3 MB. Reading it needs
     # 256 MB plus a 512 MB float32 copy; the child process may use 400 MB more than it holds.
@@ -165,25 +186,76 @@ def test_a_gzip_bomb_is_refused_before_decompressing_under_a_memory_limit(tmp_pa
     assert bomb.stat().st_size < 2_000_000
     shutil.copy(EXAMPLE_SEG, inputs / "seg.nii.gz")
     before = _digest(inputs)
-    script = textwrap.dedent(f"""
-        import resource, sys
-        from MedSORALib import cli, validation, volume_io  # import first: the limit is on what follows
-        import nibabel, SimpleITK
-        with open("/proc/self/status") as handle:
-            size = next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmSize:"))
-        limit = size + (400 << 20)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
-        sys.exit(cli.main(["score", "--volume", {str(bomb)!r}, "--segmentation", {str(inputs / "seg.nii.gz")!r},
-                           "--label-scheme", "totalsegmentator", "--symptom", "jaundice",
-                           "--output", {str(tmp_path / "out" / "case")!r}, "--quiet"]))
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
-    err = done.stderr.strip().splitlines()
-    assert done.returncode == 2, done.stderr
-    assert len(err) == 1 and err[0].startswith("medsora: error: ") and "512 x 512 x 512 voxels" in err[0], err
-    assert "of memory" in err[0]
+    done = _main_under_memory_limit(_score_argv(bomb, tmp_path / "out", inputs / "seg.nii.gz"))
+    assert "of memory" in _expect_error_line(done, "512 x 512 x 512 voxels")
     assert not (tmp_path / "out").exists() or not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
     assert _digest(inputs) == before
+
+
+def _seg_nrrd_over_zeros(path: Path, good: Path, sizes: str | None = None, megabytes: int = 512) -> Path:
+    """The header of the .seg.nrrd ``good`` (its ``sizes`` line replaced when given) over gzipped zeros."""
+    raw = good.read_bytes()
+    head = raw[: raw.index(b"\n\n") + 2].decode("latin-1")
+    if sizes is not None:
+        head = "\n".join(f"sizes: {sizes}" if line.startswith("sizes:") else line for line in head.split("\n"))
+    zeros = bytes(1 << 20)
+    with open(path, "wb") as handle:
+        handle.write(head.encode("latin-1"))
+        with gzip.GzipFile(fileobj=handle, mode="wb", compresslevel=9) as packed:
+            for _ in range(megabytes):
+                packed.write(zeros)
+    return path
+
+
+@pytest.mark.parametrize("declared, message", [
+    ("1024 1024 512", "1024 x 1024 x 512 voxels needs about"),  # the header announces what the payload holds
+    (None, "inflate to more than the 369,660 bytes the header declares"),  # the CT's 122 x 101 x 30, a 512 MB payload
+])
+def test_a_gzip_bomb_in_a_seg_nrrd_is_refused_before_inflating(tmp_path, inputs, example_volume, example_masks,
+                                                               declared, message):
+    from MedSORALib.segmentation_io import write_seg_nrrd
+
+    good = write_seg_nrrd(tmp_path / "good.seg.nrrd", example_masks, example_volume)
+    bomb = _seg_nrrd_over_zeros(inputs / "bomb.seg.nrrd", good, declared)
+    assert bomb.stat().st_size < 1_000_000
+    before = _digest(inputs)
+    done = _main_under_memory_limit(_score_argv(inputs / "ct.nii.gz", tmp_path / "out", bomb, None))
+    _expect_error_line(done, "bomb.seg.nrrd: ", message)
+    assert not (tmp_path / "out").exists()
+    assert _digest(inputs) == before
+
+
+def test_seg_nrrd_payload_is_counted_as_a_stream_when_its_inflation_may_not_fit(tmp_path, example_volume,
+                                                                               example_masks, monkeypatch):
+    from MedSORALib import segmentation_io, validation
+    from MedSORALib.volume_io import read_organ_masks
+
+    good = segmentation_io.write_seg_nrrd(tmp_path / "good.seg.nrrd", example_masks, example_volume)
+    lying = _seg_nrrd_over_zeros(tmp_path / "lying.seg.nrrd", good, megabytes=64)
+    streamed = []
+    original = segmentation_io._inflated_blocks
+
+    def counted(*args, **kwargs):
+        for size in original(*args, **kwargs):
+            streamed.append(size)
+            yield size
+
+    monkeypatch.setattr(segmentation_io, "_inflated_blocks", counted)
+    # Memory for the declared voxels (15 bytes each: 5.5 MB) but not for the largest inflation of the payload.
+    monkeypatch.setattr(validation, "available_memory", lambda: 20 << 20)
+    masks = read_organ_masks(good, example_volume)
+    assert sum(streamed) == 122 * 101 * 30  # the good file inflates to exactly what its header declares
+    assert {k: int(np.count_nonzero(m)) for k, m in masks.items()} == \
+        {k: int(np.count_nonzero(example_masks[k])) for k in masks}
+    streamed.clear()
+    with pytest.raises(VolumeError, match="inflate to more than the 369,660 bytes"):
+        read_organ_masks(lying, example_volume)
+    assert 369_660 < sum(streamed) <= 16 << 20  # stopped at the first block past the declared size, not at 64 MB
+    # With memory for the largest inflation, nothing is inflated ahead of the reader.
+    monkeypatch.setattr(validation, "available_memory", lambda: 64 << 30)
+    streamed.clear()
+    read_organ_masks(good, example_volume)
+    assert streamed == []
 
 
 def test_seg_nrrd_layer_out_of_range_is_refused(tmp_path, inputs, capsys, example_volume, example_masks):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from conftest import DATA, EXAMPLE_CT, EXAMPLE_DICOM, EXAMPLE_SEG, EXAMPLE_VOXELS
+from conftest import DATA, EXAMPLE_CT, EXAMPLE_DICOM, EXAMPLE_SEG, EXAMPLE_VOXELS, snapshot
 from MedSORALib.batch.lock import BatchLock, BatchLockedError
 from MedSORALib.batch.summary import escape_cell
 from MedSORALib.cli import main
@@ -284,6 +284,66 @@ def test_bad_manifest_exits_2_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     assert main(["batch", str(_one_row(tmp_path)), "--output-dir", str(tmp_path / "out"), "--workers", "-1"]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_would_replace_an_input_is_refused_before_any_work(tmp_path, capsys, monkeypatch,
+                                                                         example_volume, example_masks):
+    import shutil
+
+    import MedSORALib.batch.runner as runner
+    from MedSORALib.segmentation_io import write_seg_nrrd
+
+    def never(*args, **kwargs):
+        raise AssertionError("no model may be fingerprinted before the outputs are checked")
+
+    monkeypatch.setattr(runner, "model_version", never)
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    shutil.copy(EXAMPLE_CT, folder / "ct.nii.gz")
+    # Row 1 of ct.nii.gz writes 0001_ct.seg.nrrd: here that name is the row's own segmentation.
+    write_seg_nrrd(folder / "0001_ct.seg.nrrd", example_masks, example_volume)
+    own_seg = _write_manifest(folder / "cohort.csv", [("ct.nii.gz", "0001_ct.seg.nrrd", "", JAUNDICE)])
+    # A manifest named like the summary, in the output folder (given through a link to it).
+    summary = _write_manifest(folder / "summary.csv", [(EXAMPLE_CT, EXAMPLE_SEG, "totalsegmentator", JAUNDICE)])
+    (tmp_path / "link").symlink_to(folder, target_is_directory=True)
+    for manifest, out, replaced in ((own_seg, folder, folder / "0001_ct.seg.nrrd"),
+                                    (summary, tmp_path / "link", folder / "summary.csv")):
+        before = snapshot(folder)
+        assert main(["batch", str(manifest), "--output-dir", str(out), "--workers", "0", "--no-passages"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("medsora: error: --output-dir: the output "), err
+        assert err[0].endswith(f"would replace the input {replaced}; choose another --output-dir")
+        assert snapshot(folder) == before  # nothing written, no input changed (bytes and mtimes)
+    with pytest.raises(AssertionError, match="no model may be fingerprinted"):  # another folder passes the check
+        main(["batch", str(own_seg), "--output-dir", str(tmp_path / "out"), "--workers", "0", "--no-passages"])
+
+
+def test_each_input_is_hashed_once_and_its_checksum_recorded(tmp_path, monkeypatch):
+    import hashlib
+    from collections import Counter
+
+    import MedSORALib.cases as cases
+    import MedSORALib.files as files
+
+    hashed = Counter()
+    original = files.file_sha256
+
+    def counted(path):
+        hashed[Path(path)] += 1
+        return original(path)
+
+    monkeypatch.setattr(files, "file_sha256", counted)
+    monkeypatch.setattr(cases, "file_sha256", counted)
+    out = tmp_path / "out"
+    assert main(["batch", str(_one_row(tmp_path)), "--output-dir", str(out), "--workers", "0", "--no-passages",
+                 "--no-progress"]) == 0
+    assert (hashed[EXAMPLE_CT], hashed[EXAMPLE_SEG]) == (1, 1)
+    expected = {"volume": hashlib.sha256(EXAMPLE_CT.read_bytes()).hexdigest(),
+                "segmentation": hashlib.sha256(EXAMPLE_SEG.read_bytes()).hexdigest()}
+    record = json.loads((out / ".medsora-batch" / "rows" / "000001.json").read_text())
+    assert record["inputs_sha256"] == expected
+    report = json.loads((out / record["json"]).read_text())
+    assert {k: report["inputs"][k]["sha256"] for k in expected} == expected
 
 
 def test_unexpected_exception_in_a_row_fails_only_that_row(tmp_path, monkeypatch):

@@ -19,6 +19,8 @@ from ..files import atomic_target, atomic_write_text
 FIELDS = ("row", "volume", "segmentation", "label_scheme", "symptom", "status", "error", "in_domain", "top_organ",
           "top_relevance", "files", "json", "segmentation_out", "elapsed_s", "worker")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: The summary files, by kind, in the output folder.
+SUMMARY_NAMES = {"csv": "summary.csv", "parquet": "summary.parquet", "json": "summary.json"}
 
 
 def escape_cell(value) -> str:
@@ -49,13 +51,13 @@ def write_summary(out_dir: str | Path, records: list[dict], extra: dict | None =
     writer.writerow(FIELDS)
     for row in rows:
         writer.writerow([escape_cell(row[f]) for f in FIELDS])
-    paths = {"csv": atomic_write_text(out_dir / "summary.csv", buffer.getvalue())}
-    parquet = _write_parquet(out_dir / "summary.parquet", rows)
+    paths = {"csv": atomic_write_text(out_dir / SUMMARY_NAMES["csv"], buffer.getvalue())}
+    parquet = _write_parquet(out_dir / SUMMARY_NAMES["parquet"], rows)
     if parquet is not None:
         paths["parquet"] = parquet
     counts = {status: sum(r["status"] == status for r in rows) for status in ("ok", "skipped", "failed")}
     payload = {"rows": len(rows), **counts, **(extra or {}), "results": rows}
-    paths["json"] = atomic_write_text(out_dir / "summary.json", json.dumps(payload, indent=1, ensure_ascii=False)
+    paths["json"] = atomic_write_text(out_dir / SUMMARY_NAMES["json"], json.dumps(payload, indent=1, ensure_ascii=False)
                                       + "\n")
     return paths
 

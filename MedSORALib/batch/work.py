@@ -178,7 +178,7 @@ def process_group(group: CaseGroup, options: BatchOptions) -> list[dict]:
         try:
             models = models_for(options)  # once per process; not counted in the rows' time
             started = time.perf_counter()
-            case, encoded = _load_and_encode(group, models, options)
+            case, encoded = _load_and_encode(group, models, options, hashes)
         except Exception as exc:  # every failure ends in the summary, not only the package's own
             reason = one_line(exc)
             elapsed = time.perf_counter() - started
@@ -197,13 +197,14 @@ def process_group(group: CaseGroup, options: BatchOptions) -> list[dict]:
     return [results[row.number] for row in group.rows]
 
 
-def _load_and_encode(group: CaseGroup, models, options: BatchOptions):
+def _load_and_encode(group: CaseGroup, models, options: BatchOptions, hashes: dict | None = None):
+    """Read the group's CT and masks (its files' SHA-256 taken from ``hashes`` when given) and encode them."""
     from ..scoring import encode_volume
 
     if not group.volume:
         raise InputFileError("the row gives no volume")
     case = load_case(group.volume, group.segmentation or None, group.label_scheme or None, options.device,
-                     log=lambda message: None)
+                     log=lambda message: None, checksums=hashes)
     return case, encode_volume(case.volume, case.masks, models)
 
 

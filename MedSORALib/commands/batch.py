@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import InputFileError, SymptomError
-from .score import add_model_arguments, check_output_prefix
+from .score import add_model_arguments, check_output_prefix, output_files
 
 DESCRIPTION = """\
 Score many CTs and symptoms listed in a CSV manifest.
@@ -81,6 +81,21 @@ def inside_slicer() -> bool:
     return getattr(sys.modules.get("slicer"), "app", None) is not None
 
 
+def planned_outputs(out_dir: Path, rows, preview: bool) -> list[Path]:
+    """Every file a batch into ``out_dir`` may write or remove: each row's files and record, the summaries,
+    the lock, and what is left in the staging folder (removed at the start)."""
+    from ..batch import STATE_DIR
+    from ..batch.lock import BatchLock
+    from ..batch.summary import SUMMARY_NAMES
+    from ..batch.work import record_path
+
+    files = [path for row in rows for path in output_files(out_dir / row.name, 1, preview)]
+    files += [out_dir / name for name in SUMMARY_NAMES.values()]
+    files += [record_path(out_dir, row) for row in rows]
+    files.append(BatchLock(out_dir).path)
+    return files + sorted((out_dir / STATE_DIR / "staging").rglob("*"))
+
+
 def run(args) -> int:
     from ..batch import STATE_DIR
     from ..batch.lock import BatchLock
@@ -88,6 +103,7 @@ def run(args) -> int:
     from ..batch.runner import DEFAULT_ALLOWED_FAILURES, Mode, ProgressReporter, model_version, run_groups
     from ..batch.summary import write_summary
     from ..batch.work import BatchOptions, failed
+    from ..validation import check_outputs_spare_inputs
 
     rows = read_manifest(args.manifest)
     if args.workers is not None and args.workers < 0:
@@ -98,6 +114,9 @@ def run(args) -> int:
         raise SymptomError(f"--image-weight {args.image_weight} is outside 0..1")
     out_dir = Path(args.output_dir).resolve()
     check_output_prefix(out_dir / "summary")
+    check_outputs_spare_inputs(planned_outputs(out_dir, rows, args.preview),
+                               [args.manifest, *(r.volume for r in rows), *(r.segmentation for r in rows)],
+                               option="--output-dir", hint="choose another --output-dir")
     groups = group_rows(rows)
 
     cores = available_cores()
