@@ -155,7 +155,9 @@ def main(argv=None) -> int:
 
     results = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                            "python": sys.version.split()[0], "torch": torch.__version__,
-                           "load_average_1min_at_start": round(os.getloadavg()[0], 2)}}
+                           "load_average_1min_at_start": round(os.getloadavg()[0], 2),
+                           # False when PYTHONDONTWRITEBYTECODE is set: the library is compiled in every process
+                           "write_bytecode": not sys.dont_write_bytecode}}
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
