@@ -78,10 +78,13 @@ def voxel_extent(volume: Volume, direction: np.ndarray) -> float:
     return float(np.abs(np.asarray(direction, dtype=np.float64) @ volume.affine[:3, :3]).sum())
 
 
+#: A voxel's corners from its centre, in voxel units (8, 3).
+_CORNER_SIGNS = np.array([[a, b, c] for a in (-0.5, 0.5) for b in (-0.5, 0.5) for c in (-0.5, 0.5)])
+
+
 def _corner_offsets(volume: Volume) -> np.ndarray:
     """RAS offsets (8, 3) of a voxel's corners from its centre."""
-    signs = np.array([[a, b, c] for a in (-0.5, 0.5) for b in (-0.5, 0.5) for c in (-0.5, 0.5)])
-    return signs @ volume.affine[:3, :3].T
+    return _CORNER_SIGNS @ volume.affine[:3, :3].T
 
 
 def _hemisphere(count: int) -> np.ndarray:
@@ -134,13 +137,14 @@ def _max_feret(points: np.ndarray) -> float:
     top_at = np.zeros(len(_SPHERE), dtype=np.int64)
     bottom_at = np.zeros(len(_SPHERE), dtype=np.int64)
     blocks = range(0, len(points), _BLOCK)
+    rows = np.arange(len(_SPHERE))
     for start in blocks:  # (directions, points) layout: the reductions run along contiguous rows
         proj = _SPHERE @ points[start:start + _BLOCK].T
         hi, lo = proj.argmax(1), proj.argmin(1)
-        rows = np.arange(len(_SPHERE))
-        better, worse = proj[rows, hi] > top, proj[rows, lo] < bottom
-        top_at[better], top[better] = start + hi[better], proj[rows, hi][better]
-        bottom_at[worse], bottom[worse] = start + lo[worse], proj[rows, lo][worse]
+        high, low = proj[rows, hi], proj[rows, lo]
+        better, worse = high > top, low < bottom
+        top_at[better], top[better] = start + hi[better], high[better]
+        bottom_at[worse], bottom[worse] = start + lo[worse], low[worse]
     lower = _pairwise_max(points[np.unique(np.r_[top_at, bottom_at])])
     keep = np.zeros(len(points), dtype=bool)
     for start in blocks:
@@ -272,7 +276,7 @@ def _hull_corners(volume: Volume, mask: np.ndarray) -> np.ndarray:
     axis = int(np.argmin([np.count_nonzero(mask.any(axis=a)) for a in range(3)]))
     start, end = _line_ends(mask, axis)
     offsets = _corner_offsets(volume)
-    low = np.array([[a, b, c] for a in (-0.5, 0.5) for b in (-0.5, 0.5) for c in (-0.5, 0.5)])[:, axis] < 0
+    low = _CORNER_SIGNS[:, axis] < 0
     return np.concatenate([volume.index_to_ras(start)[:, None, :] + offsets[None, low],
                            volume.index_to_ras(end)[:, None, :] + offsets[None, ~low]], axis=1).reshape(-1, 3)
 
@@ -347,10 +351,8 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
 
 
-def _cross_section(volume: Volume, mask: np.ndarray, centre: np.ndarray, normal: np.ndarray, reach: float,
-                   inverse: np.ndarray | None = None):
-    """Major and minor Feret diameters (mm) of the vessel section through ``centre`` perpendicular to ``normal``
-    (``inverse``: the inverse of ``volume.affine``, when already computed)."""
+def _cross_section(volume: Volume, mask: np.ndarray, centre: np.ndarray, normal: np.ndarray, reach: float):
+    """Major and minor Feret diameters (mm) of the vessel section through ``centre`` perpendicular to ``normal``."""
     normal = normal / np.linalg.norm(normal)
     helper = np.array([1.0, 0.0, 0.0]) if abs(normal[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
     u = _cross(normal, helper)
@@ -360,8 +362,7 @@ def _cross_section(volume: Volume, mask: np.ndarray, centre: np.ndarray, normal:
     n = int(np.ceil(reach / step))
     coords = np.arange(-n, n + 1) * step
     world = centre + coords[:, None, None] * u + coords[None, :, None] * v
-    inverse = np.linalg.inv(volume.affine) if inverse is None else inverse
-    index = np.rint(world @ inverse[:3, :3].T + inverse[:3, 3]).astype(int)  # Volume.ras_to_index
+    index = np.rint(volume.ras_to_index(world)).astype(int)
     inside = np.all((index >= 0) & (index < np.asarray(mask.shape)), axis=-1)
     plane = np.zeros((len(coords), len(coords)), dtype=bool)
     plane[inside] = mask[tuple(index[inside].T)]
@@ -427,7 +428,6 @@ def vessel_profile(volume: Volume, mask: np.ndarray, distances=None) -> list[dic
     if len(centres) == 0:
         return []
     dist, box, lo = distance_map(mask, volume) if distances is None else distances
-    inverse = np.linalg.inv(volume.affine)
     span = 10.0  # mm on either side used for the local direction of the centreline
     profile = []
     for c, order in zip(centres, orders):
@@ -447,7 +447,7 @@ def vessel_profile(volume: Volume, mask: np.ndarray, distances=None) -> list[dic
         local = near_index - lo
         radius = float(dist[tuple(local)]) if np.all(local >= 0) and np.all(local < dist.shape) else 5.0
         reach = min(max(4.0 * radius, 25.0), 120.0)
-        section = _cross_section(volume, mask, c, tangent, reach, inverse)
+        section = _cross_section(volume, mask, c, tangent, reach)
         if section is None:
             continue
         profile.append({"position_mm": order, "centre": c, "major_mm": section[0], "minor_mm": section[1]})

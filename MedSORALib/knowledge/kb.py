@@ -202,19 +202,31 @@ def source_paths(hpo_path=None, so_path=None, corpus_path=None) -> dict:
     }
 
 
-def content_digest(sources, paths) -> str:
-    """SHA-256 of what the chunks of ``sources`` are made from: the source files' contents and the code
-    that builds chunks (so a prebuilt chunk list is used only for the very same inputs)."""
+def _chunks_digest(sources, identities) -> str:
+    """SHA-256 of the sources, what identifies each source file, and the code that builds chunks."""
     import json
 
     from .. import organs
-    from ..files import file_sha256
     from . import obo
 
-    digest = hashlib.sha256(json.dumps([list(sources), [file_sha256(paths[s]) for s in sources]]).encode())
+    digest = hashlib.sha256(json.dumps([list(sources), list(identities)]).encode())
     for module in (src, obo, organs):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
+
+
+def source_checksums(sources, paths) -> dict:
+    """Source name -> SHA-256 of its file."""
+    from ..files import file_sha256
+
+    return {s: file_sha256(paths[s]) for s in sources}
+
+
+def content_digest(sources, paths, checksums: dict | None = None) -> str:
+    """SHA-256 of what the chunks of ``sources`` are made from: the source files' contents and the code
+    that builds chunks (so a prebuilt chunk list is used only for the very same inputs)."""
+    checksums = source_checksums(sources, paths) if checksums is None else checksums
+    return _chunks_digest(sources, [checksums[s] for s in sources])
 
 
 def _rows_to_chunks(rows) -> list:
@@ -240,11 +252,10 @@ def write_prebuilt_chunks(chunks, sources, paths, path=None) -> Path:
     import gzip
     import json
 
-    from ..files import file_sha256
-
     path = Path(path or PREBUILT_CHUNKS_PATH)
-    text = json.dumps({"digest": content_digest(sources, paths),
-                       "sources": {s: {"file": Path(paths[s]).name, "sha256": file_sha256(paths[s])} for s in sources},
+    checksums = source_checksums(sources, paths)
+    text = json.dumps({"digest": content_digest(sources, paths, checksums),
+                       "sources": {s: {"file": Path(paths[s]).name, "sha256": checksums[s]} for s in sources},
                        "chunks": [vars(c) for c in chunks]})
     with atomic_target(path) as tmp:
         Path(tmp).write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
@@ -261,15 +272,11 @@ def _chunks(sources, paths, stamps) -> list:
     """
     import json
 
-    from .. import organs
     from ..files import atomic_write_text
     from ..text.encoder import default_cache_dir
-    from . import obo
 
-    digest = hashlib.sha256(json.dumps([list(sources), [list(s) for s in stamps]]).encode())
-    for module in (src, obo, organs):
-        digest.update(Path(module.__file__).read_bytes())
-    path = default_cache_dir() / "knowledge" / f"chunks-{digest.hexdigest()[:24]}.json"
+    digest = _chunks_digest(sources, [list(s) for s in stamps])
+    path = default_cache_dir() / "knowledge" / f"chunks-{digest[:24]}.json"
     try:
         return _rows_to_chunks(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
