@@ -28,82 +28,14 @@ Rules applied to every row:
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 from typing import Mapping
 
 from .errors import PatientError
+from .patient import Patient
 from .reference_ranges import AORTIC_SECTION_OF_ROW, REFERENCE_RANGES, ReferenceRange, Variant, reference_table
 
-__all__ = ["MIN_PHASE_CONFIDENCE", "PHASES", "Patient", "REFERENCE_RANGES", "ReferenceRange", "Variant",
+__all__ = ["MIN_PHASE_CONFIDENCE", "PHASES", "Patient", "PatientError", "REFERENCE_RANGES", "ReferenceRange", "Variant",
            "abnormal_findings", "contrast_phase", "evaluate_findings", "reference_table"]
-
-
-@dataclass(frozen=True)
-class Patient:
-    """What the ranges need to know of the patient: age in years and sex (``"F"``, ``"M"``), None when unknown.
-
-    ``source`` says where they came from ("DICOM header", "command line", "manifest").
-    """
-
-    age: float | None = None
-    sex: str | None = None
-    source: str = ""
-
-    @classmethod
-    def parse(cls, age=None, sex=None, source: str = "") -> "Patient":
-        """From text: age in years ("64", "64.5") or a DICOM age string ("064Y", "018M", "010W", "005D");
-        sex "F"/"M" (any case, or female/male/woman/man); "O", "U" or empty: unknown.
-
-        Raises :class:`~MedSORALib.errors.PatientError` on anything else.
-        """
-        return cls(age=parse_age(age, source), sex=parse_sex(sex, source), source=source)
-
-    def merged(self, other: "Patient") -> "Patient":
-        """This patient with the unknown fields taken from ``other`` (the command line wins over the header)."""
-        age = self.age if self.age is not None else other.age
-        sex = self.sex if self.sex is not None else other.sex
-        sources = [p.source for p in (self, other) if p.source and (p.age is not None or p.sex is not None)]
-        return Patient(age, sex, " and ".join(dict.fromkeys(sources)))
-
-    def to_dict(self) -> dict:
-        return {"age": self.age, "sex": self.sex, "source": self.source or None}
-
-
-_DICOM_AGE = re.compile(r"^(\d{1,3})([DWMY])$")
-_AGE_UNIT_YEARS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
-
-
-def parse_age(value, source: str = "") -> float | None:
-    """Age in years from a number or text (:meth:`Patient.parse`); None when empty."""
-    where = f" ({source})" if source else ""
-    if value is None:
-        return None
-    text = str(value).strip().upper()
-    if not text:
-        return None
-    match = _DICOM_AGE.match(text)
-    try:
-        years = int(match.group(1)) * _AGE_UNIT_YEARS[match.group(2)] if match else float(text)
-    except ValueError:
-        raise PatientError(f"age {value!r}{where} is not an age in years (e.g. 64) or a DICOM age (e.g. 064Y)")
-    if not 0.0 <= years <= 130.0 or math.isnan(years):
-        raise PatientError(f"age {value!r}{where} is outside 0-130 years")
-    return round(float(years), 2)
-
-
-def parse_sex(value, source: str = "") -> str | None:
-    """``"F"``, ``"M"`` or None (unknown) from text (:meth:`Patient.parse`)."""
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    if text in ("", "o", "u", "other", "unknown"):
-        return None
-    for sex, words in (("F", ("f", "female", "woman")), ("M", ("m", "male", "man"))):
-        if text in words:
-            return sex
-    where = f" ({source})" if source else ""
-    raise PatientError(f"sex {value!r}{where} is not F, M, O or empty")
 
 
 #: Least confidence in a non-contrast phase for attenuation findings (liver fat) to be reported.

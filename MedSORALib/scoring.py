@@ -103,6 +103,7 @@ class SymptomResult:
     passages: dict[str, list[dict]] = field(default_factory=dict)
     models: dict = field(default_factory=dict)
     contrast_phase: dict = field(default_factory=dict)
+    patient: dict = field(default_factory=dict)  # age, sex and their source, as the reference ranges used them
 
     @property
     def top(self) -> OrganScore:
@@ -118,6 +119,7 @@ class SymptomResult:
             "ood_score": round(self.ood_score, SCORE_DECIMALS),
             "laterality": self.laterality,
             "contrast_phase": self.contrast_phase,
+            "patient": self.patient,
             "organs": [o.to_dict() for o in self.organs],
             "passages": self.passages,
             "models": self.models,
@@ -219,9 +221,11 @@ def check_symptoms(symptoms: Sequence[str] | str) -> list[str]:
 
 
 def encode_volume(
-    volume: Volume, organ_masks: Mapping[str, np.ndarray], models: ScoringModels, progress: Progress | None = None
+    volume: Volume, organ_masks: Mapping[str, np.ndarray], models: ScoringModels, progress: Progress | None = None,
+    patient=None,
 ) -> EncodedVolume:
-    """Crop and encode every organ present in ``organ_masks`` (boolean ``[i, j, k]`` on the volume grid)."""
+    """Crop and encode every organ present in ``organ_masks`` (boolean ``[i, j, k]`` on the volume grid);
+    ``patient`` (:class:`~MedSORALib.patient.Patient`, age and sex) chooses the reference ranges of the findings."""
     keys = organs.structures_present(organ_masks)
     unknown = sorted(set(organ_masks) - set(keys))
     if unknown:
@@ -245,7 +249,7 @@ def encode_volume(
         progress(0.3, "measuring organs against reference ranges")
     from .evidence import image_evidence
 
-    evidence = image_evidence(volume, masks)
+    evidence = image_evidence(volume, masks, patient)
     return EncodedVolume(volume=volume, masks=masks, features=features, voxels=voxels, volume_ml=ml,
                          evidence=evidence)
 
@@ -306,7 +310,8 @@ def score_encoded(
         scores.sort(key=lambda o: (-o.relevance, order[o.key]))
         result = SymptomResult(symptom=prediction.text, in_domain=bool(prediction.in_domain),
                                ood_score=float(prediction.ood_score), laterality=prediction.laterality,
-                               organs=scores, models=info, contrast_phase=evidence.get("contrast_phase", {}))
+                               organs=scores, models=info, contrast_phase=evidence.get("contrast_phase", {}),
+                               patient=evidence.get("patient", {}))
         if with_passages:
             result.passages = supporting_passages(models, result)
         results.append(result)
@@ -340,6 +345,7 @@ def score_volume(
     image_weight: float = IMAGE_WEIGHT,
     with_passages: bool = True,
     progress: Progress | None = None,
+    patient=None,
 ) -> list[SymptomResult]:
     """Score the organs of a CT for one or more symptoms.
 
@@ -352,6 +358,7 @@ def score_volume(
         image_weight: weight of the image-text alignment (module doc).
         with_passages: retrieve supporting knowledge passages for the top three organs.
         progress: ``callback(fraction, message)`` for progress bars.
+        patient: age and sex (:class:`~MedSORALib.patient.Patient`) for the reference ranges; None: unknown.
 
     Returns:
         One :class:`SymptomResult` per symptom, in input order; the organs were
@@ -362,6 +369,6 @@ def score_volume(
         if progress:
             progress(0.0, "loading models")
         models = load_models(device=device)
-    encoded = encode_volume(volume, organ_masks, models, progress)
+    encoded = encode_volume(volume, organ_masks, models, progress, patient=patient)
     return score_encoded(encoded, texts, models, image_weight=image_weight, with_passages=with_passages,
                          progress=progress)

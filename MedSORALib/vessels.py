@@ -12,7 +12,8 @@ local direction of that line every slab. Each cut gives two Feret diameters:
   ellipse (the ellipse with the same second moments), which on a digitised
   disc equals its diameter, whereas the widest caliper width of the pixel
   squares (``major``, kept as ``perpendicular_major_diameter_mm``) exceeds it
-  by up to a voxel diagonal (about 3.7 mm on a 20 mm aorta at 3 mm voxels).
+  by up to a voxel diagonal (about 3.7 mm on a 20 mm aorta at 3 mm voxels);
+  it is never taken below the cut's short axis.
 
 :func:`vessel_diameters` reports, for the whole vessel and, for the aorta, per
 section (``abdominal_``, ``thoracic_``, ``uncertain_`` prefixes):
@@ -106,7 +107,7 @@ def _cross_section(volume: Volume, mask: np.ndarray, centre: np.ndarray, normal:
     pixels = np.argwhere(region) * step
     moments = np.cov(pixels.T, bias=True) + np.eye(2) * step * step / 12.0 if len(pixels) > 1 else np.eye(2)
     ellipse_major = 4.0 * float(np.sqrt(max(np.linalg.eigvalsh(moments)[-1], 0.0)))
-    return major, minor, ellipse_major
+    return major, minor, max(ellipse_major, minor)  # a long axis is never shorter than the short axis
 
 
 def _centreline(volume: Volume, mask: np.ndarray):

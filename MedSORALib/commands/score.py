@@ -24,6 +24,13 @@ and for every symptom writes (PREFIX, or PREFIX_1, PREFIX_2 ... for several):
   PREFIX.png       with --preview: slices through the most relevant organ
                    and a bar chart
   PREFIX_seg.dcm   with --dicom-seg (DICOM series input): a DICOM SEG
+  PREFIX_sr.dcm    with --dicom-sr (DICOM series input; writes the SEG too):
+                   a DICOM SR (TID 1500) of the measurements, contrast phase
+                   and abnormal findings, referencing the series and the SEG
+
+Reference ranges follow the patient's age and sex where the cited sources
+give them: --age/--sex, else the DICOM header (PatientAge, PatientSex); when
+unknown, the adult range, and each finding says so.
 
 Organ masks come from --segmentation: a label map (give --label-scheme) or a
 Slicer .seg.nrrd (segments matched by name or terminology). Without it,
@@ -77,11 +84,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--preview", action="store_true", help="also write PREFIX.png")
     parser.add_argument("--dicom-seg", action="store_true",
                         help="also write a DICOM SEG (the CT must be a DICOM series folder)")
+    parser.add_argument("--dicom-sr", action="store_true",
+                        help="also write a DICOM SR of the measurements and findings, and the DICOM SEG it "
+                             "references (the CT must be a DICOM series folder)")
+    add_patient_arguments(parser)
     parser.add_argument("--no-passages", action="store_true",
                         help="skip the supporting knowledge passages in the JSON")
     parser.add_argument("--quiet", action="store_true", help="print only the output paths")
     add_model_arguments(parser)
     return parser
+
+
+def add_patient_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--age`` and ``--sex``, which choose the reference ranges (shared with ``medsora worker``)."""
+    group = parser.add_argument_group("patient (reference ranges; default: the DICOM header, else unknown)")
+    group.add_argument("--age", metavar="YEARS", help="age in years (e.g. 64) or a DICOM age (064Y)")
+    group.add_argument("--sex", metavar="F|M|O", help="F, M, or O (other/unknown)")
+
+
+def patient_from_args(args, dicom_series=None):
+    """The patient of ``--age``/``--sex``, completed from the DICOM header of ``dicom_series``."""
+    from ..patient import Patient, patient_from_dicom
+
+    given = Patient.parse(getattr(args, "age", None), getattr(args, "sex", None), "command line")
+    return given.merged(patient_from_dicom(dicom_series)) if dicom_series is not None else given
 
 
 def models_from_args(args):
@@ -104,11 +130,13 @@ def check_output_prefix(prefix: str | os.PathLike) -> Path:
     return prefix
 
 
-def output_files(prefix: Path, count: int, preview: bool = False, dicom_seg: bool = False) -> list[Path]:
+def output_files(prefix: Path, count: int, preview: bool = False, dicom_seg: bool = False,
+                 dicom_sr: bool = False) -> list[Path]:
     """Every file ``medsora score`` writes for ``count`` symptoms."""
     from ..outputs import output_prefixes
 
-    suffixes = [".seg.nrrd", ".json"] + ([".png"] if preview else []) + (["_seg.dcm"] if dicom_seg else [])
+    suffixes = [".seg.nrrd", ".json"] + ([".png"] if preview else []) + (["_seg.dcm"] if dicom_seg or dicom_sr
+                                                                        else []) + (["_sr.dcm"] if dicom_sr else [])
     return [p.with_name(p.name + s) for p in output_prefixes(prefix, count) for s in suffixes]
 
 
@@ -142,22 +170,27 @@ def run(args) -> int:
 
     prefix = check_output_prefix(args.output)
     symptoms = check_symptoms(args.symptom if args.symptom else read_symptom_file(args.symptoms_file))
-    check_outputs_spare_inputs(output_files(prefix, len(symptoms), args.preview, args.dicom_seg),
+    check_outputs_spare_inputs(output_files(prefix, len(symptoms), args.preview, args.dicom_seg, args.dicom_sr),
                                [args.volume, args.segmentation, args.symptoms_file])
     if args.image_weight is not None and not 0.0 <= args.image_weight <= 1.0:
         raise SymptomError(f"--image-weight {args.image_weight} is outside 0..1")
+    patient_from_args(args)  # a bad --age or --sex fails before any work
     case = load_case(args.volume, args.segmentation, args.label_scheme, args.device, log=log)
-    if args.dicom_seg and case.dicom_series is None:
-        raise InputFileError("--dicom-seg needs the CT as a DICOM series folder (--volume DICOM_FOLDER)")
+    for flag, wanted in (("--dicom-seg", args.dicom_seg), ("--dicom-sr", args.dicom_sr)):
+        if wanted and case.dicom_series is None:
+            raise InputFileError(f"{flag} needs the CT as a DICOM series folder (--volume DICOM_FOLDER)")
+    patient = patient_from_args(args, case.dicom_series)
     log(f"{len(case.masks)} organs: {', '.join(case.masks)}")
     log("loading models")
     models = models_from_args(args)
     results = score_volume(case.volume, case.masks, symptoms, models=models,
                            image_weight=IMAGE_WEIGHT if args.image_weight is None else args.image_weight,
-                           with_passages=not args.no_passages, progress=lambda fraction, message: log(message))
+                           with_passages=not args.no_passages, progress=lambda fraction, message: log(message),
+                           patient=patient)
     for result, out in zip(results, output_prefixes(prefix, len(results))):
         files = write_result(out, result, case.volume, case.masks, inputs=case.inputs, preview=args.preview,
-                             dicom_series=case.dicom_series if args.dicom_seg else None)
+                             dicom_series=case.dicom_series if args.dicom_seg or args.dicom_sr else None,
+                             dicom_sr=args.dicom_sr)
         if not quiet:
             print_table(result)
         for path in files.values():
