@@ -150,3 +150,33 @@ def test_a_failing_sr_leaves_no_file_of_the_set(tmp_path, monkeypatch):
               "totalsegmentator", "--symptom", SYMPTOM, "--output", str(tmp_path / "out" / "case"), "--quiet",
               "--no-passages", "--dicom-sr"])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # not the SEG, the JSON or the .seg.nrrd
+
+
+def test_batch_writes_the_sr_with_the_manifest_patient(tmp_path, scored):
+    from MedSORALib.cli import main
+
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("volume,segmentation,label_scheme,symptom,age,sex\n"
+                        f"{EXAMPLE_DICOM},{EXAMPLE_DICOM_SEG},totalsegmentator,{SYMPTOM},064Y,F\n")
+    assert main(["batch", str(manifest), "--output-dir", str(tmp_path / "out"), "--workers", "0", "--no-progress",
+                 "--no-passages", "--dicom-sr"]) == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file())
+    assert [n for n in names if n.startswith("0001_")] == ["0001_example_ct_dicom.json",
+                                                           "0001_example_ct_dicom.seg.nrrd",
+                                                           "0001_example_ct_dicom_seg.dcm",
+                                                           "0001_example_ct_dicom_sr.dcm"]
+    batch = json.loads((tmp_path / "out" / "0001_example_ct_dicom.json").read_text())
+    assert batch["patient"] == {"age": 64.0, "sex": "F", "source": "manifest"}
+    # The same measurements and findings as `medsora score` with --age 64 --sex F.
+    single = {o["name"]: o for o in scored[1]["organs"]}
+    for organ in batch["organs"]:
+        assert organ["measurements"] == single[organ["name"]]["measurements"]
+        assert organ["findings"] == single[organ["name"]]["findings"]
+    sr = hd.sr.srread(tmp_path / "out" / "0001_example_ct_dicom_sr.dcm")
+    assert len(sr.content.get_volumetric_roi_measurement_groups()) == len(batch["organs"])
+    # A bad age in the manifest: one error line, exit 2, nothing written.
+    manifest.write_text("volume,segmentation,label_scheme,symptom,age,sex\n"
+                        f"{EXAMPLE_DICOM},{EXAMPLE_DICOM_SEG},totalsegmentator,{SYMPTOM},sixty,F\n")
+    assert main(["batch", str(manifest), "--output-dir", str(tmp_path / "bad"), "--workers", "0",
+                 "--no-progress"]) == 2
+    assert not (tmp_path / "bad").exists()

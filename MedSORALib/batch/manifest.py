@@ -1,4 +1,9 @@
-"""The batch manifest: a CSV of (volume, segmentation, label_scheme, symptom) rows, grouped by CT."""
+"""The batch manifest: a CSV of (volume, segmentation, label_scheme, symptom) rows, grouped by CT.
+
+Optional columns ``age`` (years, or a DICOM age such as 064Y) and ``sex`` (F, M,
+O or empty) choose the reference ranges of the findings; empty: the DICOM
+header's, else unknown (:mod:`MedSORALib.patient`).
+"""
 from __future__ import annotations
 
 import csv
@@ -6,9 +11,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputFileError
+from ..errors import InputFileError, PatientError
+from ..patient import Patient
 
 REQUIRED = ("volume", "segmentation", "label_scheme", "symptom")
+#: Columns a manifest may add: the patient's age and sex.
+OPTIONAL = ("age", "sex")
 
 
 @dataclass(frozen=True)
@@ -20,14 +28,16 @@ class Row:
     segmentation: str
     label_scheme: str
     symptom: str
+    age: str = ""
+    sex: str = ""
 
     @property
     def name(self) -> str:
         return f"{self.number:04d}_{slug(self.volume)}"
 
     @property
-    def case_key(self) -> tuple[str, str, str]:
-        return (self.volume, self.segmentation, self.label_scheme)
+    def case_key(self) -> tuple[str, ...]:
+        return (self.volume, self.segmentation, self.label_scheme, self.age, self.sex)
 
 
 @dataclass
@@ -48,6 +58,13 @@ class CaseGroup:
     @property
     def label_scheme(self) -> str:
         return self.rows[0].label_scheme
+
+    @property
+    def patient(self):
+        """The rows' age and sex (:class:`~MedSORALib.patient.Patient`; checked by :func:`read_manifest`)."""
+        from ..patient import Patient
+
+        return Patient.parse(self.rows[0].age, self.rows[0].sex, "manifest")
 
 
 def read_manifest(path: str | Path) -> list[Row]:
@@ -78,13 +95,19 @@ def read_manifest(path: str | Path) -> list[Row]:
         for column in ("volume", "segmentation"):
             value = values.get(column, "")
             paths[column] = str(Path(value) if Path(value).is_absolute() else base / value) if value else ""
-        rows.append(Row(number=number, volume=paths["volume"], segmentation=paths["segmentation"],
-                        label_scheme=values.get("label_scheme", ""), symptom=values.get("symptom", "")))
+        row = Row(number=number, volume=paths["volume"], segmentation=paths["segmentation"],
+                  label_scheme=values.get("label_scheme", ""), symptom=values.get("symptom", ""),
+                  age=values.get("age", ""), sex=values.get("sex", ""))
+        try:
+            Patient.parse(row.age, row.sex)
+        except PatientError as exc:
+            raise InputFileError(f"{path}: row {number}: {exc}") from exc
+        rows.append(row)
     return rows
 
 
 def group_rows(rows: list[Row]) -> list[CaseGroup]:
-    """Rows grouped by (volume, segmentation, label scheme), groups in order of their first row."""
+    """Rows grouped by (volume, segmentation, label scheme, age, sex), groups in order of their first row."""
     groups: dict[tuple, CaseGroup] = {}
     for row in rows:
         group = groups.get(row.case_key)

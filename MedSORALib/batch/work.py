@@ -56,6 +56,8 @@ class BatchOptions:
     image_weight: float = 0.25
     passages: bool = True
     preview: bool = False
+    #: also write the DICOM SEG and SR of each row (DICOM series volumes)
+    dicom_sr: bool = False
     #: torch threads per worker process (None: leave torch's setting).
     torch_threads: int | None = None
 
@@ -97,8 +99,9 @@ def worker_name() -> str:
 
 
 def base_record(row: Row) -> dict:
+    patient = {k: v for k, v in (("age", row.age), ("sex", row.sex)) if v}  # only when the manifest gives them
     return {"row": row.number, "volume": row.volume, "segmentation": row.segmentation,
-            "label_scheme": row.label_scheme, "symptom": row.symptom}
+            "label_scheme": row.label_scheme, "symptom": row.symptom, **patient}
 
 
 def failed(row: Row, reason: str, elapsed: float = 0.0, worker: str = "") -> dict:
@@ -129,6 +132,8 @@ def up_to_date(record: dict | None, row: Row, hashes: dict | None, options: Batc
         return False
     out = Path(options.output_dir)
     files = record.get("files") or []
+    if options.dicom_sr and not any(str(name).endswith("_sr.dcm") for name in files):
+        return False
     return bool(files) and all((out / name).is_file() for name in files)
 
 
@@ -203,9 +208,16 @@ def _load_and_encode(group: CaseGroup, models, options: BatchOptions, hashes: di
 
     if not group.volume:
         raise InputFileError("the row gives no volume")
+    from ..patient import patient_from_dicom
+
     case = load_case(group.volume, group.segmentation or None, group.label_scheme or None, options.device,
                      log=lambda message: None, checksums=hashes)
-    return case, encode_volume(case.volume, case.masks, models)
+    if options.dicom_sr and case.dicom_series is None:
+        raise InputFileError("--dicom-sr needs the CT as a DICOM series folder")
+    patient = group.patient
+    if case.dicom_series is not None:
+        patient = patient.merged(patient_from_dicom(case.dicom_series))
+    return case, encode_volume(case.volume, case.masks, models, patient=patient)
 
 
 def _score_row(row: Row, case, encoded, models, options: BatchOptions, worker: str, started: float) -> dict:
@@ -222,7 +234,8 @@ def _score_row(row: Row, case, encoded, models, options: BatchOptions, worker: s
     staging = Path(tempfile.mkdtemp(prefix=f"{row.number:06d}-", dir=staging_root))
     try:
         files = write_result(staging / row.name, result, case.volume, case.masks, inputs=case.inputs,
-                             preview=options.preview)
+                             preview=options.preview,
+                             dicom_series=case.dicom_series if options.dicom_sr else None, dicom_sr=options.dicom_sr)
         _discard_record(out, row)
         for path in files.values():  # the JSON report comes last
             os.replace(path, out / path.name)

@@ -18,8 +18,10 @@ Score many CTs and symptoms listed in a CSV manifest.
 The manifest has a header row with the columns
   volume, segmentation, label_scheme, symptom
 (paths relative to the manifest's folder; label_scheme may be empty for a
-.seg.nrrd). Each row writes DIR/<row>_<volume name>.seg.nrrd and .json (and
-.png with --preview). The rows of one CT are scored together on one worker:
+.seg.nrrd), and optionally age and sex (the patient's, for the reference
+ranges; empty: the DICOM header's, else unknown). Each row writes
+DIR/<row>_<volume name>.seg.nrrd and .json (and .png with --preview,
+_seg.dcm and _sr.dcm with --dicom-sr). The rows of one CT are scored together on one worker:
 its organs are read and encoded once.
 
 The rows run on Dask: --workers N starts a local cluster of N worker
@@ -63,6 +65,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--dashboard-address", default=":8787", metavar="[HOST]:PORT",
                         help="local cluster: where the Dask dashboard listens (default :8787; :0 picks a free port)")
     parser.add_argument("--preview", action="store_true", help="also write a PNG preview per row")
+    parser.add_argument("--dicom-sr", action="store_true",
+                        help="also write a DICOM SEG and a DICOM SR (TID 1500) of the measurements and findings per "
+                             "row (every volume must be a DICOM series folder)")
     parser.add_argument("--no-passages", action="store_true", help="skip the supporting knowledge passages")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     add_model_arguments(parser)
@@ -81,7 +86,7 @@ def inside_slicer() -> bool:
     return getattr(sys.modules.get("slicer"), "app", None) is not None
 
 
-def planned_outputs(out_dir: Path, rows, preview: bool) -> list[Path]:
+def planned_outputs(out_dir: Path, rows, preview: bool, dicom_sr: bool = False) -> list[Path]:
     """Every file a batch into ``out_dir`` may write or remove: each row's files and record, the summaries,
     the lock, and what is left in the staging folder (removed at the start)."""
     from ..batch import STATE_DIR
@@ -89,7 +94,7 @@ def planned_outputs(out_dir: Path, rows, preview: bool) -> list[Path]:
     from ..batch.summary import SUMMARY_NAMES
     from ..batch.work import record_path
 
-    files = [path for row in rows for path in output_files(out_dir / row.name, 1, preview)]
+    files = [path for row in rows for path in output_files(out_dir / row.name, 1, preview, dicom_sr=dicom_sr)]
     files += [out_dir / name for name in SUMMARY_NAMES.values()]
     files += [record_path(out_dir, row) for row in rows]
     files.append(BatchLock(out_dir).path)
@@ -114,7 +119,11 @@ def run(args) -> int:
         raise SymptomError(f"--image-weight {args.image_weight} is outside 0..1")
     out_dir = Path(args.output_dir).resolve()
     check_output_prefix(out_dir / "summary")
-    check_outputs_spare_inputs(planned_outputs(out_dir, rows, args.preview),
+    if args.dicom_sr:
+        flat = sorted({r.volume for r in rows if not Path(r.volume).is_dir()})
+        if flat:
+            raise InputFileError(f"--dicom-sr needs every volume as a DICOM series folder; not one: {flat[0]}")
+    check_outputs_spare_inputs(planned_outputs(out_dir, rows, args.preview, args.dicom_sr),
                                [args.manifest, *(r.volume for r in rows), *(r.segmentation for r in rows)],
                                option="--output-dir", hint="choose another --output-dir")
     groups = group_rows(rows)
@@ -136,7 +145,7 @@ def run(args) -> int:
         output_dir=str(out_dir), run_id=uuid.uuid4().hex[:12], model_version="", force=args.force,
         device=args.device, setting=args.setting, text_weights=args.text_weights, image_weights=args.image_weights,
         text_encoder=args.text_encoder, image_weight=0.25 if args.image_weight is None else args.image_weight,
-        passages=not args.no_passages, preview=args.preview,
+        passages=not args.no_passages, preview=args.preview, dicom_sr=args.dicom_sr,
         torch_threads=1 if mode.scheduler is None and mode.workers else None)
     from dataclasses import replace
 
