@@ -177,8 +177,8 @@ def _relative_aneurysm(section: str) -> tuple[Variant, ...]:
 
 _SEX_AORTA_NOTE = ("aortic diameters are larger in men and grow with age and body surface area (Rogers 2013); "
                    "sex-specific means used, no age-specific figures")
-_KIDNEY_NOTE = ("kidneys are longer in men and shorten with age (Emamian 1993); no sex- or age-specific figures "
-                "are used: the adult range")
+_KIDNEY_NOTE = ("kidney length changes with age and body size (Su 2019); no age-, sex- or body-size-specific "
+                "figures are used: the adult range")
 _KIDNEY_Z = {"kidney_right": (106.2, 6.9), "kidney_left": (107.6, 7.0)}  # Su 2019, mm
 
 
@@ -294,8 +294,8 @@ REFERENCE_RANGES: tuple[ReferenceRange, ...] = (
                    "MedSORA choice: mean - 2 SD of the cited cohort", measure="volume of the segmented pancreas",
                    mean=77.9, sd=21.7,
                    variants=(Variant(20.8, "adults aged 20-60: 72.4 +/- 25.8 ml; below 20.8 ml (mean - 2 SD)",
-                                     _SAISHO, "1,721 adults without diabetes or pancreatic disease, CT "
-                                     "(plateau from 20 to 60 years, decline after)",
+                                     _SAISHO, "1,886 adults with no history of pancreatic disease (165 with type-2 "
+                                     "diabetes), CT (plateau from 20 to 60 years, decline after)",
                                      "MedSORA choice: mean - 2 SD of the cited age band", age_min=20, age_max=60,
                                      mean=72.4, sd=25.8),),
                    patient_note="pancreas volume plateaus from 20 to 60 years and declines after (Saisho 2007); "
