@@ -37,11 +37,16 @@ class Patient:
         return cls(age=parse_age(age, source), sex=parse_sex(sex, source), source=source)
 
     def merged(self, other: "Patient") -> "Patient":
-        """This patient with the unknown fields taken from ``other`` (the command line wins over the header)."""
+        """This patient with the unknown fields taken from ``other`` (the command line wins over the header);
+        ``source`` names those that gave a field."""
         age = self.age if self.age is not None else other.age
         sex = self.sex if self.sex is not None else other.sex
-        sources = [p.source for p in (self, other) if p.source and (p.age is not None or p.sex is not None)]
-        return Patient(age, sex, " and ".join(dict.fromkeys(sources)))
+        sources = []
+        if self.age is not None or self.sex is not None:
+            sources.append(self.source)
+        if (self.age is None and other.age is not None) or (self.sex is None and other.sex is not None):
+            sources.append(other.source)
+        return Patient(age, sex, " and ".join(dict.fromkeys(s for s in sources if s)))
 
     def to_dict(self) -> dict:
         return {"age": self.age, "sex": self.sex, "source": self.source or None}

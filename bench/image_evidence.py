@@ -52,7 +52,8 @@ def ct_table(name: str, evidence: dict) -> str:
             vessel = f"portal median {m['portal_median_perpendicular_diameter_mm']:g}"
         elif organ == "aorta":
             vessel = ", ".join(f"{s} long {m[f'{s}_major_axis_diameter_mm']:g} / short "
-                               f"{m[f'{s}_perpendicular_diameter_mm']:g}" for s in ("abdominal", "thoracic", "uncertain")
+                               f"{m[f'{s}_perpendicular_diameter_mm']:g}"
+                               for s in ("abdominal", "thoracic", "uncertain")
                                if m.get(f"{s}_major_axis_diameter_mm") is not None)
         elif organ == "inferior_vena_cava" and m.get("median_perpendicular_diameter_mm") is not None:
             vessel = f"median {m['median_perpendicular_diameter_mm']:g}"
@@ -76,7 +77,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the raw numbers here")
     parser.add_argument("--relevance", action="store_true",
-                        help="also score 'tearing pain between the shoulder blades' on the normal and aneurysm phantoms")
+                        help="also score 'tearing pain between the shoulder blades' on the normal and dilated "
+                             "aorta phantoms")
     args = parser.parse_args()
     out = {}
     print("## Reference ranges\n")

@@ -96,7 +96,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 
 def add_patient_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--age`` and ``--sex``, which choose the reference ranges (shared with ``medsora worker``)."""
+    """``--age`` and ``--sex``, which choose the reference ranges of the findings."""
     group = parser.add_argument_group("patient (reference ranges; default: the DICOM header, else unknown)")
     group.add_argument("--age", metavar="YEARS", help="age in years (e.g. 64) or a DICOM age (064Y)")
     group.add_argument("--sex", metavar="F|M|O", help="F, M, or O (other/unknown)")

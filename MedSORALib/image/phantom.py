@@ -178,7 +178,7 @@ def make_phantom(
         elif abnormality == "atrophic_kidney" and key == "kidney_left":
             radii = radii * 0.6
         elif abnormality == "dilated_aorta" and key == "aorta":
-            radii = np.array([DILATED_AORTA_MM[0] / 2, DILATED_AORTA_MM[1] / 2, radii[2]]) * np.array([scale, scale, 1.0])
+            radii = np.array([DILATED_AORTA_MM[0] / 2 * scale, DILATED_AORTA_MM[1] / 2 * scale, radii[2]])
         elif abnormality == "distended_gallbladder" and key == "gallbladder":
             radii = np.array([27.0, 27.0, 45.0]) * scale
         yaw = shp.yaw + rng.normal(0.0, 10.0) * v
