@@ -50,6 +50,23 @@ def shipped_training_texts() -> set[str]:
     return {r["text"] for r in rows if r.get("split") == "train"}
 
 
+def portable(value, run: Path):
+    """``value`` with this machine's paths made relative to the repository (the run folder named ``RUN``)."""
+    if isinstance(value, dict):
+        return {k: portable(v, run) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, run) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        path = Path(value)
+        for base, name in ((run.resolve(), "RUN"), (REPO, "")):
+            try:
+                rest = path.resolve().relative_to(base)
+            except ValueError:
+                continue
+            return str(Path(name) / rest) if name else str(rest)
+    return value
+
+
 def table(out: dict) -> str:
     ident = out["organ_identification"]
     n = out["results"]["text prior alone (w=0)"]["n"]
@@ -97,7 +114,7 @@ def main() -> int:
     tables = Path(args.tables)
     tables.mkdir(parents=True, exist_ok=True)
     (tables / "leave_one_ct_out.md").write_text("\n".join(lines) + "\n")
-    (tables / "leave_one_ct_out.json").write_text(json.dumps(folds, indent=1) + "\n")
+    (tables / "leave_one_ct_out.json").write_text(json.dumps(portable(folds, run), indent=1) + "\n")
     return 0
 
 
