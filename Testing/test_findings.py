@@ -484,6 +484,17 @@ def test_aorta_only_dilated_case_raises_tearing_pain_relevance(aorta_only, model
     assert aneurysm["abnormal"] and aneurysm["value"] > 35.0 and "section uncertain" in dilated.why
 
 
+def test_kidney_symptom_lifts_the_small_kidney_not_the_healthy_one(phantom_evidence, models):
+    from MedSORALib.scoring import score_volume
+
+    volume, masks, _ = phantom_evidence["atrophic_kidney"]
+    result = score_volume(volume, masks, "blood in the urine with dull flank pain", models=models,
+                          with_passages=False)[0]
+    kidneys = {o.key: o for o in result.organs if o.key.startswith("kidney")}
+    assert kidneys["kidney_left"].finding_boost > 0.0 and kidneys["kidney_right"].finding_boost == 0.0
+    assert "shorter than the right" in kidneys["kidney_left"].why
+
+
 def test_dilated_aorta_raises_tearing_pain_relevance(phantom_evidence, models):
     from MedSORALib.scoring import score_volume
 
