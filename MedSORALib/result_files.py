@@ -12,7 +12,7 @@ For an output prefix ``PREFIX``:
   ``MedSORA.MeanHU``, ``MedSORA.PartiallyImaged``, for vessels
   ``MedSORA.PerpendicularDiameterMm``), its abnormal findings
   (``MedSORA.Findings``, "none" when none) and ``MedSORA.ContrastPhase``), the
-  same tags and names the Slicer nodes of :mod:`MedSORALib.scene.outputs`
+  same tags and names the Slicer nodes of :mod:`MedSORALib.scene.result_nodes`
   carry; geometry of the input CT.
 - ``PREFIX.json``: the :class:`~MedSORALib.scoring.SymptomResult` (symptom,
   in_domain, contrast_phase, organs sorted by relevance with their

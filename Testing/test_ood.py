@@ -56,7 +56,7 @@ def test_external_dev_set_counts_labels_and_independence():
     assert sum(len(r["organs"]) > 1 for r in abdominal) >= 20
     assert {r["laterality"] for r in rows} == {"left", "right", None}
     # Independent of every text the models or the detector were built from.
-    from MedSORALib.knowledge.dataset import load_dataset
+    from MedSORALib.knowledge.symptom_texts import load_dataset
 
     seen = {r["text"].lower() for r in load_dataset()}
     for name in ("non_abdominal", "abdominal_queries"):

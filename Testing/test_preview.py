@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import DATA, EXAMPLE_DICOM
 from MedSORALib.organs import ORGANS
-from MedSORALib.outputs import PREVIEW_VIEWS, preview_slices, write_preview
+from MedSORALib.result_files import PREVIEW_VIEWS, preview_slices, write_preview
 from MedSORALib.scoring import OrganScore, SymptomResult
 from MedSORALib.volume_io import Volume, read_organ_masks, read_volume, write_volume
 

@@ -19,7 +19,7 @@ from MedSORALib import organs, result_format, scoring_job
 from MedSORALib.colors import relevance_color
 from MedSORALib.scene import inputs as scene_in
 from MedSORALib.scene import nodes
-from MedSORALib.scene import outputs as scene_out
+from MedSORALib.scene import result_nodes as scene_out
 from MedSORALib.scoring import OrganScore, SymptomResult
 
 
@@ -197,7 +197,7 @@ def test_file_and_node_of_one_result_carry_the_same_segment_names_and_tags(scene
     """The .seg.nrrd of medsora score and the scene's segmentation of the same result: same names, same tags."""
     import slicerio
 
-    from MedSORALib.outputs import write_result
+    from MedSORALib.result_files import write_result
 
     def segments_of(path):
         return {s["id"]: s for s in slicerio.read_segmentation(str(path), skip_voxels=True)["segments"]}

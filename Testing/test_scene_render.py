@@ -78,7 +78,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_score_preview_uses_the_rendered_views_else_the_2d_figure(tmp_path, monkeypatch, example_volume,
                                                                    example_masks):
-    from MedSORALib import outputs
+    from MedSORALib import result_files as outputs
 
     result = _result(example_masks, "gallbladder", 0.8, 0.1)
     masks = {o.key: example_masks[o.key] for o in result.organs}

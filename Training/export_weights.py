@@ -13,19 +13,16 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from MedSORALib.files import resource_path
 
-from MedSORALib.files import resource_path  # noqa: E402  (after the path set-up)
+REPO = Path(__file__).resolve().parents[1]
+
 
 REAL_CT = REPO / "Testing" / "Data" / "example_ct_sm.nii.gz"
 REAL_SEG = REPO / "Testing" / "Data" / "example_ct_sm_seg.nii.gz"
-
 
 
 def _percent(value: float) -> float:
@@ -38,7 +35,7 @@ def measure(weights_dir: Path, repeats: int = 5) -> dict:
     import torch
 
     from MedSORALib.image.crops import organ_crops
-    from MedSORALib.image.evaluation import organ_identification
+    from medsora_training.image.evaluation import organ_identification
     from MedSORALib.image.model import ImageTextModel
     from MedSORALib.volume_io import read_organ_masks, read_volume
 

@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from MedSORALib.evidence import image_evidence  # noqa: E402
+from MedSORALib.finding_boost import image_evidence  # noqa: E402
 from MedSORALib.findings import REFERENCE_RANGES  # noqa: E402
 from MedSORALib.image.phantom import ABNORMALITIES, make_phantom  # noqa: E402
 from MedSORALib.volume_io import masks_from_labelmap, read_organ_masks, read_volume  # noqa: E402

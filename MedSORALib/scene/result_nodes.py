@@ -5,7 +5,7 @@ into the scene: a segmentation node ``"MedSORA: <symptom>"`` on the CT's
 geometry (it references the CT as its source volume) whose segments are
 coloured by relevance and carry terminology and the ``MedSORA.*`` tags of
 :func:`~MedSORALib.result_format.segment_tags` (the segment names and tags of
-the ``.seg.nrrd`` file :mod:`MedSORALib.outputs` writes), a table node, a bar
+the ``.seg.nrrd`` file :mod:`MedSORALib.result_files` writes), a table node, a bar
 chart and a text node with the supporting knowledge passages, all grouped in a
 subject hierarchy folder under the CT's study.
 :func:`run_symptom_scoring` is the blocking path for scripts: scene in, score

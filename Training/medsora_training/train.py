@@ -42,14 +42,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import numpy as np
 
-from MedSORALib.files import (atomic_write_bytes, atomic_write_text, file_sha256,  # noqa: E402  (after the path set-up)
-                              resource_path)
+from MedSORALib.files import atomic_write_bytes, atomic_write_text, file_sha256, resource_path
 
-import numpy as np  # noqa: E402
+from . import REPO
 
 DEFAULTS: dict = {
     "seed": 0,
@@ -119,7 +116,7 @@ def build_cases(cfg: dict) -> dict[str, list]:
     ``training`` list is trained on and the ``validation`` list validates, neither is merged into the pool that
     ``data.split`` divides, so figures compare with other work on that split.
     """
-    from Training.datasets import (btcv_cases, labelmap_cases, phantom_cases, split_by_patient,
+    from medsora_training.image_data import (btcv_cases, labelmap_cases, phantom_cases, split_by_patient,
                                    totalsegmentator_cases)
 
     data = cfg["data"]
@@ -192,7 +189,7 @@ def prepare_split(cases, crop_config, organ_keys, cache_dir, desc: str, show: bo
 
 def text_rows_and_embeddings(cfg: dict, split: str, show: bool):
     """Rows of a text split and their (N, 384) sentence embeddings."""
-    from Training.datasets import load_symptom_texts
+    from medsora_training.image_data import load_symptom_texts
 
     rows, source = load_symptom_texts(split, cfg["texts"].get("dataset") and REPO / cfg["texts"]["dataset"])
     if not rows:
@@ -208,7 +205,7 @@ def evaluate(model, eval_sets: list[dict], text_rows, text_emb, classes) -> dict
     """Organ identification on each evaluation volume, and text-to-organ Rank-k / mAP against it."""
     import torch
 
-    from MedSORALib.image.evaluation import organ_identification, text_to_organ_metrics
+    from medsora_training.image.evaluation import organ_identification, text_to_organ_metrics
     from MedSORALib.image.model import OrganFeatures
 
     results = {}
@@ -248,7 +245,7 @@ def build_model(cfg: dict, fresh: bool):
     model = ImageTextModel(enc_cfg, crop_cfg, list(STRUCTURES),
                            metadata={"name": mcfg.get("name", "medsora-image"), "preset": mcfg.get("preset")})
     if mcfg.get("pretrained_2d") and fresh:
-        from MedSORALib.image.pretrained import load_slice_weights
+        from medsora_training.image.pretrained import load_slice_weights
 
         report = load_slice_weights(model.encoder.slice_encoder, REPO / mcfg["pretrained_2d"])
         print(f"2D branch initialised from {mcfg['pretrained_2d']}: {report}")
@@ -366,7 +363,7 @@ def run_text_stage(cfg: dict, output: Path, resume: bool) -> dict:
     import torch
 
     from MedSORALib.errors import MedSORAError
-    from Training.train_text import main as train_text
+    from medsora_training.train_text import main as train_text
 
     threads = torch.get_num_threads()
     print(f"text stage: {text_config} -> {target}")
@@ -402,7 +399,7 @@ def image_step(step: Step, batch, stage: str, device):
     """Organ classification of a batch of crops: (loss, parts); stage ``image_2d`` uses the 2D head only.
 
     Augmentation runs before autocast, so its sampling grid stays in float32."""
-    from MedSORALib.image.augment import augment_crops
+    from medsora_training.image.augment import augment_crops
 
     x = augment_crops(step.data.train_crops[batch].to(device).float(), step.augment, step.gen)
     y = step.data.train_labels[batch].to(device)
@@ -417,7 +414,7 @@ def alignment_step(step: Step, volumes, scfg: dict, device):
     """``L_image + w * L_align`` averaged over ``volumes``, each scored against a sample of training texts."""
     import torch
 
-    from MedSORALib.image.augment import augment_crops
+    from medsora_training.image.augment import augment_crops
 
     data, loss, parts, align_terms = step.data, None, {}, []
     row_class = [r["organ"] for r in data.train_rows]
@@ -475,7 +472,7 @@ def train_epoch(step: Step, optimizer, scaler, stage: str, scfg: dict, stage_epo
     import torch
     from tqdm import tqdm
 
-    from Training.schedule import lr_at, set_rate
+    from medsora_training.schedule import lr_at, set_rate
 
     t0 = time.time()
     batches = epoch_batches(stage, scfg, step)
@@ -507,11 +504,11 @@ def train(cfg: dict, output: Path, resume: Path | None = None, device: str | Non
     """Run the configured stages; returns the metrics dict also written to ``output/metrics.json``."""
     import torch
 
-    from MedSORALib.image.augment import AugmentConfig
+    from medsora_training.image.augment import AugmentConfig
     from MedSORALib.image.losses import OrganClassificationLoss, OrganInfoNCE
     from MedSORALib.organs import CLASS_SETTINGS, structure_class
-    from Training.checkpoint import load_checkpoint, save_checkpoint
-    from Training.distributed import Dist
+    from medsora_training.checkpoint import load_checkpoint, save_checkpoint
+    from medsora_training.distributed import Dist
 
     t_start = time.time()
     dist = Dist(device or cfg["device"])

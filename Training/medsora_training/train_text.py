@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from MedSORALib.files import atomic_write_text, resource_path
 
-from MedSORALib.files import atomic_write_text, resource_path  # noqa: E402  (after the path set-up)
+from . import REPO
 
 DEFAULT_DATASET = resource_path("dataset", "symptom_texts.jsonl")
 
@@ -37,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--split-seed",
         type=int,
         default=None,
-        help="re-split the dataset 70/10/20 by source passage with this seed (MedSORALib.knowledge.dataset."
+        help="re-split the dataset 70/10/20 by source passage with this seed (MedSORALib.knowledge.symptom_texts."
         "split_by_passage); needed for a dataset without a split field",
     )
     parser.add_argument("--settings", nargs="+", choices=["paper7", "full11"], default=None)
@@ -47,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_rows(args) -> tuple[list[dict], dict]:
     from MedSORALib.files import file_sha256, read_jsonl
-    from MedSORALib.knowledge.dataset import DEFAULT_RATIOS, split_by_passage
+    from MedSORALib.knowledge.symptom_texts import DEFAULT_RATIOS, split_by_passage
 
     path = Path(args.dataset) if args.dataset else DEFAULT_DATASET
     if not path.is_file():
@@ -89,10 +86,10 @@ def main(argv=None) -> int:
     from MedSORALib.text.abbreviations import expand
     from MedSORALib.text.encoder import get_default_encoder
     from MedSORALib.text.knowledge_channel import KnowledgeChannel, kb_terms
-    from MedSORALib.text.metrics import label_matrix
+    from medsora_training.text.metrics import label_matrix
     from MedSORALib.text.ood import load_ood_texts
     from MedSORALib.text.reasoning import default_weights_dir
-    from MedSORALib.text.training import TextTrainingConfig, fit_reasoner, ood_heldout_report, rows_for_setting
+    from medsora_training.text.fitting import TextTrainingConfig, fit_reasoner, ood_heldout_report, rows_for_setting
 
     torch.set_num_threads(max(1, args.threads))
     started = time.perf_counter()
