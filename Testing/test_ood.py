@@ -16,15 +16,13 @@ import pytest
 
 from MedSORALib.organs import FULL_CLASSES
 from MedSORALib.text.laterality import detect_laterality
-from MedSORALib.text.ood import (
+from MedSORALib.text.ood import heldout_rates, load_ood_texts, outside_banks
+from MedSORALib.text.ood_lexicon import (
     CATEGORIES,
     LexicalEvidence,
     apply_lexical_evidence,
     calibrate_lexicon,
-    heldout_rates,
-    outside_banks,
     load_lexicon,
-    load_ood_texts,
     names_abdominal_organ,
     vocabulary_weights,
 )

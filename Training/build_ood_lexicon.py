@@ -26,7 +26,8 @@ def main(argv=None) -> int:
     from MedSORALib.knowledge.symptom_texts import DATASET_PATH, load_dataset
     from MedSORALib.knowledge.obo import read_obo
     from MedSORALib.knowledge.sources import hpo_obo_path
-    from MedSORALib.text.ood import LEXICON_FILE, calibrate_lexicon, load_ood_texts, resources_dir, vocabulary_weights
+    from MedSORALib.text.ood import load_ood_texts, resources_dir
+    from MedSORALib.text.ood_lexicon import LEXICON_FILE, calibrate_lexicon, vocabulary_weights
     from MedSORALib.files import file_sha256
 
     weights = vocabulary_weights()
