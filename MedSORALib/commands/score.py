@@ -120,7 +120,7 @@ def print_table(result, out=None) -> None:
     for o in result.organs:
         print(f"  {o.display_name:<30} {o.relevance:>9.3f} {o.text_prior:>6.3f} {o.image_score:>6.3f} "
               f"{o.volume_ml:>8.1f}", file=out)
-    from ..result_files import findings_caption
+    from ..preview import findings_caption
 
     caption = findings_caption(result, limit=8)
     if caption:

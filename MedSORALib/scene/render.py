@@ -215,7 +215,7 @@ def composite_figure(result, renders: Renders, title: str | None = None):
         axis.imshow(image)
         axis.set_title(caption, fontsize=9)
         axis.axis("off")
-    from ..result_files import draw_findings_caption, draw_relevance_bars, preview_title
+    from ..preview import draw_findings_caption, draw_relevance_bars, preview_title
 
     axis = figure.add_subplot(grid[0, 2])
     draw_relevance_bars(axis, result)
