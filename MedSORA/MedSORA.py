@@ -843,7 +843,7 @@ class MedSORATest(ScriptedLoadableModuleTest):
     def _phantomScene(self):
         from MedSORALib.image.phantom import make_phantom
         from MedSORALib.scene.result_nodes import segmentation_node_from_masks, volume_node_from_volume
-        from MedSORALib.volume_io import masks_from_labelmap
+        from MedSORALib.segmentation_io import masks_from_labelmap
 
         volume, labels = make_phantom(seed=3, shape=(64, 56, 36), spacing=(6.0, 6.0, 6.0), variation=0.0)
         masks = {k: m for k, m in masks_from_labelmap(labels, "totalsegmentator").items() if m.any()}
@@ -877,7 +877,8 @@ class MedSORATest(ScriptedLoadableModuleTest):
         """The example CT scored by the worker process from files written out of the scene, results imported back."""
         from MedSORALib.scene.result_nodes import organ_segmentation_from_labelmap_file, volume_node_from_volume
         from MedSORALib.scoring_job import ScoringSettings, WorkerClient
-        from MedSORALib.volume_io import read_organ_masks, read_volume
+        from MedSORALib.segmentation_io import read_organ_masks
+        from MedSORALib.volume_io import read_volume
 
         folders = [os.environ.get("MEDSORA_TEST_DATA", ""),
                    os.path.join(os.path.dirname(_MODULE_DIR), "Testing", "Data")]

@@ -121,7 +121,7 @@ def test_crop_config_round_trip():
 # ----- phantom ---------------------------------------------------------------------------------------------
 def test_phantom_anatomy_is_plausible():
     from MedSORALib.image.phantom import make_phantom
-    from MedSORALib.volume_io import masks_from_labelmap
+    from MedSORALib.segmentation_io import masks_from_labelmap
 
     volume, labels = make_phantom(3, contrast=False)
     masks = masks_from_labelmap(labels, "totalsegmentator")

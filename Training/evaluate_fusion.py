@@ -29,7 +29,8 @@ def evaluate(image_weights, volume_path, labels_path, scheme="totalsegmentator",
     from medsora_training.image.evaluation import class_scores, ranking_metrics
     from MedSORALib.organs import CLASS_SETTINGS
     from MedSORALib.scoring import fuse, load_models
-    from MedSORALib.volume_io import read_organ_masks, read_volume
+    from MedSORALib.segmentation_io import read_organ_masks
+    from MedSORALib.volume_io import read_volume
 
     models = load_models(image_weights=image_weights)
     volume = read_volume(volume_path)

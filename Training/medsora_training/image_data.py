@@ -63,7 +63,8 @@ def _strip_suffix(name: str) -> str:
 
 def _labelmap_loader(image: Path, label: Path, scheme: str):
     def load():
-        from MedSORALib.volume_io import read_organ_masks, read_volume
+        from MedSORALib.segmentation_io import read_organ_masks
+        from MedSORALib.volume_io import read_volume
 
         volume = read_volume(image)
         return volume, read_organ_masks(label, reference=volume, label_scheme=scheme)
@@ -180,7 +181,7 @@ def phantom_cases(n: int, seed: int = 0, **phantom_kwargs) -> list[Case]:
 
         def load(s=s):
             from MedSORALib.image.phantom import make_phantom
-            from MedSORALib.volume_io import masks_from_labelmap
+            from MedSORALib.segmentation_io import masks_from_labelmap
 
             volume, labels = make_phantom(s, label_scheme="totalsegmentator", **phantom_kwargs)
             return volume, masks_from_labelmap(labels, "totalsegmentator")
