@@ -6,11 +6,11 @@ Stages (each switched on and sized in the YAML configuration):
    once the image data is read; a ``--resume`` keeps text models already written from the same text
    configuration and resources; skipped with a message when its configuration is absent);
 2. ``image``: the 2D-3D organ image encoder with its organ-classification heads,
-   ``L_image = CE_2D + CE_3D + CE_fused`` (README, "Image side");
+   ``L_image = CE_2D + CE_3D + CE_fused`` (docs/training.md, "Image side");
 3. ``alignment``: ``L_total = L_image + L_align``, where ``L_align`` is InfoNCE (tau = 0.1) of
    symptom texts against the organs of one volume, the similarity being the mean over
    slices of the cosine between organ slice features and the projected 384-d sentence
-   embedding of the text (README, "Image side").
+   embedding of the text (docs/training.md, "Image side").
 
 Data: synthetic phantoms, BTCV, TotalSegmentator-layout folders, generic (image, label map)
 pairs, and the real example CT, as the configuration says. Cases are split by patient;

@@ -1,4 +1,4 @@
-"""How the paper measures (README, "Image side"): text-to-organ Rank-k and mAP, and organ identification.
+"""How the paper measures (docs/training.md, "Image side"): text-to-organ Rank-k and mAP, and organ identification.
 
 For each test symptom the organs' image features are ranked by their similarity
 to the symptom. Structures are grouped into reasoning classes (a class scores
