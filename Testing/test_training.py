@@ -391,3 +391,47 @@ def test_validation_volumes_are_capped_unless_the_configuration_asks_for_all(tin
 
     paper = load_config(REPO / "Training" / "configs" / "paper_gpu.yaml")
     assert "val_volumes" in paper["eval"] and paper["eval"]["val_volumes"] is None  # all of BTCV's validation list
+
+
+def _edits_sys_path(tree) -> list[int]:
+    """Lines where ``sys.path`` is changed: a call of one of its methods, or an assignment to it."""
+    import ast
+
+    def is_sys_path(node):
+        return (isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name)
+                and node.value.id == "sys")
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_sys_path(node.func.value):
+            lines.append(node.lineno)
+        elif isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(is_sys_path(t) or (isinstance(t, ast.Subscript) and is_sys_path(t.value)) for t in targets):
+                lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_no_training_program_edits_sys_path():
+    import ast
+
+    files = sorted((REPO / "Training").rglob("*.py"))
+    assert len(files) >= 25
+    edits = {str(p.relative_to(REPO)): _edits_sys_path(ast.parse(p.read_text(encoding="utf-8"))) for p in files}
+    assert {name: lines for name, lines in edits.items() if lines} == {}
+    # the check itself finds the forms the programs used before
+    probe = ast.parse("import sys\nsys.path.insert(0, 'x')\nsys.path[:0] = ['y']\nsys.path += ['z']\n")
+    assert _edits_sys_path(probe) == [2, 3, 4]
+
+
+def test_training_programs_run_from_any_folder_without_path_edits(tmp_path):
+    """Each program finds medsora_training beside it and MedSORALib where it is installed, from another folder."""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    import MedSORALib
+
+    env["PYTHONPATH"] = str(Path(MedSORALib.__file__).resolve().parents[1])  # the runtime only, as installed
+    for program in ("train.py", "train_text.py", "ablation.py", "evaluate_fusion.py", "leave_one_ct_out.py"):
+        done = subprocess.run([sys.executable, str(REPO / "Training" / program), "--help"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (program, done.stderr[-2000:])
+        assert "usage:" in done.stdout, program
