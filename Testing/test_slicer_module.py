@@ -556,3 +556,100 @@ def test_slicer_worker_process_crash_is_reported(module_file, tmp_path, monkeypa
     assert events[-1] == {"id": request_id, "event": "error",
                           "message": "The scoring worker stopped unexpectedly (crashed)."}
     assert not worker.running
+
+
+# ------------------------------------------------------------------------------------------
+# the worker behind a launcher, as PythonSlicer runs it: Cancel, closing the module, quitting Slicer
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def behind_launcher(tmp_path, monkeypatch):
+    """``PythonSlicer`` on the PATH is a launcher stand-in that runs the real interpreter as its child."""
+    from test_process_tree import write_launcher
+
+    launcher = write_launcher(tmp_path / "bin")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(launcher.parent), os.environ.get("PATH", "")]))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return launcher
+
+
+def _worker_tree(worker):
+    """The launcher's pid and the pids below it; asserts the real worker is among them, leading its group."""
+    from MedSORALib import process_tree
+
+    def command(pid):
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:4]
+        except OSError:
+            return []
+
+    deadline = time.monotonic() + 120
+    while True:  # the group leader wrapper replaces itself with the worker (exec) right after it starts
+        below = process_tree.descendants(worker.pid)
+        workers = [pid for pid in below if command(pid) == [b"-m", b"MedSORALib", b"worker"]]
+        if workers or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert len(workers) == 1, below
+    assert os.getpgid(workers[0]) == workers[0] != os.getpgrp()
+    return [worker.pid, *below]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the worker's command line from /proc")
+def test_slicer_cancel_ends_the_worker_behind_the_launcher(module_file, behind_launcher, tmp_path):
+    from MedSORALib import process_tree
+
+    events = []
+    worker = module_file.ScoringWorkerProcess(events.append, lambda text: None)
+    worker.submit(_request(tmp_path))
+    process = FakeQProcess.instances[-1]
+    assert process.popen.args[0] == str(behind_launcher)  # the worker command went through the launcher
+    _pump_until(process, events, lambda: any(e.get("message") == "loading models" for e in events))
+    tree = _worker_tree(worker)
+    started = time.monotonic()
+    worker.cancel()
+    assert time.monotonic() - started < 3.0
+    assert [pid for pid in tree if process_tree.alive(pid)] == []
+    process.pump()
+    assert [e["event"] for e in events].count("error") == 0 and not worker.running
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the worker's command line from /proc")
+def test_slicer_closing_the_module_or_quitting_slicer_ends_the_worker(module_file, behind_launcher, tmp_path,
+                                                                      monkeypatch):
+    """cleanup() (module closed) stops an idle worker through the protocol; the application's aboutToQuit
+    kills a busy one; either way no process of the tree is left and the run's folder is removed."""
+    from MedSORALib import process_tree
+
+    connections = []
+    app = types.SimpleNamespace(connect=lambda signal_name, slot: connections.append((signal_name, slot)),
+                                disconnect=lambda signal_name, slot: connections.remove((signal_name, slot)))
+    monkeypatch.setattr(slicer, "app", app, raising=False)
+    monkeypatch.setattr(module_file.ScoringWorkerProcess, "STOP_WAIT_MS", 60000)
+
+    # busy worker, application quits
+    widget = module_file.MedSORAWidget()
+    widget._connectApplicationQuit()
+    assert [name for name, _ in connections] == ["aboutToQuit()"]
+    events = []
+    widget._worker = module_file.ScoringWorkerProcess(events.append, lambda text: None)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    widget._run = {"id": widget._worker.submit(_request(tmp_path)), "folder": str(folder)}
+    _pump_until(FakeQProcess.instances[-1], events, lambda: any(e.get("message") == "loading models" for e in events))
+    tree = _worker_tree(widget._worker)
+    connections[0][1]()  # Qt emits aboutToQuit
+    assert [pid for pid in tree if process_tree.alive(pid)] == []
+    assert widget._worker is None and widget._run is None and not folder.exists()
+    widget.cleanup()  # afterwards: nothing left to stop, the connection is removed
+    assert connections == []
+
+    # idle worker, module closed: asked to shut down, it exits by itself (status 0 through the launcher)
+    widget = module_file.MedSORAWidget()
+    worker = widget._worker = module_file.ScoringWorkerProcess(lambda event: None, lambda text: None)
+    worker.start()
+    process = FakeQProcess.instances[-1]
+    tree = _worker_tree(worker)
+    widget.cleanup()
+    assert process.popen.returncode == 0
+    assert [pid for pid in tree if process_tree.alive(pid)] == []
