@@ -14,12 +14,10 @@ from __future__ import annotations
 import ast
 import inspect
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import types
 import xml.etree.ElementTree as ET
@@ -108,12 +106,14 @@ def test_slicer_module_imports_no_heavy_package_and_no_thread():
 
 
 def test_slicer_supported_version_is_stated_and_kept():
-    """Slicer 5.10 and later: the README says so, the panel refuses older ones, and no newer-only API is called
-    unguarded (slicer.packaging is tried, vtkSegment terminology methods are not used)."""
+    """Slicer 5.10 and later: docs/slicer.md says so, the panel refuses older ones, and no newer-only API is called
+    unguarded (slicer.packaging, first released in 5.12, is tried; vtkSegment terminology methods are not used)."""
     text = MODULE_PY.read_text(encoding="utf-8")
     assert "MINIMUM_SLICER_VERSION = (5, 10)" in text
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "Slicer 5.10 or later" in readme and "5.8" not in readme.split("\n## In 3D Slicer\n", 1)[1].split("\n## ")[0]
+    docs = (ROOT / "docs" / "slicer.md").read_text(encoding="utf-8")
+    assert "Slicer 5.10 or later" in docs and "5.8" not in docs
+    assert "`slicer.packaging.pip_ensure` on Slicer 5.12 and later" in docs and "5.11 and later" not in docs
+    assert "Slicer >= 5.12" in text and "5.11;" not in text
     tree = ast.parse(text)
     ensure = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "ensureDependencies")
     tries = [n for n in ast.walk(ensure) if isinstance(n, ast.Try)]
@@ -140,6 +140,21 @@ def module_file(monkeypatch, scene):
 
     monkeypatch.setattr(slicer.util, "pip_install", no_install, raising=False)
     return load_module_file()
+
+
+def test_slicer_docs_show_both_developer_tools_install_routes_and_the_exit_codes():
+    docs = (ROOT / "docs" / "slicer.md").read_text(encoding="utf-8")
+    assert "*Developer Tools for Extensions > Load module*, choose `MedSORA/MedSORA.py`" in docs
+    assert "*Developer Tools for Extensions > Install extension archive*" in docs
+    assert "cmake --build build --target package" in docs
+    assert "<Slicer revision>-<os>-<arch>-MedSORA-git<commit>-<date of the commit>.tar.gz" in docs
+    scripts = {name: (ROOT / "MedSORA" / "Scripts" / name).read_text(encoding="utf-8") for name in ("score.py",
+                                                                                                     "batch.py")}
+    table = docs.split("| status | `score.py` | `batch.py` |", 1)[1].split("\n\n", 1)[0]
+    assert [row.split("|")[1].strip() for row in table.strip().splitlines()[1:]] == ["0", "1", "2", "3", "130"]
+    for text in scripts.values():
+        assert "EXIT_UNEXPECTED = 3" in text and "EXIT_INTERRUPTED = 130" in text
+        assert "sys.exit(run(sys.argv[1:]))" in text
 
 
 def test_slicer_module_logic_process_with_known_scores(module_file, ct_node, organ_node):
