@@ -237,7 +237,6 @@ def test_slicer_install_ships_what_slicer_runs_and_nothing_else(extension_build)
                if p.is_file() and p.suffix in LIBRARY_SUFFIXES and "__pycache__" not in p.parts}
     left_out = {path for path in library if LEFT_OUT.match(path)}
     assert {path for path in left_out if path.startswith("web/")}  # the web server exists and is left out
-    assert any(path.startswith("resources/dataset/") for path in left_out)  # so is the training data
     assert installed == {f"MedSORALib/{path}" for path in library - left_out}
     assert not any(path.startswith("MedSORALib/web/") or path.endswith("/serve.py") for path in installed)
     # everything the module, the scripts and the worker import is there, also imports inside functions
