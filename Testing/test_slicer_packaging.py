@@ -241,7 +241,7 @@ def test_slicer_install_ships_what_slicer_runs_and_nothing_else(extension_build)
     assert not any(path.startswith("MedSORALib/web/") or path.endswith("/serve.py") for path in installed)
     # everything the module, the scripts and the worker import is there, also imports inside functions
     runtime = _runtime_modules()
-    assert "MedSORALib/batch/work.py" in runtime and "MedSORALib/process_tree.py" in runtime
+    assert "MedSORALib/batch/__init__.py" in runtime and "MedSORALib/process_tree.py" in runtime
     assert runtime <= installed, sorted(runtime - installed)
     assert (extension_build["build"] / MODULES_DIR / "MedSORALib" / "scene" / "inputs.py").is_file()
     tests = _run("ctest", "--test-dir", str(extension_build["build"]), "-N", "-V").stdout

@@ -34,7 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from MedSORALib import process_tree  # noqa: E402
-from MedSORALib.scoring_job import ScoringSettings, WorkerClient, request_fields, worker_environment  # noqa: E402
+try:  # the worker package
+    from MedSORALib.session import ScoringSettings  # noqa: E402
+    from MedSORALib.worker import WorkerClient, request_fields, worker_environment  # noqa: E402
+except ImportError:  # the worker module and scoring_job
+    from MedSORALib.scoring_job import ScoringSettings, WorkerClient, request_fields, worker_environment  # noqa: E402
 
 CT = REPO / "Testing" / "Data" / "example_ct_sm.nii.gz"
 SEG = REPO / "Testing" / "Data" / "example_ct_sm_seg.nii.gz"
