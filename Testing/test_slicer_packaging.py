@@ -343,9 +343,13 @@ def test_slicer_load_module_from_a_checkout_finds_the_library(tmp_path):
              "sys.meta_path = [f for f in sys.meta_path if not getattr(f, '__module__', '').startswith('__editable__')]\n"
              "__file__ = sys.argv[1]\n"
              "exec(sys.argv[2])\n"
-             "import MedSORALib, MedSORALib.scoring_job as job\n"
+             "import MedSORALib\n"
+             "try:\n"
+             "    from MedSORALib.worker import worker_environment\n"
+             "except ImportError:\n"
+             "    from MedSORALib.scoring_job import worker_environment\n"
              "print(MedSORALib.__file__)\n"
-             "print(job.worker_environment()['PYTHONPATH'].split(os.pathsep)[0])\n")
+             "print(worker_environment()['PYTHONPATH'].split(os.pathsep)[0])\n")
     # without the finder of a development install of MedSORALib, which would answer before sys.path
     done = _run(sys.executable, "-c", probe, str(module_py), path_setup, cwd=str(tmp_path),
                 env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": ""})
