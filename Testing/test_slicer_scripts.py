@@ -4,7 +4,7 @@ Slicer executes the script in its ``__main__`` and ends only when the script rai
 exits with that status); any other exception is printed and leaves a windowless Slicer running. The harness
 below does the same with plain Python and reports which of the two happened, so each test checks that the
 script ends, with which status, and what it printed. Packages can be blocked (a Slicer without MedSORA's
-packages) and code can run first (to make the scoring fail in a way no input causes).
+packages) and code can run first (to make reading the CT fail in a way no input causes).
 """
 from __future__ import annotations
 
@@ -100,11 +100,11 @@ def test_score_script_without_torch_exits_3_with_one_line(tmp_path):
     ("KeyboardInterrupt()", 130, "score.py: interrupted"),
 ])
 def test_score_script_any_other_exception_exits_with_one_line(tmp_path, raised, code, line):
-    preamble = ("import sys; sys.path.insert(0, %r)\n"
-                "import MedSORALib.scoring as scoring\n"
+    preamble = ("import sys; sys.path.insert(0, %r)\n"  # reading the CT fails in a way no input causes
+                "import MedSORALib.volume_io as volume_io\n"
                 "def broken(*args, **kwargs):\n"
                 "    raise %s\n"
-                "scoring.score_volume = broken\n") % (str(ROOT), raised)
+                "volume_io.read_volume = broken\n") % (str(ROOT), raised)
     status, errors, _ = run_in_slicer("score.py", _score_args(tmp_path), preamble=preamble)
     assert status == code
     assert errors[-1] == line and len([e for e in errors if e.startswith("score.py:")]) == 1
