@@ -118,7 +118,7 @@ def test_slicer_cmake_installs_the_library_beside_the_module(tmp_path):
 
     modules = prefix / "lib" / "Slicer-5.12" / "qt-scripted-modules"
     for relative in ("MedSORA.py", "Scripts/score.py", "Resources/UI/MedSORA.ui", "Resources/Icons/MedSORA.png",
-                     "Resources/requirements.txt", "MedSORALib/__init__.py", "MedSORALib/scene/outputs.py", "MedSORALib/scoring_job.py", "MedSORALib/worker.py",
+                     "Resources/requirements.txt", "MedSORALib/__init__.py", "MedSORALib/scene/outputs.py", "MedSORALib/session.py", "MedSORALib/worker/server.py",
                      "MedSORALib/scoring.py", "MedSORALib/text/reasoning.py",
                      "MedSORALib/resources/knowledge/corpus.jsonl", "MedSORALib/resources/knowledge/symp.obo",
                      "MedSORALib/resources/knowledge/chunk_embeddings.npz",
@@ -131,7 +131,7 @@ def test_slicer_cmake_installs_the_library_beside_the_module(tmp_path):
     assert shipped == installed
     assert (build / "lib" / "Slicer-5.12" / "qt-scripted-modules" / "MedSORALib" / "scene" / "inputs.py").is_file()
     # the installed package imports from the modules folder, as inside Slicer
-    probe = subprocess.run([sys.executable, "-c", "import MedSORALib.scoring_job, MedSORALib.worker, MedSORALib.scoring, sys; "
+    probe = subprocess.run([sys.executable, "-c", "import MedSORALib.session, MedSORALib.worker.server, MedSORALib.scoring, sys; "
                             "print(MedSORALib.__file__)"], cwd=str(modules), capture_output=True, text=True,
                            timeout=120, env={"PYTHONPATH": str(modules), "PATH": "/usr/bin:/bin"})
     assert probe.returncode == 0, probe.stderr
