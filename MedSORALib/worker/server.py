@@ -95,12 +95,11 @@ class Worker:
 
     def score(self, request: ScoreRequest) -> dict:
         """Open the case, score the symptoms and write the files of one request; the ``result`` event's fields."""
-        def progress(start: float, span: float):
-            def report(fraction: float, message: str) -> None:
-                fraction = start + span * min(max(float(fraction), 0.0), 1.0)
-                self.emit({"id": request.id, "event": "progress", "fraction": round(fraction, 4),
-                           "message": str(message)})
-            return report
+        def say(fraction: float, message: str) -> None:
+            self.emit({"id": request.id, "event": "progress", "fraction": round(fraction, 4), "message": str(message)})
+
+        def progress(start: float, span: float):  # a step's own 0..1 mapped onto its share of the request
+            return lambda fraction, message: say(start + span * min(max(float(fraction), 0.0), 1.0), message)
 
         settings = request.settings
         volume = check_input_file(request.volume, "volume", folder_allowed=True)
@@ -117,7 +116,7 @@ class Worker:
         started = time.perf_counter()
         loaded_now = False
         if not session.loaded:
-            progress(0.25, 0.0)(0.0, "loading models")
+            say(0.25, "loading models")
             loaded_now = session.load()
         seconds["load_models"] = time.perf_counter() - started
         started = time.perf_counter()
@@ -125,7 +124,7 @@ class Worker:
                                 passages=settings.passages, progress=progress(0.3, 0.6))
         seconds["score"] = time.perf_counter() - started
         started = time.perf_counter()
-        progress(0.92, 0.0)(0.0, "writing the results")
+        say(0.92, "writing the results")
         written = session.write(case, results, prefix, preview=settings.preview)
         seconds["write"] = time.perf_counter() - started
         outputs = [{"prefix": str(files["json"])[: -len(".json")],
