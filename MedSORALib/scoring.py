@@ -285,8 +285,12 @@ def check_image_weight(image_weight) -> float:
 
 
 def prepare_case(volume: Volume, organ_masks: Mapping[str, np.ndarray], *, inputs: Mapping | None = None,
-                 dicom_series: Path | None = None, progress: Progress | None = None) -> Case:
-    """Check, count and measure every organ of ``organ_masks`` (boolean ``[i, j, k]`` on the volume grid)."""
+                 dicom_series: Path | None = None, patient=None, progress: Progress | None = None) -> Case:
+    """Check, count and measure every organ of ``organ_masks`` (boolean ``[i, j, k]`` on the volume grid).
+
+    ``patient`` (what the measurements' reference ranges depend on) is passed to
+    :func:`MedSORALib.evidence.image_evidence` when given.
+    """
     keys = organs.structures_present(organ_masks)
     unknown = sorted(set(organ_masks) - set(keys))
     if unknown:
@@ -308,7 +312,8 @@ def prepare_case(volume: Volume, organ_masks: Mapping[str, np.ndarray], *, input
 
     return Case(volume=volume, masks=masks, voxels=voxels,
                 volume_ml={k: v * volume.voxel_volume_ml for k, v in voxels.items()},
-                evidence=image_evidence(volume, masks), inputs=dict(inputs or {}), dicom_series=dicom_series)
+                evidence=image_evidence(volume, masks, *(() if patient is None else (patient,))),
+                inputs=dict(inputs or {}), dicom_series=dicom_series)
 
 
 def encode_case(case: Case, models: ScoringModels, progress: Progress | None = None):

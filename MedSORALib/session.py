@@ -236,12 +236,13 @@ class ScoringSession:
     # ------------------------------------------------------------------ cases
     def open(self, volume_path, segmentation_path=None, label_scheme: str | None = None, *,
              log: Callable[[str], None] = lambda message: None, warn: Callable[[str], None] | None = None,
-             checksums: Mapping[str, str] | None = None, progress: Progress | None = None) -> Case:
+             checksums: Mapping[str, str] | None = None, patient=None, progress: Progress | None = None) -> Case:
         """Read a CT and its organ segmentation (or segment it with TotalSegmentator), check and measure it.
 
-        A case whose files have the content of one opened before (same SHA-256, same label scheme) is
-        taken from the session: only the files' checksums are read. ``checksums`` are SHA-256 the caller
-        has just computed of these files (``{"volume": ..., "segmentation": ...}``).
+        A case whose files have the content of one opened before (same SHA-256, same label scheme, same
+        ``patient``) is taken from the session: only the files' checksums are read. ``checksums`` are SHA-256
+        the caller has just computed of these files (``{"volume": ..., "segmentation": ...}``); ``patient``
+        (hashable) is what the measurements' reference ranges depend on (:func:`~MedSORALib.scoring.prepare_case`).
         """
         from .cases import load_case, print_warning
         from .files import file_sha256
@@ -258,7 +259,7 @@ class ScoringSession:
                     sums["volume"] = file_sha256(volume_path)
                 if segmentation_path is not None and "segmentation" not in sums:
                     sums["segmentation"] = file_sha256(segmentation_path)
-                key = (sums["volume"], sums.get("segmentation"), scheme)
+                key = (sums["volume"], sums.get("segmentation"), scheme, patient)
             except OSError:  # not readable: reading the case below says why, in one line
                 pass
         with self._lock:
@@ -275,7 +276,7 @@ class ScoringSession:
         loaded = load_case(volume_path, segmentation_path, scheme, resolve_device(self.settings.device), log=log,
                            warn=warn or print_warning, checksums=sums)
         case = prepare_case(loaded.volume, loaded.masks, inputs=loaded.inputs, dicom_series=loaded.dicom_series,
-                            progress=progress)
+                            patient=patient, progress=progress)
         if key is not None:
             with self._lock:
                 self._cases[key] = case
@@ -283,10 +284,10 @@ class ScoringSession:
                     self._cases.popitem(last=False)
         return case
 
-    def case(self, volume: Volume, masks: Mapping[str, np.ndarray], inputs: Mapping | None = None,
-             progress: Progress | None = None) -> Case:
+    def case(self, volume: Volume, masks: Mapping[str, np.ndarray], inputs: Mapping | None = None, *,
+             patient=None, progress: Progress | None = None) -> Case:
         """A case from a CT and organ masks already in memory (the Slicer scene, scripts); not kept."""
-        return prepare_case(volume, masks, inputs=inputs, progress=progress)
+        return prepare_case(volume, masks, inputs=inputs, patient=patient, progress=progress)
 
     def forget(self) -> None:
         """Drop the opened cases (their arrays are freed once no caller holds them)."""
