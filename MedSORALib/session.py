@@ -315,6 +315,10 @@ class ScoringSession:
                  progress: Progress | None = None) -> list[SymptomResult]:
         """Score arrays in one call (a :class:`Scorer`: the Slicer panel's in-process path)."""
         texts = check_symptoms(symptoms)
+        if not self.loaded:
+            if progress:
+                progress(0.0, "loading models")
+            self.load()
         return self.score(self.case(volume, masks, progress=progress), texts, progress=progress)
 
     # ------------------------------------------------------------------ files
