@@ -8,9 +8,9 @@ MedSORALib worker``, :mod:`MedSORALib.worker`), driven through ``qt.QProcess``:
 it is started on the first Apply and kept, so the models stay loaded; progress
 comes back as JSON lines; Cancel kills it and all it started; results are
 imported on the main thread from the files it wrote. Scene reading and writing are in
-:mod:`MedSORALib.scene`, the job and the worker protocol in
-:mod:`MedSORALib.scoring_job`; scoring is :func:`MedSORALib.scoring.score_volume`'s,
-as for the ``medsora`` command line and ``Scripts/score.py``.
+:mod:`MedSORALib.scene`, the worker and its protocol in :mod:`MedSORALib.worker`;
+scoring is a :class:`MedSORALib.session.ScoringSession`'s, as for the ``medsora``
+command line and ``Scripts/score.py``.
 
 Supported Slicer versions: 5.10 and later (:data:`MINIMUM_SLICER_VERSION`).
 """
@@ -139,7 +139,7 @@ class MedSORAParameterNode:
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     modelFolder: pathlib.Path = pathlib.Path()
     textEncoder: str = ""
-    useImageModel: bool = True
+    useImageModel: bool = False
 
 
 def _folderText(path) -> str:
@@ -290,7 +290,7 @@ class ScoringWorkerProcess:
 
     The process starts on the first :meth:`submit` and is kept for the next
     ones (models stay loaded in it). Its stdout is parsed by
-    :class:`MedSORALib.scoring_job.WorkerProtocol`; its stderr goes to the log.
+    :class:`MedSORALib.worker.WorkerProtocol`; its stderr goes to the log.
     If it dies with a request pending, the callback gets an ``error`` event.
 
     ``PythonSlicer`` is a launcher that runs the real interpreter as its child,
@@ -320,7 +320,7 @@ class ScoringWorkerProcess:
         if self.running:
             return
         from MedSORALib.process_tree import group_leader_command
-        from MedSORALib.scoring_job import WorkerProtocol, worker_command, worker_environment
+        from MedSORALib.worker import WorkerProtocol, worker_command, worker_environment
 
         self.protocol = WorkerProtocol()
         process = qt.QProcess()
@@ -596,7 +596,7 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 if not self._dependenciesReady:
                     self._status(_("MedSORA needs its Python packages; scoring was not started."))
                     return
-            from MedSORALib.scoring_job import split_symptoms
+            from MedSORALib.session import split_symptoms
 
             p = self._parameterNode
             symptoms = split_symptoms(p.symptomText, p.onePerLine)
@@ -733,17 +733,18 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
         return MedSORAParameterNode(super().getParameterNode())
 
     @staticmethod
-    def scoringSettings(parameterNode=None, device="auto", modelFolder="", textEncoder="", useImageModel=True):
-        from MedSORALib.scoring_job import ScoringSettings
+    def scoringSettings(parameterNode=None, device="auto", modelFolder="", textEncoder="", useImageModel=False):
+        from MedSORALib.scoring import IMAGE_WEIGHT_ON
+        from MedSORALib.session import ScoringSettings
 
         if parameterNode is not None:
             device, modelFolder = parameterNode.device, parameterNode.modelFolder
             textEncoder, useImageModel = parameterNode.textEncoder, parameterNode.useImageModel
         return ScoringSettings(device=device or "auto", model_dir=_folderText(modelFolder),
-                               text_encoder=textEncoder or "", use_image_model=bool(useImageModel))
+                               text_encoder=textEncoder or "", image_weight=IMAGE_WEIGHT_ON if useImageModel else 0.0)
 
     def process(self, inputVolume, organSegmentation, symptoms, *, device="auto", modelFolder="", textEncoder="",
-                useImageModel=True, threshold=0.0, opacityByRelevance=True, show3D=False, scorer=None):
+                useImageModel=False, threshold=0.0, opacityByRelevance=True, show3D=False, scorer=None):
         """Score one or more symptoms in this process (blocking) and create their output nodes.
 
         Args:
@@ -751,7 +752,7 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
             organSegmentation: segmentation node with organ segments.
             symptoms: one symptom text or a list of them.
             scorer: a scorer ``(volume, masks, symptoms, progress=None) -> results`` used instead of
-                the models (tests; see :mod:`MedSORALib.scoring_job`).
+                the models (tests; see :mod:`MedSORALib.session`).
 
         Returns:
             list of ``MedSORALib.scene.result_nodes.SymptomOutputs`` (segmentation, table, chart, passages nodes).
@@ -772,7 +773,7 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
         written under ``folder/result``. Nothing in the scene changes.
         """
         from MedSORALib.scene.inputs import organ_masks_from_segmentation, volume_from_node
-        from MedSORALib.scoring_job import request_fields
+        from MedSORALib.worker import request_fields
         from MedSORALib.segmentation_io import write_seg_nrrd
         from MedSORALib.volume_io import write_volume
 
@@ -1019,9 +1020,10 @@ class MedSORATest(ScriptedLoadableModuleTest):
         """The example CT scored by the worker process from files written out of the scene, results imported back."""
         self._requirePackages()
         from MedSORALib.scene.result_nodes import organ_segmentation_from_labelmap_file, volume_node_from_volume
-        from MedSORALib.scoring_job import ScoringSettings, WorkerClient
         from MedSORALib.segmentation_io import read_organ_masks
+        from MedSORALib.session import ScoringSettings
         from MedSORALib.volume_io import read_volume
+        from MedSORALib.worker import WorkerClient
 
         folders = [os.environ.get("MEDSORA_TEST_DATA", ""),
                    os.path.join(os.path.dirname(_MODULE_DIR), "Testing", "Data")]

@@ -15,7 +15,7 @@ import pytest
 from slicer_scene import (SEG, ct_masks, ct_node, ct_volume, ijk_to_ras_of, known_scorer,  # noqa: F401
                           organ_node, scene, slicer, vtk)
 from conftest import EXAMPLE_VOXELS as EXPECTED_VOXELS
-from MedSORALib import organs, result_format, scoring_job
+from MedSORALib import organs, result_format, session as scoring_session
 from MedSORALib.colors import relevance_color
 from MedSORALib.scene import inputs as scene_in
 from MedSORALib.scene import nodes
@@ -159,7 +159,7 @@ def test_mrml_second_symptom_creates_second_node(scene, ct_node, organ_node):
 
 
 def test_mrml_several_symptoms_one_per_line(scene, ct_node, organ_node):
-    symptoms = scoring_job.split_symptoms("epigastric pain radiating to the back\nblood in the urine", one_per_line=True)
+    symptoms = scoring_session.split_symptoms("epigastric pain radiating to the back\nblood in the urine", one_per_line=True)
     outputs = scene_out.run_symptom_scoring(ct_node, organ_node, symptoms, scorer=known_scorer())
     assert [o.symptom for o in outputs] == symptoms
     assert [o.in_domain for o in outputs] == [True, False]
@@ -288,7 +288,8 @@ REAL_SYMPTOMS = ["Pain in the right upper abdomen after fatty meals, with nausea
 
 @pytest.fixture(scope="module")
 def real_run(ct_volume, ct_masks):
-    """One scene scored with the shipped models, and the same inputs scored from files as the CLI does."""
+    """One scene scored with the shipped models, and the same inputs scored from files as the CLI does
+    (image weight 0.25, so that the image scores are computed and compared too)."""
     import torch
 
     from MedSORALib.scoring import score_volume
@@ -302,10 +303,11 @@ def real_run(ct_volume, ct_masks):
         organ_node = scene_out.organ_segmentation_from_labelmap_file(str(SEG), ct_node, "totalsegmentator", "organs")
         started = time.perf_counter()
         outputs = scene_out.run_symptom_scoring(ct_node, organ_node, REAL_SYMPTOMS,
-                                           settings=scoring_job.ScoringSettings(device="cpu"), show_3d=True)
+                                           settings=scoring_session.ScoringSettings(device="cpu", image_weight=0.25),
+                                           show_3d=True)
         seconds = time.perf_counter() - started
         file_results = score_volume(ct_volume, {k: m for k, m in ct_masks.items() if m.any()}, REAL_SYMPTOMS,
-                                    device="cpu")
+                                    device="cpu", image_weight=0.25)
         yield SimpleNamespace(scene=scene, ct_node=ct_node, organ_node=organ_node, outputs=outputs,
                               file_results=file_results, seconds=seconds)
     finally:

@@ -30,7 +30,8 @@ from slicer_scene import (SEG, FakeQProcess, application_stand_ins, ct_masks, ct
 from conftest import EXAMPLE_CT, EXAMPLE_SEG
 from MedSORALib import organs
 from MedSORALib.scene import result_nodes as scene_out
-from MedSORALib.scoring_job import ScoringSettings, request_fields
+from MedSORALib.session import ScoringSettings
+from MedSORALib.worker import request_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_PY = ROOT / "MedSORA" / "MedSORA.py"
@@ -175,7 +176,10 @@ def test_slicer_module_logic_process_with_known_scores(module_file, ct_node, org
 def test_slicer_model_folder_parameter_maps_to_settings(module_file):
     logic = module_file.MedSORALogic
     node = types.SimpleNamespace(device="cpu", modelFolder=Path(), textEncoder="", useImageModel=False)
-    assert logic.scoringSettings(node) == ScoringSettings(device="cpu", model_dir="", use_image_model=False)
+    assert logic.scoringSettings(node) == ScoringSettings(device="cpu", model_dir="", image_weight=0.0)
+    node.useImageModel = True  # the box on: the image term at its evaluated weight
+    assert logic.scoringSettings(node).image_weight == 0.25
+    node.useImageModel = False
     node.modelFolder = Path("/models/mine")
     assert logic.scoringSettings(node).model_dir == "/models/mine"
 

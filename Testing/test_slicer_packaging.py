@@ -225,7 +225,8 @@ def test_slicer_install_ships_what_slicer_runs_and_nothing_else(extension_build)
     modules = extension_build["modules"]
     for relative in ("MedSORA.py", "Scripts/score.py", "Scripts/batch.py", "Resources/UI/MedSORA.ui",
                      "Resources/Icons/MedSORA.png", "Resources/requirements.txt", "MedSORALib/__init__.py",
-                     "MedSORALib/process_tree.py", "MedSORALib/batch/runner.py",
+                     "MedSORALib/process_tree.py", "MedSORALib/batch/runner.py", "MedSORALib/session.py",
+                     "MedSORALib/worker/server.py",
                      "MedSORALib/resources/knowledge/corpus.jsonl", "MedSORALib/resources/knowledge/symp.obo",
                      "MedSORALib/resources/knowledge/chunk_embeddings.npz",
                      "MedSORALib/resources/knowledge/chunks.json.gz", "MedSORALib/resources/ood/lexicon.json",

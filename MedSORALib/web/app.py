@@ -383,7 +383,7 @@ class MedSORAWebApp(TrameApp):
                                         html.Span("{{ row.organ }}", classes="organ")
                                     html.Td("{{ row.relevance.toFixed(3) }}")
                                     html.Td("{{ row.text_prior.toFixed(3) }}")
-                                    html.Td("{{ row.image_score.toFixed(3) }}")
+                                    html.Td("{{ row.image_score === null ? '-' : row.image_score.toFixed(3) }}")
                                     html.Td("{{ row.volume_ml.toFixed(1) }}")
                                     html.Td("{{ row.findings }}", v_if="has_findings")
                         with html.Div(v_if="results[selected].passages.length", id="passages", classes="mt-3"):
