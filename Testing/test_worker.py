@@ -346,7 +346,8 @@ def test_medsora_worker_is_a_cli_subcommand():
 def test_worker_cannot_be_knocked_over(tmp_path, worker_env):
     """Each hostile request gets one error event (nothing written, inputs untouched); the next good one is answered."""
     from MedSORALib.segmentation_io import write_seg_nrrd
-    from MedSORALib.volume_io import read_organ_masks, read_volume
+    from MedSORALib.segmentation_io import read_organ_masks
+    from MedSORALib.volume_io import read_volume
 
     volume = read_volume(EXAMPLE_CT)
     inputs = tmp_path / "inputs"
