@@ -308,7 +308,7 @@ AORTIC_SECTION_OF_ROW = {r.key: r.measurement.split("_", 1)[0] for r in REFERENC
 
 
 def reference_table() -> list[dict]:
-    """The reference-range table as rows of plain values (docs, JSON, Slicer)."""
+    """The reference-range table as rows of plain values (docs/findings.md, JSON, Slicer)."""
     return [{"key": r.key, "organ": r.organ, **r.to_dict(), "label": r.label, "kind": r.kind}
             for r in REFERENCE_RANGES]
 

@@ -54,7 +54,7 @@ def _bad_layer_seg(folder: Path) -> Path:
     import nrrd
 
     from MedSORALib.segmentation_io import write_seg_nrrd
-    from MedSORALib.volume_io import read_organ_masks
+    from MedSORALib.segmentation_io import read_organ_masks
 
     ct = read_volume(EXAMPLE_CT)
     masks = read_organ_masks(EXAMPLE_SEG, ct, "totalsegmentator")
@@ -183,7 +183,7 @@ class HangOnce(WorkerPlugin):
         self.flag, self.row = flag, row
 
     def setup(self, worker):
-        import MedSORALib.batch.work as work
+        import MedSORALib.batch.rows as work
 
         original, flag, target = work._score_row, self.flag, self.row
 
@@ -347,7 +347,7 @@ def test_each_input_is_hashed_once_and_its_checksum_recorded(tmp_path, monkeypat
 
 
 def test_unexpected_exception_in_a_row_fails_only_that_row(tmp_path, monkeypatch):
-    import MedSORALib.batch.work as work
+    import MedSORALib.batch.rows as work
 
     original = work._score_row
 
