@@ -215,8 +215,8 @@ REFERENCE_RANGES: tuple[ReferenceRange, ...] = (
                    "adults, ultrasound midclavicular length",
                    "threshold stated (> 15.5 cm); applied to the whole-liver craniocaudal extent, which can exceed "
                    "the midclavicular length", measure="craniocaudal extent",
-                   patient_note="liver volume scales with body surface area; MedSORA has no height or weight, so "
-                                "no body-size range is used"),
+                   patient_note="liver volume scales with body surface area (Vauthey 2002); MedSORA has no height or "
+                                "weight, so no body-size range is used"),
     ReferenceRange("steatosis_attenuation", "liver", "median_hu", "<=", 40.0, "HU", "unenhanced liver attenuation",
                    "at or below 40 HU: moderate-to-severe steatosis range", "attenuation", _BOYCE,
                    "asymptomatic adults, unenhanced low-dose CT", "threshold stated (<= 40 HU)",
