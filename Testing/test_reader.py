@@ -203,14 +203,44 @@ def test_a_case_report_reads_a_handful_of_findings():
 
 
 # -- precision and recall on the hand-annotated clauses -------------------------------------------------------
-def test_reader_precision_and_recall_floor():
+def _clauses(name):
+    path = REPO / "Testing" / "data" / name
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("name, floors", [
+    # the development set: the lexicon was corrected on its errors, so its floors are high
+    ("reader_clauses.jsonl", {"precision": 0.95, "recall": 0.95, "status_accuracy": 0.95}),
+    # written after the lexicon was fixed and scored without correcting the lexicon on it (docs/reasoning.md)
+    ("reader_clauses_heldout.jsonl", {"precision": 0.93, "recall": 0.80, "status_accuracy": 0.92}),
+])
+def test_reader_precision_and_recall_floor(name, floors):
     from MedSORALib.differential.evaluate_reader import evaluate_clauses
 
-    path = REPO / "Testing" / "data" / "reader_clauses.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    assert len(rows) >= 150
+    rows = _clauses(name)
     report = evaluate_clauses(rows)
-    # floors below the measured figures (docs/reasoning.md): a regression of the reader fails here
-    assert report["precision"] >= 0.85, report
-    assert report["recall"] >= 0.80, report
-    assert report["status_accuracy"] >= 0.90, report
+    for key, floor in floors.items():
+        assert report[key] >= floor, (key, report[key])
+
+
+def test_clause_sets_are_large_and_distinct():
+    dev, heldout = _clauses("reader_clauses.jsonl"), _clauses("reader_clauses_heldout.jsonl")
+    assert len(dev) + len(heldout) >= 150 and len(dev) >= 150
+    assert not {r["text"].lower() for r in dev} & {r["text"].lower() for r in heldout}
+    registers = {r["register"] for r in dev}
+    assert {"requisition", "case", "exam", "lay", "triage"} <= registers
+
+
+def test_clauses_are_not_training_or_dev_texts():
+    corpus = []
+    for rel in ("MedSORALib/resources/dataset/symptom_texts.jsonl", "MedSORALib/resources/dataset/register_texts.jsonl",
+                "Training/data/external_dev.jsonl"):
+        path = REPO / rel
+        if path.is_file():
+            corpus += [json.loads(line).get("text", "").lower() for line in path.read_text(encoding="utf-8").splitlines()
+                       if line.strip()]
+    joined = "\n".join(corpus)
+    for row in _clauses("reader_clauses.jsonl") + _clauses("reader_clauses_heldout.jsonl"):
+        text = row["text"].lower()
+        if len(text) >= 30:
+            assert text not in joined, row["id"]

@@ -96,7 +96,7 @@ _NEG_PRE = _words(
     r"neg for", r"free of", r"free from", r"absence of", r"absent", r"nil", r"no evidence of", r"no signs? of",
     r"no history of", r"no hx of", r"no h/o", r"no previous", r"no prior", r"no known", r"does not have",
     r"did not have", r"doesn'?t have", r"didn'?t have", r"has not had", r"hasn'?t had", r"have not had",
-    r"haven'?t had", r"don'?t", r"do not", r"dont", r"off", r"isn'?t", r"wasn'?t", r"aren'?t", r"weren'?t", r"doesn'?t", r"didn'?t", r"cannot",
+    r"haven'?t had", r"haven'?t been", r"hasn'?t been", r"have not been", r"has not been", r"don'?t", r"do not", r"dont", r"off", r"isn'?t", r"wasn'?t", r"aren'?t", r"weren'?t", r"doesn'?t", r"didn'?t", r"cannot",
     r"can'?t", r"unable to elicit", r"no complaints? of", r"ruled out", r"resolution of",
     r"not associated with", r"no associated", r"neither", r"none", r"nothing to suggest", r"never had",
     r"nkda")
@@ -196,6 +196,8 @@ class Context:
         for regex, status in ((_NEG_PRE, NEGATED), (_FAMILY_PRE, FAMILY), (_UNC_PRE, UNCERTAIN),
                               (_HIST_PRE, HISTORY)):
             for m in regex.finditer(norm, seg.start, seg.end):
+                if status == NEGATED and re.match(r"\s+(?:stop|help|wait|keep from)\b", norm[m.end():m.end() + 12]):
+                    continue  # "can't stop being sick" asserts the vomiting
                 if status == HISTORY and re.search(r"(?:day|week|month|hour|hr|wk|short|brief)s?[- ]$",
                                                    norm[max(0, m.start() - 8):m.start()]):
                     continue  # "a 3-day history of diarrhoea" is the presentation, not the past
