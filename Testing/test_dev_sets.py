@@ -142,3 +142,61 @@ def test_presentations_leave_out_organ_names(sets):
     found = [(r["id"], m) for r in sets["dev_presentations.jsonl"] for m in pattern.findall(r["text"].lower())]
     assert found == []
     assert pattern.findall("epigastric pain, chronic hepatitis c, liver tests") == ["liver"]
+
+
+# -- the evaluation harness (Training/evaluate_reasoning.py) ------------------------------------------
+def _load_harness():
+    import sys
+
+    spec = importlib.util.spec_from_file_location("evaluate_reasoning", REPO / "Training" / "evaluate_reasoning.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["evaluate_reasoning"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_harness_metrics_by_hand():
+    import numpy as np
+
+    h = _load_harness()
+    rows = [
+        {"text": "a", "structures": ["kidney_left"], "scope": "modelled", "register": "case"},
+        {"text": "b", "structures": ["liver", "gallbladder"], "scope": "modelled", "register": "lay"},
+        {"text": "c", "structures": [], "scope": "non-abdominal", "register": "lay"},
+        {"text": "d", "structures": [], "scope": "abdominal-other", "register": "case"},
+    ]
+    zero = dict.fromkeys(STRUCTURES, 0.0)
+    outs = [
+        # a left-kidney text: the right kidney first (same score, catalogue order puts it first) -> rank 2
+        h.Output({**zero, "kidney_right": 0.9, "kidney_left": 0.9}, True),
+        # liver 3rd, gallbladder 1st: hit@1, AP = (1/1 + 2/3) / 2
+        h.Output({**zero, "gallbladder": 0.8, "spleen": 0.7, "liver": 0.6}, False),
+        h.Output(zero, False),
+        h.Output(zero, True),
+    ]
+    v = h.per_text(rows, outs)
+    assert v["rank1"][:2].tolist() == [0.0, 1.0] and v["rank3"][:2].tolist() == [1.0, 1.0]
+    assert v["mAP"][0] == pytest.approx(0.5) and v["mAP"][1] == pytest.approx((1 + 2 / 3) / 2)
+    assert np.isnan(v["rank1"][2:]).all()
+    assert v["kept"][:2].tolist() == [1.0, 0.0] and v["caught"][2] == 1.0 and v["other_in_domain"][3] == 1.0
+    s = h.summary(v)
+    assert (s["rank1"], s["kept"], s["caught"], s["n_ranked"], s["n_non_abdominal"]) == (0.5, 0.5, 1.0, 2, 1)
+    per_register = h.grouped(rows, v, lambda r: r["register"] if r["scope"] == "modelled" else None)
+    assert per_register == {"case": {"rank1": 0.0, "rank3": 1.0, "mAP": 0.5, "n": 1},
+                            "lay": {"rank1": 1.0, "rank3": 1.0, "mAP": round((1 + 2 / 3) / 2, 4), "n": 1}}
+
+
+def test_paired_bootstrap_interval():
+    import numpy as np
+
+    h = _load_harness()
+    n = 200
+    better = {"rank1": np.r_[np.ones(150), np.zeros(50)], **{k: np.full(n, np.nan) for k in ("rank3", "mAP", "kept", "caught")}}
+    worse = {"rank1": np.r_[np.ones(100), np.zeros(100)], **{k: np.full(n, np.nan) for k in ("rank3", "mAP", "kept", "caught")}}
+    out = h.paired_bootstrap(better, worse, n, resamples=2000, seed=0)
+    assert set(out) == {"rank1"} and out["rank1"]["difference"] == pytest.approx(0.25) and out["rank1"]["n"] == n
+    lo, hi = out["rank1"]["ci95"]
+    # 50 of 200 paired differences are +1, the rest 0: the interval is about 0.25 +- 1.96 * sqrt(.25 * .75 / 200)
+    assert 0.17 < lo < 0.21 and 0.29 < hi < 0.33
+    same = h.paired_bootstrap(worse, worse, n)
+    assert same["rank1"]["ci95"] == [0.0, 0.0]
