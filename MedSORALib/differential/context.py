@@ -20,7 +20,8 @@ experiencer, and temporal status from clinical reports. J Biomed Inform, 2009), 
 * A trigger after a span ("Murphy's sign negative", "pancreatitis ruled out", "cholecystectomy in 2015")
   governs the span it follows within three words, in its segment.
 * Words inside the matched span never govern it ("no gallbladder", "absent pulses" are findings).
-* Precedence: negated, then family, then uncertain, then history, then present.
+* Precedence: family, then negated, uncertain, history, present (in "no family history of cancer" the
+  cancer is not the patient's).
 """
 from __future__ import annotations
 
@@ -95,8 +96,8 @@ _NEG_PRE = _words(
     r"neg for", r"free of", r"free from", r"absence of", r"absent", r"nil", r"no evidence of", r"no signs? of",
     r"no history of", r"no hx of", r"no h/o", r"no previous", r"no prior", r"no known", r"does not have",
     r"did not have", r"doesn'?t have", r"didn'?t have", r"has not had", r"hasn'?t had", r"have not had",
-    r"haven'?t had", r"isn'?t", r"wasn'?t", r"aren'?t", r"weren'?t", r"doesn'?t", r"didn'?t", r"cannot",
-    r"can'?t", r"unable to elicit", r"no complaints? of", r"rules? out", r"ruled out", r"resolution of",
+    r"haven'?t had", r"haven'?t been", r"hasn'?t been", r"have not been", r"has not been", r"don'?t", r"do not", r"dont", r"off", r"isn'?t", r"wasn'?t", r"aren'?t", r"weren'?t", r"doesn'?t", r"didn'?t", r"cannot",
+    r"can'?t", r"unable to elicit", r"no complaints? of", r"ruled out", r"resolution of",
     r"not associated with", r"no associated", r"neither", r"none", r"nothing to suggest", r"never had",
     r"nkda")
 _NEG_NON = re.compile(r"(?<![\w/])(?:non|un)-?(?=[a-z])")
@@ -117,12 +118,14 @@ _HIST_PRE = _words(
     r"history of", r"hx of", r"h/o", r"pmh(?:x)?(?: of| includes?)?", r"past (?:medical |surgical )?history(?: of)?",
     r"previous(?:ly)?", r"prior", r"status post", r"s/p", r"background of", r"bg of", r"known",
     r"in the past", r"long-?standing", r"underwent", r"had undergone", r"has undergone", r"treated for",
-    r"recovered from", r"was diagnosed with", r"diagnosed with", r"remote", r"resolved", r"former")
+    r"recovered from", r"was diagnosed with", r"diagnosed with", r"remote", r"resolved", r"former",
+    r"(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|twenty|several|many|a few|few|some) (?:years?|yrs?|decades?) "
+    r"(?:ago|before|earlier|previously)", r"in (?:19|20)\d\d", r"as a (?:child|teenager|baby)", r"in childhood")
 _HIST_POST = re.compile(
     r"^\W{0,3}(?:\w+\W+){0,4}?(?:(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|"
     r"twenty|thirty|forty|several|many|few|some|a few|couple of|a couple of)\s+(?:years?|yrs?|decades?)\s+"
     r"(?:ago|before|earlier|previously)|in (?:19|20)\d\d|(?:last|previous) year|as a (?:child|teenager|baby)|"
-    r"in the past|previously|in childhood|(?:which |that )?(?:has |have )?(?:since )?resolved)\b")
+    r"(?:years|decades|ages) ago|in the past|previously|in childhood|(?:which |that )?(?:has |have )?(?:since )?resolved)\b")
 _FAMILY_PRE = _words(
     r"family history of", r"fh of", r"fhx? of", r"family hx of",
     r"(?:his|her|my|their) (?:father|mother|dad|mum|mom|brother|sister|son|daughter|grandmother|grandfather|"
@@ -133,7 +136,7 @@ _TERMINATORS = _words(
     r"but", r"however", r"though", r"although", r"apart from", r"aside from", r"except(?: for)?", r"whereas", r"yet",
     r"which", r"who", r"presents? with", r"presented with", r"presenting with", r"reports?", r"reported",
     r"complains? of", r"complaining of", r"c/o", r"now has", r"now with", r"and (?:now|then|has|had|is|was|reports|"
-    r"complains|describes|presents|developed|she|he|they|there|on|her|his|the)", r"then", r"since then",
+    r"takes|uses|complains|describes|presents|developed|she|he|they|there|on|her|his|the)", r"then", r"since then",
     r"admitted with", r"came in with", r"comes in with", r"today", r"now", r"currently", r"this time",
     r"on examination", r"o/e", r"examination", r"exam", r"bloods?", r"labs?", r"investigations?", r"imaging",
     r"with (?:new|worsening|sudden|severe|acute)", r"developed", r"develops", r"started", r"began", r"she", r"he",
@@ -193,6 +196,11 @@ class Context:
         for regex, status in ((_NEG_PRE, NEGATED), (_FAMILY_PRE, FAMILY), (_UNC_PRE, UNCERTAIN),
                               (_HIST_PRE, HISTORY)):
             for m in regex.finditer(norm, seg.start, seg.end):
+                if status == NEGATED and re.match(r"\s+(?:stop|help|wait|keep from)\b", norm[m.end():m.end() + 12]):
+                    continue  # "can't stop being sick" asserts the vomiting
+                if status == HISTORY and re.search(r"(?:day|week|month|hour|hr|wk|short|brief)s?[- ]$",
+                                                   norm[max(0, m.start() - 8):m.start()]):
+                    continue  # "a 3-day history of diarrhoea" is the presentation, not the past
                 end = _forward_end(norm, m.end(), seg.end)
                 if status == NEGATED:
                     end = self._extend_list(i, end)
@@ -226,7 +234,7 @@ class Context:
                 found.setdefault(NEGATED, m.group(0))
             if _HIST_POST.match(after):
                 found.setdefault(HISTORY, "years ago")
-        for status in (NEGATED, FAMILY, UNCERTAIN, HISTORY):
+        for status in (FAMILY, NEGATED, UNCERTAIN, HISTORY):
             if status in found:
                 return status, found[status]
         return PRESENT, None

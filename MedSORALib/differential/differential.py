@@ -12,8 +12,9 @@ typical ages; x ``WRONG_SEX_FACTOR`` for the other sex) and is updated by likeli
   so that many of them do not outweigh one specific finding;
 * the sum of log LRs is multiplied by ``TEMPERATURE`` (< 1): findings of one text are not independent.
 
-A further hypothesis, *none of these* (a presentation the catalogue does not explain, or too non-specific to
-name), has the designed weight ``NONE_PRIOR`` and LR 1 for every finding, so a text with only generic findings
+Base rates enter flattened (``prior ** PRIOR_POWER``). A further hypothesis, *none of these* (a presentation
+the catalogue does not explain, or too non-specific to name), holds the share ``NONE_SHARE`` of the prior mass
+and LR 1 for every finding, so a text with only generic findings
 leaves most of the mass there: a flat, honest ranking. The posterior is the softmax of the log scores over the
 diseases and that hypothesis.
 
@@ -41,7 +42,13 @@ from .context import FAMILY, HISTORY, NEGATED, PRESENT, UNCERTAIN
 TEMPERATURE = 0.8
 GENERIC_WEIGHT = 0.5
 UNCERTAIN_WEIGHT = 0.5
-NONE_PRIOR = 0.5
+#: Prior share of "none of these" before any finding (the rest is shared by the diseases by base rate).
+NONE_SHARE = 0.5
+#: Base rates enter as prior ** PRIOR_POWER: texts sent to MedSORA are already selected by a clinician's
+#: suspicion, so the spread of population base rates (100x between common and very rare) is flattened.
+PRIOR_POWER = 0.5
+#: Below this top-diagnosis probability the differential does not decide the scope (non-specific text).
+SCOPE_MIN = 0.2
 WRONG_SEX_FACTOR = 0.01
 SECONDARY_SHARE = 0.5
 CONTRALATERAL_FACTOR = 0.3
@@ -127,11 +134,13 @@ class Differential:
     """The scorer over one catalogue (see the module docstring)."""
 
     def __init__(self, catalogue, temperature: float = TEMPERATURE, generic_weight: float = GENERIC_WEIGHT,
-                 none_prior: float = NONE_PRIOR):
+                 none_share: float = NONE_SHARE, prior_power: float = PRIOR_POWER):
         self.catalogue = catalogue
         self.temperature = temperature
         self.generic_weight = generic_weight
-        self.none_prior = none_prior
+        self.prior_power = prior_power
+        total = sum(d.prior ** prior_power for d in catalogue.diseases) or 1.0
+        self.none_log_prior = math.log(none_share / (1.0 - none_share) * total)
         self.findings = catalogue.findings
         # per disease: {finding id: weight} for quick lookup
         self._weights = [({w.id: w for w in d.findings}, {w.id: w for w in d.against}) for d in catalogue.diseases]
@@ -166,7 +175,7 @@ class Differential:
             structures = tuple(s for s in disease.structures if s not in removed)
             if disease.organs and not structures:
                 continue
-            log_prior = math.log(disease.prior)
+            log_prior = self.prior_power * math.log(disease.prior)
             if disease.sex and reading.sex and disease.sex != reading.sex:
                 log_prior += math.log(WRONG_SEX_FACTOR)
             if disease.age and reading.age is not None and not disease.age[0] <= reading.age <= disease.age[1]:
@@ -196,7 +205,7 @@ class Differential:
                         against.append(f)
             scored.append(Diagnosis(disease, log_prior + self.temperature * total, 0.0, supporting, against,
                                     _sided(structures, side)))
-        none_log = math.log(self.none_prior)
+        none_log = self.none_log_prior
         peak = max([d.log_score for d in scored] + [none_log])
         z = math.exp(none_log - peak) + sum(math.exp(d.log_score - peak) for d in scored)
         for d in scored:
@@ -234,6 +243,12 @@ class Differential:
         if not scored:
             return MODELLED, None
         best = scored[0].probability
+        norm = reading.text.lower()
+        if best < SCOPE_MIN:
+            # nothing named with confidence: a text about a non-abdominal body site only is non-abdominal
+            if _NON_ABDOMINAL_SITE.search(norm) and not _ABDOMINAL_SITE.search(norm):
+                return NON_ABDOMINAL, None
+            return MODELLED, None
         leading = [d for d in scored[:TOP_K] if d.probability >= LEADING_SHARE * best]
         mass = {MODELLED: 0.0, ABDOMINAL_OTHER: 0.0, NON_ABDOMINAL: 0.0}
         outside_mass: dict[str, float] = {}
@@ -246,10 +261,6 @@ class Differential:
             else:
                 mass[NON_ABDOMINAL] += d.probability
                 outside_mass[d.disease.outside] = outside_mass.get(d.disease.outside, 0.0) + d.probability
-        explained = sum(mass.values())
-        norm = reading.text.lower()
-        if explained < none_p and _NON_ABDOMINAL_SITE.search(norm) and not _ABDOMINAL_SITE.search(norm):
-            return NON_ABDOMINAL, None
         scope = max(mass, key=lambda k: (mass[k], k == MODELLED))
         if scope == MODELLED:
             return MODELLED, None

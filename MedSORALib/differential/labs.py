@@ -23,7 +23,8 @@ from pathlib import Path
 LABS_FILE = Path(__file__).resolve().parent.parent / "resources" / "differential" / "labs.yaml"
 
 _NUMBER = r"\s*(\d{1,6}(?:[.,]\d{1,3})?)"
-_CONNECT = (r"(?:\s*(?:level|levels|count|conc(?:entration)?|value|of|was|is|were|are|:|=|at|up to|peaked at|rose to|"
+_CONNECT = (r"(?:\s*(?:(?:rose|rising|risen|increased|went up|climbed|fell|dropped|falling|changed) from [\d.]+ "
+            r"(?:[a-zµ/]+ )?to|level|levels|count|conc(?:entration)?|value|of|was|is|were|are|:|=|at|up to|peaked at|rose to|"
             r"rising to|risen to|reached|measured|measuring|about|approximately|approx\.?|around|~|>|>=|≥|greater than|"
             r"over|more than|elevated at|raised at|high at|low at|elevated to|raised to|of about|only|just|now|"
             r"on admission|initially|-)\s*){0,4}")

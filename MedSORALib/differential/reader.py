@@ -42,7 +42,8 @@ NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"ha?emodynamically stable|vitals? (?:signs )?(?:are |were )?(?:normal|stable|unremarkable)|obs (?:are |were )?(?:normal|stable)",
      ("hypotension", "tachycardia", "shock", "fever")),
     (r"soft,? (?:and )?non-?tender|benign abdomen|abdomen (?:is |was )?(?:soft|benign)(?: and non-?tender)?|"
-     r"no peritonism|no peritoneal signs", ("guarding", "rigid_abdomen", "rebound_tenderness", "peritonitis")),
+     r"no peritonism|no peritoneal signs", ("guarding", "rigid_abdomen", "rebound_tenderness", "peritonitis",
+                                            "abdominal_pain")),
     (r"normal bowel (?:habit|movements|motions)|bowels? (?:are |is |opening )?(?:normal|regular|fine)",
      ("diarrhoea", "constipation", "melaena", "haematochezia")),
     (r"eating (?:and drinking )?normally|appetite (?:is |was )?(?:good|normal|preserved|fine)", ("anorexia",)),
@@ -221,12 +222,21 @@ def _sentences(ctx: Context) -> list[tuple[int, int]]:
     return [tuple(v) for v in out.values()]
 
 
+_PLACES_OF_PAIN = frozenset({
+    "epigastric_pain", "ruq_pain", "luq_pain", "rlq_pain", "llq_pain", "periumbilical_pain", "suprapubic_pain",
+    "flank_pain", "chest_pain", "retrosternal_pain", "interscapular_pain", "pelvic_pain", "testicular_pain",
+    "loin_to_groin_pain", "diffuse_abdominal_pain"})
+
+
 def _resolve(raw: list[ReadFinding]) -> list[ReadFinding]:
     """Drop generic findings overlapped by specific ones; one entry per id with its strongest status."""
-    specific = [f for f in raw if not f.generic and f.source != "lab" and f.status != NEGATED]
+    # only generic *pain* findings give way ("right upper quadrant abdominal pain" is one place of pain);
+    # a generic symptom inside a more specific one ("non-bilious vomiting") is still read
+    specific = [f for f in raw if not f.generic and f.source != "lab" and f.status != NEGATED
+                and f.id in _PLACES_OF_PAIN]
     kept = []
     for f in raw:
-        if f.generic and f.source != "lab" and any(
+        if f.generic and f.id.endswith("_pain") and f.source != "lab" and any(
                 g.start < f.end and f.start < g.end and g.id != f.id and g.status == f.status for g in specific):
             continue
         kept.append(f)
