@@ -92,8 +92,8 @@ _DISEASE_KEYS = {"id", "name", "organs", "outside", "frequency", "sex", "age", "
 _WEIGHT_KEYS = {"id", "freq", "lr", "lr_source"}
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 #: A source must name an author or body and a year.
+_YEAR = re.compile(r"\b(19|20)\d\d\b")
 #: An upper-case letter outside an escape (`\D`, `\S`, `\W`, `\B` keep their meaning).
-#: An upper-case letter that is not part of an escape (\\D, \\S, \\W, \\B keep their meaning).
 _UPPER = re.compile(r"(?<!\\)[A-Z]")
 
 
