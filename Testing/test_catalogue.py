@@ -236,7 +236,8 @@ def _write(root: Path, findings: list, diseases: list) -> Path:
 GOOD_FINDING = {"id": "ruq_pain", "label": "RUQ pain", "kind": "symptom", "patterns": ["ruq pain"]}
 GOOD_ROW = {"id": "acute_cholecystitis", "name": "Acute cholecystitis", "organs": ["gallbladder"],
             "frequency": "common", "findings": [{"id": "ruq_pain", "freq": 0.9, "lr": 2.5}],
-            "look_for": ["gallstones"], "source": "Yokoe M, et al. Tokyo Guidelines 2018. J Hepatobiliary Pancreat Sci, 2018"}
+            "look_for": ["gallstones"],
+            "source": "Yokoe M, et al. Tokyo Guidelines 2018. J Hepatobiliary Pancreat Sci, 2018"}
 
 
 def test_a_valid_minimal_folder_loads(tmp_path):
