@@ -349,11 +349,16 @@ def _merge_finding(old: Finding, new: Finding, problems: list[str]) -> Finding:
 
 
 def _lab_finding_ids(node) -> set[str]:
-    """Finding ids a labs file yields: strings under any key named ``finding``, ``findings`` or ``yields``."""
+    """Finding ids a labs file yields: strings under any key named ``finding``, ``findings`` or ``yields``, and
+    under the ``high`` / ``low`` / ``positive`` / ``negative`` keys of a ``qualitative`` block."""
     found: set[str] = set()
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in ("finding", "findings", "yields"):
+            if key == "qualitative" and isinstance(value, dict):
+                for words in value.values():
+                    if isinstance(words, list):
+                        found.update(v for v in words if isinstance(v, str))
+            elif key in ("finding", "findings", "yields"):
                 if isinstance(value, str):
                     found.add(value)
                 elif isinstance(value, list):
