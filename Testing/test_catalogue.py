@@ -319,6 +319,7 @@ def test_finding_ids_of_a_labs_file_are_collected_from_rules_and_qualitative_wor
 def test_a_lab_finding_known_only_to_labs_yaml_joins_the_lexicon(tmp_path):
     root = _write(tmp_path, [GOOD_FINDING], [{**GOOD_ROW, "findings": [
         {"id": "ruq_pain", "freq": 0.9, "lr": 2.5}, {"id": "renin_low", "freq": 0.9, "lr": 5}]}])
-    (root / "labs.yaml").write_text(yaml.safe_dump({"analytes": [{"id": "renin", "qualitative": {"low": ["renin_low"]}}]}))
+    labs = {"analytes": [{"id": "renin", "qualitative": {"low": ["renin_low"]}}]}
+    (root / "labs.yaml").write_text(yaml.safe_dump(labs), encoding="utf-8")
     c = cat.build_catalogue(root)
     assert c.findings["renin_low"].computed and c.findings["renin_low"].kind == "lab"
