@@ -181,7 +181,6 @@ def build_methods(names: Sequence[str], weights=None, extra: dict | None = None)
 def per_text(rows: list[dict], outputs: list[Output]) -> dict[str, np.ndarray]:
     """Per-text values (NaN where a figure does not apply to the row)."""
     from MedSORALib.organs import STRUCTURES
-    from MedSORALib.text.metrics import average_precision
 
     n = len(rows)
     scores = np.array([[float(o.scores.get(k, 0.0)) for k in STRUCTURES] for o in outputs]).reshape(n, len(STRUCTURES))
@@ -191,10 +190,14 @@ def per_text(rows: list[dict], outputs: list[Output]) -> dict[str, np.ndarray]:
     modelled = np.array([r["scope"] == "modelled" and bool(r["structures"]) for r in rows])
     nan = np.full(n, np.nan)
     in_domain = np.array([o.in_domain for o in outputs], float)
+    # average precision: mean over the true structures of the precision at their rank
+    found = np.cumsum(hits, axis=1) / np.arange(1, len(STRUCTURES) + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = (found * hits).sum(axis=1) / hits.sum(axis=1)
     out = {
         "rank1": np.where(modelled, hits[:, :1].any(axis=1), nan),
         "rank3": np.where(modelled, hits[:, :3].any(axis=1), nan),
-        "mAP": np.where(modelled, average_precision(scores, relevant) if n else nan, nan),
+        "mAP": np.where(modelled, ap, nan),
         "kept": np.where(modelled, in_domain, nan),
         "caught": np.where([r["scope"] == "non-abdominal" for r in rows], 1.0 - in_domain, nan),
         "other_in_domain": np.where([r["scope"] == "abdominal-other" for r in rows], in_domain, nan),
