@@ -47,6 +47,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -282,6 +283,8 @@ def evaluate(methods: dict, sets: dict) -> dict:
                                            if r["scope"] == "modelled" and r["structures"] else None),
                 "per_register": grouped(rows, v, lambda r: r["register"] if r["scope"] == "modelled" else None),
             }
+            tops = Counter(str(t) for t in v["top"])
+            entry["methods"][name]["first_structure"] = dict(tops.most_common())
             if any("written" in r for r in rows):  # the dev sets' first and second writing passes (DEV_SETS.md)
                 entry["methods"][name]["per_pass"] = grouped(
                     rows, v, lambda r: r.get("written") if r["scope"] == "modelled" else None)
@@ -342,6 +345,14 @@ def markdown(report: dict, info: dict) -> str:
                 vs = (res[part] if part else res)["vs_model"]
                 lines.append(f"| {set_name}{label} | {name} | " + " | ".join(
                     _interval(vs.get(f)) for f in ("rank1", "rank3", "mAP", "kept", "caught")) + " |")
+    lines += ["", "## The structure each method ranks first most often (share of all rows of the set)", "",
+              "| set | method | most frequent first structures |", "|---|---|---|"]
+    for set_name, entry in report.items():
+        for name, res in entry["methods"].items():
+            counts = res["first_structure"]
+            total = sum(counts.values()) or 1
+            lines.append(f"| {set_name} | {name} | " + ", ".join(
+                f"{k} {100 * c / total:.0f}" for k, c in list(counts.items())[:3]) + " |")
     for set_name, entry in report.items():
         names = list(entry["methods"])
         first = entry["methods"][names[0]]
