@@ -11,7 +11,7 @@
 Each fold ranks the organ classes present by the text prior alone, fused with the image term at several
 weights, and the image similarity alone (``Training/evaluate_fusion.py``). Rank-k and mAP in percent.
 Writes ``leave_one_ct_out.md`` (the tables) and ``leave_one_ct_out.json`` into ``--tables`` (default: the
-committed ``docs/results/``) and the run into ``--output``.
+committed ``Training/results/``) and the run into ``--output``.
 
     python Training/leave_one_ct_out.py --output runs/loco
 """
@@ -82,8 +82,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="runs/loco", help="folder for the fold-2 run")
     parser.add_argument("--run", help="a finished run of Training/configs/loco_dicom.yaml (skips training)")
-    parser.add_argument("--tables", default=str(REPO / "docs" / "results"),
-                        help="folder for leave_one_ct_out.md and .json (default: docs/results)")
+    parser.add_argument("--tables", default=str(REPO / "Training" / "results"),
+                        help="folder for leave_one_ct_out.md and .json (default: Training/results)")
     args = parser.parse_args()
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
