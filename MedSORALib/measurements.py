@@ -396,7 +396,9 @@ def measure_organs(volume: Volume, masks: Mapping[str, np.ndarray]) -> dict[str,
         if mask.any():
             crops[key] = crop_to_organ(volume, mask)
         del mask
-    from .vessels import organ_extent_z, split_x, vessel_diameters
+    from .vessels import organ_extent_z, split_x, vertebra_extents, vessel_diameters
+
+    vertebrae = vertebra_extents(volume, masks) if "aorta" in crops else {}
 
     extents = {key: organ_extent_z(sub, submask) for key, (sub, submask, _) in crops.items()}
     reference = next((k for k in ("inferior_vena_cava", "aorta") if k in crops), None)
@@ -407,7 +409,7 @@ def measure_organs(volume: Volume, masks: Mapping[str, np.ndarray]) -> dict[str,
         out[key] = organ_measurements(sub, submask, touches=touches, distances=distances)
         if key in VESSELS or key == "gallbladder":
             out[key].update(vessel_diameters(sub, {key: submask}, key, extents=extents, split=split,
-                                             distances=distances))
+                                             distances=distances, vertebrae=vertebrae))
     pairs = left_right(out)
     for name, right, left in PAIRS:
         if name in pairs:

@@ -30,15 +30,21 @@ section (``abdominal_``, ``thoracic_``, ``uncertain_`` prefixes):
 Sections of the aorta (:func:`aortic_sections`): the aorta crosses the
 diaphragm at the aortic hiatus, at the level of the twelfth thoracic vertebra
 (Standring S (ed). Gray's Anatomy, 41st ed. Elsevier 2016); above it the aorta
-is thoracic, below it abdominal. The segmentation holds no vertebra, so the
-level comes from organs that lie there or that bound it:
+is thoracic, below it abdominal; the level comes from the vertebrae when the
+segmentation holds them, else from organs that lie there or that bound it:
 
-1. the top of the adrenal glands, else of the kidneys (both at about T12):
+1. a TotalSegmentator label map holding T12 and L1 whole (neither touches the
+   first or last slice; :func:`vertebra_extents`): the hiatus at the lower
+   border of T12 (Gray's), taken as the midpoint of the two vertebrae's
+   centres (the T12/L1 disc), since a vertebra's label holds its processes,
+   which reach above and below its body; every cut is thoracic or abdominal;
+2. the top of the adrenal glands, else of the kidneys (both at about T12):
    the hiatus itself; every cut is thoracic or abdominal;
-2. otherwise bounds: above the liver dome (the top of the liver, under the
+3. otherwise bounds: above the liver dome (the top of the liver, under the
    diaphragm, above the hiatus) and above the arch (:func:`_centreline`'s
    ``arch_z``) the aorta is thoracic; below the bottom of the pancreas and of
-   the portal/splenic vein (L1-L3, below the hiatus) it is abdominal; cuts
+   the portal/splenic vein (L1-L3, below the hiatus) it is abdominal; above the
+   centre of a whole T11 thoracic, below the centre of a whole L2 abdominal; cuts
    between the bounds, or all cuts when no landmark exists, are ``uncertain``.
 
 The choice of landmarks and bounds is MedSORA's, from the vertebral levels of
@@ -53,6 +59,7 @@ from typing import Mapping
 import numpy as np
 from scipy import ndimage
 
+from . import organs
 from .measurements import _SQUARE, _feret_2d, _round, _row_extremes, distance_map
 from .volume_io import Volume
 
@@ -68,6 +75,8 @@ THORACIC_ABOVE_TOP_OF = (("liver", "liver dome"),)
 ABDOMINAL_BELOW_BOTTOM_OF = (("pancreas", "bottom of the pancreas"),
                              ("portal_vein_and_splenic_vein", "bottom of the portal/splenic vein"))
 SECTIONS = ("abdominal", "thoracic", "uncertain")
+#: TotalSegmentator (v2) label values of the vertebrae that place the aortic hiatus.
+TS_VERTEBRAE = {"T11": 33, "T12": 32, "L1": 31, "L2": 30}
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -240,19 +249,54 @@ def organ_extent_z(volume: Volume, mask: np.ndarray) -> tuple[float, float] | No
     return float(z.min()), float(z.max())
 
 
+def vertebra_extents(volume: Volume, masks) -> dict[str, tuple[float, float]]:
+    """Lowest and highest RAS z (mm) of the vertebrae T11-L2 (:data:`TS_VERTEBRAE`) in ``masks``, when it is a
+    TotalSegmentator label map (a :class:`~MedSORALib.masks.LabelMasks` whose organ labels are all
+    TotalSegmentator's) that holds them whole (not touching the first or last slice); empty otherwise."""
+    from .masks import LabelMasks
+
+    if not isinstance(masks, LabelMasks) or not masks.values:
+        return {}
+    ts = {key: value for value, key in organs.label_table("totalsegmentator").items()}
+    if any(tuple(values) != (ts.get(key),) for key, values in masks.values.items()):
+        return {}
+    from .measurements import craniocaudal_axis
+
+    cc = craniocaudal_axis(volume)
+    out = {}
+    for name, value in TS_VERTEBRAE.items():
+        mask = masks.labels == value
+        if not mask.any() or np.take(mask, 0, axis=cc).any() or np.take(mask, mask.shape[cc] - 1, axis=cc).any():
+            continue
+        out[name] = organ_extent_z(volume, mask)
+    return out
+
+
 def hiatus_level(volume: Volume, masks: Mapping[str, np.ndarray]) -> float | None:
-    """RAS z (mm) taken as the aortic hiatus: the top of the adrenal glands, else of the kidneys (module doc)."""
+    """RAS z (mm) taken as the aortic hiatus: the vertebrae, else the top of the adrenal glands, else of the
+    kidneys (module doc)."""
     extents = {k: organ_extent_z(volume, masks[k]) for k in masks}
-    return aortic_sections({k: e for k, e in extents.items() if e is not None})["hiatus_z"]
+    return aortic_sections({k: e for k, e in extents.items() if e is not None},
+                           vertebrae=vertebra_extents(volume, masks))["hiatus_z"]
 
 
-def aortic_sections(extents: Mapping[str, tuple[float, float]], arch_z: float | None = None) -> dict:
+def aortic_sections(extents: Mapping[str, tuple[float, float]], arch_z: float | None = None,
+                    vertebrae: Mapping[str, tuple[float, float]] | None = None) -> dict:
     """Levels dividing the aorta into its sections (module doc).
 
-    ``extents``: organ key -> (lowest, highest) RAS z of its voxels; ``arch_z``: :func:`_centreline`'s.
-    Returns ``{"hiatus_z", "thoracic_above_z", "abdominal_below_z", "landmark"}``; ``landmark`` names
-    what placed the levels, None when nothing did (every cut is then uncertain).
+    ``extents``: organ key -> (lowest, highest) RAS z of its voxels; ``arch_z``: :func:`_centreline`'s;
+    ``vertebrae``: :func:`vertebra_extents`'s. Returns ``{"hiatus_z", "thoracic_above_z",
+    "abdominal_below_z", "landmark"}``; ``landmark`` names what placed the levels, None when nothing did
+    (every cut is then uncertain).
     """
+    vertebrae = vertebrae or {}
+
+    def centre(name):
+        return 0.5 * (vertebrae[name][0] + vertebrae[name][1])
+
+    if "T12" in vertebrae and "L1" in vertebrae and centre("L1") < centre("T12"):
+        return {"hiatus_z": 0.5 * (centre("T12") + centre("L1")), "thoracic_above_z": None,
+                "abdominal_below_z": None, "landmark": "twelfth thoracic and first lumbar vertebrae"}
     for group, name in HIATUS_GROUPS:
         tops = [extents[k][1] for k in group if k in extents]
         if tops:
@@ -260,7 +304,11 @@ def aortic_sections(extents: Mapping[str, tuple[float, float]], arch_z: float | 
     above = [(extents[k][1], name) for k, name in THORACIC_ABOVE_TOP_OF if k in extents]
     if arch_z is not None:
         above.append((arch_z, "aortic arch"))
+    if "T11" in vertebrae:
+        above.append((centre("T11"), "eleventh thoracic vertebra"))
     below = [(extents[k][0], name) for k, name in ABDOMINAL_BELOW_BOTTOM_OF if k in extents]
+    if "L2" in vertebrae:
+        below.append((centre("L2"), "second lumbar vertebra"))
     upper = min(above) if above else None
     lower = max(below) if below else None
     if upper is not None and lower is not None and lower >= upper:
@@ -292,11 +340,12 @@ def split_x(volume: Volume, masks: Mapping[str, np.ndarray]) -> float | None:
 
 
 def vessel_diameters(volume: Volume, masks: Mapping[str, np.ndarray], key: str, *, extents=_UNSET,
-                     split=_UNSET, distances=None) -> dict:
+                     split=_UNSET, distances=None, vertebrae=_UNSET) -> dict:
     """Perpendicular diameters of a vessel (module doc), with where they lie.
 
-    ``extents`` (organ key -> lowest and highest RAS z, for the aortic sections) and ``split`` (the
-    portal/splenic division) are computed from ``masks`` unless given; ``distances`` is the
+    ``extents`` (organ key -> lowest and highest RAS z, for the aortic sections), ``vertebrae``
+    (:func:`vertebra_extents`) and ``split`` (the portal/splenic division) are computed from ``masks`` unless
+    given; ``distances`` is the
     :func:`~MedSORALib.measurements.distance_map` of ``masks[key]`` when already computed.
     """
     mask = np.asarray(masks[key], dtype=bool)
@@ -323,7 +372,9 @@ def vessel_diameters(volume: Volume, masks: Mapping[str, np.ndarray], key: str, 
         return out
     if extents is _UNSET:
         extents = {k: e for k in masks if (e := organ_extent_z(volume, masks[k])) is not None}
-    levels = aortic_sections(extents, info.get("arch_z"))
+    if vertebrae is _UNSET:
+        vertebrae = vertebra_extents(volume, masks)
+    levels = aortic_sections(extents, info.get("arch_z"), vertebrae)
     out["hiatus_z_mm"] = _round(levels["hiatus_z"], 1)
     out["thoracic_above_z_mm"] = _round(levels["thoracic_above_z"], 1)
     out["abdominal_below_z_mm"] = _round(levels["abdominal_below_z"], 1)

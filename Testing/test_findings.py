@@ -373,6 +373,36 @@ def test_aortic_sections_from_bounding_landmarks():
     assert stricter_section_holds()
 
 
+def test_aortic_hiatus_from_the_vertebrae_of_a_totalsegmentator_label_map():
+    from MedSORALib.masks import LabelMasks
+    from MedSORALib.vessels import aortic_sections, section_of, vertebra_extents
+
+    # 2 mm slices along z from z = 0; a column of vertebrae (T11 on top ... L2 below), each 26 mm with its
+    # processes, and an aorta in front of them over the whole scan.
+    volume = Volume(np.zeros((20, 20, 100), dtype=np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    labels = np.zeros(volume.shape, dtype=np.int16)
+    labels[8:12, 12:16, :] = 52  # aorta (TotalSegmentator)
+    for value, (k0, k1) in {30: (10, 23), 31: (23, 36), 32: (36, 49), 33: (49, 62)}.items():  # L2, L1, T12, T11
+        labels[8:12, 2:8, k0:k1] = value
+    masks = LabelMasks(labels, {"aorta": (52,)})
+    found = vertebra_extents(volume, masks)
+    assert set(found) == {"T11", "T12", "L1", "L2"} and found["T12"] == (72.0, 96.0)
+    levels = aortic_sections({"adrenal_gland_left": (70.0, 140.0)}, vertebrae=found)
+    # The T12/L1 disc (between the centres 84 and 58 mm) wins over the adrenal glands.
+    assert levels["hiatus_z"] == pytest.approx(71.0) and "vertebra" in levels["landmark"]
+    assert section_of(80.0, levels) == "thoracic" and section_of(60.0, levels) == "abdominal"
+    # Only bounds without L1: above the centre of T11 thoracic, below that of L2 abdominal.
+    bounds = aortic_sections({}, vertebrae={k: v for k, v in found.items() if k in ("T11", "L2")})
+    assert bounds["thoracic_above_z"] == pytest.approx(110.0) and bounds["abdominal_below_z"] == pytest.approx(32.0)
+    # A vertebra cut by the scan gives no level; nor does a label map of another scheme (BTCV's aorta is 8).
+    assert "T11" not in vertebra_extents(Volume(volume.array[:, :, :55], volume.affine),
+                                         LabelMasks(labels[:, :, :55], {"aorta": (52,)}))
+    assert vertebra_extents(volume, LabelMasks(np.where(labels == 52, 8, labels), {"aorta": (8,)})) == {}
+    # Measured end to end: the aorta's sections follow the vertebrae.
+    aorta = measure_organs(volume, masks)["aorta"]
+    assert aorta["hiatus_z_mm"] == pytest.approx(71.0) and "uncertain_major_axis_diameter_mm" not in aorta
+
+
 def test_aortic_arch_is_found_on_a_curved_aorta():
     from MedSORALib.vessels import vessel_profile
 
