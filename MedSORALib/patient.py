@@ -34,7 +34,8 @@ class Patient:
 
         Raises :class:`~MedSORALib.errors.PatientError` on anything else.
         """
-        return cls(age=parse_age(age, source), sex=parse_sex(sex, source), source=source)
+        age, sex = parse_age(age, source), parse_sex(sex, source)
+        return cls(age=age, sex=sex, source=source if age is not None or sex is not None else "")
 
     def merged(self, other: "Patient") -> "Patient":
         """This patient with the unknown fields taken from ``other`` (the command line wins over the header);

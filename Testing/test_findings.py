@@ -454,6 +454,7 @@ def test_patient_parsing():
     assert F.Patient.parse("064Y", "F", "DICOM header") == F.Patient(64.0, "F", "DICOM header")
     assert F.Patient.parse("018M", "m").age == 1.5 and F.Patient.parse("018M", "m").sex == "M"
     assert F.Patient.parse("", "O") == F.Patient() and F.Patient.parse(None, "female").sex == "F"
+    assert F.Patient.parse(None, None, "command line") == F.Patient()  # nothing given: no source either
     assert F.Patient.parse(" 71.5 ", "") .age == 71.5
     for age, sex in (("old", None), ("-3", None), ("200", None), (None, "X")):
         with pytest.raises(F.PatientError):
