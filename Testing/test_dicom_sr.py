@@ -180,3 +180,32 @@ def test_batch_writes_the_sr_with_the_manifest_patient(tmp_path, scored):
     assert main(["batch", str(manifest), "--output-dir", str(tmp_path / "bad"), "--workers", "0",
                  "--no-progress"]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_worker_requests_carry_the_patient():
+    from MedSORALib.patient import Patient
+    from MedSORALib.worker.protocol import RequestError, parse_request, request_fields
+
+    fields = request_fields(EXAMPLE_DICOM, EXAMPLE_DICOM_SEG, [SYMPTOM], "out/case", age=64, sex="F")
+    assert parse_request(fields).patient == Patient(64.0, "F", "request")
+    assert parse_request(request_fields(EXAMPLE_DICOM, EXAMPLE_DICOM_SEG, [SYMPTOM], "out/case")).patient == Patient()
+    for bad in ({"age": "old"}, {"age": True}, {"sex": "X"}):
+        with pytest.raises(RequestError, match="age|sex"):
+            parse_request({**fields, **bad})
+
+
+def test_worker_scores_with_the_requested_patient(tmp_path, scored):
+    import subprocess
+
+    from MedSORALib.worker import WorkerClient, request_fields, worker_environment
+
+    env = worker_environment()
+    env["OMP_NUM_THREADS"] = "1"
+    with WorkerClient(env=env, stderr=subprocess.DEVNULL) as client:
+        event = client.run(request_fields(EXAMPLE_DICOM, EXAMPLE_DICOM_SEG, [SYMPTOM], tmp_path / "case",
+                                          label_scheme="totalsegmentator", age="064Y", sex="F"))
+    report = json.loads(Path(event["result"]["outputs"][0]["files"]["json"]).read_text(encoding="utf-8"))
+    assert report["patient"] == {"age": 64.0, "sex": "F", "source": "request"}
+    single = {o["name"]: o for o in scored[1]["organs"]}
+    for organ in report["organs"]:  # the same findings as `medsora score --age 64 --sex F`
+        assert organ["findings"] == single[organ["name"]]["findings"]
