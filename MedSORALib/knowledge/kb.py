@@ -399,7 +399,9 @@ class KnowledgeBase:
                 missing = [i for i, key in enumerate(keys) if key not in stored]
                 fresh = {}
                 if missing:
-                    vectors = np.asarray(self.encoder.encode([texts[i] for i in missing]), dtype=np.float32)
+                    # The knowledge base's own texts: the only ones kept in the encoder's disk cache.
+                    encode = getattr(self.encoder, "encode_stored", self.encoder.encode)
+                    vectors = np.asarray(encode([texts[i] for i in missing]), dtype=np.float32)
                     fresh = {keys[i]: vectors[row] for row, i in enumerate(missing)}
                 matrix = np.stack([stored[key] if key in stored else fresh[key] for key in keys]).astype(np.float32)
                 matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
