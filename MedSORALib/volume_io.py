@@ -96,10 +96,10 @@ class Volume:
 # -- reading images -----------------------------------------------------------------------------
 
 def _check_exists(path: Path) -> None:
-    if not path.exists():
-        raise InputFileError(f"{path}: no such file or folder")
-    if not os.access(path, os.R_OK):
-        raise InputFileError(f"{path}: not readable (permission denied)")
+    # A regular readable file or a DICOM folder; pipes and devices are refused before they are opened.
+    validation.check_input_path(path)
+    if path.name.lower().endswith(".dcm") and path.is_file():
+        validation.check_dicom_folder(path.parent)  # a slice stands for its whole series folder
 
 
 def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:

@@ -360,7 +360,9 @@ class TextEncoder:
         when ``persist`` is true (default: the encoder's :attr:`persist`).
         """
         persist = self.persist if persist is None else bool(persist)
-        texts = [str(t) for t in texts]
+        from ..files import require_utf8
+
+        texts = [require_utf8(str(t), "the symptom text") for t in texts]
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
