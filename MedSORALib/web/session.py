@@ -89,6 +89,17 @@ class WebSession:
     # ------------------------------------------------------------------ inputs
     def load(self, volume_path, segmentation_path=None, label_scheme=None, log: Callable[[str], None] = print):
         """Read a CT and its organ segmentation from the server's disk (replaces the current case)."""
+        case, name = self.read_case(volume_path, segmentation_path, label_scheme, log=log)
+        self.use_case(case, name)
+        return case
+
+    def read_case(self, volume_path, segmentation_path=None, label_scheme=None,
+                  log: Callable[[str], None] = print):
+        """``(case, name)`` read from the server's disk, without making it the current case.
+
+        The page reads in a worker thread and calls :meth:`use_case` only when the load was not
+        cancelled meanwhile.
+        """
         from ..cases import load_case
 
         volume_path = Path(str(volume_path).strip()).expanduser()
@@ -101,11 +112,14 @@ class WebSession:
         else:
             segmentation_path = None
         case = load_case(volume_path, segmentation_path, label_scheme or None, self.device, log=log)
+        return case, volume_path.name
+
+    def use_case(self, case, name: str) -> None:
+        """Make ``case`` (from :meth:`read_case`) the current case; its organs are encoded on the next score."""
         with self._lock:
             self.case = case
-            self.case_name = volume_path.name
+            self.case_name = name
             self._encoded = None
-        return case
 
     # ------------------------------------------------------------------ models
     def models(self):
