@@ -197,7 +197,6 @@ def run(args) -> int:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = ProgressReporter(len(rows), enabled=not args.no_progress)
-    progress.watch(out_dir, [row.number for row in rows])
     with BatchLock(out_dir):
         # Files a killed worker was writing never reached their final names; drop them.
         shutil.rmtree(out_dir / STATE_DIR / "staging", ignore_errors=True)
@@ -209,6 +208,7 @@ def run(args) -> int:
             progress(done)
 
         try:
+            progress.watch(out_dir, [row.number for row in rows])  # rows counted as they are scored
             run_groups(groups, options, mode, report, progress.say)
         except KeyboardInterrupt:
             seen = {r["row"] for r in records}
