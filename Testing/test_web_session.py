@@ -177,3 +177,21 @@ def test_a_cancelled_read_does_not_replace_the_case(session):
     assert session.case is case and name == EXAMPLE_CT.name  # reading alone does not change the case
     session.use_case(loaded, name)
     assert session.case is loaded and session._encoded is None
+
+
+def test_bound_to_every_interface_the_machines_addresses_name_it():
+    import socket
+
+    from MedSORALib.web.access import AccessGuard
+
+    guard = AccessGuard("0.0.0.0", token="t")
+    guard.port = 8123
+    assert guard.url() == f"http://{socket.gethostname()}:8123/?token=t"
+    local = [a for a in {i[4][0] for i in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}]
+    for address in local + ["127.0.0.1"]:
+        assert guard.host_allowed(f"{address}:8123"), address
+    for host in ("198.51.100.77:8123", "203.0.113.7:8123", "0.0.0.0:8123", "evil.example:8123"):
+        assert not guard.host_allowed(host), host  # addresses of no interface here (documentation ranges)
+    narrow = AccessGuard("127.0.0.1", token="t")
+    narrow.port = 8123
+    assert not any(narrow.host_allowed(f"{a}:8123") for a in local if not a.startswith("127."))

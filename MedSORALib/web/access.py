@@ -115,7 +115,9 @@ class AccessGuard:
         self.port: int | None = None
         names = {"localhost", "127.0.0.1", "::1", host.strip().lower().strip("[]")} | machine_names()
         self.allowed_hosts = {n for n in names if n and n not in ("0.0.0.0", "::")}
-        if host.strip() in ("0.0.0.0", "::", ""):
+        self.every_interface = host.strip().strip("[]") in ("0.0.0.0", "::", "")
+        self._local_addresses: dict[str, bool] = {}
+        if self.every_interface:
             # Bound to every interface: the machine's own addresses name it too.
             for name in machine_names():
                 try:
@@ -136,8 +138,8 @@ class AccessGuard:
         return f"medsora-session-{self.port or 0}"
 
     def url(self, host: str | None = None) -> str:
-        """The URL to open (with the token)."""
-        shown = host or self.host
+        """The URL to open (with the token); the machine's name when bound to every interface."""
+        shown = host or (socket.gethostname() if self.every_interface else self.host)
         if ":" in shown and not shown.startswith("["):
             shown = f"[{shown}]"
         return f"http://{shown}:{self.port}/?{TOKEN_PARAMETER}={self.token}"
@@ -147,9 +149,29 @@ class AccessGuard:
         if not header:
             return False
         name, port = split_host(header)
-        if name not in self.allowed_hosts:
+        if name not in self.allowed_hosts and not (self.every_interface and self._is_local_address(name)):
             return False
         return port is None or self.port is None or port == self.port
+
+    def _is_local_address(self, name: str) -> bool:
+        """Whether ``name`` is an IP address of this machine (a socket can be bound to it)."""
+        known = self._local_addresses.get(name)
+        if known is not None:
+            return known
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((name, 0))
+            local = not address.is_unspecified
+        except OSError:
+            local = False
+        if len(self._local_addresses) < 256:
+            self._local_addresses[name] = local
+        return local
 
     def token_matches(self, value: str | None) -> bool:
         return bool(value) and hmac.compare_digest(str(value).encode(), self.token.encode())
