@@ -511,6 +511,7 @@ def test_the_dashboard_listens_on_the_loopback_address_by_default(tmp_path):
     try:
         link = client.dashboard_link
         assert link.startswith("http://127.0.0.1:"), link
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")  # the scheduler too
         port = int(link.split(":")[2].split("/")[0])
         outside = [a for a in {i[4][0] for i in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
                    if not a.startswith("127.")]
