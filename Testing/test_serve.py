@@ -448,6 +448,7 @@ def test_only_its_owner_reaches_the_server(tmp_path, browser):
         page2.set_default_timeout(START_TIMEOUT_S * 1000)
         page2.goto(server.url)
         page2.wait_for_selector("#score-button")
+        assert page2.input_value("#symptom-box") == ""
         second.close()
     finally:
         if other is not None:

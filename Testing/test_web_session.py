@@ -128,6 +128,18 @@ def test_one_owner_at_a_time():
         assert guard.owned and guard.owner_session() == "s1"
         guard.release(second)
         assert not guard.owned
+        # Another browser session taking the page over is announced (the app clears what was typed);
+        # the first owner and the same session coming back are not.
+        seen = []
+        guard.on_new_session = lambda: seen.append(guard.owner_session())
+        third = object()
+        assert await guard.acquire(third, "s1", grace_s=0.1)
+        guard.release(third)
+        assert await guard.acquire(third, "s2", grace_s=0.1)
+        assert seen == ["s2"]
+        fresh = AccessGuard("127.0.0.1")
+        fresh.on_new_session = lambda: seen.append("first")
+        assert await fresh.acquire(object(), "s9", grace_s=0.1) and seen == ["s2"]
 
     asyncio.run(scenario())
 

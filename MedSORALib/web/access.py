@@ -22,7 +22,9 @@ HTTP request and websocket passes :class:`AccessGuard` (an aiohttp middleware):
 - **One owner**: one websocket at a time drives the scene. While it is open,
   another one waits ``TAKEOVER_GRACE_S`` (a reload closes the old one) and is
   then refused (409); a page request from another browser session (another
-  session cookie) gets an "in use" page instead of the app.
+  session cookie) gets an "in use" page instead of the app. When another
+  browser session takes the page over later, :attr:`AccessGuard.on_new_session`
+  lets the app clear what the previous one typed.
 
 What the page may read from the server's disk is decided by
 :func:`loadable_path`: files under the data root, or files this server wrote,
@@ -126,7 +128,10 @@ class AccessGuard:
                     pass
         self._owner: object | None = None
         self._owner_session: str | None = None
+        self._last_session: str | None = None
         self._released = asyncio.Event()
+        #: Called (on the event loop) when a browser session other than the previous owner's takes the page.
+        self.on_new_session = None
 
     # ------------------------------------------------------------------ names
     @property
@@ -203,6 +208,9 @@ class AccessGuard:
             except asyncio.TimeoutError:
                 return False
         self._owner, self._owner_session = key, session
+        if self._last_session is not None and session != self._last_session and self.on_new_session is not None:
+            self.on_new_session()
+        self._last_session = session
         return True
 
     def release(self, key: object) -> None:

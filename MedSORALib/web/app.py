@@ -117,6 +117,7 @@ class MedSORAWebApp(TrameApp):
         super().__init__(server=server, client_type="vue3")
         self.session = session
         self.guard = guard or AccessGuard("127.0.0.1")
+        self.guard.on_new_session = self._forget_typing
         self.data_root = os.path.realpath(data_root) if data_root else None
         #: URL path below FILES_URL -> file this server wrote (the only files served for download).
         self._downloads: dict[str, Path] = {}
@@ -166,6 +167,12 @@ class MedSORAWebApp(TrameApp):
             raise web.HTTPNotFound()
         return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"',
                                                "Cache-Control": "no-store"})
+
+    def _forget_typing(self) -> None:
+        """Another browser session took the page: it does not see what the previous one typed."""
+        with self.state:
+            self.state.symptom_text = ""
+            self.state.error_message = ""
 
     def allowed_path(self, text) -> Path:
         """The real path of a file the page may load (:func:`~MedSORALib.web.access.loadable_path`)."""
