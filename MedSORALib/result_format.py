@@ -1,8 +1,8 @@
 """How a scored symptom is written, wherever it is written: names, tags, numbers and passages.
 
 A :class:`~MedSORALib.scoring.SymptomResult` reaches the user as a Slicer
-``.seg.nrrd`` file (:mod:`MedSORALib.outputs`), as nodes of a Slicer scene
-(:mod:`MedSORALib.scene.outputs`) and as the tables of ``medsora serve``
+``.seg.nrrd`` file (:mod:`MedSORALib.result_files`), as nodes of a Slicer scene
+(:mod:`MedSORALib.scene.result_nodes`) and as the tables of ``medsora serve``
 (:mod:`MedSORALib.web.session`). All of them take their names and texts from
 here, so the same result gives the same strings everywhere:
 
@@ -75,9 +75,9 @@ def segment_name(key: str) -> str:
     return name[:1].upper() + name[1:]
 
 
-def score_text(value: float) -> str:
-    """A score as tag text, :data:`SCORE_DECIMALS` decimals; ``""`` for NaN (not computed)."""
-    return "" if math.isnan(value) else f"{value:.{SCORE_DECIMALS}f}"
+def score_text(value: float | None) -> str:
+    """A score as tag text, :data:`SCORE_DECIMALS` decimals; ``""`` for None or NaN (not computed)."""
+    return "" if value is None or math.isnan(value) else f"{value:.{SCORE_DECIMALS}f}"
 
 
 def flag_text(value: bool) -> str:

@@ -56,7 +56,7 @@ def _bad_layer_seg(folder: Path) -> Path:
     import nrrd
 
     from MedSORALib.segmentation_io import write_seg_nrrd
-    from MedSORALib.volume_io import read_organ_masks
+    from MedSORALib.segmentation_io import read_organ_masks
 
     ct = read_volume(EXAMPLE_CT)
     masks = read_organ_masks(EXAMPLE_SEG, ct, "totalsegmentator")
@@ -184,7 +184,7 @@ class HangOnce(WorkerPlugin):
         self.flag, self.row = flag, row
 
     def setup(self, worker):
-        import MedSORALib.batch.work as work
+        import MedSORALib.batch.rows as work
 
         original, flag, target = work._score_row, self.flag, self.row
 
@@ -348,7 +348,7 @@ def test_each_input_is_hashed_once_and_its_checksum_recorded(tmp_path, monkeypat
 
 
 def test_unexpected_exception_in_a_row_fails_only_that_row(tmp_path, monkeypatch):
-    import MedSORALib.batch.work as work
+    import MedSORALib.batch.rows as work
 
     original = work._score_row
 
@@ -540,10 +540,11 @@ def test_an_output_dir_inside_an_input_dicom_folder_is_refused_up_front(tmp_path
 def test_progress_counts_rows_inside_a_ct_group(tmp_path, monkeypatch):
     import io
 
-    import MedSORALib.batch.work as work
+    import MedSORALib.batch.rows as work
     from MedSORALib.batch.manifest import group_rows, read_manifest
     from MedSORALib.batch.runner import Mode, ProgressReporter, run_groups
-    from MedSORALib.batch.work import BatchOptions
+    from MedSORALib.batch.rows import BatchOptions
+    from MedSORALib.session import ScoringSettings
 
     original = work._score_row
 
@@ -561,7 +562,8 @@ def test_progress_counts_rows_inside_a_ct_group(tmp_path, monkeypatch):
     stream = io.StringIO()
     progress = ProgressReporter(len(rows), stream=stream, interval=0.0)
     progress.watch(out, [r.number for r in rows], poll_s=0.1)
-    options = BatchOptions(output_dir=str(out), run_id="r1", model_version="v", passages=False)
+    options = BatchOptions(output_dir=str(out), run_id="r1", model_version="v",
+                           scoring=ScoringSettings(passages=False))
     try:
         run_groups(group_rows(rows), options, Mode(workers=0), progress, progress.say)
     finally:

@@ -16,15 +16,13 @@ import pytest
 
 from MedSORALib.organs import FULL_CLASSES
 from MedSORALib.text.laterality import detect_laterality
-from MedSORALib.text.ood import (
+from MedSORALib.text.ood import heldout_rates, load_ood_texts, outside_banks
+from MedSORALib.text.ood_lexicon import (
     CATEGORIES,
     LexicalEvidence,
     apply_lexical_evidence,
     calibrate_lexicon,
-    heldout_rates,
-    outside_banks,
     load_lexicon,
-    load_ood_texts,
     names_abdominal_organ,
     vocabulary_weights,
 )
@@ -56,7 +54,7 @@ def test_external_dev_set_counts_labels_and_independence():
     assert sum(len(r["organs"]) > 1 for r in abdominal) >= 20
     assert {r["laterality"] for r in rows} == {"left", "right", None}
     # Independent of every text the models or the detector were built from.
-    from MedSORALib.knowledge.dataset import load_dataset
+    from MedSORALib.knowledge.symptom_texts import load_dataset
 
     seen = {r["text"].lower() for r in load_dataset()}
     for name in ("non_abdominal", "abdominal_queries"):

@@ -11,11 +11,11 @@ import pytest
 from slicer_scene import (SEG, ct_masks, ct_node, ct_volume, ijk_to_ras_of, known_scorer,  # noqa: F401
                           organ_node, scene, slicer, vtk)
 from conftest import EXAMPLE_VOXELS as EXPECTED_VOXELS
-from MedSORALib import organs, result_format, scoring_job
+from MedSORALib import organs, result_format, session as scoring_session
 from MedSORALib.errors import SegmentationError, SymptomError, VolumeError
 from MedSORALib.scene import inputs as scene_in
 from MedSORALib.scene import nodes
-from MedSORALib.scene import outputs as scene_out
+from MedSORALib.scene import result_nodes as scene_out
 
 
 # ------------------------------------------------------------------------------------------
@@ -194,9 +194,9 @@ def test_mrml_empty_symptom_is_a_symptom_error(ct_node, organ_node):
     with pytest.raises(SymptomError):
         scene_out.run_symptom_scoring(ct_node, organ_node, "   ", scorer=known_scorer())
     with pytest.raises(SymptomError):
-        scoring_job.split_symptoms("\n \n")
-    assert scoring_job.split_symptoms("pain\n  after meals ") == ["pain after meals"]
-    assert scoring_job.split_symptoms("pain after meals\n\njaundice\n", one_per_line=True) == ["pain after meals", "jaundice"]
+        scoring_session.split_symptoms("\n \n")
+    assert scoring_session.split_symptoms("pain\n  after meals ") == ["pain after meals"]
+    assert scoring_session.split_symptoms("pain after meals\n\njaundice\n", one_per_line=True) == ["pain after meals", "jaundice"]
 
 
 

@@ -14,10 +14,11 @@ import pytest
 from conftest import EXAMPLE_CT, EXAMPLE_DICOM, EXAMPLE_SEG, EXAMPLE_VOXELS, snapshot
 from MedSORALib import organs, result_format
 from MedSORALib.cli import main
-from MedSORALib.outputs import relevance_color
+from MedSORALib.result_files import relevance_color
 from MedSORALib.scoring import fuse, load_models, score_volume
 from MedSORALib.segmentation_io import read_seg_nrrd
-from MedSORALib.volume_io import Volume, read_organ_masks, read_volume, write_volume
+from MedSORALib.segmentation_io import read_organ_masks
+from MedSORALib.volume_io import Volume, read_volume, write_volume
 
 REPO = Path(__file__).resolve().parents[1]
 JAUNDICE = "painless jaundice with pale stools and weight loss"
@@ -56,10 +57,12 @@ def test_score_volume_on_the_real_ct(example_volume, example_masks, models):
         calls.append(sorted(crops))
         return original(crops, *args, **kwargs)
 
+    symptoms = [JAUNDICE, "knee joint pain", "blood in my pee"]
     models.image_model.encode_organs = counting
     try:
-        results = score_volume(example_volume, example_masks, [JAUNDICE, "knee joint pain", "blood in my pee"],
-                               models=models)
+        results = score_volume(example_volume, example_masks, symptoms, models=models)
+        assert calls == []  # image weight 0 (the default): the image model does no work
+        fused = score_volume(example_volume, example_masks, symptoms, models=models, image_weight=0.25)
     finally:
         del models.image_model.encode_organs
     assert len(calls) == 1 and calls[0] == sorted(example_masks)  # organs encoded once for three symptoms
@@ -67,7 +70,17 @@ def test_score_volume_on_the_real_ct(example_volume, example_masks, models):
     assert [o.key for o in jaundice.organs] != [] and len(jaundice.organs) == len(example_masks)
     relevances = [o.relevance for o in jaundice.organs]
     assert relevances == sorted(relevances, reverse=True)
-    assert all(0.0 <= o.relevance <= 1.0 and -1.0 <= o.image_score <= 1.0 for o in jaundice.organs)
+    assert all(0.0 <= o.relevance <= 1.0 and o.image_score is None for o in jaundice.organs)
+    for plain, with_image in zip(results, fused):
+        assert all(-1.0 <= o.image_score <= 1.0 for o in with_image.organs)
+        prior = {o.key: o.text_prior for o in plain.organs}
+        assert {o.key: o.text_prior for o in with_image.organs} == pytest.approx(prior, abs=1e-9)
+        # the image term lowers an organ by at most the weight, and never raises it above its text prior
+        by_key = {o.key: o for o in with_image.organs}
+        for organ in plain.organs:
+            lowered = organ.relevance - organ.finding_boost - (by_key[organ.key].relevance
+                                                                - by_key[organ.key].finding_boost)
+            assert -1e-9 <= lowered <= 0.25 * organ.text_prior + 1e-9
     assert jaundice.in_domain and not knee.in_domain
     top3 = {o.key for o in jaundice.organs[:3]}
     assert len(top3 & {"pancreas", "gallbladder", "liver"}) >= 2, top3

@@ -15,11 +15,11 @@ from MedSORALib.errors import InputFileError, ModelError, SymptomError
 from MedSORALib.organs import CLASS_SETTINGS, STRUCTURES, class_structures
 from MedSORALib.text.anchors import AnchorLoss, OrganAnchors, margin_function, train_anchors, AnchorTrainingConfig
 from MedSORALib.text.laterality import CONTRALATERAL_FACTOR, detect_laterality, split_paired
-from MedSORALib.text.metrics import average_precision, mean_average_precision, rank_k_accuracy
+from medsora_training.text.metrics import average_precision, mean_average_precision, rank_k_accuracy
 from MedSORALib.text.mlp import MLPTrainingConfig, train_mlp
 from MedSORALib.text.ood import OutOfDomainDetector, knn_similarity, load_ood_texts
 from MedSORALib.text.reasoning import TextReasoner, default_weights_dir
-from MedSORALib.text.training import (
+from medsora_training.text.fitting import (
     TextTrainingConfig,
     fit_platt,
     fit_reasoner,

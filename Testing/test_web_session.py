@@ -41,14 +41,14 @@ def test_scores_equal_score_volume_and_files_are_written(session, example_volume
     assert progress == sorted(progress) and progress[-1] == 1.0
 
 
-def test_organs_are_encoded_once_per_case(session):
-    encoded = session._encoded
-    assert encoded is not None
+def test_a_case_is_measured_once_and_not_encoded_at_image_weight_0(session):
+    case = session.case
+    assert case is not None and not case.encoded
     scored = session.score(SYMPTOMS[:1])
-    assert session._encoded is encoded
+    assert session.case is case and not case.encoded
     assert scored[0].files["json"].parent.name == "run2"
     session.load(EXAMPLE_CT, EXAMPLE_SEG, "totalsegmentator", log=lambda message: None)
-    assert session._encoded is None
+    assert session.case is case  # the same content: taken from the scoring session, not read again
 
 
 def test_table_rows_and_passages_follow_the_result(session):
@@ -188,7 +188,7 @@ def test_a_cancelled_read_does_not_replace_the_case(session):
     loaded, name = session.read_case(EXAMPLE_CT, EXAMPLE_SEG, "totalsegmentator", log=lambda message: None)
     assert session.case is case and name == EXAMPLE_CT.name  # reading alone does not change the case
     session.use_case(loaded, name)
-    assert session.case is loaded and session._encoded is None
+    assert session.case is loaded and session.case_name == EXAMPLE_CT.name
 
 
 def test_bound_to_every_interface_the_machines_addresses_name_it():

@@ -1,6 +1,6 @@
 """Running a batch's CT groups: in this process, or as Dask tasks on a local or existing cluster.
 
-One task per CT group (:func:`MedSORALib.batch.work.process_group`). On Dask,
+One task per CT group (:func:`MedSORALib.batch.rows.process_group`). On Dask,
 a worker that dies while running a task (killed, out of memory, node lost) has
 its task re-run on another worker by the scheduler, at most
 ``distributed.scheduler.allowed-failures`` times (Dask's default: 3); rows the
@@ -25,7 +25,7 @@ from typing import Callable
 from .. import __version__
 from ..errors import InputFileError, ModelError
 from .manifest import CaseGroup
-from .work import BatchOptions, failed, one_line, process_group, read_record, reused
+from .rows import BatchOptions, failed, one_line, process_group, read_record, reused
 
 #: Dask scheduler setting: how many worker deaths a task survives before it is given up (local clusters).
 DEFAULT_ALLOWED_FAILURES = 3
@@ -272,7 +272,7 @@ class ProgressReporter:
         """Count rows as their records appear in ``output_dir`` (a thread; stopped by :meth:`close`)."""
         if not self.enabled:
             return
-        from .work import state_dir
+        from .rows import state_dir
 
         folder = state_dir(output_dir) / "rows"
         wanted = set(numbers)

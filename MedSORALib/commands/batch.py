@@ -11,8 +11,9 @@ import sys
 import uuid
 from pathlib import Path
 
-from ..errors import InputFileError, SymptomError
-from .score import add_model_arguments, check_output_prefix, output_files
+from ..errors import InputFileError
+from ..session import check_output_prefix, output_files
+from .score import add_model_arguments, settings_from_args
 
 DESCRIPTION = """\
 Score many CTs and symptoms listed in a CSV manifest.
@@ -22,7 +23,7 @@ The manifest has a header row with the columns
 (paths relative to the manifest's folder; label_scheme may be empty for a
 .seg.nrrd). Each row writes DIR/<row>_<volume name>.seg.nrrd and .json (and
 .png with --preview). The rows of one CT are scored together on one worker:
-its organs are read and encoded once.
+its organs are read and measured once.
 
 The rows run on Dask: --workers N starts a local cluster of N worker
 processes (default: one per core, at most one per CT); --scheduler uses an
@@ -136,7 +137,7 @@ def planned_outputs(out_dir: Path, rows, preview: bool) -> list[Path]:
     from ..batch import STATE_DIR
     from ..batch.lock import BatchLock
     from ..batch.summary import SUMMARY_NAMES
-    from ..batch.work import record_path
+    from ..batch.rows import record_path
 
     files = [path for row in rows for path in output_files(out_dir / row.name, 1, preview)]
     files += [out_dir / name for name in SUMMARY_NAMES.values()]
@@ -151,7 +152,7 @@ def run(args) -> int:
     from ..batch.manifest import check_rows, group_rows, read_manifest
     from ..batch.runner import DEFAULT_ALLOWED_FAILURES, Mode, ProgressReporter, model_version, run_groups
     from ..batch.summary import write_summary
-    from ..batch.work import BatchOptions, failed
+    from ..batch.rows import BatchOptions, failed
     from ..validation import check_outputs_spare_inputs
 
     rows = read_manifest(args.manifest)
@@ -163,8 +164,7 @@ def run(args) -> int:
         raise InputFileError(f"--workers {args.workers}: give 0 (this process) or a positive number")
     if args.retries is not None and args.retries < 0:
         raise InputFileError(f"--retries {args.retries}: give 0 or a positive number")
-    if args.image_weight is not None and not 0.0 <= args.image_weight <= 1.0:
-        raise SymptomError(f"--image-weight {args.image_weight} is outside 0..1")
+    settings = settings_from_args(args)
     out_dir = Path(args.output_dir).resolve()
     check_output_prefix(out_dir / "summary")
     check_outputs_spare_inputs(planned_outputs(out_dir, rows, args.preview),
@@ -187,10 +187,7 @@ def run(args) -> int:
 
     options = BatchOptions(
         output_dir=str(out_dir), run_id=uuid.uuid4().hex[:12], model_version="", force=args.force,
-        device=args.device, setting=args.setting, text_weights=args.text_weights, image_weights=args.image_weights,
-        text_encoder=args.text_encoder, image_weight=0.25 if args.image_weight is None else args.image_weight,
-        passages=not args.no_passages, preview=args.preview,
-        torch_threads=1 if mode.scheduler is None and mode.workers else None)
+        scoring=settings, torch_threads=1 if mode.scheduler is None and mode.workers else None)
     from dataclasses import replace
 
     options = replace(options, model_version=model_version(options))

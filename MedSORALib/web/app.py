@@ -2,7 +2,7 @@
 
 The scene lives in a trame-slicer :class:`~trame_slicer.core.SlicerApp` (Slicer's
 MRML from ``slicer-core``, no Qt). The CT and the result segmentations are made
-by the Slicer module's own MRML functions (:mod:`MedSORALib.scene.outputs`), so the colour
+by the Slicer module's own MRML functions (:mod:`MedSORALib.scene.result_nodes`), so the colour
 map, segment names, terminology and tags are those of the module. Views render
 offscreen (EGL, or OSMesa when ``VTK_DEFAULT_OPENGL_WINDOW=vtkOSOpenGLRenderWindow``)
 and reach the page as images over trame's websocket.
@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import threading
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -42,9 +41,10 @@ from trame_slicer.rca_view import register_rca_factories  # noqa: E402
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition  # noqa: E402
 
 # The Slicer module's MRML code (one import line, so that the page and the Slicer module share it).
-from ..scene.outputs import add_symptom_outputs, segmentation_node_from_masks, volume_node_from_volume  # noqa: E402
+from ..scene.result_nodes import add_symptom_outputs, segmentation_node_from_masks, volume_node_from_volume  # noqa: E402
 from ..errors import InputFileError, MedSORAError  # noqa: E402
 from .access import AccessGuard, loadable_path  # noqa: E402
+from .jobs import run_in_thread  # noqa: E402
 from ..colors import PLASMA_STOPS  # noqa: E402
 from .session import WebSession, css_color, result_passages, result_rows  # noqa: E402
 
@@ -72,34 +72,6 @@ def shown_path(path) -> str:
 
 def _log(message: str) -> None:
     print(f"medsora: {message}", file=sys.stderr, flush=True)
-
-
-def run_in_thread(function, *args):
-    """Run ``function(*args)`` in a daemon thread; returns an awaitable of its result.
-
-    A daemon thread, unlike an executor's, does not keep the process alive when
-    the server stops (``--lifetime``) during a long job.
-    """
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def settle(error, value):
-        if not future.done():
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(value)
-
-    def work():
-        try:
-            value = function(*args)
-        except BaseException as error:  # handed to the awaiting coroutine
-            loop.call_soon_threadsafe(settle, error, None)
-        else:
-            loop.call_soon_threadsafe(settle, None, value)
-
-    threading.Thread(target=work, name="medsora-web-job", daemon=True).start()
-    return future
 
 
 class MedSORAWebApp(TrameApp):
@@ -470,7 +442,7 @@ class MedSORAWebApp(TrameApp):
                                         html.Span("{{ row.organ }}", classes="organ")
                                     html.Td("{{ row.relevance.toFixed(3) }}")
                                     html.Td("{{ row.text_prior.toFixed(3) }}")
-                                    html.Td("{{ row.image_score.toFixed(3) }}")
+                                    html.Td("{{ row.image_score === null ? '-' : row.image_score.toFixed(3) }}")
                                     html.Td("{{ row.volume_ml.toFixed(1) }}")
                                     html.Td("{{ row.findings }}", v_if="has_findings")
                         with html.Div(v_if="results[selected].passages.length", id="passages", classes="mt-3"):
