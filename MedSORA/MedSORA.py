@@ -757,7 +757,7 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
         Returns:
             list of ``MedSORALib.scene.result_nodes.SymptomOutputs`` (segmentation, table, chart, passages nodes).
         """
-        from MedSORALib.scene.result_nodes import run_symptom_scoring
+        from MedSORALib.scene.run import run_symptom_scoring
 
         settings = self.scoringSettings(device=device, modelFolder=modelFolder, textEncoder=textEncoder,
                                         useImageModel=useImageModel)

@@ -41,7 +41,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -466,3 +466,24 @@ def score_volume(
     case = prepare_case(volume, organ_masks, progress=progress)
     return score_case(case, texts, models, image_weight=image_weight, with_passages=with_passages,
                       progress=progress)
+
+
+@dataclass
+class ScoringInputs:
+    """A CT (``Volume``, (I, J, K) HU), its organ masks on the CT grid and the symptom texts."""
+
+    volume: Volume
+    masks: dict[str, np.ndarray]
+    symptoms: list[str]
+
+
+class Scorer(Protocol):
+    """Anything that scores organs: ``scorer(volume, masks, symptoms, progress=None) -> [SymptomResult]``."""
+
+    def __call__(self, volume: Volume, masks: Mapping[str, np.ndarray], symptoms: Sequence[str],
+                 progress: Progress | None = None) -> list: ...
+
+
+def score_inputs(inputs: ScoringInputs, scorer: Scorer, progress: Progress | None = None) -> list:
+    """Run a scorer on the inputs in this process (blocking); returns one result per symptom."""
+    return list(scorer(inputs.volume, inputs.masks, inputs.symptoms, progress=progress))

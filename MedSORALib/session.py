@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 
 from .errors import InputFileError, MedSORAError, ModelError, SymptomError
-from .scoring import (IMAGE_WEIGHT, Case, Progress, ScoringModels, SymptomResult, check_image_weight,
+from .scoring import (IMAGE_WEIGHT, Scorer, ScoringInputs, score_inputs, Case, Progress, ScoringModels, SymptomResult, check_image_weight,
                       check_symptoms, prepare_case, score_case)
 from .volume_io import Volume
 
@@ -131,25 +131,6 @@ class ScoringSettings:
         return text, image
 
 
-@dataclass
-class ScoringInputs:
-    """A CT (``Volume``, (I, J, K) HU), its organ masks on the CT grid and the symptom texts."""
-
-    volume: Volume
-    masks: dict[str, np.ndarray]
-    symptoms: list[str]
-
-
-class Scorer(Protocol):
-    """Anything that scores organs: ``scorer(volume, masks, symptoms, progress=None) -> [SymptomResult]``."""
-
-    def __call__(self, volume: Volume, masks: Mapping[str, np.ndarray], symptoms: Sequence[str],
-                 progress: Progress | None = None) -> list: ...
-
-
-def score_inputs(inputs: ScoringInputs, scorer: Scorer, progress: Progress | None = None) -> list:
-    """Run a scorer on the inputs in this process (blocking); returns one result per symptom."""
-    return list(scorer(inputs.volume, inputs.masks, inputs.symptoms, progress=progress))
 
 
 # ------------------------------------------------------------------------------------------

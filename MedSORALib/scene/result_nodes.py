@@ -28,9 +28,8 @@ from ..result_format import (CONTRAST_PHASE_TAG, IN_DOMAIN_ATTRIBUTE, MODELS_ATT
                              STRUCTURE_TAG, SYMPTOM_ATTRIBUTE, contrast_phase_text, findings_text, flag_text,
                              passages_text, segment_name, segment_tags)
 from ..scoring import SymptomResult
-from ..session import Scorer, ScoringSession, ScoringSettings, score_inputs
 from ..volume_io import Volume
-from .inputs import grid_from_node, prepare_inputs
+from .inputs import grid_from_node
 from .nodes import (ensure_segmentation_converters, ijk_to_ras, scene_or_default, segment_tag,
                     set_segment_terminology, vtk_matrix)
 
@@ -350,23 +349,6 @@ def _group_in_folder(scene, reference_volume_node, title: str, nodes) -> int:
         else:  # without the application's subject hierarchy plugins nodes get no item by themselves
             sh.CreateItem(folder, node)
     return folder
-
-
-def run_symptom_scoring(volume_node, segmentation_node, symptoms: Sequence[str] | str, *,
-                        settings: ScoringSettings | None = None, scorer: Scorer | None = None,
-                        threshold: float = 0.0, opacity_by_relevance: bool = True,
-                        show_3d: bool = False) -> list[SymptomOutputs]:
-    """Score symptoms for a CT and its organs in this process and write the outputs into the scene (blocking).
-
-    This is what ``MedSORALogic.process`` does for scripts. ``scorer`` replaces
-    a scoring session (:class:`~MedSORALib.session.ScoringSession` built from
-    ``settings``), e.g. with known numbers in tests; it then loads no model.
-    """
-    inputs = prepare_inputs(volume_node, segmentation_node, symptoms)
-    results = score_inputs(inputs, scorer if scorer is not None else ScoringSession(settings or ScoringSettings()))
-    return [add_symptom_outputs(result, inputs.masks, volume_node, threshold=threshold,
-                                opacity_by_relevance=opacity_by_relevance, show_3d=show_3d)
-            for result in results]
 
 
 def add_outputs_from_files(outputs: Sequence[dict], reference_volume_node, *, threshold: float = 0.0,
