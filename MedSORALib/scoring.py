@@ -261,12 +261,15 @@ class Case:
 
 def check_symptoms(symptoms: Sequence[str] | str) -> list[str]:
     """Validated, stripped symptom texts; raises :class:`SymptomError` for empty or over-long ones."""
+    from .files import require_utf8
+
     if isinstance(symptoms, str):
         symptoms = [symptoms]
     cleaned = []
     for i, text in enumerate(symptoms, 1):
         if not isinstance(text, str):
             raise SymptomError(f"symptom {i} is not text")
+        require_utf8(text, f"symptom {i}")
         text = " ".join(text.split())
         if not text:
             raise SymptomError(f"symptom {i} is empty; describe the symptom in words")

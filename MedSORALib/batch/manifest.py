@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputFileError, PatientError
+from ..errors import InputFileError, MedSORAError, PatientError
 from ..patient import Patient
 
 REQUIRED = ("volume", "segmentation", "label_scheme", "symptom")
@@ -125,3 +125,34 @@ def slug(text: str) -> str:
             name = name[: -len(suffix)]
             break
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40].lstrip(".") or "volume"
+
+
+def check_rows(rows: list[Row], manifest: str | Path) -> None:
+    """Every row's symptom, label scheme and input paths, checked before any row runs (one line for the first bad one).
+
+    Symptoms: not empty, at most 2,000 characters, UTF-8. Paths: a readable regular file or a DICOM
+    series folder (:func:`MedSORALib.validation.check_input_path`); a folder that is not a series
+    (``/``) is refused without walking below it. Each distinct path is checked once. What only
+    reading a file reveals (not an image, a bad segment layer) fails its rows one by one later.
+    """
+    from ..organs import normalize_scheme
+    from ..scoring import check_symptoms
+    from ..validation import check_input_path
+
+    checked: set[tuple[str, str]] = set()
+    for row in rows:
+        try:
+            try:
+                check_symptoms([row.symptom])
+            except MedSORAError as exc:
+                raise type(exc)(str(exc).replace("symptom 1 ", "the symptom ", 1)) from None
+            if row.label_scheme:
+                normalize_scheme(row.label_scheme)
+            if not row.volume:
+                raise InputFileError("no volume given")
+            for path, what in ((row.volume, "CT file or folder"), (row.segmentation, "segmentation file")):
+                if path and (path, what) not in checked:
+                    check_input_path(path, what)
+                    checked.add((path, what))
+        except MedSORAError as exc:
+            raise type(exc)(f"{manifest}: row {row.number}: {exc}") from None
