@@ -40,7 +40,7 @@ from typing import Mapping
 import numpy as np
 
 from .findings import Patient, abnormal_findings, contrast_phase, evaluate_findings
-from .measurements import measure_organs
+from .organ_measures import measure_organs
 from .volume_io import Volume
 
 #: Largest share of the remaining headroom (1 - r) an abnormal finding adds, scaled by the text prior.

@@ -11,7 +11,8 @@ from conftest import DATA, EXAMPLE_CT, EXAMPLE_DICOM, EXAMPLE_SEG
 from MedSORALib import findings as F
 from MedSORALib.finding_boost import FINDING_BOOST, MIN_TEXT_PRIOR, apply_findings, finding_boost, image_evidence
 from MedSORALib.image.phantom import AAA_DIAMETER_MM, ABNORMALITIES, DILATED_AORTA_MM, make_phantom
-from MedSORALib.measurements import SIZE_KEYS, measure_organs
+from MedSORALib.measurements import SIZE_KEYS
+from MedSORALib.organ_measures import measure_organs
 from MedSORALib.segmentation_io import masks_from_labelmap, read_organ_masks
 from MedSORALib.vessels import hiatus_level
 from MedSORALib.volume_io import Volume, read_volume
