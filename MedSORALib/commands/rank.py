@@ -215,6 +215,10 @@ def run(args) -> int:
             lines = [json.dumps(prediction_json(r, info, args.setting)) for r in reason_chunk(chunk, reasoner)]
             sys.stdout.write("\n".join(lines) + "\n")
             sys.stdout.flush()
+            # the encoder keeps every vector it made in a dict; on a long file that grows without bound
+            memory = getattr(reasoner.encoder, "_memory", None)
+            if isinstance(memory, dict):
+                memory.clear()
             done = start + len(chunk)
             if progress and (done % step == 0 or done == total):
                 print(f"medsora: rank: {done:,}/{total:,} texts", file=sys.stderr, flush=True)
