@@ -146,6 +146,35 @@ def none_of_these(reasoned) -> float:
     return round(float(reasoned.differential.none_probability), PROBABILITY_DECIMALS)
 
 
-def checklist_text(entry: DiagnosisEntry) -> str:
-    """``"look for: a, b, c"`` of one diagnosis (``""`` when the catalogue names no CT sign)."""
-    return "look for: " + ", ".join(entry.look_for) if entry.look_for else ""
+def scope_text(scope: str, outside: str | None, none_probability: float | None = None) -> str:
+    """The scope in words, for the panel and the page (``none_probability``: the unexplained share)."""
+    text = {"modelled": "the 13 abdominal structures MedSORA shows",
+            "abdominal-other": "abdominal, outside the 13 structures" + (f" ({outside.replace('_', ' ')})"
+                                                                         if outside else ""),
+            "non-abdominal": "not abdominal" + (f" ({outside.replace('_', ' ')})" if outside else "")}.get(
+        scope, scope)
+    if none_probability is not None:
+        text += f"; none of these diagnoses: {none_probability:.2f}"
+    return "Scope: " + text
+
+
+def checklist_rows(differential: Sequence[DiagnosisEntry], present: Sequence[str] | None = None,
+                   shown: int = SHOWN_DIAGNOSES) -> list[dict]:
+    """The diagnoses the panel and the page show (best ``shown``), one row each:
+
+    ``rank``, ``diagnosis``, ``probability`` (2 decimals, text), ``organ`` (the main organ the case holds, the
+    one whose slice choosing the diagnosis shows; None when none), ``where`` (its organs' names, or the structure
+    outside the 13), ``look_for`` (the checklist), ``read`` (the supporting findings, ``", "``-joined),
+    ``against`` and ``source``.
+    """
+    from .organs import ORGANS
+
+    rows = []
+    for rank, entry in enumerate(differential[:shown], 1):
+        names = [ORGANS[k].display_name for k in entry.organs if k in ORGANS]
+        where = ", ".join(names) if names else (entry.outside or "").replace("_", " ")
+        rows.append({"rank": rank, "diagnosis": entry.diagnosis, "probability": f"{entry.probability:.2f}",
+                     "organ": entry.main_organ(present), "where": where, "look_for": list(entry.look_for),
+                     "read": ", ".join(entry.supporting), "against": ", ".join(entry.against),
+                     "source": entry.source})
+    return rows

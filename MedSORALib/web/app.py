@@ -37,6 +37,7 @@ from ..scene.result_nodes import add_symptom_outputs, segmentation_node_from_mas
 from ..errors import MedSORAError  # noqa: E402
 from ..colors import PLASMA_STOPS  # noqa: E402
 from .session import WebSession, css_color, result_passages, result_rows  # noqa: E402
+from . import differential_view  # noqa: E402
 
 #: URL folder under which the result files are served.
 FILES_URL = "medsora-files"
@@ -215,6 +216,7 @@ class MedSORAWebApp(TrameApp):
                 "seg_url": f"{FILES_URL}/{item.files['segmentation'].relative_to(base).as_posix()}",
                 "json_url": f"{FILES_URL}/{item.files['json'].relative_to(base).as_posix()}",
                 "seg_name": item.files["segmentation"].name, "json_name": item.files["json"].name,
+                **differential_view.result_fields(result, self.session.case),
             })
         with self.state:
             self.state.results = results
@@ -393,6 +395,7 @@ class MedSORAWebApp(TrameApp):
                                 with html.Div(v_for="p in group.items", key="p.id", classes="text-body-2 mb-2"):
                                     html.Span("{{ p.text }} ")
                                     html.Span("[{{ p.source }}]", classes="text-caption")
+                        differential_view.build(self)
 
 
 def serve(session: WebSession, *, host: str = "127.0.0.1", port: int = 8080, lifetime: float | None = None,
