@@ -388,6 +388,7 @@ class MedSORAWebApp(TrameApp):
                                     html.Td("{{ row.image_score === null ? '-' : row.image_score.toFixed(3) }}")
                                     html.Td("{{ row.volume_ml.toFixed(1) }}")
                                     html.Td("{{ row.findings }}", v_if="has_findings")
+                        differential_view.build(self)
                         with html.Div(v_if="results[selected].passages.length", id="passages", classes="mt-3"):
                             html.Div("Supporting passages", classes="text-subtitle-1")
                             with html.Div(v_for="group in results[selected].passages", key="group.organ"):
@@ -395,7 +396,6 @@ class MedSORAWebApp(TrameApp):
                                 with html.Div(v_for="p in group.items", key="p.id", classes="text-body-2 mb-2"):
                                     html.Span("{{ p.text }} ")
                                     html.Span("[{{ p.source }}]", classes="text-caption")
-                        differential_view.build(self)
 
 
 def serve(session: WebSession, *, host: str = "127.0.0.1", port: int = 8080, lifetime: float | None = None,

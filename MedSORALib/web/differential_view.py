@@ -74,10 +74,17 @@ def build(app) -> None:
     app.state.setdefault("chosen_diagnosis", -1)
     app.state.setdefault("differential_focus", "")
     app.server.trigger(TRIGGER)(lambda index: choose(app, index))
+
+    @app.state.change("results", "selected")
+    def _forget_the_choice(**_):  # another result shown: its diagnoses have not been chosen yet
+        app.state.chosen_diagnosis = -1
+        app.state.differential_focus = ""
+
     with html.Div(v_if="results[selected].differential", id="differential", classes="mt-3"):
         html.Div("Differential diagnosis", classes="text-subtitle-1")
         html.Div("{{ results[selected].scope_text }}", classes="text-caption", id="differential-scope")
-        with html.Div(v_for="(d, i) in results[selected].differential", key="d.rank", classes="diagnosis mt-2"):
+        with html.Div(v_for="(d, i) in results[selected].differential", key="d.rank", classes="diagnosis mt-2 pa-1",
+                      style=("i === chosen_diagnosis ? 'outline: 1px solid #ffb300;' : ''",)):
             with html.Div(classes="d-flex align-center", style="gap: 8px;"):
                 html.Span("{{ d.rank }}. {{ d.diagnosis }}", classes="diagnosis-name font-weight-bold")
                 html.Span("{{ d.probability }}", classes="diagnosis-probability")
