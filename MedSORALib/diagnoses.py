@@ -178,3 +178,18 @@ def checklist_rows(differential: Sequence[DiagnosisEntry], present: Sequence[str
                      "read": ", ".join(entry.supporting), "against": ", ".join(entry.against),
                      "source": entry.source})
     return rows
+
+
+def differential_lines(differential: Sequence[DiagnosisEntry], top: int = 3) -> list[str]:
+    """The best ``top`` diagnoses as lines of text (``medsora score``'s table): probability, name, look for."""
+    return [f"{d.probability:.2f}  {d.diagnosis}" + (f"; look for: {', '.join(d.look_for)}" if d.look_for else "")
+            for d in differential[:top]]
+
+
+def scope_flag(scope: str, outside: str | None) -> str:
+    """What a printed result says after the symptom about its scope (nothing for ``modelled``)."""
+    if scope == "modelled":
+        return ""
+    if scope == "abdominal-other":
+        return f"   (abdominal, outside the 13 structures: {(outside or 'other').replace('_', ' ')})"
+    return "   (out of domain: not an abdominal symptom; relevances are low)"

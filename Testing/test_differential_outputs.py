@@ -199,3 +199,21 @@ def test_checklist_rows_for_the_panel_and_the_page():
     assert checklist_rows(entries, present=["liver"])[1]["organ"] is None  # the CT lacks the right kidney
     assert scope_text("abdominal-other", "small_bowel", 0.25) == (
         "Scope: abdominal, outside the 13 structures (small bowel); none of these diagnoses: 0.25")
+
+
+def test_score_table_prints_the_top_diagnoses_and_the_scope(doors):
+    import io
+
+    from MedSORALib.commands.score import print_table
+
+    report = doors["score"][0]
+    out = io.StringIO()
+    print_table(SymptomResult.from_dict(report), out)
+    lines = out.getvalue().splitlines()
+    first = report["differential"][0]
+    assert lines[1] == report["symptom"]  # modelled: no scope note after the symptom
+    assert f"  {first['probability']:.2f}  {first['diagnosis']}; look for: {', '.join(first['look_for'])}" in lines
+    other = SymptomResult.from_dict({**report, "scope": "abdominal-other", "outside": "appendix", "in_domain": False})
+    out = io.StringIO()
+    print_table(other, out)
+    assert out.getvalue().splitlines()[1].endswith("(abdominal, outside the 13 structures: appendix)")

@@ -102,7 +102,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 def print_table(result, out=None) -> None:
     out = out or sys.stdout
-    flag = "" if result.in_domain else "   (out of domain: not an abdominal symptom; relevances are low)"
+    from ..diagnoses import differential_lines, scope_flag
+
+    flag = scope_flag(result.scope, result.outside)
     print(f"\n{result.symptom}{flag}", file=out)
     print(f"  {'organ':<30} {'relevance':>9} {'text':>6} {'image':>6} {'ml':>8}", file=out)
     for o in result.organs:
@@ -114,6 +116,8 @@ def print_table(result, out=None) -> None:
     caption = findings_caption(result, limit=8)
     if caption:
         print("\n".join("  " + line for line in caption.splitlines()), file=out)
+    for line in differential_lines(result.differential):
+        print("  " + line, file=out)
 
 
 def run(args) -> int:
