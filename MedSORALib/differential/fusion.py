@@ -89,7 +89,8 @@ def fuse(model_relevance: dict[str, float] | None, result: DifferentialResult, i
     return fused, a, scope, outside
 
 
-def reason(texts: Sequence[str], reasoner=None, age=None, sex=None, predictions=None) -> list[Reasoned]:
+def reason(texts: Sequence[str], reasoner=None, age=None, sex=None, predictions=None,
+           embedding: bool = True) -> list[Reasoned]:
     """Fused organ relevance, differential and scope for each text.
 
     Args:
@@ -98,6 +99,8 @@ def reason(texts: Sequence[str], reasoner=None, age=None, sex=None, predictions=
         age, sex: the patient's, when the caller knows them (one value for all texts, or one per text);
             they take precedence over what the text states.
         predictions: the reasoner's predictions for ``texts`` when already computed.
+        embedding: with a reasoner, run the reader's embedding fallback (:mod:`.embedding`) with its encoder,
+            one encoder call for all texts.
     """
     from .reader import read
 
@@ -107,11 +110,24 @@ def reason(texts: Sequence[str], reasoner=None, age=None, sex=None, predictions=
     if predictions is None and reasoner is not None:
         predictions = reasoner.predict(texts)
     scorer = load_differential()
-    out = []
+    readings = []
     for i, text in enumerate(texts):
         a_i = age[i] if isinstance(age, (list, tuple)) else age
         s_i = sex[i] if isinstance(sex, (list, tuple)) else sex
-        result = scorer.score(read(text, age=a_i, sex=s_i))
+        readings.append(read(text, age=a_i, sex=s_i))
+    if embedding and reasoner is not None:
+        from . import embedding as fallback
+        from .reader import load_reader
+
+        reader = load_reader()
+        matcher = reader._matchers.get(id(reasoner.encoder))
+        if matcher is None:
+            matcher = reader._matchers[id(reasoner.encoder)] = fallback.EmbeddingMatcher(
+                reasoner.encoder, reader.lexicon, reader._hpo_terms)
+        fallback.apply_batch(readings, matcher)
+    out = []
+    for i, text in enumerate(texts):
+        result = scorer.score(readings[i])
         pred = predictions[i] if predictions is not None else None
         fused, a, scope, outside = fuse(pred.structure_relevance if pred is not None else None, result,
                                         pred.in_domain if pred is not None else None)

@@ -137,6 +137,8 @@ class Reader:
     def __init__(self, lexicon, hpo_terms: dict | None = None, labs=None):
         self.lexicon = dict(lexicon)
         self.labs = labs if labs is not None else load_lab_reader()
+        self._hpo_terms = hpo_terms or {}
+        self._matchers: dict = {}
         self._regexes: list[tuple[object, re.Pattern, str]] = []
         self._negative_forms = [(re.compile(rf"(?<![\w])(?:{p})(?![\w])"), ids) for p, ids in NEGATIVE_FORMS]
         for finding in self.lexicon.values():
@@ -148,8 +150,13 @@ class Reader:
                 body = "|".join(re.escape(t) for t in sorted(set(terms), key=len, reverse=True))
                 self._regexes.append((finding, re.compile(rf"(?<![\w])(?:{body})(?![\w])"), "hpo"))
 
-    def read(self, text: str, age: float | None = None, sex: str | None = None) -> Reading:
-        """Read one text; ``age`` / ``sex`` given by the caller take precedence over the text's."""
+    def read(self, text: str, age: float | None = None, sex: str | None = None, encoder=None,
+             embedding_threshold: float | None = None) -> Reading:
+        """Read one text; ``age`` / ``sex`` given by the caller take precedence over the text's.
+
+        With a sentence ``encoder``, asserted clauses that nothing else read go through the conservative
+        embedding fallback (:mod:`.embedding`).
+        """
         from ..text.laterality import detect_laterality
 
         norm = normalise(text)
@@ -191,6 +198,15 @@ class Reader:
                     status, trigger = NEGATED, "normal"
                 raw.append(self._make(finding, status, text, norm, hit.start, hit.end, "lab", trigger))
         reading.findings = _resolve(raw)
+        if encoder is not None:
+            from . import embedding
+
+            matcher = self._matchers.get(id(encoder))
+            if matcher is None:
+                matcher = self._matchers[id(encoder)] = embedding.EmbeddingMatcher(encoder, self.lexicon,
+                                                                                   self._hpo_terms)
+            embedding.apply(reading, ctx, norm, matcher,
+                            embedding.THRESHOLD if embedding_threshold is None else embedding_threshold)
         reading.removed = _removed(reading.findings, norm, self.lexicon)
         return reading
 
