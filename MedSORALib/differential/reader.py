@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,9 +288,17 @@ def _hpo_terms() -> dict:
         return {}
 
 
-@functools.lru_cache(maxsize=2)
+_LOAD_LOCK = threading.Lock()
+
+
 def load_reader(data_dir: str | None = None) -> Reader:
-    """The reader of the shipped (or given) catalogue's lexicon, built once per process."""
+    """The reader of the shipped (or given) catalogue's lexicon, built once per process (thread-safe)."""
+    with _LOAD_LOCK:
+        return _load_reader(data_dir)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_reader(data_dir: str | None = None) -> Reader:
     from .catalogue import load_catalogue
 
     root = Path(data_dir) if data_dir else DATA_DIR
