@@ -55,8 +55,10 @@ class Reasoned:
     in_domain: bool
 
     def ranked_structures(self) -> list[tuple[str, float]]:
+        """(structure, relevance) best first; structures removed by surgery always last (they have 0)."""
         order = {k: i for i, k in enumerate(STRUCTURES)}
-        return sorted(self.structure_relevance.items(), key=lambda kv: (-kv[1], order[kv[0]]))
+        removed = set(self.differential.removed)
+        return sorted(self.structure_relevance.items(), key=lambda kv: (kv[0] in removed, -kv[1], order[kv[0]]))
 
 
 def gate(confidence: float, alpha: float = ALPHA, low: float = GATE_LOW, high: float = GATE_HIGH) -> float:
