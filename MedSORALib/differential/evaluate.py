@@ -137,7 +137,8 @@ class Bench:
         alpha, low, high = gate
         out = []
         for p, r in zip(self.predictions, results):
-            rel, _a, scope, _o = fusion.fuse(p.structure_relevance, r, p.in_domain, alpha, low, high)
+            rel, _a, scope, _o = fusion.fuse(p.structure_relevance, r, p.in_domain, alpha, low, high,
+                                             ood_score=p.ood_score)
             out.append((rel, scope))
         return out
 
