@@ -279,3 +279,22 @@ def test_base_lexicon_hpo_ids_name_the_finding():
             name = ontology.terms[hpo_id].name.lower()
             word = allowed.get(f["id"], f["id"].split("_")[0])
             assert word in name, (f["id"], hpo_id, name)
+
+
+# -- the embedding fallback -------------------------------------------------------------------------------------
+def test_embedding_fallback_reads_only_unmatched_asserted_clauses():
+    from MedSORALib.differential.reader import load_reader
+    from MedSORALib.text.encoder import TextEncoder
+
+    reader, encoder = load_reader(), TextEncoder(cache_dir=False)
+    plain = reader.read("lumpy swelling above the testis")
+    assert plain.findings == []
+    r = reader.read("lumpy swelling above the testis", encoder=encoder)
+    assert [(f.id, f.status, f.source) for f in r.findings] == [("testicular_lump", "present", "embedding")]
+    # a negated clause is never given to the fallback, and a clause the lexicon reads is left as it is
+    assert reader.read("no lumpy swelling above the testis", encoder=encoder).findings == []
+    r = reader.read("no tenderness at the costovertebral angle", encoder=encoder)
+    assert [(f.id, f.status, f.source) for f in r.findings] == [
+        ("costovertebral_angle_tenderness", "negated", "lexicon")]
+    # below the threshold nothing is added ("the colour of clay" is near pale stools, 0.66 < 0.8)
+    assert reader.read("the stools have turned the colour of clay", encoder=encoder).findings == []

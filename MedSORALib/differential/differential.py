@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from dataclasses import dataclass, field
 
 from ..organs import PAIRED_STRUCTURES, STRUCTURES
@@ -307,16 +308,18 @@ def _sided(structures: tuple[str, ...], side: str | None) -> tuple[str, ...]:
 
 
 _DEFAULT: Differential | None = None
+_DEFAULT_LOCK = threading.Lock()
 
 
 def load_differential() -> Differential:
     """The scorer of the shipped catalogue (built once per process)."""
     global _DEFAULT
-    if _DEFAULT is None:
-        from .catalogue import load_catalogue
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            from .catalogue import load_catalogue
 
-        _DEFAULT = Differential(load_catalogue())
-    return _DEFAULT
+            _DEFAULT = Differential(load_catalogue())
+        return _DEFAULT
 
 
 def differential(text: str, age: float | None = None, sex: str | None = None) -> DifferentialResult:
