@@ -413,7 +413,8 @@ def score_case(
                        findings_not_assessed=found.get(k, {}).get("not_assessed", []))
             for c, k in enumerate(keys)
         ]
-        scores.sort(key=lambda o: (-o.relevance, order[o.key]))
+        removed = set(reasoned[n].differential.removed)  # an organ removed by surgery ranks last, even among zeros
+        scores.sort(key=lambda o: (o.key in removed, -o.relevance, order[o.key]))
         result = SymptomResult(symptom=prediction.text, in_domain=reasoned[n].in_domain,
                                ood_score=float(prediction.ood_score), laterality=prediction.laterality,
                                organs=scores, models=info, contrast_phase=evidence.get("contrast_phase", {}),
