@@ -24,6 +24,8 @@ from MedSORALib.scene import diagnosis_view
 from MedSORALib.scene import result_nodes as scene_out
 
 CHOLECYSTITIS = "constant right upper quadrant pain since last night's dinner, fever 38.4, Murphy's sign"
+APPENDIX_TEXT = "sudden severe right lower abdominal pain with vomiting"
+KNEE_TEXT = "swollen painful knee after a fall while skiing"
 APPENDICITIS = DiagnosisEntry("Acute appendicitis", [], 0.6, ["right iliac fossa pain"], [],
                               ["dilated appendix over 6 mm", "periappendiceal fat stranding"], "a textbook",
                               "acute_appendicitis", "appendix")
@@ -245,6 +247,22 @@ def test_page_shows_five_diagnoses_with_a_checklist_and_moves_the_slice(tmp_path
                 assert shown == pytest.approx(expected, abs=0.06)
                 wait_for(lambda: True if slice_image() not in (None, before) else None, RENDER_TIMEOUT_S,
                          "the slice view to move to the gallbladder")
+
+                # an abdominal presentation outside the 13 structures: no out-of-domain warning, the scope says
+                # where, and its first diagnosis cannot be shown on this CT; a non-abdominal one is warned about
+                for symptom, warned in ((APPENDIX_TEXT, False), (KNEE_TEXT, True)):
+                    page.fill("#symptom-box", symptom)
+                    page.click("#score-button")
+                    page.wait_for_function(
+                        "(text) => { const e = document.querySelector('#results-symptom');"
+                        " return e && e.textContent.trim() === text; }", arg=symptom,
+                        timeout=SCORE_TIMEOUT_S * 1000)
+                    assert page.locator("#ood-warning").count() == (1 if warned else 0), symptom
+                    assert page.locator("#differential-focus").count() == 0  # the earlier choice is forgotten
+                    if not warned:
+                        assert "outside the 13 structures (appendix)" in page.inner_text("#differential-scope")
+                        assert "appendicitis" in page.locator("#differential .diagnosis-name").first.inner_text()
+                        assert page.locator("#differential .diagnosis-show").first.is_disabled()
             finally:
                 browser.close()
     finally:

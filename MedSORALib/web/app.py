@@ -353,7 +353,7 @@ class MedSORAWebApp(TrameApp):
                             disabled=("busy || !ct_path.trim()",))
             with layout.content:
                 with html.Div(classes="pa-2 d-flex flex-column", style="gap: 8px;"):
-                    v3.VAlert(v_if="results.length && !results[selected].in_domain", type="warning",
+                    v3.VAlert(v_if="results.length && results[selected].scope === 'non-abdominal'", type="warning",
                               density="compact", id="ood-warning",
                               text=("'Out of domain: this does not read as an abdominal symptom (score ' + "
                                     "results[selected].ood_score + '); all relevances are low.'",))

@@ -24,9 +24,9 @@ TRIGGER = "medsora_choose_diagnosis"
 
 
 def result_fields(result, case) -> dict:
-    """The page-state fields of one result's differential: ``scope_text`` and ``differential`` (the rows of
-    :func:`~MedSORALib.diagnoses.checklist_rows` with ``organ_name`` and ``focus``, the RAS point in mm, or
-    None when the case holds none of the diagnosis's organs)."""
+    """The page-state fields of one result's differential: ``scope``, ``scope_text`` and ``differential``
+    (the rows of :func:`~MedSORALib.diagnoses.checklist_rows` with ``organ_name`` and ``focus``, the RAS point
+    in mm, or None when the case holds none of the diagnosis's organs)."""
     masks = case.masks if case is not None else {}
     rows = checklist_rows(result.differential, list(masks))
     focus_of: dict[str, list | None] = {}
@@ -37,7 +37,8 @@ def result_fields(result, case) -> dict:
             focus_of[key] = None if point is None else [round(float(v), 2) for v in point]
         row["organ_name"] = ORGANS[key].display_name if key else ""
         row["focus"] = focus_of.get(key) if key else None
-    return {"scope_text": scope_text(result.scope, result.outside, result.none_of_these), "differential": rows}
+    return {"scope": result.scope, "scope_text": scope_text(result.scope, result.outside, result.none_of_these),
+            "differential": rows}
 
 
 def choose(app, index) -> None:
@@ -82,7 +83,8 @@ def build(app) -> None:
 
     with html.Div(v_if="results[selected].differential", id="differential", classes="mt-3"):
         html.Div("Differential diagnosis", classes="text-subtitle-1")
-        html.Div("{{ results[selected].scope_text }}", classes="text-caption", id="differential-scope")
+        html.Div("{{ results[selected].scope_text }}", id="differential-scope",
+                 classes=("results[selected].scope === 'modelled' ? 'text-caption' : 'text-body-2 text-amber'",))
         with html.Div(v_for="(d, i) in results[selected].differential", key="d.rank", classes="diagnosis mt-2 pa-1",
                       style=("i === chosen_diagnosis ? 'outline: 1px solid #ffb300;' : ''",)):
             with html.Div(classes="d-flex align-center", style="gap: 8px;"):
