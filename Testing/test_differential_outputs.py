@@ -217,3 +217,15 @@ def test_score_table_prints_the_top_diagnoses_and_the_scope(doors):
     out = io.StringIO()
     print_table(other, out)
     assert out.getvalue().splitlines()[1].endswith("(abdominal, outside the 13 structures: appendix)")
+
+
+def test_preview_title_names_the_scope(doors):
+    from MedSORALib.preview import preview_title
+
+    report = doors["score"][0]
+    assert preview_title(SymptomResult.from_dict(report)).endswith(report["symptom"][:67] + "...")  # no mark
+    outside = SymptomResult.from_dict({**report, "scope": "abdominal-other", "outside": "small_bowel",
+                                       "in_domain": False})
+    assert preview_title(outside).endswith("[abdominal, outside the 13 structures: small bowel]")
+    away = SymptomResult.from_dict({**report, "scope": "non-abdominal", "in_domain": False})
+    assert preview_title(away).endswith("[out of domain: not an abdominal symptom]")
