@@ -141,6 +141,21 @@ def joined_why(diagnoses: str, findings: str) -> str:
     return "; ".join(part for part in (diagnoses, findings) if part)
 
 
+def result_fields(reasoned) -> dict:
+    """What a :class:`~MedSORALib.scoring.SymptomResult` takes from a ``Reasoned``: ``in_domain`` (true only for
+    the ``modelled`` scope), ``differential``, ``scope``, ``outside`` and ``none_of_these``."""
+    return {"in_domain": bool(reasoned.in_domain), "differential": entries(reasoned), "scope": reasoned.scope,
+            "outside": reasoned.outside, "none_of_these": none_of_these(reasoned)}
+
+
+def fields_from_dict(data: Mapping) -> dict:
+    """The differential fields of a result read back from its JSON (``SymptomResult.from_dict``; the inverse of
+    the keys ``SymptomResult.to_dict`` writes: ``scope``, ``outside``, ``differential``, ``none_of_these``)."""
+    return {"differential": [DiagnosisEntry.from_dict(d) for d in data.get("differential") or []],
+            "scope": str(data.get("scope") or "modelled"), "outside": data.get("outside"),
+            "none_of_these": float(data.get("none_of_these") or 0.0)}
+
+
 def none_of_these(reasoned) -> float:
     """The probability the differential leaves to "none of these diagnoses"."""
     return round(float(reasoned.differential.none_probability), PROBABILITY_DECIMALS)

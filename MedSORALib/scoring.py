@@ -46,7 +46,7 @@ from typing import Callable, Mapping, Protocol, Sequence
 import numpy as np
 
 from . import __version__, organs
-from .diagnoses import DiagnosisEntry, entries, joined_why, none_of_these, organ_why, reason_case
+from .diagnoses import DiagnosisEntry, fields_from_dict, joined_why, organ_why, reason_case, result_fields
 from .errors import SegmentationError, SymptomError
 from .masks import restrict
 from .result_format import SCORE_DECIMALS
@@ -119,8 +119,7 @@ class OrganScore:
 
 @dataclass
 class SymptomResult:
-    """The organs of one volume scored for one symptom, sorted by relevance (highest first), with the
-    differential diagnosis and scope (:mod:`MedSORALib.diagnoses`)."""
+    """The organs of one volume scored for one symptom, sorted by relevance (highest first)."""
 
     symptom: str
     in_domain: bool
@@ -130,6 +129,7 @@ class SymptomResult:
     passages: dict[str, list[dict]] = field(default_factory=dict)
     models: dict = field(default_factory=dict)
     contrast_phase: dict = field(default_factory=dict)
+    patient: dict = field(default_factory=dict)  # age, sex and their source, as the reference ranges used them
     differential: list[DiagnosisEntry] = field(default_factory=list)
     scope: str = "modelled"
     outside: str | None = None
@@ -152,6 +152,7 @@ class SymptomResult:
             "ood_score": round(self.ood_score, SCORE_DECIMALS),
             "laterality": self.laterality,
             "contrast_phase": self.contrast_phase,
+            "patient": self.patient,
             "organs": [o.to_dict() for o in self.organs],
             "differential": [d.to_dict() for d in self.differential],
             "none_of_these": self.none_of_these,
@@ -166,10 +167,7 @@ class SymptomResult:
                    ood_score=float(data.get("ood_score", 0.0)), laterality=data.get("laterality"),
                    organs=[OrganScore.from_dict(o) for o in data.get("organs", [])],
                    passages=dict(data.get("passages") or {}), models=dict(data.get("models") or {}),
-                   contrast_phase=dict(data.get("contrast_phase") or {}),
-                   differential=[DiagnosisEntry.from_dict(d) for d in data.get("differential") or []],
-                   scope=str(data.get("scope") or "modelled"), outside=data.get("outside"),
-                   none_of_these=float(data.get("none_of_these") or 0.0))
+                   contrast_phase=dict(data.get("contrast_phase") or {}), **fields_from_dict(data))
 
 
 @dataclass
@@ -246,7 +244,7 @@ class Case:
         volume: the CT.
         masks: structure key -> boolean mask, the organs with at least one voxel (catalog order).
         voxels, volume_ml: voxel count and volume of each organ.
-        evidence: measurements, contrast phase and findings (:func:`MedSORALib.evidence.image_evidence`).
+        evidence: measurements, contrast phase and findings (:func:`MedSORALib.finding_boost.image_evidence`).
         inputs: paths, SHA-256 and geometry of the input files, for the result JSON.
         dicom_series: the DICOM folder the CT was read from, else None.
     """
@@ -272,12 +270,15 @@ class Case:
 
 def check_symptoms(symptoms: Sequence[str] | str) -> list[str]:
     """Validated, stripped symptom texts; raises :class:`SymptomError` for empty or over-long ones."""
+    from .files import require_utf8
+
     if isinstance(symptoms, str):
         symptoms = [symptoms]
     cleaned = []
     for i, text in enumerate(symptoms, 1):
         if not isinstance(text, str):
             raise SymptomError(f"symptom {i} is not text")
+        require_utf8(text, f"symptom {i}")
         text = " ".join(text.split())
         if not text:
             raise SymptomError(f"symptom {i} is empty; describe the symptom in words")
@@ -302,7 +303,7 @@ def prepare_case(volume: Volume, organ_masks: Mapping[str, np.ndarray], *, input
     """Check, count and measure every organ of ``organ_masks`` (boolean ``[i, j, k]`` on the volume grid).
 
     ``patient`` (what the measurements' reference ranges depend on) is passed to
-    :func:`MedSORALib.evidence.image_evidence` when given.
+    :func:`MedSORALib.finding_boost.image_evidence` when given.
     """
     keys = organs.structures_present(organ_masks)
     unknown = sorted(set(organ_masks) - set(keys))
@@ -408,18 +409,17 @@ def score_case(
                        text_prior=float(prior[n, c]),
                        image_score=None if similarity is None else float(similarity[n, c]),
                        voxels=case.voxels[k], volume_ml=float(case.volume_ml[k]),
-                       finding_boost=boosts[c], why=joined_why(organ_why(reasoned[n], k), reasons[c]), measurements=measured.get(k, {}),
+                       finding_boost=boosts[c], why=joined_why(organ_why(reasoned[n], k), reasons[c]),
+                       measurements=measured.get(k, {}),
                        findings=found.get(k, {}).get("findings", []),
                        findings_not_assessed=found.get(k, {}).get("not_assessed", []))
             for c, k in enumerate(keys)
         ]
-        removed = set(reasoned[n].differential.removed)  # an organ removed by surgery ranks last, even among zeros
-        scores.sort(key=lambda o: (o.key in removed, -o.relevance, order[o.key]))
-        result = SymptomResult(symptom=prediction.text, in_domain=reasoned[n].in_domain,
+        scores.sort(key=lambda o: (o.key in reasoned[n].differential.removed, -o.relevance, order[o.key]))
+        result = SymptomResult(symptom=prediction.text, **result_fields(reasoned[n]),  # differential, scope
                                ood_score=float(prediction.ood_score), laterality=prediction.laterality,
                                organs=scores, models=info, contrast_phase=evidence.get("contrast_phase", {}),
-                               differential=entries(reasoned[n]), scope=reasoned[n].scope,
-                               outside=reasoned[n].outside, none_of_these=none_of_these(reasoned[n]))
+                               patient=evidence.get("patient", {}))
         if with_passages:
             result.passages = supporting_passages(models, result)
         results.append(result)
@@ -453,12 +453,14 @@ def score_volume(
     image_weight: float = IMAGE_WEIGHT,
     with_passages: bool = True,
     progress: Progress | None = None,
+    patient=None,
 ) -> list[SymptomResult]:
     """Score the organs of a CT (``Volume``; masks: key -> boolean ``[i, j, k]`` on its grid) for one or more
     symptoms in one call (the steps of :class:`MedSORALib.session.ScoringSession`, for scripts holding arrays).
 
     ``models``: loaded models (default: :func:`load_models` on ``device``); ``image_weight``: module doc;
-    ``with_passages``: passages for the top three organs; ``progress``: ``callback(fraction, message)``.
+    ``with_passages``: passages for the top three organs; ``progress``: ``callback(fraction, message)``;
+    ``patient``: age and sex (:class:`~MedSORALib.patient.Patient`) for the reference ranges, None: unknown.
     Returns one :class:`SymptomResult` per symptom, in input order (the organs measured once for all).
     """
     texts = check_symptoms(symptoms)
@@ -467,7 +469,7 @@ def score_volume(
         if progress:
             progress(0.0, "loading models")
         models = load_models(device=device)
-    case = prepare_case(volume, organ_masks, progress=progress)
+    case = prepare_case(volume, organ_masks, patient=patient, progress=progress)
     return score_case(case, texts, models, image_weight=image_weight, with_passages=with_passages,
                       progress=progress)
 

@@ -150,21 +150,24 @@ def check_output_prefix(prefix: str | os.PathLike, option: str = "--output") -> 
     return prefix
 
 
-def output_files(prefix: str | os.PathLike, count: int, preview: bool = False, dicom_seg: bool = False) -> list[Path]:
-    """Every file :meth:`ScoringSession.write` writes for ``count`` symptoms under ``prefix``."""
+def output_files(prefix: str | os.PathLike, count: int, preview: bool = False, dicom_seg: bool = False,
+                 dicom_sr: bool = False) -> list[Path]:
+    """Every file :meth:`ScoringSession.write` writes for ``count`` symptoms under ``prefix`` (``dicom_sr``
+    writes the SEG too)."""
     from .result_files import output_prefixes
 
-    suffixes = [".seg.nrrd", ".json"] + ([".png"] if preview else []) + (["_seg.dcm"] if dicom_seg else [])
+    suffixes = [".seg.nrrd", ".json"] + ([".png"] if preview else []) + (
+        ["_seg.dcm"] if dicom_seg or dicom_sr else []) + (["_sr.dcm"] if dicom_sr else [])
     return [p.with_name(p.name + s) for p in output_prefixes(Path(prefix), count) for s in suffixes]
 
 
 def check_outputs(prefix: str | os.PathLike, count: int, inputs: Sequence, *, preview: bool = False,
-                  dicom_seg: bool = False, option: str = "--output") -> Path:
+                  dicom_seg: bool = False, dicom_sr: bool = False, option: str = "--output") -> Path:
     """Refuse, before any work, an output prefix that is a folder or whose files would replace an input."""
     from .validation import check_outputs_spare_inputs
 
     prefix = check_output_prefix(prefix, option)
-    check_outputs_spare_inputs(output_files(prefix, count, preview, dicom_seg), inputs, option=option)
+    check_outputs_spare_inputs(output_files(prefix, count, preview, dicom_seg, dicom_sr), inputs, option=option)
     return prefix
 
 
@@ -304,19 +307,21 @@ class ScoringSession:
 
     # ------------------------------------------------------------------ files
     def write(self, case: Case, results: Sequence[SymptomResult], prefix: str | os.PathLike, *,
-              preview: bool | None = None, dicom_seg: bool = False) -> list[dict[str, Path]]:
+              preview: bool | None = None, dicom_seg: bool = False, dicom_sr: bool = False) -> list[dict[str, Path]]:
         """Write each result's files (``PREFIX`` for one result, ``PREFIX_1`` ... for several).
 
         Each result's files appear together or not at all (:func:`MedSORALib.result_files.write_result`).
-        Returns, per result, kind -> path (``segmentation``, ``json``, ``preview``, ``dicom_seg``).
+        Returns, per result, kind -> path (``segmentation``, ``json``, ``preview``, ``dicom_seg``, ``dicom_sr``).
+        ``dicom_sr`` writes the DICOM SR (:mod:`MedSORALib.dicom_sr`) and the SEG it references.
         """
         from .result_files import output_prefixes, write_result
 
-        if dicom_seg and case.dicom_series is None:
-            raise InputFileError("--dicom-seg needs the CT as a DICOM series folder (--volume DICOM_FOLDER)")
+        for flag, wanted in (("--dicom-seg", dicom_seg), ("--dicom-sr", dicom_sr)):
+            if wanted and case.dicom_series is None:
+                raise InputFileError(f"{flag} needs the CT as a DICOM series folder (--volume DICOM_FOLDER)")
         preview = self.settings.preview if preview is None else bool(preview)
         return [write_result(out, result, case.volume, case.masks, inputs=case.inputs, preview=preview,
-                             dicom_series=case.dicom_series if dicom_seg else None)
+                             dicom_series=case.dicom_series if dicom_seg or dicom_sr else None, dicom_sr=dicom_sr)
                 for result, out in zip(results, output_prefixes(Path(prefix), len(results)))]
 
 

@@ -198,18 +198,20 @@ def test_several_symptoms_give_one_output_set_each(tmp_path):
 def test_batch_reports_a_failing_row_and_goes_on(tmp_path):
     manifest = tmp_path / "manifest.csv"
     data = REPO / "Testing" / "Data"
+    # A file that is not an image fails its row when read (a missing one refuses the batch before any row runs).
+    (tmp_path / "not_a_ct.nii.gz").write_bytes(b"not an image")
     with open(manifest, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["volume", "segmentation", "label_scheme", "symptom"])
         writer.writerow([data / "example_ct_sm.nii.gz", data / "example_ct_sm_seg.nii.gz", "totalsegmentator", JAUNDICE])
-        writer.writerow(["missing_ct.nii.gz", data / "example_ct_sm_seg.nii.gz", "totalsegmentator", JAUNDICE])
+        writer.writerow(["not_a_ct.nii.gz", data / "example_ct_sm_seg.nii.gz", "totalsegmentator", JAUNDICE])
         writer.writerow([data / "example_ct_sm.nii.gz", data / "example_ct_sm_seg.nii.gz", "totalsegmentator",
                          "blood in my urine and pain in my left flank"])
     status = main(["batch", str(manifest), "--output-dir", str(tmp_path / "batch"), "--no-progress", "--workers", "0"])
     assert status == 1
     rows = list(csv.DictReader(open(tmp_path / "batch" / "summary.csv")))
     assert [r["status"] for r in rows] == ["ok", "failed", "ok"]
-    assert "missing_ct.nii.gz: no such file" in rows[1]["error"]
+    assert "not_a_ct.nii.gz: not a readable NIfTI image" in rows[1]["error"]
     assert rows[2]["top_organ"] == "kidney_left"
     assert (tmp_path / "batch" / rows[0]["json"]).is_file() and (tmp_path / "batch" / rows[2]["segmentation_out"]).is_file()
     assert not any("0002_" in p.name for p in (tmp_path / "batch").iterdir())

@@ -56,6 +56,8 @@ class BatchOptions:
     model_version: str
     force: bool = False
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    #: also write the DICOM SEG and SR of each row (DICOM series volumes)
+    dicom_sr: bool = False
     #: torch threads per worker process (None: leave torch's setting).
     torch_threads: int | None = None
 
@@ -106,8 +108,9 @@ def worker_name() -> str:
 
 
 def base_record(row: Row) -> dict:
+    patient = {k: v for k, v in (("age", row.age), ("sex", row.sex)) if v}  # only when the manifest gives them
     return {"row": row.number, "volume": row.volume, "segmentation": row.segmentation,
-            "label_scheme": row.label_scheme, "symptom": row.symptom}
+            "label_scheme": row.label_scheme, "symptom": row.symptom, **patient}
 
 
 def failed(row: Row, reason: str, elapsed: float = 0.0, worker: str = "") -> dict:
@@ -138,6 +141,8 @@ def up_to_date(record: dict | None, row: Row, hashes: dict | None, options: Batc
         return False
     out = Path(options.output_dir)
     files = record.get("files") or []
+    if options.dicom_sr and not any(str(name).endswith("_sr.dcm") for name in files):
+        return False
     return bool(files) and all((out / name).is_file() for name in files)
 
 
@@ -184,7 +189,7 @@ def process_group(group: CaseGroup, options: BatchOptions) -> list[dict]:
         try:
             session = session_for(options)  # models once per process; not counted in the rows' time
             started = time.perf_counter()
-            case = _open(group, session, hashes)
+            case = _open(group, session, options, hashes)
         except Exception as exc:  # every failure ends in the summary, not only the package's own
             reason = one_line(exc)
             elapsed = time.perf_counter() - started
@@ -203,12 +208,20 @@ def process_group(group: CaseGroup, options: BatchOptions) -> list[dict]:
     return [results[row.number] for row in group.rows]
 
 
-def _open(group: CaseGroup, session: ScoringSession, hashes: dict | None = None):
+def _open(group: CaseGroup, session: ScoringSession, options: BatchOptions, hashes: dict | None = None):
     """The group's CT and masks, read and measured (its files' SHA-256 taken from ``hashes`` when given)."""
     if not group.volume:
         raise InputFileError("the row gives no volume")
-    return session.open(group.volume, group.segmentation or None, group.label_scheme or None,
-                        checksums={k: v for k, v in (hashes or {}).items() if v})
+    from ..patient import patient_from_dicom
+
+    patient = group.patient
+    if Path(group.volume).is_dir():
+        patient = patient.merged(patient_from_dicom(group.volume))
+    case = session.open(group.volume, group.segmentation or None, group.label_scheme or None,
+                        checksums={k: v for k, v in (hashes or {}).items() if v}, patient=patient)
+    if options.dicom_sr and case.dicom_series is None:
+        raise InputFileError("--dicom-sr needs the CT as a DICOM series folder")
+    return case
 
 
 def _score_row(row: Row, case, session: ScoringSession, options: BatchOptions, worker: str, started: float) -> dict:
@@ -221,7 +234,7 @@ def _score_row(row: Row, case, session: ScoringSession, options: BatchOptions, w
     staging_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{row.number:06d}-", dir=staging_root))
     try:
-        (files,) = session.write(case, [result], staging / row.name)
+        (files,) = session.write(case, [result], staging / row.name, dicom_sr=options.dicom_sr)
         _discard_record(out, row)
         for path in files.values():  # the JSON report comes last
             os.replace(path, out / path.name)

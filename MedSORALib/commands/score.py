@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..errors import InputFileError, SymptomError
 from ..session import ScoringSession, ScoringSettings, check_outputs
@@ -22,6 +23,13 @@ and for every symptom writes (PREFIX, or PREFIX_1, PREFIX_2 ... for several):
   PREFIX.png       with --preview: slices through the most relevant organ
                    and a bar chart
   PREFIX_seg.dcm   with --dicom-seg (DICOM series input): a DICOM SEG
+  PREFIX_sr.dcm    with --dicom-sr (DICOM series input; writes the SEG too):
+                   a DICOM SR (TID 1500) of the measurements, contrast phase
+                   and abnormal findings, referencing the series and the SEG
+
+Reference ranges follow the patient's age and sex where the cited sources
+give them: --age/--sex, else the DICOM header (PatientAge, PatientSex); when
+unknown, the adult range, and each finding says so.
 
 Organ masks come from --segmentation: a label map (give --label-scheme) or a
 Slicer .seg.nrrd (segments matched by name or terminology). Without it,
@@ -33,7 +41,7 @@ examples:
       --segmentation Testing/Data/example_ct_sm_seg.nii.gz --label-scheme totalsegmentator \\
       --symptom "painless jaundice with pale stools and weight loss" --output out/example --preview
   medsora score --volume ct_dicom/ --segmentation organs.seg.nrrd \\
-      --symptoms-file symptoms.txt --output out/patient7 --dicom-seg"""
+      --symptoms-file symptoms.txt --output out/patient7 --dicom-sr --age 64 --sex F"""
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options choosing the models, the device and the fusion (shared with ``medsora batch``).
@@ -93,11 +101,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--preview", action="store_true", help="also write PREFIX.png")
     parser.add_argument("--dicom-seg", action="store_true",
                         help="also write a DICOM SEG (the CT must be a DICOM series folder)")
+    parser.add_argument("--dicom-sr", action="store_true",
+                        help="also write a DICOM SR of the measurements and findings, and the DICOM SEG it "
+                             "references (the CT must be a DICOM series folder)")
+    add_patient_arguments(parser)
     parser.add_argument("--no-passages", action="store_true",
                         help="skip the supporting knowledge passages in the JSON")
     parser.add_argument("--quiet", action="store_true", help="print only the output paths")
     add_model_arguments(parser)
     return parser
+
+
+def add_patient_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--age`` and ``--sex``, which choose the reference ranges of the findings."""
+    group = parser.add_argument_group("patient (reference ranges; default: the DICOM header, else unknown)")
+    group.add_argument("--age", metavar="YEARS", help="age in years (e.g. 64) or a DICOM age (064Y)")
+    group.add_argument("--sex", metavar="F|M|O", help="F, M, or O (other/unknown)")
+
+
+def patient_from_args(args, dicom_series=None):
+    """The patient of ``--age``/``--sex``, completed from the DICOM header of ``dicom_series``."""
+    from ..patient import Patient, patient_from_dicom
+
+    given = Patient.parse(getattr(args, "age", None), getattr(args, "sex", None), "command line")
+    return given.merged(patient_from_dicom(dicom_series)) if dicom_series is not None else given
 
 
 def print_table(result, out=None) -> None:
@@ -133,16 +160,21 @@ def run(args) -> int:
     settings = settings_from_args(args)
     symptoms = check_symptoms(args.symptom if args.symptom else read_symptom_file(args.symptoms_file))
     prefix = check_outputs(args.output, len(symptoms), [args.volume, args.segmentation, args.symptoms_file],
-                           preview=settings.preview, dicom_seg=args.dicom_seg)
+                           preview=settings.preview, dicom_seg=args.dicom_seg, dicom_sr=args.dicom_sr)
+    patient_from_args(args)  # a bad --age or --sex fails before any work
+    folder = Path(args.volume) if Path(args.volume).is_dir() else None
     session = ScoringSession(settings, cases=0)  # one case, read once: nothing to keep
-    case = session.open(args.volume, args.segmentation, args.label_scheme, log=log)
-    if args.dicom_seg and case.dicom_series is None:
-        raise InputFileError("--dicom-seg needs the CT as a DICOM series folder (--volume DICOM_FOLDER)")
+    case = session.open(args.volume, args.segmentation, args.label_scheme, log=log,
+                        patient=patient_from_args(args, folder))
+    for flag, wanted in (("--dicom-seg", args.dicom_seg), ("--dicom-sr", args.dicom_sr)):
+        if wanted and case.dicom_series is None:
+            raise InputFileError(f"{flag} needs the CT as a DICOM series folder (--volume DICOM_FOLDER)")
     log(f"{len(case.masks)} organs: {', '.join(case.masks)}")
     log("loading models")
     session.load()
     results = session.score(case, symptoms, progress=lambda fraction, message: log(message))
-    for result, files in zip(results, session.write(case, results, prefix, dicom_seg=args.dicom_seg)):
+    for result, files in zip(results, session.write(case, results, prefix, dicom_seg=args.dicom_seg,
+                                                         dicom_sr=args.dicom_sr)):
         if not quiet:
             print_table(result)
         for path in files.values():

@@ -89,6 +89,17 @@ class WebSession:
     # ------------------------------------------------------------------ inputs
     def load(self, volume_path, segmentation_path=None, label_scheme=None, log: Callable[[str], None] = print):
         """Read a CT and its organ segmentation from the server's disk (replaces the current case)."""
+        case, name = self.read_case(volume_path, segmentation_path, label_scheme, log=log)
+        self.use_case(case, name)
+        return case
+
+    def read_case(self, volume_path, segmentation_path=None, label_scheme=None,
+                  log: Callable[[str], None] = print):
+        """``(case, name)`` read from the server's disk, without making it the current case.
+
+        The page reads in a worker thread and calls :meth:`use_case` only when the load was not
+        cancelled meanwhile.
+        """
         volume_path = Path(str(volume_path).strip()).expanduser()
         if not str(volume_path) or not volume_path.exists():
             raise InputFileError(f"{volume_path}: no such CT file or folder")
@@ -99,10 +110,13 @@ class WebSession:
         else:
             segmentation_path = None
         case = self.scoring.open(volume_path, segmentation_path, label_scheme or None, log=log)
+        return case, volume_path.name
+
+    def use_case(self, case, name: str) -> None:
+        """Make ``case`` (from :meth:`read_case`) the current case."""
         with self._lock:
             self.case = case
-            self.case_name = volume_path.name
-        return case
+            self.case_name = name
 
     # ------------------------------------------------------------------ models
     def models(self):

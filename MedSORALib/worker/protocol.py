@@ -48,6 +48,8 @@ FIELDS: dict[str, tuple[str, bool, str]] = {
     "image_weight": ("number", False, "weight of the image term, 0..1 (0: the organs are not encoded)"),
     "with_passages": ("true or false", False, "supporting knowledge passages"),
     "preview": ("true or false", False, "also write PREFIX.png"),
+    "age": ("text, number or null", False, "patient's age in years or a DICOM age (064Y), for the reference ranges"),
+    "sex": ("text or null", False, "patient's sex: F, M or O, for the reference ranges"),
 }
 
 
@@ -70,6 +72,8 @@ class ScoreRequest:
     symptoms: tuple[str, ...]
     output: str
     settings: ScoringSettings
+    #: age and sex given by the request (:class:`~MedSORALib.patient.Patient`; the DICOM header completes them)
+    patient: Any = None
 
 
 @dataclass(frozen=True)
@@ -186,20 +190,28 @@ def parse_request(line: bytes | str | Mapping) -> ScoreRequest | Command:
             text_encoder=_text(request, "text_encoder") or None,
             image_weight=None if weight is None else float(weight),
             passages=_flag(request, "with_passages"), preview=_flag(request, "preview"))
+        from ..patient import Patient
+
+        age = request.get("age")
+        if age is not None and (isinstance(age, bool) or not isinstance(age, (str, int, float))):
+            raise RequestError(f"request field 'age' must be a number or text, not {_shown(age)}")
+        patient = Patient.parse(age, _text(request, "sex") or None, "request")
         return ScoreRequest(id=request_id, volume=_text(request, "volume", required=True),
                             segmentation=_text(request, "segmentation", required=True),
                             label_scheme=normalize_scheme(scheme) if scheme else None,
                             symptoms=tuple(check_symptoms(symptoms)), output=_text(request, "output", required=True),
-                            settings=settings)
+                            settings=settings, patient=patient)
     except MedSORAError as error:
         raise RequestError(str(error), request_id) from None
 
 
 def request_fields(volume, segmentation, symptoms: Iterable[str], output, settings: ScoringSettings | None = None,
-                   label_scheme: str | None = None) -> dict:
-    """The fields of a scoring request (paths as text; the settings a request can carry)."""
+                   label_scheme: str | None = None, age=None, sex: str | None = None) -> dict:
+    """The fields of a scoring request (paths as text; the settings a request can carry; the patient's age and
+    sex when known)."""
     settings = settings or ScoringSettings()
-    return {"volume": str(volume), "segmentation": str(segmentation), "label_scheme": label_scheme,
+    patient = {k: v for k, v in (("age", age), ("sex", sex)) if v is not None}
+    return {**patient, "volume": str(volume), "segmentation": str(segmentation), "label_scheme": label_scheme,
             "symptoms": list(symptoms), "output": str(output), "device": settings.device,
             "model_dir": settings.model_dir or "", "text_encoder": settings.text_encoder or "",
             "image_weight": settings.image_weight, "with_passages": settings.passages, "preview": settings.preview}

@@ -110,7 +110,13 @@ class Worker:
         seconds: dict[str, float] = {}
 
         started = time.perf_counter()
-        case = session.open(volume, segmentation, request.label_scheme, progress=progress(0.0, 0.25))
+        patient = request.patient
+        if patient is not None and Path(volume).is_dir():
+            from ..patient import patient_from_dicom
+
+            patient = patient.merged(patient_from_dicom(volume))
+        case = session.open(volume, segmentation, request.label_scheme, progress=progress(0.0, 0.25),
+                            patient=patient)
         seconds["open"] = time.perf_counter() - started
         cached = session.last_open_cached
         started = time.perf_counter()
