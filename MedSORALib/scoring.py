@@ -167,7 +167,8 @@ class SymptomResult:
                    ood_score=float(data.get("ood_score", 0.0)), laterality=data.get("laterality"),
                    organs=[OrganScore.from_dict(o) for o in data.get("organs", [])],
                    passages=dict(data.get("passages") or {}), models=dict(data.get("models") or {}),
-                   contrast_phase=dict(data.get("contrast_phase") or {}), **fields_from_dict(data))
+                   contrast_phase=dict(data.get("contrast_phase") or {}), patient=dict(data.get("patient") or {}),
+                   **fields_from_dict(data))
 
 
 @dataclass
