@@ -8,8 +8,14 @@ Fails (exit 1, one line per problem on stderr) when
 - fewer tests passed than the floor (the first whole number in the floor file);
 - a must-run pattern matches no test, or a test it matches was skipped (or xfailed).
 
-Test ids are ``path/to/test_file.py::test_name[params]``; must-run lines are
-shell-style patterns on them (``*`` matches anything), one per line, ``#`` starts
+Test ids are pytest's node ids, ``path/to/test_file.py::test_name[params]`` or
+``path/to/test_file.py::TestClass::test_name`` for a test in a class, so the pattern
+``path/to/test_file.py::*`` covers every test of a file. They are built from the
+testcase's ``file`` attribute (written under ``junit_family=xunit1``, which .ci/run
+sets) and the class names that follow the module in ``classname``; a report without
+``file`` falls back to ``classname`` alone, where the first part named ``Test*``
+starts the classes (pytest's default ``python_classes``). Must-run lines are
+shell-style patterns on the ids (``*`` matches anything), one per line, ``#`` starts
 a comment. Standard library only: it runs before and outside the project's venv.
 """
 from __future__ import annotations
@@ -24,19 +30,42 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def node_id(classname: str, name: str, file: str | None = None) -> str:
+    """The pytest node id of a JUnit testcase (see the module's docstring).
+
+    ``("Testing.test_x.TestC", "test_y", "Testing/test_x.py")`` -> ``"Testing/test_x.py::TestC::test_y"``.
+    """
+    parts = [p for p in classname.split(".") if p]
+    if file:
+        path = file.replace("\\", "/")
+        module = path[:-3] if path.endswith(".py") else path
+        dotted = module.replace("/", ".").split(".")
+        # classname is the module's dotted path (perhaps under a --junit-prefix) then the classes
+        for start in range(len(parts) + 1):
+            if parts[start:start + len(dotted)] == dotted:
+                classes = parts[start + len(dotted):]
+                break
+        else:
+            classes = []
+    else:
+        first_class = next((i for i, p in enumerate(parts) if i > 0 and p.startswith("Test")), len(parts))
+        path = "/".join(parts[:first_class]) + ".py" if parts else "?"
+        classes = parts[first_class:]
+    return "::".join([path, *classes, name])
+
+
 def read_report(path: Path) -> list[dict]:
     """One dict per test case: ``id`` and ``outcome`` (passed, failed, error or skipped)."""
     root = ET.parse(path).getroot()
     cases = []
     for case in root.iter("testcase"):
-        classname, name = case.get("classname", ""), case.get("name", "")
-        module = classname.replace(".", "/") + ".py" if classname else "?"
+        case_id = node_id(case.get("classname", ""), case.get("name", ""), case.get("file"))
         outcome = "passed"
         for kind in ("failure", "error", "skipped"):
             if case.find(kind) is not None:
                 outcome = {"failure": "failed"}.get(kind, kind)
                 break
-        cases.append({"id": f"{module}::{name}", "outcome": outcome})
+        cases.append({"id": case_id, "outcome": outcome})
     return cases
 
 

@@ -607,7 +607,7 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self.ui.outputSegmentationSelector.currentNode()
         if node is None:
             return
-        from MedSORALib.scene.outputs import apply_relevance_display
+        from MedSORALib.scene.result_nodes import apply_relevance_display
 
         apply_relevance_display(node, self.ui.thresholdSliderWidget.value, self.ui.opacityCheckBox.checked)
 
@@ -663,9 +663,9 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
                 the models (tests; see :mod:`MedSORALib.scoring_job`).
 
         Returns:
-            list of ``MedSORALib.scene.outputs.SymptomOutputs`` (segmentation, table, chart, passages nodes).
+            list of ``MedSORALib.scene.result_nodes.SymptomOutputs`` (segmentation, table, chart, passages nodes).
         """
-        from MedSORALib.scene.outputs import run_symptom_scoring
+        from MedSORALib.scene.result_nodes import run_symptom_scoring
 
         settings = self.scoringSettings(device=device, modelFolder=modelFolder, textEncoder=textEncoder,
                                         useImageModel=useImageModel)
@@ -694,14 +694,14 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def importWorkerResult(event, inputVolume, threshold=0.0, opacityByRelevance=True, show3D=False):
         """Output nodes from the files a worker ``result`` event lists (main thread)."""
-        from MedSORALib.scene.outputs import add_outputs_from_files
+        from MedSORALib.scene.result_nodes import add_outputs_from_files
 
         return add_outputs_from_files(event["result"]["outputs"], inputVolume, threshold=threshold,
                                       opacity_by_relevance=opacityByRelevance, show_3d=show3D)
 
     def createOutputs(self, results, masks, inputVolume, threshold=0.0, opacityByRelevance=True, show3D=False):
         """Output nodes for results computed elsewhere."""
-        from MedSORALib.scene.outputs import add_symptom_outputs
+        from MedSORALib.scene.result_nodes import add_symptom_outputs
 
         return [add_symptom_outputs(result, masks, inputVolume, threshold=threshold,
                                     opacity_by_relevance=opacityByRelevance, show_3d=show3D)
@@ -818,7 +818,7 @@ class MedSORATest(ScriptedLoadableModuleTest):
         import numpy as np
         from MedSORALib.colors import relevance_color
         from MedSORALib.scene.inputs import organ_masks_from_segmentation
-        from MedSORALib.scene.outputs import OUTPUT_PREFIX, segment_relevances
+        from MedSORALib.scene.result_nodes import OUTPUT_PREFIX, segment_relevances
 
         self.assertEqual(len(outputs), 1)
         out = outputs[0]
@@ -842,8 +842,8 @@ class MedSORATest(ScriptedLoadableModuleTest):
 
     def _phantomScene(self):
         from MedSORALib.image.phantom import make_phantom
-        from MedSORALib.scene.outputs import segmentation_node_from_masks, volume_node_from_volume
-        from MedSORALib.volume_io import masks_from_labelmap
+        from MedSORALib.scene.result_nodes import segmentation_node_from_masks, volume_node_from_volume
+        from MedSORALib.segmentation_io import masks_from_labelmap
 
         volume, labels = make_phantom(seed=3, shape=(64, 56, 36), spacing=(6.0, 6.0, 6.0), variation=0.0)
         masks = {k: m for k, m in masks_from_labelmap(labels, "totalsegmentator").items() if m.any()}
@@ -875,9 +875,10 @@ class MedSORATest(ScriptedLoadableModuleTest):
 
     def test_MedSORA_example_ct_through_the_worker(self):
         """The example CT scored by the worker process from files written out of the scene, results imported back."""
-        from MedSORALib.scene.outputs import organ_segmentation_from_labelmap_file, volume_node_from_volume
+        from MedSORALib.scene.result_nodes import organ_segmentation_from_labelmap_file, volume_node_from_volume
         from MedSORALib.scoring_job import ScoringSettings, WorkerClient
-        from MedSORALib.volume_io import read_organ_masks, read_volume
+        from MedSORALib.segmentation_io import read_organ_masks
+        from MedSORALib.volume_io import read_volume
 
         folders = [os.environ.get("MEDSORA_TEST_DATA", ""),
                    os.path.join(os.path.dirname(_MODULE_DIR), "Testing", "Data")]
@@ -909,7 +910,7 @@ class MedSORATest(ScriptedLoadableModuleTest):
     def test_MedSORA_errors(self):
         from MedSORALib.errors import SegmentationError, VolumeError
         from MedSORALib.image.phantom import make_phantom
-        from MedSORALib.scene.outputs import volume_node_from_volume
+        from MedSORALib.scene.result_nodes import volume_node_from_volume
 
         with self.assertRaises(VolumeError):
             MedSORALogic().process(None, None, "abdominal pain", scorer=self.standInScorer)

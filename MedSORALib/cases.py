@@ -20,7 +20,8 @@ def totalsegmentator_available() -> bool:
 
 def run_totalsegmentator(volume_path: Path, volume, device: str, log=print) -> dict:
     """Segment the 13 structures with TotalSegmentator (``--fast`` on CPU); returns masks on the CT grid."""
-    from .volume_io import read_organ_masks, write_volume
+    from .segmentation_io import read_organ_masks
+    from .volume_io import write_volume
 
     log("no --segmentation given: running TotalSegmentator for the 13 structures"
         + (" (--fast on CPU)" if device == "cpu" else ""))
@@ -69,7 +70,8 @@ def load_case(volume_path, segmentation_path=None, label_scheme=None, device="cp
     computed of these files; they are recorded as given instead of reading the files a second time.
     """
     from .validation import implausible_organ_volumes
-    from .volume_io import read_organ_masks, read_volume
+    from .segmentation_io import read_organ_masks
+    from .volume_io import read_volume
 
     known = checksums or {}
     volume_path = Path(volume_path)

@@ -177,7 +177,7 @@ REFERENCE_RANGES: tuple[ReferenceRange, ...] = (
 
 
 def reference_table() -> list[dict]:
-    """The reference-range table as rows of plain values (README, JSON, Slicer)."""
+    """The reference-range table as rows of plain values (docs/measurements.md, JSON, Slicer)."""
     return [{"key": r.key, "organ": r.organ, **r.to_dict(), "label": r.label, "kind": r.kind}
             for r in REFERENCE_RANGES]
 

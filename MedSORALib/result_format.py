@@ -1,8 +1,8 @@
 """How a scored symptom is written, wherever it is written: names, tags, numbers and passages.
 
 A :class:`~MedSORALib.scoring.SymptomResult` reaches the user as a Slicer
-``.seg.nrrd`` file (:mod:`MedSORALib.outputs`), as nodes of a Slicer scene
-(:mod:`MedSORALib.scene.outputs`) and as the tables of ``medsora serve``
+``.seg.nrrd`` file (:mod:`MedSORALib.result_files`), as nodes of a Slicer scene
+(:mod:`MedSORALib.scene.result_nodes`) and as the tables of ``medsora serve``
 (:mod:`MedSORALib.web.session`). All of them take their names and texts from
 here, so the same result gives the same strings everywhere:
 

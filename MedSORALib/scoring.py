@@ -22,7 +22,7 @@ For each symptom and each organ present in the masks, MedSORA reports:
   ``image_weight=0`` gives the text prior alone.
 
 Then abnormal findings of the patient's own organs (measurements against
-reference ranges, :mod:`MedSORALib.evidence`) raise the relevance of an organ
+reference ranges, :mod:`MedSORALib.finding_boost`) raise the relevance of an organ
 the symptom points to by a bounded amount, weighted by the probability that the
 symptom is abdominal (``finding_boost``, with ``why``); never for an organ whose
 text prior is near zero, and never enough to make an out-of-domain symptom relevant.
@@ -243,7 +243,7 @@ def encode_volume(
     ml = {k: v * volume.voxel_volume_ml for k, v in voxels.items()}
     if progress:
         progress(0.3, "measuring organs against reference ranges")
-    from .evidence import image_evidence
+    from .finding_boost import image_evidence
 
     evidence = image_evidence(volume, masks)
     return EncodedVolume(volume=volume, masks=masks, features=features, voxels=voxels, volume_ml=ml,
@@ -279,7 +279,7 @@ def score_encoded(
     similarity = models.image_model.score(encoded.features, embeddings)  # (N, K)
     prior = np.array([[p.structure_relevance[k] for k in keys] for p in predictions])
     relevance = fuse(prior, similarity, image_weight)
-    from .evidence import FINDING_BOOST, MIN_TEXT_PRIOR, apply_findings
+    from .finding_boost import FINDING_BOOST, MIN_TEXT_PRIOR, apply_findings
 
     info = models.info()
     info["fusion"] = {"image_weight": image_weight, "tau": IMAGE_TAU,

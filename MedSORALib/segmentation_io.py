@@ -1,4 +1,10 @@
-"""Organ segmentations as Slicer ``.seg.nrrd`` files (through slicerio): writing, and reading back.
+"""Organ masks in and out: reading them from a label map or a ``.seg.nrrd`` onto the CT grid, and
+writing Slicer ``.seg.nrrd`` files (through slicerio).
+
+Reading (:func:`read_organ_masks`): a label map in one of the schemes of :mod:`MedSORALib.organs`
+(``label_scheme`` is required: BTCV's 5 is the esophagus, TotalSegmentator's 5 is the liver) or a
+Slicer ``.seg.nrrd`` (segments matched by name, id or SNOMED terminology). Masks on another grid
+are resampled with nearest neighbour onto the CT grid when the grids overlap.
 
 The writer takes boolean organ masks on a reference :class:`~MedSORALib.volume_io.Volume`
 grid and store them with the reference geometry, so that the output overlays
@@ -25,11 +31,11 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from . import organs, validation
-from .errors import InputFileError, SegmentationError
+from .errors import InputFileError, MedSORAError, SegmentationError, VolumeError
 from .files import atomic_target
 from .masks import LabelMasks
 from .result_format import segment_name
-from .volume_io import LPS_TO_RAS, Volume
+from .volume_io import LPS_TO_RAS, Grid, Volume, check_readable, grids_overlap, read_image_array, resample_nearest
 
 Color = tuple[float, float, float]
 
@@ -220,3 +226,153 @@ def read_seg_nrrd(path: str | os.PathLike) -> dict:
     seg = slicerio.read_segmentation(str(path))
     seg["affine"] = LPS_TO_RAS @ np.asarray(seg["ijkToLPS"], dtype=np.float64)
     return seg
+
+
+# -- reading organ masks onto the CT grid -------------------------------------------------------
+
+def masks_from_labelmap(labels: np.ndarray, scheme: str) -> dict[str, np.ndarray]:
+    """Split a label map into boolean masks of the catalog's structures.
+
+    Labels of other structures (lungs, bones, colon...) are ignored; structures
+    with no voxel are left out.
+    """
+    table = organs.label_table(scheme)
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        labels = np.rint(labels).astype(np.int32)
+    masks = {}
+    for value, key in table.items():
+        mask = labels == value
+        if mask.any():
+            masks[key] = mask
+    return {k: masks[k] for k in organs.structures_present(masks)}
+
+
+def _label_values(labels: np.ndarray) -> list[int]:
+    """Sorted non-zero label values present in an integer label map."""
+    flat = labels.reshape(-1, order="A")
+    if flat.size and flat.min() >= 0 and flat.max() < 1 << 16:
+        # bincount works on an int64 copy of its input: count in slices so the copy stays small.
+        counts = np.zeros(int(flat.max()) + 1, dtype=np.int64)
+        for start in range(0, flat.size, 1 << 22):
+            counts += np.bincount(flat[start:start + (1 << 22)], minlength=counts.size)
+        return [int(v) for v in np.flatnonzero(counts) if v != 0]
+    values = np.unique(flat)
+    return [int(v) for v in values if v != 0]
+
+
+def _labels_on_reference(labels: np.ndarray, affine: np.ndarray, reference: Grid | Volume | None,
+                         path: Path) -> np.ndarray:
+    if reference is None:
+        return labels
+    if Grid(labels.shape, affine).same_grid(reference):
+        return labels
+    if not grids_overlap(affine, labels.shape, reference):
+        raise SegmentationError(f"{path}: the segmentation does not overlap the CT volume (disjoint grids)")
+    return resample_nearest(labels, affine, reference)
+
+
+def _segments_from_seg_nrrd(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    """Masks of known organs in a Slicer .seg.nrrd, its RAS affine and the names it holds."""
+    try:
+        seg = read_seg_nrrd(path)
+    except MedSORAError:
+        raise
+    except MemoryError:
+        raise VolumeError(f"{path}: not enough memory to read this segmentation") from None
+    except Exception as exc:
+        raise InputFileError(f"{path}: not a readable .seg.nrrd segmentation ({type(exc).__name__})") from exc
+    affine = seg["affine"]
+    validation.check_affine(affine, path)
+    voxels = np.asarray(seg["voxels"])
+    if voxels.ndim not in (3, 4):
+        raise SegmentationError(f"{path}: the segmentation has {voxels.ndim} dimensions; expected 3D layers")
+    layers = voxels.shape[0] if voxels.ndim == 4 else 1
+    masks: dict[str, np.ndarray] = {}
+    names = []
+    for segment in seg.get("segments", []):
+        name = segment.get("name", "")
+        names.append(name)
+        key = (organs.organ_key_from_terminology(segment.get("terminology"))
+               or organs.organ_key(name) or organs.organ_key(segment.get("id", "")))
+        if key is None:
+            continue
+        try:
+            index, value = int(segment.get("layer", 0)), int(segment.get("labelValue", 1))
+        except (TypeError, ValueError):
+            raise SegmentationError(f"{path}: segment {name!r} has a layer or label value that is not a whole "
+                                    "number") from None
+        if not 0 <= index < layers:
+            raise SegmentationError(f"{path}: segment {name!r} is in layer {index}, but the file has "
+                                    f"{layers} layer(s)")
+        layer = voxels[index] if voxels.ndim == 4 else voxels
+        mask = layer == value
+        masks[key] = masks[key] | mask if key in masks else mask
+    return masks, affine, names
+
+
+def read_organ_masks(
+    path: str | os.PathLike,
+    reference: Grid | Volume | None = None,
+    label_scheme: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Read organ masks and put them on the CT grid.
+
+    Args:
+        path: a label map (NIfTI, NRRD, MHA, DICOM folder) or a Slicer ``.seg.nrrd``.
+        reference: the CT, or its :class:`~MedSORALib.volume_io.Grid` (only the geometry is used);
+            masks on another grid are resampled (nearest) onto it. ``None`` keeps the file's grid.
+        label_scheme: ``"btcv"``, ``"totalsegmentator"`` or ``"amos"``; required
+            for label maps, ignored for ``.seg.nrrd`` (matched by names and
+            terminology).
+
+    Returns:
+        structure key -> boolean mask ``[i, j, k]``, catalog order, empty
+        structures left out (a :class:`~MedSORALib.masks.LabelMasks` for a label map).
+
+    Raises:
+        InputFileError, LabelSchemeError, SegmentationError (no known organ,
+        disjoint from the CT, no organ voxel inside the CT).
+    """
+    path = Path(path)
+    check_readable(path)
+    if path.name.lower().endswith(".seg.nrrd"):
+        masks, affine, names = _segments_from_seg_nrrd(path)
+        if not masks:
+            shown = ", ".join(repr(n) for n in names[:6]) or "none"
+            raise SegmentationError(f"{path}: no segment is a known organ (segments: {shown})")
+        shape = next(iter(masks.values())).shape
+        if reference is not None and not Grid(shape, affine).same_grid(reference):
+            if not grids_overlap(affine, shape, reference):
+                raise SegmentationError(f"{path}: the segmentation does not overlap the CT volume (disjoint grids)")
+            masks = {k: resample_nearest(m, affine, reference) for k, m in masks.items()}
+        masks = {k: m for k, m in masks.items() if m.any()}
+    else:
+        if label_scheme is None:
+            raise SegmentationError(
+                f"{path}: a label map needs its label scheme (--label-scheme btcv, totalsegmentator or amos)")
+        scheme = organs.normalize_scheme(label_scheme)
+        labels, affine = read_image_array(path)
+        if not np.issubdtype(labels.dtype, np.integer):
+            if not np.all(np.isfinite(labels)) or not np.allclose(labels, np.rint(labels)):
+                raise SegmentationError(f"{path}: not a label map (voxel values are not whole numbers)")
+            labels = np.rint(labels).astype(np.int32)
+        validation.check_affine(affine, path)
+        validation.check_label_map(labels, path)
+        values = _label_values(labels)
+        validation.check_label_map(labels, path, values)
+        if not set(values) & set(organs.label_table(scheme)):
+            found = ", ".join(str(v) for v in values[:12]) or "none"
+            raise SegmentationError(
+                f"{path}: no known organ label for scheme {scheme} (labels found: {found})")
+        on_grid = _labels_on_reference(labels, affine, reference, path)
+        present = values if on_grid is labels else _label_values(on_grid)
+        # One label map instead of 13 boolean arrays (1 GB on a 512 x 512 x 300 CT); masks come on access.
+        masks = LabelMasks.from_label_table(on_grid, organs.label_table(scheme), present)
+    if not masks:
+        raise SegmentationError(f"{path}: no organ voxel falls inside the CT volume")
+    # Keep the memory order of the file (nibabel gives Fortran order): a C-order copy of each mask of a
+    # 512 x 512 x 300 CT would cost about a second per organ and buys nothing downstream.
+    if isinstance(masks, LabelMasks):
+        return masks
+    return {k: np.asarray(masks[k], dtype=bool) for k in organs.structures_present(masks)}

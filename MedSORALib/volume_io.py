@@ -1,4 +1,4 @@
-"""Reading CT volumes and organ masks into one geometric convention.
+"""Reading and writing CT volumes in one geometric convention.
 
 Convention (used everywhere in MedSORA):
 
@@ -14,11 +14,10 @@ Supported inputs: NIfTI (``.nii``, ``.nii.gz``), NRRD/NHDR, MetaImage
 (``.mha``/``.mhd``) and a folder holding one DICOM series (the largest series
 is taken when there are several).
 
-Organ masks come from a label map in one of the schemes of
-:mod:`MedSORALib.organs` (``label_scheme`` is required: BTCV's 5 is the
-esophagus, TotalSegmentator's 5 is the liver) or from a Slicer ``.seg.nrrd``
-(segments matched by name, id or SNOMED terminology). Masks on another grid are
-resampled with nearest neighbour onto the CT grid when the grids overlap.
+A :class:`Grid` is the geometry alone (shape and affine), for code that places
+things on the CT's grid without its voxels. Organ masks are read by
+:mod:`MedSORALib.segmentation_io`, which resamples them onto the CT grid with
+:func:`resample_nearest`.
 """
 from __future__ import annotations
 
@@ -30,34 +29,20 @@ from typing import Mapping
 
 import numpy as np
 
-from . import organs
 from . import validation
-from .errors import InputFileError, MedSORAError, SegmentationError, VolumeError
+from .errors import InputFileError, VolumeError
 from .files import atomic_target
-from .masks import LabelMasks
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-@dataclass
-class Volume:
-    """A 3D image on a grid.
+class _GridGeometry:
+    """Voxel geometry from ``shape`` (i, j, k) and ``affine`` (4x4, voxel index -> RAS mm)."""
 
-    Attributes:
-        array: voxel values indexed ``[i, j, k]``; float32 HU for CT volumes.
-        affine: 4x4 float64, voxel index -> RAS millimetres.
-        source: file the volume was read from (informational).
-    """
-
-    array: np.ndarray
+    shape: tuple[int, int, int]
     affine: np.ndarray
-    source: str | None = None
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
 
     @property
     def spacing(self) -> np.ndarray:
@@ -89,13 +74,54 @@ class Volume:
         ras = np.asarray(ras, dtype=np.float64)
         return ras @ inv[:3, :3].T + inv[:3, 3]
 
-    def same_grid(self, other: "Volume", atol: float = 1e-3) -> bool:
-        return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol)
+    def same_grid(self, other: "_GridGeometry", atol: float = 1e-3) -> bool:
+        return tuple(self.shape) == tuple(other.shape) and np.allclose(self.affine, other.affine, atol=atol)
+
+
+@dataclass(frozen=True, eq=False)
+class Grid(_GridGeometry):
+    """A voxel grid without voxels.
+
+    Attributes:
+        shape: number of voxels along i, j, k.
+        affine: 4x4 float64, voxel index -> RAS millimetres.
+    """
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+        object.__setattr__(self, "affine", np.asarray(self.affine, dtype=np.float64))
+
+
+@dataclass
+class Volume(_GridGeometry):
+    """A 3D image on a grid.
+
+    Attributes:
+        array: voxel values indexed ``[i, j, k]``; float32 HU for CT volumes.
+        affine: 4x4 float64, voxel index -> RAS millimetres.
+        source: file the volume was read from (informational).
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    source: str | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.shape, self.affine)
 
 
 # -- reading images -----------------------------------------------------------------------------
 
-def _check_exists(path: Path) -> None:
+def check_readable(path: Path) -> None:
+    """An :class:`InputFileError` when ``path`` is absent or cannot be read."""
     if not path.exists():
         raise InputFileError(f"{path}: no such file or folder")
     if not os.access(path, os.R_OK):
@@ -267,7 +293,7 @@ def _read_dicom_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_raw(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Array (i, j, k) in the file's own type and its RAS affine."""
-    _check_exists(path)
+    check_readable(path)
     try:
         return _read_raw_unchecked(path)
     except MemoryError:
@@ -286,6 +312,17 @@ def _read_raw_unchecked(path: Path) -> tuple[np.ndarray, np.ndarray]:
         return _read_dicom_folder(path.parent)
     # Unknown extension: let SimpleITK sniff the content.
     return _read_itk_file(path)
+
+
+def read_image_array(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """A 3D image as stored: the array ``[i, j, k]`` in the file's own type and its RAS affine.
+
+    For label maps, whose values must not pass through float32; :func:`read_volume` checks and
+    converts a CT. Raises InputFileError (missing, unreadable) or VolumeError (not 3D, too large).
+    """
+    path = Path(path)
+    array, affine = _read_raw(path)
+    return _squeeze_to_3d(array, path), affine
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
@@ -339,42 +376,11 @@ def closest_canonical(volume: Volume, arrays: Mapping[str, np.ndarray] | None = 
     return moved, {k: apply_orientation(np.asarray(a), ornt) for k, a in (arrays or {}).items()}
 
 
-# -- organ masks --------------------------------------------------------------------------------
+# -- resampling onto a grid -------------------------------------------------------------------
 
-def masks_from_labelmap(labels: np.ndarray, scheme: str) -> dict[str, np.ndarray]:
-    """Split a label map into boolean masks of the catalog's structures.
-
-    Labels of other structures (lungs, bones, colon...) are ignored; structures
-    with no voxel are left out.
-    """
-    table = organs.label_table(scheme)
-    labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer):
-        labels = np.rint(labels).astype(np.int32)
-    masks = {}
-    for value, key in table.items():
-        mask = labels == value
-        if mask.any():
-            masks[key] = mask
-    return {k: masks[k] for k in organs.structures_present(masks)}
-
-
-def _label_values(labels: np.ndarray) -> list[int]:
-    """Sorted non-zero label values present in an integer label map."""
-    flat = labels.reshape(-1, order="A")
-    if flat.size and flat.min() >= 0 and flat.max() < 1 << 16:
-        # bincount works on an int64 copy of its input: count in slices so the copy stays small.
-        counts = np.zeros(int(flat.max()) + 1, dtype=np.int64)
-        for start in range(0, flat.size, 1 << 22):
-            counts += np.bincount(flat[start:start + (1 << 22)], minlength=counts.size)
-        return [int(v) for v in np.flatnonzero(counts) if v != 0]
-    values = np.unique(flat)
-    return [int(v) for v in values if v != 0]
-
-
-def _grid_overlap(src_affine: np.ndarray, src_shape, reference: Volume) -> bool:
+def grids_overlap(src_affine: np.ndarray, src_shape, reference: Grid | Volume) -> bool:
     """Whether the physical boxes of two grids intersect."""
-    src = Volume(np.empty((0, 0, 0)), src_affine)
+    src = Grid(src_shape, src_affine)
     src_corners = src.index_to_ras(np.array([[x, y, z] for x in (-0.5, src_shape[0] - 0.5)
                                              for y in (-0.5, src_shape[1] - 0.5)
                                              for z in (-0.5, src_shape[2] - 0.5)]))
@@ -384,7 +390,7 @@ def _grid_overlap(src_affine: np.ndarray, src_shape, reference: Volume) -> bool:
     return bool(np.all(hi > -0.5) and np.all(lo < ref_hi))
 
 
-def resample_nearest(source: np.ndarray, source_affine: np.ndarray, reference: Volume, fill=0) -> np.ndarray:
+def resample_nearest(source: np.ndarray, source_affine: np.ndarray, reference: Grid | Volume, fill=0) -> np.ndarray:
     """Resample ``source`` (any dtype, ``[i, j, k]``) onto the reference grid with nearest neighbour.
 
     Voxels of the reference outside the source get ``fill``. Axis-aligned grid
@@ -427,126 +433,6 @@ def resample_nearest(source: np.ndarray, source_affine: np.ndarray, reference: V
         plane[ok] = source[src[ok, 0], src[ok, 1], src[ok, 2]]
         out[:, :, k] = plane.reshape(ref_shape[0], ref_shape[1])
     return out
-
-
-def _labels_on_reference(labels: np.ndarray, affine: np.ndarray, reference: Volume | None, path: Path) -> np.ndarray:
-    if reference is None:
-        return labels
-    grid = Volume(labels, affine)
-    if grid.same_grid(reference):
-        return labels
-    if not _grid_overlap(affine, labels.shape, reference):
-        raise SegmentationError(f"{path}: the segmentation does not overlap the CT volume (disjoint grids)")
-    return resample_nearest(labels, affine, reference)
-
-
-def _segments_from_seg_nrrd(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
-    """Masks of known organs in a Slicer .seg.nrrd, its RAS affine and the names it holds."""
-    from .segmentation_io import read_seg_nrrd
-
-    try:
-        seg = read_seg_nrrd(path)
-    except MedSORAError:
-        raise
-    except MemoryError:
-        raise VolumeError(f"{path}: not enough memory to read this segmentation") from None
-    except Exception as exc:
-        raise InputFileError(f"{path}: not a readable .seg.nrrd segmentation ({type(exc).__name__})") from exc
-    affine = seg["affine"]
-    validation.check_affine(affine, path)
-    voxels = np.asarray(seg["voxels"])
-    if voxels.ndim not in (3, 4):
-        raise SegmentationError(f"{path}: the segmentation has {voxels.ndim} dimensions; expected 3D layers")
-    layers = voxels.shape[0] if voxels.ndim == 4 else 1
-    masks: dict[str, np.ndarray] = {}
-    names = []
-    for segment in seg.get("segments", []):
-        name = segment.get("name", "")
-        names.append(name)
-        key = (organs.organ_key_from_terminology(segment.get("terminology"))
-               or organs.organ_key(name) or organs.organ_key(segment.get("id", "")))
-        if key is None:
-            continue
-        try:
-            index, value = int(segment.get("layer", 0)), int(segment.get("labelValue", 1))
-        except (TypeError, ValueError):
-            raise SegmentationError(f"{path}: segment {name!r} has a layer or label value that is not a whole "
-                                    "number") from None
-        if not 0 <= index < layers:
-            raise SegmentationError(f"{path}: segment {name!r} is in layer {index}, but the file has "
-                                    f"{layers} layer(s)")
-        layer = voxels[index] if voxels.ndim == 4 else voxels
-        mask = layer == value
-        masks[key] = masks[key] | mask if key in masks else mask
-    return masks, affine, names
-
-
-def read_organ_masks(
-    path: str | os.PathLike,
-    reference: Volume | None = None,
-    label_scheme: str | None = None,
-) -> dict[str, np.ndarray]:
-    """Read organ masks and put them on the CT grid.
-
-    Args:
-        path: a label map (NIfTI, NRRD, MHA, DICOM folder) or a Slicer ``.seg.nrrd``.
-        reference: the CT; masks on another grid are resampled (nearest) onto
-            it. ``None`` keeps the file's grid.
-        label_scheme: ``"btcv"``, ``"totalsegmentator"`` or ``"amos"``; required
-            for label maps, ignored for ``.seg.nrrd`` (matched by names and
-            terminology).
-
-    Returns:
-        structure key -> boolean mask ``[i, j, k]``, catalog order, empty
-        structures left out (a :class:`~MedSORALib.masks.LabelMasks` for a label map).
-
-    Raises:
-        InputFileError, LabelSchemeError, SegmentationError (no known organ,
-        disjoint from the CT, no organ voxel inside the CT).
-    """
-    path = Path(path)
-    _check_exists(path)
-    if path.name.lower().endswith(".seg.nrrd"):
-        masks, affine, names = _segments_from_seg_nrrd(path)
-        if not masks:
-            shown = ", ".join(repr(n) for n in names[:6]) or "none"
-            raise SegmentationError(f"{path}: no segment is a known organ (segments: {shown})")
-        shape = next(iter(masks.values())).shape
-        if reference is not None and not Volume(np.empty(shape), affine).same_grid(reference):
-            if not _grid_overlap(affine, shape, reference):
-                raise SegmentationError(f"{path}: the segmentation does not overlap the CT volume (disjoint grids)")
-            masks = {k: resample_nearest(m, affine, reference) for k, m in masks.items()}
-        masks = {k: m for k, m in masks.items() if m.any()}
-    else:
-        if label_scheme is None:
-            raise SegmentationError(
-                f"{path}: a label map needs its label scheme (--label-scheme btcv, totalsegmentator or amos)")
-        scheme = organs.normalize_scheme(label_scheme)
-        labels, affine = _read_raw(path)
-        labels = _squeeze_to_3d(labels, path)
-        if not np.issubdtype(labels.dtype, np.integer):
-            if not np.all(np.isfinite(labels)) or not np.allclose(labels, np.rint(labels)):
-                raise SegmentationError(f"{path}: not a label map (voxel values are not whole numbers)")
-            labels = np.rint(labels).astype(np.int32)
-        validation.check_affine(affine, path)
-        validation.check_label_map(labels, path)
-        values = _label_values(labels)
-        validation.check_label_map(labels, path, values)
-        if not set(values) & set(organs.label_table(scheme)):
-            found = ", ".join(str(v) for v in values[:12]) or "none"
-            raise SegmentationError(
-                f"{path}: no known organ label for scheme {scheme} (labels found: {found})")
-        on_grid = _labels_on_reference(labels, affine, reference, path)
-        present = values if on_grid is labels else _label_values(on_grid)
-        # One label map instead of 13 boolean arrays (1 GB on a 512 x 512 x 300 CT); masks come on access.
-        masks = LabelMasks.from_label_table(on_grid, organs.label_table(scheme), present)
-    if not masks:
-        raise SegmentationError(f"{path}: no organ voxel falls inside the CT volume")
-    # Keep the memory order of the file (nibabel gives Fortran order): a C-order copy of each mask of a
-    # 512 x 512 x 300 CT would cost about a second per organ and buys nothing downstream.
-    if isinstance(masks, LabelMasks):
-        return masks
-    return {k: np.asarray(masks[k], dtype=bool) for k in organs.structures_present(masks)}
 
 
 # -- writing ------------------------------------------------------------------------------------

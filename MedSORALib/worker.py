@@ -92,7 +92,7 @@ class ScoringWorker:
 
     def score(self, request_id, request: Mapping[str, Any]) -> dict:
         from .cases import load_case
-        from .outputs import output_prefixes, write_result
+        from .result_files import output_prefixes, write_result
         from .scoring import check_symptoms
 
         seconds: dict[str, float] = {}

@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     from MedSORALib import __version__
     from MedSORALib.scene.render import composite_figure, render_result
     from MedSORALib.scoring import score_volume
-    from MedSORALib.volume_io import read_organ_masks, read_volume
+    from MedSORALib.segmentation_io import read_organ_masks
+    from MedSORALib.volume_io import read_volume
 
     data = REPO / "Testing" / "Data"
     volume = read_volume(data / "example_ct_sm.nii.gz")

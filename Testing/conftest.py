@@ -32,7 +32,7 @@ def example_volume():
 
 @pytest.fixture(scope="session")
 def example_masks(example_volume):
-    from MedSORALib.volume_io import read_organ_masks
+    from MedSORALib.segmentation_io import read_organ_masks
 
     return read_organ_masks(EXAMPLE_SEG, example_volume, label_scheme="totalsegmentator")
 

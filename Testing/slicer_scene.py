@@ -16,7 +16,7 @@ if not hasattr(slicer, "vtkMRMLScene"):
 from conftest import EXAMPLE_SEG as SEG  # noqa: E402
 from MedSORALib import organs, result_format  # noqa: E402
 from MedSORALib.scoring import OrganScore, SymptomResult  # noqa: E402
-from MedSORALib.scene import outputs as scene_out  # noqa: E402
+from MedSORALib.scene import result_nodes as scene_out  # noqa: E402
 
 
 @pytest.fixture(scope="module")

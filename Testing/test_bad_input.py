@@ -228,7 +228,7 @@ def test_a_gzip_bomb_in_a_seg_nrrd_is_refused_before_inflating(tmp_path, inputs,
 def test_seg_nrrd_payload_is_counted_as_a_stream_when_its_inflation_may_not_fit(tmp_path, example_volume,
                                                                                example_masks, monkeypatch):
     from MedSORALib import segmentation_io, validation
-    from MedSORALib.volume_io import read_organ_masks
+    from MedSORALib.segmentation_io import read_organ_masks
 
     good = segmentation_io.write_seg_nrrd(tmp_path / "good.seg.nrrd", example_masks, example_volume)
     lying = _seg_nrrd_over_zeros(tmp_path / "lying.seg.nrrd", good, megabytes=64)
@@ -302,7 +302,8 @@ def test_a_wrong_label_scheme_warns_about_implausible_organ_volumes(tmp_path, in
 def test_the_dicom_label_map_has_plausible_volumes():
     from conftest import EXAMPLE_DICOM
     from MedSORALib.validation import implausible_organ_volumes
-    from MedSORALib.volume_io import read_organ_masks, read_volume
+    from MedSORALib.segmentation_io import read_organ_masks
+    from MedSORALib.volume_io import read_volume
 
     ct = read_volume(EXAMPLE_DICOM)
     masks = read_organ_masks(REPO / "Testing" / "Data" / "example_ct_dicom_seg.nii.gz", ct, "totalsegmentator")

@@ -54,7 +54,7 @@ def _bad_layer_seg(folder: Path) -> Path:
     import nrrd
 
     from MedSORALib.segmentation_io import write_seg_nrrd
-    from MedSORALib.volume_io import read_organ_masks
+    from MedSORALib.segmentation_io import read_organ_masks
 
     ct = read_volume(EXAMPLE_CT)
     masks = read_organ_masks(EXAMPLE_SEG, ct, "totalsegmentator")

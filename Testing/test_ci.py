@@ -155,3 +155,58 @@ def test_a_missing_or_broken_floor_fails(tmp_path, body, message):
     (root / ".ci" / "test_floor").write_text(body)
     done = _run_ci(root)
     assert done.returncode == 1 and message in done.stderr
+
+
+DEMO_CLASS_TESTS = """
+import pytest
+
+class TestGroup:
+    def test_in_class(self):
+        assert [1, 2][-1] == 2
+
+    @pytest.mark.parametrize("n", [3])
+    def test_param_in_class(self, n):
+        assert n == 3
+
+    def test_skipped_in_class(self):
+        pytest.skip("needs something absent")
+"""
+
+
+def test_a_test_in_a_class_is_matched_by_the_pattern_of_its_file(tmp_path):
+    root = _ci_copy(tmp_path, PYTEST, floor=6, must_run="tests/test_group.py::*\n")
+    (root / "tests" / "test_group.py").write_text(DEMO_CLASS_TESTS)
+    done = _run_ci(root)
+    # the skipped test sits in a class: its id is the file's, so the file's pattern catches it
+    assert done.returncode == 1
+    assert "must-run test tests/test_group.py::TestGroup::test_skipped_in_class was skipped" in done.stderr
+    assert "none ran" not in done.stderr
+
+    (root / "tests" / "test_group.py").write_text(DEMO_CLASS_TESTS.split("    def test_skipped_in_class")[0])
+    root_must = root / ".ci" / "must_run.txt"
+    root_must.write_text("tests/test_group.py::*\ntests/test_group.py::TestGroup::test_param_in_class[[]3]\n")
+    done = _run_ci(root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ci: 6 passed (floor 6), 1 skipped, 2 must-run pattern(s) satisfied" in done.stdout
+
+
+def _check_tests():
+    sys.path.insert(0, str(CI))
+    try:
+        import check_tests
+    finally:
+        sys.path.remove(str(CI))
+    return check_tests
+
+
+@pytest.mark.parametrize("classname,name,file,expected", [
+    ("Testing.test_x", "test_y", "Testing/test_x.py", "Testing/test_x.py::test_y"),
+    ("Testing.test_x.TestC", "test_y[2]", "Testing/test_x.py", "Testing/test_x.py::TestC::test_y[2]"),
+    ("Testing.test_x.TestC.TestInner", "test_y", "Testing/test_x.py", "Testing/test_x.py::TestC::TestInner::test_y"),
+    ("ci.Testing.test_x.TestC", "test_y", "Testing/test_x.py", "Testing/test_x.py::TestC::test_y"),  # --junit-prefix
+    # reports without the file attribute (xunit2): classes start at the first Test* part
+    ("Testing.test_x.TestC", "test_y", None, "Testing/test_x.py::TestC::test_y"),
+    ("Testing.test_x", "test_y", None, "Testing/test_x.py::test_y"),
+])
+def test_node_ids_from_the_junit_testcase(classname, name, file, expected):
+    assert _check_tests().node_id(classname, name, file) == expected

@@ -12,7 +12,7 @@ import pytest
 
 from MedSORALib.errors import MedSORAError
 from MedSORALib.files import resource_path
-from MedSORALib.knowledge import dataset as ds
+from MedSORALib.knowledge import symptom_texts as ds
 from MedSORALib.knowledge.guards import normalise, organ_mentions
 from MedSORALib.organs import FULL_CLASSES, PAPER_CLASSES
 

@@ -9,10 +9,11 @@ import pytest
 
 from conftest import DATA, EXAMPLE_CT, EXAMPLE_DICOM, EXAMPLE_SEG
 from MedSORALib import findings as F
-from MedSORALib.evidence import FINDING_BOOST, MIN_TEXT_PRIOR, apply_findings, finding_boost, image_evidence
+from MedSORALib.finding_boost import FINDING_BOOST, MIN_TEXT_PRIOR, apply_findings, finding_boost, image_evidence
 from MedSORALib.image.phantom import AAA_DIAMETER_MM, ABNORMALITIES, make_phantom
 from MedSORALib.measurements import SIZE_KEYS, hiatus_level, measure_organs
-from MedSORALib.volume_io import Volume, masks_from_labelmap, read_organ_masks, read_volume
+from MedSORALib.segmentation_io import masks_from_labelmap, read_organ_masks
+from MedSORALib.volume_io import Volume, read_volume
 
 EXAMPLE_DICOM_SEG = DATA / "example_ct_dicom_seg.nii.gz"
 TEARING = "tearing pain between the shoulder blades"

@@ -121,7 +121,7 @@ def test_crop_config_round_trip():
 # ----- phantom ---------------------------------------------------------------------------------------------
 def test_phantom_anatomy_is_plausible():
     from MedSORALib.image.phantom import make_phantom
-    from MedSORALib.volume_io import masks_from_labelmap
+    from MedSORALib.segmentation_io import masks_from_labelmap
 
     volume, labels = make_phantom(3, contrast=False)
     masks = masks_from_labelmap(labels, "totalsegmentator")
@@ -295,7 +295,7 @@ def test_pretrained_timm_weights_load_into_the_slice_vit(tmp_path):
     from safetensors.torch import save_file
 
     from MedSORALib.image.encoder import SliceViT
-    from MedSORALib.image.pretrained import load_slice_weights
+    from medsora_training.image.pretrained import load_slice_weights
 
     torch.manual_seed(1)
     cfg = encoder_config("tiny", D=8, H=32, W=32, slice_layers=2)
@@ -323,7 +323,7 @@ def test_pretrained_timm_weights_load_into_the_slice_vit(tmp_path):
 
 
 def test_augmentation_keeps_the_input_and_the_zero_outside():
-    from MedSORALib.image.augment import AugmentConfig, augment_crops
+    from medsora_training.image.augment import AugmentConfig, augment_crops
 
     x = torch.zeros(2, 8, 32, 32)
     x[:, :, 8:24, 8:24] = 0.5
@@ -338,7 +338,7 @@ def test_augmentation_keeps_the_input_and_the_zero_outside():
 
 
 def test_ranking_metrics_known_values():
-    from MedSORALib.image.evaluation import class_scores, ranking_metrics
+    from medsora_training.image.evaluation import class_scores, ranking_metrics
 
     scores = np.array([[0.9, 0.5, 0.1], [0.1, 0.2, 0.9], [0.3, 0.2, 0.1]])
     m = ranking_metrics(scores, ["a", "b", "c"], [["b"], ["c", "a"], ["z"]])
@@ -368,7 +368,7 @@ def test_shipped_weights_encode_the_real_ct(example_volume, example_masks):
 
 
 def test_shipped_weights_match_clear_symptoms_to_their_organs(example_volume, example_masks):
-    from MedSORALib.image.evaluation import class_scores
+    from medsora_training.image.evaluation import class_scores
     from MedSORALib.organs import FULL_CLASSES
     from MedSORALib.text.encoder import get_default_encoder
 

@@ -107,8 +107,9 @@ def test_sigkill_before_the_renames_leaves_no_set_and_the_next_run_removes_stale
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(REPO / "Testing")!r})
-        from MedSORALib import outputs
-        from MedSORALib.volume_io import read_organ_masks, read_volume
+        from MedSORALib import result_files as outputs
+        from MedSORALib.segmentation_io import read_organ_masks
+        from MedSORALib.volume_io import read_volume
         from test_output_sets import _result
 
         volume = read_volume({str(EXAMPLE_CT)!r})

@@ -7,9 +7,10 @@ from PIL import Image
 
 from conftest import DATA, EXAMPLE_DICOM
 from MedSORALib.organs import ORGANS
-from MedSORALib.outputs import PREVIEW_VIEWS, preview_slices, write_preview
+from MedSORALib.preview import PREVIEW_VIEWS, preview_slices, write_preview
 from MedSORALib.scoring import OrganScore, SymptomResult
-from MedSORALib.volume_io import Volume, read_organ_masks, read_volume, write_volume
+from MedSORALib.segmentation_io import read_organ_masks
+from MedSORALib.volume_io import Volume, read_volume, write_volume
 
 EXAMPLE_DICOM_SEG = DATA / "example_ct_dicom_seg.nii.gz"
 

@@ -15,7 +15,7 @@ from MedSORALib import organs, result_format, scoring_job
 from MedSORALib.errors import SegmentationError, SymptomError, VolumeError
 from MedSORALib.scene import inputs as scene_in
 from MedSORALib.scene import nodes
-from MedSORALib.scene import outputs as scene_out
+from MedSORALib.scene import result_nodes as scene_out
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Scene out (MedSORALib/scene/outputs.py): results as nodes, with known numbers and with the real models.
+"""Scene out (MedSORALib/scene/result_nodes.py): results as nodes, with known numbers and with the real models.
 
 Runs on a real MRML scene from PyPI ``slicer-core``, without the application.
 """
@@ -19,7 +19,7 @@ from MedSORALib import organs, result_format, scoring_job
 from MedSORALib.colors import relevance_color
 from MedSORALib.scene import inputs as scene_in
 from MedSORALib.scene import nodes
-from MedSORALib.scene import outputs as scene_out
+from MedSORALib.scene import result_nodes as scene_out
 from MedSORALib.scoring import OrganScore, SymptomResult
 
 
@@ -197,7 +197,7 @@ def test_file_and_node_of_one_result_carry_the_same_segment_names_and_tags(scene
     """The .seg.nrrd of medsora score and the scene's segmentation of the same result: same names, same tags."""
     import slicerio
 
-    from MedSORALib.outputs import write_result
+    from MedSORALib.result_files import write_result
 
     def segments_of(path):
         return {s["id"]: s for s in slicerio.read_segmentation(str(path), skip_voxels=True)["segments"]}
@@ -400,3 +400,31 @@ def test_scene_outputs_sit_under_the_study_of_the_ct(scene, ct_node, organ_node)
     other_item = sh.GetItemByDataNode(other_ct)
     expected = sh.GetItemParent(other_item) if other_item else sh.GetSceneItemID()
     assert sh.GetItemParent(loose.folder_item) == (expected or sh.GetSceneItemID())
+
+
+def test_outputs_from_the_worker_files_use_the_ct_grid_without_its_voxels(scene, ct_node, ct_volume, ct_masks,
+                                                                          tmp_path, monkeypatch):
+    """add_outputs_from_files places the written masks on the CT from its shape and affine alone."""
+    from MedSORALib.result_files import write_result
+
+    grid = scene_in.grid_from_node(ct_node)
+    assert grid.shape == ct_volume.shape == (122, 101, 30)
+    np.testing.assert_allclose(grid.affine, ct_volume.affine, atol=1e-6)
+    assert grid.same_grid(scene_in.volume_from_node(ct_node)) and not hasattr(grid, "array")
+
+    result = _result_with_every_tag()
+    masks = {score.key: ct_masks[score.key] for score in result.organs}
+    written = write_result(tmp_path / "case", result, ct_volume, masks)
+
+    def no_voxel_copy(node):
+        raise AssertionError("the CT's voxels were copied to place the masks")
+
+    monkeypatch.setattr(scene_in, "volume_from_node", no_voxel_copy)
+    monkeypatch.setattr(scene_in, "_voxel_array_kji", no_voxel_copy)
+    (created,) = scene_out.add_outputs_from_files(
+        [{"files": {"json": str(written["json"]), "segmentation": str(written["segmentation"])}}], ct_node)
+    back = scene_in.organ_masks_from_segmentation(created.segmentation_node, ct_node)
+    assert sorted(back) == sorted(masks)
+    for key, mask in masks.items():
+        np.testing.assert_array_equal(back[key], mask)
+    assert scene_out.segment_relevances(created.segmentation_node)["liver"] == pytest.approx(0.812346, abs=1e-6)

@@ -78,7 +78,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_score_preview_uses_the_rendered_views_else_the_2d_figure(tmp_path, monkeypatch, example_volume,
                                                                    example_masks):
-    from MedSORALib import outputs
+    from MedSORALib import result_files as outputs
 
     result = _result(example_masks, "gallbladder", 0.8, 0.1)
     masks = {o.key: example_masks[o.key] for o in result.organs}
@@ -86,7 +86,7 @@ def test_score_preview_uses_the_rendered_views_else_the_2d_figure(tmp_path, monk
     assert _png_size(rendered) == (1200, 460)  # the composite of scene.render
     monkeypatch.setattr(render, "rendering_available", lambda: False)
     plain = outputs.write_best_preview(tmp_path / "plain.png", result, example_volume, masks)
-    assert _png_size(plain) == (1430, 462)  # the matplotlib figure of outputs.write_preview
+    assert _png_size(plain) == (1430, 462)  # the matplotlib figure of preview.write_preview
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.png", "rendered.png"]
 
 

@@ -14,10 +14,11 @@ import pytest
 from conftest import EXAMPLE_CT, EXAMPLE_DICOM, EXAMPLE_SEG, EXAMPLE_VOXELS, snapshot
 from MedSORALib import organs, result_format
 from MedSORALib.cli import main
-from MedSORALib.outputs import relevance_color
+from MedSORALib.result_files import relevance_color
 from MedSORALib.scoring import fuse, load_models, score_volume
 from MedSORALib.segmentation_io import read_seg_nrrd
-from MedSORALib.volume_io import Volume, read_organ_masks, read_volume, write_volume
+from MedSORALib.segmentation_io import read_organ_masks
+from MedSORALib.volume_io import Volume, read_volume, write_volume
 
 REPO = Path(__file__).resolve().parents[1]
 JAUNDICE = "painless jaundice with pale stools and weight loss"

@@ -6,8 +6,8 @@ import pytest
 from conftest import EXAMPLE_VOXELS, snapshot
 from MedSORALib import organs, result_format
 from MedSORALib.errors import SegmentationError
-from MedSORALib.segmentation_io import read_seg_nrrd, write_seg_nrrd
-from MedSORALib.volume_io import read_organ_masks
+from MedSORALib.segmentation_io import read_organ_masks, read_seg_nrrd, write_seg_nrrd
+from MedSORALib.volume_io import Grid
 
 
 @pytest.fixture()
@@ -119,3 +119,24 @@ def test_atomic_writes_keep_the_old_file_on_error_and_use_umask_permissions(tmp_
             raise RuntimeError("writer failed")
     assert target.read_text() == "{}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_masks_placed_on_a_grid_equal_those_placed_on_the_ct(tmp_path, example_volume, example_masks):
+    """Reading needs the CT's shape and affine only: a Grid gives the same masks as the Volume."""
+    coarse = example_volume.affine.copy()
+    coarse[:3, :3] *= 2.0  # the masks on a grid of twice the spacing, same origin
+    shape = tuple((n + 1) // 2 for n in example_volume.shape)
+    on_coarse = {k: m[::2, ::2, ::2] for k, m in example_masks.items()}
+    from MedSORALib.volume_io import Volume
+
+    path = write_seg_nrrd(tmp_path / "coarse.seg.nrrd", on_coarse, Volume(np.zeros(shape, np.float32), coarse))
+    grid = example_volume.grid
+    assert isinstance(grid, Grid) and grid.shape == example_volume.shape
+    from_grid = read_organ_masks(path, grid)
+    from_volume = read_organ_masks(path, example_volume)
+    assert sorted(from_grid) == sorted(from_volume) == sorted(example_masks)
+    for key in from_grid:
+        assert from_grid[key].shape == example_volume.shape
+        np.testing.assert_array_equal(from_grid[key], from_volume[key])
+        # nearest neighbour back onto the fine grid: every even voxel keeps its coarse value
+        np.testing.assert_array_equal(from_grid[key][::2, ::2, ::2], on_coarse[key])

@@ -30,7 +30,7 @@ from slicer_scene import (SEG, ct_masks, ct_node, ct_volume, known_scorer, organ
                           slicer, vtk)
 from conftest import EXAMPLE_CT, EXAMPLE_SEG
 from MedSORALib import organs
-from MedSORALib.scene import outputs as scene_out
+from MedSORALib.scene import result_nodes as scene_out
 from MedSORALib.scoring_job import ScoringSettings, request_fields
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -118,7 +118,7 @@ def test_slicer_cmake_installs_the_library_beside_the_module(tmp_path):
 
     modules = prefix / "lib" / "Slicer-5.12" / "qt-scripted-modules"
     for relative in ("MedSORA.py", "Scripts/score.py", "Resources/UI/MedSORA.ui", "Resources/Icons/MedSORA.png",
-                     "Resources/requirements.txt", "MedSORALib/__init__.py", "MedSORALib/scene/outputs.py", "MedSORALib/scoring_job.py", "MedSORALib/worker.py",
+                     "Resources/requirements.txt", "MedSORALib/__init__.py", "MedSORALib/scene/result_nodes.py", "MedSORALib/scoring_job.py", "MedSORALib/worker.py",
                      "MedSORALib/scoring.py", "MedSORALib/text/reasoning.py",
                      "MedSORALib/resources/knowledge/corpus.jsonl", "MedSORALib/resources/knowledge/symp.obo",
                      "MedSORALib/resources/knowledge/chunk_embeddings.npz",

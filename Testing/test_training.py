@@ -19,7 +19,7 @@ if str(REPO) not in sys.path:
 
 from MedSORALib.errors import InputFileError  # noqa: E402
 from MedSORALib.organs import ORGANS  # noqa: E402
-from Training import datasets  # noqa: E402
+from medsora_training import image_data as datasets  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -103,7 +103,7 @@ def test_generic_pairs_and_patient_split(tmp_path):
 
 
 def test_optimizer_state_round_trip_without_pickle(tmp_path):
-    from Training.checkpoint import optimizer_from_safetensors, optimizer_to_safetensors
+    from medsora_training.checkpoint import optimizer_from_safetensors, optimizer_to_safetensors
 
     model = torch.nn.Linear(4, 3)
     opt = torch.optim.AdamW(model.parameters(), lr=0.01)
@@ -150,7 +150,7 @@ def tiny_run_config(tmp_path_factory):
 
 
 def test_tiny_run_writes_metrics_checkpoints_and_resumes(tiny_run_config):
-    from Training.train import main
+    from medsora_training.train import main
 
     root, cfg = tiny_run_config
     (root / "run.yaml").write_text(yaml.safe_dump(cfg))
@@ -195,7 +195,7 @@ def test_train_help_reads_like_docs():
 
 
 def test_configs_parse_and_name_their_stages():
-    from Training.train import load_config
+    from medsora_training.train import load_config
 
     for name in ("cpu_smoke", "paper_gpu", "ablation_2d", "ablation_3d", "ablation_concat", "ablation_xattn",
                  "default_image_weights"):
@@ -211,7 +211,7 @@ def test_configs_parse_and_name_their_stages():
 def test_ablation_table_format():
     from Training.ablation import markdown_table
 
-    # train() reports fractions (MedSORALib.text.metrics); the table shows them in percent.
+    # train() reports fractions (medsora_training.text.metrics); the table shows them in percent.
     table = markdown_table({"2d": {"rank1": 0.75, "rank2": 0.8607, "rank3": 0.9429, "mAP": 0.7153,
                                    "organ_accuracy": 0.5},
                             "xattn": {"rank1": 0.775, "rank2": 0.8964, "rank3": 0.9485, "mAP": 0.7346,
@@ -224,10 +224,10 @@ def test_ablation_table_format():
 
 def test_symptom_texts_raise_instead_of_switching_source(tmp_path, monkeypatch):
     from MedSORALib.errors import InputFileError
-    from MedSORALib.knowledge import dataset as knowledge_dataset
+    from MedSORALib.knowledge import symptom_texts as knowledge_dataset
 
     rows, source = datasets.load_symptom_texts("test")
-    assert source == "MedSORALib.knowledge.dataset"
+    assert source == "MedSORALib.knowledge.symptom_texts"
     assert rows == [datasets._normalise_row(r) for r in knowledge_dataset.load_dataset("test")] and len(rows) > 400
     with pytest.raises(InputFileError, match="cannot be read"):
         datasets.load_symptom_texts("train", tmp_path / "absent.jsonl")
@@ -246,7 +246,7 @@ def test_symptom_texts_raise_instead_of_switching_source(tmp_path, monkeypatch):
 
 
 def test_btcv_validation_list_stays_the_validation_set(tmp_path):
-    from Training.train import DEFAULTS, build_cases, deep_update
+    from medsora_training.train import DEFAULTS, build_cases, deep_update
 
     root = tmp_path / "btcv"
     listing = {"training": [], "validation": []}
@@ -272,7 +272,7 @@ def test_btcv_validation_list_stays_the_validation_set(tmp_path):
 
 def test_mixed_precision_on_cpu_says_it_trains_in_float32(capsys):
     from MedSORALib.errors import MedSORAError
-    from Training.train import mixed_precision
+    from medsora_training.train import mixed_precision
 
     on, dtype, precision = mixed_precision("bf16", torch.device("cpu"))
     assert (on, dtype, precision) == (False, torch.float32, "float32")
@@ -283,8 +283,8 @@ def test_mixed_precision_on_cpu_says_it_trains_in_float32(capsys):
 
 
 def test_text_stage_is_kept_on_resume_only_when_fitted_from_the_same_inputs(tmp_path, monkeypatch):
-    import Training.train_text
-    from Training.train import DEFAULTS, TEXT_STAGE_STAMP, deep_update, run_text_stage, text_stage_inputs
+    import medsora_training.train_text
+    from medsora_training.train import DEFAULTS, TEXT_STAGE_STAMP, deep_update, run_text_stage, text_stage_inputs
 
     fits = []
 
@@ -295,7 +295,7 @@ def test_text_stage_is_kept_on_resume_only_when_fitted_from_the_same_inputs(tmp_
         fits.append(argv)
         return 0
 
-    monkeypatch.setattr(Training.train_text, "main", fit)
+    monkeypatch.setattr(medsora_training.train_text, "main", fit)
     config = tmp_path / "text.yaml"
     config.write_text((REPO / "Training" / "configs" / "text.yaml").read_text())
     cfg = deep_update(DEFAULTS, {"stages": {"text": {"enabled": True, "config": str(config)}}})
@@ -322,12 +322,12 @@ def test_text_stage_is_kept_on_resume_only_when_fitted_from_the_same_inputs(tmp_
 
 
 def test_missing_training_data_stops_the_run_before_the_text_stage(tmp_path, monkeypatch):
-    import Training.train_text
+    import medsora_training.train_text
     from MedSORALib.errors import MedSORAError
-    from Training.train import DEFAULTS, deep_update, train
+    from medsora_training.train import DEFAULTS, deep_update, train
 
     fits = []
-    monkeypatch.setattr(Training.train_text, "main", lambda argv: fits.append(argv) or 0)
+    monkeypatch.setattr(medsora_training.train_text, "main", lambda argv: fits.append(argv) or 0)
     cfg = deep_update(DEFAULTS, {"threads": 1, "stages": {"text": {"enabled": True}, "image": {"epochs": 1}},
                                  "model": {"overrides": {"D": 8, "H": 32, "W": 32}}})
     with pytest.raises(MedSORAError, match="no training cases"):
@@ -337,13 +337,13 @@ def test_missing_training_data_stops_the_run_before_the_text_stage(tmp_path, mon
 
 def test_augmentation_runs_outside_autocast_in_both_steps(monkeypatch):
     """bf16 autocast on the forward only: the augmentation's sampling grid and output stay float32."""
-    import MedSORALib.image.augment as augment
+    import medsora_training.image.augment as augment
     from MedSORALib.image.crops import CropConfig
     from MedSORALib.image.encoder import encoder_config
     from MedSORALib.image.losses import OrganClassificationLoss, OrganInfoNCE
     from MedSORALib.image.model import ImageTextModel
     from MedSORALib.organs import STRUCTURES, structure_class
-    from Training.train import RunData, Step, alignment_step, image_step
+    from medsora_training.train import RunData, Step, alignment_step, image_step
 
     seen = []
     real = augment.augment_crops
@@ -375,8 +375,8 @@ def test_augmentation_runs_outside_autocast_in_both_steps(monkeypatch):
 
 
 def test_validation_volumes_are_capped_unless_the_configuration_asks_for_all(tiny_run_config, tmp_path):
-    from Training.distributed import Dist
-    from Training.train import DEFAULTS, build_model, deep_update, load_data
+    from medsora_training.distributed import Dist
+    from medsora_training.train import DEFAULTS, build_model, deep_update, load_data
 
     _, base = tiny_run_config
     cfg = deep_update(DEFAULTS, deep_update(base, {
@@ -387,7 +387,51 @@ def test_validation_volumes_are_capped_unless_the_configuration_asks_for_all(tin
     assert len(capped.prep["val"]) == 5 and len(capped.val_sets) == 4  # the default keeps smoke runs short
     every = load_data(deep_update(cfg, {"eval": {"val_volumes": None}}), model, tmp_path, dist, show=False)
     assert [v["case_id"] for v in every.val_sets] == [v["case_id"] for v in capped.prep["val"]]
-    from Training.train import load_config
+    from medsora_training.train import load_config
 
     paper = load_config(REPO / "Training" / "configs" / "paper_gpu.yaml")
     assert "val_volumes" in paper["eval"] and paper["eval"]["val_volumes"] is None  # all of BTCV's validation list
+
+
+def _edits_sys_path(tree) -> list[int]:
+    """Lines where ``sys.path`` is changed: a call of one of its methods, or an assignment to it."""
+    import ast
+
+    def is_sys_path(node):
+        return (isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name)
+                and node.value.id == "sys")
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_sys_path(node.func.value):
+            lines.append(node.lineno)
+        elif isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(is_sys_path(t) or (isinstance(t, ast.Subscript) and is_sys_path(t.value)) for t in targets):
+                lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_no_training_program_edits_sys_path():
+    import ast
+
+    files = sorted((REPO / "Training").rglob("*.py"))
+    assert len(files) >= 25
+    edits = {str(p.relative_to(REPO)): _edits_sys_path(ast.parse(p.read_text(encoding="utf-8"))) for p in files}
+    assert {name: lines for name, lines in edits.items() if lines} == {}
+    # the check itself finds the forms the programs used before
+    probe = ast.parse("import sys\nsys.path.insert(0, 'x')\nsys.path[:0] = ['y']\nsys.path += ['z']\n")
+    assert _edits_sys_path(probe) == [2, 3, 4]
+
+
+def test_training_programs_run_from_any_folder_without_path_edits(tmp_path):
+    """Each program finds medsora_training beside it and MedSORALib where it is installed, from another folder."""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    import MedSORALib
+
+    env["PYTHONPATH"] = str(Path(MedSORALib.__file__).resolve().parents[1])  # the runtime only, as installed
+    for program in ("train.py", "train_text.py", "ablation.py", "evaluate_fusion.py", "leave_one_ct_out.py"):
+        done = subprocess.run([sys.executable, str(REPO / "Training" / program), "--help"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (program, done.stderr[-2000:])
+        assert "usage:" in done.stdout, program

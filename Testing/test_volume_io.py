@@ -8,7 +8,8 @@ import SimpleITK as sitk
 
 from conftest import EXAMPLE_CT, EXAMPLE_DICOM, EXAMPLE_SEG, EXAMPLE_VOXELS, snapshot
 from MedSORALib.errors import InputFileError, LabelSchemeError, SegmentationError, VolumeError
-from MedSORALib.volume_io import Volume, read_organ_masks, read_volume, write_volume
+from MedSORALib.segmentation_io import read_organ_masks
+from MedSORALib.volume_io import Volume, read_volume, write_volume
 
 
 def _value_at(volume: Volume, ras) -> float:
@@ -181,7 +182,7 @@ def test_label_map_masks_are_computed_on_access_and_equal_the_split_label_map(ex
     import nibabel as nib
 
     from MedSORALib.masks import LabelMasks, restrict
-    from MedSORALib.volume_io import masks_from_labelmap
+    from MedSORALib.segmentation_io import masks_from_labelmap
 
     masks = read_organ_masks(EXAMPLE_SEG, example_volume, "totalsegmentator")
     assert isinstance(masks, LabelMasks) and masks.shape == example_volume.shape

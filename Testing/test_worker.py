@@ -78,7 +78,8 @@ def test_worker_second_request_keeps_models_and_encoded_organs(two_requests):
 
 
 def test_worker_results_are_the_files_it_wrote(two_requests):
-    from MedSORALib.volume_io import read_organ_masks, read_volume
+    from MedSORALib.segmentation_io import read_organ_masks
+    from MedSORALib.volume_io import read_volume
 
     out = two_requests["out"]
     first, second = two_requests["first"], two_requests["second"]

@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 MODES = ("2d", "3d", "concat", "xattn")
 LABELS = {"2d": "2D only", "3d": "3D only", "concat": "2D + 3D concatenated", "xattn": "2D-3D cross-attention"}
@@ -26,7 +24,7 @@ LABELS = {"2d": "2D only", "3d": "3D only", "concat": "2D + 3D concatenated", "x
 def markdown_table(results: dict[str, dict]) -> str:
     """Rows in the paper's order for the modes present in ``results`` (mode -> eval dict).
 
-    The eval dicts hold fractions in [0, 1] (:mod:`MedSORALib.text.metrics`); the table shows percent, as the paper.
+    The eval dicts hold fractions in [0, 1] (:mod:`medsora_training.text.metrics`); the table shows percent, as the paper.
     """
     lines = ["| setting | Rank-1 (%) | Rank-2 (%) | Rank-3 (%) | mAP (%) | organ id. acc. (%) |",
              "|---|---|---|---|---|---|"]
@@ -54,7 +52,7 @@ def main(argv=None) -> int:
 
     from MedSORALib.errors import MedSORAError
     from MedSORALib.files import atomic_write_text
-    from Training.train import load_config, train
+    from medsora_training.train import load_config, train
 
     out = Path(args.output)
     results = {}

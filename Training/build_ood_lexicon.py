@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def main(argv=None) -> int:
@@ -25,10 +23,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from MedSORALib.files import atomic_write_text
-    from MedSORALib.knowledge.dataset import DATASET_PATH, load_dataset
+    from MedSORALib.knowledge.symptom_texts import DATASET_PATH, load_dataset
     from MedSORALib.knowledge.obo import read_obo
     from MedSORALib.knowledge.sources import hpo_obo_path
-    from MedSORALib.text.ood import LEXICON_FILE, calibrate_lexicon, load_ood_texts, resources_dir, vocabulary_weights
+    from MedSORALib.text.ood import load_ood_texts, resources_dir
+    from MedSORALib.text.ood_lexicon import LEXICON_FILE, calibrate_lexicon, vocabulary_weights
     from MedSORALib.files import file_sha256
 
     weights = vocabulary_weights()

@@ -16,7 +16,7 @@ presentations and first-person stories. This program writes
 
 Split: texts of a corpus passage take the split that passage has in the paper-style dataset (so no
 passage crosses splits between the two files); the other groups (one per team-written name with its frames, one per
-literal text, one per ontology term) are split by :func:`MedSORALib.knowledge.dataset.split_by_passage` with the dataset's seed.
+literal text, one per ontology term) are split by :func:`MedSORALib.knowledge.symptom_texts.split_by_passage` with the dataset's seed.
 Exact duplicates (after normalising case and punctuation), within the file or of a paper-style
 text, are dropped.
 
@@ -30,14 +30,12 @@ import argparse
 import hashlib
 import json
 import random
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from MedSORALib.files import atomic_write_text, resource_path
 
-from MedSORALib.files import atomic_write_text, resource_path  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+
 
 DATASET_DIR = resource_path("dataset")
 SOURCE = DATASET_DIR / "team_registers.yaml"
@@ -128,7 +126,7 @@ def knowledge_rows(terms_per_organ: int, seed: int) -> list[dict]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from MedSORALib.files import read_jsonl
-    from MedSORALib.knowledge.dataset import DEFAULT_RATIOS, split_by_passage
+    from MedSORALib.knowledge.symptom_texts import DEFAULT_RATIOS, split_by_passage
     from MedSORALib.knowledge.guards import normalise
     from MedSORALib.text.laterality import detect_laterality
 

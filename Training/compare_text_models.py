@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from MedSORALib.files import atomic_write_text, resource_path
 
-from MedSORALib.files import atomic_write_text, resource_path  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+
 
 DATASET_DIR = resource_path("dataset")
 #: Row names by result key (the product rows follow Training/configs/text.yaml: the shipped head is "smoothed").
@@ -93,7 +91,7 @@ def load_sets(dev_path: Path):
 
 
 def relevant_matrix(rows, classes):
-    from MedSORALib.text.metrics import label_matrix
+    from medsora_training.text.metrics import label_matrix
 
     return label_matrix([r.get("organs") or [r["organ"]] for r in rows], classes)
 
@@ -121,10 +119,10 @@ def main(argv=None) -> int:
     from MedSORALib.text.anchors import train_anchors
     from MedSORALib.text.encoder import get_default_encoder
     from MedSORALib.text.knowledge_channel import KnowledgeChannel, kb_terms
-    from MedSORALib.text.metrics import ranking_report
+    from medsora_training.text.metrics import ranking_report
     from MedSORALib.text.mlp import MLPTrainingConfig, train_mlp
-    from MedSORALib.text.training import TextTrainingConfig, secondary_floor, soft_targets
-    from MedSORALib.text.zero_shot import zero_shot_class_vectors, zero_shot_scores
+    from medsora_training.text.fitting import TextTrainingConfig, secondary_floor, soft_targets
+    from medsora_training.text.zero_shot import zero_shot_class_vectors, zero_shot_scores
 
     torch.set_num_threads(max(1, args.threads))
     started = time.perf_counter()

@@ -4,7 +4,7 @@ For every symptom of a split (default: test) the organ classes present in the CT
 are ranked by (a) the text prior alone, (b) the fused relevance
 ``fuse(prior, similarity, w)`` of :mod:`MedSORALib.scoring` for several image
 weights ``w``, and (c) the image-text similarity alone; Rank-1/2/3 and mAP as in
-:mod:`MedSORALib.image.evaluation`. Ties in (a) are broken by catalog order for
+:mod:`medsora_training.image.evaluation`. Ties in (a) are broken by catalog order for
 every weight alike.
 
     python Training/evaluate_fusion.py --image-weights runs/loco_a/model \\
@@ -14,25 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "Training"))
 
 WEIGHTS = (0.0, 0.1, 0.25, 0.5)
 
 
 def evaluate(image_weights, volume_path, labels_path, scheme="totalsegmentator", split="test",
              weights=WEIGHTS) -> dict:
-    from datasets import load_symptom_texts
-    from MedSORALib.image.evaluation import class_scores, ranking_metrics
+    from medsora_training.image_data import load_symptom_texts
+    from medsora_training.image.evaluation import class_scores, ranking_metrics
     from MedSORALib.organs import CLASS_SETTINGS
     from MedSORALib.scoring import fuse, load_models
-    from MedSORALib.volume_io import read_organ_masks, read_volume
+    from MedSORALib.segmentation_io import read_organ_masks
+    from MedSORALib.volume_io import read_volume
 
     models = load_models(image_weights=image_weights)
     volume = read_volume(volume_path)

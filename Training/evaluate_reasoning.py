@@ -11,7 +11,10 @@ it says the answer lies in the 13 structures) and, when the method has one, ``sc
   ``MedSORALib.differential.fusion.reason``, when that package is importable (skipped with a note
   otherwise);
 * ``--extra-weights NAME=DIR``: another trained text model (a retrained one), as method ``NAME``, and
-  ``NAME+fusion`` when the differential exists.
+  ``NAME+fusion`` when the differential exists;
+* ``--callable NAME=module:function``: any importable function ``texts -> list`` whose items are
+  :class:`Output` objects, objects with ``structure_relevance`` (or ``scores``) and ``in_domain`` (and
+  optionally ``scope``) attributes, or dicts with those keys.
 
 Each text is encoded once per model (one batch over all sets, kept in memory only).
 
@@ -25,17 +28,22 @@ Figures (fractions in the JSON, percent in the Markdown):
   ranked as ``medsora rank`` shows them (ties in catalogue order): Rank-1 and Rank-3 (a true structure among
   the first k; a paired organ counts by structure, so a left-kidney text needs the left kidney, a text that
   names no side lists both), mAP (average precision against the text's structures); also per reasoning class
-  of the main organ and per register;
+  of the main organ, per register and per writing pass of the dev sets;
 * out-of-domain decision: ``kept`` (modelled rows called in domain), ``caught`` (non-abdominal rows called
   out of domain), ``other_in_domain`` (abdominal-other rows called in domain; issue 24 wants them out of the
   13-structure scope) and, for methods that give a scope, ``scope_accuracy`` on every row;
 * paired bootstrap (2,000 resamples of the texts, seed 0) of each method's difference to ``model`` on the
-  same texts: mean and 95 % percentile interval of Rank-1, Rank-3, mAP, kept and caught.
+  same texts: mean and 95 % percentile interval of Rank-1, Rank-3, mAP, kept and caught;
+* every figure again on the **check half** of each file (rows at odd line positions): the differential's and
+  the fusion's constants are chosen on the even positions (``MedSORALib.differential.evaluate --tune``), so
+  only the check half compares them with the model on texts no choice has seen; and on the **second
+  writing pass** of the dev sets (``written: second``), rows added after the catalogue and the reader had
+  been developed against the first pass.
 
 The sets are for choosing between methods; nothing is fitted on them here.
 
     python Training/evaluate_reasoning.py [--methods model differential fusion] [--sets ...]
-        [--extra-weights NAME=DIR ...] [--output Training/results/reasoning_eval]
+        [--extra-weights NAME=DIR ...] [--callable NAME=module:function ...] [--output Training/results/reasoning_eval]
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -93,8 +102,11 @@ def _structures_of(row: dict) -> list[str]:
 
 def load_set(path: Path) -> list[dict]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    for row in rows:
+    for position, row in enumerate(rows):
         row["structures"] = _structures_of(row)
+        # MedSORALib.differential.evaluate chooses its constants on the rows at even positions of each file and
+        # keeps the odd ones (the check half) unseen.
+        row["half"] = "tune" if position % 2 == 0 else "check"
         if "scope" not in row:  # the retired set: abdominal rows are all modelled
             row["scope"] = "modelled" if row.get("abdominal") else "non-abdominal"
         row.setdefault("register", "unknown")
@@ -150,7 +162,31 @@ def differential_method(cache: ModelCache | None) -> Method:
     return run
 
 
-def build_methods(names: Sequence[str], weights=None, extra: dict | None = None) -> tuple[dict, list[str]]:
+def _as_output(item) -> Output:
+    if isinstance(item, Output):
+        return item
+    get = item.get if isinstance(item, dict) else lambda key, default=None: getattr(item, key, default)
+    scores = get("scores") if get("scores") is not None else get("structure_relevance")
+    return Output(dict(scores), bool(get("in_domain")), get("scope"))
+
+
+def callable_method(spec: str) -> Method:
+    """The function named ``module:function``, its items turned into :class:`Output`."""
+    import importlib
+
+    module, _, function = spec.partition(":")
+    if not module or not function:
+        raise SystemExit(f"evaluate_reasoning: --callable takes NAME=module:function, not {spec!r}")
+    func = getattr(importlib.import_module(module), function)
+
+    def run(texts):
+        return [_as_output(item) for item in func(list(texts))]
+
+    return run
+
+
+def build_methods(names: Sequence[str], weights=None, extra: dict | None = None,
+                  callables: dict | None = None) -> tuple[dict, list[str]]:
     """{name: Method} for the names asked for, and notes on those skipped."""
     from MedSORALib.text.reasoning import TextReasoner
 
@@ -172,6 +208,8 @@ def build_methods(names: Sequence[str], weights=None, extra: dict | None = None)
         methods[name] = model_method(cache)
         if not missing:
             methods[f"{name}+fusion"] = differential_method(cache)
+    for name, spec in (callables or {}).items():
+        methods[name] = callable_method(spec)
     if "model" not in methods:
         methods = {"model": model_method(base), **methods}  # the reference of every paired difference
     return methods, notes
@@ -181,7 +219,6 @@ def build_methods(names: Sequence[str], weights=None, extra: dict | None = None)
 def per_text(rows: list[dict], outputs: list[Output]) -> dict[str, np.ndarray]:
     """Per-text values (NaN where a figure does not apply to the row)."""
     from MedSORALib.organs import STRUCTURES
-    from MedSORALib.text.metrics import average_precision
 
     n = len(rows)
     scores = np.array([[float(o.scores.get(k, 0.0)) for k in STRUCTURES] for o in outputs]).reshape(n, len(STRUCTURES))
@@ -191,10 +228,14 @@ def per_text(rows: list[dict], outputs: list[Output]) -> dict[str, np.ndarray]:
     modelled = np.array([r["scope"] == "modelled" and bool(r["structures"]) for r in rows])
     nan = np.full(n, np.nan)
     in_domain = np.array([o.in_domain for o in outputs], float)
+    # average precision: mean over the true structures of the precision at their rank
+    found = np.cumsum(hits, axis=1) / np.arange(1, len(STRUCTURES) + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = (found * hits).sum(axis=1) / hits.sum(axis=1)
     out = {
         "rank1": np.where(modelled, hits[:, :1].any(axis=1), nan),
         "rank3": np.where(modelled, hits[:, :3].any(axis=1), nan),
-        "mAP": np.where(modelled, average_precision(scores, relevant) if n else nan, nan),
+        "mAP": np.where(modelled, ap, nan),
         "kept": np.where(modelled, in_domain, nan),
         "caught": np.where([r["scope"] == "non-abdominal" for r in rows], 1.0 - in_domain, nan),
         "other_in_domain": np.where([r["scope"] == "abdominal-other" for r in rows], in_domain, nan),
@@ -258,6 +299,20 @@ def paired_bootstrap(a: dict, b: dict, n_rows: int, resamples: int = RESAMPLES, 
     return out
 
 
+#: Parts of a set reported apart, with their labels in the Markdown tables.
+PARTS = {"check_half": "check half", "second_pass": "second pass"}
+
+
+def subsets(rows: list[dict]) -> dict:
+    """Row masks of the parts of a set: the check half (odd line positions) and, where the set has one, the
+    second writing pass (rows added after the differential's authors had merged the first pass)."""
+    out = {"check_half": np.array([r["half"] == "check" for r in rows], bool)}
+    second = np.array([r.get("written") == "second" for r in rows], bool)
+    if second.any():
+        out["second_pass"] = second
+    return out
+
+
 def evaluate(methods: dict, sets: dict) -> dict:
     from MedSORALib.organs import structure_class
 
@@ -273,8 +328,19 @@ def evaluate(methods: dict, sets: dict) -> dict:
                                            if r["scope"] == "modelled" and r["structures"] else None),
                 "per_register": grouped(rows, v, lambda r: r["register"] if r["scope"] == "modelled" else None),
             }
+            tops = Counter(str(t) for t in v["top"])
+            entry["methods"][name]["first_structure"] = dict(tops.most_common())
+            if any("written" in r for r in rows):  # the dev sets' first and second writing passes (DEV_SETS.md)
+                entry["methods"][name]["per_pass"] = grouped(
+                    rows, v, lambda r: r.get("written") if r["scope"] == "modelled" else None)
             if name != "model":
                 entry["methods"][name]["vs_model"] = paired_bootstrap(v, values["model"], len(rows))
+            for part, mask in subsets(rows).items():
+                sub = {k: a[mask] for k, a in v.items()}
+                entry["methods"][name][part] = {"overall": summary(sub)}
+                if name != "model":
+                    ref = {k: a[mask] for k, a in values["model"].items()}
+                    entry["methods"][name][part]["vs_model"] = paired_bootstrap(sub, ref, int(mask.sum()))
         report[set_name] = entry
     return report
 
@@ -295,7 +361,11 @@ def markdown(report: dict, info: dict) -> str:
     lines = ["# Text reasoning on the development sets", "",
              f"Written by `{info['command']}` (code {info['commit']}). Figures in percent; "
              "ranking over the 13 structures on the rows whose answer lies in them; see "
-             "`Training/evaluate_reasoning.py` and `Training/data/DEV_SETS.md`.", ""]
+             "`Training/evaluate_reasoning.py` and `Training/data/DEV_SETS.md`. "
+             "The check half (odd line positions of each file) is the part no constant of the differential "
+             "or the fusion was chosen on (`MedSORALib.differential.evaluate --tune` uses the even positions); "
+             "the second pass (field `written`) holds the rows added after the differential's authors had "
+             "merged the first pass of the dev sets.", ""]
     for note in info.get("notes", []):
         lines.append(f"- {note}")
     if info.get("notes"):
@@ -304,20 +374,36 @@ def markdown(report: dict, info: dict) -> str:
               "| set | method | n ranked | Rank-1 | Rank-3 | mAP | kept (modelled in domain) | caught (non-abdominal out) "
               "| abdominal-other called in domain | scope accuracy |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for set_name, entry in report.items():
-        for name, res in entry["methods"].items():
-            o = res["overall"]
-            lines.append(f"| {set_name} | {name} | {o['n_ranked']} | {_pct(o.get('rank1'))} | {_pct(o.get('rank3'))} "
-                         f"| {_pct(o.get('mAP'))} | {_pct(o.get('kept'))} | {_pct(o.get('caught'))} "
-                         f"| {_pct(o.get('other_in_domain'))} | {_pct(o.get('scope_accuracy'))} |")
+    for part, label in ((None, ""), *((k, f" [{v}]") for k, v in PARTS.items())):
+        for set_name, entry in report.items():
+            for name, res in entry["methods"].items():
+                if part and part not in res:
+                    continue
+                o = (res[part] if part else res)["overall"]
+                lines.append(f"| {set_name}{label} | {name} | {o['n_ranked']} | {_pct(o.get('rank1'))} "
+                             f"| {_pct(o.get('rank3'))} | {_pct(o.get('mAP'))} | {_pct(o.get('kept'))} "
+                             f"| {_pct(o.get('caught'))} | {_pct(o.get('other_in_domain'))} "
+                             f"| {_pct(o.get('scope_accuracy'))} |")
     others = [(s, m) for s, e in report.items() for m in e["methods"] if m != "model"]
     if others:
         lines += ["", "## Against the model (paired bootstrap, 2,000 resamples, 95 % interval, points)", "",
                   "| set | method | Rank-1 | Rank-3 | mAP | kept | caught |", "|---|---|---|---|---|---|---|"]
-        for set_name, name in others:
-            vs = report[set_name]["methods"][name]["vs_model"]
-            lines.append(f"| {set_name} | {name} | " + " | ".join(_interval(vs.get(f)) for f in
-                                                                  ("rank1", "rank3", "mAP", "kept", "caught")) + " |")
+        for part, label in ((None, ""), *((k, f" [{v}]") for k, v in PARTS.items())):
+            for set_name, name in others:
+                res = report[set_name]["methods"][name]
+                if part and part not in res:
+                    continue
+                vs = (res[part] if part else res)["vs_model"]
+                lines.append(f"| {set_name}{label} | {name} | " + " | ".join(
+                    _interval(vs.get(f)) for f in ("rank1", "rank3", "mAP", "kept", "caught")) + " |")
+    lines += ["", "## The structure each method ranks first most often (share of all rows of the set)", "",
+              "| set | method | most frequent first structures |", "|---|---|---|"]
+    for set_name, entry in report.items():
+        for name, res in entry["methods"].items():
+            counts = res["first_structure"]
+            total = sum(counts.values()) or 1
+            lines.append(f"| {set_name} | {name} | " + ", ".join(
+                f"{k} {100 * c / total:.0f}" for k, c in list(counts.items())[:3]) + " |")
     for set_name, entry in report.items():
         names = list(entry["methods"])
         first = entry["methods"][names[0]]
@@ -328,12 +414,15 @@ def markdown(report: dict, info: dict) -> str:
         for organ, g in first["per_organ_rank1"].items():
             lines.append(f"| {organ} | {g['n']} | " + " | ".join(
                 _pct(entry["methods"][m]["per_organ_rank1"][organ]["rank1"]) for m in names) + " |")
-        lines += ["", f"## {set_name}: per register (Rank-1 / Rank-3 / mAP)", "",
-                  "| register | n | " + " | ".join(names) + " |", "|---|---:|" + "---|" * len(names)]
-        for register, g in first["per_register"].items():
-            lines.append(f"| {register} | {g['n']} | " + " | ".join(
-                " / ".join(_pct(entry["methods"][m]["per_register"][register][k]) for k in ("rank1", "rank3", "mAP"))
-                for m in names) + " |")
+        for group, title in (("per_register", "register"), ("per_pass", "writing pass")):
+            if group not in first:
+                continue
+            lines += ["", f"## {set_name}: per {title} (Rank-1 / Rank-3 / mAP)", "",
+                      f"| {title} | n | " + " | ".join(names) + " |", "|---|---:|" + "---|" * len(names)]
+            for key, g in first[group].items():
+                lines.append(f"| {key} | {g['n']} | " + " | ".join(
+                    " / ".join(_pct(entry["methods"][m][group][key][k]) for k in ("rank1", "rank3", "mAP"))
+                    for m in names) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -352,6 +441,8 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default=None, help="text weights folder of `model` (default: the shipped ones)")
     parser.add_argument("--extra-weights", nargs="*", default=[], metavar="NAME=DIR",
                         help="further trained text models to evaluate as methods")
+    parser.add_argument("--callable", nargs="*", default=[], metavar="NAME=module:function",
+                        help="further methods: an importable function texts -> outputs")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="output path without suffix (.json and .md)")
     args = parser.parse_args(argv)
 
@@ -363,7 +454,13 @@ def main(argv=None) -> int:
         if not name or not folder:
             raise SystemExit("evaluate_reasoning: --extra-weights takes NAME=DIR")
         extra[name] = folder
-    methods, notes = build_methods(args.methods, args.weights, extra)
+    callables = {}
+    for item in args.callable:
+        name, _, spec = item.partition("=")
+        if not name or not spec:
+            raise SystemExit("evaluate_reasoning: --callable takes NAME=module:function")
+        callables[name] = spec
+    methods, notes = build_methods(args.methods, args.weights, extra, callables)
     sets = {name: load_set(SETS[name]) for name in args.sets}
     report = evaluate(methods, sets)
     command = "python Training/evaluate_reasoning.py" + ("" if argv is None and len(sys.argv) == 1 else

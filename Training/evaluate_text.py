@@ -33,15 +33,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from MedSORALib.files import atomic_write_text
 
-from MedSORALib.files import atomic_write_text  # noqa: E402  (after the path set-up)
+REPO = Path(__file__).resolve().parent.parent
+
 
 HELD_OUT_PARTS = ("test", "registers")
 PART_TITLES = {
@@ -87,9 +85,9 @@ def evaluate_setting(setting, reasoner, encoder, parts):
     """Rankings of every method on each evaluation part ({name: rows with ``organs``})."""
     import numpy as np
 
-    from MedSORALib.text.metrics import ranking_report
-    from MedSORALib.text.training import rows_for_setting
-    from MedSORALib.text.zero_shot import zero_shot_class_vectors, zero_shot_scores
+    from medsora_training.text.metrics import ranking_report
+    from medsora_training.text.fitting import rows_for_setting
+    from medsora_training.text.zero_shot import zero_shot_class_vectors, zero_shot_scores
 
     classes = reasoner.classes
     prompts = zero_shot_class_vectors(encoder, classes)
@@ -190,9 +188,9 @@ def seed_study(setting, reasoner, encoder, rows, seeds) -> dict:
     import numpy as np
     import torch
 
-    from MedSORALib.text.metrics import ranking_report
+    from medsora_training.text.metrics import ranking_report
     from MedSORALib.text.mlp import MLPTrainingConfig, train_mlp
-    from MedSORALib.text.training import rows_for_setting, soft_targets
+    from medsora_training.text.fitting import rows_for_setting, soft_targets
 
     training = reasoner.config["training"]["config"]
     w = float(training.get("source_weight", 0.5))
@@ -352,13 +350,13 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from MedSORALib.knowledge.dataset import DATASET_PATH, load_dataset
+    from MedSORALib.knowledge.symptom_texts import DATASET_PATH, load_dataset
     from MedSORALib.text.encoder import get_default_encoder
     from MedSORALib.text.laterality import detect_laterality
     from MedSORALib.text.ood import load_ood_texts
     from MedSORALib.text.reasoning import TextReasoner
     from MedSORALib.files import file_sha256, read_jsonl
-    from MedSORALib.text.training import ood_heldout_report, rows_for_setting
+    from medsora_training.text.fitting import ood_heldout_report, rows_for_setting
 
     torch.set_num_threads(max(1, args.threads))
     started = time.perf_counter()

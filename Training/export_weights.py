@@ -13,19 +13,16 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from MedSORALib.files import resource_path
 
-from MedSORALib.files import resource_path  # noqa: E402  (after the path set-up)
+REPO = Path(__file__).resolve().parents[1]
+
 
 REAL_CT = REPO / "Testing" / "Data" / "example_ct_sm.nii.gz"
 REAL_SEG = REPO / "Testing" / "Data" / "example_ct_sm_seg.nii.gz"
-
 
 
 def _percent(value: float) -> float:
@@ -38,9 +35,10 @@ def measure(weights_dir: Path, repeats: int = 5) -> dict:
     import torch
 
     from MedSORALib.image.crops import organ_crops
-    from MedSORALib.image.evaluation import organ_identification
+    from medsora_training.image.evaluation import organ_identification
     from MedSORALib.image.model import ImageTextModel
-    from MedSORALib.volume_io import read_organ_masks, read_volume
+    from MedSORALib.segmentation_io import read_organ_masks
+    from MedSORALib.volume_io import read_volume
 
     torch.set_num_threads(1)
     model = ImageTextModel.load(weights_dir)
@@ -118,7 +116,7 @@ def model_card(metrics: dict, measured: dict) -> str:
         "Held-out phantoms: organ identification "
         f"{held.get('organ_accuracy', float('nan')):.1f} %." if held else "",
         "",
-        "## Text-to-organ matching (README, 'Image side')",
+        "## Text-to-organ matching (docs/training.md, 'Image side')",
         f"Test split symptoms ({t2o.get('n', 0)} with a labelled organ present in the real CT; "
         f"{t2o.get('skipped', 0)} left out because their only organ, the oesophagus, is not in it), ranked over the "
         f"{len(t2o.get('classes', []))} organ classes of the real CT by the image-text similarity alone "

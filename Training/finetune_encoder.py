@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def parse_args(argv=None):
@@ -49,8 +46,8 @@ def main(argv=None) -> int:
     from MedSORALib.organs import CLASS_SETTINGS
     from MedSORALib.text.abbreviations import expand
     from MedSORALib.text.encoder import _default_model_path
-    from MedSORALib.text.metrics import ranking_report
-    from Training.compare_text_models import load_sets, relevant_matrix
+    from medsora_training.text.metrics import ranking_report
+    from compare_text_models import load_sets, relevant_matrix  # the program beside this one
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -16,11 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "Training"))
-DATA = REPO / "Testing" / "Data"
+from evaluate_fusion import evaluate
 
-from evaluate_fusion import evaluate  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "Testing" / "Data"
 
 
 def table(out: dict) -> str:

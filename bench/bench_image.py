@@ -46,7 +46,8 @@ def main(argv=None) -> int:
 
     from MedSORALib.image.crops import CropConfig, organ_crops
     from MedSORALib.image.model import ImageTextModel
-    from MedSORALib.volume_io import read_organ_masks, read_volume
+    from MedSORALib.segmentation_io import read_organ_masks
+    from MedSORALib.volume_io import read_volume
 
     torch.set_num_threads(1)
     volume = read_volume(REPO / "Testing" / "Data" / "example_ct_sm.nii.gz")

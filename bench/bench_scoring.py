@@ -151,7 +151,8 @@ def main(argv=None) -> int:
     from MedSORALib.cli import main as cli
     from MedSORALib.image.crops import organ_crops
     from MedSORALib.scoring import load_models
-    from MedSORALib.volume_io import read_organ_masks, read_volume
+    from MedSORALib.segmentation_io import read_organ_masks
+    from MedSORALib.volume_io import read_volume
 
     results = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                            "python": sys.version.split()[0], "torch": torch.__version__,

@@ -14,7 +14,7 @@ and measures:
   rss_peak_mb          server peak resident memory (VmHWM) after scoring in the page
 The floor, measured in the same run: ``medsora score`` on the same CT and symptom in a fresh process
 (reads the CT, loads the models, scores, writes), so startup_s / floor says what serving adds.
-With --screenshot, the last repeat's page after scoring is saved as a PNG (the README's screenshot).
+With --screenshot, the last repeat's page after scoring is saved as a PNG (the screenshot of the README and docs/browser.md).
 """
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from MedSORALib.knowledge.dataset import load_dataset
+    from MedSORALib.knowledge.symptom_texts import load_dataset
     from MedSORALib.text import reasoning
     from MedSORALib.text.encoder import TextEncoder
 

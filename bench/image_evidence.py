@@ -1,4 +1,4 @@
-"""Regenerate the image-evidence figures of the README: the reference-range table, the real CTs'
+"""Regenerate the image-evidence figures of docs/measurements.md: the reference-range table, the real CTs'
 measurements and contrast phase, and the findings on the phantoms with controlled abnormalities.
 
     python bench/image_evidence.py                 # prints Markdown
@@ -14,10 +14,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from MedSORALib.evidence import image_evidence  # noqa: E402
+from MedSORALib.finding_boost import image_evidence  # noqa: E402
 from MedSORALib.findings import REFERENCE_RANGES  # noqa: E402
 from MedSORALib.image.phantom import ABNORMALITIES, make_phantom  # noqa: E402
-from MedSORALib.volume_io import masks_from_labelmap, read_organ_masks, read_volume  # noqa: E402
+from MedSORALib.segmentation_io import masks_from_labelmap, read_organ_masks  # noqa: E402
+from MedSORALib.volume_io import read_volume  # noqa: E402
 
 DATA = REPO / "Testing" / "Data"
 

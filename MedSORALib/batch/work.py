@@ -211,7 +211,7 @@ def _load_and_encode(group: CaseGroup, models, options: BatchOptions, hashes: di
 def _score_row(row: Row, case, encoded, models, options: BatchOptions, worker: str, started: float) -> dict:
     """Score one row on its CT's encoding, move its files into place and write its record."""
     from ..files import atomic_write_text
-    from ..outputs import write_result
+    from ..result_files import write_result
     from ..scoring import score_encoded
 
     out = Path(options.output_dir)

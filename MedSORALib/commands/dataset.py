@@ -37,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..knowledge import dataset as ds
+    from ..knowledge import symptom_texts as ds
 
     action = getattr(args, "dataset_action", None)
     if action is None:

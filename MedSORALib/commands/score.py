@@ -106,7 +106,7 @@ def check_output_prefix(prefix: str | os.PathLike) -> Path:
 
 def output_files(prefix: Path, count: int, preview: bool = False, dicom_seg: bool = False) -> list[Path]:
     """Every file ``medsora score`` writes for ``count`` symptoms."""
-    from ..outputs import output_prefixes
+    from ..result_files import output_prefixes
 
     suffixes = [".seg.nrrd", ".json"] + ([".png"] if preview else []) + (["_seg.dcm"] if dicom_seg else [])
     return [p.with_name(p.name + s) for p in output_prefixes(prefix, count) for s in suffixes]
@@ -120,7 +120,7 @@ def print_table(result, out=None) -> None:
     for o in result.organs:
         print(f"  {o.display_name:<30} {o.relevance:>9.3f} {o.text_prior:>6.3f} {o.image_score:>6.3f} "
               f"{o.volume_ml:>8.1f}", file=out)
-    from ..outputs import findings_caption
+    from ..preview import findings_caption
 
     caption = findings_caption(result, limit=8)
     if caption:
@@ -128,7 +128,7 @@ def print_table(result, out=None) -> None:
 
 
 def run(args) -> int:
-    from ..outputs import output_prefixes, write_result
+    from ..result_files import output_prefixes, write_result
     from ..files import read_symptom_file
     from ..scoring import IMAGE_WEIGHT, check_symptoms, score_volume
 

@@ -4,7 +4,9 @@
 - :mod:`.encoder`: 2D slice ViT, 3D volume ViT, cross-attention fusion, organ-classification heads.
 - :mod:`.losses`: organ classification loss and InfoNCE over organs.
 - :mod:`.model`: ``ImageTextModel`` (load / encode_organs / score / save).
-- :mod:`.evaluation`: Rank-k and mAP as the paper measures them.
+- :mod:`.inference`: the same network in plain torch, for scoring.
 - :mod:`.phantom`: a synthetic abdominal CT with organ labels, for tests and smoke runs.
-- :mod:`.augment`, :mod:`.pretrained`: training-time augmentation and pretrained ViT loading.
+
+Training-time code (augmentation, pretrained ViT loading, Rank-k and mAP) is in the training package,
+``medsora_training.image`` (``Training/medsora_training/image/``).
 """

@@ -1,6 +1,6 @@
 """Organ crops: from a CT and its organ masks to one ``(D, H, W)`` tensor per organ.
 
-For every organ present in the masks (README, "Image side"):
+For every organ present in the masks (docs/training.md, "Image side"):
 
 1. crop the organ's bounding box, enlarged by a margin in mm, in the CT's own
    voxel grid (cheap, and everything after works on the small crop only);

@@ -1,4 +1,4 @@
-"""The organ image encoder: a 2D slice ViT, a 3D volume ViT and their cross-attention fusion (README, "Image side").
+"""The organ image encoder: a 2D slice ViT, a 3D volume ViT and their cross-attention fusion (docs/training.md, "Image side").
 
 Built from MONAI blocks (``PatchEmbeddingBlock``, ``TransformerBlock``,
 ``CrossAttentionBlock``). Shapes: an organ crop batch is ``(B, D, H, W)``

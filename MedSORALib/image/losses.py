@@ -1,4 +1,4 @@
-"""Training losses of the image side (README, "Image side" and "Training"), usable and testable alone.
+"""Training losses of the image side (docs/training.md, "Image side" and "Training"), usable and testable alone.
 
 - :func:`slice_mean_similarity`: similarity of organ images and texts, the mean over slices of cosines.
 - :class:`OrganInfoNCE`: InfoNCE over organs with temperature tau (paper: 0.1); a text may have several

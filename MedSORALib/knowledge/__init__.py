@@ -5,7 +5,7 @@
 - :mod:`.generation`: backends that turn a passage into clinical observations
   (OpenAI-compatible endpoint, local transformers LM, rule-based composer);
 - :mod:`.guards`: filters applied to every generated text (organ names, near duplicates, length);
-- :mod:`.dataset`: the dataset build (config -> split jsonl) and :func:`load_dataset`.
+- :mod:`.symptom_texts`: the symptom-text dataset build (config -> split jsonl) and :func:`load_dataset`.
 """
 from .kb import Hit, KnowledgeBase, KnowledgeError
 from .sources import Chunk

@@ -16,7 +16,7 @@ from .. import organs
 from ..errors import SegmentationError, SymptomError, VolumeError
 from ..result_format import STRUCTURE_TAG
 from ..scoring_job import ScoringInputs
-from ..volume_io import Volume
+from ..volume_io import Grid, Volume
 from .nodes import ensure_segmentation_converters, ijk_to_ras, segment_tag, segment_terminology, vtk_matrix
 
 
@@ -54,6 +54,24 @@ def volume_from_node(volume_node) -> Volume:
     if kji.ndim != 3 or min(kji.shape) < 1:
         raise VolumeError(f"Volume {volume_node.GetName()!r} is not a 3D image (shape {kji.shape}).")
     return Volume(np.ascontiguousarray(kji.transpose(2, 1, 0), dtype=np.float32), ijk_to_ras(volume_node))
+
+
+def grid_from_node(volume_node) -> Grid:
+    """The voxel grid of a scalar volume node, without reading its voxels.
+
+    Returns:
+        ``Grid(shape (I, J, K), affine 4x4 voxel -> RAS mm)``, the grid of :func:`volume_from_node`'s
+        volume; for placing masks on the CT (no float32 copy of the CT is made).
+    """
+    if volume_node is None:
+        raise VolumeError("No input CT volume selected.")
+    image = volume_node.GetImageData()
+    if image is None:
+        raise VolumeError(f"Volume {volume_node.GetName()!r} has no voxel data.")
+    shape = tuple(int(n) for n in image.GetDimensions())
+    if min(shape) < 1:
+        raise VolumeError(f"Volume {volume_node.GetName()!r} is empty (shape {shape}).")
+    return Grid(shape, ijk_to_ras(volume_node))
 
 
 def segment_structure_key(segmentation_node, segment_id: str) -> str | None:

@@ -5,7 +5,7 @@ slice and 3D views. Here they render into offscreen VTK windows with software
 OpenGL: EGL by default (``VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow``, set
 unless the caller chose another window class; OSMesa's
 ``vtkOSOpenGLRenderWindow`` works too). The scene is built with
-:mod:`MedSORALib.scene.outputs` exactly as the panel builds it, so the pictures
+:mod:`MedSORALib.scene.result_nodes` exactly as the panel builds it, so the pictures
 show the nodes a user would see: the CT with the relevance-coloured organs in an
 axial slice view, and their surfaces in a 3D view, opacity following relevance.
 
@@ -186,7 +186,7 @@ def render_result(result, volume, masks: Mapping[str, np.ndarray], size: tuple[i
     """
     import slicer
 
-    from .outputs import add_symptom_outputs, volume_node_from_volume
+    from .result_nodes import add_symptom_outputs, volume_node_from_volume
 
     scene = slicer.vtkMRMLScene()
     try:
@@ -215,7 +215,7 @@ def composite_figure(result, renders: Renders, title: str | None = None):
         axis.imshow(image)
         axis.set_title(caption, fontsize=9)
         axis.axis("off")
-    from ..outputs import draw_findings_caption, draw_relevance_bars, preview_title
+    from ..preview import draw_findings_caption, draw_relevance_bars, preview_title
 
     axis = figure.add_subplot(grid[0, 2])
     draw_relevance_bars(axis, result)

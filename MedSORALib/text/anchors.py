@@ -1,4 +1,4 @@
-"""Learnable organ anchors and the soft labels they define (Med-SORA paper, arXiv:2511.06752; README, "Text reasoning").
+"""Learnable organ anchors and the soft labels they define (Med-SORA paper, arXiv:2511.06752; docs/text-model.md).
 
 Each reasoning class ``i`` owns two vectors in the frozen sentence-embedding space:
 

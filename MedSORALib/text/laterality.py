@@ -1,6 +1,6 @@
 """Side of the body named in a symptom text, and how it splits the paired organs.
 
-Rule (documented in the README):
+Rule (documented in docs/text-model.md):
 
 * Phrases where "left" or "right" does not name a side are removed first:
 

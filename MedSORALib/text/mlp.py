@@ -1,7 +1,7 @@
 """The relevance head g: an MLP on the frozen text embedding with one sigmoid output per class.
 
 Trained with binary cross-entropy either on the anchors' soft labels (the method) or on
-one-hot organ labels (the "hard labels" ablation); README, "Text reasoning".
+one-hot organ labels (the "hard labels" ablation); docs/text-model.md.
 """
 
 from __future__ import annotations

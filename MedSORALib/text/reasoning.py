@@ -377,7 +377,7 @@ class TextReasoner:
 
     def predict_embeddings(self, texts: Sequence[str], embeddings: np.ndarray) -> list[TextPrediction]:
         """Like :meth:`predict` for texts already embedded ((N, D) float32, from :meth:`encode`)."""
-        from .ood import apply_lexical_evidence
+        from .ood_lexicon import apply_lexical_evidence
 
         scores = self.raw_scores(embeddings, texts)
         # The word channel of the out-of-domain decision (organ, disease and abbreviation evidence).

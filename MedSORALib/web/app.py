@@ -2,7 +2,7 @@
 
 The scene lives in a trame-slicer :class:`~trame_slicer.core.SlicerApp` (Slicer's
 MRML from ``slicer-core``, no Qt). The CT and the result segmentations are made
-by the Slicer module's own MRML functions (:mod:`MedSORALib.scene.outputs`), so the colour
+by the Slicer module's own MRML functions (:mod:`MedSORALib.scene.result_nodes`), so the colour
 map, segment names, terminology and tags are those of the module. Views render
 offscreen (EGL, or OSMesa when ``VTK_DEFAULT_OPENGL_WINDOW=vtkOSOpenGLRenderWindow``)
 and reach the page as images over trame's websocket.
@@ -33,7 +33,7 @@ from trame_slicer.rca_view import register_rca_factories  # noqa: E402
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition  # noqa: E402
 
 # The Slicer module's MRML code (one import line, so that the page and the Slicer module share it).
-from ..scene.outputs import add_symptom_outputs, segmentation_node_from_masks, volume_node_from_volume  # noqa: E402
+from ..scene.result_nodes import add_symptom_outputs, segmentation_node_from_masks, volume_node_from_volume  # noqa: E402
 from ..errors import MedSORAError  # noqa: E402
 from ..colors import PLASMA_STOPS  # noqa: E402
 from .session import WebSession, css_color, result_passages, result_rows  # noqa: E402

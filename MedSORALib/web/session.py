@@ -5,7 +5,7 @@ worker thread while the server keeps answering the page. Reading the case and
 scoring go through the command line's own functions
 (:func:`MedSORALib.cases.load_case`, :func:`MedSORALib.scoring.load_models`,
 :func:`~MedSORALib.scoring.encode_volume`, :func:`~MedSORALib.scoring.score_encoded`,
-:func:`MedSORALib.outputs.write_result`), so a symptom scored in the browser gives
+:func:`MedSORALib.result_files.write_result`), so a symptom scored in the browser gives
 the table and files ``medsora score`` gives for the same CT.
 """
 from __future__ import annotations
@@ -120,7 +120,7 @@ class WebSession:
 
         The organs of a case are encoded once; later symptoms reuse the encoding.
         """
-        from ..outputs import output_prefixes, write_result
+        from ..result_files import output_prefixes, write_result
         from ..scoring import check_symptoms, encode_volume, score_encoded
 
         texts = check_symptoms(symptoms)

@@ -5,7 +5,7 @@ into the scene: a segmentation node ``"MedSORA: <symptom>"`` on the CT's
 geometry (it references the CT as its source volume) whose segments are
 coloured by relevance and carry terminology and the ``MedSORA.*`` tags of
 :func:`~MedSORALib.result_format.segment_tags` (the segment names and tags of
-the ``.seg.nrrd`` file :mod:`MedSORALib.outputs` writes), a table node, a bar
+the ``.seg.nrrd`` file :mod:`MedSORALib.result_files` writes), a table node, a bar
 chart and a text node with the supporting knowledge passages, all grouped in a
 subject hierarchy folder under the CT's study.
 :func:`run_symptom_scoring` is the blocking path for scripts: scene in, score
@@ -30,7 +30,7 @@ from ..result_format import (CONTRAST_PHASE_TAG, IN_DOMAIN_ATTRIBUTE, MODELS_ATT
 from ..scoring import SymptomResult
 from ..scoring_job import ModelScorer, Scorer, ScoringSettings, result_from_dict, score_inputs
 from ..volume_io import Volume
-from .inputs import prepare_inputs, volume_from_node
+from .inputs import grid_from_node, prepare_inputs
 from .nodes import (ensure_segmentation_converters, ijk_to_ras, scene_or_default, segment_tag,
                     set_segment_terminology, vtk_matrix)
 
@@ -132,12 +132,12 @@ def organ_segmentation_from_labelmap_file(path: str, reference_volume_node, labe
                                           name: str | None = None, scene=None):
     """Load an organ label map file (NIfTI, NRRD, seg.nrrd...) as a segmentation node on the CT grid.
 
-    Reading and label resolution are :func:`MedSORALib.volume_io.read_organ_masks`'s
+    Reading and label resolution are :func:`MedSORALib.segmentation_io.read_organ_masks`'s
     (the same reader the command line uses).
     """
-    from ..volume_io import read_organ_masks
+    from ..segmentation_io import read_organ_masks
 
-    reference = volume_from_node(reference_volume_node)
+    reference = grid_from_node(reference_volume_node)
     masks = read_organ_masks(path, reference, label_scheme=label_scheme)
     return segmentation_node_from_masks({k: m for k, m in masks.items() if np.any(m)}, reference_volume_node,
                                         name or "Organs", scene=scene)
@@ -377,9 +377,9 @@ def add_outputs_from_files(outputs: Sequence[dict], reference_volume_node, *, th
     ``PREFIX.seg.nrrd`` (the organ masks that were scored, on the CT grid); both
     are read here, so the nodes show exactly what the files hold.
     """
-    from ..volume_io import read_organ_masks
+    from ..segmentation_io import read_organ_masks
 
-    reference = volume_from_node(reference_volume_node)
+    reference = grid_from_node(reference_volume_node)  # the masks need the CT's grid, not its voxels
     created = []
     for output in outputs:
         with open(output["files"]["json"], encoding="utf-8") as handle:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..organs import CLASS_DISPLAY_NAMES
+from MedSORALib.organs import CLASS_DISPLAY_NAMES
 
 PROMPT_TEMPLATES = (
     "a symptom caused by a disease of the {organ}",

@@ -1,4 +1,4 @@
-"""How the paper measures (README, "Image side"): text-to-organ Rank-k and mAP, and organ identification.
+"""How the paper measures (docs/training.md, "Image side"): text-to-organ Rank-k and mAP, and organ identification.
 
 For each test symptom the organs' image features are ranked by their similarity
 to the symptom. Structures are grouped into reasoning classes (a class scores
@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..organs import structure_class
+from MedSORALib.organs import structure_class
 
 
 def class_scores(structure_scores: np.ndarray, structure_keys: Sequence[str],
@@ -34,7 +34,7 @@ def class_scores(structure_scores: np.ndarray, structure_keys: Sequence[str],
 def ranking_metrics(scores: np.ndarray, class_keys: Sequence[str], labels: Sequence[Sequence[str]],
                     ks: Sequence[int] = (1, 2, 3)) -> dict:
     """Rank-k accuracy and mAP (fractions in [0, 1]) of class scores against multi-label class sets,
-    computed by :func:`MedSORALib.text.metrics.ranking_report`.
+    computed by :func:`medsora_training.text.metrics.ranking_report`.
 
     Args:
         scores: (N, n_classes) higher = more relevant.

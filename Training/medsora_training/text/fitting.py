@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ..organs import CLASS_SETTINGS
-from .anchors import AnchorTrainingConfig, train_anchors
-from .laterality import CONTRALATERAL_FACTOR
-from .mlp import MLPTrainingConfig, train_mlp
-from .ood import DEFAULT_K, FEATURES, OutOfDomainDetector, rates
-from .reasoning import FORMAT, FORMAT_VERSION, TextReasoner
+from MedSORALib.organs import CLASS_SETTINGS
+from MedSORALib.text.anchors import AnchorTrainingConfig, train_anchors
+from MedSORALib.text.laterality import CONTRALATERAL_FACTOR
+from MedSORALib.text.mlp import MLPTrainingConfig, train_mlp
+from MedSORALib.text.ood import DEFAULT_K, FEATURES, OutOfDomainDetector, rates
+from MedSORALib.text.reasoning import FORMAT, FORMAT_VERSION, TextReasoner
 
 
 @dataclass
@@ -305,7 +305,7 @@ def fit_reasoner(
     n_feat = len(FEATURES)
     config_json["ood"] = OutOfDomainDetector([0.0] * n_feat, [1.0] * n_feat, [0.0] * n_feat, 0.0, 0.5, config.ood_k).to_config()
     # A provisional reasoner: it computes the MLP inputs (knowledge evidence) the way inference will.
-    from .mlp import RelevanceMLP
+    from MedSORALib.text.mlp import RelevanceMLP
 
     in_dim = train_embeddings.shape[1] + (knowledge.width if knowledge is not None else 0)
     blank = RelevanceMLP(in_dim, n_classes, hidden=config.mlp.hidden)

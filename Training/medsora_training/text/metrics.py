@@ -1,4 +1,4 @@
-"""Ranking metrics of the Med-SORA paper (arXiv:2511.06752; README, "Text reasoning") for multi-organ labels: the
+"""Ranking metrics of the Med-SORA paper (arXiv:2511.06752; docs/text-model.md) for multi-organ labels: the
 project's one implementation (text evaluation, image-text evaluation, training reports). Values are fractions in
 [0, 1]; reports use the keys ``rank1``, ``rank2``, ``rank3``, ``mAP`` and ``n``.
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputFileError, ModelError
+from MedSORALib.errors import InputFileError, ModelError
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -27,7 +27,8 @@ from MedSORALib.errors import InputFileError, MedSORAError
 from MedSORALib.files import read_jsonl
 from MedSORALib.organs import STRUCTURES, organ_key
 
-REPO = Path(__file__).resolve().parents[1]
+from . import REPO
+
 NIFTI_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
@@ -62,7 +63,8 @@ def _strip_suffix(name: str) -> str:
 
 def _labelmap_loader(image: Path, label: Path, scheme: str):
     def load():
-        from MedSORALib.volume_io import read_organ_masks, read_volume
+        from MedSORALib.segmentation_io import read_organ_masks
+        from MedSORALib.volume_io import read_volume
 
         volume = read_volume(image)
         return volume, read_organ_masks(label, reference=volume, label_scheme=scheme)
@@ -179,7 +181,7 @@ def phantom_cases(n: int, seed: int = 0, **phantom_kwargs) -> list[Case]:
 
         def load(s=s):
             from MedSORALib.image.phantom import make_phantom
-            from MedSORALib.volume_io import masks_from_labelmap
+            from MedSORALib.segmentation_io import masks_from_labelmap
 
             volume, labels = make_phantom(s, label_scheme="totalsegmentator", **phantom_kwargs)
             return volume, masks_from_labelmap(labels, "totalsegmentator")
@@ -215,7 +217,7 @@ def load_symptom_texts(split: str, path: str | Path | None = None) -> tuple[list
 
     Sources: an explicit JSONL ``path`` (rows with a ``split`` field, or split here 70/10/20 by
     source passage with ``split_by_passage`` when none has one), otherwise the shipped dataset
-    (``MedSORALib.knowledge.dataset.load_dataset``). A source that cannot be read, or holds no text of
+    (``MedSORALib.knowledge.symptom_texts.load_dataset``). A source that cannot be read, or holds no text of
     ``split``, raises: training never switches silently to other texts with another split.
 
     Returns:
@@ -232,7 +234,7 @@ def load_symptom_texts(split: str, path: str | Path | None = None) -> tuple[list
             raise InputFileError(f"symptom texts {path}: cannot be read ({exc})") from exc
         picked, source = _pick_split(rows, split), str(path)
     else:
-        from MedSORALib.knowledge.dataset import DATASET_PATH, load_dataset
+        from MedSORALib.knowledge.symptom_texts import DATASET_PATH, load_dataset
 
         try:
             picked = [_normalise_row(r) for r in load_dataset(split)]
@@ -241,7 +243,7 @@ def load_symptom_texts(split: str, path: str | Path | None = None) -> tuple[list
                 f"the shipped symptom dataset {DATASET_PATH} cannot be used ({exc}); build it with "
                 "'medsora dataset build --config Training/configs/dataset_shipped.yaml' or set texts.dataset"
             ) from exc
-        source = "MedSORALib.knowledge.dataset"
+        source = "MedSORALib.knowledge.symptom_texts"
     if not picked:
         raise InputFileError(f"symptom texts {path or 'of the shipped dataset'}: the {split} split holds no text")
     return picked, source
@@ -256,7 +258,7 @@ def _normalise_row(row: dict) -> dict:
 def _pick_split(rows: list[dict], split: str) -> list[dict]:
     rows = [_normalise_row(r) for r in rows]
     if not all("split" in r for r in rows):
-        from MedSORALib.knowledge.dataset import DEFAULT_RATIOS, split_by_passage
+        from MedSORALib.knowledge.symptom_texts import DEFAULT_RATIOS, split_by_passage
 
         split_by_passage(rows, DEFAULT_RATIOS, seed=0)
     return [r for r in rows if r["split"] == split]

@@ -1,0 +1,1 @@
+"""Training-only code of the image side: augmentation, pretrained 2D weights, evaluation metrics."""

@@ -1,0 +1,1 @@
+"""Training-only code of the text side: fitting the reasoner, ranking metrics, the zero-shot baseline."""
