@@ -72,7 +72,8 @@ _NON_ABDOMINAL_SITE = re.compile(
 # Places and findings of the abdomen: a non-specific text naming one of these stays with the model's decision.
 _ABDOMINAL_SITE = re.compile(
     r"(?<![\w])(?:abdo\w*|belly|tummy|stomach|epigastr\w*|umbilic\w*|navel|flank|loin|pelvi\w*|"
-    r"quadrant|iliac|hypochondri\w*|subcostal|costal margin|ribs?|rib cage|liver|spleen|kidneys?|renal|gallbladder|gall bladder|"
+    r"quadrant|iliac|hypochondri\w*|subcostal|costal margin|ribs?|rib cage|liver|spleen|kidneys?|renal|"
+    r"gallbladder|gall bladder|"
     r"pancrea\w*|bowel|jaundice\w*|swallow\w*|retrosternal|oesophag\w*|esophag\w*|aort\w*|ruq|luq|rlq|llq|rif|lif)"
     r"(?![\w])")
 
