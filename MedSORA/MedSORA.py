@@ -6,11 +6,11 @@ The 3D Slicer module: a panel (inputs, symptom, outputs, display, advanced),
 The panel scores in a child process, the scoring worker (``PythonSlicer -m
 MedSORALib worker``, :mod:`MedSORALib.worker`), driven through ``qt.QProcess``:
 it is started on the first Apply and kept, so the models stay loaded; progress
-comes back as JSON lines; Cancel kills it; results are imported on the main
-thread from the files it wrote. Scene reading and writing are in
-:mod:`MedSORALib.scene`, the job and the worker protocol in
-:mod:`MedSORALib.scoring_job`; scoring is :func:`MedSORALib.scoring.score_volume`'s,
-as for the ``medsora`` command line and ``Scripts/score.py``.
+comes back as JSON lines; Cancel kills it and all it started; results are
+imported on the main thread from the files it wrote. Scene reading and writing are in
+:mod:`MedSORALib.scene`, the worker and its protocol in :mod:`MedSORALib.worker`;
+scoring is a :class:`MedSORALib.session.ScoringSession`'s, as for the ``medsora``
+command line and ``Scripts/score.py``.
 
 Supported Slicer versions: 5.10 and later (:data:`MINIMUM_SLICER_VERSION`).
 """
@@ -73,6 +73,9 @@ HISTORY_LENGTH = 10
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: How long Cancel waits for the killed worker, in milliseconds.
 CANCEL_WAIT_MS = 1000
+#: The torch versions MedSORA runs with (torch.amp.GradScaler(device), as pyproject.toml says); given to the
+#: PyTorch extension's installer as its version requirement and checked against an installed torch.
+TORCH_REQUIREMENT = ">=2.3"
 
 
 def slicerVersion() -> tuple[int, int]:
@@ -136,7 +139,7 @@ class MedSORAParameterNode:
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     modelFolder: pathlib.Path = pathlib.Path()
     textEncoder: str = ""
-    useImageModel: bool = True
+    useImageModel: bool = False
 
 
 def _folderText(path) -> str:
@@ -181,21 +184,46 @@ def unmetRequirements() -> list[str]:
     return unmet
 
 
+def torchVersionProblem() -> str | None:
+    """Why the installed torch does not meet :data:`TORCH_REQUIREMENT`, or None when it does.
+
+    Read from the package metadata (``2.5.1+cu121`` counts as 2.5.1), not by importing torch.
+    """
+    from importlib import metadata
+
+    from packaging.specifiers import SpecifierSet
+
+    try:
+        installed = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return _("PyTorch is not installed.")
+    if not SpecifierSet(TORCH_REQUIREMENT).contains(installed, prereleases=True):
+        return _("MedSORA needs PyTorch {requirement}; PyTorch {installed} is installed.").format(
+            requirement=TORCH_REQUIREMENT, installed=installed)
+    return None
+
+
 def dependenciesAvailable() -> bool:
-    """torch importable and every requirement met (nothing is installed by this check)."""
+    """torch importable in a version meeting :data:`TORCH_REQUIREMENT` and every requirement met (installs nothing)."""
     try:
         import torch  # noqa: F401
     except ImportError:
         return False
-    return not unmetRequirements()
+    return torchVersionProblem() is None and not unmetRequirements()
+
+
+#: What ``pip_ensure`` raises when the user answers Cancel to its install question.
+_DECLINED = "User declined package installation"
 
 
 def ensureDependencies(askConfirmation: bool = True) -> bool:
     """Make torch (from the PyTorch extension) and the Python packages of requirements.txt available.
 
     Called on the first Apply, not at import. Returns True when everything is
-    importable in the required versions; False when the user declined, a
-    restart is needed, or Slicer runs its tests (nothing is installed then).
+    importable in the required versions; False when the user declined an
+    install (quietly: no error), a restart is needed, or Slicer runs its tests
+    (nothing is installed then). An installed torch older than
+    :data:`TORCH_REQUIREMENT` raises an error that says how to upgrade it.
     """
     if testingEnabled():
         return dependenciesAvailable()
@@ -210,16 +238,27 @@ def ensureDependencies(askConfirmation: bool = True) -> bool:
                                  "Manager and restart Slicer.")) from error
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
         if not torchLogic.torchInstalled():
-            if torchLogic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=">=2.3") is None:
-                return False
+            if torchLogic.installTorch(askConfirmation=askConfirmation,
+                                       torchVersionRequirement=TORCH_REQUIREMENT) is None:
+                return False  # declined: the status line says that scoring was not started
+    problem = torchVersionProblem()
+    if problem is not None:
+        raise RuntimeError(problem + " " + _(
+            "Open the PyTorch Utils module, set the version requirement to {requirement}, install, and restart "
+            "Slicer.").format(requirement=TORCH_REQUIREMENT))
 
-    try:  # Slicer >= 5.11; "import slicer" does not import it
+    try:  # Slicer >= 5.12; "import slicer" does not import it
         import slicer.packaging as packaging
     except ImportError:
         packaging = None
     if packaging is not None and hasattr(packaging, "pip_ensure"):
         # asks, installs with progress, offers a restart, and skips installing in testing mode
-        packaging.pip_ensure(packaging.load_requirements(requirementsPath()), requester="MedSORA")
+        try:
+            packaging.pip_ensure(packaging.load_requirements(requirementsPath()), requester="MedSORA")
+        except RuntimeError as error:
+            if str(error) == _DECLINED:
+                return False
+            raise
         return not unmetRequirements()
 
     unmet = unmetRequirements()
@@ -251,15 +290,27 @@ class ScoringWorkerProcess:
 
     The process starts on the first :meth:`submit` and is kept for the next
     ones (models stay loaded in it). Its stdout is parsed by
-    :class:`MedSORALib.scoring_job.WorkerProtocol`; its stderr goes to the log.
+    :class:`MedSORALib.worker.WorkerProtocol`; its stderr goes to the log.
     If it dies with a request pending, the callback gets an ``error`` event.
+
+    ``PythonSlicer`` is a launcher that runs the real interpreter as its child,
+    so the process ``QProcess`` holds is not the worker. The worker is started
+    as the leader of its own process group (POSIX,
+    :func:`MedSORALib.process_tree.group_leader_command`), and :meth:`cancel` and
+    :meth:`stop` end the launcher's whole tree
+    (:func:`MedSORALib.process_tree.kill_tree`): nothing of the worker survives
+    Cancel, closing the module or quitting Slicer.
     """
+
+    #: How long :meth:`stop` lets an idle worker exit on its own, in milliseconds.
+    STOP_WAIT_MS = 2000
 
     def __init__(self, onEvent, onLog=None):
         self.onEvent = onEvent
         self.onLog = onLog or (lambda text: logging.info(text))
         self.process = None
         self.protocol = None
+        self.pid = None  # the launched process (the launcher inside Slicer)
 
     @property
     def running(self) -> bool:
@@ -268,7 +319,8 @@ class ScoringWorkerProcess:
     def start(self) -> None:
         if self.running:
             return
-        from MedSORALib.scoring_job import WorkerProtocol, worker_command, worker_environment
+        from MedSORALib.process_tree import group_leader_command
+        from MedSORALib.worker import WorkerProtocol, worker_command, worker_environment
 
         self.protocol = WorkerProtocol()
         process = qt.QProcess()
@@ -280,12 +332,13 @@ class ScoringWorkerProcess:
         process.connect("readyReadStandardError()", self._onStderr)
         process.connect("finished(int,QProcess::ExitStatus)", self._onFinished)
         self.process = process
-        command = worker_command()
+        command = group_leader_command(worker_command())
         process.start(command[0], command[1:])
         if not process.waitForStarted(30000):
             self.process = None
             raise RuntimeError(_("The MedSORA scoring worker did not start ({command}).").format(
                 command=" ".join(command)))
+        self.pid = int(process.processId())
 
     def submit(self, fields) -> int:
         """Send a scoring request, starting the worker if needed; returns the request id."""
@@ -309,27 +362,36 @@ class ScoringWorkerProcess:
         for event in events:
             self.onEvent(event)
 
+    def _killTree(self) -> None:
+        """Kill the launched process and everything below it, then let ``QProcess`` reap it."""
+        from MedSORALib.process_tree import kill_tree
+
+        if self.pid and self.running:  # once it has ended and been reaped, its pid may be another process's
+            kill_tree(self.pid)
+        self.process.kill()
+        self.process.waitForFinished(CANCEL_WAIT_MS)
+
     def cancel(self) -> None:
-        """Kill the worker now (the next request starts a new one)."""
+        """Kill the worker and all it started, now (the next request starts a new one)."""
         if self.process is None:
             return
         if self.protocol is not None:
             self.protocol.cancel()
-        self.process.kill()
-        self.process.waitForFinished(CANCEL_WAIT_MS)
+        self._killTree()
         self.process = None
+        self.pid = None
 
     def stop(self) -> None:
-        """Ask the worker to exit (killed if it does not within 5 s)."""
+        """Ask the worker to exit; if it has not within :attr:`STOP_WAIT_MS` (busy), kill its tree."""
         if self.process is None:
             return
         if self.running:
             self.protocol.cancel()
             self.process.write(self.protocol.shutdown())
-            if not self.process.waitForFinished(5000):
-                self.process.kill()
-                self.process.waitForFinished(CANCEL_WAIT_MS)
+            if not self.process.waitForFinished(self.STOP_WAIT_MS):
+                self._killTree()
         self.process = None
+        self.pid = None
 
 
 #
@@ -349,6 +411,7 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run = None  # the request in flight: id, folder, CT node, start time
         self._dependenciesReady = False
         self._lastOutputs = []
+        self._quitConnected = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -381,16 +444,44 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self._connectApplicationQuit()
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        """Module closed (application exit or reload): cancel a run, stop the worker, unbind the widgets."""
-        self._cancelRun()
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
+        """Module closed (application exit or reload): end the worker's process tree, unbind the widgets."""
+        self.stopWorker()
+        self._disconnectApplicationQuit()
         self._disconnectParameterNode()
         self.removeObservers()
+
+    def stopWorker(self) -> None:
+        """Forget a run in flight and end the worker with everything it started (a busy one is killed at once).
+
+        Called on closing the module and when the application is about to quit;
+        touches no widget, so it is safe while the panel is being destroyed.
+        """
+        run, self._run = self._run, None
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            if run is not None:
+                worker.cancel()
+            else:
+                worker.stop()
+        if run is not None:
+            shutil.rmtree(run["folder"], ignore_errors=True)
+
+    def _connectApplicationQuit(self) -> None:
+        """Quitting Slicer ends the worker even if the module's cleanup does not run first."""
+        app = getattr(slicer, "app", None)
+        if app is not None and not self._quitConnected:
+            app.connect("aboutToQuit()", self.stopWorker)
+            self._quitConnected = True
+
+    def _disconnectApplicationQuit(self) -> None:
+        app = getattr(slicer, "app", None)
+        if app is not None and self._quitConnected:
+            app.disconnect("aboutToQuit()", self.stopWorker)
+            self._quitConnected = False
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -505,7 +596,7 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 if not self._dependenciesReady:
                     self._status(_("MedSORA needs its Python packages; scoring was not started."))
                     return
-            from MedSORALib.scoring_job import split_symptoms
+            from MedSORALib.session import split_symptoms
 
             p = self._parameterNode
             symptoms = split_symptoms(p.symptomText, p.onePerLine)
@@ -642,17 +733,18 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
         return MedSORAParameterNode(super().getParameterNode())
 
     @staticmethod
-    def scoringSettings(parameterNode=None, device="auto", modelFolder="", textEncoder="", useImageModel=True):
-        from MedSORALib.scoring_job import ScoringSettings
+    def scoringSettings(parameterNode=None, device="auto", modelFolder="", textEncoder="", useImageModel=False):
+        from MedSORALib.scoring import IMAGE_WEIGHT_ON
+        from MedSORALib.session import ScoringSettings
 
         if parameterNode is not None:
             device, modelFolder = parameterNode.device, parameterNode.modelFolder
             textEncoder, useImageModel = parameterNode.textEncoder, parameterNode.useImageModel
         return ScoringSettings(device=device or "auto", model_dir=_folderText(modelFolder),
-                               text_encoder=textEncoder or "", use_image_model=bool(useImageModel))
+                               text_encoder=textEncoder or "", image_weight=IMAGE_WEIGHT_ON if useImageModel else 0.0)
 
     def process(self, inputVolume, organSegmentation, symptoms, *, device="auto", modelFolder="", textEncoder="",
-                useImageModel=True, threshold=0.0, opacityByRelevance=True, show3D=False, scorer=None):
+                useImageModel=False, threshold=0.0, opacityByRelevance=True, show3D=False, scorer=None):
         """Score one or more symptoms in this process (blocking) and create their output nodes.
 
         Args:
@@ -660,12 +752,12 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
             organSegmentation: segmentation node with organ segments.
             symptoms: one symptom text or a list of them.
             scorer: a scorer ``(volume, masks, symptoms, progress=None) -> results`` used instead of
-                the models (tests; see :mod:`MedSORALib.scoring_job`).
+                the models (tests; see :mod:`MedSORALib.session`).
 
         Returns:
             list of ``MedSORALib.scene.result_nodes.SymptomOutputs`` (segmentation, table, chart, passages nodes).
         """
-        from MedSORALib.scene.result_nodes import run_symptom_scoring
+        from MedSORALib.scene.run import run_symptom_scoring
 
         settings = self.scoringSettings(device=device, modelFolder=modelFolder, textEncoder=textEncoder,
                                         useImageModel=useImageModel)
@@ -681,7 +773,7 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
         written under ``folder/result``. Nothing in the scene changes.
         """
         from MedSORALib.scene.inputs import organ_masks_from_segmentation, volume_from_node
-        from MedSORALib.scoring_job import request_fields
+        from MedSORALib.worker import request_fields
         from MedSORALib.segmentation_io import write_seg_nrrd
         from MedSORALib.volume_io import write_volume
 
@@ -735,31 +827,66 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
     def totalSegmentatorAvailable() -> bool:
         return hasattr(slicer.modules, "totalsegmentator")
 
-    def segmentOrgansWithTotalSegmentator(self, inputVolume, fast=True, cpu=False):
+    @staticmethod
+    def gpuAvailable() -> bool:
+        """True when torch sees a CUDA GPU (False without torch)."""
+        try:
+            import torch
+        except ImportError:
+            return False
+        return bool(torch.cuda.is_available())
+
+    @staticmethod
+    def totalSegmentatorOptions(process, fast: bool, cpu: bool) -> dict:
+        """Keyword arguments for the TotalSegmentator logic's ``process``, in the form its signature takes.
+
+        The speed setting changed across versions of the extension: ``fast`` (a
+        bool; 2023 to early 2026) became ``quality`` ("normal", "fast" or
+        "faster"). Whichever the installed ``process`` accepts is passed, so the
+        fast mode is never dropped silently; the other options are passed only
+        when accepted.
+        """
+        import inspect
+
+        accepted = inspect.signature(process).parameters
+        options = {}
+        if "quality" in accepted:
+            options["quality"] = "fast" if fast else "normal"
+        elif "fast" in accepted:
+            options["fast"] = bool(fast)
+        else:
+            raise RuntimeError(_("This version of the TotalSegmentator extension takes neither 'quality' nor "
+                                 "'fast'; update it from the Extensions Manager."))
+        from MedSORALib import organs
+
+        wanted = {"cpu": bool(cpu), "task": "total", "subset": list(organs.STRUCTURES), "interactive": True}
+        options.update({name: value for name, value in wanted.items() if name in accepted})
+        return options
+
+    def segmentOrgansWithTotalSegmentator(self, inputVolume, fast=None, cpu=False):
         """Organ segmentation from the TotalSegmentator extension ("total" task, our 13 structures).
 
         Its Python requirements are set up first (``setupPythonRequirements``); the
         segmentation runs in its own process with ``interactive=True``, so the
-        application keeps processing events. Options are passed by keyword, and
-        only those its ``process`` accepts (its signature has changed across
-        versions); errors are not retried.
+        application keeps processing events. ``fast=None`` picks the fast mode
+        (3 mm, a few minutes) when the segmentation runs on the CPU (``cpu`` set or
+        no CUDA GPU) and the normal mode (1.5 mm) on a GPU. Options are passed by
+        keyword in the form the installed version takes
+        (:meth:`totalSegmentatorOptions`); errors are not retried.
         """
-        import inspect
-
         if inputVolume is None:
             raise ValueError(_("Select the input CT first."))
         if not self.totalSegmentatorAvailable():
             raise RuntimeError(_("The TotalSegmentator extension is not installed."))
-        from MedSORALib import organs
 
         tsLogic = slicer.util.getModuleLogic("TotalSegmentator")
         tsLogic.setupPythonRequirements()
+        if fast is None:
+            fast = bool(cpu) or not self.gpuAvailable()
+        options = self.totalSegmentatorOptions(tsLogic.process, fast, cpu)
         node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", inputVolume.GetName() + " organs")
-        options = {"fast": fast, "cpu": cpu, "task": "total", "subset": list(organs.STRUCTURES), "interactive": True}
-        accepted = inspect.signature(tsLogic.process).parameters
         try:
-            tsLogic.process(inputVolume=inputVolume, outputSegmentation=node,
-                            **{name: value for name, value in options.items() if name in accepted})
+            tsLogic.process(inputVolume=inputVolume, outputSegmentation=node, **options)
         except Exception:
             slicer.mrmlScene.RemoveNode(node)
             raise
@@ -773,28 +900,43 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
 class MedSORATest(ScriptedLoadableModuleTest):
     """Runs the logic on small data; installs nothing.
 
-    With MedSORA's Python packages present: a phantom scored in this process
-    with the real models, the example CT scored through the worker process as
-    the panel does, and the error paths. Without them (a fresh Slicer in
-    testing mode): the same logic with a stand-in scorer of known numbers, and
-    the test says so.
+    CTest runs this file with ``slicer.testing.runUnitTest``, which loads every
+    ``test_*`` method as its own test (``runTest`` is for *Reload and Test*).
+    Each method decides for itself:
+
+    - ``test_MedSORA_stand_in_scorer`` and ``test_MedSORA_errors`` need only
+      Slicer: the logic and every output node with a stand-in scorer of known
+      numbers, and the error paths. They run on a fresh (factory) Slicer.
+    - ``test_MedSORA_phantom`` (the real models in this process) and
+      ``test_MedSORA_example_ct_through_the_worker`` (the example CT through the
+      worker process, as the panel scores) need MedSORA's Python packages; without
+      them they are skipped with :data:`PACKAGES_MISSING`, as nothing may be
+      installed while testing.
     """
+
+    #: Why the model tests are skipped on a Slicer without MedSORA's packages.
+    PACKAGES_MISSING = ("MedSORA's Python packages (torch from the PyTorch extension, Resources/requirements.txt) "
+                        "are not installed and nothing is installed while testing: skipped; the logic was tested "
+                        "with the stand-in scorer")
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        self.setUp()
-        if dependenciesAvailable():
-            self.test_MedSORA_phantom()
+        """Every test method, as *Reload and Test* runs it; a skipped one says why."""
+        import unittest
+
+        for name in ("test_MedSORA_stand_in_scorer", "test_MedSORA_phantom",
+                     "test_MedSORA_example_ct_through_the_worker", "test_MedSORA_errors"):
             self.setUp()
-            self.test_MedSORA_example_ct_through_the_worker()
-        else:
-            self.delayDisplay("MedSORA's Python packages are not installed (nothing is installed while testing): "
-                              "running the logic with a stand-in scorer")
-            self.test_MedSORA_stand_in_scorer()
-        self.setUp()
-        self.test_MedSORA_errors()
+            try:
+                getattr(self, name)()
+            except unittest.SkipTest as skipped:
+                self.delayDisplay(f"{name}: {skipped}")
+
+    def _requirePackages(self):
+        if not dependenciesAvailable():
+            self.skipTest(self.PACKAGES_MISSING)
 
     @staticmethod
     def standInScorer(volume, masks, symptoms, progress=None):
@@ -853,6 +995,7 @@ class MedSORATest(ScriptedLoadableModuleTest):
 
     def test_MedSORA_phantom(self):
         """Phantom CT and organs built in the scene; the logic runs the real scoring in this process."""
+        self._requirePackages()
         from MedSORALib import organs
 
         self.delayDisplay("MedSORA on a phantom")
@@ -875,17 +1018,18 @@ class MedSORATest(ScriptedLoadableModuleTest):
 
     def test_MedSORA_example_ct_through_the_worker(self):
         """The example CT scored by the worker process from files written out of the scene, results imported back."""
+        self._requirePackages()
         from MedSORALib.scene.result_nodes import organ_segmentation_from_labelmap_file, volume_node_from_volume
-        from MedSORALib.scoring_job import ScoringSettings, WorkerClient
         from MedSORALib.segmentation_io import read_organ_masks
+        from MedSORALib.session import ScoringSettings
         from MedSORALib.volume_io import read_volume
+        from MedSORALib.worker import WorkerClient
 
         folders = [os.environ.get("MEDSORA_TEST_DATA", ""),
                    os.path.join(os.path.dirname(_MODULE_DIR), "Testing", "Data")]
         folder = next((f for f in folders if f and os.path.exists(os.path.join(f, "example_ct_sm.nii.gz"))), None)
         if folder is None:
-            self.delayDisplay("Example CT not found (set MEDSORA_TEST_DATA); phantom test only")
-            return
+            self.skipTest("the example CT was not found (set MEDSORA_TEST_DATA to the repository's Testing/Data)")
         volume = read_volume(os.path.join(folder, "example_ct_sm.nii.gz"))
         ctNode = volume_node_from_volume(volume, "example_ct_sm")
         organsNode = organ_segmentation_from_labelmap_file(

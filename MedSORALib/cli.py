@@ -5,6 +5,11 @@
     medsora rank    "TEXT"                  (text-only organ ranking)
     medsora kb      search "QUERY"          (symptom knowledge base)
     medsora dataset build|stats             (the organ-symptom text dataset)
+    medsora worker                          (JSON lines on stdin/stdout: docs/worker.md)
+    medsora serve   [--volume CT ...]       (the browser page)
+
+Every scoring command scores through :class:`MedSORALib.session.ScoringSession`
+(docs/architecture.md), with the defaults of :class:`~MedSORALib.session.ScoringSettings`.
 
 Errors a user can cause print one line, ``medsora: error: ...``, and exit with
 status 2; nothing is written in that case.

@@ -36,3 +36,7 @@ class ModelError(MedSORAError):
 
 class SymptomError(MedSORAError):
     """A symptom text is empty or unreadable."""
+
+
+class PatientError(MedSORAError):
+    """A patient's age or sex (command line, manifest or DICOM header) cannot be read."""

@@ -235,12 +235,16 @@ def resource_path(*parts: str) -> Path:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, or of every file of a folder (sorted by path) for a DICOM series."""
+    """SHA-256 of a file, or of the regular files directly in a folder (sorted by path) for a DICOM series.
+
+    A folder is not walked below its own files: ITK's series reader reads no deeper, and a folder
+    that is not a series (``/``) is refused by :func:`MedSORALib.validation.check_input_path` first.
+    """
     import hashlib
 
     path = Path(path)
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = sorted(Path(e.path) for e in os.scandir(path) if e.is_file()) if path.is_dir() else [path]
     for file in files:
         with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -267,6 +271,19 @@ def read_jsonl(path: str | os.PathLike) -> list:
             except json.JSONDecodeError as exc:
                 raise InputFileError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
     return rows
+
+
+def require_utf8(text: str, what: str = "the symptom") -> str:
+    """``text`` unchanged when it is valid Unicode; :class:`SymptomError` (one line, the text not echoed) when it
+    holds bytes that were not UTF-8 (Python keeps such command-line bytes as lone surrogates)."""
+    from .errors import SymptomError
+
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SymptomError(f"{what} is not UTF-8 text (a byte that is not UTF-8 at character {exc.start + 1}); "
+                           "give the text in UTF-8") from None
+    return text
 
 
 def read_symptom_file(path: str | os.PathLike) -> list[str]:

@@ -39,8 +39,8 @@ from typing import Mapping
 
 import numpy as np
 
-from .findings import abnormal_findings, contrast_phase, evaluate_findings
-from .measurements import measure_organs
+from .findings import Patient, abnormal_findings, contrast_phase, evaluate_findings
+from .organ_measures import measure_organs
 from .volume_io import Volume
 
 #: Largest share of the remaining headroom (1 - r) an abnormal finding adds, scaled by the text prior.
@@ -49,16 +49,18 @@ FINDING_BOOST = 0.3
 MIN_TEXT_PRIOR = 0.1
 
 
-def image_evidence(volume: Volume, masks: Mapping[str, np.ndarray]) -> dict:
-    """Measurements, contrast phase and findings of a CT's organs.
+def image_evidence(volume: Volume, masks: Mapping[str, np.ndarray], patient: Patient | None = None) -> dict:
+    """Measurements, contrast phase and findings of a CT's organs, against the ranges for ``patient``
+    (age and sex; None: unknown, the adult ranges).
 
     Returns ``{"measurements": {organ: {...}}, "contrast_phase": {...},
-    "findings": {organ: {"findings": [...], "not_assessed": [...]}}}``.
+    "findings": {organ: {"findings": [...], "not_assessed": [...]}}, "patient": {age, sex, source}}``.
     """
+    patient = patient or Patient()
     measurements = measure_organs(volume, masks)
     phase = contrast_phase(measurements)
     return {"measurements": measurements, "contrast_phase": phase,
-            "findings": evaluate_findings(measurements, phase)}
+            "findings": evaluate_findings(measurements, phase, patient), "patient": patient.to_dict()}
 
 
 def finding_boost(relevance: float, text_prior: float, ood_score: float, abnormal: list[dict]) -> tuple[float, str]:

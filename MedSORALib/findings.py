@@ -1,11 +1,10 @@
-"""Contrast phase and findings: organ measurements compared with published adult reference ranges.
+"""Contrast phase and findings: organ measurements compared with cited reference ranges, for this patient.
 
-:data:`REFERENCE_RANGES` is the one table of thresholds MedSORA uses; each row
-names the measurement (:mod:`MedSORALib.measurements`), the threshold, the
-source, the population it was measured in, and how the threshold follows from
-the source (``basis``: stated by the source, or a MedSORA choice derived from
-the source's normal range). A finding states the measurement and the range,
-never a diagnosis: "spleen volume 612 ml; adult upper reference 314.5 ml".
+:data:`~MedSORALib.reference_ranges.REFERENCE_RANGES` is the one table of
+thresholds MedSORA uses (:mod:`MedSORALib.reference_ranges`: measure, source,
+population, basis, and ranges by sex and age). A finding states the
+measurement and the range, never a diagnosis: "spleen volume 612 ml; adult
+upper reference 314.5 ml".
 
 Rules applied to every row:
 
@@ -15,171 +14,33 @@ Rules applied to every row:
   the vessel, since a vessel always runs beyond the scan;
 - attenuation rows (``phase="non-contrast"``) are assessed only when
   :func:`contrast_phase` estimates a non-contrast scan with confidence at least
-  :data:`MIN_PHASE_CONFIDENCE`; otherwise they are listed under ``not_assessed``.
+  :data:`MIN_PHASE_CONFIDENCE`; otherwise they are listed under ``not_assessed``;
+- the patient (:class:`Patient`): a row with ranges by sex or age uses the
+  patient's; when the sex or age it needs is unknown the adult range applies
+  and the finding says so; ``z`` is the z-score against the cited cohort when
+  its mean and SD are published;
+- a row of a pair (kidney length difference) sits on the smaller organ;
+- aortic rows: each applies to the section it names. A cut whose section no
+  landmark places (:mod:`MedSORALib.vessels`) is assessed against the abdominal
+  rows, the stricter thresholds, and the finding states that the section is
+  uncertain; a diameter above every threshold is thus never left unassessed.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Mapping
+
+from .errors import PatientError
+from .patient import Patient
+from .reference_ranges import AORTIC_SECTION_OF_ROW, REFERENCE_RANGES, ReferenceRange, Variant, reference_table
+
+__all__ = ["MIN_PHASE_CONFIDENCE", "PHASES", "Patient", "PatientError", "REFERENCE_RANGES", "ReferenceRange", "Variant",
+           "abnormal_findings", "contrast_phase", "evaluate_findings", "reference_table"]
+
 
 #: Least confidence in a non-contrast phase for attenuation findings (liver fat) to be reported.
 MIN_PHASE_CONFIDENCE = 0.7
 PHASES = ("non-contrast", "arterial", "portal venous", "delayed")
-
-
-@dataclass(frozen=True)
-class ReferenceRange:
-    """One row of the reference-range table (module doc).
-
-    ``organ`` is a structure key; ``measurement`` a key of its measurements (or of
-    ``derived`` values computed by :func:`evaluate_findings`); ``comparison`` is
-    ``">"``, ``">="``, ``"<"`` or ``"<="``: the measurement is abnormal when
-    ``value comparison threshold`` holds.
-    """
-
-    key: str
-    organ: str
-    measurement: str
-    comparison: str
-    threshold: float
-    unit: str
-    label: str
-    reference_text: str
-    kind: str  # "size", "calibre", "attenuation"
-    source: str
-    population: str
-    basis: str
-    phase: str | None = None
-    below: float | None = None  # the row covers values under this bound only (a grade below a stricter row)
-
-    def abnormal(self, value: float) -> bool:
-        hit = {">": value > self.threshold, ">=": value >= self.threshold, "<": value < self.threshold,
-               "<=": value <= self.threshold}[self.comparison]
-        return bool(hit and (self.below is None or value < self.below))
-
-    def to_dict(self) -> dict:
-        return {"measurement": self.measurement, "comparison": self.comparison, "threshold": self.threshold,
-                "unit": self.unit, "range": self.reference_text, "source": self.source,
-                "population": self.population, "basis": self.basis, "phase": self.phase, "below": self.below}
-
-
-_LUGANO = ("Cheson BD et al. Recommendations for initial evaluation, staging, and response assessment of Hodgkin "
-           "and non-Hodgkin lymphoma: the Lugano classification. J Clin Oncol 2014;32:3059-3068")
-_PRASSOPOULOS = ("Prassopoulos P et al. Determination of normal splenic volume on computed tomography in relation "
-                 "to age, gender and body habitus. Eur Radiol 1997;7:246-248")
-_GOSINK = "Gosink BB, Leymaster CE. Ultrasonic determination of hepatomegaly. J Clin Ultrasound 1981;9:37-41"
-_BOYCE = ("Boyce CJ et al. Hepatic steatosis (fatty liver disease) in asymptomatic adults identified by unenhanced "
-          "low-dose CT. AJR 2010;194:623-628")
-_PARK = ("Park SH et al. Macrovesicular hepatic steatosis in living liver donors: use of CT for quantitative and "
-         "qualitative assessment. Radiology 2006;239:105-112")
-_SVS = ("Chaikof EL et al. The Society for Vascular Surgery practice guidelines on the care of patients with an "
-        "abdominal aortic aneurysm. J Vasc Surg 2018;67:2-77")
-_ESVS = ("Wanhainen A et al. European Society for Vascular Surgery (ESVS) 2019 clinical practice guidelines on the "
-         "management of abdominal aorto-iliac artery aneurysms. Eur J Vasc Endovasc Surg 2019;57:8-93")
-_HIRATZKA = ("Hiratzka LF et al. 2010 ACCF/AHA/AATS/ACR/ASA/SCA/SCAI/SIR/STS/SVM guidelines for the diagnosis and "
-             "management of patients with thoracic aortic disease. Circulation 2010;121:e266-e369")
-_JOHNSTON = ("Johnston KW et al. Suggested standards for reporting on arterial aneurysms. J Vasc Surg "
-             "1991;13:452-458")
-_WEINREB = ("Weinreb J, Kumari S, Phillips G, Pochaczevsky R. Portal vein measurements by real-time sonography. "
-            "AJR 1982;139:497-499")
-_RUDSKI = ("Rudski LG et al. Guidelines for the echocardiographic assessment of the right heart in adults. "
-           "J Am Soc Echocardiogr 2010;23:685-713")
-_EMAMIAN = ("Emamian SA et al. Kidney dimensions at sonography: correlation with age, sex, and habitus in 665 adult "
-            "volunteers. AJR 1993;160:83-86")
-_RUMACK = "Rumack CM, Levine D (eds). Diagnostic Ultrasound, 5th ed. Elsevier 2018 (gallbladder chapter)"
-_JOHN = ("John R et al. Normal adrenal gland thickness on computerized tomography in an Asian Indian adult "
-         "population. Indian J Radiol Imaging 2018;28:465-469")
-_MAYO_SMITH = ("Mayo-Smith WW et al. Management of incidental adrenal masses: a white paper of the ACR Incidental "
-               "Findings Committee. J Am Coll Radiol 2017;14:1038-1044")
-_KIPP = ("Kipp JP et al. Normal pancreatic volume in adults is influenced by visceral fat, vertebral body width "
-         "and age. Abdom Radiol 2019;44:958-966")
-
-#: The reference-range table (module doc). Thresholds in the row's unit.
-REFERENCE_RANGES: tuple[ReferenceRange, ...] = (
-    ReferenceRange("splenomegaly_volume", "spleen", "volume_ml", ">", 314.5, "ml", "spleen volume",
-                   "adult normal range 107-314.5 ml", "size", _PRASSOPOULOS,
-                   "140 adults with a normal spleen, CT volumetry", "upper end of the normal range (stated)"),
-    ReferenceRange("splenomegaly_length", "spleen", "length_mm", ">", 130.0, "mm", "spleen craniocaudal length",
-                   "splenomegaly above 130 mm vertical length", "size", _LUGANO,
-                   "adults with lymphoma (staging criterion)", "threshold stated (vertical length > 13 cm)"),
-    ReferenceRange("hepatomegaly", "liver", "length_mm", ">", 155.0, "mm", "liver craniocaudal length",
-                   "hepatomegaly above 155 mm", "size", _GOSINK,
-                   "adults, ultrasound midclavicular length",
-                   "threshold stated (> 15.5 cm); applied to the whole-liver craniocaudal extent, which can exceed "
-                   "the midclavicular length"),
-    ReferenceRange("steatosis_attenuation", "liver", "median_hu", "<=", 40.0, "HU", "unenhanced liver attenuation",
-                   "at or below 40 HU: moderate-to-severe steatosis range", "attenuation", _BOYCE,
-                   "asymptomatic adults, unenhanced low-dose CT", "threshold stated (<= 40 HU)",
-                   phase="non-contrast"),
-    ReferenceRange("steatosis_liver_minus_spleen", "liver", "liver_minus_spleen_hu", "<", -10.0, "HU",
-                   "unenhanced liver minus spleen attenuation", "below -10 HU: steatosis range", "attenuation",
-                   _PARK, "living liver donors, unenhanced CT against biopsy",
-                   "threshold stated (liver - spleen < -10 HU for >= 30 % macrovesicular steatosis)",
-                   phase="non-contrast"),
-    ReferenceRange("abdominal_aortic_aneurysm", "aorta", "abdominal_perpendicular_diameter_mm", ">=", 30.0, "mm",
-                   "abdominal aortic diameter", "aneurysm at 30 mm or more", "calibre", _SVS,
-                   "adults; diameter perpendicular to the centreline", "threshold stated (>= 3.0 cm)"),
-    ReferenceRange("abdominal_aortic_dilatation", "aorta", "abdominal_perpendicular_diameter_mm", ">=", 25.0, "mm",
-                   "abdominal aortic diameter", "sub-aneurysmal dilatation 25-29 mm", "calibre", _ESVS,
-                   "adults", "threshold stated (25-29 mm sub-aneurysmal dilatation)", below=30.0),
-    ReferenceRange("thoracic_aortic_aneurysm", "aorta", "thoracic_perpendicular_diameter_mm", ">=", 45.0, "mm",
-                   "descending thoracic aortic diameter", "aneurysm at 45 mm or more (1.5 x 30 mm)", "calibre",
-                   _JOHNSTON, "adults (definition of aneurysm: >= 1.5 x the expected normal diameter)",
-                   "MedSORA choice: 1.5 x the 30 mm upper normal mid-descending diameter of Hiratzka 2010"),
-    ReferenceRange("thoracic_aortic_dilatation", "aorta", "thoracic_perpendicular_diameter_mm", ">", 30.0, "mm",
-                   "descending thoracic aortic diameter", "adult normal up to about 30 mm", "calibre", _HIRATZKA,
-                   "adults, CT (normal mid-descending thoracic aorta 2.39-2.98 cm)",
-                   "MedSORA choice: the upper end of the stated normal range, rounded", below=45.0),
-    ReferenceRange("dilated_portal_vein", "portal_vein_and_splenic_vein", "portal_median_perpendicular_diameter_mm",
-                   ">", 13.0, "mm", "median portal vein diameter along its course", "adult upper reference 13 mm", "calibre", _WEINREB,
-                   "adults, ultrasound (portal hypertension threshold)", "threshold stated (> 13 mm)"),
-    ReferenceRange("dilated_ivc", "inferior_vena_cava", "median_perpendicular_diameter_mm", ">", 21.0, "mm",
-                   "median inferior vena cava diameter along its course", "adult upper reference 21 mm", "calibre", _RUDSKI,
-                   "adults, echocardiography (IVC near the right atrium)",
-                   "threshold stated (<= 2.1 cm normal); applied to the median short-axis diameter on CT"),
-    ReferenceRange("small_kidney_right", "kidney_right", "max_diameter_mm", "<", 90.0, "mm", "right kidney length",
-                   "adult normal about 100-120 mm; small below 90 mm", "size", _EMAMIAN,
-                   "665 adult volunteers, ultrasound (mean length about 11 cm)",
-                   "MedSORA choice: about 2 cm below the cited mean length"),
-    ReferenceRange("small_kidney_left", "kidney_left", "max_diameter_mm", "<", 90.0, "mm", "left kidney length",
-                   "adult normal about 100-120 mm; small below 90 mm", "size", _EMAMIAN,
-                   "665 adult volunteers, ultrasound (mean length about 11 cm)",
-                   "MedSORA choice: about 2 cm below the cited mean length"),
-    ReferenceRange("large_kidney_right", "kidney_right", "max_diameter_mm", ">", 130.0, "mm", "right kidney length",
-                   "adult normal about 100-120 mm; large above 130 mm", "size", _EMAMIAN,
-                   "665 adult volunteers, ultrasound (mean length about 11 cm)",
-                   "MedSORA choice: about 2 cm above the cited mean length"),
-    ReferenceRange("large_kidney_left", "kidney_left", "max_diameter_mm", ">", 130.0, "mm", "left kidney length",
-                   "adult normal about 100-120 mm; large above 130 mm", "size", _EMAMIAN,
-                   "665 adult volunteers, ultrasound (mean length about 11 cm)",
-                   "MedSORA choice: about 2 cm above the cited mean length"),
-    ReferenceRange("kidney_asymmetry", "kidney_right", "kidney_length_difference_mm", ">", 20.0, "mm",
-                   "right-left kidney length difference", "difference above 20 mm", "size", _EMAMIAN,
-                   "665 adult volunteers, ultrasound",
-                   "MedSORA choice: 20 mm, twice the difference usually seen between normal kidneys"),
-    ReferenceRange("gallbladder_distension", "gallbladder", "perpendicular_diameter_mm", ">", 40.0, "mm",
-                   "gallbladder transverse diameter", "distension above 40 mm", "size", _RUMACK,
-                   "adults, ultrasound", "threshold stated (transverse diameter > 4 cm)"),
-    ReferenceRange("adrenal_thickening_right", "adrenal_gland_right", "thickness_mm", ">", 12.6, "mm",
-                   "right adrenal thickness", "adult body 7.2 +/- 1.8 mm; above 12.6 mm", "size", _JOHN,
-                   "586 adults, CT", "MedSORA choice: left body mean + 2 SD (8.8 + 2 x 1.9 mm); an adrenal "
-                   "mass is 10 mm or more (Mayo-Smith 2017)"),
-    ReferenceRange("adrenal_thickening_left", "adrenal_gland_left", "thickness_mm", ">", 12.6, "mm",
-                   "left adrenal thickness", "adult body 8.8 +/- 1.9 mm; above 12.6 mm", "size", _JOHN,
-                   "586 adults, CT", "MedSORA choice: left body mean + 2 SD (8.8 + 2 x 1.9 mm); an adrenal "
-                   "mass is 10 mm or more (Mayo-Smith 2017)"),
-    ReferenceRange("pancreatic_atrophy", "pancreas", "volume_ml", "<", 34.5, "ml", "pancreas volume",
-                   "adult 77.9 +/- 21.7 ml; below 34.5 ml (mean - 2 SD)", "size", _KIPP,
-                   "204 adults without pancreatic disease, CT volumetry",
-                   "MedSORA choice: mean - 2 SD of the cited cohort"),
-)
-
-
-def reference_table() -> list[dict]:
-    """The reference-range table as rows of plain values (docs/measurements.md, JSON, Slicer)."""
-    return [{"key": r.key, "organ": r.organ, **r.to_dict(), "label": r.label, "kind": r.kind}
-            for r in REFERENCE_RANGES]
 
 
 # -- contrast phase ----------------------------------------------------------------------------------
@@ -247,7 +108,14 @@ def contrast_phase(measurements: Mapping[str, dict]) -> dict:
             "probabilities": {k: round(v, 4) for k, v in probs.items()}, "hu_used": used, "rule": rule}
 
 
+
 # -- findings ------------------------------------------------------------------------------------------
+
+def _smaller(pair: tuple[str, str], measurements: Mapping[str, dict]) -> str:
+    """The organ of the pair with the shorter pole-to-pole length (the first when equal or unmeasured)."""
+    a, b = (measurements.get(k, {}).get("max_diameter_mm") for k in pair)
+    return pair[1] if a is not None and b is not None and b < a else pair[0]
+
 
 def _derived(measurements: Mapping[str, dict]) -> dict[str, dict]:
     """Values computed from two organs, attached to the organ of their row."""
@@ -257,9 +125,10 @@ def _derived(measurements: Mapping[str, dict]) -> dict[str, dict]:
         out.setdefault("liver", {})["liver_minus_spleen_hu"] = round(liver["median_hu"] - spleen["median_hu"], 1)
     right, left = measurements.get("kidney_right"), measurements.get("kidney_left")
     if right and left:
-        out.setdefault("kidney_right", {})["kidney_length_difference_mm"] = round(
+        small = _smaller(("kidney_right", "kidney_left"), measurements)
+        out.setdefault(small, {})["kidney_length_difference_mm"] = round(
             abs(right["max_diameter_mm"] - left["max_diameter_mm"]), 2)
-        out["kidney_right"]["_partial"] = bool(right.get("partially_imaged") or left.get("partially_imaged"))
+        out[small]["_partial"] = bool(right.get("partially_imaged") or left.get("partially_imaged"))
     return out
 
 
@@ -267,40 +136,110 @@ def _format(value: float, unit: str) -> str:
     return f"{value:.0f} {unit}" if unit == "ml" else f"{value:.1f} {unit}"
 
 
-def evaluate_findings(measurements: Mapping[str, dict], phase: Mapping | None = None) -> dict[str, dict]:
-    """Compare measurements with :data:`REFERENCE_RANGES` (module doc).
+def _patient_range(row: ReferenceRange, patient: Patient):
+    """(threshold, reference text, variant or None, note) for this patient; threshold None: not assessable."""
+    for variant in row.variants:
+        if variant.matches(patient.age, patient.sex):
+            return variant.threshold, variant.reference_text, variant, f"range for {variant.group}"
+    unknown = sorted(n for n in row.needs if getattr(patient, n) is None)
+    if unknown:
+        note = f"{' and '.join(unknown)} unknown: adult range"
+    elif row.needs:
+        note = "adult range (no range for this patient's group)"
+    else:
+        note = ""
+    return row.threshold, row.reference_text, None, note
+
+
+def _aortic_value(row: ReferenceRange, organ: Mapping) -> tuple[float | None, bool]:
+    """The value an aortic row assesses and whether it came from a cut of uncertain section (module doc)."""
+    value = organ.get(row.measurement)
+    if AORTIC_SECTION_OF_ROW.get(row.key) != "abdominal":
+        return value, False
+    uncertain = organ.get(row.measurement.replace("abdominal_", "uncertain_", 1))
+    if uncertain is not None and (value is None or uncertain > value):
+        return uncertain, True
+    return value, False
+
+
+def _uncertain_text(organ: Mapping) -> str:
+    landmark = organ.get("section_landmark")
+    why = (f"between the levels set by the {landmark}" if landmark
+           else "no landmark in the segmentation places the aortic hiatus")
+    return f" (section uncertain: {why}; assessed against the stricter abdominal threshold)"
+
+
+def _pair_text(row: ReferenceRange, organ_key: str, measurements: Mapping[str, dict], value: float) -> str:
+    sides = {k: k.rsplit("_", 1)[1] for k in row.pair}
+    other = next(k for k in row.pair if k != organ_key)
+    return (f"{sides[organ_key]} kidney {_format(value, row.unit)} shorter than the {sides[other]} "
+            f"({measurements[organ_key]['max_diameter_mm']:.1f} vs {measurements[other]['max_diameter_mm']:.1f} mm)")
+
+
+def evaluate_findings(measurements: Mapping[str, dict], phase: Mapping | None = None,
+                      patient: Patient | None = None) -> dict[str, dict]:
+    """Compare measurements with the reference ranges for ``patient`` (module doc; unknown patient: adult).
 
     Returns, per organ present, ``{"findings": [...], "not_assessed": [...]}``; a finding is
-    ``{key, abnormal, value, unit, measurement, text, reference}``.
+    ``{key, abnormal, value, unit, measurement, text, reference, threshold, patient_range, z}``.
     """
     phase = phase or {}
+    patient = patient or Patient()
     unenhanced = phase.get("phase") == "non-contrast" and float(phase.get("confidence", 0.0)) >= MIN_PHASE_CONFIDENCE
     derived = _derived(measurements)
     out: dict[str, dict] = {k: {"findings": [], "not_assessed": []} for k in measurements}
     for row in REFERENCE_RANGES:
-        organ = measurements.get(row.organ)
+        key = _smaller(row.pair, measurements) if row.pair else row.organ
+        organ = measurements.get(key)
         if organ is None:
             continue
-        extra = derived.get(row.organ, {})
-        value = organ.get(row.measurement, extra.get(row.measurement))
+        extra = derived.get(key, {})
+        uncertain = False
+        if row.organ == "aorta":
+            value, uncertain = _aortic_value(row, organ)
+        else:
+            value = organ.get(row.measurement, extra.get(row.measurement))
         if value is None:
-            out[row.organ]["not_assessed"].append({"key": row.key, "reason": f"no {row.measurement} measured"})
+            reason = f"no {row.measurement} measured"
+            if row.organ == "aorta":
+                reason = (f"no cut of the aorta placed in its {AORTIC_SECTION_OF_ROW[row.key]} section"
+                          + ("" if organ.get("section_landmark") else
+                             " (section uncertain: its cuts were assessed against the abdominal rows)"))
+            out[key]["not_assessed"].append({"key": row.key, "reason": reason})
             continue
         partial = extra.get("_partial", False) if row.measurement in extra else organ.get("partially_imaged")
         if row.kind == "size" and partial:
-            out[row.organ]["not_assessed"].append(
+            out[key]["not_assessed"].append(
                 {"key": row.key, "reason": "partially imaged: the organ touches the first or last slice"})
             continue
         if row.phase == "non-contrast" and not unenhanced:
-            out[row.organ]["not_assessed"].append(
+            out[key]["not_assessed"].append(
                 {"key": row.key, "reason": f"needs an unenhanced scan; phase {phase.get('phase', 'unknown')} "
                                            f"(confidence {float(phase.get('confidence', 0.0)):.2f})"})
             continue
-        abnormal = row.abnormal(float(value))
-        text = f"{row.label} {_format(float(value), row.unit)}; {row.reference_text}"
-        out[row.organ]["findings"].append({
-            "key": row.key, "abnormal": bool(abnormal), "value": round(float(value), 2), "unit": row.unit,
-            "measurement": row.measurement, "text": text, "reference": row.to_dict()})
+        threshold, reference_text, variant, note = _patient_range(row, patient)
+        if threshold is None:
+            out[key]["not_assessed"].append(
+                {"key": row.key, "reason": f"{note.split(':')[0]}: this row needs the patient's "
+                                           f"{' and '.join(sorted(row.needs))}; the adult rows apply"})
+            continue
+        value = float(value)
+        mean, sd = (variant.mean, variant.sd) if variant is not None else (row.mean, row.sd)
+        z = None if mean is None or not sd else round((value - mean) / sd, 2)
+        label = _pair_text(row, key, measurements, value) if row.pair else \
+            f"{row.label}{_uncertain_text(organ) if uncertain else ''} {_format(value, row.unit)}"
+        text = f"{label}; {reference_text}" + (f"; {note}" if note else "") + (f"; z = {z:+.1f}" if z is not None
+                                                                              else "")
+        reference = row.to_dict()
+        if variant is not None:
+            reference.update(threshold=threshold, range=reference_text, source=variant.source,
+                             population=variant.population, basis=variant.basis, mean=mean, sd=sd,
+                             z_source=variant.source if sd else None)
+        out[key]["findings"].append({
+            "key": row.key, "abnormal": row.abnormal(value, threshold), "value": round(value, 2), "unit": row.unit,
+            "measurement": row.measurement.replace("abdominal_", "uncertain_", 1) if uncertain else row.measurement,
+            "text": text, "reference": reference, "threshold": threshold, "patient_range": note or "adult range",
+            "section_uncertain": uncertain, "z": z})
     return out
 
 

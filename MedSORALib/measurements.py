@@ -27,26 +27,23 @@ gives the same numbers up to its voxel size. For each organ present:
   ``in_plane`` for the edge of the field of view). Its size measurements
   describe the imaged part only and give no size finding.
 
-Vessels (aorta, inferior vena cava, portal/splenic vein) also get the largest
-diameter perpendicular to their centreline (:func:`vessel_diameters`):
-``perpendicular_diameter_mm`` with where along the vessel it lies
-(``diameter_position_mm`` from the vessel's cranial end, ``diameter_ras``);
-the aorta split into its thoracic and abdominal parts, the portal/splenic
-label into the portal vein (right of the inferior vena cava's centre, else of
-the aorta's) and the splenic vein. The gallbladder gets the same largest
-diameter perpendicular to its long axis (its transverse diameter).
+Vessels (aorta, inferior vena cava, portal/splenic vein) also get their
+diameters perpendicular to the centreline, short and major axis
+(:func:`MedSORALib.vessels.vessel_diameters`): the aorta per section
+(thoracic, abdominal, or uncertain when no landmark places the hiatus), the
+portal/splenic label split into the portal vein (right of the inferior vena
+cava's centre, else of the aorta's) and the splenic vein. The gallbladder gets
+the same diameters across its long axis (its transverse diameter).
 
 :func:`measure_organs` measures every organ; :func:`left_right` gives the
 left/right differences of the kidneys and adrenal glands.
 """
 from __future__ import annotations
 
-from typing import Mapping
 
 import numpy as np
 from scipy import ndimage
 
-from . import organs
 from .volume_io import Volume
 
 #: Fewest eroded voxels used for HU statistics; below it the whole mask is used.
@@ -344,128 +341,6 @@ def organ_measurements(volume: Volume, mask: np.ndarray, touches: list[str] | No
     return out
 
 
-# -- vessels -------------------------------------------------------------------------------------
-
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cross product of two 3-vectors (numpy's formula, without its per-call overhead)."""
-    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
-
-
-def _cross_section(volume: Volume, mask: np.ndarray, centre: np.ndarray, normal: np.ndarray, reach: float):
-    """Major and minor Feret diameters (mm) of the vessel section through ``centre`` perpendicular to ``normal``."""
-    normal = normal / np.linalg.norm(normal)
-    helper = np.array([1.0, 0.0, 0.0]) if abs(normal[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    u = _cross(normal, helper)
-    u /= np.linalg.norm(u)
-    v = _cross(normal, u)
-    step = float(volume.spacing.min()) / 2.0
-    n = int(np.ceil(reach / step))
-    coords = np.arange(-n, n + 1) * step
-    world = centre + coords[:, None, None] * u + coords[None, :, None] * v
-    index = np.rint(volume.ras_to_index(world)).astype(int)
-    inside = np.all((index >= 0) & (index < np.asarray(mask.shape)), axis=-1)
-    plane = np.zeros((len(coords), len(coords)), dtype=bool)
-    plane[inside] = mask[tuple(index[inside].T)]
-    if not plane[n, n]:
-        return None
-    labels, _ = ndimage.label(plane)
-    region = labels == labels[n, n]
-    if region[0, :].any() or region[-1, :].any() or region[:, 0].any() or region[:, -1].any():
-        return None  # the section leaves the sampled square: the plane runs along the vessel
-    (rows,), first, last = _row_extremes(region)
-    square = _SQUARE * step
-    corners = np.concatenate([np.stack([rows, first], 1)[:, None, :] * step + square[None, [0, 2]],
-                              np.stack([rows, last], 1)[:, None, :] * step + square[None, [1, 3]]], axis=1)
-    major, minor, _ = _feret_2d(corners.reshape(-1, 2))
-    return major, minor
-
-
-def _centreline(volume: Volume, mask: np.ndarray):
-    """Ordered centre points (N, 3) of a tubular mask: centroids of slabs across its main axis, per connected piece.
-
-    Returns (centres, order_mm, axis): ``order_mm`` is each centre's distance from the
-    vessel's cranial end along the main axis.
-    """
-    idx = np.argwhere(mask)
-    points = volume.index_to_ras(idx)
-    centred = points - points.mean(0)
-    _, vectors = np.linalg.eigh(centred.T @ centred)
-    axis = vectors[:, -1]
-    if axis[2] < 0:
-        axis = -axis  # pointing cranially
-    proj = points @ axis
-    slab = max(float(volume.spacing.max()), 2.0)
-    bins = np.floor((proj.max() - proj) / slab).astype(int)  # 0 at the cranial end
-    centres, orders = [], []
-    grid = np.zeros(mask.shape, dtype=bool)
-    for b in np.unique(bins):
-        members = idx[bins == b]
-        grid[tuple(members.T)] = True
-        lo = members.min(0)
-        hi = members.max(0) + 1
-        box = tuple(slice(x, y) for x, y in zip(lo, hi))
-        labels, count = ndimage.label(grid[box], structure=np.ones((3, 3, 3)))
-        grid[tuple(members.T)] = False
-        local = members - lo
-        ids = labels[tuple(local.T)]
-        for piece in range(1, count + 1):
-            sel = members[ids == piece]
-            if len(sel) < 3:
-                continue
-            world = volume.index_to_ras(sel)
-            centres.append(world.mean(0))
-            orders.append(float(proj.max() - world.mean(0) @ axis))
-    return np.array(centres), np.array(orders), axis
-
-
-def vessel_profile(volume: Volume, mask: np.ndarray, distances=None) -> list[dict]:
-    """Perpendicular cross-sections along a vessel: position, centre, diameters (minor, major) in mm
-    (``distances``: the mask's :func:`distance_map` when already computed)."""
-    mask = np.asarray(mask, dtype=bool)
-    if mask.sum() < 8:
-        return []
-    centres, orders, axis = _centreline(volume, mask)
-    if len(centres) == 0:
-        return []
-    dist, box, lo = distance_map(mask, volume) if distances is None else distances
-    span = 10.0  # mm on either side used for the local direction of the centreline
-    profile = []
-    for c, order in zip(centres, orders):
-        near_index = np.rint(volume.ras_to_index(c)).astype(int)
-        # The centre must lie in the vessel: otherwise use the deepest mask voxel of this slab piece.
-        if not (np.all(near_index >= 0) and np.all(near_index < mask.shape) and mask[tuple(near_index)]):
-            continue
-        before = centres[(orders < order - 0.5 * span) & (orders >= order - 1.5 * span)]
-        after = centres[(orders > order + 0.5 * span) & (orders <= order + 1.5 * span)]
-
-        def closest(group):
-            return group[np.argmin(((group - c) ** 2).sum(1))] if len(group) else c
-
-        tangent = closest(before) - closest(after)
-        if np.linalg.norm(tangent) < 1e-6:
-            tangent = axis
-        local = near_index - lo
-        radius = float(dist[tuple(local)]) if np.all(local >= 0) and np.all(local < dist.shape) else 5.0
-        reach = min(max(4.0 * radius, 25.0), 120.0)
-        section = _cross_section(volume, mask, c, tangent, reach)
-        if section is None:
-            continue
-        profile.append({"position_mm": order, "centre": c, "major_mm": section[0], "minor_mm": section[1]})
-    return profile
-
-
-def _largest(profile: list[dict], prefix: str = "") -> dict:
-    if not profile:
-        return {}
-    best = max(profile, key=lambda p: p["minor_mm"])
-    return {f"{prefix}perpendicular_diameter_mm": _round(best["minor_mm"]),
-            f"{prefix}median_perpendicular_diameter_mm": _round(np.median([p["minor_mm"] for p in profile])),
-            f"{prefix}cross_sections": len(profile),
-            f"{prefix}perpendicular_major_diameter_mm": _round(best["major_mm"]),
-            f"{prefix}diameter_position_mm": _round(best["position_mm"], 1),
-            f"{prefix}diameter_ras": _round(best["centre"], 1)}
-
-
 def crop_to_organ(volume: Volume, mask: np.ndarray) -> tuple[Volume, np.ndarray, list[str]]:
     """The CT and mask cut to the organ's bounding box (same world positions), and the scan edges it touches."""
     shape = mask.shape
@@ -488,119 +363,3 @@ def crop_to_organ(volume: Volume, mask: np.ndarray) -> tuple[Volume, np.ndarray,
     affine = volume.affine.copy()
     affine[:3, 3] = volume.affine[:3, :3] @ np.asarray(lo, dtype=np.float64) + volume.affine[:3, 3]
     return Volume(volume.array[box], affine, volume.source), mask[box].copy(), touches  # not a view: frees the grid
-
-
-def hiatus_level(volume: Volume, masks: Mapping[str, np.ndarray]) -> float | None:
-    """RAS z (mm) taken as the aortic hiatus: the top of the adrenal glands, else of the kidneys.
-
-    The adrenal glands and the upper renal poles lie at about the twelfth thoracic
-    vertebra, the level of the aortic hiatus; the aorta above it is thoracic.
-    """
-    for group in (("adrenal_gland_right", "adrenal_gland_left"), ("kidney_right", "kidney_left")):
-        tops = []
-        for key in group:
-            m = masks.get(key)
-            if m is not None and np.any(m):
-                ks = np.argwhere(m)
-                tops.append(float(volume.index_to_ras(ks)[:, 2].max()))
-        if tops:
-            return max(tops)
-    return None
-
-
-_UNSET = object()
-
-
-def _split_x(volume: Volume, masks: Mapping[str, np.ndarray]) -> float | None:
-    """RAS x (mm) dividing the portal vein (right) from the splenic vein: the IVC's centre, else the aorta's."""
-    reference = next((masks[k] for k in ("inferior_vena_cava", "aorta") if k in masks and np.any(masks[k])), None)
-    return None if reference is None else float(volume.index_to_ras(np.argwhere(reference))[:, 0].mean())
-
-
-def vessel_diameters(volume: Volume, masks: Mapping[str, np.ndarray], key: str, *, hiatus_z=_UNSET,
-                     split_x=_UNSET, distances=None) -> dict:
-    """Largest perpendicular diameters of a vessel (module doc), with where they lie.
-
-    ``hiatus_z`` and ``split_x`` (aortic hiatus level, portal/splenic division) are computed from
-    ``masks`` unless given; ``distances`` is the :func:`distance_map` of ``masks[key]`` when already computed.
-    """
-    mask = np.asarray(masks[key], dtype=bool)
-    out: dict = {}
-    if key == "portal_vein_and_splenic_vein":
-        # The main portal vein runs to the right of the confluence, in front of the inferior vena cava.
-        x_split = _split_x(volume, masks) if split_x is _UNSET else split_x
-        idx = np.argwhere(mask)
-        if x_split is not None:
-            right = volume.index_to_ras(idx)[:, 0] > x_split
-            portal = np.zeros_like(mask)
-            portal[tuple(idx[right].T)] = True
-            splenic = np.zeros_like(mask)
-            splenic[tuple(idx[~right].T)] = True
-            out.update(_largest(vessel_profile(volume, portal), "portal_"))
-            out.update(_largest(vessel_profile(volume, splenic), "splenic_"))
-            out["portal_split_x_mm"] = _round(x_split, 1)
-        out.update(_largest(vessel_profile(volume, mask, distances)))
-        return out
-    profile = vessel_profile(volume, mask, distances)
-    out.update(_largest(profile))
-    if key == "gallbladder":
-        return out
-    if key == "aorta":
-        level = hiatus_level(volume, masks) if hiatus_z is _UNSET else hiatus_z
-        out["hiatus_z_mm"] = _round(level, 1)
-        if level is not None:
-            out.update(_largest([p for p in profile if p["centre"][2] <= level], "abdominal_"))
-            out.update(_largest([p for p in profile if p["centre"][2] > level], "thoracic_"))
-    return out
-
-
-def left_right(measurements: Mapping[str, dict]) -> dict:
-    """Right minus left differences of kidneys and adrenal glands (length, volume, thickness, mean HU)."""
-    out = {}
-    for name, right, left in PAIRS:
-        if right not in measurements or left not in measurements:
-            continue
-        r, l = measurements[right], measurements[left]
-        entry = {}
-        for field in ("max_diameter_mm", "volume_ml", "thickness_mm", "mean_hu"):
-            if r.get(field) is not None and l.get(field) is not None:
-                entry[f"{field}_difference"] = _round(r[field] - l[field], 2)
-        if r.get("volume_ml") and l.get("volume_ml"):
-            entry["volume_ratio_small_to_large"] = _round(min(r["volume_ml"], l["volume_ml"])
-                                                          / max(r["volume_ml"], l["volume_ml"]), 3)
-        entry["partially_imaged"] = bool(r.get("partially_imaged") or l.get("partially_imaged"))
-        out[name] = entry
-    return out
-
-
-def measure_organs(volume: Volume, masks: Mapping[str, np.ndarray]) -> dict[str, dict]:
-    """Measurements of every organ present in ``masks`` (module doc), keyed by structure, in catalog order."""
-    # Each organ is measured on its bounding box: the same world positions, far fewer voxels to scan. One
-    # full-grid mask at a time (a label map's masks are made on demand; each is 79 MB on a 512 x 512 x 300 CT).
-    crops = {}
-    for key in organs.structures_present(masks):
-        mask = np.asarray(masks[key], dtype=bool)
-        if mask.any():
-            crops[key] = crop_to_organ(volume, mask)
-        del mask
-    hiatus = None
-    for group in (("adrenal_gland_right", "adrenal_gland_left"), ("kidney_right", "kidney_left")):
-        tops = [hiatus_level(crops[k][0], {k: crops[k][1]}) for k in group if k in crops]
-        if tops:
-            hiatus = max(tops)
-            break
-    reference = next((k for k in ("inferior_vena_cava", "aorta") if k in crops), None)
-    split = None if reference is None else _split_x(crops[reference][0], {reference: crops[reference][1]})
-    out = {}
-    for key, (sub, submask, touches) in crops.items():
-        distances = distance_map(submask, sub)  # shared by the HU statistics, the thickness and the vessel profile
-        out[key] = organ_measurements(sub, submask, touches=touches, distances=distances)
-        if key in VESSELS or key == "gallbladder":
-            out[key].update(vessel_diameters(sub, {key: submask}, key, hiatus_z=hiatus, split_x=split,
-                                             distances=distances))
-    pairs = left_right(out)
-    for name, right, left in PAIRS:
-        if name in pairs:
-            out[right]["left_right"] = pairs[name]
-            out[left]["left_right"] = pairs[name]
-    return out

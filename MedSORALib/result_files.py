@@ -25,6 +25,9 @@ For an output prefix ``PREFIX``:
   contrast phase and abnormal findings below.
 - ``PREFIX_seg.dcm`` (``dicom_seg=True``, DICOM series input): a DICOM
   Segmentation referencing the source series (highdicom).
+- ``PREFIX_sr.dcm`` (``dicom_sr=True``, DICOM series input, with the SEG): a
+  TID 1500 Measurement Report referencing the series and the SEG's segments
+  (:mod:`MedSORALib.dicom_sr`).
 
 Every file is written to a temporary name; the set of a symptom is renamed
 together once all its files are written, the JSON last (a completion marker).
@@ -83,6 +86,7 @@ def write_result_files(
     inputs: Mapping[str, dict] | None = None,
     preview: bool = False,
     dicom_series: str | Path | None = None,
+    dicom_sr: bool = False,
 ) -> dict[str, Path]:
     """Write the files of one scored symptom (module doc); returns kind -> path.
 
@@ -93,6 +97,7 @@ def write_result_files(
         inputs: description of the input files for the JSON (path, sha256, ...).
         preview: also write the PNG preview.
         dicom_series: the source DICOM folder, to write a DICOM SEG referencing it.
+        dicom_sr: with ``dicom_series``, also write the DICOM SR of the measurements and findings.
     """
     prefix = Path(prefix)
     files: dict[str, Path] = {}
@@ -103,8 +108,14 @@ def write_result_files(
     if preview:
         files["preview"] = write_best_preview(prefix.with_name(prefix.name + ".png"), result, volume, scored)
     if dicom_series is not None:
+        built: dict = {}
         files["dicom_seg"] = write_dicom_seg(prefix.with_name(prefix.name + "_seg.dcm"), result, volume, scored,
-                                             dicom_series)
+                                             dicom_series, built=built)
+        if dicom_sr:
+            from .dicom_sr import write_dicom_sr
+
+            files["dicom_sr"] = write_dicom_sr(prefix.with_name(prefix.name + "_sr.dcm"), result, built["datasets"],
+                                               built["seg"])
     payload = result.to_dict()
     payload["relevance_colormap"] = RELEVANCE_COLORMAP
     payload["inputs"] = dict(inputs or {})
@@ -130,9 +141,23 @@ def write_best_preview(path: Path, result: SymptomResult, volume: Volume, masks:
 
 
 def write_dicom_seg(
-    path: Path, result: SymptomResult, volume: Volume, masks: Mapping[str, np.ndarray], dicom_series: str | Path
+    path: Path, result: SymptomResult, volume: Volume, masks: Mapping[str, np.ndarray], dicom_series: str | Path,
+    built: dict | None = None,
 ) -> Path:
-    """A DICOM Segmentation (binary, one segment per organ) referencing the source CT series.
+    """Write :func:`build_dicom_seg` to ``path``; ``built``, when given, receives the ``seg`` and the series'
+    ``datasets`` (for the SR that references them)."""
+    seg, datasets = build_dicom_seg(result, volume, masks, dicom_series)
+    if built is not None:
+        built.update(seg=seg, datasets=datasets)
+    with atomic_target(path) as tmp:
+        seg.save_as(str(tmp))
+    return path
+
+
+def build_dicom_seg(result: SymptomResult, volume: Volume, masks: Mapping[str, np.ndarray],
+                    dicom_series: str | Path):
+    """A DICOM Segmentation (binary, one segment per organ, in ``result.organs`` order) referencing the
+    source CT series, and the series' datasets (read once, for the SR).
 
     The masks are on the grid of ``volume``, which was read from ``dicom_series``:
     each source slice is matched to the volume slice at its position.
@@ -203,6 +228,4 @@ def write_dicom_seg(
         device_serial_number="0",
         series_description=f"MedSORA: {result.symptom}"[:64],
     )
-    with atomic_target(path) as tmp:
-        seg.save_as(str(tmp))
-    return path
+    return seg, datasets

@@ -75,9 +75,9 @@ def segment_name(key: str) -> str:
     return name[:1].upper() + name[1:]
 
 
-def score_text(value: float) -> str:
-    """A score as tag text, :data:`SCORE_DECIMALS` decimals; ``""`` for NaN (not computed)."""
-    return "" if math.isnan(value) else f"{value:.{SCORE_DECIMALS}f}"
+def score_text(value: float | None) -> str:
+    """A score as tag text, :data:`SCORE_DECIMALS` decimals; ``""`` for None or NaN (not computed)."""
+    return "" if value is None or math.isnan(value) else f"{value:.{SCORE_DECIMALS}f}"
 
 
 def flag_text(value: bool) -> str:

@@ -1,4 +1,4 @@
-"""Scoring a CT for symptoms: the one entry behind the CLI, the batch runner and the Slicer module.
+"""Scoring a CT for symptoms: the results, the fusion formula and the steps a scoring session chains.
 
 For each symptom and each organ present in the masks, MedSORA reports:
 
@@ -27,15 +27,21 @@ the symptom points to by a bounded amount, weighted by the probability that the
 symptom is abdominal (``finding_boost``, with ``why``); never for an organ whose
 text prior is near zero, and never enough to make an out-of-domain symptom relevant.
 
-The organs of a volume are cropped and encoded once (:func:`encode_volume`),
-however many symptoms are scored against them.
+A CT's organs are checked and measured once (:func:`prepare_case`) and, when
+the image weight is above 0, cropped and encoded once (:func:`encode_case`),
+however many symptoms are scored against them. With the image weight at 0 (the
+default) the image model does no work and ``image_score`` is None.
+
+:class:`MedSORALib.session.ScoringSession` chains these steps for every front
+door (``score``, the worker, ``batch``, ``serve``, the Slicer panel).
 """
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -51,6 +57,10 @@ IMAGE_TAU = 0.1
 #: model never saw the fused ranking was no better than the text prior alone (README, "Model card";
 #: ``Training/evaluate_fusion.py``). ``image_weight`` > 0 turns the image term on.
 IMAGE_WEIGHT = 0.0
+#: The weight a front door uses when the image model is switched on without a weight (the Slicer panel's "Use
+#: the image model" box): 0.25, the fused weight evaluated in README's fusion table
+#: (``Training/evaluate_fusion.py``); our choice, not a tuned optimum.
+IMAGE_WEIGHT_ON = 0.25
 #: Longest symptom text accepted, in characters.
 MAX_SYMPTOM_CHARS = 2000
 
@@ -59,13 +69,16 @@ Progress = Callable[[float, str], None]
 
 @dataclass
 class OrganScore:
-    """Scores of one organ for one symptom (``voxels`` and ``volume_ml`` describe its mask)."""
+    """Scores of one organ for one symptom (``voxels`` and ``volume_ml`` describe its mask).
+
+    ``image_score`` is None when the image term was not computed (image weight 0).
+    """
 
     key: str
     display_name: str
     relevance: float
     text_prior: float
-    image_score: float
+    image_score: float | None
     voxels: int
     volume_ml: float
     finding_boost: float = 0.0
@@ -75,12 +88,13 @@ class OrganScore:
     findings_not_assessed: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The JSON form of ``PREFIX.json``'s organ rows (inverse: :meth:`from_dict`)."""
         return {
             "name": self.key,
             "display_name": self.display_name,
             "relevance": round(self.relevance, SCORE_DECIMALS),
             "text_prior": round(self.text_prior, SCORE_DECIMALS),
-            "image_score": round(self.image_score, SCORE_DECIMALS),
+            "image_score": None if self.image_score is None else round(self.image_score, SCORE_DECIMALS),
             "finding_boost": round(self.finding_boost, SCORE_DECIMALS),
             "why": self.why,
             "voxels": self.voxels,
@@ -89,6 +103,17 @@ class OrganScore:
             "findings": self.findings,
             "findings_not_assessed": self.findings_not_assessed,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "OrganScore":
+        image_score = data.get("image_score")
+        return cls(key=str(data["name"]), display_name=str(data.get("display_name", "")),
+                   relevance=float(data["relevance"]), text_prior=float(data["text_prior"]),
+                   image_score=None if image_score is None else float(image_score),
+                   voxels=int(data.get("voxels", 0)), volume_ml=float(data.get("volume_ml", 0.0)),
+                   finding_boost=float(data.get("finding_boost", 0.0)), why=str(data.get("why", "")),
+                   measurements=dict(data.get("measurements") or {}), findings=list(data.get("findings") or []),
+                   findings_not_assessed=list(data.get("findings_not_assessed") or []))
 
 
 @dataclass
@@ -103,6 +128,7 @@ class SymptomResult:
     passages: dict[str, list[dict]] = field(default_factory=dict)
     models: dict = field(default_factory=dict)
     contrast_phase: dict = field(default_factory=dict)
+    patient: dict = field(default_factory=dict)  # age, sex and their source, as the reference ranges used them
 
     @property
     def top(self) -> OrganScore:
@@ -112,16 +138,27 @@ class SymptomResult:
         return {o.key: o.relevance for o in self.organs}
 
     def to_dict(self) -> dict:
+        """The JSON form of a result (``PREFIX.json`` without the files' own fields; inverse: :meth:`from_dict`)."""
         return {
             "symptom": self.symptom,
             "in_domain": self.in_domain,
             "ood_score": round(self.ood_score, SCORE_DECIMALS),
             "laterality": self.laterality,
             "contrast_phase": self.contrast_phase,
+            "patient": self.patient,
             "organs": [o.to_dict() for o in self.organs],
             "passages": self.passages,
             "models": self.models,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "SymptomResult":
+        """A result back from :meth:`to_dict`'s form (a ``PREFIX.json``, a worker event; extra keys ignored)."""
+        return cls(symptom=str(data["symptom"]), in_domain=bool(data["in_domain"]),
+                   ood_score=float(data.get("ood_score", 0.0)), laterality=data.get("laterality"),
+                   organs=[OrganScore.from_dict(o) for o in data.get("organs", [])],
+                   passages=dict(data.get("passages") or {}), models=dict(data.get("models") or {}),
+                   contrast_phase=dict(data.get("contrast_phase") or {}))
 
 
 @dataclass
@@ -187,26 +224,52 @@ def load_models(
         return _MODELS[key]
 
 
-@dataclass
-class EncodedVolume:
-    """A volume's organs, encoded once by the image model, ready to be scored for any symptom."""
+@dataclass(eq=False)
+class Case:
+    """A CT ready to be scored for any symptom: its organ masks checked, counted and measured once.
+
+    The image model encodes the organs only when a symptom is scored with an
+    image weight above 0 (:func:`encode_case`), once, and keeps the features here.
+
+    Attributes:
+        volume: the CT.
+        masks: structure key -> boolean mask, the organs with at least one voxel (catalog order).
+        voxels, volume_ml: voxel count and volume of each organ.
+        evidence: measurements, contrast phase and findings (:func:`MedSORALib.finding_boost.image_evidence`).
+        inputs: paths, SHA-256 and geometry of the input files, for the result JSON.
+        dicom_series: the DICOM folder the CT was read from, else None.
+    """
 
     volume: Volume
     masks: dict[str, np.ndarray]
-    features: object
     voxels: dict[str, int]
     volume_ml: dict[str, float]
     evidence: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)
+    dicom_series: Path | None = None
+    #: the image features, shared by the copies of a case (:func:`dataclasses.replace` keeps the same dict)
+    image: dict = field(default_factory=dict)
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.masks)
+
+    @property
+    def encoded(self) -> bool:
+        return "features" in self.image
 
 
 def check_symptoms(symptoms: Sequence[str] | str) -> list[str]:
     """Validated, stripped symptom texts; raises :class:`SymptomError` for empty or over-long ones."""
+    from .files import require_utf8
+
     if isinstance(symptoms, str):
         symptoms = [symptoms]
     cleaned = []
     for i, text in enumerate(symptoms, 1):
         if not isinstance(text, str):
             raise SymptomError(f"symptom {i} is not text")
+        require_utf8(text, f"symptom {i}")
         text = " ".join(text.split())
         if not text:
             raise SymptomError(f"symptom {i} is empty; describe the symptom in words")
@@ -218,10 +281,21 @@ def check_symptoms(symptoms: Sequence[str] | str) -> list[str]:
     return cleaned
 
 
-def encode_volume(
-    volume: Volume, organ_masks: Mapping[str, np.ndarray], models: ScoringModels, progress: Progress | None = None
-) -> EncodedVolume:
-    """Crop and encode every organ present in ``organ_masks`` (boolean ``[i, j, k]`` on the volume grid)."""
+def check_image_weight(image_weight) -> float:
+    """The image weight as a float in [0, 1]; :class:`SymptomError` otherwise."""
+    if isinstance(image_weight, bool) or not isinstance(image_weight, (int, float)) \
+            or not math.isfinite(image_weight) or not 0.0 <= image_weight <= 1.0:
+        raise SymptomError(f"image weight {image_weight!r} is not a number in 0..1")
+    return float(image_weight)
+
+
+def prepare_case(volume: Volume, organ_masks: Mapping[str, np.ndarray], *, inputs: Mapping | None = None,
+                 dicom_series: Path | None = None, patient=None, progress: Progress | None = None) -> Case:
+    """Check, count and measure every organ of ``organ_masks`` (boolean ``[i, j, k]`` on the volume grid).
+
+    ``patient`` (what the measurements' reference ranges depend on) is passed to
+    :func:`MedSORALib.finding_boost.image_evidence` when given.
+    """
     keys = organs.structures_present(organ_masks)
     unknown = sorted(set(organ_masks) - set(keys))
     if unknown:
@@ -238,16 +312,26 @@ def encode_volume(
     if not masks:
         raise SegmentationError("the segmentation holds no voxel of a known organ")
     if progress:
-        progress(0.1, f"encoding {len(masks)} organs")
-    features = models.image_model.encode_volume(volume, masks)
-    ml = {k: v * volume.voxel_volume_ml for k, v in voxels.items()}
-    if progress:
-        progress(0.3, "measuring organs against reference ranges")
+        progress(0.1, f"measuring {len(masks)} organs against reference ranges")
     from .finding_boost import image_evidence
 
-    evidence = image_evidence(volume, masks)
-    return EncodedVolume(volume=volume, masks=masks, features=features, voxels=voxels, volume_ml=ml,
-                         evidence=evidence)
+    return Case(volume=volume, masks=masks, voxels=voxels,
+                volume_ml={k: v * volume.voxel_volume_ml for k, v in voxels.items()},
+                evidence=image_evidence(volume, masks, *(() if patient is None else (patient,))),
+                inputs=dict(inputs or {}), dicom_series=dicom_series)
+
+
+def encode_case(case: Case, models: ScoringModels, progress: Progress | None = None):
+    """The image features of the case's organs: cropped and encoded on the first call, then kept."""
+    with _ENCODE_LOCK:
+        if "features" not in case.image:
+            if progress:
+                progress(0.2, f"encoding {len(case.masks)} organs")
+            case.image["features"] = models.image_model.encode_volume(case.volume, case.masks)
+        return case.image["features"]
+
+
+_ENCODE_LOCK = threading.Lock()
 
 
 def fuse(text_prior: np.ndarray, image_similarity: np.ndarray, image_weight: float = IMAGE_WEIGHT) -> np.ndarray:
@@ -258,8 +342,19 @@ def fuse(text_prior: np.ndarray, image_similarity: np.ndarray, image_weight: flo
     return np.clip(t * ((1.0 - image_weight) + image_weight * a), 0.0, 1.0)
 
 
-def score_encoded(
-    encoded: EncodedVolume,
+def fusion_info(image_weight: float) -> dict:
+    """How the relevance was made (``models.fusion`` of the JSON)."""
+    from .finding_boost import FINDING_BOOST, MIN_TEXT_PRIOR
+
+    return {"image_weight": image_weight, "tau": IMAGE_TAU,
+            "formula": "r = t * ((1 - w) + w * exp((s - max s) / tau))",
+            "findings": {"boost": FINDING_BOOST, "min_text_prior": MIN_TEXT_PRIOR,
+                         "formula": "r' = r + boost * t * (1 - r) * (1 - ood_score) for an organ with an "
+                                    "abnormal finding and t >= min_text_prior"}}
+
+
+def score_case(
+    case: Case,
     symptoms: Sequence[str] | str,
     models: ScoringModels,
     *,
@@ -267,46 +362,53 @@ def score_encoded(
     with_passages: bool = True,
     progress: Progress | None = None,
 ) -> list[SymptomResult]:
-    """Score an already encoded volume for each symptom (see the module doc for the formula)."""
+    """Score a prepared case for each symptom (see the module doc for the formula).
+
+    With ``image_weight`` 0 the organs are not encoded and every ``image_score`` is None.
+    """
     texts = check_symptoms(symptoms)
-    if not 0.0 <= image_weight <= 1.0:
-        raise ValueError("image_weight must lie in [0, 1]")
+    image_weight = check_image_weight(image_weight)
+    keys = case.keys
+    similarity = None
+    if image_weight > 0.0:
+        features = encode_case(case, models, progress)
+        keys = list(features.keys)
     if progress:
         progress(0.5, f"reading {len(texts)} symptom(s)")
     predictions = models.reasoner.predict(texts)
-    embeddings = np.stack([p.embedding for p in predictions])
-    keys = list(encoded.features.keys)
-    similarity = models.image_model.score(encoded.features, embeddings)  # (N, K)
     prior = np.array([[p.structure_relevance[k] for k in keys] for p in predictions])
-    relevance = fuse(prior, similarity, image_weight)
-    from .finding_boost import FINDING_BOOST, MIN_TEXT_PRIOR, apply_findings
+    if image_weight > 0.0:
+        embeddings = np.stack([p.embedding for p in predictions])
+        similarity = models.image_model.score(features, embeddings)  # (N, K)
+        relevance = fuse(prior, similarity, image_weight)
+    else:
+        relevance = np.clip(prior, 0.0, 1.0)
+    from .finding_boost import apply_findings
 
     info = models.info()
-    info["fusion"] = {"image_weight": image_weight, "tau": IMAGE_TAU,
-                      "formula": "r = t * ((1 - w) + w * exp((s - max s) / tau))",
-                      "findings": {"boost": FINDING_BOOST, "min_text_prior": MIN_TEXT_PRIOR,
-                                   "formula": "r' = r + boost * t * (1 - r) * (1 - ood_score) for an organ with an "
-                                              "abnormal finding and t >= min_text_prior"}}
-    evidence = encoded.evidence or {}
+    info["fusion"] = fusion_info(image_weight)
+    evidence = case.evidence or {}
     measured = evidence.get("measurements", {})
     found = evidence.get("findings", {})
+    order = {k: i for i, k in enumerate(organs.STRUCTURES)}
     results = []
     for n, prediction in enumerate(predictions):
         boosted, boosts, reasons = apply_findings(relevance[n], prior[n], keys, float(prediction.ood_score), found)
         scores = [
             OrganScore(key=k, display_name=organs.ORGANS[k].display_name, relevance=float(boosted[c]),
-                       text_prior=float(prior[n, c]), image_score=float(similarity[n, c]),
-                       voxels=encoded.voxels[k], volume_ml=float(encoded.volume_ml[k]),
+                       text_prior=float(prior[n, c]),
+                       image_score=None if similarity is None else float(similarity[n, c]),
+                       voxels=case.voxels[k], volume_ml=float(case.volume_ml[k]),
                        finding_boost=boosts[c], why=reasons[c], measurements=measured.get(k, {}),
                        findings=found.get(k, {}).get("findings", []),
                        findings_not_assessed=found.get(k, {}).get("not_assessed", []))
             for c, k in enumerate(keys)
         ]
-        order = {k: i for i, k in enumerate(organs.STRUCTURES)}
         scores.sort(key=lambda o: (-o.relevance, order[o.key]))
         result = SymptomResult(symptom=prediction.text, in_domain=bool(prediction.in_domain),
                                ood_score=float(prediction.ood_score), laterality=prediction.laterality,
-                               organs=scores, models=info, contrast_phase=evidence.get("contrast_phase", {}))
+                               organs=scores, models=info, contrast_phase=evidence.get("contrast_phase", {}),
+                               patient=evidence.get("patient", {}))
         if with_passages:
             result.passages = supporting_passages(models, result)
         results.append(result)
@@ -340,8 +442,10 @@ def score_volume(
     image_weight: float = IMAGE_WEIGHT,
     with_passages: bool = True,
     progress: Progress | None = None,
+    patient=None,
 ) -> list[SymptomResult]:
-    """Score the organs of a CT for one or more symptoms.
+    """Score the organs of a CT for one or more symptoms, in one call (the steps of
+    :class:`MedSORALib.session.ScoringSession`, for scripts that hold arrays).
 
     Args:
         volume: the CT (:class:`~MedSORALib.volume_io.Volume`, HU, RAS).
@@ -352,16 +456,39 @@ def score_volume(
         image_weight: weight of the image-text alignment (module doc).
         with_passages: retrieve supporting knowledge passages for the top three organs.
         progress: ``callback(fraction, message)`` for progress bars.
+        patient: age and sex (:class:`~MedSORALib.patient.Patient`) for the reference ranges; None: unknown.
 
     Returns:
         One :class:`SymptomResult` per symptom, in input order; the organs were
-        encoded once for all of them.
+        measured (and, with an image weight above 0, encoded) once for all of them.
     """
     texts = check_symptoms(symptoms)
+    image_weight = check_image_weight(image_weight)
     if models is None:
         if progress:
             progress(0.0, "loading models")
         models = load_models(device=device)
-    encoded = encode_volume(volume, organ_masks, models, progress)
-    return score_encoded(encoded, texts, models, image_weight=image_weight, with_passages=with_passages,
-                         progress=progress)
+    case = prepare_case(volume, organ_masks, patient=patient, progress=progress)
+    return score_case(case, texts, models, image_weight=image_weight, with_passages=with_passages,
+                      progress=progress)
+
+
+@dataclass
+class ScoringInputs:
+    """A CT (``Volume``, (I, J, K) HU), its organ masks on the CT grid and the symptom texts."""
+
+    volume: Volume
+    masks: dict[str, np.ndarray]
+    symptoms: list[str]
+
+
+class Scorer(Protocol):
+    """Anything that scores organs: ``scorer(volume, masks, symptoms, progress=None) -> [SymptomResult]``."""
+
+    def __call__(self, volume: Volume, masks: Mapping[str, np.ndarray], symptoms: Sequence[str],
+                 progress: Progress | None = None) -> list: ...
+
+
+def score_inputs(inputs: ScoringInputs, scorer: Scorer, progress: Progress | None = None) -> list:
+    """Run a scorer on the inputs in this process (blocking); returns one result per symptom."""
+    return list(scorer(inputs.volume, inputs.masks, inputs.symptoms, progress=progress))

@@ -18,6 +18,11 @@ returns warnings (a scan may show pathology; the user decides).
 - organ volumes: warnings when a structure is far larger (or, when it lies
   wholly inside the scan, far smaller) than any adult organ, the sign of a
   wrong ``--label-scheme``;
+- input paths: a file read must be a regular file, or a folder holding a DICOM
+  series (regular files, at least one with the DICOM preamble); a named pipe,
+  socket or device (``/proc/self/fd/0``) is refused before it is opened, since
+  reading it may block for ever, and a folder that is not a DICOM series (``/``)
+  is refused without walking below it;
 - outputs: the output folder must be writable (probed with a temporary file,
   since ``os.access`` says yes to root everywhere) and not on a kernel file
   system (``/proc``, ``/sys``), and no output may replace an input file.
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import os
 import resource
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -232,6 +238,95 @@ def implausible_organ_volumes(masks: Mapping[str, np.ndarray], voxel_volume_ml: 
     return odd
 
 
+# -- input paths --------------------------------------------------------------------------------
+
+#: Most entries a DICOM series folder may hold (a long series has a few thousand slices).
+MAX_FOLDER_ENTRIES = 100_000
+#: Regular files of a folder sniffed for the DICOM preamble before it is called "no DICOM series".
+DICOM_SNIFF_FILES = 64
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "not a regular file"
+
+
+def has_dicom_preamble(path: str | os.PathLike) -> bool:
+    """Whether a regular file starts with the 128-byte preamble and ``DICM`` of a DICOM Part 10 file."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def check_dicom_folder(path: str | os.PathLike) -> list[Path]:
+    """The regular files of a DICOM series folder (not below it, as ITK's series reader reads it).
+
+    Refused at once: an entry that is a pipe, socket or device (ITK would block reading it), more
+    than ``MAX_FOLDER_ENTRIES`` entries, and a folder none of whose first ``DICOM_SNIFF_FILES``
+    regular files is a DICOM file (``/``, a home folder: nothing below them is walked).
+    """
+    path = Path(path)
+    files: list[Path] = []
+    try:
+        with os.scandir(path) as entries:
+            for count, entry in enumerate(entries, 1):
+                if count > MAX_FOLDER_ENTRIES:
+                    raise InputFileError(f"{path}: more than {MAX_FOLDER_ENTRIES:,} entries; "
+                                         "not a DICOM series folder")
+                try:
+                    mode = entry.stat(follow_symlinks=True).st_mode
+                except OSError:
+                    continue  # a dangling link is not a slice
+                if stat.S_ISDIR(mode):
+                    continue
+                if not stat.S_ISREG(mode):
+                    raise InputFileError(f"{path}: holds {entry.name!r}, which is {_kind(mode)}, "
+                                         "not a regular file; a DICOM folder holds image files only")
+                files.append(Path(entry.path))
+    except PermissionError:
+        raise InputFileError(f"{path}: not readable (permission denied)") from None
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot list the folder ({exc.strerror or exc})") from None
+    files.sort()
+    if not any(has_dicom_preamble(f) for f in files[:DICOM_SNIFF_FILES]):
+        raise InputFileError(f"{path}: folder holds no DICOM image series")
+    return files
+
+
+def check_input_path(path: str | os.PathLike, what: str = "file or folder") -> Path:
+    """An input MedSORA may open: a readable regular file, or a DICOM series folder (:func:`check_dicom_folder`).
+
+    Nothing is opened before the kind of the path is known, so a FIFO cannot block the check.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputFileError(f"{path}: no such {what}") from None
+    except PermissionError:
+        raise InputFileError(f"{path}: not readable (permission denied)") from None
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        check_dicom_folder(path)
+        return path
+    if not stat.S_ISREG(mode):
+        raise InputFileError(f"{path}: is {_kind(mode)}, not a regular file; give an image file or a DICOM folder")
+    if not os.access(path, os.R_OK):
+        raise InputFileError(f"{path}: not readable (permission denied)")
+    return path
+
+
 # -- outputs ------------------------------------------------------------------------------------
 
 def _mount_type(path: Path) -> str | None:
@@ -289,18 +384,33 @@ def _file_keys(path: Path) -> list:
 
 def check_outputs_spare_inputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike | None],
                                option: str = "--output", hint: str = "choose another prefix") -> None:
-    """No output file may be an input file (or a file inside an input folder, e.g. a DICOM series).
+    """No output file may be an input file, nor lie inside an input folder (e.g. a DICOM series).
 
-    Inputs are indexed once, so a batch's thousands of outputs and inputs are compared in linear time.
+    A folder input is looked at, not walked: it must be a DICOM series folder (:func:`check_dicom_folder`),
+    its direct files are indexed (ITK's series reader reads no deeper) and any output below it is
+    refused, whether it exists yet or not. Inputs are indexed
+    once, so a batch's thousands of outputs and inputs are compared in linear time.
     """
     sources: dict = {}
+    folders: list[Path] = []
     for item in dict.fromkeys(Path(i) for i in inputs if i):
-        files = [p for p in item.rglob("*") if p.is_file()] if item.is_dir() else []
+        files: list[Path] = []
+        if item.is_dir():
+            # Only a DICOM series folder is an input folder; any other is refused here, as reading it would.
+            files = check_dicom_folder(item)
+            folders.append(item)
         for source in [*files, item]:
             for key in _file_keys(source):
                 sources.setdefault(key, source)
+    real_folders = [(folder, os.path.realpath(folder)) for folder in folders]
     for out in outputs:
         out = Path(out)
         source = next((sources[k] for k in _file_keys(out) if k in sources), None)
         if source is not None:
             raise InputFileError(f"{option}: the output {out} would replace the input {source}; {hint}")
+        if real_folders:
+            real = os.path.realpath(out)
+            for folder, real_folder in real_folders:
+                if real.startswith(real_folder.rstrip("/") + "/"):
+                    raise InputFileError(f"{option}: the output {out} would be written inside the input folder "
+                                         f"{folder}; {hint}")

@@ -121,11 +121,13 @@ class Volume(_GridGeometry):
 # -- reading images -----------------------------------------------------------------------------
 
 def check_readable(path: Path) -> None:
-    """An :class:`InputFileError` when ``path`` is absent or cannot be read."""
-    if not path.exists():
-        raise InputFileError(f"{path}: no such file or folder")
-    if not os.access(path, os.R_OK):
-        raise InputFileError(f"{path}: not readable (permission denied)")
+    """An :class:`InputFileError` when ``path`` is absent, cannot be read, or is not a regular file or a DICOM folder.
+
+    Pipes, sockets and devices are refused before they are opened (reading one may block for ever).
+    """
+    validation.check_input_path(path)
+    if path.name.lower().endswith(".dcm") and path.is_file():
+        validation.check_dicom_folder(path.parent)  # a slice stands for its whole series folder
 
 
 def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:

@@ -1,9 +1,20 @@
 """Shared fixtures of the scene tests: a fresh MRML scene (PyPI ``slicer-core``) holding the example CT.
 
-Imported by the ``test_scene_*`` and ``test_slicer_module`` modules (``from slicer_scene import ...``).
+Imported by the ``test_scene_*`` and ``test_slicer_*`` modules (``from slicer_scene import ...``). Also the
+stand-ins for the parts of the Slicer application that ``slicer-core`` lacks (``qt.QProcess``, the
+scripted-module base classes, the parameter node wrapper), with which ``MedSORA/MedSORA.py`` is loaded
+(:func:`application_stand_ins`, :func:`load_module_file`).
 """
 from __future__ import annotations
 
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +28,9 @@ from conftest import EXAMPLE_SEG as SEG  # noqa: E402
 from MedSORALib import organs, result_format  # noqa: E402
 from MedSORALib.scoring import OrganScore, SymptomResult  # noqa: E402
 from MedSORALib.scene import result_nodes as scene_out  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE_PY = ROOT / "MedSORA" / "MedSORA.py"
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +119,163 @@ def known_scorer(calls=None):
     return scorer
 
 
+
+
+# ------------------------------------------------------------------------------------------
+# stand-ins for the application-only parts of Slicer
+# ------------------------------------------------------------------------------------------
+
+class FakeProcessEnvironment:
+    def __init__(self, values=None):
+        self.values = dict(values or {})
+
+    @classmethod
+    def systemEnvironment(cls):
+        return cls(os.environ)
+
+    def insert(self, key, value):
+        self.values[key] = value
+
+
+class FakeQProcess:
+    """``qt.QProcess`` on :mod:`subprocess`; :meth:`pump` delivers its signals as Qt's event loop would."""
+
+    NotRunning, Running = 0, 2
+    NormalExit, CrashExit = 0, 1
+    instances: list = []
+
+    def __init__(self):
+        self.slots = {}
+        self.environment = None
+        self.popen = None
+        self.chunks = {"out": queue.Queue(), "err": queue.Queue()}
+        self.finished_sent = False
+        FakeQProcess.instances.append(self)
+
+    def connect(self, signal_name, slot):
+        self.slots[signal_name] = slot
+
+    def setProcessEnvironment(self, environment):
+        self.environment = environment.values
+
+    def start(self, program, arguments):
+        self.popen = subprocess.Popen([program, *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, env=self.environment)
+        for name, stream in (("out", self.popen.stdout), ("err", self.popen.stderr)):
+            threading.Thread(target=self._read, args=(stream, self.chunks[name]), daemon=True).start()
+
+    @staticmethod
+    def _read(stream, chunks):
+        for chunk in iter(lambda: stream.read1(4096), b""):
+            chunks.put(chunk)
+
+    def waitForStarted(self, msecs):
+        return self.popen is not None
+
+    def processId(self):
+        return self.popen.pid if self.popen is not None else 0
+
+    def state(self):
+        return self.Running if self.popen is not None and self.popen.poll() is None else self.NotRunning
+
+    def write(self, data):
+        self.popen.stdin.write(bytes(data))
+        self.popen.stdin.flush()
+
+    def _drain(self, name):
+        data = b""
+        while True:
+            try:
+                data += self.chunks[name].get_nowait()
+            except queue.Empty:
+                return data
+
+    def readAllStandardOutput(self):
+        return self._drain("out")
+
+    def readAllStandardError(self):
+        return self._drain("err")
+
+    def kill(self):
+        self.popen.kill()
+
+    def waitForFinished(self, msecs):
+        try:
+            self.popen.wait(msecs / 1000)
+        except subprocess.TimeoutExpired:
+            return False
+        self._finish()
+        return True
+
+    def _finish(self):
+        if not self.finished_sent:
+            self.finished_sent = True
+            code = self.popen.returncode
+            self.slots["finished(int,QProcess::ExitStatus)"](max(code, 0), self.CrashExit if code < 0 else
+                                                             self.NormalExit)
+
+    def pump(self):
+        """One turn of the event loop: readyRead signals for waiting output, finished when the process ended."""
+        ended = self.popen.poll() is not None
+        if ended:
+            time.sleep(0.05)  # let the reader threads take the last bytes
+        if not self.chunks["out"].empty():
+            self.slots["readyReadStandardOutput()"]()
+        if not self.chunks["err"].empty():
+            self.slots["readyReadStandardError()"]()
+        if ended and self.chunks["out"].empty():
+            self._finish()
+
+
+def application_stand_ins(displayed: list | None = None) -> dict[str, types.ModuleType]:
+    """Module name -> stand-in: ``qt`` (QProcess on subprocess), ``slicer.ScriptedLoadableModule`` and
+    ``slicer.parameterNodeWrapper``, minimal but with the behaviour the module file relies on.
+
+    ``delayDisplay`` of the test base class appends to the test's ``messages`` and to ``displayed``.
+    """
+    import unittest
+
+    qt = types.ModuleType("qt")
+    qt.QTimer = type("QTimer", (), {})
+    qt.QProcess = FakeQProcess
+    qt.QProcessEnvironment = FakeProcessEnvironment
+
+    base = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class ScriptedLoadableModule:
+        def __init__(self, parent):
+            self.parent = parent
+
+    class ScriptedLoadableModuleLogic:
+        def getParameterNode(self):
+            return slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+
+    class ScriptedLoadableModuleTest(unittest.TestCase):
+        def delayDisplay(self, message, msec=None):
+            self.messages = getattr(self, "messages", []) + [message]
+            if displayed is not None:
+                displayed.append(message)
+
+    class ScriptedLoadableModuleWidget:
+        def __init__(self, parent=None):
+            self.parent = parent
+
+    base.ScriptedLoadableModule = ScriptedLoadableModule
+    base.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
+    base.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
+    base.ScriptedLoadableModuleWidget = ScriptedLoadableModuleWidget
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.parameterNodeWrapper = lambda cls: cls
+    wrapper.WithinRange = lambda low, high: (low, high)
+    wrapper.Choice = lambda choices: tuple(choices)
+    return {"qt": qt, "slicer.ScriptedLoadableModule": base, "slicer.parameterNodeWrapper": wrapper}
+
+
+def load_module_file(name: str = "MedSORA_module_under_test", path: Path = MODULE_PY):
+    """Execute the module file (after :func:`application_stand_ins` are in ``sys.modules``) and return it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

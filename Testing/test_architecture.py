@@ -22,7 +22,7 @@ PACKAGE = "MedSORALib"
 MAX_LINES = 500
 #: Files being split on another branch (the vessel measurements leave measurements.py); the test
 #: fails once one of them is back under the limit, so that its entry here is removed then.
-BEING_SPLIT = {"MedSORALib/measurements.py"}
+BEING_SPLIT: set[str] = set()
 
 
 def library_modules(root: Path, package: str = PACKAGE) -> dict[str, tuple[Path, bool]]:

@@ -378,3 +378,87 @@ def test_a_folder_without_dicom_files_gives_one_line(tmp_path, capsys):
     done = subprocess.run([sys.executable, "-m", "MedSORALib", *argv], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"medsora: error: {folder}: folder holds no DICOM image series"]
+
+
+# -- paths that are not regular files: refused at once, before anything opens them ----------------
+
+def _run_cli(argv, timeout=120, **kwargs) -> subprocess.CompletedProcess:
+    """The CLI in a child process; a read that blocks (a FIFO) fails the test by its timeout."""
+    return subprocess.run([sys.executable, "-m", "MedSORALib", *argv], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout, **kwargs)
+
+
+def test_a_fifo_as_ct_or_segmentation_is_refused_at_once(tmp_path, inputs, capsys):
+    import os
+
+    fifo = tmp_path / "ct.nii.gz"
+    os.mkfifo(fifo)
+    message = "is a named pipe (FIFO), not a regular file"
+    _expect_error(capsys, _score_argv(fifo, tmp_path / "out", inputs / "seg.nii.gz"), message, inputs,
+                  tmp_path / "out")
+    _expect_error(capsys, _score_argv(inputs / "ct.nii.gz", tmp_path / "out", fifo), message, inputs,
+                  tmp_path / "out")
+    # Standard input as a path (/proc/self/fd/0 is a pipe here): refused, and the pipe is not read.
+    done = _run_cli(_score_argv("/proc/self/fd/0", tmp_path / "out", inputs / "seg.nii.gz"), input="x" * 10)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"medsora: error: /proc/self/fd/0: {message}; "
+                                                "give an image file or a DICOM folder"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dicom_folder_holding_a_fifo_is_refused(tmp_path, capsys):
+    import os
+
+    from conftest import EXAMPLE_DICOM
+
+    series = tmp_path / "series"
+    shutil.copytree(EXAMPLE_DICOM, series)
+    os.mkfifo(series / "zz_slice.dcm")
+    argv = _score_argv(series, tmp_path / "out", REPO / "Testing" / "Data" / "example_ct_dicom_seg.nii.gz")
+    _expect_error(capsys, argv, "holds 'zz_slice.dcm', which is a named pipe (FIFO), not a regular file", series,
+                  tmp_path / "out")
+
+
+def test_the_root_folder_as_ct_is_refused_without_walking_it(tmp_path, capsys, monkeypatch):
+    from pathlib import Path as _Path
+
+    def no_walk(self, *args, **kwargs):
+        raise AssertionError(f"walked {self}")
+
+    monkeypatch.setattr(_Path, "rglob", no_walk)
+    status = main(_score_argv("/", tmp_path / "out", EXAMPLE_SEG))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err == ["medsora: error: /: folder holds no DICOM image series"], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_inside_the_input_dicom_folder_is_refused_up_front(tmp_path, capsys):
+    from conftest import EXAMPLE_DICOM
+
+    series = tmp_path / "series"
+    shutil.copytree(EXAMPLE_DICOM, series)
+    argv = ["score", "--volume", str(series), "--segmentation",
+            str(REPO / "Testing" / "Data" / "example_ct_dicom_seg.nii.gz"), "--label-scheme", "totalsegmentator",
+            "--symptom", JAUNDICE, "--quiet", "--output", str(series / "results" / "case")]
+    _expect_error(capsys, argv, f"would be written inside the input folder {series}", series, tmp_path / "nowhere")
+    assert not (series / "results").exists()
+
+
+def test_a_symptom_that_is_not_utf8_gives_one_line(tmp_path, inputs):
+    out = tmp_path / "out"
+    bad = b"pain \xff under the ribs"
+    argv = [b"score", b"--volume", bytes(inputs / "ct.nii.gz"), b"--segmentation", bytes(inputs / "seg.nii.gz"),
+            b"--label-scheme", b"totalsegmentator", b"--symptom", bad, b"--output", bytes(out / "case"), b"--quiet"]
+    for command, message in ((argv, "symptom 1 is not UTF-8 text"), ([b"rank", bad], "the symptom text is not UTF-8")):
+        done = subprocess.run([sys.executable.encode(), b"-m", b"MedSORALib", *command], capture_output=True,
+                              cwd=REPO, timeout=300)
+        err = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        assert done.returncode == 2 and len(err) == 1, err
+        assert err[0].startswith("medsora: error: ") and message in err[0], err
+        assert done.stdout == b""
+    assert not out.exists()
+    symptoms = tmp_path / "symptoms.txt"
+    symptoms.write_bytes(b"dark urine\n" + bad + b"\n")
+    done = _run_cli(["rank", "--file", str(symptoms)], timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [f"medsora: error: symptom file {symptoms} is not UTF-8 text"]

@@ -352,11 +352,55 @@ def test_ranking_metrics_known_values():
 
 
 # ----- shipped weights -----------------------------------------------------------------------------------------
-def test_shipped_weights_encode_the_real_ct(example_volume, example_masks):
+#: Symptoms that name one organ each, for the shipped weights' image-text similarity.
+CLEAR_SYMPTOMS = {"yellow skin, dark urine and pale stools": "liver",
+                  "blood in the urine with pain in the flank": "kidney",
+                  "pain in the left upper abdomen after a fall, feeling faint": "spleen",
+                  "vomiting blood after heavy drinking": "stomach",
+                  "episodes of pounding headache, sweating and palpitations with very high blood pressure":
+                      "adrenal_gland"}
+
+
+def _clear_symptoms_in_top3(model, feats) -> tuple[int, int]:
+    from medsora_training.image.evaluation import class_scores
+    from MedSORALib.organs import FULL_CLASSES
+    from MedSORALib.text.encoder import get_default_encoder
+
+    sims = model.score(feats, get_default_encoder().encode(list(CLEAR_SYMPTOMS)))
+    scores, present = class_scores(sims, feats.keys, FULL_CLASSES)
+    hits = [organ in [present[i] for i in np.argsort(-row)[:3]]
+            for organ, row in zip(CLEAR_SYMPTOMS.values(), scores) if organ in present]
+    return sum(hits), len(hits)
+
+
+def test_shipped_weights_on_a_real_ct_they_never_saw():
+    """The DICOM series, which the shipped image model never saw in training (its model card: trained on
+    phantoms and example_ct_sm only)."""
+    from conftest import DATA, EXAMPLE_DICOM
     from MedSORALib.image.model import DEFAULT_WEIGHTS_DIR
+    from MedSORALib.segmentation_io import read_organ_masks
+    from MedSORALib.volume_io import read_volume
 
     if not (DEFAULT_WEIGHTS_DIR / "model.safetensors").is_file():
         pytest.fail("the default image weights are missing from MedSORALib/resources/weights/image")
+    model = ImageTextModel.load()
+    volume = read_volume(EXAMPLE_DICOM)
+    masks = {k: m for k, m in read_organ_masks(DATA / "example_ct_dicom_seg.nii.gz", volume,
+                                               "totalsegmentator").items() if m.any()}
+    feats = model.encode_volume(volume, masks)
+    predicted = feats.predicted_organs(model.organ_keys)
+    correct = sum(predicted[k] == k for k in feats.keys)
+    # 5 of the 8 organs (the model card's figure), where chance over 13 structures is about 0.6.
+    assert len(feats.keys) == 8 and correct >= 5, predicted
+    scores = model.score(feats, np.random.default_rng(0).normal(size=(4, 384)).astype(np.float32))
+    assert scores.shape == (4, 8) and np.all(np.isfinite(scores))
+    # Clear symptoms: the named organ among the top 3 of 8 for 3 of the 4 present (measured; chance 1.5).
+    hits, n = _clear_symptoms_in_top3(model, feats)
+    assert n == 4 and hits >= 3
+
+
+def test_shipped_weights_on_their_training_ct(example_volume, example_masks):
+    """example_ct_sm is part of the shipped model's training data: a training-data figure, not generalisation."""
     model = ImageTextModel.load()
     crops = organ_crops(example_volume, example_masks, model.crop_config)
     feats = model.encode_organs(crops)  # speed: bench/bench_image.py
@@ -368,19 +412,7 @@ def test_shipped_weights_encode_the_real_ct(example_volume, example_masks):
 
 
 def test_shipped_weights_match_clear_symptoms_to_their_organs(example_volume, example_masks):
-    from medsora_training.image.evaluation import class_scores
-    from MedSORALib.organs import FULL_CLASSES
-    from MedSORALib.text.encoder import get_default_encoder
-
+    """On the training CT (see the test above for the unseen one): every clear symptom's organ in the top 3."""
     model = ImageTextModel.load()
-    feats = model.encode_volume(example_volume, example_masks)
-    cases = {"yellow skin, dark urine and pale stools": "liver",
-             "blood in the urine with pain in the flank": "kidney",
-             "pain in the left upper abdomen after a fall, feeling faint": "spleen",
-             "vomiting blood after heavy drinking": "stomach",
-             "episodes of pounding headache, sweating and palpitations with very high blood pressure": "adrenal_gland"}
-    sims = model.score(feats, get_default_encoder().encode(list(cases)))
-    scores, present = class_scores(sims, feats.keys, FULL_CLASSES)
-    for (text, organ), row in zip(cases.items(), scores):
-        top3 = [present[i] for i in np.argsort(-row)[:3]]
-        assert organ in top3, (text, top3)
+    hits, n = _clear_symptoms_in_top3(model, model.encode_volume(example_volume, example_masks))
+    assert n == 5 and hits == 5

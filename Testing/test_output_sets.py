@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from MedSORALib import files, outputs
+from MedSORALib import files
+from MedSORALib import result_files as outputs
 from MedSORALib.organs import ORGANS
 from MedSORALib.scoring import OrganScore, SymptomResult
 

@@ -11,11 +11,12 @@ import pytest
 from slicer_scene import (SEG, ct_masks, ct_node, ct_volume, ijk_to_ras_of, known_scorer,  # noqa: F401
                           organ_node, scene, slicer, vtk)
 from conftest import EXAMPLE_VOXELS as EXPECTED_VOXELS
-from MedSORALib import organs, result_format, scoring_job
+from MedSORALib import organs, result_format, session as scoring_session
 from MedSORALib.errors import SegmentationError, SymptomError, VolumeError
 from MedSORALib.scene import inputs as scene_in
 from MedSORALib.scene import nodes
 from MedSORALib.scene import result_nodes as scene_out
+from MedSORALib.scene import run as scene_run
 
 
 # ------------------------------------------------------------------------------------------
@@ -160,7 +161,7 @@ def test_mrml_masks_from_a_surface_only_segmentation(scene, ct_node, ct_masks):
 
 def test_mrml_missing_volume_is_a_volume_error(organ_node):
     with pytest.raises(VolumeError, match="No input CT volume"):
-        scene_out.run_symptom_scoring(None, organ_node, "abdominal pain", scorer=known_scorer())
+        scene_run.run_symptom_scoring(None, organ_node, "abdominal pain", scorer=known_scorer())
 
 
 def test_mrml_label_volume_is_not_a_ct(scene, organ_node):
@@ -171,11 +172,11 @@ def test_mrml_label_volume_is_not_a_ct(scene, organ_node):
 
 def test_mrml_missing_or_empty_segmentation_errors(scene, ct_node, ct_masks):
     with pytest.raises(SegmentationError, match="No organ segmentation"):
-        scene_out.run_symptom_scoring(ct_node, None, "abdominal pain", scorer=known_scorer())
+        scene_run.run_symptom_scoring(ct_node, None, "abdominal pain", scorer=known_scorer())
 
     empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
     with pytest.raises(SegmentationError, match="no abdominal organ segments"):
-        scene_out.run_symptom_scoring(ct_node, empty, "abdominal pain", scorer=known_scorer())
+        scene_run.run_symptom_scoring(ct_node, empty, "abdominal pain", scorer=known_scorer())
 
     unknown = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "tumour only")
     unknown.GetSegmentation().AddEmptySegment("tumor", "Tumor")
@@ -192,11 +193,11 @@ def test_mrml_missing_or_empty_segmentation_errors(scene, ct_node, ct_masks):
 
 def test_mrml_empty_symptom_is_a_symptom_error(ct_node, organ_node):
     with pytest.raises(SymptomError):
-        scene_out.run_symptom_scoring(ct_node, organ_node, "   ", scorer=known_scorer())
+        scene_run.run_symptom_scoring(ct_node, organ_node, "   ", scorer=known_scorer())
     with pytest.raises(SymptomError):
-        scoring_job.split_symptoms("\n \n")
-    assert scoring_job.split_symptoms("pain\n  after meals ") == ["pain after meals"]
-    assert scoring_job.split_symptoms("pain after meals\n\njaundice\n", one_per_line=True) == ["pain after meals", "jaundice"]
+        scoring_session.split_symptoms("\n \n")
+    assert scoring_session.split_symptoms("pain\n  after meals ") == ["pain after meals"]
+    assert scoring_session.split_symptoms("pain after meals\n\njaundice\n", one_per_line=True) == ["pain after meals", "jaundice"]
 
 
 

@@ -15,11 +15,12 @@ import pytest
 from slicer_scene import (SEG, ct_masks, ct_node, ct_volume, ijk_to_ras_of, known_scorer,  # noqa: F401
                           organ_node, scene, slicer, vtk)
 from conftest import EXAMPLE_VOXELS as EXPECTED_VOXELS
-from MedSORALib import organs, result_format, scoring_job
+from MedSORALib import organs, result_format, session as scoring_session
 from MedSORALib.colors import relevance_color
 from MedSORALib.scene import inputs as scene_in
 from MedSORALib.scene import nodes
 from MedSORALib.scene import result_nodes as scene_out
+from MedSORALib.scene import run as scene_run
 from MedSORALib.scoring import OrganScore, SymptomResult
 
 
@@ -99,7 +100,7 @@ def _check_table(table_node, result):
 
 def test_mrml_outputs_with_known_scores(scene, ct_node, organ_node, ct_masks):
     calls = []
-    outputs = scene_out.run_symptom_scoring(ct_node, organ_node, "Pain in the right upper\nquadrant after fatty meals",
+    outputs = scene_run.run_symptom_scoring(ct_node, organ_node, "Pain in the right upper\nquadrant after fatty meals",
                                        scorer=known_scorer(calls), threshold=0.5)
     assert len(outputs) == 1 and len(calls) == 1
     assert calls[0]["symptoms"] == ["Pain in the right upper quadrant after fatty meals"]
@@ -145,8 +146,8 @@ def test_mrml_outputs_with_known_scores(scene, ct_node, organ_node, ct_masks):
 
 
 def test_mrml_second_symptom_creates_second_node(scene, ct_node, organ_node):
-    first = scene_out.run_symptom_scoring(ct_node, organ_node, "yellow skin and dark urine", scorer=known_scorer())[0]
-    second = scene_out.run_symptom_scoring(ct_node, organ_node, "blood in urine and flank pain", scorer=known_scorer())[0]
+    first = scene_run.run_symptom_scoring(ct_node, organ_node, "yellow skin and dark urine", scorer=known_scorer())[0]
+    second = scene_run.run_symptom_scoring(ct_node, organ_node, "blood in urine and flank pain", scorer=known_scorer())[0]
     assert first.segmentation_node is not second.segmentation_node
     segmentations = [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
                      for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
@@ -159,8 +160,8 @@ def test_mrml_second_symptom_creates_second_node(scene, ct_node, organ_node):
 
 
 def test_mrml_several_symptoms_one_per_line(scene, ct_node, organ_node):
-    symptoms = scoring_job.split_symptoms("epigastric pain radiating to the back\nblood in the urine", one_per_line=True)
-    outputs = scene_out.run_symptom_scoring(ct_node, organ_node, symptoms, scorer=known_scorer())
+    symptoms = scoring_session.split_symptoms("epigastric pain radiating to the back\nblood in the urine", one_per_line=True)
+    outputs = scene_run.run_symptom_scoring(ct_node, organ_node, symptoms, scorer=known_scorer())
     assert [o.symptom for o in outputs] == symptoms
     assert [o.in_domain for o in outputs] == [True, False]
     rel = [scene_out.segment_relevances(o.segmentation_node)["liver"] for o in outputs]
@@ -288,7 +289,8 @@ REAL_SYMPTOMS = ["Pain in the right upper abdomen after fatty meals, with nausea
 
 @pytest.fixture(scope="module")
 def real_run(ct_volume, ct_masks):
-    """One scene scored with the shipped models, and the same inputs scored from files as the CLI does."""
+    """One scene scored with the shipped models, and the same inputs scored from files as the CLI does
+    (image weight 0.25, so that the image scores are computed and compared too)."""
     import torch
 
     from MedSORALib.scoring import score_volume
@@ -301,11 +303,12 @@ def real_run(ct_volume, ct_masks):
         ct_node = scene_out.volume_node_from_volume(ct_volume, "example_ct_sm", scene)
         organ_node = scene_out.organ_segmentation_from_labelmap_file(str(SEG), ct_node, "totalsegmentator", "organs")
         started = time.perf_counter()
-        outputs = scene_out.run_symptom_scoring(ct_node, organ_node, REAL_SYMPTOMS,
-                                           settings=scoring_job.ScoringSettings(device="cpu"), show_3d=True)
+        outputs = scene_run.run_symptom_scoring(ct_node, organ_node, REAL_SYMPTOMS,
+                                           settings=scoring_session.ScoringSettings(device="cpu", image_weight=0.25),
+                                           show_3d=True)
         seconds = time.perf_counter() - started
         file_results = score_volume(ct_volume, {k: m for k, m in ct_masks.items() if m.any()}, REAL_SYMPTOMS,
-                                    device="cpu")
+                                    device="cpu", image_weight=0.25)
         yield SimpleNamespace(scene=scene, ct_node=ct_node, organ_node=organ_node, outputs=outputs,
                               file_results=file_results, seconds=seconds)
     finally:
@@ -387,7 +390,7 @@ def test_scene_outputs_sit_under_the_study_of_the_ct(scene, ct_node, organ_node)
     series_folder = sh.CreateFolderItem(study, "series")
     ct_item = sh.GetItemByDataNode(ct_node) or sh.CreateItem(series_folder, ct_node)
     sh.SetItemParent(ct_item, series_folder)
-    out = scene_out.run_symptom_scoring(ct_node, organ_node, "jaundice", scorer=known_scorer())[0]
+    out = scene_run.run_symptom_scoring(ct_node, organ_node, "jaundice", scorer=known_scorer())[0]
     assert sh.GetItemParent(out.folder_item) == study
     assert sh.GetItemParent(sh.GetItemByDataNode(out.segmentation_node)) == out.folder_item
     # the segmentation references the CT it was computed on

@@ -57,10 +57,12 @@ def test_score_volume_on_the_real_ct(example_volume, example_masks, models):
         calls.append(sorted(crops))
         return original(crops, *args, **kwargs)
 
+    symptoms = [JAUNDICE, "knee joint pain", "blood in my pee"]
     models.image_model.encode_organs = counting
     try:
-        results = score_volume(example_volume, example_masks, [JAUNDICE, "knee joint pain", "blood in my pee"],
-                               models=models)
+        results = score_volume(example_volume, example_masks, symptoms, models=models)
+        assert calls == []  # image weight 0 (the default): the image model does no work
+        fused = score_volume(example_volume, example_masks, symptoms, models=models, image_weight=0.25)
     finally:
         del models.image_model.encode_organs
     assert len(calls) == 1 and calls[0] == sorted(example_masks)  # organs encoded once for three symptoms
@@ -68,7 +70,17 @@ def test_score_volume_on_the_real_ct(example_volume, example_masks, models):
     assert [o.key for o in jaundice.organs] != [] and len(jaundice.organs) == len(example_masks)
     relevances = [o.relevance for o in jaundice.organs]
     assert relevances == sorted(relevances, reverse=True)
-    assert all(0.0 <= o.relevance <= 1.0 and -1.0 <= o.image_score <= 1.0 for o in jaundice.organs)
+    assert all(0.0 <= o.relevance <= 1.0 and o.image_score is None for o in jaundice.organs)
+    for plain, with_image in zip(results, fused):
+        assert all(-1.0 <= o.image_score <= 1.0 for o in with_image.organs)
+        prior = {o.key: o.text_prior for o in plain.organs}
+        assert {o.key: o.text_prior for o in with_image.organs} == pytest.approx(prior, abs=1e-9)
+        # the image term lowers an organ by at most the weight, and never raises it above its text prior
+        by_key = {o.key: o for o in with_image.organs}
+        for organ in plain.organs:
+            lowered = organ.relevance - organ.finding_boost - (by_key[organ.key].relevance
+                                                                - by_key[organ.key].finding_boost)
+            assert -1e-9 <= lowered <= 0.25 * organ.text_prior + 1e-9
     assert jaundice.in_domain and not knee.in_domain
     top3 = {o.key for o in jaundice.organs[:3]}
     assert len(top3 & {"pancreas", "gallbladder", "liver"}) >= 2, top3
@@ -186,18 +198,20 @@ def test_several_symptoms_give_one_output_set_each(tmp_path):
 def test_batch_reports_a_failing_row_and_goes_on(tmp_path):
     manifest = tmp_path / "manifest.csv"
     data = REPO / "Testing" / "Data"
+    # A file that is not an image fails its row when read (a missing one refuses the batch before any row runs).
+    (tmp_path / "not_a_ct.nii.gz").write_bytes(b"not an image")
     with open(manifest, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["volume", "segmentation", "label_scheme", "symptom"])
         writer.writerow([data / "example_ct_sm.nii.gz", data / "example_ct_sm_seg.nii.gz", "totalsegmentator", JAUNDICE])
-        writer.writerow(["missing_ct.nii.gz", data / "example_ct_sm_seg.nii.gz", "totalsegmentator", JAUNDICE])
+        writer.writerow(["not_a_ct.nii.gz", data / "example_ct_sm_seg.nii.gz", "totalsegmentator", JAUNDICE])
         writer.writerow([data / "example_ct_sm.nii.gz", data / "example_ct_sm_seg.nii.gz", "totalsegmentator",
                          "blood in my urine and pain in my left flank"])
     status = main(["batch", str(manifest), "--output-dir", str(tmp_path / "batch"), "--no-progress", "--workers", "0"])
     assert status == 1
     rows = list(csv.DictReader(open(tmp_path / "batch" / "summary.csv")))
     assert [r["status"] for r in rows] == ["ok", "failed", "ok"]
-    assert "missing_ct.nii.gz: no such file" in rows[1]["error"]
+    assert "not_a_ct.nii.gz: not a readable NIfTI image" in rows[1]["error"]
     assert rows[2]["top_organ"] == "kidney_left"
     assert (tmp_path / "batch" / rows[0]["json"]).is_file() and (tmp_path / "batch" / rows[2]["segmentation_out"]).is_file()
     assert not any("0002_" in p.name for p in (tmp_path / "batch").iterdir())

@@ -73,7 +73,7 @@ def cli_result(tmp_path: Path, symptom: str) -> dict:
 
 
 class Server:
-    """A ``medsora serve`` child process; its URL is read from its own log line."""
+    """A ``medsora serve`` child process; its URL (with the access token) is read from its own log line."""
 
     def __init__(self, tmp_path: Path, *extra: str):
         self.log_path = tmp_path / "serve.log"
@@ -87,8 +87,11 @@ class Server:
     def _wait_for_url(self) -> str:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            match = re.search(r"serving (http://127\.0\.0\.1:\d+/)", self.log_path.read_text(encoding="utf-8"))
+            match = re.search(r"serving (http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]{40,}))",
+                              self.log_path.read_text(encoding="utf-8"))
             if match:
+                self.port, self.token = int(match.group(2)), match.group(3)
+                self.origin = f"http://127.0.0.1:{self.port}"
                 return match.group(1)
             if self.process.poll() is not None:
                 break
@@ -127,6 +130,90 @@ def open_page(browser, url: str):
     page.goto(url)
     page.wait_for_selector("#score-button")
     return page
+
+
+def http_status(url: str, headers: dict | None = None) -> int:
+    """Status of a GET without following redirects (urllib, so no browser cookie is sent)."""
+    import urllib.error
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=60) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def websocket_status(port: int, origin: str | None, cookie: str | None = None, host: str | None = None) -> int:
+    """The HTTP status a websocket handshake to the server's ``/ws`` gets (101: opened)."""
+    import socket
+
+    lines = [f"GET /ws HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Upgrade: websocket",
+             "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]
+    if origin:
+        lines.append(f"Origin: {origin}")
+    if cookie:
+        lines.append(f"Cookie: {cookie}")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = connection.recv(4096).decode("latin-1")
+    return int(head.split()[1])
+
+
+class OtherSite:
+    """A second web server on another port of 127.0.0.1: the page of some other site open in the same browser."""
+
+    def __init__(self, pages: dict[str, str]):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = pages.get(self.path.split("?")[0], "").encode()
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+#: The other site's page: it tries to read the server's page and state and to act on the scene.
+ATTACK_PAGE = """<!doctype html><html><body><script>
+window.report = {ws: 'pending', messages: [], fetch: 'pending', fetchNoCors: 'pending'};
+const target = 'TARGET';
+const ws = new WebSocket(target.replace('http', 'ws') + '/ws');
+ws.onopen = () => {
+  report.ws = 'open';
+  ws.send(JSON.stringify({wslink: '1.0', id: 'system:c0:0', method: 'wslink.hello',
+                          args: [{secret: 'wslink-secret'}], kwargs: {}}));
+  ws.send(JSON.stringify({wslink: '1.0', id: 'rpc:c0:1', method: 'trame.state.update',
+                          args: [[{key: 'symptom_text', value: 'FORGED'}]], kwargs: {}}));
+};
+ws.onmessage = (event) => report.messages.push(String(event.data).slice(0, 200));
+ws.onerror = () => { report.ws = 'error'; };
+ws.onclose = (event) => { report.closed = event.code; };
+fetch(target + '/index.html', {credentials: 'include'})
+  .then(r => r.text()).then(t => { report.fetch = 'read ' + t.length; })
+  .catch(() => { report.fetch = 'blocked'; });
+fetch(target + '/index.html', {credentials: 'include', mode: 'no-cors'})
+  .then(r => { report.fetchNoCors = 'opaque ' + r.type; })
+  .catch(() => { report.fetchNoCors = 'blocked'; });
+</script></body></html>"""
 
 
 def table_organs(page) -> list[str]:
@@ -189,7 +276,7 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.5):
 @needs_web
 def test_score_in_the_browser(tmp_path, browser):
     expected = cli_result(tmp_path, SYMPTOM_CLICKED)
-    server = Server(tmp_path)
+    server = Server(tmp_path, "--data-root", str(EXAMPLE_CT.parent))
     try:
         page = open_page(browser, server.url)
         # Control: before scoring the 3D view shows no organ (grey background only).
@@ -224,12 +311,16 @@ def test_score_in_the_browser(tmp_path, browser):
         assert page.locator("#ood-warning").count() == 0
         assert page.locator("#passages").count() == 1
 
-        # Loading a case from the server's disk: a missing file is reported on the page; the CT with the
-        # .seg.nrrd the server just wrote loads as the new case and clears the results and the 3D view.
-        page.fill("#ct-path", str(tmp_path / "missing.nii.gz"))
-        page.click("#load-button")
-        page.wait_for_selector("#error-message")
-        assert "no such CT file" in page.inner_text("#error-message")
+        # Loading a case from the server's disk: a missing file under the data root and an existing file
+        # outside it get the same message; the CT with the .seg.nrrd the server just wrote loads as the new
+        # case and clears the results and the 3D view.
+        messages = []
+        for path in (EXAMPLE_CT.parent / "missing.nii.gz", ROOT / "pyproject.toml"):
+            page.fill("#ct-path", str(path))
+            page.click("#load-button")
+            page.wait_for_selector("#error-message")
+            messages.append(page.inner_text("#error-message").replace(str(path), "PATH"))
+        assert messages[0] == messages[1] and "cannot be loaded" in messages[0]
         seg_file = next((tmp_path / "files").rglob("*.seg.nrrd"))
         page.fill("#ct-path", str(EXAMPLE_CT))
         page.fill("#seg-path", str(seg_file))
@@ -257,18 +348,24 @@ def test_symptom_option_opens_scored(tmp_path, browser):
         assert organs[0].lower() == expected["organs"][0]["display_name"].lower()
         assert page.input_value("#symptom-box") == SYMPTOM_OPTION
 
-        # The download links serve the same report and a Slicer segmentation of the scored organs.
-        base = server.url
-        report = json.loads(urllib.request.urlopen(base + page.get_attribute("#download-json", "href"),
-                                                   timeout=60).read())
+        # The download links serve the same report and a Slicer segmentation of the scored organs, to the
+        # browser holding the token's cookie only; a file the server did not write is not served.
+        base = server.origin + "/"
+        json_href = page.get_attribute("#download-json", "href")
+        report = json.loads(page.request.get(base + json_href).body())
         assert report["symptom"] == SYMPTOM_OPTION
         assert [o["name"] for o in report["organs"]] == [o["name"] for o in expected["organs"]]
-        seg = urllib.request.urlopen(base + page.get_attribute("#download-seg", "href"), timeout=60).read()
+        seg = page.request.get(base + page.get_attribute("#download-seg", "href")).body()
         header = seg.split(b"\n\n", 1)[0].decode("latin-1")
         assert header.startswith("NRRD")
         names = re.findall(r"Segment\d+_Name:=(.*)", header)
         assert sorted(n.strip().lower() for n in names) == sorted(o["display_name"].lower()
                                                                   for o in expected["organs"])
+        assert http_status(base + json_href) == 403  # no token, no cookie
+        planted = tmp_path / "files" / "run1" / "planted.json"
+        planted.write_text("{}")
+        assert page.request.get(base + json_href.rsplit("/", 1)[0] + "/planted.json").status == 404
+        assert page.request.get(base + json_href).status == 200
     finally:
         assert server.stop() is not None
 
@@ -297,5 +394,146 @@ def test_serve_stops_after_its_lifetime(tmp_path):
                 process.wait(timeout=60)
     text = log.read_text(encoding="utf-8")
     assert code == 0, text[-3000:]
-    assert re.search(r"serving http://127\.0\.0\.1:\d+/", text)
+    assert re.search(r"serving http://127\.0\.0\.1:\d+/\?token=", text)
     assert "lifetime of 3 s reached; stopping" in text
+
+
+@needs_web
+def test_only_its_owner_reaches_the_server(tmp_path, browser):
+    server = Server(tmp_path, "--symptom", SYMPTOM_OPTION)
+    other = None
+    try:
+        # Without the token, or naming another host (DNS rebinding), nothing is served.
+        assert http_status(server.origin + "/") == 403
+        assert http_status(server.origin + "/index.html") == 403
+        assert http_status(server.url, {"Host": f"rebind.example:{server.port}"}) == 403
+        assert http_status(server.url, {"Host": f"localhost:{server.port}"}) == 302  # control: own name, token
+        assert websocket_status(server.port, server.origin) == 403  # no token
+        cookie = f"medsora-token-{server.port}={server.token}"
+        assert websocket_status(server.port, "http://127.0.0.1:1", cookie) == 403  # foreign origin
+
+        # The owner opens the printed URL in Chromium and gets the page with the scored symptom.
+        owner = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = owner.new_page()
+        page.set_default_timeout(START_TIMEOUT_S * 1000)
+        page.goto(server.url)
+        page.wait_for_selector("#results-table .organ")
+        assert page.input_value("#symptom-box") == SYMPTOM_OPTION
+        page.fill("#symptom-box", "typed by the owner")
+
+        # A page of another origin, open in the same browser (so the token's cookie exists there), gets
+        # neither the page nor a websocket, so neither state nor actions.
+        other = OtherSite({"/attack.html": ATTACK_PAGE.replace("TARGET", server.origin)})
+        attacker = owner.new_page()
+        attacker.goto(other.origin + "/attack.html")
+        attacker.wait_for_function("() => report.ws !== 'pending' && report.fetch !== 'pending' "
+                                   "&& report.fetchNoCors !== 'pending'", timeout=60_000)
+        report = attacker.evaluate("() => report")
+        assert report["ws"] == "error" and report["messages"] == [], report
+        assert report["fetch"] == "blocked", report
+        time.sleep(2)
+        assert page.input_value("#symptom-box") == "typed by the owner"  # nothing forged reached the owner
+
+        # Another browser (its own cookies) opening the printed URL sees "in use", and its websocket is refused.
+        second = browser.new_context()
+        intruder = second.new_page()
+        response = intruder.goto(server.url)
+        assert response.status == 409 and intruder.locator("#in-use").count() == 1
+        assert page.input_value("#symptom-box") == "typed by the owner"
+        assert websocket_status(server.port, server.origin, cookie) == 409
+        # When the owner closes the page, the other browser may take over, and sees none of the owner's typing.
+        owner.close()
+        time.sleep(1)
+        page2 = second.new_page()
+        page2.set_default_timeout(START_TIMEOUT_S * 1000)
+        page2.goto(server.url)
+        page2.wait_for_selector("#score-button")
+        assert page2.input_value("#symptom-box") == ""
+        second.close()
+    finally:
+        if other is not None:
+            other.close()
+        assert server.stop() is not None
+
+
+@needs_web
+def test_a_load_can_be_cancelled_and_pipes_are_refused_at_once(tmp_path, browser):
+    import shutil
+
+    import nibabel as nib
+
+    data = tmp_path / "data"
+    data.mkdir()
+    # A slow load without a slow disk: an uncompressed CT followed by 6 GB of holes (a sparse file, no disk
+    # space), which the reader skips and the input checksum must read through (seconds of hashing).
+    slow = data / "slow_ct.nii"
+    nib.save(nib.load(str(EXAMPLE_CT)), str(slow))
+    os.truncate(slow, slow.stat().st_size + (6 << 30))
+    shutil.copy(EXAMPLE_SEG, data / "other_seg.nii.gz")
+    os.mkfifo(data / "blocked.nii.gz")
+    server = Server(tmp_path, "--data-root", str(data))
+    try:
+        page = open_page(browser, server.url)
+        label = page.inner_text("#case-label")
+        page.fill("#ct-path", str(data / "blocked.nii.gz"))
+        started = time.monotonic()
+        page.click("#load-button")
+        page.wait_for_selector("#error-message", timeout=30_000)
+        assert time.monotonic() - started < 30
+        assert "cannot be loaded" in page.inner_text("#error-message")
+        # A load cancelled while it runs leaves the page free at once and the case unchanged.
+        page.fill("#ct-path", str(slow))
+        page.fill("#seg-path", str(data / "other_seg.nii.gz"))
+        page.click("#load-button")
+        page.click("#cancel-button", timeout=30_000)
+        page.wait_for_function("() => document.querySelector('#progress-message').textContent.trim() === "
+                               "'Cancelled'", timeout=30_000)
+        assert page.is_enabled("#symptom-box")
+        wait_for(lambda: True if "finished after it was cancelled" in server.log_path.read_text() else None,
+                 SCORE_TIMEOUT_S, "the cancelled load to finish in the background")
+        assert page.inner_text("#case-label") == label
+    finally:
+        assert server.stop() is not None
+
+
+def _serve_error(argv: list[str], timeout: int = 120) -> list[str]:
+    done = subprocess.run([sys.executable, "-m", "MedSORALib", "serve", *argv], capture_output=True, text=True,
+                          env=_env(), cwd=ROOT, timeout=timeout)
+    assert done.returncode == 2, done.stderr[-2000:]
+    return done.stderr.strip().splitlines()
+
+
+def test_serve_options_give_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert _serve_error(["--port", str(port), "--lifetime", "5"]) == [
+            f"medsora: error: --port {port}: already in use on 127.0.0.1; choose another port "
+            "(--port 0 picks a free one)"]
+    err = _serve_error(["--host", "no-such-host.invalid", "--port", "0", "--lifetime", "5"])
+    assert len(err) == 1 and err[0].startswith("medsora: error: --host no-such-host.invalid: not an address")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    err = _serve_error(["--output-dir", str(blocker / "out"), "--port", "0", "--lifetime", "5"])
+    assert len(err) == 1 and "is a file, not a folder" in err[0]
+    err = _serve_error(["--output-dir", "/proc/medsora-out", "--port", "0", "--lifetime", "5"])
+    assert len(err) == 1 and "kernel file system" in err[0]
+    os.mkfifo(tmp_path / "ct.nii.gz")
+    assert _serve_error(["--volume", str(tmp_path / "ct.nii.gz"), "--segmentation", str(EXAMPLE_SEG),
+                         "--port", "0", "--lifetime", "5"]) == [
+        f"medsora: error: {tmp_path / 'ct.nii.gz'}: is a named pipe (FIFO), not a regular file; "
+        "give an image file or a DICOM folder"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz", "file"]
+
+
+def test_a_non_loopback_host_is_named_in_a_warning():
+    from MedSORALib.commands.serve import reach_warning
+
+    assert reach_warning("127.0.0.1") is None and reach_warning("localhost") is None
+    assert reach_warning("::1") is None
+    warning = reach_warning("0.0.0.0")
+    assert warning.startswith("warning: --host 0.0.0.0 listens on every network interface of this machine")
+    assert "--data-root" in warning

@@ -12,13 +12,12 @@ What needs the application is checked another way here:
 from __future__ import annotations
 
 import ast
+import inspect
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import types
 import xml.etree.ElementTree as ET
@@ -26,12 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from slicer_scene import (SEG, ct_masks, ct_node, ct_volume, known_scorer, organ_node, scene,  # noqa: F401
-                          slicer, vtk)
+from slicer_scene import (SEG, FakeQProcess, application_stand_ins, ct_masks, ct_node, ct_volume,  # noqa: F401
+                          known_scorer, load_module_file, organ_node, scene, slicer, vtk)
 from conftest import EXAMPLE_CT, EXAMPLE_SEG
 from MedSORALib import organs
 from MedSORALib.scene import result_nodes as scene_out
-from MedSORALib.scoring_job import ScoringSettings, request_fields
+from MedSORALib.session import ScoringSettings
+from MedSORALib.worker import request_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_PY = ROOT / "MedSORA" / "MedSORA.py"
@@ -107,12 +107,14 @@ def test_slicer_module_imports_no_heavy_package_and_no_thread():
 
 
 def test_slicer_supported_version_is_stated_and_kept():
-    """Slicer 5.10 and later: the README says so, the panel refuses older ones, and no newer-only API is called
-    unguarded (slicer.packaging is tried, vtkSegment terminology methods are not used)."""
+    """Slicer 5.10 and later: docs/slicer.md says so, the panel refuses older ones, and no newer-only API is called
+    unguarded (slicer.packaging, first released in 5.12, is tried; vtkSegment terminology methods are not used)."""
     text = MODULE_PY.read_text(encoding="utf-8")
     assert "MINIMUM_SLICER_VERSION = (5, 10)" in text
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "Slicer 5.10 or later" in readme and "5.8" not in readme.split("\n## In 3D Slicer\n", 1)[1].split("\n## ")[0]
+    docs = (ROOT / "docs" / "slicer.md").read_text(encoding="utf-8")
+    assert "Slicer 5.10 or later" in docs and "5.8" not in docs
+    assert "`slicer.packaging.pip_ensure` on Slicer 5.12 and later" in docs and "5.11 and later" not in docs
+    assert "Slicer >= 5.12" in text and "5.11;" not in text
     tree = ast.parse(text)
     ensure = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "ensureDependencies")
     tries = [n for n in ast.walk(ensure) if isinstance(n, ast.Try)]
@@ -127,151 +129,33 @@ def test_slicer_supported_version_is_stated_and_kept():
 # the module file on slicer-core
 # ------------------------------------------------------------------------------------------
 
-class FakeProcessEnvironment:
-    def __init__(self, values=None):
-        self.values = dict(values or {})
-
-    @classmethod
-    def systemEnvironment(cls):
-        return cls(os.environ)
-
-    def insert(self, key, value):
-        self.values[key] = value
-
-
-class FakeQProcess:
-    """``qt.QProcess`` on :mod:`subprocess`; :meth:`pump` delivers its signals as Qt's event loop would."""
-
-    NotRunning, Running = 0, 2
-    NormalExit, CrashExit = 0, 1
-    instances: list = []
-
-    def __init__(self):
-        self.slots = {}
-        self.environment = None
-        self.popen = None
-        self.chunks = {"out": queue.Queue(), "err": queue.Queue()}
-        self.finished_sent = False
-        FakeQProcess.instances.append(self)
-
-    def connect(self, signal_name, slot):
-        self.slots[signal_name] = slot
-
-    def setProcessEnvironment(self, environment):
-        self.environment = environment.values
-
-    def start(self, program, arguments):
-        self.popen = subprocess.Popen([program, *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, env=self.environment)
-        for name, stream in (("out", self.popen.stdout), ("err", self.popen.stderr)):
-            threading.Thread(target=self._read, args=(stream, self.chunks[name]), daemon=True).start()
-
-    @staticmethod
-    def _read(stream, chunks):
-        for chunk in iter(lambda: stream.read1(4096), b""):
-            chunks.put(chunk)
-
-    def waitForStarted(self, msecs):
-        return self.popen is not None
-
-    def state(self):
-        return self.Running if self.popen is not None and self.popen.poll() is None else self.NotRunning
-
-    def write(self, data):
-        self.popen.stdin.write(bytes(data))
-        self.popen.stdin.flush()
-
-    def _drain(self, name):
-        data = b""
-        while True:
-            try:
-                data += self.chunks[name].get_nowait()
-            except queue.Empty:
-                return data
-
-    def readAllStandardOutput(self):
-        return self._drain("out")
-
-    def readAllStandardError(self):
-        return self._drain("err")
-
-    def kill(self):
-        self.popen.kill()
-
-    def waitForFinished(self, msecs):
-        try:
-            self.popen.wait(msecs / 1000)
-        except subprocess.TimeoutExpired:
-            return False
-        self._finish()
-        return True
-
-    def _finish(self):
-        if not self.finished_sent:
-            self.finished_sent = True
-            code = self.popen.returncode
-            self.slots["finished(int,QProcess::ExitStatus)"](max(code, 0), self.CrashExit if code < 0 else
-                                                             self.NormalExit)
-
-    def pump(self):
-        """One turn of the event loop: readyRead signals for waiting output, finished when the process ended."""
-        ended = self.popen.poll() is not None
-        if ended:
-            time.sleep(0.05)  # let the reader threads take the last bytes
-        if not self.chunks["out"].empty():
-            self.slots["readyReadStandardOutput()"]()
-        if not self.chunks["err"].empty():
-            self.slots["readyReadStandardError()"]()
-        if ended and self.chunks["out"].empty():
-            self._finish()
-
-
 @pytest.fixture()
 def module_file(monkeypatch, scene):
     """MedSORA/MedSORA.py imported on slicer-core, the application-only parts replaced by minimal stand-ins."""
-    import importlib.util
-    import unittest
-
-    qt = types.ModuleType("qt")
-    qt.QTimer = type("QTimer", (), {})
-    qt.QProcess = FakeQProcess
-    qt.QProcessEnvironment = FakeProcessEnvironment
-    monkeypatch.setitem(sys.modules, "qt", qt)
+    for name, module in application_stand_ins().items():
+        monkeypatch.setitem(sys.modules, name, module)
     FakeQProcess.instances = []
-
-    base = types.ModuleType("slicer.ScriptedLoadableModule")
-
-    class ScriptedLoadableModule:
-        def __init__(self, parent):
-            self.parent = parent
-
-    class ScriptedLoadableModuleLogic:
-        def getParameterNode(self):
-            return slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
-
-    class ScriptedLoadableModuleTest(unittest.TestCase):
-        def delayDisplay(self, message, msec=None):
-            self.messages = getattr(self, "messages", []) + [message]
-
-    base.ScriptedLoadableModule = ScriptedLoadableModule
-    base.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
-    base.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
-    base.ScriptedLoadableModuleWidget = type("ScriptedLoadableModuleWidget", (), {})
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", base)
-    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper = lambda cls: cls
-    wrapper.WithinRange = lambda low, high: (low, high)
-    wrapper.Choice = lambda choices: tuple(choices)
-    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", wrapper)
 
     def no_install(*args, **kwargs):
         raise AssertionError("nothing may be installed here")
 
     monkeypatch.setattr(slicer.util, "pip_install", no_install, raising=False)
-    spec = importlib.util.spec_from_file_location("MedSORA_module_under_test", MODULE_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module_file()
+
+
+def test_slicer_docs_show_both_developer_tools_install_routes_and_the_exit_codes():
+    docs = (ROOT / "docs" / "slicer.md").read_text(encoding="utf-8")
+    assert "*Developer Tools for Extensions > Load module*, choose `MedSORA/MedSORA.py`" in docs
+    assert "*Developer Tools for Extensions > Install extension archive*" in docs
+    assert "cmake --build build --target package" in docs
+    assert "<Slicer revision>-<os>-<arch>-MedSORA-git<commit>-<date of the commit>.tar.gz" in docs
+    scripts = {name: (ROOT / "MedSORA" / "Scripts" / name).read_text(encoding="utf-8") for name in ("score.py",
+                                                                                                     "batch.py")}
+    table = docs.split("| status | `score.py` | `batch.py` |", 1)[1].split("\n\n", 1)[0]
+    assert [row.split("|")[1].strip() for row in table.strip().splitlines()[1:]] == ["0", "1", "2", "3", "130"]
+    for text in scripts.values():
+        assert "EXIT_UNEXPECTED = 3" in text and "EXIT_INTERRUPTED = 130" in text
+        assert "sys.exit(run(sys.argv[1:]))" in text
 
 
 def test_slicer_module_logic_process_with_known_scores(module_file, ct_node, organ_node):
@@ -292,28 +176,122 @@ def test_slicer_module_logic_process_with_known_scores(module_file, ct_node, org
 def test_slicer_model_folder_parameter_maps_to_settings(module_file):
     logic = module_file.MedSORALogic
     node = types.SimpleNamespace(device="cpu", modelFolder=Path(), textEncoder="", useImageModel=False)
-    assert logic.scoringSettings(node) == ScoringSettings(device="cpu", model_dir="", use_image_model=False)
+    assert logic.scoringSettings(node) == ScoringSettings(device="cpu", model_dir="", image_weight=0.0)
+    node.useImageModel = True  # the box on: the image term at its evaluated weight
+    assert logic.scoringSettings(node).image_weight == 0.25
+    node.useImageModel = False
     node.modelFolder = Path("/models/mine")
     assert logic.scoringSettings(node).model_dir == "/models/mine"
 
 
-def test_slicer_MedSORATest_runs_in_slicer_core(module_file):
-    """The self test with the packages present: phantom (real models, in process), example CT through the worker."""
+SELF_TESTS = {"test_MedSORA_errors", "test_MedSORA_example_ct_through_the_worker", "test_MedSORA_phantom",
+              "test_MedSORA_stand_in_scorer"}
+MODEL_TESTS = {"test_MedSORA_phantom", "test_MedSORA_example_ct_through_the_worker"}
+
+
+def _run_like_run_unit_test(module):
+    """The self test as CTest runs it (slicer.testing.runUnitTest: every test_* method of the module's test case)."""
+    import io
+    import unittest
+
+    suite = unittest.TestLoader().loadTestsFromModule(module)
+    return unittest.TextTestRunner(stream=io.StringIO(), verbosity=2).run(suite)
+
+
+def _blocked_imports() -> list[str]:
+    """Top-level import names of torch and of every package in Resources/requirements.txt (absent on a fresh Slicer)."""
+    from importlib import metadata
+
+    lines = [line.split("#", 1)[0].strip() for line in
+             (ROOT / "MedSORA" / "Resources" / "requirements.txt").read_text(encoding="utf-8").splitlines()]
+    wanted = {re.split(r"[<>=!~;\[ ]", line)[0].lower().replace("_", "-") for line in lines if line}
+    wanted |= {"torch", "torchvision"}
+    names = {name for name, dists in metadata.packages_distributions().items()
+             if any(d.lower().replace("_", "-") in wanted for d in dists)}
+    assert {"torch", "nibabel", "nrrd", "transformers", "safetensors", "yaml"} <= names
+    return sorted(names)
+
+
+#: Runs in a fresh interpreter: the packages are blocked before anything imports them.
+_FACTORY_HARNESS = r"""
+import io, json, sys, unittest
+blocked = json.loads(sys.argv[1])
+for name in blocked:
+    sys.modules[name] = None  # "import torch" raises ImportError, as on a fresh Slicer
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
+import slicer_scene
+from slicer_scene import slicer
+slicer.mrmlScene = slicer.vtkMRMLScene()
+displayed = []
+sys.modules.update(slicer_scene.application_stand_ins(displayed))
+def no_install(*args, **kwargs):
+    raise AssertionError("nothing may be installed while testing")
+slicer.util.pip_install = no_install
+module = slicer_scene.load_module_file()
+suite = unittest.TestLoader().loadTestsFromModule(module)
+result = unittest.TextTestRunner(stream=io.StringIO(), verbosity=2).run(suite)
+print(json.dumps({
+    "run": result.testsRun, "ok": result.wasSuccessful(),
+    "problems": [[case.id(), text] for case, text in result.errors + result.failures],
+    "skipped": [[case.id().rsplit(".", 1)[1], reason] for case, reason in result.skipped],
+    "displayed": displayed, "missing": module.PACKAGES_MISSING if hasattr(module, "PACKAGES_MISSING")
+    else module.MedSORATest.PACKAGES_MISSING,
+    "imported": sorted(name for name in blocked if sys.modules.get(name) is not None),
+}))
+"""
+
+
+def test_slicer_self_test_passes_on_a_factory_slicer():
+    """A fresh Slicer in testing mode: torch and the requirements absent, the tests loaded as runUnitTest does.
+
+    The model tests skip with the stated reason, the stand-in scorer and error tests run and pass, nothing is
+    installed and no blocked package is imported.
+    """
+    import json
+
+    blocked = _blocked_imports()
+    done = subprocess.run([sys.executable, "-c", _FACTORY_HARNESS, json.dumps(blocked), str(ROOT / "Testing"),
+                           str(ROOT)], capture_output=True, text=True, timeout=600, cwd=str(ROOT),
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["problems"] == [] and report["ok"], report["problems"]
+    assert report["run"] == len(SELF_TESTS) == 4
+    assert sorted(name for name, _ in report["skipped"]) == sorted(MODEL_TESTS)
+    assert all(reason == report["missing"] for _, reason in report["skipped"])
+    assert "torch" in report["missing"] and "requirements.txt" in report["missing"]
+    assert "Stand-in scorer passed (the models were not run)" in report["displayed"]
+    assert "Errors passed" in report["displayed"] and "Phantom passed" not in report["displayed"]
+    assert report["imported"] == []
+
+
+def test_slicer_self_test_runs_the_real_checks_with_the_packages(module_file, monkeypatch):
+    """Packages present: every test_* method runs its real check (phantom with the models, example CT through
+    the worker), none is skipped."""
     import torch
 
     torch.set_num_threads(1)
-    case = module_file.MedSORATest("runTest")
-    case.runTest()
-    assert case.messages[-1] == "Errors passed"
-    assert "Phantom passed" in case.messages and "Example CT passed" in case.messages
+    assert module_file.dependenciesAvailable()
+    displayed = []
+    monkeypatch.setattr(module_file.MedSORATest, "delayDisplay", lambda self, message, msec=None:
+                        displayed.append(message))
+    result = _run_like_run_unit_test(module_file)
+    assert result.errors == [] and result.failures == [] and result.skipped == []
+    assert result.testsRun == len(SELF_TESTS)
+    for message in ("Phantom passed", "Example CT passed", "Stand-in scorer passed (the models were not run)",
+                    "Errors passed"):
+        assert message in displayed
 
 
-def test_slicer_MedSORATest_without_packages_installs_nothing_and_says_so(module_file, monkeypatch):
+def test_slicer_reload_and_test_without_packages_says_why_and_installs_nothing(module_file, monkeypatch):
+    """runTest (the panel's Reload and Test) runs every method; the skipped ones are shown with their reason."""
     monkeypatch.setattr(module_file, "dependenciesAvailable", lambda: False)
     case = module_file.MedSORATest("runTest")
     case.runTest()  # slicer.util.pip_install raises if called (module_file fixture)
-    assert "stand-in scorer" in case.messages[0]
-    assert "Stand-in scorer passed (the models were not run)" in case.messages
+    missing = module_file.MedSORATest.PACKAGES_MISSING
+    assert case.messages[1] == "Stand-in scorer passed (the models were not run)"
+    assert f"test_MedSORA_phantom: {missing}" in case.messages
+    assert f"test_MedSORA_example_ct_through_the_worker: {missing}" in case.messages
     assert "Phantom passed" not in case.messages and case.messages[-1] == "Errors passed"
 
 
@@ -350,37 +328,198 @@ def test_slicer_dependencies_use_pip_ensure_and_install_nothing_in_testing_mode(
         module_file.ensureDependencies(askConfirmation=False)
 
 
-def test_slicer_totalsegmentator_call_sets_up_first_and_passes_keywords(module_file, monkeypatch, ct_node):
+def _slicer_app(monkeypatch, testing=False):
+    app = types.SimpleNamespace(testingEnabled=lambda: testing, majorVersion=5, minorVersion=12)
+    monkeypatch.setattr(slicer, "app", app, raising=False)
+    return app
+
+
+def test_slicer_declining_the_install_returns_quietly(module_file, monkeypatch, tmp_path):
+    """pip_ensure raises RuntimeError when the user answers Cancel: ensureDependencies returns False, no error;
+    any other error of pip_ensure still reaches the user."""
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("numpy>=999.0\n", encoding="utf-8")
+    monkeypatch.setattr(module_file, "requirementsPath", lambda: str(requirements))
+    _slicer_app(monkeypatch)
+    packaging = types.ModuleType("slicer.packaging")
+    packaging.load_requirements = lambda path: ["numpy>=999.0"]
+
+    def declined(requirements, requester):  # what slicer.packaging.pip_ensure raises on Cancel
+        raise RuntimeError("User declined package installation")
+
+    packaging.pip_ensure = declined
+    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+    monkeypatch.setattr(slicer, "packaging", packaging, raising=False)
+    assert module_file.ensureDependencies() is False
+
+    def failed(requirements, requester):
+        raise RuntimeError("pip failed: no network")
+
+    packaging.pip_ensure = failed
+    with pytest.raises(RuntimeError, match="no network"):
+        module_file.ensureDependencies()
+    # Slicer 5.10 (no slicer.packaging): Cancel in MedSORA's own question
+    monkeypatch.setitem(sys.modules, "slicer.packaging", None)
+    monkeypatch.delattr(slicer, "packaging", raising=False)
+    asked = []
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda *a, **k: asked.append(a) or False,
+                        raising=False)
+    assert module_file.ensureDependencies() is False and len(asked) == 1
+
+
+def test_slicer_torch_comes_from_pytorchutils_with_the_requirement(module_file, monkeypatch):
+    """Without torch: PyTorchUtils installs it with MedSORA's version requirement; declining returns quietly."""
+    _slicer_app(monkeypatch)
     calls = []
 
-    class NewTotalSegmentatorLogic:  # a process() without "fast", as in its 2026 signature
-        def setupPythonRequirements(self, upgrade=False):
-            calls.append("setup")
+    class PyTorchUtilsLogic:
+        def torchInstalled(self):
+            return False
 
-        def process(self, inputVolume, outputSegmentation, cpu=False, task=None, subset=None, interactive=False):
-            calls.append({"inputVolume": inputVolume, "outputSegmentation": outputSegmentation, "cpu": cpu,
-                          "task": task, "subset": subset, "interactive": interactive})
-            if task != "total":
-                raise TypeError("unexpected task")
+        def installTorch(self, askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None,
+                         torchvisionVersionRequirement=None):  # its signature (fepegar/SlicerPyTorch)
+            calls.append((askConfirmation, torchVersionRequirement))
+            return None  # the user declined
 
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic))
+    assert module_file.ensureDependencies(askConfirmation=True) is False
+    assert calls == [(True, module_file.TORCH_REQUIREMENT)] and module_file.TORCH_REQUIREMENT == ">=2.3"
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)
+    with pytest.raises(RuntimeError, match="PyTorch extension"):
+        module_file.ensureDependencies()
+
+
+def test_slicer_installed_torch_is_checked_against_the_requirement(module_file, monkeypatch):
+    from importlib import metadata
+
+    import torch
+
+    real_version = metadata.version
+    installed = {"torch": "2.1.2+cu118"}
+    monkeypatch.setattr(metadata, "version", lambda name: installed.get(name) or real_version(name))
+    _slicer_app(monkeypatch)
+    assert module_file.torchVersionProblem() == "MedSORA needs PyTorch >=2.3; PyTorch 2.1.2+cu118 is installed."
+    assert module_file.dependenciesAvailable() is False
+    with pytest.raises(RuntimeError, match=r"PyTorch Utils module.*>=2.3"):
+        module_file.ensureDependencies()
+    installed["torch"] = "2.5.1+cu121"  # a local version label does not matter
+    assert module_file.torchVersionProblem() is None
+    installed["torch"] = torch.__version__
+    assert module_file.torchVersionProblem() is None and module_file.dependenciesAvailable()
+
+
+# The signatures of TotalSegmentatorLogic.process in the TotalSegmentator extension
+# (github.com/lassoan/SlicerTotalSegmentator, TotalSegmentator/TotalSegmentator.py), parameter lists as there.
+# Each stand-in resolves the speed mode as that version does and records it.
+
+class _TotalSegmentatorLogic:
+    def __init__(self):
+        self.calls = []
+
+    def setupPythonRequirements(self, upgrade=False):
+        self.calls.append("setup")
+
+    def _record(self, mode, **options):
+        self.calls.append(dict(options, mode=mode))
+
+
+class TotalSegmentator2023(_TotalSegmentatorLogic):  # 2023-07 (commit d4f35a4)
+    def process(self, inputVolume, outputSegmentation, fast=True, task=None, subset=None):
+        self._record("fast" if fast else "normal", task=task, subset=subset)
+
+
+class TotalSegmentator2025(_TotalSegmentatorLogic):  # 2024 to 2026-02-11 (commit c5421de)
+    def process(self, inputVolume, outputSegmentation, fast=True, cpu=False, task=None, subset=None,
+                interactive=False, sequenceBrowserNode=None):
+        self._record("fast" if fast else "normal", cpu=cpu, task=task, subset=subset, interactive=interactive)
+
+
+class TotalSegmentator2026Feb(_TotalSegmentatorLogic):  # 2026-02-11 to 2026-02-21 (commit a1f8b4a)
+    def process(self, inputVolume, outputSegmentation, fast=True, fastest=False, cpu=False, task=None, subset=None,
+                interactive=False, sequenceBrowserNode=None, robustCrop=False, removeSmallBlobs=False,
+                higherOrderResampling=False):
+        self._record("faster" if fastest else "fast" if fast else "normal", cpu=cpu, task=task, subset=subset,
+                     interactive=interactive)
+
+
+class TotalSegmentatorCurrent(_TotalSegmentatorLogic):  # since 2026-02-21 (commit a40fc4d; 6a82370, 2026-05)
+    def process(self, inputVolume, outputSegmentation, quality=None, cpu=False, task=None, subset=None,
+                interactive=False, sequenceBrowserNode=None):
+        if quality is True:  # its backward compatibility: a bool is the old fast flag
+            quality = "fast"
+        elif quality is False:
+            quality = "normal"
+        if quality not in ("normal", "fast", "faster"):  # None: the task's first mode, "normal" for "total"
+            quality = "normal"
+        self._record(quality, cpu=cpu, task=task, subset=subset, interactive=interactive)
+
+
+TOTALSEGMENTATOR_VERSIONS = (TotalSegmentator2023, TotalSegmentator2025, TotalSegmentator2026Feb,
+                             TotalSegmentatorCurrent)
+
+
+@pytest.mark.parametrize("version", TOTALSEGMENTATOR_VERSIONS, ids=lambda v: v.__name__)
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
+def test_slicer_totalsegmentator_runs_fast_on_a_cpu_with_every_signature(module_file, monkeypatch, ct_node, version,
+                                                                          gpu):
+    logic = version()
     monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(totalsegmentator=object()), raising=False)
-    monkeypatch.setattr(slicer.util, "getModuleLogic", lambda name: NewTotalSegmentatorLogic(), raising=False)
-    node = module_file.MedSORALogic().segmentOrgansWithTotalSegmentator(ct_node, fast=True, cpu=True)
-    assert calls[0] == "setup"
-    assert calls[1] == {"inputVolume": ct_node, "outputSegmentation": node, "cpu": True, "task": "total",
-                        "subset": list(organs.STRUCTURES), "interactive": True}
+    monkeypatch.setattr(slicer.util, "getModuleLogic", lambda name: logic, raising=False)
+    monkeypatch.setattr(module_file.MedSORALogic, "gpuAvailable", staticmethod(lambda: gpu))
+    node = module_file.MedSORALogic().segmentOrgansWithTotalSegmentator(ct_node)
+    assert node.IsA("vtkMRMLSegmentationNode") and node.GetName() == "example_ct_sm organs"
+    assert logic.calls[0] == "setup"  # its packages are set up before its signature is read
+    call = logic.calls[1]
+    assert call["mode"] == ("normal" if gpu else "fast")
+    assert call["task"] == "total" and call["subset"] == list(organs.STRUCTURES)
+    if version is not TotalSegmentator2023:
+        assert call["interactive"] is True and call["cpu"] is False
+    # cpu=True forces the fast mode even with a GPU
+    logic.calls.clear()
+    module_file.MedSORALogic().segmentOrgansWithTotalSegmentator(ct_node, cpu=True)
+    assert logic.calls[1]["mode"] == "fast"
+    if version is not TotalSegmentator2023:
+        assert logic.calls[1]["cpu"] is True
 
-    class FailingLogic(NewTotalSegmentatorLogic):
-        def process(self, inputVolume, outputSegmentation, fast=True, cpu=False, task=None, subset=None):
-            calls.append("process")
+
+def test_slicer_totalsegmentator_options_name_the_mode_as_each_version_does(module_file):
+    options = module_file.MedSORALogic.totalSegmentatorOptions
+    assert options(TotalSegmentatorCurrent().process, True, False)["quality"] == "fast"
+    assert options(TotalSegmentatorCurrent().process, False, False)["quality"] == "normal"
+    assert "fast" not in options(TotalSegmentatorCurrent().process, True, False)
+    assert options(TotalSegmentator2025().process, True, False)["fast"] is True
+    assert "quality" not in options(TotalSegmentator2025().process, True, False)
+    assert set(options(TotalSegmentator2023().process, True, True)) == {"fast", "task", "subset"}
+    # the filter this replaces passed only names in the signature, and so ran the current version at normal quality
+    logic = TotalSegmentatorCurrent()
+    accepted = inspect.signature(logic.process).parameters
+    old_options = {"fast": True, "cpu": False, "task": "total", "subset": ["liver"], "interactive": True}
+    logic.process(None, None, **{k: v for k, v in old_options.items() if k in accepted})
+    assert logic.calls[-1]["mode"] == "normal"
+
+    def process_without_speed(inputVolume, outputSegmentation, cpu=False, task=None):
+        pass
+
+    with pytest.raises(RuntimeError, match="neither 'quality' nor 'fast'"):
+        options(process_without_speed, True, False)
+
+
+def test_slicer_totalsegmentator_failure_removes_the_node_and_is_not_retried(module_file, monkeypatch, ct_node):
+    class Failing(TotalSegmentatorCurrent):
+        def process(self, inputVolume, outputSegmentation, quality=None, cpu=False, task=None, subset=None,
+                    interactive=False, sequenceBrowserNode=None):
+            self.calls.append("process")
             raise TypeError("a bug inside TotalSegmentator")
 
-    calls.clear()
-    monkeypatch.setattr(slicer.util, "getModuleLogic", lambda name: FailingLogic(), raising=False)
+    logic = Failing()
+    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(totalsegmentator=object()), raising=False)
+    monkeypatch.setattr(slicer.util, "getModuleLogic", lambda name: logic, raising=False)
+    monkeypatch.setattr(module_file.MedSORALogic, "gpuAvailable", staticmethod(lambda: False))
     before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
     with pytest.raises(TypeError, match="a bug inside"):
         module_file.MedSORALogic().segmentOrgansWithTotalSegmentator(ct_node)
-    assert calls == ["setup", "process"]  # not retried with other arguments
+    assert logic.calls == ["setup", "process"]  # not retried with other arguments
     assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == before
 
 
@@ -436,3 +575,100 @@ def test_slicer_worker_process_crash_is_reported(module_file, tmp_path, monkeypa
     assert events[-1] == {"id": request_id, "event": "error",
                           "message": "The scoring worker stopped unexpectedly (crashed)."}
     assert not worker.running
+
+
+# ------------------------------------------------------------------------------------------
+# the worker behind a launcher, as PythonSlicer runs it: Cancel, closing the module, quitting Slicer
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def behind_launcher(tmp_path, monkeypatch):
+    """``PythonSlicer`` on the PATH is a launcher stand-in that runs the real interpreter as its child."""
+    from test_process_tree import write_launcher
+
+    launcher = write_launcher(tmp_path / "bin")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(launcher.parent), os.environ.get("PATH", "")]))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return launcher
+
+
+def _worker_tree(worker):
+    """The launcher's pid and the pids below it; asserts the real worker is among them, leading its group."""
+    from MedSORALib import process_tree
+
+    def command(pid):
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:4]
+        except OSError:
+            return []
+
+    deadline = time.monotonic() + 120
+    while True:  # the group leader wrapper replaces itself with the worker (exec) right after it starts
+        below = process_tree.descendants(worker.pid)
+        workers = [pid for pid in below if command(pid) == [b"-m", b"MedSORALib", b"worker"]]
+        if workers or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert len(workers) == 1, below
+    assert os.getpgid(workers[0]) == workers[0] != os.getpgrp()
+    return [worker.pid, *below]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the worker's command line from /proc")
+def test_slicer_cancel_ends_the_worker_behind_the_launcher(module_file, behind_launcher, tmp_path):
+    from MedSORALib import process_tree
+
+    events = []
+    worker = module_file.ScoringWorkerProcess(events.append, lambda text: None)
+    worker.submit(_request(tmp_path))
+    process = FakeQProcess.instances[-1]
+    assert process.popen.args[0] == str(behind_launcher)  # the worker command went through the launcher
+    _pump_until(process, events, lambda: any(e.get("message") == "loading models" for e in events))
+    tree = _worker_tree(worker)
+    started = time.monotonic()
+    worker.cancel()
+    assert time.monotonic() - started < 3.0
+    assert [pid for pid in tree if process_tree.alive(pid)] == []
+    process.pump()
+    assert [e["event"] for e in events].count("error") == 0 and not worker.running
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the worker's command line from /proc")
+def test_slicer_closing_the_module_or_quitting_slicer_ends_the_worker(module_file, behind_launcher, tmp_path,
+                                                                      monkeypatch):
+    """cleanup() (module closed) stops an idle worker through the protocol; the application's aboutToQuit
+    kills a busy one; either way no process of the tree is left and the run's folder is removed."""
+    from MedSORALib import process_tree
+
+    connections = []
+    app = types.SimpleNamespace(connect=lambda signal_name, slot: connections.append((signal_name, slot)),
+                                disconnect=lambda signal_name, slot: connections.remove((signal_name, slot)))
+    monkeypatch.setattr(slicer, "app", app, raising=False)
+    monkeypatch.setattr(module_file.ScoringWorkerProcess, "STOP_WAIT_MS", 60000)
+
+    # busy worker, application quits
+    widget = module_file.MedSORAWidget()
+    widget._connectApplicationQuit()
+    assert [name for name, _ in connections] == ["aboutToQuit()"]
+    events = []
+    widget._worker = module_file.ScoringWorkerProcess(events.append, lambda text: None)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    widget._run = {"id": widget._worker.submit(_request(tmp_path)), "folder": str(folder)}
+    _pump_until(FakeQProcess.instances[-1], events, lambda: any(e.get("message") == "loading models" for e in events))
+    tree = _worker_tree(widget._worker)
+    connections[0][1]()  # Qt emits aboutToQuit
+    assert [pid for pid in tree if process_tree.alive(pid)] == []
+    assert widget._worker is None and widget._run is None and not folder.exists()
+    widget.cleanup()  # afterwards: nothing left to stop, the connection is removed
+    assert connections == []
+
+    # idle worker, module closed: asked to shut down, it exits by itself (status 0 through the launcher)
+    widget = module_file.MedSORAWidget()
+    worker = widget._worker = module_file.ScoringWorkerProcess(lambda event: None, lambda text: None)
+    worker.start()
+    process = FakeQProcess.instances[-1]
+    tree = _worker_tree(worker)
+    widget.cleanup()
+    assert process.popen.returncode == 0
+    assert [pid for pid in tree if process_tree.alive(pid)] == []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -40,14 +41,14 @@ def test_scores_equal_score_volume_and_files_are_written(session, example_volume
     assert progress == sorted(progress) and progress[-1] == 1.0
 
 
-def test_organs_are_encoded_once_per_case(session):
-    encoded = session._encoded
-    assert encoded is not None
+def test_a_case_is_measured_once_and_not_encoded_at_image_weight_0(session):
+    case = session.case
+    assert case is not None and not case.encoded
     scored = session.score(SYMPTOMS[:1])
-    assert session._encoded is encoded
+    assert session.case is case and not case.encoded
     assert scored[0].files["json"].parent.name == "run2"
     session.load(EXAMPLE_CT, EXAMPLE_SEG, "totalsegmentator", log=lambda message: None)
-    assert session._encoded is None
+    assert session.case is case  # the same content: taken from the scoring session, not read again
 
 
 def test_table_rows_and_passages_follow_the_result(session):
@@ -85,3 +86,124 @@ def test_bad_paths_keep_the_current_case(session, tmp_path):
     assert snapshot(EXAMPLE_CT.parent) == before
     with pytest.raises(MedSORAError):
         session.score(["   "])
+
+
+# -- who may reach the server and what the page may load (MedSORALib.web.access, no browser) -----------
+
+def test_host_origin_and_token_rules():
+    from MedSORALib.web.access import AccessGuard, machine_names
+
+    guard = AccessGuard("127.0.0.1", token="t0k3n")
+    guard.port = 8123
+    for host in ("127.0.0.1:8123", "localhost:8123", "[::1]:8123", "LOCALHOST:8123", "localhost",
+                 f"{sorted(machine_names())[0]}:8123"):
+        assert guard.host_allowed(host), host
+    for host in ("evil.example:8123", "127.0.0.1:8124", "127.0.0.1.nip.io:8123", "", None, "127.0.0.1:x",
+                 "0.0.0.0:8123"):
+        assert not guard.host_allowed(host), host
+    assert guard.origin_allowed("http://127.0.0.1:8123", "127.0.0.1:8123")
+    for origin in ("http://127.0.0.1:9999", "http://localhost:8123", "null", "", None, "https://127.0.0.1:8123"):
+        assert not guard.origin_allowed(origin, "127.0.0.1:8123"), origin
+    assert guard.token_matches("t0k3n") and not guard.token_matches("t0k3") and not guard.token_matches(None)
+    assert guard.url() == "http://127.0.0.1:8123/?token=t0k3n"
+    assert len(AccessGuard("127.0.0.1").token) >= 43  # 32 random bytes, URL-safe base64
+    assert AccessGuard("127.0.0.1").token != AccessGuard("127.0.0.1").token
+
+
+def test_one_owner_at_a_time():
+    import asyncio
+
+    from MedSORALib.web.access import AccessGuard
+
+    async def scenario():
+        guard = AccessGuard("127.0.0.1")
+        first, second = object(), object()
+        assert await guard.acquire(first, "s1", grace_s=0.1)
+        assert guard.owner_session() == "s1"
+        assert not await guard.acquire(second, "s2", grace_s=0.2)  # refused while the first is open
+        # A reload: the old connection closes while the new one waits; the new one gets the scene.
+        asyncio.get_running_loop().call_later(0.1, guard.release, first)
+        assert await guard.acquire(second, "s1", grace_s=2.0)
+        guard.release(first)  # a stale release changes nothing
+        assert guard.owned and guard.owner_session() == "s1"
+        guard.release(second)
+        assert not guard.owned
+        # Another browser session taking the page over is announced (the app clears what was typed);
+        # the first owner and the same session coming back are not.
+        seen = []
+        guard.on_new_session = lambda: seen.append(guard.owner_session())
+        third = object()
+        assert await guard.acquire(third, "s1", grace_s=0.1)
+        guard.release(third)
+        assert await guard.acquire(third, "s2", grace_s=0.1)
+        assert seen == ["s2"]
+        fresh = AccessGuard("127.0.0.1")
+        fresh.on_new_session = lambda: seen.append("first")
+        assert await fresh.acquire(object(), "s9", grace_s=0.1) and seen == ["s2"]
+
+    asyncio.run(scenario())
+
+
+def test_loadable_paths_give_one_message_for_every_refusal(tmp_path):
+    import os
+    import shutil
+
+    from MedSORALib.errors import InputFileError
+    from MedSORALib.web.access import NO_DATA_ROOT, REFUSED_PATH, loadable_path
+
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copy(EXAMPLE_CT, root / "ct.nii.gz")
+    os.mkfifo(root / "pipe.nii.gz")
+    (root / "notes").mkdir()
+    (root / "notes" / "a.txt").write_text("x")
+    outside = tmp_path / "outside.nii.gz"
+    shutil.copy(EXAMPLE_CT, outside)
+    (root / "link.nii.gz").symlink_to(outside)
+    real_root = os.path.realpath(root)
+    assert loadable_path(root / "ct.nii.gz", real_root) == Path(real_root) / "ct.nii.gz"
+    refused = {
+        "missing under the root": root / "missing.nii.gz",
+        "existing outside": outside,
+        "missing outside": tmp_path / "missing.nii.gz",
+        "a FIFO": root / "pipe.nii.gz",
+        "a link leading out": root / "link.nii.gz",
+        "dot-dot out": root / ".." / "outside.nii.gz",
+        "a folder that is not a series": root / "notes",
+        "a system file": Path("/etc/shadow"),
+    }
+    for what, path in refused.items():
+        with pytest.raises(InputFileError) as caught:
+            loadable_path(path, real_root)
+        assert str(caught.value) == f"{path}: {REFUSED_PATH}", what
+    # A file this server wrote may be loaded back from outside the root; nothing loads without a root.
+    assert loadable_path(outside, real_root, {os.path.realpath(outside)}) == Path(os.path.realpath(outside))
+    with pytest.raises(InputFileError, match="loading from the server's disk is off"):
+        loadable_path(root / "ct.nii.gz", None)
+    assert "off" in NO_DATA_ROOT
+
+
+def test_a_cancelled_read_does_not_replace_the_case(session):
+    case = session.case
+    loaded, name = session.read_case(EXAMPLE_CT, EXAMPLE_SEG, "totalsegmentator", log=lambda message: None)
+    assert session.case is case and name == EXAMPLE_CT.name  # reading alone does not change the case
+    session.use_case(loaded, name)
+    assert session.case is loaded and session.case_name == EXAMPLE_CT.name
+
+
+def test_bound_to_every_interface_the_machines_addresses_name_it():
+    import socket
+
+    from MedSORALib.web.access import AccessGuard
+
+    guard = AccessGuard("0.0.0.0", token="t")
+    guard.port = 8123
+    assert guard.url() == f"http://{socket.gethostname()}:8123/?token=t"
+    local = [a for a in {i[4][0] for i in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}]
+    for address in local + ["127.0.0.1"]:
+        assert guard.host_allowed(f"{address}:8123"), address
+    for host in ("198.51.100.77:8123", "203.0.113.7:8123", "0.0.0.0:8123", "evil.example:8123"):
+        assert not guard.host_allowed(host), host  # addresses of no interface here (documentation ranges)
+    narrow = AccessGuard("127.0.0.1", token="t")
+    narrow.port = 8123
+    assert not any(narrow.host_allowed(f"{a}:8123") for a in local if not a.startswith("127."))

@@ -24,7 +24,9 @@ WEIGHTS = (0.0, 0.1, 0.25, 0.5)
 
 
 def evaluate(image_weights, volume_path, labels_path, scheme="totalsegmentator", split="test",
-             weights=WEIGHTS) -> dict:
+             weights=WEIGHTS, exclude_texts=None) -> dict:
+    """The rankings of one image model on one CT (module doc); ``exclude_texts``: texts left out of the split
+    (those the image model was trained on)."""
     from medsora_training.image_data import load_symptom_texts
     from medsora_training.image.evaluation import class_scores, ranking_metrics
     from MedSORALib.organs import CLASS_SETTINGS
@@ -38,13 +40,17 @@ def evaluate(image_weights, volume_path, labels_path, scheme="totalsegmentator",
     features = models.image_model.encode_volume(volume, masks)
     keys = list(features.keys)
     rows, source = load_symptom_texts(split)
+    excluded = 0
+    if exclude_texts:
+        kept = [r for r in rows if r["text"] not in exclude_texts]
+        rows, excluded = kept, len(rows) - len(kept)
     predictions = models.reasoner.predict([r["text"] for r in rows])
     prior = np.array([[p.structure_relevance[k] for k in keys] for p in predictions])
     similarity = models.image_model.score(features, np.stack([p.embedding for p in predictions]))
     labels = [r.get("organs") or [r["organ"]] for r in rows]
     classes = CLASS_SETTINGS["full11"]
     out = {"volume": str(volume_path), "image_weights": str(image_weights), "split": split, "texts": source,
-           "n_texts": len(rows), "organs": keys, "results": {}}
+           "n_texts": len(rows), "n_excluded": excluded, "organs": keys, "results": {}}
     # A tiny deterministic tie-break (catalog order) so equal priors rank the same way for every weight.
     tie = -1e-9 * np.arange(len(keys))[None, :]
     for w in weights:

@@ -37,7 +37,7 @@ import torch, nibabel
 out = {}
 t = T()
 import numpy as np
-from MedSORALib import cases, measurements, scoring, evidence, outputs, cli
+from MedSORALib import cases, measurements, organ_measures, scoring, finding_boost, result_files, cli
 from MedSORALib.knowledge import kb as K
 out["import_library"] = T() - t
 
@@ -53,13 +53,13 @@ def timed(module, name, key):
     setattr(module, name, wrapper)
 
 timed(measurements, "_thickness", "thickness")
-timed(measurements, "vessel_diameters", "vessel_diameters")
+timed(organ_measures, "vessel_diameters", "vessel_diameters")
 t = T(); case = cases.load_case(sys.argv[1], sys.argv[2], label_scheme="totalsegmentator", log=lambda *a: None)
 out["load_case"] = T() - t
 t = T(); models = scoring.load_models(); out["load_models"] = T() - t
 masks = {k: np.asarray(m, dtype=bool) for k, m in case.masks.items()}
 t = T(); models.image_model.encode_volume(case.volume, masks); out["encode_organs"] = T() - t
-t = T(); measurements.measure_organs(case.volume, masks); out["measure_organs"] = T() - t
+t = T(); organ_measures.measure_organs(case.volume, masks); out["measure_organs"] = T() - t
 t = T(); kb = models.kb; out["knowledge_base"] = T() - t
 t = T()
 for organ in ("pancreas", "liver", "gallbladder"):

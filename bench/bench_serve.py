@@ -74,7 +74,8 @@ def one_run(browser, tmp: Path, screenshot: Path | None) -> dict:
         try:
             url = None
             while url is None:
-                match = re.search(r"serving (http://127\.0\.0\.1:\d+/)", log_path.read_text(encoding="utf-8"))
+                match = re.search(r"serving (http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]+)",
+                                  log_path.read_text(encoding="utf-8"))
                 if match:
                     url = match.group(1)
                 elif process.poll() is not None or time.perf_counter() - start > 600:

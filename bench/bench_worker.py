@@ -6,14 +6,15 @@
 Per repeat, a fresh worker process is started and asked, on the bundled CT:
 
   first_apply_s         the first request: process start, imports, model loading, reading the CT and its
-                        organs, encoding the organs, scoring one symptom, writing .seg.nrrd + JSON
-  second_apply_s        a second request on the same CT files with another symptom (models and the encoded
-                        organs kept in the worker)
+                        organs, measuring the organs, scoring one symptom, writing .seg.nrrd + JSON
+                        (image weight 0, the default: the organs are not encoded)
+  second_apply_s        a second request on the same CT files with another symptom (models and the opened
+                        case kept in the worker)
   second_apply_new_files_s
                         the same again with the CT and organs written to new file names, as the panel does on
                         each Apply (same content: the worker recognises the CT by its SHA-256)
   other_ct_apply_s      control: a request on another CT (the same one shifted by +1 HU, so its organs must be
-                        encoded again) in the same worker: models kept, encoding not
+                        read and measured again) in the same worker: models kept, the case not
   cancel_s              from Cancel (kill) during model loading to the process being gone
 
 The goal of the Slicer issue is second_apply / first_apply < 0.25 and cancel < 1 s.
@@ -35,7 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from MedSORALib.scoring_job import ScoringSettings, WorkerClient, request_fields, worker_environment  # noqa: E402
+from MedSORALib.session import ScoringSettings  # noqa: E402
+from MedSORALib.worker import WorkerClient, request_fields, worker_environment  # noqa: E402
 from MedSORALib.volume_io import Volume, read_volume, write_volume  # noqa: E402
 
 CT = REPO / "Testing" / "Data" / "example_ct_sm.nii.gz"
@@ -76,8 +78,8 @@ def one_repeat(folder: Path, env: dict) -> dict:
     finally:
         client.shutdown()
     assert first["worker"]["models_loaded"] and not second["worker"]["models_loaded"]
-    assert second["worker"]["model_loads"] == 1 and third["worker"]["encoded_cached"]
-    assert other["worker"]["model_loads"] == 1 and not other["worker"]["encoded_cached"]
+    assert second["worker"]["model_loads"] == 1 and third["worker"]["case_cached"]
+    assert other["worker"]["model_loads"] == 1 and not other["worker"]["case_cached"]
     return {"first_apply_s": first_s, "second_apply_s": second_s, "second_apply_new_files_s": third_s,
             "other_ct_apply_s": other_s,
             "first_steps_s": first["worker"]["seconds"], "second_steps_s": second["worker"]["seconds"]}

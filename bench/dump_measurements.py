@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 from MedSORALib import organs  # noqa: E402
 from MedSORALib.cases import load_case  # noqa: E402
 from MedSORALib.image.phantom import make_phantom  # noqa: E402
-from MedSORALib.measurements import measure_organs  # noqa: E402
+from MedSORALib.organ_measures import measure_organs  # noqa: E402
 
 
 def main(argv=None) -> int:

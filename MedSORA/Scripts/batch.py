@@ -8,14 +8,27 @@ process, one CT after another (no Dask cluster is started there):
         cohort.csv --output-dir out/cohort
 
 With plain Python the arguments are those of ``medsora batch`` (``--workers``,
-``--scheduler`` ...); the outputs, the summary and the exit status (0 all rows
-done, 1 some row failed, 2 bad input) are the same.
+``--scheduler`` ...); the outputs and the summary are the same. The script always
+ends with ``sys.exit`` (``--python-script`` does not end Slicer by itself; Slicer
+exits with the status given to ``sys.exit``):
+
+    0    every row was scored
+    1    some row failed (the summary says which and why)
+    2    bad input or bad arguments: one line ``batch.py: error: ...``
+    3    anything else went wrong (a missing Python package, a bug): one line
+         ``batch.py: error: <kind>: ...``
+    130  interrupted
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+PROG = "batch.py"
+#: Exit status when something other than the input went wrong.
+EXIT_UNEXPECTED = 3
+EXIT_INTERRUPTED = 130
 
 
 def _import_library():
@@ -35,18 +48,37 @@ def main(argv: list[str] | None = None) -> int:
     from MedSORALib.commands import batch
     from MedSORALib.errors import MedSORAError
 
-    parser = argparse.ArgumentParser(prog="batch.py", add_help=False)
+    parser = argparse.ArgumentParser(prog=PROG, add_help=False)
     sub = parser.add_subparsers(dest="command")
     batch_parser = batch.add_parser(sub)
-    batch_parser.prog = "batch.py"
+    batch_parser.prog = PROG
     args = batch_parser.parse_args(argv)
     try:
-        return batch.run(args)
+        return int(batch.run(args) or 0)
     except MedSORAError as exc:
-        print(f"batch.py: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """:func:`main`, with every other exception turned into one line and a non-zero status."""
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ImportError as exc:
+        print(f"{PROG}: error: {type(exc).__name__}: {exc} (MedSORA's Python packages are missing: click Apply once "
+              "in the MedSORA module, or pip install -r MedSORA/Resources/requirements.txt)", file=sys.stderr)
+        return EXIT_UNEXPECTED
+    except BaseException as exc:  # noqa: BLE001 - an uncaught exception would leave a windowless Slicer running
+        message = " ".join(str(exc).split()) or "(no message)"
+        print(f"{PROG}: error: {type(exc).__name__}: {message}", file=sys.stderr)
+        return EXIT_UNEXPECTED
 
 
 if __name__ == "__main__":
     # Slicer passes the script's own arguments in sys.argv after the script path.
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run(sys.argv[1:]))

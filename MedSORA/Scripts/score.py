@@ -12,13 +12,25 @@ With plain Python (MedSORALib importable or next to this file in the repository)
     python MedSORA/Scripts/score.py --volume ... --symptom ... --output ...
 
 The arguments and the outputs are those of ``medsora score`` (same scoring entry,
-same files); the exit status is 0 on success and 2 for bad input.
+same files). The script always ends with ``sys.exit`` (``--python-script`` does not
+end Slicer by itself; Slicer exits with the status given to ``sys.exit``):
+
+    0    the outputs were written
+    2    bad input or bad arguments: one line ``score.py: error: ...``, nothing written
+    3    anything else went wrong (a missing Python package, a torch error, a bug):
+         one line ``score.py: error: <kind>: ...``
+    130  interrupted
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+PROG = "score.py"
+#: Exit status when something other than the input went wrong.
+EXIT_UNEXPECTED = 3
+EXIT_INTERRUPTED = 130
 
 
 def _import_library():
@@ -39,17 +51,36 @@ def main(argv: list[str] | None = None) -> int:
     from MedSORALib.errors import MedSORAError
 
     parser = argparse.ArgumentParser(
-        prog="score.py", description=score.DESCRIPTION, epilog=score.EPILOG,
+        prog=PROG, description=score.DESCRIPTION, epilog=score.EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     score.configure_parser(parser)
     args = parser.parse_args(argv)
     try:
-        return score.run(args)
+        return int(score.run(args) or 0)
     except MedSORAError as exc:
-        print(f"score.py: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """:func:`main`, with every other exception turned into one line and a non-zero status."""
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ImportError as exc:
+        print(f"{PROG}: error: {type(exc).__name__}: {exc} (MedSORA's Python packages are missing: click Apply once "
+              "in the MedSORA module, or pip install -r MedSORA/Resources/requirements.txt)", file=sys.stderr)
+        return EXIT_UNEXPECTED
+    except BaseException as exc:  # noqa: BLE001 - an uncaught exception would leave a windowless Slicer running
+        message = " ".join(str(exc).split()) or "(no message)"
+        print(f"{PROG}: error: {type(exc).__name__}: {message}", file=sys.stderr)
+        return EXIT_UNEXPECTED
 
 
 if __name__ == "__main__":
     # Slicer passes the script's own arguments in sys.argv after the script path.
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run(sys.argv[1:]))

@@ -1,9 +1,10 @@
 """Cohort scoring behind ``medsora batch``: many (CT, segmentation, symptom) rows, on one machine or a Dask cluster.
 
 - :mod:`.manifest`: the CSV manifest, its rows grouped by CT (a CT's organs are
-  read and encoded once, on one worker, for all of its rows);
-- :mod:`.work`: what a worker does with one CT's rows (skip the rows already
-  done, score the others, write each row's files and its record);
+  read and measured once, on one worker, for all of its rows);
+- :mod:`.rows`: one CT's rows, the unit of work (skip the rows already done,
+  score the others through the process's scoring session, write each row's
+  files and its record);
 - :mod:`.runner`: runs the groups in this process or on Dask ``distributed``
   (a local cluster or an existing scheduler) and reports progress;
 - :mod:`.lock`: one batch per output folder at a time;

@@ -1,4 +1,9 @@
-"""The batch manifest: a CSV of (volume, segmentation, label_scheme, symptom) rows, grouped by CT."""
+"""The batch manifest: a CSV of (volume, segmentation, label_scheme, symptom) rows, grouped by CT.
+
+Optional columns ``age`` (years, or a DICOM age such as 064Y) and ``sex`` (F, M,
+O or empty) choose the reference ranges of the findings; empty: the DICOM
+header's, else unknown (:mod:`MedSORALib.patient`).
+"""
 from __future__ import annotations
 
 import csv
@@ -6,9 +11,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputFileError
+from ..errors import InputFileError, MedSORAError, PatientError
+from ..patient import Patient
 
 REQUIRED = ("volume", "segmentation", "label_scheme", "symptom")
+#: Columns a manifest may add: the patient's age and sex.
+OPTIONAL = ("age", "sex")
 
 
 @dataclass(frozen=True)
@@ -20,14 +28,16 @@ class Row:
     segmentation: str
     label_scheme: str
     symptom: str
+    age: str = ""
+    sex: str = ""
 
     @property
     def name(self) -> str:
         return f"{self.number:04d}_{slug(self.volume)}"
 
     @property
-    def case_key(self) -> tuple[str, str, str]:
-        return (self.volume, self.segmentation, self.label_scheme)
+    def case_key(self) -> tuple[str, ...]:
+        return (self.volume, self.segmentation, self.label_scheme, self.age, self.sex)
 
 
 @dataclass
@@ -48,6 +58,13 @@ class CaseGroup:
     @property
     def label_scheme(self) -> str:
         return self.rows[0].label_scheme
+
+    @property
+    def patient(self):
+        """The rows' age and sex (:class:`~MedSORALib.patient.Patient`; checked by :func:`read_manifest`)."""
+        from ..patient import Patient
+
+        return Patient.parse(self.rows[0].age, self.rows[0].sex, "manifest")
 
 
 def read_manifest(path: str | Path) -> list[Row]:
@@ -78,13 +95,19 @@ def read_manifest(path: str | Path) -> list[Row]:
         for column in ("volume", "segmentation"):
             value = values.get(column, "")
             paths[column] = str(Path(value) if Path(value).is_absolute() else base / value) if value else ""
-        rows.append(Row(number=number, volume=paths["volume"], segmentation=paths["segmentation"],
-                        label_scheme=values.get("label_scheme", ""), symptom=values.get("symptom", "")))
+        row = Row(number=number, volume=paths["volume"], segmentation=paths["segmentation"],
+                  label_scheme=values.get("label_scheme", ""), symptom=values.get("symptom", ""),
+                  age=values.get("age", ""), sex=values.get("sex", ""))
+        try:
+            Patient.parse(row.age, row.sex)
+        except PatientError as exc:
+            raise InputFileError(f"{path}: row {number}: {exc}") from exc
+        rows.append(row)
     return rows
 
 
 def group_rows(rows: list[Row]) -> list[CaseGroup]:
-    """Rows grouped by (volume, segmentation, label scheme), groups in order of their first row."""
+    """Rows grouped by (volume, segmentation, label scheme, age, sex), groups in order of their first row."""
     groups: dict[tuple, CaseGroup] = {}
     for row in rows:
         group = groups.get(row.case_key)
@@ -102,3 +125,34 @@ def slug(text: str) -> str:
             name = name[: -len(suffix)]
             break
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40].lstrip(".") or "volume"
+
+
+def check_rows(rows: list[Row], manifest: str | Path) -> None:
+    """Every row's symptom, label scheme and input paths, checked before any row runs (one line for the first bad one).
+
+    Symptoms: not empty, at most 2,000 characters, UTF-8. Paths: a readable regular file or a DICOM
+    series folder (:func:`MedSORALib.validation.check_input_path`); a folder that is not a series
+    (``/``) is refused without walking below it. Each distinct path is checked once. What only
+    reading a file reveals (not an image, a bad segment layer) fails its rows one by one later.
+    """
+    from ..organs import normalize_scheme
+    from ..scoring import check_symptoms
+    from ..validation import check_input_path
+
+    checked: set[tuple[str, str]] = set()
+    for row in rows:
+        try:
+            try:
+                check_symptoms([row.symptom])
+            except MedSORAError as exc:
+                raise type(exc)(str(exc).replace("symptom 1 ", "the symptom ", 1)) from None
+            if row.label_scheme:
+                normalize_scheme(row.label_scheme)
+            if not row.volume:
+                raise InputFileError("no volume given")
+            for path, what in ((row.volume, "CT file or folder"), (row.segmentation, "segmentation file")):
+                if path and (path, what) not in checked:
+                    check_input_path(path, what)
+                    checked.add((path, what))
+        except MedSORAError as exc:
+            raise type(exc)(f"{manifest}: row {row.number}: {exc}") from None

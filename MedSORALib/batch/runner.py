@@ -1,6 +1,6 @@
 """Running a batch's CT groups: in this process, or as Dask tasks on a local or existing cluster.
 
-One task per CT group (:func:`MedSORALib.batch.work.process_group`). On Dask,
+One task per CT group (:func:`MedSORALib.batch.rows.process_group`). On Dask,
 a worker that dies while running a task (killed, out of memory, node lost) has
 its task re-run on another worker by the scheduler, at most
 ``distributed.scheduler.allowed-failures`` times (Dask's default: 3); rows the
@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Callable
 from .. import __version__
 from ..errors import InputFileError, ModelError
 from .manifest import CaseGroup
-from .work import BatchOptions, failed, one_line, process_group, read_record, reused
+from .rows import BatchOptions, failed, one_line, process_group, read_record, reused
 
 #: Dask scheduler setting: how many worker deaths a task survives before it is given up (local clusters).
 DEFAULT_ALLOWED_FAILURES = 3
@@ -78,7 +79,7 @@ class Mode:
     workers: int = 0
     scheduler: str | None = None
     allowed_failures: int = DEFAULT_ALLOWED_FAILURES
-    dashboard_address: str = ":8787"
+    dashboard_address: str = "127.0.0.1:8787"
 
 
 Report = Callable[[list[dict]], None]
@@ -203,7 +204,12 @@ def _lost_group(group: CaseGroup, options: BatchOptions, exc: BaseException) -> 
 
 
 class ProgressReporter:
-    """Rows done, failed and skipped, the rate and the ETA: a bar on a terminal, plain lines otherwise."""
+    """Rows done, failed and skipped, the rate and the ETA: a bar on a terminal, plain lines otherwise.
+
+    Groups report their records when a whole CT is done; :meth:`watch` also counts the rows of a
+    group as they are scored (each writes its record file, on any worker), so a batch of many rows
+    on one CT shows progress row by row.
+    """
 
     def __init__(self, total: int, *, enabled: bool = True, stream=None, interval: float = 10.0):
         self.total = total
@@ -213,6 +219,11 @@ class ProgressReporter:
         self.enabled = enabled
         self.interval = interval
         self._last_line = 0.0
+        self._reported: set[int] = set()
+        self._scored: set[int] = set()  # rows scored in this run whose group has not reported yet
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
         self.bar = None
         if enabled and getattr(self.stream, "isatty", lambda: False)():
             from tqdm import tqdm
@@ -227,28 +238,79 @@ class ProgressReporter:
             print(line, file=self.stream, flush=True)
 
     def __call__(self, records: list[dict]) -> None:
-        for record in records:
-            self.counts[record["status"]] = self.counts.get(record["status"], 0) + 1
-            if record["status"] == "failed":
-                self.say(f"row {record['row']} failed: {record['error']}")
-        done = sum(self.counts.values())
+        with self._lock:
+            for record in records:
+                self.counts[record["status"]] = self.counts.get(record["status"], 0) + 1
+                self._reported.add(int(record["row"]))
+                self._scored.discard(int(record["row"]))
+                if record["status"] == "failed":
+                    self.say(f"row {record['row']} failed: {record['error']}")
+            self._show(force=sum(self.counts.values()) == self.total)
+
+    def rows_scored(self, numbers) -> None:
+        """Rows whose record appeared in this run (their group has not reported yet)."""
+        with self._lock:
+            fresh = {n for n in numbers if n not in self._reported and n not in self._scored}
+            if not fresh:
+                return
+            self._scored |= fresh
+            self._show(force=False)
+
+    def _show(self, force: bool) -> None:
+        done = sum(self.counts.values()) + len(self._scored)
         if self.bar is not None:
-            self.bar.update(len(records))
-            self.bar.set_postfix(ok=self.counts["ok"], failed=self.counts["failed"], skipped=self.counts["skipped"],
-                                 refresh=True)
+            self.bar.n = done
+            self.bar.set_postfix(ok=self.counts["ok"] + len(self._scored), failed=self.counts["failed"],
+                                 skipped=self.counts["skipped"], refresh=True)
             return
         now = time.monotonic()
-        if self.enabled and (now - self._last_line >= self.interval or done == self.total):
+        if self.enabled and (force or now - self._last_line >= self.interval):
             self._last_line = now
             self.say(self.line(now))
 
+    def watch(self, output_dir: str | os.PathLike, numbers, poll_s: float | None = None) -> None:
+        """Count rows as their records appear in ``output_dir`` (a thread; stopped by :meth:`close`)."""
+        if not self.enabled:
+            return
+        from .rows import state_dir
+
+        folder = state_dir(output_dir) / "rows"
+        wanted = set(numbers)
+        since = time.time() - 1.0
+        poll = min(self.interval, 2.0) if poll_s is None else poll_s
+
+        def scan() -> set[int]:
+            found = set()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                return found
+            for entry in entries:
+                stem = entry.name[:-5] if entry.name.endswith(".json") else ""
+                if not stem.isdigit() or int(stem) not in wanted:
+                    continue
+                try:
+                    if entry.stat().st_mtime >= since:
+                        found.add(int(stem))
+                except OSError:
+                    continue
+            return found
+
+        def loop():
+            while not self._stop.wait(poll):
+                self.rows_scored(scan())
+
+        self._watcher = threading.Thread(target=loop, name="medsora-batch-progress", daemon=True)
+        self._watcher.start()
+
     def line(self, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
-        done = sum(self.counts.values())
-        worked = self.counts["ok"] + self.counts["failed"]
+        scored = len(self._scored)
+        done = sum(self.counts.values()) + scored
+        worked = self.counts["ok"] + self.counts["failed"] + scored
         minutes = max(now - self.start, 1e-9) / 60.0
         rate = worked / minutes
-        text = (f"{done}/{self.total} rows ({self.counts['ok']} ok, {self.counts['failed']} failed, "
+        text = (f"{done}/{self.total} rows ({self.counts['ok'] + scored} ok, {self.counts['failed']} failed, "
                 f"{self.counts['skipped']} skipped), {rate:.1f} rows/min")
         if 0 < done < self.total and rate > 0:
             left = (self.total - done) / rate * 60.0
@@ -256,5 +318,8 @@ class ProgressReporter:
         return text
 
     def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
         if self.bar is not None:
             self.bar.close()

@@ -5,7 +5,11 @@ CSV, a text cell that begins with ``=``, ``+``, ``-``, ``@``, a tab or a
 carriage return gets a leading apostrophe, so that a spreadsheet shows it as
 text instead of evaluating it as a formula (a symptom such as
 ``=HYPERLINK(...)`` stays inert); this is the OWASP advice against CSV
-injection. The Parquet and JSON files keep the values as they are, typed.
+injection. The same holds after a separator inside a cell (``,``, ``;``,
+tab or ``|``, spaces allowed between): a spreadsheet that imports the file
+with another separator (``;`` in many locales) splits ``pain;=HYPERLINK(...)``
+into two cells, so the ``=`` gets its apostrophe too (``pain;'=HYPERLINK``).
+The Parquet and JSON files keep the values as they are, typed.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ from ..files import atomic_target, atomic_write_text
 FIELDS = ("row", "volume", "segmentation", "label_scheme", "symptom", "status", "error", "in_domain", "top_organ",
           "top_relevance", "files", "json", "segmentation_out", "elapsed_s", "worker")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: Characters a spreadsheet may split a line at when it guesses the separator.
+SEPARATORS = (",", ";", "\t", "|")
 #: The summary files, by kind, in the output folder.
 SUMMARY_NAMES = {"csv": "summary.csv", "parquet": "summary.parquet", "json": "summary.json"}
 
@@ -32,9 +38,21 @@ def escape_cell(value) -> str:
     if isinstance(value, (list, tuple)):
         value = "; ".join(str(v) for v in value)
     text = str(value)
-    if isinstance(value, str) and text.startswith(FORMULA_STARTS):
-        return "'" + text
-    return text
+    if not isinstance(value, str):
+        return text
+    return defuse(text)
+
+
+def defuse(text: str) -> str:
+    """``text`` with an apostrophe before every formula character that starts it or follows a separator."""
+    out = []
+    fresh = True  # at the start of the text, or after a separator and any spaces
+    for char in text:
+        if fresh and char in FORMULA_STARTS:
+            out.append("'")
+        out.append(char)
+        fresh = char in SEPARATORS or (fresh and char == " ")
+    return "".join(out)
 
 
 def normalized(records: list[dict]) -> list[dict]:

@@ -4,13 +4,16 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 import shutil
+import socket
 import sys
 import uuid
 from pathlib import Path
 
-from ..errors import InputFileError, SymptomError
-from .score import add_model_arguments, check_output_prefix, output_files
+from ..errors import InputFileError
+from ..session import check_output_prefix, output_files
+from .score import add_model_arguments, settings_from_args
 
 DESCRIPTION = """\
 Score many CTs and symptoms listed in a CSV manifest.
@@ -18,9 +21,11 @@ Score many CTs and symptoms listed in a CSV manifest.
 The manifest has a header row with the columns
   volume, segmentation, label_scheme, symptom
 (paths relative to the manifest's folder; label_scheme may be empty for a
-.seg.nrrd). Each row writes DIR/<row>_<volume name>.seg.nrrd and .json (and
-.png with --preview). The rows of one CT are scored together on one worker:
-its organs are read and encoded once.
+.seg.nrrd), and optionally age and sex (the patient's, for the reference
+ranges; empty: the DICOM header's, else unknown). Each row writes
+DIR/<row>_<volume name>.seg.nrrd and .json (and .png with --preview,
+_seg.dcm and _sr.dcm with --dicom-sr). The rows of one CT are scored together
+on one worker: its organs are read and measured once.
 
 The rows run on Dask: --workers N starts a local cluster of N worker
 processes (default: one per core, at most one per CT); --scheduler uses an
@@ -60,13 +65,63 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--retries", type=int, default=None, metavar="K",
                         help="local cluster: re-run a CT's task on another worker at most K times when its worker "
                              "dies (default: 3)")
-    parser.add_argument("--dashboard-address", default=":8787", metavar="[HOST]:PORT",
-                        help="local cluster: where the Dask dashboard listens (default :8787; :0 picks a free port)")
+    parser.add_argument("--dashboard-address", default=DEFAULT_DASHBOARD, metavar="[HOST]:PORT",
+                        help=f"local cluster: where the Dask dashboard listens (default {DEFAULT_DASHBOARD}, this "
+                             "machine only; :PORT listens on every interface; port 0 picks a free one)")
     parser.add_argument("--preview", action="store_true", help="also write a PNG preview per row")
+    parser.add_argument("--dicom-sr", action="store_true",
+                        help="also write a DICOM SEG and a DICOM SR (TID 1500) of the measurements and findings per "
+                             "row (every volume must be a DICOM series folder)")
     parser.add_argument("--no-passages", action="store_true", help="skip the supporting knowledge passages")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     add_model_arguments(parser)
     return parser
+
+
+#: The Dask dashboard of a local cluster listens on this machine only unless asked otherwise.
+DEFAULT_DASHBOARD = "127.0.0.1:8787"
+_SCHEDULER_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ws|wss|ucx|inproc)://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)"
+                                r"(?::\d{1,5})?$")
+
+
+def check_dashboard_address(value: str) -> str:
+    """``[HOST]:PORT`` with a port 0..65535 and a host that resolves (empty: every interface)."""
+    host, sep, port = str(value).strip().rpartition(":")
+    usage = f"--dashboard-address {value}: give [HOST]:PORT, such as {DEFAULT_DASHBOARD} (port 0 picks a free one)"
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise InputFileError(usage)
+    host = host.strip("[]")
+    if host:
+        try:
+            socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            raise InputFileError(f"--dashboard-address {value}: the host {host} does not resolve") from None
+    return value
+
+
+def check_scheduler(value: str) -> str:
+    """A Dask scheduler address (``tcp://host:8786``) or scheduler file (JSON with an ``address``)."""
+    import json
+
+    from ..validation import check_input_path
+
+    if os.path.exists(value):
+        if os.path.isdir(value):
+            raise InputFileError(f"--scheduler {value}: a folder, not a scheduler file")
+        path = check_input_path(value, "scheduler file")
+        try:
+            with open(path, "rb") as handle:
+                data = json.loads(handle.read(1 << 20).decode("utf-8"))
+        except (ValueError, OSError):
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("address"), str):
+            raise InputFileError(f"--scheduler {value}: not a Dask scheduler file (a JSON file with an "
+                                 "\"address\", as dask scheduler --scheduler-file writes)")
+        return value
+    if not _SCHEDULER_ADDRESS.match(value.strip()):
+        raise InputFileError(f"--scheduler {value}: neither a scheduler address (tcp://host:8786) nor an "
+                             "existing scheduler file")
+    return value
 
 
 def available_cores() -> int:
@@ -81,15 +136,15 @@ def inside_slicer() -> bool:
     return getattr(sys.modules.get("slicer"), "app", None) is not None
 
 
-def planned_outputs(out_dir: Path, rows, preview: bool) -> list[Path]:
+def planned_outputs(out_dir: Path, rows, preview: bool, dicom_sr: bool = False) -> list[Path]:
     """Every file a batch into ``out_dir`` may write or remove: each row's files and record, the summaries,
     the lock, and what is left in the staging folder (removed at the start)."""
     from ..batch import STATE_DIR
     from ..batch.lock import BatchLock
     from ..batch.summary import SUMMARY_NAMES
-    from ..batch.work import record_path
+    from ..batch.rows import record_path
 
-    files = [path for row in rows for path in output_files(out_dir / row.name, 1, preview)]
+    files = [path for row in rows for path in output_files(out_dir / row.name, 1, preview, dicom_sr=dicom_sr)]
     files += [out_dir / name for name in SUMMARY_NAMES.values()]
     files += [record_path(out_dir, row) for row in rows]
     files.append(BatchLock(out_dir).path)
@@ -99,22 +154,29 @@ def planned_outputs(out_dir: Path, rows, preview: bool) -> list[Path]:
 def run(args) -> int:
     from ..batch import STATE_DIR
     from ..batch.lock import BatchLock
-    from ..batch.manifest import group_rows, read_manifest
+    from ..batch.manifest import check_rows, group_rows, read_manifest
     from ..batch.runner import DEFAULT_ALLOWED_FAILURES, Mode, ProgressReporter, model_version, run_groups
     from ..batch.summary import write_summary
-    from ..batch.work import BatchOptions, failed
+    from ..batch.rows import BatchOptions, failed
     from ..validation import check_outputs_spare_inputs
 
     rows = read_manifest(args.manifest)
+    if args.scheduler is not None:
+        check_scheduler(args.scheduler)
+    check_dashboard_address(args.dashboard_address)
+    check_rows(rows, args.manifest)
     if args.workers is not None and args.workers < 0:
         raise InputFileError(f"--workers {args.workers}: give 0 (this process) or a positive number")
     if args.retries is not None and args.retries < 0:
         raise InputFileError(f"--retries {args.retries}: give 0 or a positive number")
-    if args.image_weight is not None and not 0.0 <= args.image_weight <= 1.0:
-        raise SymptomError(f"--image-weight {args.image_weight} is outside 0..1")
+    settings = settings_from_args(args)
     out_dir = Path(args.output_dir).resolve()
     check_output_prefix(out_dir / "summary")
-    check_outputs_spare_inputs(planned_outputs(out_dir, rows, args.preview),
+    if args.dicom_sr:
+        flat = sorted({r.volume for r in rows if not Path(r.volume).is_dir()})
+        if flat:
+            raise InputFileError(f"--dicom-sr needs every volume as a DICOM series folder; not one: {flat[0]}")
+    check_outputs_spare_inputs(planned_outputs(out_dir, rows, args.preview, args.dicom_sr),
                                [args.manifest, *(r.volume for r in rows), *(r.segmentation for r in rows)],
                                option="--output-dir", hint="choose another --output-dir")
     groups = group_rows(rows)
@@ -134,9 +196,7 @@ def run(args) -> int:
 
     options = BatchOptions(
         output_dir=str(out_dir), run_id=uuid.uuid4().hex[:12], model_version="", force=args.force,
-        device=args.device, setting=args.setting, text_weights=args.text_weights, image_weights=args.image_weights,
-        text_encoder=args.text_encoder, image_weight=0.25 if args.image_weight is None else args.image_weight,
-        passages=not args.no_passages, preview=args.preview,
+        scoring=settings, dicom_sr=args.dicom_sr,
         torch_threads=1 if mode.scheduler is None and mode.workers else None)
     from dataclasses import replace
 
@@ -155,6 +215,7 @@ def run(args) -> int:
             progress(done)
 
         try:
+            progress.watch(out_dir, [row.number for row in rows])  # rows counted as they are scored
             run_groups(groups, options, mode, report, progress.say)
         except KeyboardInterrupt:
             seen = {r["row"] for r in records}

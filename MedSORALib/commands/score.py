@@ -2,28 +2,34 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from ..cases import load_case
 from ..errors import InputFileError, SymptomError
+from ..session import ScoringSession, ScoringSettings, check_outputs
 
 DESCRIPTION = """\
 Score the organs of a CT for one or more symptoms.
 
-MedSORA reads the CT and its organ segmentation, encodes each organ once,
+MedSORA reads the CT and its organ segmentation, measures each organ once,
 and for every symptom writes (PREFIX, or PREFIX_1, PREFIX_2 ... for several):
   PREFIX.seg.nrrd  one segment per organ, coloured by relevance, with SNOMED
                    terminology and the tag MedSORA.Relevance (open in 3D Slicer)
   PREFIX.json      symptom, in_domain, contrast_phase, organs sorted by
-                   relevance (relevance, text_prior, image_score,
-                   finding_boost and why, measurements, findings against
+                   relevance (relevance, text_prior, image_score (null
+                   at image weight 0), finding_boost and why, measurements, findings against
                    cited reference ranges), supporting knowledge passages,
                    model versions, input SHA-256
   PREFIX.png       with --preview: slices through the most relevant organ
                    and a bar chart
   PREFIX_seg.dcm   with --dicom-seg (DICOM series input): a DICOM SEG
+  PREFIX_sr.dcm    with --dicom-sr (DICOM series input; writes the SEG too):
+                   a DICOM SR (TID 1500) of the measurements, contrast phase
+                   and abnormal findings, referencing the series and the SEG
+
+Reference ranges follow the patient's age and sex where the cited sources
+give them: --age/--sex, else the DICOM header (PatientAge, PatientSex); when
+unknown, the adult range, and each finding says so.
 
 Organ masks come from --segmentation: a label map (give --label-scheme) or a
 Slicer .seg.nrrd (segments matched by name or terminology). Without it,
@@ -35,21 +41,39 @@ examples:
       --segmentation Testing/Data/example_ct_sm_seg.nii.gz --label-scheme totalsegmentator \\
       --symptom "painless jaundice with pale stools and weight loss" --output out/example --preview
   medsora score --volume ct_dicom/ --segmentation organs.seg.nrrd \\
-      --symptoms-file symptoms.txt --output out/patient7 --dicom-seg"""
+      --symptoms-file symptoms.txt --output out/patient7 --dicom-sr --age 64 --sex F"""
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options choosing the models and the device (shared with ``medsora batch``)."""
+    """Options choosing the models, the device and the fusion (shared with ``medsora batch``).
+
+    Their defaults are :class:`MedSORALib.session.ScoringSettings`'s (:func:`settings_from_args`).
+    """
+    defaults = ScoringSettings()
     group = parser.add_argument_group("models")
-    group.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default: cpu)")
-    group.add_argument("--setting", choices=("full11", "paper7"), default="full11",
+    group.add_argument("--device", choices=("cpu", "cuda"), help=f"torch device (default: {defaults.device})")
+    group.add_argument("--setting", choices=("full11", "paper7"),
                        help="text classes: our 11 (all 13 structures, default) or the paper's 7")
     group.add_argument("--text-weights", metavar="DIR", help="text model folder (default: shipped weights)")
     group.add_argument("--image-weights", metavar="DIR", help="image/alignment model folder (default: shipped)")
     group.add_argument("--text-encoder", metavar="DIR",
                        help="local sentence-encoder folder (default: bundled all-MiniLM-L6-v2)")
     group.add_argument("--image-weight", type=float, default=None, metavar="W",
-                       help="weight of the image-text alignment in the relevance, 0..1 (default: 0, the text "
-                            "prior alone: the image term did not help on a CT the model never saw)")
+                       help=f"weight of the image-text alignment in the relevance, 0..1 (default: "
+                            f"{defaults.image_weight:g}, the text prior alone, and the organs are not encoded: the "
+                            f"image term did not help on a CT the model never saw)")
+
+
+def settings_from_args(args) -> ScoringSettings:
+    """The scoring settings of ``score`` or ``batch``: the options given, the defaults for the others."""
+    import math
+
+    weight = args.image_weight
+    if weight is not None and not (math.isfinite(weight) and 0.0 <= weight <= 1.0):
+        raise SymptomError(f"--image-weight {weight} is outside 0..1")
+    return ScoringSettings().replace(device=args.device, setting=args.setting, text_weights=args.text_weights,
+                                     image_weights=args.image_weights, text_encoder=args.text_encoder,
+                                     image_weight=weight, passages=False if args.no_passages else None,
+                                     preview=True if args.preview else None)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -77,6 +101,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--preview", action="store_true", help="also write PREFIX.png")
     parser.add_argument("--dicom-seg", action="store_true",
                         help="also write a DICOM SEG (the CT must be a DICOM series folder)")
+    parser.add_argument("--dicom-sr", action="store_true",
+                        help="also write a DICOM SR of the measurements and findings, and the DICOM SEG it "
+                             "references (the CT must be a DICOM series folder)")
+    add_patient_arguments(parser)
     parser.add_argument("--no-passages", action="store_true",
                         help="skip the supporting knowledge passages in the JSON")
     parser.add_argument("--quiet", action="store_true", help="print only the output paths")
@@ -84,32 +112,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     return parser
 
 
-def models_from_args(args):
-    from ..scoring import load_models
-
-    return load_models(text_weights=args.text_weights, image_weights=args.image_weights, setting=args.setting,
-                       device=args.device, text_encoder=args.text_encoder)
-
-
-def check_output_prefix(prefix: str | os.PathLike) -> Path:
-    """A usable output prefix: not a folder, and its folder creatable and writable (probed, not os.access)."""
-    from ..validation import check_output_folder
-
-    prefix = Path(prefix)
-    if prefix.name in ("", ".", ".."):
-        raise InputFileError(f"--output {prefix}: give a file prefix such as out/patient1, not a folder")
-    if prefix.exists() and prefix.is_dir():
-        raise InputFileError(f"--output {prefix} is a folder; give a file prefix such as {prefix}/result")
-    check_output_folder(prefix.parent if str(prefix.parent) else Path("."))
-    return prefix
+def add_patient_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--age`` and ``--sex``, which choose the reference ranges of the findings."""
+    group = parser.add_argument_group("patient (reference ranges; default: the DICOM header, else unknown)")
+    group.add_argument("--age", metavar="YEARS", help="age in years (e.g. 64) or a DICOM age (064Y)")
+    group.add_argument("--sex", metavar="F|M|O", help="F, M, or O (other/unknown)")
 
 
-def output_files(prefix: Path, count: int, preview: bool = False, dicom_seg: bool = False) -> list[Path]:
-    """Every file ``medsora score`` writes for ``count`` symptoms."""
-    from ..result_files import output_prefixes
+def patient_from_args(args, dicom_series=None):
+    """The patient of ``--age``/``--sex``, completed from the DICOM header of ``dicom_series``."""
+    from ..patient import Patient, patient_from_dicom
 
-    suffixes = [".seg.nrrd", ".json"] + ([".png"] if preview else []) + (["_seg.dcm"] if dicom_seg else [])
-    return [p.with_name(p.name + s) for p in output_prefixes(prefix, count) for s in suffixes]
+    given = Patient.parse(getattr(args, "age", None), getattr(args, "sex", None), "command line")
+    return given.merged(patient_from_dicom(dicom_series)) if dicom_series is not None else given
 
 
 def print_table(result, out=None) -> None:
@@ -118,7 +133,8 @@ def print_table(result, out=None) -> None:
     print(f"\n{result.symptom}{flag}", file=out)
     print(f"  {'organ':<30} {'relevance':>9} {'text':>6} {'image':>6} {'ml':>8}", file=out)
     for o in result.organs:
-        print(f"  {o.display_name:<30} {o.relevance:>9.3f} {o.text_prior:>6.3f} {o.image_score:>6.3f} "
+        image = "-" if o.image_score is None else f"{o.image_score:.3f}"
+        print(f"  {o.display_name:<30} {o.relevance:>9.3f} {o.text_prior:>6.3f} {image:>6} "
               f"{o.volume_ml:>8.1f}", file=out)
     from ..preview import findings_caption
 
@@ -128,9 +144,8 @@ def print_table(result, out=None) -> None:
 
 
 def run(args) -> int:
-    from ..result_files import output_prefixes, write_result
     from ..files import read_symptom_file
-    from ..scoring import IMAGE_WEIGHT, check_symptoms, score_volume
+    from ..scoring import check_symptoms
 
     quiet = args.quiet
 
@@ -138,26 +153,24 @@ def run(args) -> int:
         if not quiet:
             print(f"medsora: {message}", file=sys.stderr, flush=True)
 
-    from ..validation import check_outputs_spare_inputs
-
-    prefix = check_output_prefix(args.output)
+    settings = settings_from_args(args)
     symptoms = check_symptoms(args.symptom if args.symptom else read_symptom_file(args.symptoms_file))
-    check_outputs_spare_inputs(output_files(prefix, len(symptoms), args.preview, args.dicom_seg),
-                               [args.volume, args.segmentation, args.symptoms_file])
-    if args.image_weight is not None and not 0.0 <= args.image_weight <= 1.0:
-        raise SymptomError(f"--image-weight {args.image_weight} is outside 0..1")
-    case = load_case(args.volume, args.segmentation, args.label_scheme, args.device, log=log)
-    if args.dicom_seg and case.dicom_series is None:
-        raise InputFileError("--dicom-seg needs the CT as a DICOM series folder (--volume DICOM_FOLDER)")
+    prefix = check_outputs(args.output, len(symptoms), [args.volume, args.segmentation, args.symptoms_file],
+                           preview=settings.preview, dicom_seg=args.dicom_seg, dicom_sr=args.dicom_sr)
+    patient_from_args(args)  # a bad --age or --sex fails before any work
+    folder = Path(args.volume) if Path(args.volume).is_dir() else None
+    session = ScoringSession(settings, cases=0)  # one case, read once: nothing to keep
+    case = session.open(args.volume, args.segmentation, args.label_scheme, log=log,
+                        patient=patient_from_args(args, folder))
+    for flag, wanted in (("--dicom-seg", args.dicom_seg), ("--dicom-sr", args.dicom_sr)):
+        if wanted and case.dicom_series is None:
+            raise InputFileError(f"{flag} needs the CT as a DICOM series folder (--volume DICOM_FOLDER)")
     log(f"{len(case.masks)} organs: {', '.join(case.masks)}")
     log("loading models")
-    models = models_from_args(args)
-    results = score_volume(case.volume, case.masks, symptoms, models=models,
-                           image_weight=IMAGE_WEIGHT if args.image_weight is None else args.image_weight,
-                           with_passages=not args.no_passages, progress=lambda fraction, message: log(message))
-    for result, out in zip(results, output_prefixes(prefix, len(results))):
-        files = write_result(out, result, case.volume, case.masks, inputs=case.inputs, preview=args.preview,
-                             dicom_series=case.dicom_series if args.dicom_seg else None)
+    session.load()
+    results = session.score(case, symptoms, progress=lambda fraction, message: log(message))
+    for result, files in zip(results, session.write(case, results, prefix, dicom_seg=args.dicom_seg,
+                                                         dicom_sr=args.dicom_sr)):
         if not quiet:
             print_table(result)
         for path in files.values():

@@ -1,4 +1,4 @@
-"""``medsora worker``: serve scoring requests as JSON lines on stdin/stdout (see :mod:`MedSORALib.worker`)."""
+"""``medsora worker``: serve scoring requests as JSON lines on stdin/stdout (:mod:`MedSORALib.worker`, docs/worker.md)."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +21,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..worker import serve
+    from ..worker.server import serve
 
     return serve()

@@ -67,10 +67,13 @@ ABNORMALITIES: dict[str, str] = {
     "atrophic_kidney": "left kidney at 0.6 x its size",
     "distended_gallbladder": "gallbladder 54 mm wide and 90 mm long",
     "thick_adrenal": "a 24 mm nodule in the left adrenal gland",
+    "dilated_aorta": "the whole aorta dilated to an elliptic section of 38 x 34 mm (left-right x front-back)",
 }
 #: Diameter (mm) of the aneurysm of the ``"aaa"`` phantom and its centre (RAS mm from the reference point).
 AAA_DIAMETER_MM = 45.0
 AAA_CENTER = (0.0, 0.0, -55.0)
+#: Major and short axis (mm) of the aortic section of the ``"dilated_aorta"`` phantom.
+DILATED_AORTA_MM = (38.0, 34.0)
 
 
 def _rotation_z(deg: float) -> np.ndarray:
@@ -174,6 +177,8 @@ def make_phantom(
             radii = radii * np.array([1.35, 1.35, 1.5])
         elif abnormality == "atrophic_kidney" and key == "kidney_left":
             radii = radii * 0.6
+        elif abnormality == "dilated_aorta" and key == "aorta":
+            radii = np.array([DILATED_AORTA_MM[0] / 2 * scale, DILATED_AORTA_MM[1] / 2 * scale, radii[2]])
         elif abnormality == "distended_gallbladder" and key == "gallbladder":
             radii = np.array([27.0, 27.0, 45.0]) * scale
         yaw = shp.yaw + rng.normal(0.0, 10.0) * v

@@ -397,10 +397,9 @@ class KnowledgeBase:
                 stored = _read_embedding_index(EMBEDDINGS_PATH, getattr(self.encoder, "model_id", None))
                 keys = [_text_key(t) for t in texts]
                 missing = [i for i, key in enumerate(keys) if key not in stored]
-                fresh = {}
-                if missing:
-                    vectors = np.asarray(self.encoder.encode([texts[i] for i in missing]), dtype=np.float32)
-                    fresh = {keys[i]: vectors[row] for row, i in enumerate(missing)}
+                encode = getattr(self.encoder, "encode_stored", self.encoder.encode)  # own texts: kept on disk
+                vectors = np.asarray(encode([texts[i] for i in missing]), dtype=np.float32) if missing else None
+                fresh = {keys[i]: vectors[row] for row, i in enumerate(missing)}
                 matrix = np.stack([stored[key] if key in stored else fresh[key] for key in keys]).astype(np.float32)
                 matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
                 self._embeddings = matrix

@@ -10,6 +10,7 @@
 - :mod:`.render`: offscreen pictures of Slicer's 3D and slice views.
 
 These modules import ``slicer`` and ``vtk``, and run the same inside 3D Slicer
-and with PyPI ``slicer-core``. The scoring job and the worker client, which the
-panel drives, live in :mod:`MedSORALib.scoring_job` and import no Slicer.
+and with PyPI ``slicer-core``. The scoring session and the worker client, which
+the panel drives, live in :mod:`MedSORALib.session` and :mod:`MedSORALib.worker`
+and import no Slicer.
 """

@@ -15,7 +15,7 @@ import vtk
 from .. import organs
 from ..errors import SegmentationError, SymptomError, VolumeError
 from ..result_format import STRUCTURE_TAG
-from ..scoring_job import ScoringInputs
+from ..scoring import ScoringInputs
 from ..volume_io import Grid, Volume
 from .nodes import ensure_segmentation_converters, ijk_to_ras, segment_tag, segment_terminology, vtk_matrix
 

@@ -28,9 +28,8 @@ from ..result_format import (CONTRAST_PHASE_TAG, IN_DOMAIN_ATTRIBUTE, MODELS_ATT
                              STRUCTURE_TAG, SYMPTOM_ATTRIBUTE, contrast_phase_text, findings_text, flag_text,
                              passages_text, segment_name, segment_tags)
 from ..scoring import SymptomResult
-from ..scoring_job import ModelScorer, Scorer, ScoringSettings, result_from_dict, score_inputs
 from ..volume_io import Volume
-from .inputs import grid_from_node, prepare_inputs
+from .inputs import grid_from_node
 from .nodes import (ensure_segmentation_converters, ijk_to_ras, scene_or_default, segment_tag,
                     set_segment_terminology, vtk_matrix)
 
@@ -352,23 +351,6 @@ def _group_in_folder(scene, reference_volume_node, title: str, nodes) -> int:
     return folder
 
 
-def run_symptom_scoring(volume_node, segmentation_node, symptoms: Sequence[str] | str, *,
-                        settings: ScoringSettings | None = None, scorer: Scorer | None = None,
-                        threshold: float = 0.0, opacity_by_relevance: bool = True,
-                        show_3d: bool = False) -> list[SymptomOutputs]:
-    """Score symptoms for a CT and its organs in this process and write the outputs into the scene (blocking).
-
-    This is what ``MedSORALogic.process`` does for scripts. ``scorer`` replaces
-    the model scorer (:class:`~MedSORALib.scoring_job.ModelScorer` built from
-    ``settings``), e.g. with known numbers in tests; it then loads no model.
-    """
-    inputs = prepare_inputs(volume_node, segmentation_node, symptoms)
-    results = score_inputs(inputs, scorer if scorer is not None else ModelScorer(settings or ScoringSettings()))
-    return [add_symptom_outputs(result, inputs.masks, volume_node, threshold=threshold,
-                                opacity_by_relevance=opacity_by_relevance, show_3d=show_3d)
-            for result in results]
-
-
 def add_outputs_from_files(outputs: Sequence[dict], reference_volume_node, *, threshold: float = 0.0,
                            opacity_by_relevance: bool = True, show_3d: bool = False) -> list[SymptomOutputs]:
     """Output nodes from the files the scoring worker wrote (the ``outputs`` of its ``result`` event).
@@ -383,7 +365,7 @@ def add_outputs_from_files(outputs: Sequence[dict], reference_volume_node, *, th
     created = []
     for output in outputs:
         with open(output["files"]["json"], encoding="utf-8") as handle:
-            result = result_from_dict(json.load(handle))
+            result = SymptomResult.from_dict(json.load(handle))
         masks = read_organ_masks(output["files"]["segmentation"], reference)
         created.append(add_symptom_outputs(result, masks, reference_volume_node, threshold=threshold,
                                            opacity_by_relevance=opacity_by_relevance, show_3d=show_3d))

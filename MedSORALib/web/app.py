@@ -8,14 +8,22 @@ offscreen (EGL, or OSMesa when ``VTK_DEFAULT_OPENGL_WINDOW=vtkOSOpenGLRenderWind
 and reach the page as images over trame's websocket.
 
 Scoring and loading run in a worker thread; the page shows their progress and
-stays live. MRML is only touched on the server's event-loop thread.
+stays live, and a job can be cancelled (its result is dropped; a read that
+blocks no longer holds the page). MRML is only touched on the server's
+event-loop thread.
+
+Who may reach the server is decided by :class:`~MedSORALib.web.access.AccessGuard`
+(access token, Host and Origin checks, one browser window at a time). The page
+may load a CT only from under the server's data root (or a segmentation this
+server wrote), and every refused path gets the same message, so the page
+cannot probe the server's disk. Downloads are served only for the files this
+server wrote.
 """
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
-import threading
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -34,7 +42,9 @@ from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition  # 
 
 # The Slicer module's MRML code (one import line, so that the page and the Slicer module share it).
 from ..scene.result_nodes import add_symptom_outputs, segmentation_node_from_masks, volume_node_from_volume  # noqa: E402
-from ..errors import MedSORAError  # noqa: E402
+from ..errors import InputFileError, MedSORAError  # noqa: E402
+from .access import AccessGuard, loadable_path  # noqa: E402
+from .jobs import run_in_thread  # noqa: E402
 from ..colors import PLASMA_STOPS  # noqa: E402
 from .session import WebSession, css_color, result_passages, result_rows  # noqa: E402
 
@@ -64,45 +74,28 @@ def _log(message: str) -> None:
     print(f"medsora: {message}", file=sys.stderr, flush=True)
 
 
-def run_in_thread(function, *args):
-    """Run ``function(*args)`` in a daemon thread; returns an awaitable of its result.
-
-    A daemon thread, unlike an executor's, does not keep the process alive when
-    the server stops (``--lifetime``) during a long job.
-    """
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def settle(error, value):
-        if not future.done():
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(value)
-
-    def work():
-        try:
-            value = function(*args)
-        except BaseException as error:  # handed to the awaiting coroutine
-            loop.call_soon_threadsafe(settle, error, None)
-        else:
-            loop.call_soon_threadsafe(settle, None, value)
-
-    threading.Thread(target=work, name="medsora-web-job", daemon=True).start()
-    return future
-
-
 class MedSORAWebApp(TrameApp):
     """The page and its scene.
 
     Args:
         session: the case and the models (:class:`WebSession`), already holding a case.
         server: a trame server (default: a new one).
+        guard: the access rules of the server (default: a new token, 127.0.0.1).
+        data_root: the folder under which the page may load CTs (None: loading by path is off).
     """
 
-    def __init__(self, session: WebSession, server=None):
+    def __init__(self, session: WebSession, server=None, *, guard: AccessGuard | None = None,
+                 data_root: str | os.PathLike | None = None):
         super().__init__(server=server, client_type="vue3")
         self.session = session
+        self.guard = guard or AccessGuard("127.0.0.1")
+        self.guard.on_new_session = self._forget_typing
+        self.data_root = os.path.realpath(data_root) if data_root else None
+        #: URL path below FILES_URL -> file this server wrote (the only files served for download).
+        self._downloads: dict[str, Path] = {}
+        #: Real paths of the files this server wrote (the page may load them back).
+        self._written: set[str] = set()
+        self._job_number = 0
         self.scored: list = []
         self._outputs: list = []
         self._organs_node = None
@@ -117,18 +110,51 @@ class MedSORAWebApp(TrameApp):
         for view in self.slicer_app.view_manager.get_threed_views():
             # Depth peeling (translucent organs) renders nothing on Mesa's multisampled offscreen window.
             view.render_window().SetMultiSamples(0)
-        self.server.enable_module({"serve": {FILES_URL: str(self.session.output_dir)}})
+        self.server.controller.on_server_bind.add(self._bind)
 
         state = self.state
         state.update({
             "symptom_text": "", "busy": False, "progress": 0, "progress_message": "", "error_message": "",
             "ct_path": "", "seg_path": "", "label_scheme": "totalsegmentator", "case_label": "", "orientation": "Axial",
             "results": [], "selected": 0, "has_findings": False, "scored_count": 0,
+            "can_load": self.data_root is not None, "data_root": shown_path(self.data_root),
         })
         state.change("orientation")(self._on_orientation)
         state.change("selected")(self._on_selected)
         self._build_ui()
         self.show_case()
+
+    # ------------------------------------------------------------------ http
+    def _bind(self, wslink_server) -> None:
+        """Put the access rules in front of every request and add the download route (before the server starts)."""
+        app = wslink_server.app
+        app.middlewares.append(self.guard.middleware())
+        app.router.add_get(f"/{FILES_URL}/{{name:.+}}", self._download)
+
+    async def _download(self, request):
+        from aiohttp import web
+
+        path = self._downloads.get(request.match_info["name"])
+        if path is None or not path.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"',
+                                               "Cache-Control": "no-store"})
+
+    def _forget_typing(self) -> None:
+        """Another browser session took the page: it does not see what the previous one typed."""
+        with self.state:
+            self.state.symptom_text = ""
+            self.state.error_message = ""
+
+    def allowed_path(self, text) -> Path:
+        """The real path of a file the page may load (:func:`~MedSORALib.web.access.loadable_path`)."""
+        return loadable_path(text, self.data_root, self._written)
+
+    def _read_allowed(self, ct_path, seg_path, label_scheme):
+        ct = self.allowed_path(ct_path)
+        seg = self.allowed_path(seg_path) if str(seg_path or "").strip() else None
+        case, _ = self.session.read_case(ct, seg, label_scheme, log=_log)
+        return case, Path(str(ct_path).strip()).name or ct.name
 
     # ------------------------------------------------------------------ scene
     def _render_blocked(self) -> ExitStack:
@@ -206,6 +232,9 @@ class MedSORAWebApp(TrameApp):
         base = self.session.output_dir
         results = []
         for item in scored:
+            for path in item.files.values():
+                self._downloads[path.relative_to(base).as_posix()] = path
+                self._written.add(os.path.realpath(path))
             result = item.result
             rows = result_rows(result)
             results.append({
@@ -256,27 +285,47 @@ class MedSORAWebApp(TrameApp):
         return report
 
     async def _job(self, label: str, function, *args):
+        """Run ``function(*args)`` in a thread; its result, or None on error or when cancelled meanwhile."""
+        self._job_number += 1
+        number = self._job_number
         with self.state:
             self.state.busy = True
             self.state.error_message = ""
             self.state.progress = 0
             self.state.progress_message = label
         try:
-            return await run_in_thread(function, *args)
+            value = await run_in_thread(function, *args)
         except MedSORAError as error:
-            with self.state:
-                self.state.error_message = str(error)
-                self.state.progress_message = ""
+            if number == self._job_number:
+                with self.state:
+                    self.state.error_message = str(error)
+                    self.state.progress_message = ""
             return None
         except Exception as error:  # shown on the page; the server keeps running
             _log(f"{label} failed: {type(error).__name__}: {error}")
-            with self.state:
-                self.state.error_message = f"{label} failed: {type(error).__name__}: {error}"
-                self.state.progress_message = ""
+            if number == self._job_number:
+                with self.state:
+                    self.state.error_message = f"{label} failed: {type(error).__name__}: {error}"
+                    self.state.progress_message = ""
             return None
         finally:
-            with self.state:
-                self.state.busy = False
+            if number == self._job_number:
+                with self.state:
+                    self.state.busy = False
+        if number != self._job_number:
+            _log(f"{label.lower()} finished after it was cancelled; its result is dropped")
+            return None
+        return value
+
+    def cancel(self) -> None:
+        """Drop the running job: the page is free at once; the thread's result is ignored when it comes."""
+        if not self.state.busy:
+            return
+        self._job_number += 1
+        with self.state:
+            self.state.busy = False
+            self.state.progress = 0
+            self.state.progress_message = "Cancelled"
 
     async def score(self, text: str) -> None:
         """Score the symptoms of the box (one per non-empty line) and show the results."""
@@ -292,10 +341,11 @@ class MedSORAWebApp(TrameApp):
                 self.state.progress_message = f"Scored {len(scored)} symptom(s)"
 
     async def load(self, ct_path: str, seg_path: str, label_scheme: str) -> None:
-        """Load a CT and its segmentation from paths on the server's disk."""
+        """Load a CT and its segmentation from paths on the server's disk (under the data root)."""
         scheme = label_scheme if label_scheme in LABEL_SCHEMES else None
-        case = await self._job("Loading", self.session.load, ct_path, seg_path or None, scheme, _log)
-        if case is not None:
+        loaded = await self._job("Loading", self._read_allowed, ct_path, seg_path or None, scheme)
+        if loaded is not None:
+            self.session.use_case(*loaded)
             self.show_case()
             with self.state:
                 self.state.progress_message = f"Loaded {self.session.case_name}"
@@ -307,6 +357,9 @@ class MedSORAWebApp(TrameApp):
     def on_load(self):
         if not self.state.busy:
             asyncio.ensure_future(self.load(self.state.ct_path, self.state.seg_path, self.state.label_scheme))
+
+    def on_cancel(self):
+        self.cancel()
 
     # ------------------------------------------------------------------ page
     def _build_ui(self) -> None:
@@ -327,6 +380,8 @@ class MedSORAWebApp(TrameApp):
                     v3.VProgressLinear(v_show="busy", model_value=("progress",), height=8, color="amber",
                                        classes="mt-2", id="progress-bar")
                     html.Div("{{ progress_message }}", id="progress-message", classes="text-caption mt-1")
+                    v3.VBtn("Cancel", v_show="busy", click=self.on_cancel, id="cancel-button", size="small",
+                            variant="text", classes="mt-1")
                     v3.VAlert(v_if="error_message", type="error", text=("error_message",), density="compact",
                               classes="mt-2", id="error-message")
                     v3.VSelect(v_if="results.length > 1", v_model=("selected",), label="Shown symptom",
@@ -340,15 +395,19 @@ class MedSORAWebApp(TrameApp):
                                download=True, id="download-json", classes="d-block")
                     v3.VDivider(classes="my-4")
                     html.Div("Case on the server's disk", classes="text-subtitle-2 mb-2")
+                    html.Div("Under {{ data_root }}", v_if="can_load", classes="text-caption mb-2",
+                             id="data-root")
+                    html.Div("Loading by path is off (no --data-root).", v_if="!can_load",
+                             classes="text-caption mb-2", id="no-data-root")
                     v3.VTextField(v_model=("ct_path",), label="CT (file or DICOM folder)", density="compact",
-                                  id="ct-path", disabled=("busy",))
+                                  id="ct-path", disabled=("busy || !can_load",))
                     v3.VTextField(v_model=("seg_path",), label="Organ segmentation", density="compact",
-                                  id="seg-path", disabled=("busy",))
+                                  id="seg-path", disabled=("busy || !can_load",))
                     v3.VSelect(v_model=("label_scheme",), items=("label_schemes", LABEL_SCHEMES),
                                label="Label scheme (label maps)", density="compact", disabled=("busy",),
                                id="label-scheme")
                     v3.VBtn("Load", click=self.on_load, id="load-button", block=True, variant="tonal",
-                            disabled=("busy || !ct_path.trim()",))
+                            disabled=("busy || !can_load || !ct_path.trim()",))
             with layout.content:
                 with html.Div(classes="pa-2 d-flex flex-column", style="gap: 8px;"):
                     v3.VAlert(v_if="results.length && !results[selected].in_domain", type="warning",
@@ -383,7 +442,7 @@ class MedSORAWebApp(TrameApp):
                                         html.Span("{{ row.organ }}", classes="organ")
                                     html.Td("{{ row.relevance.toFixed(3) }}")
                                     html.Td("{{ row.text_prior.toFixed(3) }}")
-                                    html.Td("{{ row.image_score.toFixed(3) }}")
+                                    html.Td("{{ row.image_score === null ? '-' : row.image_score.toFixed(3) }}")
                                     html.Td("{{ row.volume_ml.toFixed(1) }}")
                                     html.Td("{{ row.findings }}", v_if="has_findings")
                         with html.Div(v_if="results[selected].passages.length", id="passages", classes="mt-3"):
@@ -396,16 +455,21 @@ class MedSORAWebApp(TrameApp):
 
 
 def serve(session: WebSession, *, host: str = "127.0.0.1", port: int = 8080, lifetime: float | None = None,
-          scored: list | None = None) -> int:
-    """Start the page on ``host:port`` and block until the server stops (after ``lifetime`` seconds if given)."""
-    app = MedSORAWebApp(session)
+          scored: list | None = None, data_root=None, guard: AccessGuard | None = None) -> int:
+    """Start the page on ``host:port`` and block until the server stops (after ``lifetime`` seconds if given).
+
+    The URL printed (``serving http://HOST:PORT/?token=...``) carries the access token.
+    """
+    guard = guard or AccessGuard(host)
+    app = MedSORAWebApp(session, guard=guard, data_root=data_root)
     if scored:
         app.show_results(scored)
         with app.state:
             app.state.symptom_text = "\n".join(item.result.symptom for item in scored)
 
     async def announce(**_):
-        _log(f"serving http://{host}:{app.server.port}/ (pid {os.getpid()})")
+        guard.port = app.server.port
+        _log(f"serving {guard.url()} (pid {os.getpid()})")
         if lifetime is not None:
             await asyncio.sleep(lifetime)
             _log(f"lifetime of {lifetime:g} s reached; stopping")
@@ -416,6 +480,9 @@ def serve(session: WebSession, *, host: str = "127.0.0.1", port: int = 8080, lif
     argv, sys.argv = sys.argv, sys.argv[:1]
     try:
         app.server.start(host=host, port=port, open_browser=False, show_connection_info=False, timeout=0)
+    except OSError as error:  # the port was taken between the check and the start
+        raise InputFileError(f"--host {host} --port {port}: cannot listen there "
+                             f"({error.strerror or error})") from None
     finally:
         sys.argv = argv
     return 0

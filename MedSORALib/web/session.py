@@ -1,12 +1,10 @@
 """What one ``medsora serve`` process holds: a CT, its organs, the models and the scored results.
 
 Nothing here touches the MRML scene or the web page, so the methods can run in a
-worker thread while the server keeps answering the page. Reading the case and
-scoring go through the command line's own functions
-(:func:`MedSORALib.cases.load_case`, :func:`MedSORALib.scoring.load_models`,
-:func:`~MedSORALib.scoring.encode_volume`, :func:`~MedSORALib.scoring.score_encoded`,
-:func:`MedSORALib.result_files.write_result`), so a symptom scored in the browser gives
-the table and files ``medsora score`` gives for the same CT.
+worker thread while the server keeps answering the page. Reading the case,
+scoring and writing go through a :class:`MedSORALib.session.ScoringSession`, as
+``medsora score`` does, so a symptom scored in the browser gives the table and
+files ``medsora score`` gives for the same CT.
 """
 from __future__ import annotations
 
@@ -17,7 +15,7 @@ from typing import Callable, Sequence
 
 from ..errors import InputFileError
 from ..result_format import DISPLAY_DECIMALS, findings_text, passage_groups, segment_name
-from ..scoring import SymptomResult
+from ..scoring import SymptomResult, check_symptoms
 
 Progress = Callable[[float, str], None]
 
@@ -54,7 +52,7 @@ def result_rows(result: SymptomResult) -> list[dict]:
             "color": css_color(relevance_color(score.relevance)),
             "relevance": round(score.relevance, DISPLAY_DECIMALS),
             "text_prior": round(score.text_prior, DISPLAY_DECIMALS),
-            "image_score": round(score.image_score, DISPLAY_DECIMALS),
+            "image_score": None if score.image_score is None else round(score.image_score, DISPLAY_DECIMALS),
             "volume_ml": round(score.volume_ml, 1),
             "findings": findings_text(score),
         })
@@ -78,19 +76,30 @@ class WebSession:
     """
 
     def __init__(self, output_dir: str | Path, device: str = "cpu"):
+        from ..session import ScoringSession, ScoringSettings
+
         self.output_dir = Path(output_dir)
         self.device = device
+        self.scoring = ScoringSession(ScoringSettings(device=device))
         self.case = None
         self.case_name = ""
-        self._encoded = None
         self._runs = 0
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ inputs
     def load(self, volume_path, segmentation_path=None, label_scheme=None, log: Callable[[str], None] = print):
         """Read a CT and its organ segmentation from the server's disk (replaces the current case)."""
-        from ..cases import load_case
+        case, name = self.read_case(volume_path, segmentation_path, label_scheme, log=log)
+        self.use_case(case, name)
+        return case
 
+    def read_case(self, volume_path, segmentation_path=None, label_scheme=None,
+                  log: Callable[[str], None] = print):
+        """``(case, name)`` read from the server's disk, without making it the current case.
+
+        The page reads in a worker thread and calls :meth:`use_case` only when the load was not
+        cancelled meanwhile.
+        """
         volume_path = Path(str(volume_path).strip()).expanduser()
         if not str(volume_path) or not volume_path.exists():
             raise InputFileError(f"{volume_path}: no such CT file or folder")
@@ -100,55 +109,39 @@ class WebSession:
                 raise InputFileError(f"{segmentation_path}: no such segmentation file")
         else:
             segmentation_path = None
-        case = load_case(volume_path, segmentation_path, label_scheme or None, self.device, log=log)
+        case = self.scoring.open(volume_path, segmentation_path, label_scheme or None, log=log)
+        return case, volume_path.name
+
+    def use_case(self, case, name: str) -> None:
+        """Make ``case`` (from :meth:`read_case`) the current case."""
         with self._lock:
             self.case = case
-            self.case_name = volume_path.name
-            self._encoded = None
-        return case
+            self.case_name = name
 
     # ------------------------------------------------------------------ models
     def models(self):
         """The scoring models, loaded on first use and kept for the life of the process."""
-        from ..scoring import load_models
-
-        return load_models(device=self.device)
+        self.scoring.load()
+        return self.scoring.models
 
     # ------------------------------------------------------------------ scoring
     def score(self, symptoms: Sequence[str] | str, progress: Progress | None = None) -> list[ScoredSymptom]:
         """Score symptoms on the current case and write each result's ``.seg.nrrd`` and ``.json``.
 
-        The organs of a case are encoded once; later symptoms reuse the encoding.
+        A case is measured once when loaded (and its organs encoded once, with an image weight above 0);
+        later symptoms reuse it.
         """
-        from ..result_files import output_prefixes, write_result
-        from ..scoring import check_symptoms, encode_volume, score_encoded
-
         texts = check_symptoms(symptoms)
-        if self.case is None:
+        with self._lock:
+            case = self.case
+        if case is None:
             raise InputFileError("no CT is loaded")
         report = progress or (lambda fraction, message: None)
-
-        def scoring_step(fraction, message):  # encoding and scoring fill 0..0.9, writing the rest
-            report(0.9 * float(fraction), message)
-
-        report(0.02, "loading models")
-        models = self.models()
-        with self._lock:
-            case, encoded = self.case, self._encoded
-        if encoded is None:
-            encoded = encode_volume(case.volume, case.masks, models, scoring_step)
-            with self._lock:
-                if self.case is case:
-                    self._encoded = encoded
-        else:
-            scoring_step(0.4, "organs already encoded")
-        results = score_encoded(encoded, texts, models, progress=scoring_step)
+        results = self.scoring.score(case, texts, progress=lambda fraction, message: report(0.9 * fraction, message))
         report(0.95, "writing files")
         with self._lock:
             self._runs += 1
             run = self._runs
-        prefixes = output_prefixes(self.output_dir / f"run{run}" / "medsora", len(results))
-        scored = [ScoredSymptom(result, write_result(prefix, result, case.volume, case.masks, inputs=case.inputs))
-                  for result, prefix in zip(results, prefixes)]
+        written = self.scoring.write(case, results, self.output_dir / f"run{run}" / "medsora")
         report(1.0, "done")
-        return scored
+        return [ScoredSymptom(result, files) for result, files in zip(results, written)]

@@ -1,6 +1,9 @@
-"""What a worker does with one CT's rows: skip the rows already done, score the others, record each.
+"""A CT's rows of a batch: skip the rows already done, score the others, record each.
 
 :func:`process_group` is the unit of work, in this process or as one Dask task.
+It scores through the process's :class:`MedSORALib.session.ScoringSession`
+(:func:`MedSORALib.session.shared_session`): the models are loaded once per
+process, and a CT's organs are read and measured once for all its rows.
 For every row it returns a plain dict (a summary record) and never raises for
 a row's sake: any exception while reading, encoding, scoring or writing marks
 that row (or, for reading and encoding, the CT's remaining rows) ``failed``
@@ -27,11 +30,11 @@ import os
 import socket
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cases import load_case
 from ..errors import InputFileError, MedSORAError
+from ..session import ScoringSession, ScoringSettings, shared_session
 from . import STATE_DIR
 from .manifest import CaseGroup, Row
 
@@ -42,22 +45,30 @@ MAX_REASON = 400
 
 @dataclass(frozen=True)
 class BatchOptions:
-    """What every worker needs to know: where to write, which models and how to score (picklable)."""
+    """What every task needs to know: where to write and how to score (picklable).
+
+    The scoring options are :attr:`scoring` (:class:`~MedSORALib.session.ScoringSettings`, the defaults of
+    every front door); the properties below read them.
+    """
 
     output_dir: str
     run_id: str
     model_version: str
     force: bool = False
-    device: str = "cpu"
-    setting: str = "full11"
-    text_weights: str | None = None
-    image_weights: str | None = None
-    text_encoder: str | None = None
-    image_weight: float = 0.25
-    passages: bool = True
-    preview: bool = False
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    #: also write the DICOM SEG and SR of each row (DICOM series volumes)
+    dicom_sr: bool = False
     #: torch threads per worker process (None: leave torch's setting).
     torch_threads: int | None = None
+
+    device = property(lambda self: self.scoring.device)
+    setting = property(lambda self: self.scoring.setting)
+    text_weights = property(lambda self: self.scoring.text_weights)
+    image_weights = property(lambda self: self.scoring.image_weights)
+    text_encoder = property(lambda self: self.scoring.text_encoder)
+    image_weight = property(lambda self: self.scoring.image_weight)
+    passages = property(lambda self: self.scoring.passages)
+    preview = property(lambda self: self.scoring.preview)
 
 
 def state_dir(output_dir: str | os.PathLike) -> Path:
@@ -97,8 +108,9 @@ def worker_name() -> str:
 
 
 def base_record(row: Row) -> dict:
+    patient = {k: v for k, v in (("age", row.age), ("sex", row.sex)) if v}  # only when the manifest gives them
     return {"row": row.number, "volume": row.volume, "segmentation": row.segmentation,
-            "label_scheme": row.label_scheme, "symptom": row.symptom}
+            "label_scheme": row.label_scheme, "symptom": row.symptom, **patient}
 
 
 def failed(row: Row, reason: str, elapsed: float = 0.0, worker: str = "") -> dict:
@@ -129,6 +141,8 @@ def up_to_date(record: dict | None, row: Row, hashes: dict | None, options: Batc
         return False
     out = Path(options.output_dir)
     files = record.get("files") or []
+    if options.dicom_sr and not any(str(name).endswith("_sr.dcm") for name in files):
+        return False
     return bool(files) and all((out / name).is_file() for name in files)
 
 
@@ -143,21 +157,18 @@ def reused(record: dict, options: BatchOptions) -> dict:
 _THREADS_SET = False
 
 
-def models_for(options: BatchOptions):
-    """The scoring models of this process: loaded on first use, then reused for every task (cached loader)."""
+def session_for(options: BatchOptions) -> ScoringSession:
+    """The scoring session of this process, its models loaded (once per process, reused by every task)."""
     global _THREADS_SET
-    from ..scoring import load_models
 
     if options.torch_threads and not _THREADS_SET:
         import torch
 
         torch.set_num_threads(int(options.torch_threads))
         _THREADS_SET = True
-    models = load_models(text_weights=options.text_weights, image_weights=options.image_weights,
-                         setting=options.setting, device=options.device, text_encoder=options.text_encoder)
-    if options.passages:
-        _ = models.kb  # the knowledge base too is built once per process
-    return models
+    session = shared_session(options.scoring)
+    session.load()
+    return session
 
 
 def process_group(group: CaseGroup, options: BatchOptions) -> list[dict]:
@@ -176,9 +187,9 @@ def process_group(group: CaseGroup, options: BatchOptions) -> list[dict]:
     if todo:
         started = time.perf_counter()
         try:
-            models = models_for(options)  # once per process; not counted in the rows' time
+            session = session_for(options)  # models once per process; not counted in the rows' time
             started = time.perf_counter()
-            case, encoded = _load_and_encode(group, models, options, hashes)
+            case = _open(group, session, options, hashes)
         except Exception as exc:  # every failure ends in the summary, not only the package's own
             reason = one_line(exc)
             elapsed = time.perf_counter() - started
@@ -190,39 +201,40 @@ def process_group(group: CaseGroup, options: BatchOptions) -> list[dict]:
                 t0 = time.perf_counter()
                 extra = setup if n == 0 else 0.0  # the CT's reading and encoding count in its first row
                 try:
-                    results[row.number] = _score_row(row, case, encoded, models, options, worker, t0 - extra)
+                    results[row.number] = _score_row(row, case, session, options, worker, t0 - extra)
                 except Exception as exc:
                     _discard_record(out, row)
                     results[row.number] = failed(row, one_line(exc), time.perf_counter() - t0 + extra, worker)
     return [results[row.number] for row in group.rows]
 
 
-def _load_and_encode(group: CaseGroup, models, options: BatchOptions, hashes: dict | None = None):
-    """Read the group's CT and masks (its files' SHA-256 taken from ``hashes`` when given) and encode them."""
-    from ..scoring import encode_volume
-
+def _open(group: CaseGroup, session: ScoringSession, options: BatchOptions, hashes: dict | None = None):
+    """The group's CT and masks, read and measured (its files' SHA-256 taken from ``hashes`` when given)."""
     if not group.volume:
         raise InputFileError("the row gives no volume")
-    case = load_case(group.volume, group.segmentation or None, group.label_scheme or None, options.device,
-                     log=lambda message: None, checksums=hashes)
-    return case, encode_volume(case.volume, case.masks, models)
+    from ..patient import patient_from_dicom
+
+    patient = group.patient
+    if Path(group.volume).is_dir():
+        patient = patient.merged(patient_from_dicom(group.volume))
+    case = session.open(group.volume, group.segmentation or None, group.label_scheme or None,
+                        checksums={k: v for k, v in (hashes or {}).items() if v}, patient=patient)
+    if options.dicom_sr and case.dicom_series is None:
+        raise InputFileError("--dicom-sr needs the CT as a DICOM series folder")
+    return case
 
 
-def _score_row(row: Row, case, encoded, models, options: BatchOptions, worker: str, started: float) -> dict:
-    """Score one row on its CT's encoding, move its files into place and write its record."""
+def _score_row(row: Row, case, session: ScoringSession, options: BatchOptions, worker: str, started: float) -> dict:
+    """Score one row on its CT's case, move its files into place and write its record."""
     from ..files import atomic_write_text
-    from ..result_files import write_result
-    from ..scoring import score_encoded
 
     out = Path(options.output_dir)
-    result = score_encoded(encoded, [row.symptom], models, image_weight=options.image_weight,
-                           with_passages=options.passages)[0]
+    (result,) = session.score(case, [row.symptom])
     staging_root = state_dir(out) / "staging"
     staging_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{row.number:06d}-", dir=staging_root))
     try:
-        files = write_result(staging / row.name, result, case.volume, case.masks, inputs=case.inputs,
-                             preview=options.preview)
+        (files,) = session.write(case, [result], staging / row.name, dicom_sr=options.dicom_sr)
         _discard_record(out, row)
         for path in files.values():  # the JSON report comes last
             os.replace(path, out / path.name)
