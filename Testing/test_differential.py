@@ -192,6 +192,20 @@ def test_removed_organ_ranks_last_even_when_everything_is_zero():
 
 
 @shipped
+def test_text_reasoner_reason_hook_with_patient_age_and_sex():
+    from MedSORALib.text.reasoning import TextReasoner
+
+    reasoner = TextReasoner.load()
+    text = "sudden one-sided lower abdominal pain with a positive pregnancy test"
+    woman, man = reasoner.reason([text, text], age=[28, 28], sex=["female", "male"])
+    assert woman.differential.reading.sex == "female" and woman.differential.reading.age == 28
+    female_only = {d.disease.id for d in woman.differential.diagnoses if d.disease.sex == "female"}
+    p_w = sum(d.probability for d in woman.differential.diagnoses if d.disease.id in female_only)
+    p_m = sum(d.probability for d in man.differential.diagnoses if d.disease.id in female_only)
+    assert female_only and p_m < p_w / 10
+
+
+@shipped
 def test_reason_scope_and_in_domain():
     from MedSORALib.text.reasoning import TextReasoner
 

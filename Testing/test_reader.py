@@ -237,8 +237,8 @@ def test_clauses_are_not_training_or_dev_texts():
                 "Training/data/external_dev.jsonl"):
         path = REPO / rel
         if path.is_file():
-            corpus += [json.loads(line).get("text", "").lower() for line in path.read_text(encoding="utf-8").splitlines()
-                       if line.strip()]
+            lines = path.read_text(encoding="utf-8").splitlines()
+            corpus += [json.loads(line).get("text", "").lower() for line in lines if line.strip()]
     joined = "\n".join(corpus)
     for row in _clauses("reader_clauses.jsonl") + _clauses("reader_clauses_heldout.jsonl"):
         text = row["text"].lower()

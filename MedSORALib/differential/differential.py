@@ -25,8 +25,8 @@ is dropped.
 
 Scope: ``modelled`` when the leading diagnoses' mass lies in the 13 structures, ``abdominal-other`` (with
 ``outside``) when it lies in an abdominal structure MedSORA does not show, ``non-abdominal`` when it lies outside
-the abdomen, or when nothing is explained (the best diagnosis is below ``SCOPE_MIN``, or carried by risk factors
-and history alone) and the text names non-abdominal body sites only.
+the abdomen, or when nothing is explained (the best diagnosis is below ``SCOPE_MIN``, or below 0.5 and carried by risk
+factors and history alone) and the text names non-abdominal body sites only.
 
 All constants are designed (our choice) and documented in docs/reasoning.md; the fusion thresholds that use
 these outputs were chosen on the team's dev sets (:mod:`.fusion`).
@@ -72,7 +72,8 @@ _NON_ABDOMINAL_SITE = re.compile(
 # Places and findings of the abdomen: a non-specific text naming one of these stays with the model's decision.
 _ABDOMINAL_SITE = re.compile(
     r"(?<![\w])(?:abdo\w*|belly|tummy|stomach|epigastr\w*|umbilic\w*|navel|flank|loin|pelvi\w*|"
-    r"quadrant|iliac|hypochondri\w*|subcostal|costal margin|ribs?|rib cage|liver|spleen|kidneys?|renal|gallbladder|gall bladder|"
+    r"quadrant|iliac|hypochondri\w*|subcostal|costal margin|ribs?|rib cage|liver|spleen|kidneys?|renal|"
+    r"gallbladder|gall bladder|"
     r"pancrea\w*|bowel|jaundice\w*|swallow\w*|retrosternal|oesophag\w*|esophag\w*|aort\w*|ruq|luq|rlq|llq|rif|lif)"
     r"(?![\w])")
 
@@ -260,7 +261,7 @@ class Differential:
             return MODELLED, None
         best = scored[0].probability
         norm = reading.text.lower()
-        presenting = any(f.kind in ("symptom", "sign", "lab", "vital") for f in scored[0].supporting)
+        presenting = best >= 0.5 or any(f.kind in ("symptom", "sign", "lab", "vital") for f in scored[0].supporting)
         if best < SCOPE_MIN or not presenting:
             # a diagnosis carried by risk factors or history alone (a fall, alcohol) names no presentation
             # nothing named with confidence: a text about a non-abdominal body site only is non-abdominal

@@ -157,8 +157,6 @@ def main(argv=None) -> int:
     """Precision and recall of the reader with the fallback at several thresholds, on a clause file."""
     import argparse
     import json
-    import sys
-    from pathlib import Path
 
     from ..text.encoder import TextEncoder
     from .evaluate_reader import DEFAULT_DATA, evaluate_clauses

@@ -167,7 +167,8 @@ def evaluate(names=DEFAULT_SETS, tune: bool = False) -> dict:
         _score, t, pp, ns = trials[0]
         config = {"temperature": t, "prior_power": pp, "none_share": ns}
         report["differential_trials_top5"] = [
-            {"objective": round(o, 4), "temperature": a, "prior_power": b, "none_share": c} for o, a, b, c in trials[:5]]
+            {"objective": round(o, 4), "temperature": a, "prior_power": b, "none_share": c}
+            for o, a, b, c in trials[:5]]
         results = bench.differential_results(t, pp, ns)
         gates = []
         for alpha, low, width in itertools.product((0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),

@@ -27,7 +27,7 @@ ALPHA = 0.7
 GATE_LOW = 0.02
 GATE_HIGH = 0.02
 #: Differential confidence above which its scope overrides the model's out-of-domain decision.
-SCOPE_CONFIDENCE = 0.3
+SCOPE_CONFIDENCE = 0.5
 #: A non-specific text that names only non-abdominal body sites is called non-abdominal only where the model's
 #: out-of-domain score (1 - p_in) reaches this (chosen on the tune half of the dev sets among settings keeping
 #: 94 % of abdominal presentations in domain; the model's own decision needs far more).

@@ -40,7 +40,8 @@ NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"afebrile|apyrexial|no temperature|temperature (?:is |was )?normal", ("fever",)),
     (r"an-?icteric|non-?icteric|not (?:jaundiced|yellow|icteric)", ("jaundice",)),
     (r"normotensive", ("hypotension", "hypertension")),
-    (r"ha?emodynamically stable|vitals? (?:signs )?(?:are |were )?(?:normal|stable|unremarkable)|obs (?:are |were )?(?:normal|stable)",
+    (r"ha?emodynamically stable|vitals? (?:signs )?(?:are |were )?(?:normal|stable|unremarkable)|"
+     r"obs (?:are |were )?(?:normal|stable)",
      ("hypotension", "tachycardia", "shock", "fever")),
     (r"soft,? (?:and )?non-?tender|benign abdomen|abdomen (?:is |was )?(?:soft|benign)(?: and non-?tender)?|"
      r"no peritonism|no peritoneal signs", ("guarding", "rigid_abdomen", "rebound_tenderness", "peritonitis",
