@@ -24,7 +24,8 @@ from MedSORALib.scene import diagnosis_view
 from MedSORALib.scene import result_nodes as scene_out
 
 CHOLECYSTITIS = "constant right upper quadrant pain since last night's dinner, fever 38.4, Murphy's sign"
-APPENDIX_TEXT = "sudden severe right lower abdominal pain with vomiting"
+APPENDIX_TEXT = ("periumbilical pain migrating to the right iliac fossa with anorexia, fever and tenderness at "
+                 "McBurney's point")
 KNEE_TEXT = "swollen painful knee after a fall while skiing"
 APPENDICITIS = DiagnosisEntry("Acute appendicitis", [], 0.6, ["right iliac fossa pain"], [],
                               ["dilated appendix over 6 mm", "periappendiceal fat stranding"], "a textbook",
