@@ -181,6 +181,30 @@ def test_reason_removed_organ_never_first_with_the_model():
         assert r.prediction.structure_relevance["gallbladder"] > 0.0  # the model alone would not know
 
 
+def test_removed_organ_ranks_last_even_when_everything_is_zero():
+    from MedSORALib.differential.fusion import Reasoned
+
+    result = differential("splenectomy in 2010")
+    assert result.removed == ("spleen",)
+    flat = Reasoned("splenectomy in 2010", None, result, dict.fromkeys(STRUCTURES, 0.0), 0.0, MODELLED, None, True)
+    ranked = [k for k, _ in flat.ranked_structures()]
+    assert ranked[-1] == "spleen" and ranked[0] != "spleen"
+
+
+@shipped
+def test_text_reasoner_reason_hook_with_patient_age_and_sex():
+    from MedSORALib.text.reasoning import TextReasoner
+
+    reasoner = TextReasoner.load()
+    text = "sudden one-sided lower abdominal pain with a positive pregnancy test"
+    woman, man = reasoner.reason([text, text], age=[28, 28], sex=["female", "male"])
+    assert woman.differential.reading.sex == "female" and woman.differential.reading.age == 28
+    female_only = {d.disease.id for d in woman.differential.diagnoses if d.disease.sex == "female"}
+    p_w = sum(d.probability for d in woman.differential.diagnoses if d.disease.id in female_only)
+    p_m = sum(d.probability for d in man.differential.diagnoses if d.disease.id in female_only)
+    assert female_only and p_m < p_w / 10
+
+
 @shipped
 def test_reason_scope_and_in_domain():
     from MedSORALib.text.reasoning import TextReasoner

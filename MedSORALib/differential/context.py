@@ -96,7 +96,8 @@ _NEG_PRE = _words(
     r"neg for", r"free of", r"free from", r"absence of", r"absent", r"nil", r"no evidence of", r"no signs? of",
     r"no history of", r"no hx of", r"no h/o", r"no previous", r"no prior", r"no known", r"does not have",
     r"did not have", r"doesn'?t have", r"didn'?t have", r"has not had", r"hasn'?t had", r"have not had",
-    r"haven'?t had", r"haven'?t been", r"hasn'?t been", r"have not been", r"has not been", r"don'?t", r"do not", r"dont", r"off", r"isn'?t", r"wasn'?t", r"aren'?t", r"weren'?t", r"doesn'?t", r"didn'?t", r"cannot",
+    r"haven'?t had", r"haven'?t been", r"hasn'?t been", r"have not been", r"has not been", r"don'?t", r"do not",
+    r"dont", r"off", r"isn'?t", r"wasn'?t", r"aren'?t", r"weren'?t", r"doesn'?t", r"didn'?t", r"cannot",
     r"can'?t", r"unable to elicit", r"no complaints? of", r"ruled out", r"resolution of",
     r"not associated with", r"no associated", r"neither", r"none", r"nothing to suggest", r"never had",
     r"nkda")
@@ -119,13 +120,15 @@ _HIST_PRE = _words(
     r"previous(?:ly)?", r"prior", r"status post", r"s/p", r"background of", r"bg of", r"known",
     r"in the past", r"long-?standing", r"underwent", r"had undergone", r"has undergone", r"treated for",
     r"recovered from", r"was diagnosed with", r"diagnosed with", r"remote", r"resolved", r"former",
-    r"(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|twenty|several|many|a few|few|some) (?:years?|yrs?|decades?) "
+    r"(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|twenty|several|many|a few|few|some) "
+    r"(?:years?|yrs?|decades?) "
     r"(?:ago|before|earlier|previously)", r"in (?:19|20)\d\d", r"as a (?:child|teenager|baby)", r"in childhood")
 _HIST_POST = re.compile(
     r"^\W{0,3}(?:\w+\W+){0,4}?(?:(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|"
     r"twenty|thirty|forty|several|many|few|some|a few|couple of|a couple of)\s+(?:years?|yrs?|decades?)\s+"
     r"(?:ago|before|earlier|previously)|in (?:19|20)\d\d|(?:last|previous) year|as a (?:child|teenager|baby)|"
-    r"(?:years|decades|ages) ago|in the past|previously|in childhood|(?:which |that )?(?:has |have )?(?:since )?resolved)\b")
+    r"(?:years|decades|ages) ago|in the past|previously|in childhood|"
+    r"(?:which |that )?(?:has |have )?(?:since )?resolved)\b")
 _FAMILY_PRE = _words(
     r"family history of", r"fh of", r"fhx? of", r"family hx of",
     r"(?:his|her|my|their) (?:father|mother|dad|mum|mom|brother|sister|son|daughter|grandmother|grandfather|"
@@ -226,7 +229,8 @@ class Context:
             if m is None and after.strip():
                 # allow up to three words between the span and the trigger ("murphy's sign was clearly negative")
                 m2 = re.match(r"\W*(?:[\w']+\W+){0,3}?((?:is |was |were |are |has been |remains? )?(?:negative|absent|"
-                              r"not (?:present|seen|elicited|found|detected|palpable|felt)|ruled out|excluded|denied))\b",
+                              r"not (?:present|seen|elicited|found|detected|palpable|felt)|ruled out|excluded|"
+                              r"denied))\b",
                               after)
                 if m2:
                     found.setdefault(NEGATED, m2.group(1))

@@ -24,8 +24,9 @@ LABS_FILE = Path(__file__).resolve().parent.parent / "resources" / "differential
 
 _NUMBER = r"\s*(\d{1,6}(?:[.,]\d{1,3})?)"
 _CONNECT = (r"(?:\s*(?:(?:rose|rising|risen|increased|went up|climbed|fell|dropped|falling|changed) from [\d.]+ "
-            r"(?:[a-zµ/]+ )?to|level|levels|count|conc(?:entration)?|value|of|was|is|were|are|:|=|at|up to|peaked at|rose to|"
-            r"rising to|risen to|reached|measured|measuring|about|approximately|approx\.?|around|~|>|>=|≥|greater than|"
+            r"(?:[a-zµ/]+ )?to|level|levels|count|conc(?:entration)?|value|of|was|is|were|are|:|=|at|up to|peaked at|"
+            r"rose to|rising to|risen to|reached|measured|measuring|about|approximately|approx\.?|around|~|>|>=|≥|"
+            r"greater than|"
             r"over|more than|elevated at|raised at|high at|low at|elevated to|raised to|of about|only|just|now|"
             r"on admission|initially|-)\s*){0,4}")
 _UNIT = (r"\s*(x\s*10\s*\^?\s*\(?\s*(?:9|3|12)\s*\)?\s*/\s*[lu]l?|10\s*\^\s*(?:9|3)\s*/\s*l|"
@@ -167,7 +168,8 @@ class LabReader:
         self.positive_words = _alternation(words.get("positive", []))
         self.normal_words = _alternation([
             r"normal", r"within normal limits", r"wnl", r"unremarkable", r"not (?:raised|elevated|high|increased)",
-            r"negative", r"neg", r"-ve", r"unrevealing", r"nad", r"in range", r"within (?:the )?(?:normal |reference )?range"])
+            r"negative", r"neg", r"-ve", r"unrevealing", r"nad", r"in range",
+            r"within (?:the )?(?:normal |reference )?range"])
         self.by_id = {a.id: a for a in self.analytes}
         self._name_any = re.compile("|".join(f"(?:{a.names.pattern})" for a in self.analytes))
 
@@ -244,7 +246,8 @@ class LabReader:
             end = m.end() + nm.start(2) if nm.group(2) else end
         if converted is None or not analyte.plausible[0] <= converted <= analyte.plausible[1]:
             return []
-        if re.match(r"^\s*(?:years?|yrs?|days?|weeks?|months?|hours?|hrs?|y/?o|kg|cm|mm|times a day)\b", rest if known else
+        if re.match(r"^\s*(?:years?|yrs?|days?|weeks?|months?|hours?|hrs?|y/?o|kg|cm|mm|times a day)\b",
+                    rest if known else
                     after[nm.start(2):] if nm.group(2) else rest):
             return []
         if not analyte.rules:
@@ -302,7 +305,8 @@ class LabReader:
                 mb = re.search(r"(?<![\w/])(?:" + regex + r")" + filler + r"$", before)
                 ma = re.match(r"^\s*(?:levels?|tests?|counts?|screen|result|test result|values?)?"
                               r"(?:\s*(?:is|was|were|are|have been|has been|came back|come back|returned|remains?|"
-                              r"remained|both|also|all|:|=|-|x\s?\d))*" + filler + r"(?:" + regex + r")(?![\w/])", after)
+                              r"remained|both|also|all|:|=|-|x\s?\d))*" + filler + r"(?:" + regex + r")(?![\w/])",
+                              after)
                 if mb or ma:
                     quality = kind
                     if mb:

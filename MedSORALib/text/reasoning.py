@@ -405,6 +405,18 @@ class TextReasoner:
             )
         return out
 
+    def reason(self, texts: Sequence[str], age=None, sex=None) -> list:
+        """The model's prediction fused with the differential diagnosis (gated), per text.
+
+        Returns :class:`MedSORALib.differential.fusion.Reasoned` objects: fused ``structure_relevance``, the
+        ``differential`` (diagnoses, findings read, removed structures), ``scope`` / ``outside`` / ``in_domain``
+        and the model's own ``prediction``. ``age`` / ``sex``: the patient's when known (they take precedence
+        over the text's). See docs/reasoning.md.
+        """
+        from ..differential.fusion import reason
+
+        return reason(texts, self, age=age, sex=sex)
+
     def info(self) -> dict:
         """Model identity for JSON outputs."""
         training = self.config.get("training", {})
