@@ -71,6 +71,8 @@ EXAMPLE_SYMPTOMS = (
 SETTINGS_HISTORY = "MedSORA/SymptomHistory"
 HISTORY_LENGTH = 10
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: The panel's sex choices (as :func:`MedSORALib.patient.parse_sex` reads them).
+SEX_CHOICES = ("unknown", "female", "male")
 #: How long Cancel waits for the killed worker, in milliseconds.
 CANCEL_WAIT_MS = 1000
 #: The torch versions MedSORA runs with (torch.amp.GradScaler(device), as pyproject.toml says); given to the
@@ -125,11 +127,15 @@ class MedSORAParameterNode:
     symptomText: the symptom description; onePerLine: each non-empty line is a separate symptom.
     threshold: organs below this relevance are hidden. opacityByRelevance: more relevant organs are more opaque.
     show3D: build surfaces and show the result in 3D.
+    patientAge, patientSex: the patient's age in years (empty: unknown) and sex, for the findings' reference
+    ranges; filled from the CT's DICOM header when the CT came from the DICOM database.
     device, modelFolder, textEncoder, useImageModel: the Advanced section (modelFolder empty: shipped weights).
     """
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     organSegmentation: slicer.vtkMRMLSegmentationNode
+    patientAge: str = ""
+    patientSex: Annotated[str, Choice(list(SEX_CHOICES))] = "unknown"
     outputSegmentation: slicer.vtkMRMLSegmentationNode
     symptomText: str = ""
     onePerLine: bool = False
@@ -140,6 +146,34 @@ class MedSORAParameterNode:
     modelFolder: pathlib.Path = pathlib.Path()
     textEncoder: str = ""
     useImageModel: bool = False
+
+
+def dicomPatient(volumeNode) -> tuple[str, str] | None:
+    """``(age, sex)`` as the panel shows them, from the DICOM header of a volume loaded from Slicer's DICOM
+    database: PatientAge (0010,1010) in years, PatientSex (0010,0040) as unknown/female/male.
+
+    None when the volume did not come from DICOM or the database is not available; a header value that
+    cannot be read gives an empty age or "unknown".
+    """
+    try:
+        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split() if volumeNode is not None else []
+        database = getattr(slicer, "dicomDatabase", None)
+        if not uids or database is None:
+            return None
+        age, sex = database.instanceValue(uids[0], "0010,1010"), database.instanceValue(uids[0], "0010,0040")
+    except Exception:  # no DICOM module or database: the fields stay as they are
+        return None
+    from MedSORALib.patient import PatientError, parse_age, parse_sex
+
+    try:
+        years = parse_age(age)
+    except PatientError:
+        years = None
+    try:
+        code = parse_sex(sex)
+    except PatientError:
+        code = None
+    return ("" if years is None else f"{years:g}"), {"F": "female", "M": "male"}.get(code, "unknown")
 
 
 def _folderText(path) -> str:
@@ -411,6 +445,7 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run = None  # the request in flight: id, folder, CT node, start time
         self._dependenciesReady = False
         self._lastOutputs = []
+        self._patientVolume = None  # the CT whose DICOM header last filled the age and sex
         self._quitConnected = False
 
     def setup(self) -> None:
@@ -514,13 +549,16 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._prefillPatient)
             self._checkCanApply()
+            self._prefillPatient()
 
     def _disconnectParameterNode(self) -> None:
         if self._parameterNode and self._parameterNodeGuiTag is not None:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._prefillPatient)
 
     # --- symptom box -----------------------------------------------------------------------
 
@@ -569,6 +607,21 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.toolTip = _("Score the organs for the symptom") if ready else _(
             "Select a CT, its organ segmentation and type a symptom")
 
+    def _prefillPatient(self, caller=None, event=None) -> None:
+        """Age and sex from the DICOM header when another CT is chosen (a CT without a header clears them, so
+        one patient's values never stay on the next); the first CT seen only fills fields that are empty
+        (values saved with the scene are kept)."""
+        p = self._parameterNode
+        volume = p.inputVolume if p else None
+        if p is None or volume is self._patientVolume:
+            return
+        first, self._patientVolume = self._patientVolume is None, volume
+        age, sex = dicomPatient(volume) or ("", "unknown")
+        if first:
+            age, sex = p.patientAge or age, sex if p.patientSex in ("", "unknown") else p.patientSex
+        if (age, sex) != (p.patientAge, p.patientSex):
+            p.patientAge, p.patientSex = age, sex
+
     def _setRunning(self, running: bool) -> None:
         self.ui.applyButton.text = _("Cancel") if running else _("Apply")
         self.ui.applyButton.toolTip = _("Stop scoring") if running else _("Score the organs for the symptom")
@@ -598,14 +651,21 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 if not self._dependenciesReady:
                     self._status(_("MedSORA needs its Python packages; scoring was not started."))
                     return
+            from MedSORALib.patient import PatientError
             from MedSORALib.session import split_symptoms
 
             p = self._parameterNode
             symptoms = split_symptoms(p.symptomText, p.onePerLine)
+            try:
+                patient = self.logic.patient(p)
+            except PatientError as error:  # nothing written, no request
+                self._status(_("Check the patient's age or sex: {error}").format(error=error))
+                slicer.util.errorDisplay(str(error), windowTitle=_("MedSORA"))
+                return
             folder = tempfile.mkdtemp(prefix="MedSORA-")
             try:
                 fields = self.logic.writeWorkerRequest(p.inputVolume, p.organSegmentation, symptoms, folder,
-                                                       self.logic.scoringSettings(p))
+                                                       self.logic.scoringSettings(p), patient=patient)
                 if self._worker is None:
                     self._worker = ScoringWorkerProcess(self._onWorkerEvent, self._onWorkerLog)
                 self._status(_("Starting the scoring worker...") if not self._worker.running else _("Scoring..."))
@@ -784,8 +844,19 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
         return ScoringSettings(device=device or "auto", model_dir=_folderText(modelFolder),
                                text_encoder=textEncoder or "", image_weight=IMAGE_WEIGHT_ON if useImageModel else 0.0)
 
+    @staticmethod
+    def patient(parameterNode=None, age="", sex=""):
+        """The patient (:class:`MedSORALib.patient.Patient`) of the panel's age and sex fields (or of ``age``
+        and ``sex``); raises :class:`MedSORALib.patient.PatientError` with a one-line message for a bad age."""
+        from MedSORALib.patient import Patient
+
+        if parameterNode is not None:
+            age, sex = parameterNode.patientAge, parameterNode.patientSex
+        return Patient.parse(age, sex, "Slicer panel")
+
     def process(self, inputVolume, organSegmentation, symptoms, *, device="auto", modelFolder="", textEncoder="",
-                useImageModel=False, threshold=0.0, opacityByRelevance=True, show3D=False, scorer=None):
+                useImageModel=False, threshold=0.0, opacityByRelevance=True, show3D=False, scorer=None,
+                age="", sex=""):
         """Score one or more symptoms in this process (blocking) and create their output nodes.
 
         Args:
@@ -794,6 +865,8 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
             symptoms: one symptom text or a list of them.
             scorer: a scorer ``(volume, masks, symptoms, progress=None) -> results`` used instead of
                 the models (tests; see :mod:`MedSORALib.session`).
+            age, sex: the patient's age in years and sex (F/M, female/male; empty: unknown), for the
+                findings' reference ranges.
 
         Returns:
             list of ``MedSORALib.scene.result_nodes.SymptomOutputs`` (segmentation, table, chart, passages nodes).
@@ -803,11 +876,13 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
         settings = self.scoringSettings(device=device, modelFolder=modelFolder, textEncoder=textEncoder,
                                         useImageModel=useImageModel)
         return run_symptom_scoring(inputVolume, organSegmentation, symptoms, settings=settings, scorer=scorer,
-                                   threshold=threshold, opacity_by_relevance=opacityByRelevance, show_3d=show3D)
+                                   threshold=threshold, opacity_by_relevance=opacityByRelevance, show_3d=show3D,
+                                   patient=self.patient(age=age, sex=sex))
 
     @staticmethod
-    def writeWorkerRequest(inputVolume, organSegmentation, symptoms, folder, settings=None) -> dict:
-        """Write the CT and its organs from the scene into ``folder`` and return the worker request's fields.
+    def writeWorkerRequest(inputVolume, organSegmentation, symptoms, folder, settings=None, patient=None) -> dict:
+        """Write the CT and its organs from the scene into ``folder`` and return the worker request's fields
+        (with ``patient``'s age and sex when known: :meth:`patient`).
 
         The CT goes to ``ct.nii`` (uncompressed: fast to write on the main
         thread), the organs to ``organs.seg.nrrd`` on the CT grid; results will be
@@ -822,7 +897,9 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
         masks = organ_masks_from_segmentation(organSegmentation, inputVolume)
         ctPath = write_volume(os.path.join(folder, "ct.nii"), volume)
         organsPath = write_seg_nrrd(os.path.join(folder, "organs.seg.nrrd"), masks, volume)
-        return request_fields(ctPath, organsPath, symptoms, os.path.join(folder, "result"), settings)
+        return request_fields(ctPath, organsPath, symptoms, os.path.join(folder, "result"), settings,
+                              age=patient.age if patient is not None else None,
+                              sex=patient.sex if patient is not None else None)
 
     @staticmethod
     def importWorkerResult(event, inputVolume, threshold=0.0, opacityByRelevance=True, show3D=False):

@@ -16,7 +16,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from conftest import DATA, EXAMPLE_CT, EXAMPLE_DICOM, EXAMPLE_SEG, EXAMPLE_VOXELS, snapshot
 from MedSORALib.batch.lock import BatchLock, BatchLockedError
-from MedSORALib.batch.summary import escape_cell
+from MedSORALib.batch.summary import escape_cell, report_fields, write_summary
 from MedSORALib.cli import main
 from MedSORALib.volume_io import Volume, read_volume, write_volume
 
@@ -117,6 +117,8 @@ def _check_cohort_outputs(out: Path, rows: list[dict], cohort) -> None:
         assert report["symptom"] == " ".join(row["symptom"].split())
         assert report["organs"][0]["name"] == row["top_organ"]
         assert report["organs"][0]["relevance"] == pytest.approx(float(row["top_relevance"]), abs=1e-4)
+        assert row["scope"] == report["scope"] != ""
+        assert row["top_diagnosis"] == (report["differential"][0]["diagnosis"] if report["differential"] else "")
         voxels = {o["name"]: o["voxels"] for o in report["organs"]}
         if row["volume"].endswith("example_ct_dicom"):
             assert set(voxels) == DICOM_ORGANS
@@ -156,6 +158,9 @@ def test_two_workers_score_eleven_rows_and_fail_one(first_run, cohort):
     table = pq.read_table(out / "summary.parquet").to_pylist()
     assert [(t["row"], t["status"], t["top_organ"] or "") for t in table] == \
         [(int(r["row"]), r["status"], r["top_organ"]) for r in rows]
+    assert [(t["scope"] or "", t["top_diagnosis"] or "") for t in table] == \
+        [(r["scope"], r["top_diagnosis"]) for r in rows]
+    assert any(r["top_diagnosis"] for r in rows)  # the jaundice rows have a differential
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["rows"], summary["ok"], summary["failed"], summary["skipped"]) == (12, 11, 1, 0)
 
@@ -377,6 +382,18 @@ def test_escape_cell_defuses_formulas(start):
 def test_escape_cell_keeps_plain_values():
     assert [escape_cell(v) for v in ("liver", 0.5, 3, True, None, ["a.json", "a.seg.nrrd"], "a=b")] == \
         ["liver", "0.5", "3", "true", "", "a.json; a.seg.nrrd", "a=b"]
+
+
+def test_report_fields_are_escaped_in_summary_csv(tmp_path):
+    report = tmp_path / "0001_x.json"
+    report.write_text(json.dumps({"scope": "modelled", "differential": [{"diagnosis": "=cmd|' /C calc'!A0"}]}))
+    record = {"row": 1, "symptom": "pain", "status": "ok", **report_fields(report)}
+    assert record["scope"] == "modelled" and record["top_diagnosis"] == "=cmd|' /C calc'!A0"
+    assert report_fields(tmp_path / "missing.json") == {"scope": None, "top_diagnosis": None}
+    write_summary(tmp_path, [record])
+    rows = _summary(tmp_path)
+    assert (rows[0]["scope"], rows[0]["top_diagnosis"]) == ("modelled", "'=cmd|' /C calc'!A0")
+    assert json.loads((tmp_path / "summary.json").read_text())["results"][0]["top_diagnosis"] == "=cmd|' /C calc'!A0"
 
 
 def test_formula_symptom_is_inert_in_summary_csv(tmp_path):

@@ -61,11 +61,13 @@ def test_slicer_every_parameter_is_bound_through_the_gui_connectors():
     expected = {"inputVolume": "qMRMLNodeComboBox", "organSegmentation": "qMRMLNodeComboBox",
                 "outputSegmentation": "qMRMLNodeComboBox", "threshold": "ctkSliderWidget",
                 "symptomText": "QTextEdit", "device": "QComboBox", "modelFolder": "ctkPathLineEdit",
-                "textEncoder": "QLineEdit", "onePerLine": "QCheckBox", "useImageModel": "QCheckBox"}
+                "textEncoder": "QLineEdit", "onePerLine": "QCheckBox", "useImageModel": "QCheckBox",
+                "patientAge": "QLineEdit", "patientSex": "QComboBox"}
     for field_name, widget_class in expected.items():
         assert widgets[bindings[field_name]] == widget_class, field_name
     assert re.search(r"device: Annotated\[str, Choice\(", code)  # the combo box connector needs Choice
     assert re.search(r"modelFolder: pathlib\.Path", code)
+    assert re.search(r"patientSex: Annotated\[str, Choice\(list\(SEX_CHOICES\)\)\]", code)
     # no widget is read or written by hand for a bound field
     for name in ("symptomTextEdit", "deviceComboBox", "modelFolderPathLineEdit", "textEncoderLineEdit"):
         assert f"self.ui.{name}" not in code, name
@@ -672,3 +674,110 @@ def test_slicer_closing_the_module_or_quitting_slicer_ends_the_worker(module_fil
     widget.cleanup()
     assert process.popen.returncode == 0
     assert [pid for pid in tree if process_tree.alive(pid)] == []
+
+
+# -- the patient's age and sex (reference ranges of the findings) -----------------------------------------------
+
+
+def _apply_widget(module_file, monkeypatch, ct_node, organ_node, age, sex):
+    """A panel with stand-in widgets and worker around the real onApplyButton; returns (widget, submitted,
+    shown errors, temporary folders made)."""
+    import contextlib
+
+    submitted, errors, folders = [], [], []
+    real_mkdtemp = module_file.tempfile.mkdtemp
+
+    def mkdtemp(**kwargs):
+        folders.append(real_mkdtemp(**kwargs))
+        return folders[-1]
+
+    monkeypatch.setattr(module_file.tempfile, "mkdtemp", mkdtemp)
+    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **k: errors.append(text))
+    monkeypatch.setattr(slicer.util, "showStatusMessage", lambda *a, **k: None)
+    widget = module_file.MedSORAWidget()
+    widget.logic = module_file.MedSORALogic()
+    widget._dependenciesReady = True
+    widget._parameterNode = types.SimpleNamespace(
+        inputVolume=ct_node, organSegmentation=organ_node, symptomText=GALLSTONES, onePerLine=False, device="cpu",
+        modelFolder=Path(), textEncoder="", useImageModel=False, patientAge=age, patientSex=sex)
+    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""),
+                                      outOfDomainLabel=types.SimpleNamespace(visible=True),
+                                      progressBar=types.SimpleNamespace(value=50))
+    widget._worker = types.SimpleNamespace(running=True, submit=lambda fields: submitted.append(fields) or 7)
+    widget._remember = lambda text: None
+    widget._setRunning = lambda running: None
+    return widget, submitted, errors, folders
+
+
+def test_slicer_apply_sends_the_age_and_sex_with_the_request(module_file, monkeypatch, ct_node, organ_node):
+    from MedSORALib.patient import Patient
+    from MedSORALib.worker.protocol import parse_request
+
+    widget, submitted, errors, folders = _apply_widget(module_file, monkeypatch, ct_node, organ_node, "64", "female")
+    widget.onApplyButton()
+    assert errors == [] and len(submitted) == 1 and widget._run["id"] == 7
+    (fields,) = submitted
+    assert (fields["age"], fields["sex"]) == (64.0, "F")
+    assert parse_request({"id": 1, **fields}).patient == Patient(64.0, "F", "request")  # what the worker reads
+    assert Path(fields["volume"]).parent == Path(folders[0]) and Path(fields["volume"]).is_file()
+    # Unknown age and sex: the request carries neither field.
+    widget, submitted, errors, _ = _apply_widget(module_file, monkeypatch, ct_node, organ_node, "", "unknown")
+    widget.onApplyButton()
+    assert errors == [] and len(submitted) == 1 and "age" not in submitted[0] and "sex" not in submitted[0]
+    for folder in folders:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("age", ["sixty", "-4", "200"])
+def test_slicer_a_bad_age_gives_one_message_and_no_request(module_file, monkeypatch, ct_node, organ_node, age):
+    widget, submitted, errors, folders = _apply_widget(module_file, monkeypatch, ct_node, organ_node, age, "male")
+    widget.onApplyButton()
+    assert submitted == [] and folders == [] and widget._run is None
+    assert len(errors) == 1 and f"age {age!r}" in errors[0] and "\n" not in errors[0]
+    assert widget.ui.statusLabel.text.startswith("Check the patient's age or sex: ")
+
+
+def test_slicer_age_and_sex_come_from_the_dicom_header(module_file, monkeypatch, ct_node):
+    values = {("1.2.3", "0010,1010"): "071Y", ("1.2.3", "0010,0040"): "M"}
+    database = types.SimpleNamespace(instanceValue=lambda uid, tag: values.get((uid, tag), ""))
+    monkeypatch.setattr(slicer, "dicomDatabase", None, raising=False)
+    ct_node.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4")
+    assert module_file.dicomPatient(ct_node) is None  # no DICOM database: nothing to read
+    monkeypatch.setattr(slicer, "dicomDatabase", database)
+    assert module_file.dicomPatient(ct_node) == ("71", "male")
+    values[("1.2.3", "0010,1010")], values[("1.2.3", "0010,0040")] = "old", "O"
+    assert module_file.dicomPatient(ct_node) == ("", "unknown")  # unreadable header values: unknown
+    ct_node.SetAttribute("DICOM.instanceUIDs", "")
+    assert module_file.dicomPatient(ct_node) is None and module_file.dicomPatient(None) is None
+    # The panel: the first CT only fills empty fields (a saved scene keeps its values); another CT replaces them.
+    values[("1.2.3", "0010,1010")], values[("1.2.3", "0010,0040")] = "058Y", "F"
+    ct_node.SetAttribute("DICOM.instanceUIDs", "1.2.3")
+    widget = module_file.MedSORAWidget()
+    widget._parameterNode = types.SimpleNamespace(inputVolume=ct_node, patientAge="", patientSex="male")
+    widget._prefillPatient()
+    assert (widget._parameterNode.patientAge, widget._parameterNode.patientSex) == ("58", "male")
+    other = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    widget._parameterNode.inputVolume = other
+    widget._prefillPatient()  # a CT without a header: the previous patient's values do not stay
+    assert (widget._parameterNode.patientAge, widget._parameterNode.patientSex) == ("", "unknown")
+    widget._parameterNode.inputVolume = ct_node
+    widget._prefillPatient()
+    assert (widget._parameterNode.patientAge, widget._parameterNode.patientSex) == ("58", "female")
+
+
+def test_slicer_in_process_scoring_uses_the_age_and_sex(module_file, ct_node, organ_node):
+    logic = module_file.MedSORALogic()
+    (woman,) = logic.process(ct_node, organ_node, [GALLSTONES], device="cpu", age="64", sex="female")
+    assert woman.result.patient == {"age": 64.0, "sex": "F", "source": "Slicer panel"}
+    findings = {f["key"]: f for o in woman.result.organs for f in o.findings}
+    (unknown,) = logic.process(ct_node, organ_node, [GALLSTONES], device="cpu")
+    assert unknown.result.patient["sex"] is None
+    assert "abdominal_aortic_aneurysm_for_sex" in findings
+    assert "abdominal_aortic_aneurysm_for_sex" not in {f["key"] for o in unknown.result.organs for f in o.findings}
+    from MedSORALib.patient import PatientError
+
+    with pytest.raises(PatientError, match="age 'x'"):
+        logic.process(ct_node, organ_node, [GALLSTONES], device="cpu", age="x")

@@ -207,3 +207,35 @@ def test_bound_to_every_interface_the_machines_addresses_name_it():
     narrow = AccessGuard("127.0.0.1", token="t")
     narrow.port = 8123
     assert not any(narrow.host_allowed(f"{a}:8123") for a in local if not a.startswith("127."))
+
+
+def test_age_and_sex_from_the_page_choose_the_reference_ranges(session, example_volume, example_masks):
+    from MedSORALib.patient import Patient
+    from MedSORALib.scoring import score_volume
+
+    def aorta_rows(item):
+        report = json.loads(item.files["json"].read_text(encoding="utf-8"))
+        (aorta,) = [o for o in report["organs"] if o["name"] == "aorta"]
+        return report, {f["key"]: f for f in aorta["findings"]}
+
+    (woman,) = session.score(SYMPTOMS[:1], patient=Patient.parse("64", "female", "page"))
+    (man,) = session.score(SYMPTOMS[:1], patient=Patient.parse("064Y", "M", "page"))
+    (unknown,) = session.score(SYMPTOMS[:1])
+    (report_f, rows_f), (report_m, rows_m), (report_u, rows_u) = map(aorta_rows, (woman, man, unknown))
+    assert report_f["patient"] == {"age": 64.0, "sex": "F", "source": "page"}
+    assert report_m["patient"] == {"age": 64.0, "sex": "M", "source": "page"}
+    assert report_u["patient"] == {"age": None, "sex": None, "source": None}
+    # The sex-specific aortic row (Rogers 2013) exists only for a known sex, with the women's lower threshold.
+    key = "abdominal_aortic_aneurysm_for_sex"
+    assert key not in rows_u and rows_f[key]["threshold"] < rows_m[key]["threshold"]
+    assert rows_f[key]["value"] == rows_m[key]["value"]  # the same measurement, judged against two ranges
+    # The page's result is the one of the library for the same patient (measured once, judged again).
+    (expected,) = score_volume(example_volume, example_masks, SYMPTOMS[:1], models=session.models(),
+                               patient=Patient(64.0, "F", "page"))
+    assert woman.result.patient == expected.patient
+    assert [o.key for o in woman.result.organs] == [o.key for o in expected.organs]
+    assert [o.relevance for o in woman.result.organs] == pytest.approx([o.relevance for o in expected.organs],
+                                                                      abs=1e-6)
+    assert [(o.key, o.findings) for o in woman.result.organs] == [(o.key, o.findings) for o in expected.organs]
+    # The loaded case itself is unchanged: unknown patient, adult ranges.
+    assert session.case.evidence["patient"]["sex"] is None

@@ -37,6 +37,7 @@ from ..errors import InputFileError, MedSORAError
 from ..session import ScoringSession, ScoringSettings, shared_session
 from . import STATE_DIR
 from .manifest import CaseGroup, Row
+from .summary import report_fields
 
 RECORD_FORMAT = "medsora-batch-row/1"
 #: Longest failure reason kept in the summary, in characters.
@@ -151,7 +152,8 @@ def reused(record: dict, options: BatchOptions) -> dict:
     keys = ("row", "volume", "segmentation", "label_scheme", "symptom", "in_domain", "top_organ", "top_relevance",
             "files", "json", "segmentation_out", "elapsed_s", "worker")
     status = "ok" if record.get("run_id") == options.run_id else "skipped"
-    return {**{k: record.get(k) for k in keys}, "status": status, "error": ""}
+    report = Path(options.output_dir) / str(record.get("json") or "")
+    return {**{k: record.get(k) for k in keys}, **report_fields(report), "status": status, "error": ""}
 
 
 _THREADS_SET = False
@@ -247,6 +249,7 @@ def _score_row(row: Row, case, session: ScoringSession, options: BatchOptions, w
                "files": [p.name for p in files.values()], "json": files["json"].name,
                "segmentation_out": files["segmentation"].name,
                "elapsed_s": round(time.perf_counter() - started, 3), "worker": worker}
+    summary.update(report_fields(out / files["json"].name))
     record = {"format": RECORD_FORMAT, **summary, "pid": os.getpid(), "run_id": options.run_id,
               "model_version": options.model_version,
               "inputs_sha256": {"volume": case.inputs["volume"]["sha256"],

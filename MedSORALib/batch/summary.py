@@ -21,12 +21,25 @@ from pathlib import Path
 from ..files import atomic_target, atomic_write_text
 
 FIELDS = ("row", "volume", "segmentation", "label_scheme", "symptom", "status", "error", "in_domain", "top_organ",
-          "top_relevance", "files", "json", "segmentation_out", "elapsed_s", "worker")
+          "top_relevance", "scope", "top_diagnosis", "files", "json", "segmentation_out", "elapsed_s", "worker")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 #: Characters a spreadsheet may split a line at when it guesses the separator.
 SEPARATORS = (",", ";", "\t", "|")
 #: The summary files, by kind, in the output folder.
 SUMMARY_NAMES = {"csv": "summary.csv", "parquet": "summary.parquet", "json": "summary.json"}
+
+
+def report_fields(report_path: str | Path) -> dict:
+    """``scope`` and ``top_diagnosis`` (the first diagnosis of the differential) of a row's result JSON;
+    empty (None) when the report cannot be read or has no differential."""
+    try:
+        report = json.loads(Path(report_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"scope": None, "top_diagnosis": None}
+    differential = report.get("differential") or [] if isinstance(report, dict) else []
+    first = differential[0] if differential and isinstance(differential[0], dict) else {}
+    return {"scope": report.get("scope") if isinstance(report, dict) else None,
+            "top_diagnosis": first.get("diagnosis")}
 
 
 def escape_cell(value) -> str:
@@ -89,7 +102,8 @@ def _write_parquet(path: Path, rows: list[dict]) -> Path | None:
     schema = pa.schema([
         ("row", pa.int64()), ("volume", pa.string()), ("segmentation", pa.string()), ("label_scheme", pa.string()),
         ("symptom", pa.string()), ("status", pa.string()), ("error", pa.string()), ("in_domain", pa.bool_()),
-        ("top_organ", pa.string()), ("top_relevance", pa.float64()), ("files", pa.list_(pa.string())),
+        ("top_organ", pa.string()), ("top_relevance", pa.float64()), ("scope", pa.string()),
+        ("top_diagnosis", pa.string()), ("files", pa.list_(pa.string())),
         ("json", pa.string()), ("segmentation_out", pa.string()), ("elapsed_s", pa.float64()),
         ("worker", pa.string()),
     ])

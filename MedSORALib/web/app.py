@@ -54,6 +54,8 @@ FILES_URL = "medsora-files"
 LAYOUT_ID = "MedSORA"
 #: Label values of a label-map segmentation (a .seg.nrrd is matched by segment names instead).
 LABEL_SCHEMES = ["totalsegmentator", "btcv", "amos"]
+#: The sex choices of the page (value as :func:`MedSORALib.patient.parse_sex` reads it).
+SEX_CHOICES = [{"title": "unknown", "value": ""}, {"title": "female", "value": "F"}, {"title": "male", "value": "M"}]
 ORIENTATIONS = ["Axial", "Coronal", "Sagittal"]
 #: The relevance colour map as a CSS gradient (the legend under the views).
 LEGEND_GRADIENT = "linear-gradient(to right, " + ", ".join(css_color(c) for c in PLASMA_STOPS) + ")"
@@ -115,7 +117,7 @@ class MedSORAWebApp(TrameApp):
 
         state = self.state
         state.update({
-            "symptom_text": "", "busy": False, "progress": 0, "progress_message": "", "error_message": "",
+            "symptom_text": "", "patient_age": "", "patient_sex": "", "busy": False, "progress": 0, "progress_message": "", "error_message": "",
             "ct_path": "", "seg_path": "", "label_scheme": "totalsegmentator", "case_label": "", "orientation": "Axial",
             "results": [], "selected": 0, "has_findings": False, "scored_count": 0,
             "can_load": self.data_root is not None, "data_root": shown_path(self.data_root),
@@ -145,6 +147,8 @@ class MedSORAWebApp(TrameApp):
         """Another browser session took the page: it does not see what the previous one typed."""
         with self.state:
             self.state.symptom_text = ""
+            self.state.patient_age = ""
+            self.state.patient_sex = ""
             self.state.error_message = ""
 
     def allowed_path(self, text) -> Path:
@@ -329,14 +333,23 @@ class MedSORAWebApp(TrameApp):
             self.state.progress = 0
             self.state.progress_message = "Cancelled"
 
-    async def score(self, text: str) -> None:
-        """Score the symptoms of the box (one per non-empty line) and show the results."""
+    async def score(self, text: str, age=None, sex=None) -> None:
+        """Score the symptoms of the box (one per non-empty line) for the patient's age and sex (empty: unknown,
+        the DICOM header's when the CT has one) and show the results."""
+        from ..patient import Patient
+
         symptoms = [line.strip() for line in str(text or "").splitlines() if line.strip()]
         if not symptoms:
             with self.state:
                 self.state.error_message = "Enter a symptom (one per line)."
             return
-        scored = await self._job("Scoring", self.session.score, symptoms, self._progress_callback())
+        try:
+            patient = Patient.parse(age, sex, "page")
+        except MedSORAError as error:
+            with self.state:
+                self.state.error_message = str(error)
+            return
+        scored = await self._job("Scoring", self.session.score, symptoms, self._progress_callback(), patient)
         if scored:
             self.show_results(scored)
             with self.state:
@@ -349,12 +362,16 @@ class MedSORAWebApp(TrameApp):
         if loaded is not None:
             self.session.use_case(*loaded)
             self.show_case()
+            header = self.session.header_patient()
             with self.state:
                 self.state.progress_message = f"Loaded {self.session.case_name}"
+                # The new CT's header, else unknown: a previous patient's age and sex do not carry over.
+                self.state.patient_age = "" if header.age is None else f"{header.age:g}"
+                self.state.patient_sex = header.sex or ""
 
     def on_score(self):
         if not self.state.busy:
-            asyncio.ensure_future(self.score(self.state.symptom_text))
+            asyncio.ensure_future(self.score(self.state.symptom_text, self.state.patient_age, self.state.patient_sex))
 
     def on_load(self):
         if not self.state.busy:
@@ -377,6 +394,15 @@ class MedSORAWebApp(TrameApp):
                 with html.Div(classes="pa-3"):
                     v3.VTextarea(v_model=("symptom_text", ""), label="Symptoms (one per line)", rows=4,
                                  auto_grow=True, id="symptom-box", disabled=("busy",), density="compact")
+                    with v3.VRow(dense=True):
+                        with v3.VCol(cols=5):
+                            v3.VTextField(v_model=("patient_age", ""), label="Age (years)", id="age-box",
+                                          placeholder="unknown", disabled=("busy",), density="compact",
+                                          hide_details=True)
+                        with v3.VCol(cols=7):
+                            v3.VSelect(v_model=("patient_sex", ""), label="Sex", items=("sex_choices", SEX_CHOICES),
+                                       id="sex-choice", disabled=("busy",), density="compact", hide_details=True)
+                    html.Div("Age and sex choose the findings' reference ranges.", classes="text-caption mb-2")
                     v3.VBtn("Score", click=self.on_score, id="score-button", color="primary", block=True,
                             disabled=("busy || !symptom_text.trim()",))
                     v3.VProgressLinear(v_show="busy", model_value=("progress",), height=8, color="amber",

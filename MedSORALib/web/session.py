@@ -8,6 +8,7 @@ files ``medsora score`` gives for the same CT.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,17 +126,49 @@ class WebSession:
         return self.scoring.models
 
     # ------------------------------------------------------------------ scoring
-    def score(self, symptoms: Sequence[str] | str, progress: Progress | None = None) -> list[ScoredSymptom]:
+    def header_patient(self, case=None):
+        """Age and sex of the DICOM header of the current (or given) case's series; unknown for other files."""
+        from ..patient import Patient, patient_from_dicom
+
+        case = self.case if case is None else case
+        if case is None or case.dicom_series is None:
+            return Patient()
+        try:
+            return patient_from_dicom(case.dicom_series)
+        except OSError:
+            return Patient()
+
+    def case_for(self, case, patient=None):
+        """``case`` with its findings judged against the ranges for ``patient`` (:class:`~MedSORALib.patient.Patient`
+        from the page; the DICOM header completes it).
+
+        The measurements are kept: only the reference ranges depend on age and sex. The copy shares the
+        case's image features.
+        """
+        from ..findings import evaluate_findings
+        from ..patient import Patient
+
+        patient = (patient or Patient()).merged(self.header_patient(case))
+        if patient.to_dict() == case.evidence.get("patient", Patient().to_dict()):
+            return case
+        evidence = case.evidence
+        findings = evaluate_findings(evidence["measurements"], evidence["contrast_phase"], patient)
+        return dataclasses.replace(case, evidence={**evidence, "findings": findings, "patient": patient.to_dict()})
+
+    def score(self, symptoms: Sequence[str] | str, progress: Progress | None = None,
+              patient=None) -> list[ScoredSymptom]:
         """Score symptoms on the current case and write each result's ``.seg.nrrd`` and ``.json``.
 
         A case is measured once when loaded (and its organs encoded once, with an image weight above 0);
-        later symptoms reuse it.
+        later symptoms reuse it. ``patient`` (age and sex, :class:`~MedSORALib.patient.Patient`; the DICOM
+        header completes it) chooses the reference ranges of the findings.
         """
         texts = check_symptoms(symptoms)
         with self._lock:
             case = self.case
         if case is None:
             raise InputFileError("no CT is loaded")
+        case = self.case_for(case, patient)
         report = progress or (lambda fraction, message: None)
         results = self.scoring.score(case, texts, progress=lambda fraction, message: report(0.9 * fraction, message))
         report(0.95, "writing files")
