@@ -9,21 +9,30 @@ from ..errors import SymptomError
 HELP = "rank the abdominal organs for a symptom text (text model only, no CT)"
 DESCRIPTION = """\
 Rank the 13 abdominal structures by their relevance to a free-text symptom,
-using the text side of MedSORA alone: the frozen sentence encoder, the
-soft-label relevance MLP trained on learnable organ anchors, and the
-out-of-domain detector. A symptom that is not abdominal ("knee joint pain",
-"blurred vision") is marked in_domain = false and all its relevances are
-pushed low. When the text names a side (left/right flank, loin, side...),
-the kidney and adrenal gland of that side rank above the other side's.
+using the text side of MedSORA alone: the trained text model (frozen sentence
+encoder, relevance head, out-of-domain detector) and a differential
+diagnosis: a clinical reader finds the findings the text asserts, denies or
+places in the past (with laboratory values and vital signs against normal
+ranges, age and sex), a cited disease catalogue scores each diagnosis by
+likelihood ratios, and where the differential is confident its organ
+relevance is mixed into the model's (gated fusion). An organ removed by
+surgery ("gallbladder removed five years ago") gets 0.
 
-Relevance is in [0, 1]: 0 is what an unrelated organ typically gets, 1 what
-the organ a symptom was written for typically gets."""
+scope is "modelled" (the best diagnoses lie in the 13 structures),
+"abdominal-other" (an abdominal structure MedSORA does not show; outside
+names it) or "non-abdominal"; in_domain is true only for "modelled".
+When the text names a side (left/right flank, loin, side...), the kidney
+and adrenal gland of that side rank above the other side's.
+
+Relevance is in [0, 1]. The table lists the leading diagnoses with the
+findings read for them and the CT signs to look for."""
 
 EPILOG = """\
 examples:
   medsora rank "painless jaundice with pale stools"
   medsora rank "left flank pain radiating to the groin" --json
-  medsora rank --file symptoms.txt          (one text per line -> one JSON object per line)
+  medsora rank "constant RUQ pain since last night's dinner, fever 38.4, Murphy's sign"
+  medsora rank --file symptoms.txt          (one text per line -> one JSON object per line, as it goes)
   medsora rank "vomiting blood" --setting paper7"""
 
 
@@ -61,13 +70,24 @@ def check_lengths(texts: list[str], source: str | None = None) -> None:
             raise SymptomError(f"{where} is {len(text):,} characters long; the limit is {MAX_SYMPTOM_CHARS:,}")
 
 
-def prediction_json(prediction, info: dict) -> dict:
-    """The JSON object printed for one symptom."""
+#: Texts encoded and reasoned together by ``--file`` (bounded memory on long files).
+CHUNK = 256
+#: Diagnoses given in the JSON and the table.
+TOP_DIAGNOSES = 5
+
+
+def prediction_json(reasoned, info: dict, setting: str = "full11") -> dict:
+    """The JSON object printed for one symptom (a :class:`~MedSORALib.differential.fusion.Reasoned`)."""
     from ..organs import ORGANS, structure_class
 
+    prediction = reasoned.prediction
+    result = reasoned.differential
+    reading = result.reading
     return {
-        "symptom": prediction.text,
-        "in_domain": prediction.in_domain,
+        "symptom": reasoned.text,
+        "in_domain": reasoned.in_domain,
+        "scope": reasoned.scope,
+        "outside": reasoned.outside,
         "ood_score": round(prediction.ood_score, 6),
         "laterality": prediction.laterality,
         "organs": [
@@ -76,30 +96,98 @@ def prediction_json(prediction, info: dict) -> dict:
                 "display_name": ORGANS[key].display_name,
                 "class": structure_class(key),
                 "relevance": round(value, 6),
+                "model_relevance": round(prediction.structure_relevance.get(key, 0.0), 6),
+                "why": result.organ_why(key) if value > 0 else [],
             }
-            for key, value in prediction.ranked_structures()
+            for key, value in reasoned.ranked_structures()
         ],
+        "differential": [d.to_dict() for d in result.diagnoses[:TOP_DIAGNOSES]],
+        "none_of_these": round(result.none_probability, 4),
+        "findings": [f.to_dict() for f in reading.findings],
+        "age": reading.age,
+        "sex": reading.sex,
+        "removed": list(result.removed),
+        "fusion": {"differential_weight": round(reasoned.alpha, 4)},
         "model": info,
     }
 
 
-def format_table(prediction) -> str:
+def format_table(reasoned) -> str:
     from ..organs import ORGANS
 
-    lines = [f"symptom: {prediction.text}"]
-    verdict = "abdominal" if prediction.in_domain else "NOT abdominal (out of domain): relevances pushed low"
-    lines.append(f"in domain: {verdict} (ood score {prediction.ood_score:.3f})")
+    prediction = reasoned.prediction
+    result = reasoned.differential
+    reading = result.reading
+    lines = [f"symptom: {reasoned.text}"]
+    verdict = {"modelled": "abdominal (the 13 structures)",
+               "abdominal-other": f"abdominal, outside the 13 structures ({reasoned.outside or 'other'})",
+               "non-abdominal": "NOT abdominal (out of domain): relevances pushed low"}[reasoned.scope]
+    lines.append(f"scope: {verdict} (ood score {prediction.ood_score:.3f})")
     if prediction.laterality:
         lines.append(f"side: {prediction.laterality}")
+    facts = []
+    if reading.age is not None:
+        facts.append(f"age {reading.age:g}")
+    if reading.sex:
+        facts.append(reading.sex)
+    if result.removed:
+        facts.append("removed: " + ", ".join(ORGANS[k].display_name for k in result.removed))
+    if facts:
+        lines.append("patient: " + "; ".join(facts))
+    present = [f.label for f in reading.findings if f.status == "present"]
+    denied = [f.label for f in reading.findings if f.status == "negated"]
+    past = [f.label for f in reading.findings if f.status == "history"]
+    lines.append("read: " + (", ".join(present) if present else "(no specific finding)"))
+    if denied:
+        lines.append("denied: " + ", ".join(denied))
+    if past:
+        lines.append("history: " + ", ".join(past))
     lines.append("")
+    shown = [d for d in result.diagnoses[:TOP_DIAGNOSES] if d.probability >= 0.01]
+    if shown:
+        lines.append(f"differential (none of these / non-specific: {result.none_probability:.2f})")
+        for i, d in enumerate(shown, 1):
+            where = ", ".join(ORGANS[k].display_name for k in d.structures) if d.disease.organs else \
+                f"outside the 13 structures: {d.disease.outside}"
+            lines.append(f"  {i}. {d.disease.name}  p={d.probability:.2f}  [{where}]")
+            if d.supporting:
+                lines.append("       read: " + ", ".join(f.label for f in d.supporting))
+            if d.against:
+                lines.append("       against: " + ", ".join(f.label for f in d.against))
+            lines.append("       look for: " + ", ".join(d.disease.look_for))
+        lines.append("")
     lines.append(f"{'rank':>4}  {'structure':<30} {'relevance':>9}")
-    for rank, (key, value) in enumerate(prediction.ranked_structures(), 1):
+    for rank, (key, value) in enumerate(reasoned.ranked_structures(), 1):
         bar = "#" * int(round(value * 20))
-        lines.append(f"{rank:>4}  {ORGANS[key].display_name:<30} {value:>9.3f}  {bar}")
+        why = result.organ_why(key, 2) if value > 0 else []
+        lines.append(f"{rank:>4}  {ORGANS[key].display_name:<30} {value:>9.3f}  {bar:<20}"
+                     + (f"  ({'; '.join(why)})" if why else ""))
     return "\n".join(lines)
 
 
+def _restrict(reasoned_list, reasoner) -> None:
+    """Structures the setting has no class for keep 0 (the paper7 setting)."""
+    from ..organs import class_structures
+
+    allowed = {k for c in reasoner.classes for k in class_structures(c)}
+    for r in reasoned_list:
+        for key in r.structure_relevance:
+            if key not in allowed:
+                r.structure_relevance[key] = 0.0
+
+
+def reason_chunk(texts: list[str], reasoner) -> list:
+    """Model prediction, differential and fusion for a list of texts."""
+    from ..differential.fusion import reason
+
+    out = reason(texts, reasoner)
+    _restrict(out, reasoner)
+    return out
+
+
 def run(args) -> int:
+    import sys
+
     from ..files import read_symptom_file
 
     if args.file and args.symptom:
@@ -118,12 +206,22 @@ def run(args) -> int:
 
     reasoner = TextReasoner.load(args.weights, setting=args.setting)
     info = reasoner.info()
-    predictions = reasoner.predict(texts)
     if args.file:
-        for prediction in predictions:
-            print(json.dumps(prediction_json(prediction, info)))
-    elif args.json:
-        print(json.dumps(prediction_json(predictions[0], info), indent=1))
+        total = len(texts)
+        progress = total > CHUNK
+        step = max(CHUNK, (total // 20) // CHUNK * CHUNK)
+        for start in range(0, total, CHUNK):
+            chunk = texts[start:start + CHUNK]
+            lines = [json.dumps(prediction_json(r, info, args.setting)) for r in reason_chunk(chunk, reasoner)]
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+            done = start + len(chunk)
+            if progress and (done % step == 0 or done == total):
+                print(f"medsora: rank: {done:,}/{total:,} texts", file=sys.stderr, flush=True)
+        return 0
+    reasoned = reason_chunk(texts, reasoner)[0]
+    if args.json:
+        print(json.dumps(prediction_json(reasoned, info, args.setting), indent=1))
     else:
-        print(format_table(predictions[0]))
+        print(format_table(reasoned))
     return 0

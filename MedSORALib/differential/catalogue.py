@@ -1,0 +1,597 @@
+"""The disease catalogue and finding lexicon: frozen records, loading, merging and validation.
+
+The data are YAML parts under ``MedSORALib/resources/differential/`` (format: ``docs/differential_schema.md``):
+
+- ``findings/*.yaml``: the finding lexicon (``findings: [...]``). A finding id defined in several parts is
+  merged: its patterns and HPO ids are united, its ``label`` and ``kind`` must agree.
+- ``labs.yaml`` (optional here): laboratory analytes and vital signs; every finding id it yields joins the
+  lexicon (findings computed from numbers need no text pattern).
+- ``diseases/*.yaml``: the disease rows (``diseases: [...]``), concatenated in file-name order.
+
+Every problem found while loading is reported, one line each, in one :class:`CatalogueError`.
+
+``python -m MedSORALib.differential.catalogue --summary`` prints the row counts by structure and outside.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import re
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Iterable, Mapping
+
+from ..errors import MedSORAError
+from ..organs import FULL_CLASSES, PAIRED_STRUCTURES, STRUCTURES
+
+#: Where the shipped data live.
+DATA_DIR = Path(__file__).resolve().parent.parent / "resources" / "differential"
+
+#: Structures MedSORA does not model, with their region.
+OUTSIDE: Mapping[str, str] = MappingProxyType({
+    **{k: "abdominal" for k in (
+        "appendix", "small_bowel", "colon", "rectum", "anus", "peritoneum", "mesentery", "bladder", "ureter",
+        "prostate", "testis", "ovary", "fallopian_tube", "uterus", "abdominal_wall", "duodenum", "bile_duct",
+        "retroperitoneum", "lymph_nodes")},
+    **{k: "non_abdominal" for k in (
+        "heart", "lung", "pleura", "pericardium", "spine", "musculoskeletal", "skin", "brain", "thyroid",
+        "blood", "breast", "eye", "ear_nose_throat", "psychiatric", "joints", "metabolic")},
+})
+
+#: Designed base rate of each frequency class among adults presenting with an abdominal or chest complaint.
+FREQUENCY_PRIORS: Mapping[str, float] = MappingProxyType(
+    {"common": 0.05, "uncommon": 0.01, "rare": 0.002, "very_rare": 0.0005})
+#: Prior multiplier for a patient outside a disease's typical age range (designed).
+AGE_OUTSIDE_FACTOR = 0.3
+
+FINDING_KINDS = ("symptom", "sign", "lab", "vital", "risk", "history", "demographic")
+#: Keys a disease may name in ``organs``: the 13 structure keys and the reasoning classes
+#: ("kidney", "adrenal_gland": the side then comes from the text).
+ORGAN_KEYS: frozenset[str] = frozenset(STRUCTURES) | frozenset(FULL_CLASSES)
+
+#: Findings the reader computes from numbers (``labs.yaml``), with a label and kind for when no lexicon part
+#: defines them. A lexicon part that defines one of these ids (e.g. with text patterns) takes precedence.
+COMPUTED_FINDINGS: Mapping[str, tuple[str, str]] = MappingProxyType({
+    "fever": ("fever", "vital"), "hypothermia": ("hypothermia", "vital"),
+    "tachycardia": ("tachycardia", "vital"), "hypotension": ("hypotension", "vital"),
+    "hypertension": ("hypertension", "vital"), "hypertension_severe": ("severe hypertension", "vital"),
+    "tachypnoea": ("tachypnoea", "vital"), "hypoxia": ("hypoxia", "vital"),
+    "lipase_raised": ("raised lipase", "lab"), "lipase_3x_uln": ("lipase over 3x ULN", "lab"),
+    "amylase_raised": ("raised amylase", "lab"), "amylase_3x_uln": ("amylase over 3x ULN", "lab"),
+    "bilirubin_raised": ("raised bilirubin", "lab"),
+    "bilirubin_conjugated_raised": ("raised conjugated bilirubin", "lab"),
+    "alp_raised": ("raised ALP", "lab"), "ggt_raised": ("raised GGT", "lab"),
+    "transaminases_raised": ("raised transaminases", "lab"),
+    "transaminases_very_high": ("transaminases over 10x ULN", "lab"),
+    "albumin_low": ("low albumin", "lab"), "inr_raised": ("raised INR", "lab"), "anaemia": ("anaemia", "lab"),
+    "leukocytosis": ("leukocytosis", "lab"), "leukopenia": ("leukopenia", "lab"),
+    "thrombocytopenia": ("thrombocytopenia", "lab"), "thrombocytosis": ("thrombocytosis", "lab"),
+    "creatinine_raised": ("raised creatinine", "lab"), "urea_raised": ("raised urea", "lab"),
+    "potassium_low": ("low potassium", "lab"), "potassium_high": ("high potassium", "lab"),
+    "sodium_low": ("low sodium", "lab"), "glucose_high": ("high glucose", "lab"),
+    "calcium_high": ("high calcium", "lab"), "crp_raised": ("raised CRP", "lab"),
+    "lactate_raised": ("raised lactate", "lab"), "hcg_positive": ("positive hCG", "lab"),
+    "troponin_raised": ("raised troponin", "lab"), "d_dimer_raised": ("raised D-dimer", "lab"),
+    "afp_raised": ("raised AFP", "lab"), "ca19_9_raised": ("raised CA 19-9", "lab"),
+    "cea_raised": ("raised CEA", "lab"), "cortisol_raised": ("raised cortisol", "lab"),
+    "catecholamines_raised": ("raised metanephrines", "lab"),
+    "aldosterone_renin_ratio_raised": ("raised aldosterone-renin ratio", "lab"),
+    "microscopic_haematuria": ("microscopic haematuria", "lab"), "pyuria": ("pyuria", "lab"),
+    "nitrites_positive": ("positive nitrites", "lab"), "proteinuria": ("proteinuria", "lab"),
+    "eosinophilia": ("eosinophilia", "lab"), "ammonia_raised": ("raised ammonia", "lab"),
+    "ferritin_raised": ("raised ferritin", "lab"), "ldh_raised": ("raised LDH", "lab"),
+})
+
+_FINDING_KEYS = {"id", "label", "kind", "generic", "patterns", "hpo", "side", "removes"}
+_DISEASE_KEYS = {"id", "name", "organs", "outside", "frequency", "sex", "age", "findings", "against",
+                 "look_for", "source"}
+_WEIGHT_KEYS = {"id", "freq", "lr", "lr_source"}
+_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+#: A source must name an author or body and a year.
+_YEAR = re.compile(r"\b(19|20)\d\d\b")
+
+
+class CatalogueError(MedSORAError):
+    """The shipped or given catalogue data are malformed; the message lists every problem, one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        head = f"the differential catalogue has {len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One finding of the lexicon.
+
+    Attributes:
+        id: snake_case id, unique in the merged lexicon.
+        label: text shown to the user among the findings read.
+        kind: one of :data:`FINDING_KINDS`.
+        generic: seen across many diseases (fever, nausea, abdominal pain).
+        patterns: regular expressions (matched case-insensitively within one clause), united over parts.
+        hpo: HPO ids whose names and synonyms also match.
+        side: ``"left"`` / ``"right"`` when the finding names a side.
+        removes: for history findings, the structure keys or classes the history removes (surgery).
+        computed: the reader derives it from numbers (``labs.yaml``); it may have no pattern.
+        parts: the lexicon files that define it.
+    """
+
+    id: str
+    label: str
+    kind: str
+    generic: bool = False
+    patterns: tuple[str, ...] = ()
+    hpo: tuple[str, ...] = ()
+    side: str | None = None
+    removes: tuple[str, ...] = ()
+    computed: bool = False
+    parts: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def regex(self) -> re.Pattern | None:
+        """The patterns as one case-insensitive alternation (``None`` without patterns)."""
+        if not self.patterns:
+            return None
+        return re.compile("|".join(f"(?:{p})" for p in self.patterns), re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A finding as a disease row names it.
+
+    Attributes:
+        id: the finding id.
+        freq: share of patients with the disease who have the finding (sensitivity); ``None`` in ``against``
+            rows that give none.
+        lr: positive likelihood ratio (> 1 in ``findings``, < 1 in ``against``).
+        lr_source: the publication of ``lr`` when it is published, else ``None`` (designed).
+    """
+
+    id: str
+    freq: float | None
+    lr: float
+    lr_source: str | None = None
+
+    @property
+    def lr_negative(self) -> float:
+        """LR of the finding's absence: (1 - sens) / (1 - sens / lr), sens = freq, 1 - spec = freq / lr.
+
+        1.0 when ``freq`` is unknown or the finding argues against the disease.
+        """
+        if self.freq is None or self.lr <= 1:
+            return 1.0
+        false_positive = min(self.freq / self.lr, 0.999)
+        return max((1.0 - self.freq) / (1.0 - false_positive), 1e-3)
+
+
+@dataclass(frozen=True)
+class Disease:
+    """One row of the catalogue (see ``docs/differential_schema.md`` for the fields)."""
+
+    id: str
+    name: str
+    organs: tuple[str, ...]
+    outside: str | None
+    frequency: str
+    sex: str | None
+    age: tuple[int, int] | None
+    findings: tuple[Weight, ...]
+    against: tuple[Weight, ...]
+    look_for: tuple[str, ...]
+    source: str
+    part: str = ""
+
+    @property
+    def prior(self) -> float:
+        """Designed base rate from the frequency class."""
+        return FREQUENCY_PRIORS[self.frequency]
+
+    @property
+    def structures(self) -> tuple[str, ...]:
+        """Structure keys of the row's organs, reasoning classes expanded (``kidney`` -> right, left)."""
+        out: list[str] = []
+        for key in self.organs:
+            keys = tuple(PAIRED_STRUCTURES[key].values()) if key in PAIRED_STRUCTURES else (key,)
+            out.extend(k for k in keys if k not in out)
+        return tuple(out)
+
+    @property
+    def region(self) -> str:
+        """``"modelled"`` for a row of the 13 structures, else the region of its ``outside`` key."""
+        return "modelled" if self.organs else OUTSIDE[self.outside]
+
+    def weight(self, finding_id: str) -> Weight | None:
+        """The row's weight for a finding (``findings`` or ``against``), ``None`` when it does not name it."""
+        for w in self.findings + self.against:
+            if w.id == finding_id:
+                return w
+        return None
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The merged lexicon and the disease rows."""
+
+    findings: Mapping[str, Finding] = field(compare=False)
+    diseases: tuple[Disease, ...]
+
+    @functools.cached_property
+    def by_id(self) -> Mapping[str, Disease]:
+        """Diseases by id."""
+        return MappingProxyType({d.id: d for d in self.diseases})
+
+    def for_structure(self, key: str) -> tuple[Disease, ...]:
+        """Rows naming a structure key or reasoning class (a class's rows count for each of its structures)."""
+        return tuple(d for d in self.diseases if key in d.organs or key in d.structures)
+
+    def outside_rows(self) -> tuple[Disease, ...]:
+        """Rows of structures MedSORA does not model."""
+        return tuple(d for d in self.diseases if d.outside is not None)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def _read_yaml(path: Path, top: str, problems: list[str]) -> list:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        problems.append(f"{path.name}: not readable YAML: {str(exc).splitlines()[0]}")
+        return []
+    if data is None:
+        return []
+    if not isinstance(data, dict) or set(data) != {top}:
+        problems.append(f"{path.name}: expected one top-level key {top!r}")
+        return []
+    items = data[top] or []
+    if not isinstance(items, list):
+        problems.append(f"{path.name}: {top!r} must be a list")
+        return []
+    return items
+
+
+def _str_list(value, where: str, key: str, problems: list[str]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        problems.append(f"{where}: {key!r} must be a list of non-empty strings")
+        return ()
+    return tuple(value)
+
+
+def _parse_finding(raw, part: str, problems: list[str]) -> Finding | None:
+    if not isinstance(raw, dict):
+        problems.append(f"{part}: a finding entry is not a mapping: {raw!r}")
+        return None
+    fid = raw.get("id")
+    where = f"{part}: finding {fid!r}"
+    ok = True
+    if not isinstance(fid, str) or not _ID.match(fid):
+        problems.append(f"{where}: id must be snake_case")
+        return None
+    for key in sorted(set(raw) - _FINDING_KEYS):
+        problems.append(f"{where}: unknown key {key!r}")
+        ok = False
+    label, kind = raw.get("label"), raw.get("kind")
+    if not isinstance(label, str) or not label.strip():
+        problems.append(f"{where}: missing label")
+        ok = False
+    if kind not in FINDING_KINDS:
+        problems.append(f"{where}: kind {kind!r} is not one of {', '.join(FINDING_KINDS)}")
+        ok = False
+    generic = raw.get("generic", False)
+    if not isinstance(generic, bool):
+        problems.append(f"{where}: 'generic' must be true or false")
+        ok = False
+    patterns = _str_list(raw.get("patterns"), where, "patterns", problems)
+    for p in patterns:
+        try:
+            re.compile(p, re.IGNORECASE)
+        except re.error as exc:
+            problems.append(f"{where}: invalid regex {p!r}: {exc}")
+            ok = False
+    hpo = _str_list(raw.get("hpo"), where, "hpo", problems)
+    for h in hpo:
+        if not re.fullmatch(r"HP:\d{7}", h):
+            problems.append(f"{where}: invalid HPO id {h!r}")
+            ok = False
+    side = raw.get("side")
+    if side not in (None, "left", "right"):
+        problems.append(f"{where}: side {side!r} must be left, right or null")
+        ok = False
+    removes = _str_list(raw.get("removes"), where, "removes", problems)
+    for r in removes:
+        if r not in ORGAN_KEYS:
+            problems.append(f"{where}: removes unknown structure key {r!r}")
+            ok = False
+    if removes and kind != "history":
+        problems.append(f"{where}: only history findings may remove a structure")
+        ok = False
+    if not ok:
+        return None
+    return Finding(fid, label.strip(), kind, generic, patterns, hpo, side, removes, False, (part,))
+
+
+def _merge_finding(old: Finding, new: Finding, problems: list[str]) -> Finding:
+    where = f"finding {new.id!r} (in {', '.join(old.parts + new.parts)})"
+    if old.label != new.label:
+        problems.append(f"{where}: labels disagree: {old.label!r} vs {new.label!r}")
+    if old.kind != new.kind:
+        problems.append(f"{where}: kinds disagree: {old.kind!r} vs {new.kind!r}")
+    if old.side != new.side:
+        problems.append(f"{where}: sides disagree: {old.side!r} vs {new.side!r}")
+    return Finding(old.id, old.label, old.kind, old.generic or new.generic,
+                   tuple(dict.fromkeys(old.patterns + new.patterns)), tuple(dict.fromkeys(old.hpo + new.hpo)),
+                   old.side, tuple(dict.fromkeys(old.removes + new.removes)), old.computed,
+                   old.parts + new.parts)
+
+
+def _lab_finding_ids(node) -> set[str]:
+    """Finding ids a labs file yields: strings under any key named ``finding``, ``findings`` or ``yields``."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("finding", "findings", "yields"):
+                if isinstance(value, str):
+                    found.add(value)
+                elif isinstance(value, list):
+                    found.update(v for v in value if isinstance(v, str))
+                    for v in value:
+                        if isinstance(v, dict) and isinstance(v.get("id"), str):
+                            found.add(v["id"])
+                elif isinstance(value, dict):
+                    found.update(k for k in value if isinstance(k, str))
+                    found |= _lab_finding_ids(value)
+            else:
+                found |= _lab_finding_ids(value)
+    elif isinstance(node, list):
+        for v in node:
+            found |= _lab_finding_ids(v)
+    return {f for f in found if _ID.match(f)}
+
+
+def load_lexicon(finding_files: Iterable[Path], labs_file: Path | None, problems: list[str]) -> dict[str, Finding]:
+    """The merged finding lexicon: the parts, then the ids computed from numbers that no part defines."""
+    lexicon: dict[str, Finding] = {}
+    for path in finding_files:
+        for raw in _read_yaml(path, "findings", problems):
+            finding = _parse_finding(raw, path.name, problems)
+            if finding is None:
+                continue
+            if finding.id in lexicon:
+                lexicon[finding.id] = _merge_finding(lexicon[finding.id], finding, problems)
+            else:
+                lexicon[finding.id] = finding
+    computed = dict(COMPUTED_FINDINGS)
+    if labs_file is not None and labs_file.is_file():
+        import yaml
+
+        try:
+            labs = yaml.safe_load(labs_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            problems.append(f"{labs_file.name}: not readable YAML: {str(exc).splitlines()[0]}")
+            labs = None
+        for fid in sorted(_lab_finding_ids(labs)):
+            computed.setdefault(fid, (fid.replace("_", " "), "lab"))
+    for fid, (label, kind) in computed.items():
+        if fid in lexicon:
+            lexicon[fid] = replace(lexicon[fid], computed=True)
+        else:
+            lexicon[fid] = Finding(fid, label, kind, computed=True, parts=("labs",))
+    for f in lexicon.values():
+        if not f.patterns and not f.hpo and not f.computed:
+            problems.append(f"finding {f.id!r} (in {', '.join(f.parts)}): no pattern, no HPO id and not computed")
+    return lexicon
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _parse_weights(raw, where: str, against: bool, lexicon: Mapping[str, Finding],
+                   problems: list[str]) -> tuple[Weight, ...]:
+    key = "against" if against else "findings"
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list):
+        problems.append(f"{where}: {key!r} must be a list")
+        return ()
+    out = []
+    for item in raw:
+        if not isinstance(item, dict):
+            problems.append(f"{where}: a {key} entry is not a mapping: {item!r}")
+            continue
+        fid = item.get("id")
+        w = f"{where}: {key} {fid!r}"
+        for k in sorted(set(item) - _WEIGHT_KEYS):
+            problems.append(f"{w}: unknown key {k!r}")
+        if not isinstance(fid, str) or fid not in lexicon:
+            problems.append(f"{w}: finding id not in the lexicon")
+            continue
+        freq = item.get("freq")
+        if freq is None and not against:
+            problems.append(f"{w}: missing freq")
+            continue
+        if freq is not None:
+            freq = _number(freq)
+            if freq is None or not 0.0 <= freq <= 1.0:
+                problems.append(f"{w}: freq {item.get('freq')!r} outside 0-1")
+                continue
+        lr = _number(item.get("lr"))
+        if lr is None or lr <= 0:
+            problems.append(f"{w}: lr {item.get('lr')!r} must be a positive number")
+            continue
+        if not against and lr <= 1:
+            problems.append(f"{w}: lr {lr} must be > 1 in findings")
+            continue
+        if against and lr >= 1:
+            problems.append(f"{w}: lr {lr} must be < 1 in against")
+            continue
+        src = item.get("lr_source")
+        if src is not None and (not isinstance(src, str) or not src.strip()):
+            problems.append(f"{w}: lr_source must be a non-empty string")
+            continue
+        out.append(Weight(fid, freq, lr, src))
+    return tuple(out)
+
+
+def _parse_disease(raw, part: str, lexicon: Mapping[str, Finding], problems: list[str]) -> Disease | None:
+    if not isinstance(raw, dict):
+        problems.append(f"{part}: a disease entry is not a mapping: {raw!r}")
+        return None
+    did = raw.get("id")
+    where = f"{part}: disease {did!r}"
+    n_before = len(problems)
+    if not isinstance(did, str) or not _ID.match(did):
+        problems.append(f"{where}: id must be snake_case")
+    for key in sorted(set(raw) - _DISEASE_KEYS):
+        problems.append(f"{where}: unknown key {key!r}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"{where}: missing name")
+    organs = _str_list(raw.get("organs"), where, "organs", problems)
+    for o in organs:
+        if o not in ORGAN_KEYS:
+            problems.append(f"{where}: unknown structure key {o!r}")
+    outside = raw.get("outside")
+    if outside is not None and outside not in OUTSIDE:
+        problems.append(f"{where}: unknown OUTSIDE key {outside!r}")
+    if bool(organs) == (outside is not None):
+        problems.append(f"{where}: give either organs or outside (exactly one)")
+    frequency = raw.get("frequency")
+    if frequency not in FREQUENCY_PRIORS:
+        problems.append(f"{where}: frequency {frequency!r} is not one of {', '.join(FREQUENCY_PRIORS)}")
+    sex = raw.get("sex")
+    if sex not in (None, "female", "male"):
+        problems.append(f"{where}: sex {sex!r} must be female, male or null")
+    age = raw.get("age")
+    if age is not None:
+        if (not isinstance(age, list) or len(age) != 2 or any(_number(a) is None for a in age)
+                or not 0 <= age[0] < age[1] <= 120):
+            problems.append(f"{where}: age {age!r} must be [min, max] years with 0 <= min < max <= 120")
+            age = None
+        else:
+            age = (int(age[0]), int(age[1]))
+    findings = _parse_weights(raw.get("findings"), where, False, lexicon, problems)
+    against = _parse_weights(raw.get("against"), where, True, lexicon, problems)
+    if not raw.get("findings"):
+        problems.append(f"{where}: no findings")
+    ids = [w.id for w in findings + against]
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        problems.append(f"{where}: finding {dup!r} named twice")
+    look_for = _str_list(raw.get("look_for"), where, "look_for", problems)
+    if not look_for:
+        problems.append(f"{where}: missing look_for (the CT signs)")
+    source = raw.get("source")
+    if not isinstance(source, str) or not source.strip():
+        problems.append(f"{where}: missing source")
+    elif not _YEAR.search(source):
+        problems.append(f"{where}: source {source!r} names no year")
+    if len(problems) > n_before:
+        return None
+    return Disease(did, name.strip(), organs, outside, frequency, sex, age, findings, against, look_for,
+                   source.strip(), part)
+
+
+def build_catalogue(data_dir: Path | str | None = None) -> Catalogue:
+    """Load, merge and validate the catalogue under ``data_dir`` (default: the shipped data).
+
+    Raises:
+        CatalogueError: listing every problem found, one per line.
+    """
+    root = Path(data_dir) if data_dir is not None else DATA_DIR
+    problems: list[str] = []
+    finding_files = sorted((root / "findings").glob("*.yaml"))
+    disease_files = sorted((root / "diseases").glob("*.yaml"))
+    if not disease_files:
+        problems.append(f"no disease parts in {root / 'diseases'}")
+    lexicon = load_lexicon(finding_files, root / "labs.yaml", problems)
+    diseases: list[Disease] = []
+    seen: dict[str, str] = {}
+    for path in disease_files:
+        for raw in _read_yaml(path, "diseases", problems):
+            d = _parse_disease(raw, path.name, lexicon, problems)
+            if d is None:
+                continue
+            if d.id in seen:
+                problems.append(f"{path.name}: disease {d.id!r} already defined in {seen[d.id]}")
+                continue
+            seen[d.id] = path.name
+            diseases.append(d)
+    if problems:
+        raise CatalogueError(problems)
+    return Catalogue(MappingProxyType(lexicon), tuple(diseases))
+
+
+@functools.lru_cache(maxsize=None)
+def _cached(root: str) -> Catalogue:
+    return build_catalogue(root)
+
+
+def load_catalogue(data_dir: Path | str | None = None) -> Catalogue:
+    """The validated catalogue, read once per process (per folder)."""
+    return _cached(str(Path(data_dir).resolve() if data_dir is not None else DATA_DIR))
+
+
+# ----------------------------------------------------------------------------------------------- summary
+
+
+def summary_rows(catalogue: Catalogue) -> list[tuple[str, int, int]]:
+    """(structure or outside key, rows where it is the main organ, rows naming it) for the summary table."""
+    rows = []
+    for key in STRUCTURES:
+        main = sum(1 for d in catalogue.diseases
+                   if d.organs and key in PAIRED_STRUCTURES.get(d.organs[0], {d.organs[0]: d.organs[0]}).values())
+        rows.append((key, main, len(catalogue.for_structure(key))))
+    for key in OUTSIDE:
+        n = sum(1 for d in catalogue.diseases if d.outside == key)
+        if n:
+            rows.append((f"outside: {key}", n, n))
+    return rows
+
+
+def summary_markdown(catalogue: Catalogue) -> str:
+    """The counts as a markdown table."""
+    lines = ["| structure | main organ of | named by |", "|---|---:|---:|"]
+    lines += [f"| {k} | {m} | {n} |" for k, m, n in summary_rows(catalogue)]
+    outside = catalogue.outside_rows()
+    abdominal = sum(1 for d in outside if OUTSIDE[d.outside] == "abdominal")
+    n_lr = sum(1 for d in catalogue.diseases for w in d.findings + d.against if w.lr_source)
+    n_w = sum(len(d.findings) + len(d.against) for d in catalogue.diseases)
+    lines += ["", f"rows: {len(catalogue.diseases)} ({len(catalogue.diseases) - len(outside)} of the 13 structures, "
+              f"{len(outside)} outside: {abdominal} abdominal, {len(outside) - abdominal} non-abdominal); "
+              f"findings in the lexicon: {len(catalogue.findings)}; weights: {n_w} "
+              f"({n_lr} with a published LR)"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m MedSORALib.differential.catalogue",
+                                     description="Validate the disease catalogue and print its counts.")
+    parser.add_argument("--summary", action="store_true", help="print the row counts by structure and outside")
+    parser.add_argument("--data", help="data folder (default: the shipped one)")
+    args = parser.parse_args(argv)
+    try:
+        catalogue = build_catalogue(args.data)
+    except MedSORAError as exc:
+        print(f"medsora: error: {exc}", file=sys.stderr)
+        return 2
+    if args.summary:
+        print(summary_markdown(catalogue))
+    else:
+        print(f"ok: {len(catalogue.diseases)} diseases, {len(catalogue.findings)} findings")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

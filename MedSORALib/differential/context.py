@@ -1,0 +1,254 @@
+"""How a clinical text is cut into sentences and clauses, and what context governs each word.
+
+The clinical reader (:mod:`.reader`) matches findings inside clauses; this module decides, for a matched
+span, whether the text asserts it (``present``), denies it (``negated``), doubts it (``uncertain``), places it
+in the patient's past (``history``) or in a relative (``family``).
+
+The rules follow the NegEx family of algorithms (Chapman WW, Bridewell W, Hanbury P, Cooper GF, Buchanan BG.
+A simple algorithm for identifying negated findings and diseases in discharge summaries. J Biomed Inform,
+2001; Harkema H, Dowling JN, Thornblade T, Chapman WW. ConText: an algorithm for determining negation,
+experiencer, and temporal status from clinical reports. J Biomed Inform, 2009), written for this project:
+
+* A text is cut into sentences at ``. ! ? ;`` and line breaks (not inside numbers such as ``38.4``, not after
+  ``Dr.``, and not at a leading query mark such as ``?cholecystitis``), and each sentence into segments at
+  commas, colons, brackets and dashes.
+* A *trigger* before a span governs it from the trigger to the end of its segment, unless a *terminator*
+  ("but", "however", "apart from", "presents with", "and has"...) comes first. A negation also runs on
+  through the items of a list closed by "or"/"nor" ("no fever, rigors or night sweats").
+* ``non-`` governs only the word it is joined to ("non-tender abdomen": tenderness denied; "non-bilious
+  vomiting": vomiting asserted).
+* A trigger after a span ("Murphy's sign negative", "pancreatitis ruled out", "cholecystectomy in 2015")
+  governs the span it follows within three words, in its segment.
+* Words inside the matched span never govern it ("no gallbladder", "absent pulses" are findings).
+* Precedence: family, then negated, uncertain, history, present (in "no family history of cancer" the
+  cancer is not the patient's).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+PRESENT, NEGATED, UNCERTAIN, HISTORY, FAMILY = "present", "negated", "uncertain", "history", "family"
+STATUSES = (PRESENT, NEGATED, UNCERTAIN, HISTORY, FAMILY)
+
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
+                              "\u2014": "-", "\u00a0": " ", "\u2212": "-", "\u00d7": "x"})
+
+
+def normalise(text: str) -> str:
+    """Lower case with straight quotes and plain dashes; same length as ``text`` so that spans map back."""
+    out = text.translate(_APOSTROPHES).lower()
+    if len(out) != len(text):  # a few characters change length when lowered (e.g. "İ"); keep positions
+        out = "".join((c.translate(_APOSTROPHES).lower() or " ")[0] for c in text)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ sentences
+_NO_SPLIT_BEFORE = re.compile(r"(?:\b(?:dr|mr|mrs|ms|st|vs|e\.g|i\.e|approx|etc|no|fig|pt|yrs?|hrs?|mins?)|\b[a-z])$")
+_SENTENCE_END = re.compile(r"(?<=\w)[.!?]+(?=\s|$)|(?<=[)\"'%])[.!?]+(?=\s|$)|;|\n+|(?<=\s)-{2,}(?=\s)")
+_SEGMENT_BREAK = re.compile(r",|:|\(|\)|\s-\s|\s/\s|\[|\]")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of a sentence between commas, colons, brackets or dashes: [start, end) in the text."""
+
+    start: int
+    end: int
+    sentence: int
+
+
+def sentences(norm: str) -> list[tuple[int, int]]:
+    """[start, end) of each sentence of a normalised text."""
+    out, start = [], 0
+    for m in _SENTENCE_END.finditer(norm):
+        if m.group(0).startswith(".") and _NO_SPLIT_BEFORE.search(norm[max(0, m.start() - 8):m.start()]):
+            continue
+        if m.start() > start:
+            out.append((start, m.start()))
+        start = m.end()
+    if start < len(norm):
+        out.append((start, len(norm)))
+    return [(s, e) for s, e in out if norm[s:e].strip()]
+
+
+def segments(norm: str) -> list[Segment]:
+    """Segments of every sentence, in text order."""
+    out = []
+    for index, (s, e) in enumerate(sentences(norm)):
+        pos = s
+        for m in _SEGMENT_BREAK.finditer(norm, s, e):
+            if m.start() > pos and norm[pos:m.start()].strip():
+                out.append(Segment(pos, m.start(), index))
+            pos = m.end()
+        if pos < e and norm[pos:e].strip():
+            out.append(Segment(pos, e, index))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ triggers
+def _words(*alternatives: str) -> re.Pattern:
+    return re.compile(r"(?<![\w/])(?:" + "|".join(alternatives) + r")(?![\w/])")
+
+
+_NEG_PRE = _words(
+    r"no", r"not", r"nor", r"never", r"without", r"w/o", r"denies", r"denied", r"deny", r"denying", r"negative for",
+    r"neg for", r"free of", r"free from", r"absence of", r"absent", r"nil", r"no evidence of", r"no signs? of",
+    r"no history of", r"no hx of", r"no h/o", r"no previous", r"no prior", r"no known", r"does not have",
+    r"did not have", r"doesn'?t have", r"didn'?t have", r"has not had", r"hasn'?t had", r"have not had",
+    r"haven'?t had", r"haven'?t been", r"hasn'?t been", r"have not been", r"has not been", r"don'?t", r"do not", r"dont", r"off", r"isn'?t", r"wasn'?t", r"aren'?t", r"weren'?t", r"doesn'?t", r"didn'?t", r"cannot",
+    r"can'?t", r"unable to elicit", r"no complaints? of", r"ruled out", r"resolution of",
+    r"not associated with", r"no associated", r"neither", r"none", r"nothing to suggest", r"never had",
+    r"nkda")
+_NEG_NON = re.compile(r"(?<![\w/])(?:non|un)-?(?=[a-z])")
+_NEG_POST = _words(
+    r"(?:is |was |were |are |has been |have been |remains? )?(?:negative|absent|not (?:present|seen|elicited|"
+    r"found|detected|palpable|felt|present)|unremarkable|nil|ruled out|excluded|denied|not a feature|normal)")
+_UNC_PRE = _words(
+    r"possible", r"possibly", r"probable", r"query", r"queried", r"questionable", r"question of", r"\?",
+    r"suspected", r"suspect", r"suspicious for", r"suspicion of", r"concern for", r"concerning for",
+    r"worried about", r"worry about", r"worried (?:it|this) (?:is|might be|could be)", r"rule out", r"r/o",
+    r"to exclude", r"exclude", r"exclusion of", r"may have", r"might have", r"could have", r"may be", r"might be",
+    r"could be", r"cannot exclude", r"can'?t exclude", r"cannot rule out", r"can'?t rule out", r"versus", r"vs",
+    r"differential(?: diagnosis)?(?: includes?)?", r"consider", r"presumed", r"equivocal", r"doubtful",
+    r"wonder(?:s|ing)? (?:if|whether|about)", r"\?\?", r"assess for", r"evaluate for", r"eval for", r"check for",
+    r"look(?:ing)? for", r"search for")
+_UNC_QMARK = re.compile(r"\?\s*(?=[a-z])")
+_HIST_PRE = _words(
+    r"history of", r"hx of", r"h/o", r"pmh(?:x)?(?: of| includes?)?", r"past (?:medical |surgical )?history(?: of)?",
+    r"previous(?:ly)?", r"prior", r"status post", r"s/p", r"background of", r"bg of", r"known",
+    r"in the past", r"long-?standing", r"underwent", r"had undergone", r"has undergone", r"treated for",
+    r"recovered from", r"was diagnosed with", r"diagnosed with", r"remote", r"resolved", r"former",
+    r"(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|twenty|several|many|a few|few|some) (?:years?|yrs?|decades?) "
+    r"(?:ago|before|earlier|previously)", r"in (?:19|20)\d\d", r"as a (?:child|teenager|baby)", r"in childhood")
+_HIST_POST = re.compile(
+    r"^\W{0,3}(?:\w+\W+){0,4}?(?:(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|"
+    r"twenty|thirty|forty|several|many|few|some|a few|couple of|a couple of)\s+(?:years?|yrs?|decades?)\s+"
+    r"(?:ago|before|earlier|previously)|in (?:19|20)\d\d|(?:last|previous) year|as a (?:child|teenager|baby)|"
+    r"(?:years|decades|ages) ago|in the past|previously|in childhood|(?:which |that )?(?:has |have )?(?:since )?resolved)\b")
+_FAMILY_PRE = _words(
+    r"family history of", r"fh of", r"fhx? of", r"family hx of",
+    r"(?:his|her|my|their) (?:father|mother|dad|mum|mom|brother|sister|son|daughter|grandmother|grandfather|"
+    r"uncle|aunt|parents?|siblings?|cousin)(?: \w+){0,2} (?:had|has|died of|died from|with|diagnosed with|"
+    r"was diagnosed with|suffered from)",
+    r"runs in the family")
+_TERMINATORS = _words(
+    r"but", r"however", r"though", r"although", r"apart from", r"aside from", r"except(?: for)?", r"whereas", r"yet",
+    r"which", r"who", r"presents? with", r"presented with", r"presenting with", r"reports?", r"reported",
+    r"complains? of", r"complaining of", r"c/o", r"now has", r"now with", r"and (?:now|then|has|had|is|was|reports|"
+    r"takes|uses|complains|describes|presents|developed|she|he|they|there|on|her|his|the)", r"then", r"since then",
+    r"admitted with", r"came in with", r"comes in with", r"today", r"now", r"currently", r"this time",
+    r"on examination", r"o/e", r"examination", r"exam", r"bloods?", r"labs?", r"investigations?", r"imaging",
+    r"with (?:new|worsening|sudden|severe|acute)", r"developed", r"develops", r"started", r"began", r"she", r"he",
+    r"they", r"patient", r"pt")
+# A list continues a negation across commas when it is closed by "or"/"nor" ("no fever, rigors or sweats").
+_LIST_CLOSER = re.compile(r"(?<![\w/])(?:or|nor)(?![\w/])")
+_VERBISH = re.compile(r"(?<![\w/])(?:is|was|has|had|have|are|were|she|he|they|presents?|reports?|complains?|"
+                      r"started|began|developed|with|since|for|after)(?![\w/])")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A governed stretch of text [start, end) with the status it gives and the trigger that opened it."""
+
+    start: int
+    end: int
+    status: str
+    trigger: str
+
+
+def _forward_end(norm: str, start: int, seg_end: int) -> int:
+    """End of a forward trigger's scope: the first terminator after ``start`` or the segment end."""
+    m = _TERMINATORS.search(norm, start, seg_end)
+    return m.start() if m else seg_end
+
+
+class Context:
+    """The governed stretches of one normalised text (see the module docstring)."""
+
+    def __init__(self, norm: str):
+        self.norm = norm
+        self.segments = segments(norm)
+        self.scopes: list[Scope] = []
+        self._post: list[tuple[int, int, str, str]] = []  # (segment start, trigger start, status, trigger)
+        for i, seg in enumerate(self.segments):
+            self._scan_segment(i, seg)
+
+    def _extend_list(self, i: int, end: int) -> int:
+        """A negation reaching the end of segment ``i`` runs on through a list closed by "or"/"nor"."""
+        seg = self.segments[i]
+        if end < seg.end:
+            return end
+        j = i + 1
+        items = []
+        while j < len(self.segments) and self.segments[j].sentence == seg.sentence:
+            text = self.norm[self.segments[j].start:self.segments[j].end]
+            if len(text.split()) > 5 or _VERBISH.search(text):
+                break
+            items.append(self.segments[j])
+            if _LIST_CLOSER.search(text):
+                return _forward_end(self.norm, self.segments[j].start, self.segments[j].end)
+            j += 1
+        return end
+
+    def _scan_segment(self, i: int, seg: Segment) -> None:
+        norm = self.norm
+        for regex, status in ((_NEG_PRE, NEGATED), (_FAMILY_PRE, FAMILY), (_UNC_PRE, UNCERTAIN),
+                              (_HIST_PRE, HISTORY)):
+            for m in regex.finditer(norm, seg.start, seg.end):
+                if status == NEGATED and re.match(r"\s+(?:stop|help|wait|keep from)\b", norm[m.end():m.end() + 12]):
+                    continue  # "can't stop being sick" asserts the vomiting
+                if status == HISTORY and re.search(r"(?:day|week|month|hour|hr|wk|short|brief)s?[- ]$",
+                                                   norm[max(0, m.start() - 8):m.start()]):
+                    continue  # "a 3-day history of diarrhoea" is the presentation, not the past
+                end = _forward_end(norm, m.end(), seg.end)
+                if status == NEGATED:
+                    end = self._extend_list(i, end)
+                self.scopes.append(Scope(m.end(), end, status, m.group(0)))
+        for m in _UNC_QMARK.finditer(norm, seg.start, seg.end):
+            self.scopes.append(Scope(m.end(), _forward_end(norm, m.end(), seg.end), UNCERTAIN, "?"))
+        for m in _NEG_NON.finditer(norm, seg.start, seg.end):
+            word = re.match(r"[a-z']+", norm[m.end():seg.end])
+            if word:
+                self.scopes.append(Scope(m.end(), m.end() + word.end(), NEGATED, m.group(0)))
+
+    def status(self, start: int, end: int) -> tuple[str, str | None]:
+        """Status of the span [start, end) and the trigger that decided it (``None`` when present)."""
+        found: dict[str, str] = {}
+        for sc in self.scopes:
+            # the trigger must lie before the span (words inside the span never govern it)
+            if sc.start <= start < sc.end and not (sc.start - len(sc.trigger) >= start):
+                found.setdefault(sc.status, sc.trigger)
+        seg = self._segment_of(start)
+        if seg is not None:
+            after = self.norm[end:seg.end]
+            m = _NEG_POST.match(after.lstrip(" :-=")) if after.strip() else None
+            if m is None and after.strip():
+                # allow up to three words between the span and the trigger ("murphy's sign was clearly negative")
+                m2 = re.match(r"\W*(?:[\w']+\W+){0,3}?((?:is |was |were |are |has been |remains? )?(?:negative|absent|"
+                              r"not (?:present|seen|elicited|found|detected|palpable|felt)|ruled out|excluded|denied))\b",
+                              after)
+                if m2:
+                    found.setdefault(NEGATED, m2.group(1))
+            elif m is not None:
+                found.setdefault(NEGATED, m.group(0))
+            if _HIST_POST.match(after):
+                found.setdefault(HISTORY, "years ago")
+        for status in (FAMILY, NEGATED, UNCERTAIN, HISTORY):
+            if status in found:
+                return status, found[status]
+        return PRESENT, None
+
+    def _segment_of(self, pos: int) -> Segment | None:
+        for seg in self.segments:
+            if seg.start <= pos < seg.end:
+                return seg
+        return None
+
+    def sentence_span(self, pos: int) -> tuple[int, int]:
+        """[start, end) of the sentence holding ``pos``."""
+        seg = self._segment_of(pos)
+        if seg is None:
+            return pos, pos
+        same = [s for s in self.segments if s.sentence == seg.sentence]
+        return same[0].start, same[-1].end

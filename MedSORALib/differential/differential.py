@@ -1,0 +1,309 @@
+"""The differential diagnosis: diseases of the catalogue scored from the findings read in a text.
+
+Each disease d starts from its designed base rate (``frequency`` -> prior; x ``AGE_OUTSIDE_FACTOR`` outside its
+typical ages; x ``WRONG_SEX_FACTOR`` for the other sex) and is updated by likelihood ratios, naive-Bayes style
+(log odds add), for every finding the text reads and the row names:
+
+* a finding read as present: log(LR+); an uncertain one ("?", "possible"): half of it; a risk or history
+  finding placed in the past counts as present (that is what it is); a symptom or sign in the past counts 0;
+* a finding read as negated: log(LR-), LR- = (1 - freq) / (1 - freq / LR+) (``Weight.lr_negative``);
+* a present finding of the row's ``against`` list: log(LR) (< 0);
+* generic findings (``generic: true``: fever, nausea, abdominal pain...) count ``GENERIC_WEIGHT`` of their log LR
+  so that many of them do not outweigh one specific finding;
+* the sum of log LRs is multiplied by ``TEMPERATURE`` (< 1): findings of one text are not independent.
+
+Base rates enter flattened (``prior ** PRIOR_POWER``). A further hypothesis, *none of these* (a presentation
+the catalogue does not explain, or too non-specific to name), holds the share ``NONE_SHARE`` of the prior mass
+and LR 1 for every finding, so a text with only generic findings
+leaves most of the mass there: a flat, honest ranking. The posterior is the softmax of the log scores over the
+diseases and that hypothesis.
+
+Organ relevance: each structure gets the posterior mass of the diseases that name it (the main organ fully,
+further organs ``SECONDARY_SHARE``), paired organs split by the side read in the text (the other side
+``CONTRALATERAL_FACTOR``). A structure removed by surgery gets 0 and a disease all of whose structures are removed
+is dropped.
+
+Scope: ``modelled`` when the leading diagnoses' mass lies in the 13 structures, ``abdominal-other`` (with
+``outside``) when it lies in an abdominal structure MedSORA does not show, ``non-abdominal`` when it lies outside
+the abdomen, or when nothing is explained and the text names a non-abdominal body site only.
+
+All constants are designed (our choice) and documented in docs/reasoning.md; the fusion thresholds that use
+these outputs were chosen on the team's dev sets (:mod:`.fusion`).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from ..organs import PAIRED_STRUCTURES, STRUCTURES
+from .context import FAMILY, HISTORY, NEGATED, PRESENT, UNCERTAIN
+
+TEMPERATURE = 0.8
+GENERIC_WEIGHT = 0.5
+UNCERTAIN_WEIGHT = 0.5
+#: Prior share of "none of these" before any finding (the rest is shared by the diseases by base rate).
+NONE_SHARE = 0.5
+#: Base rates enter as prior ** PRIOR_POWER: texts sent to MedSORA are already selected by a clinician's
+#: suspicion, so the spread of population base rates (100x between common and very rare) is flattened.
+PRIOR_POWER = 0.5
+#: Below this top-diagnosis probability the differential does not decide the scope (non-specific text).
+SCOPE_MIN = 0.2
+WRONG_SEX_FACTOR = 0.01
+SECONDARY_SHARE = 0.5
+CONTRALATERAL_FACTOR = 0.3
+#: Diagnoses within this share of the best one's probability form "the leading diagnoses" of the scope rule.
+LEADING_SHARE = 0.35
+TOP_K = 10
+
+MODELLED, ABDOMINAL_OTHER, NON_ABDOMINAL = "modelled", "abdominal-other", "non-abdominal"
+
+# Body sites outside the abdomen: a text naming only these, with nothing the catalogue explains, is
+# non-abdominal (knee pain after a fall, a rash on the arm, blurred vision).
+_NON_ABDOMINAL_SITE = re.compile(
+    r"(?<![\w])(?:knees?|ankles?|wrists?|elbows?|shoulders?|hips?|feet|foot|toes?|fingers?|thumbs?|hands?|arms?|"
+    r"legs?|thighs?|calf|calves|shins?|heels?|neck|head|headaches?|eyes?|vision|visual|ears?|hearing|tooth|teeth|"
+    r"gums?|jaw|throat|tonsils?|nose|sinus(?:es)?|skin|rash|scalp|hair|nails?|breasts?|nipples?|joints?|"
+    r"muscles?|tendons?|spine|neck|migraine|seizures?|fits?|dizz\w*|vertigo|numb\w*|tingl\w*|memory|mood|"
+    r"anxiety|depress\w*|sleep|insomnia|cough|sore throat|sneez\w*|earache|toothache)(?![\w])")
+_ABDOMINAL_SITE = re.compile(
+    r"(?<![\w])(?:abdo\w*|belly|tummy|stomach|epigastr\w*|umbilic\w*|navel|flank|loin|groin|pelvi\w*|"
+    r"quadrant|iliac|hypochondri\w*|ribs?|costal|subcostal|liver|spleen|kidneys?|renal|gallbladder|gall bladder|"
+    r"pancrea\w*|bowel|stools?|vomit\w*|jaundice|urine|chest|back|swallow\w*|retrosternal|oesophag\w*|esophag\w*|"
+    r"aort\w*|ruq|luq|rlq|llq)(?![\w])")
+
+
+@dataclass
+class Diagnosis:
+    """One scored disease of the differential."""
+
+    disease: object
+    log_score: float
+    probability: float = 0.0
+    supporting: list = field(default_factory=list)
+    against: list = field(default_factory=list)
+    structures: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = self.disease
+        return {
+            "id": d.id,
+            "diagnosis": d.name,
+            "organs": list(self.structures) if d.organs else [],
+            "outside": d.outside,
+            "probability": round(self.probability, 4),
+            "supporting": [f.label for f in self.supporting],
+            "against": [f.label + (" (absent)" if f.status == NEGATED else "") for f in self.against],
+            "look_for": list(d.look_for),
+            "source": d.source,
+        }
+
+
+@dataclass
+class DifferentialResult:
+    """The differential of one text: diagnoses best first, the unexplained mass, organ relevance and scope."""
+
+    diagnoses: list[Diagnosis]
+    none_probability: float
+    organ_relevance: dict[str, float]
+    scope: str
+    outside: str | None
+    removed: tuple[str, ...]
+    reading: object
+
+    @property
+    def top(self) -> Diagnosis | None:
+        return self.diagnoses[0] if self.diagnoses else None
+
+    def organ_why(self, key: str, limit: int = 3) -> list[str]:
+        """Names of the leading diagnoses behind a structure's relevance."""
+        names = [d.disease.name for d in self.diagnoses if key in d.structures and d.probability >= 0.01]
+        return names[:limit]
+
+    def to_dict(self, top_k: int = 5) -> dict:
+        return {
+            "differential": [d.to_dict() for d in self.diagnoses[:top_k]],
+            "none_of_these": round(self.none_probability, 4),
+            "scope": self.scope,
+            "outside": self.outside,
+            "read": self.reading.to_dict(),
+        }
+
+
+class Differential:
+    """The scorer over one catalogue (see the module docstring)."""
+
+    def __init__(self, catalogue, temperature: float = TEMPERATURE, generic_weight: float = GENERIC_WEIGHT,
+                 none_share: float = NONE_SHARE, prior_power: float = PRIOR_POWER):
+        self.catalogue = catalogue
+        self.temperature = temperature
+        self.generic_weight = generic_weight
+        self.prior_power = prior_power
+        total = sum(d.prior ** prior_power for d in catalogue.diseases) or 1.0
+        self.none_log_prior = math.log(none_share / (1.0 - none_share) * total)
+        self.findings = catalogue.findings
+        # per disease: {finding id: weight} for quick lookup
+        self._weights = [({w.id: w for w in d.findings}, {w.id: w for w in d.against}) for d in catalogue.diseases]
+
+    def _finding_weight(self, read_finding) -> float:
+        """How much a read finding's log LR counts: by status and genericity."""
+        status = read_finding.status
+        finding = self.findings.get(read_finding.id)
+        kind = finding.kind if finding is not None else read_finding.kind
+        if status == PRESENT:
+            w = 1.0
+        elif status == UNCERTAIN:
+            w = UNCERTAIN_WEIGHT
+        elif status == HISTORY:
+            w = 1.0 if kind in ("risk", "history") else 0.0
+        else:
+            w = 0.0
+        if finding is not None and finding.generic:
+            w *= self.generic_weight
+        return w
+
+    def score(self, reading) -> DifferentialResult:
+        """The differential of a :class:`~MedSORALib.differential.reader.Reading`."""
+        removed = set(reading.removed)
+        side = reading.laterality
+        side_findings = {f.side for f in reading.findings if f.side and f.status == PRESENT}
+        if side is None and len(side_findings) == 1:
+            side = side_findings.pop()
+        read = [f for f in reading.findings if f.status != FAMILY]
+        scored: list[Diagnosis] = []
+        for disease, (pos, neg) in zip(self.catalogue.diseases, self._weights):
+            structures = tuple(s for s in disease.structures if s not in removed)
+            if disease.organs and not structures:
+                continue
+            log_prior = self.prior_power * math.log(disease.prior)
+            if disease.sex and reading.sex and disease.sex != reading.sex:
+                log_prior += math.log(WRONG_SEX_FACTOR)
+            if disease.age and reading.age is not None and not disease.age[0] <= reading.age <= disease.age[1]:
+                from .catalogue import AGE_OUTSIDE_FACTOR
+
+                log_prior += math.log(AGE_OUTSIDE_FACTOR)
+            total, supporting, against = 0.0, [], []
+            for f in read:
+                w = pos.get(f.id)
+                if w is not None:
+                    if f.status == NEGATED:
+                        lr = w.lr_negative
+                        if lr < 1.0:
+                            total += math.log(lr) * (self.generic_weight if self._generic(f) else 1.0)
+                            against.append(f)
+                    else:
+                        weight = self._finding_weight(f)
+                        if weight > 0:
+                            total += math.log(w.lr) * weight
+                            supporting.append(f)
+                    continue
+                a = neg.get(f.id)
+                if a is not None and f.status != NEGATED:
+                    weight = self._finding_weight(f)
+                    if weight > 0:
+                        total += math.log(a.lr) * weight
+                        against.append(f)
+            scored.append(Diagnosis(disease, log_prior + self.temperature * total, 0.0, supporting, against,
+                                    _sided(structures, side)))
+        none_log = self.none_log_prior
+        peak = max([d.log_score for d in scored] + [none_log])
+        z = math.exp(none_log - peak) + sum(math.exp(d.log_score - peak) for d in scored)
+        for d in scored:
+            d.probability = math.exp(d.log_score - peak) / z
+        none_p = math.exp(none_log - peak) / z
+        scored.sort(key=lambda d: -d.probability)
+        relevance = self._relevance(scored, side, removed)
+        scope, outside = self._scope(scored, none_p, reading)
+        return DifferentialResult(scored, none_p, relevance, scope, outside, tuple(sorted(removed)), reading)
+
+    def _generic(self, f) -> bool:
+        finding = self.findings.get(f.id)
+        return bool(finding is not None and finding.generic)
+
+    @staticmethod
+    def _relevance(scored: list[Diagnosis], side: str | None, removed: set) -> dict[str, float]:
+        rel = dict.fromkeys(STRUCTURES, 0.0)
+        for d in scored:
+            if not d.disease.organs:
+                continue
+            main = d.disease.organs[0]
+            main_keys = set(PAIRED_STRUCTURES[main].values()) if main in PAIRED_STRUCTURES else {main}
+            for key in d.structures:
+                share = 1.0 if key in main_keys else SECONDARY_SHARE
+                rel[key] += d.probability * share * _side_factor(key, side)
+        for key in removed:
+            if key in rel:
+                rel[key] = 0.0
+        return {k: min(v, 1.0) for k, v in rel.items()}
+
+    @staticmethod
+    def _scope(scored: list[Diagnosis], none_p: float, reading) -> tuple[str, str | None]:
+        from .catalogue import OUTSIDE
+
+        if not scored:
+            return MODELLED, None
+        best = scored[0].probability
+        norm = reading.text.lower()
+        if best < SCOPE_MIN:
+            # nothing named with confidence: a text about a non-abdominal body site only is non-abdominal
+            if _NON_ABDOMINAL_SITE.search(norm) and not _ABDOMINAL_SITE.search(norm):
+                return NON_ABDOMINAL, None
+            return MODELLED, None
+        leading = [d for d in scored[:TOP_K] if d.probability >= LEADING_SHARE * best]
+        mass = {MODELLED: 0.0, ABDOMINAL_OTHER: 0.0, NON_ABDOMINAL: 0.0}
+        outside_mass: dict[str, float] = {}
+        for d in leading:
+            if d.disease.organs:
+                mass[MODELLED] += d.probability
+            elif OUTSIDE.get(d.disease.outside) == "abdominal":
+                mass[ABDOMINAL_OTHER] += d.probability
+                outside_mass[d.disease.outside] = outside_mass.get(d.disease.outside, 0.0) + d.probability
+            else:
+                mass[NON_ABDOMINAL] += d.probability
+                outside_mass[d.disease.outside] = outside_mass.get(d.disease.outside, 0.0) + d.probability
+        scope = max(mass, key=lambda k: (mass[k], k == MODELLED))
+        if scope == MODELLED:
+            return MODELLED, None
+        region = "abdominal" if scope == ABDOMINAL_OTHER else "non_abdominal"
+        keys = {k: v for k, v in outside_mass.items() if OUTSIDE.get(k) == region}
+        return scope, (max(keys, key=keys.get) if keys else None)
+
+
+def _side_factor(key: str, side: str | None) -> float:
+    for pair in PAIRED_STRUCTURES.values():
+        if key in pair.values() and side in ("left", "right"):
+            return 1.0 if pair[side] == key else CONTRALATERAL_FACTOR
+    return 1.0
+
+
+def _sided(structures: tuple[str, ...], side: str | None) -> tuple[str, ...]:
+    """Structures of a diagnosis with a paired organ's other side dropped when the text names a side."""
+    if side not in ("left", "right"):
+        return structures
+    out = []
+    for key in structures:
+        pair = next((p for p in PAIRED_STRUCTURES.values() if key in p.values()), None)
+        if pair is not None and pair[side] != key and pair[side] in structures:
+            continue
+        out.append(key)
+    return tuple(out)
+
+
+_DEFAULT: Differential | None = None
+
+
+def load_differential() -> Differential:
+    """The scorer of the shipped catalogue (built once per process)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        from .catalogue import load_catalogue
+
+        _DEFAULT = Differential(load_catalogue())
+    return _DEFAULT
+
+
+def differential(text: str, age: float | None = None, sex: str | None = None) -> DifferentialResult:
+    """Read a text and score its differential with the shipped catalogue."""
+    from .reader import read
+
+    return load_differential().score(read(text, age=age, sex=sex))

@@ -1,0 +1,343 @@
+"""Laboratory values and vital signs read from a clinical text (``resources/differential/labs.yaml``).
+
+Two readings:
+
+* **numbers**: an analyte's name followed by a value and an optional unit ("bilirubin 68 umol/L",
+  "Hb 7.9", "lipase 1450 U/L", "T 38.4", "BP 84/50", "HR 118", "sats 88%", "ALT 12 x ULN"), a temperature or a
+  blood pressure by its unit alone ("38.9 C", "84/50 mmHg"). The value is converted to the analyte's canonical
+  unit (``units``: factor, or the Fahrenheit conversion; a value written without a unit is placed by
+  ``unitless``), checked against ``plausible`` and compared with ``rules``: each rule that holds yields its
+  findings as present; a rule on the normal side yields them as *negated* (a normal lipase argues against
+  pancreatitis).
+* **words**: an analyte with a qualitative word before or after it ("raised lipase", "ALP and GGT elevated",
+  "positive hCG", "urine metanephrines elevated", "normal LFTs"). Raised / low / positive words give the
+  ``qualitative`` findings; normal words give the raised and positive ones as negated.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+LABS_FILE = Path(__file__).resolve().parent.parent / "resources" / "differential" / "labs.yaml"
+
+_NUMBER = r"\s*(\d{1,6}(?:[.,]\d{1,3})?)"
+_CONNECT = (r"(?:\s*(?:(?:rose|rising|risen|increased|went up|climbed|fell|dropped|falling|changed) from [\d.]+ "
+            r"(?:[a-zµ/]+ )?to|level|levels|count|conc(?:entration)?|value|of|was|is|were|are|:|=|at|up to|peaked at|rose to|"
+            r"rising to|risen to|reached|measured|measuring|about|approximately|approx\.?|around|~|>|>=|≥|greater than|"
+            r"over|more than|elevated at|raised at|high at|low at|elevated to|raised to|of about|only|just|now|"
+            r"on admission|initially|-)\s*){0,4}")
+_UNIT = (r"\s*(x\s*10\s*\^?\s*\(?\s*(?:9|3|12)\s*\)?\s*/\s*[lu]l?|10\s*\^\s*(?:9|3)\s*/\s*l|"
+         r"[°º]\s*[cf]\b|deg(?:rees?)?\s*[cf]?\b|"
+         r"(?:[a-zµμ%/]+(?:\s*/\s*[a-z0-9]+)?))?")
+_ULN = re.compile(r"^\s*(?:x|times|-?fold)\s*(?:the\s*)?(?:uln|upper limit(?: of normal)?|upper normal limit|"
+                  r"normal|upper limit of the normal range|upper reference limit)\b")
+_ULN_BEFORE = re.compile(r"(?:>|over|more than|greater than|above|of)?\s*(\d+(?:\.\d+)?)\s*(?:x|times|-?fold)\s*"
+                         r"(?:the\s*)?(?:uln|upper limit(?: of normal)?|normal)\b")
+_BP = re.compile(r"(?<![\d/])(\d{2,3})\s*/\s*(\d{2,3})(?![\d/])(\s*mm\s*hg)?")
+_TEMP_UNIT = re.compile(r"(?<![\d.])(\d{2,3}(?:\.\d)?)\s*(?:°|º|deg(?:rees?)?)?\s*(c|f)\b(?!\s*/)")
+
+
+@dataclass(frozen=True)
+class LabHit:
+    """One finding yielded by a value or a wording.
+
+    Attributes:
+        finding: the finding id.
+        status: ``"present"`` or ``"negated"`` (a value on the normal side, "normal lipase").
+        start, end: the span in the text (name through value).
+        analyte: the analyte id; value: the value in the canonical unit (``None`` for wordings).
+        unit: the canonical unit; qualitative: True for wordings (their context is decided by the reader).
+    """
+
+    finding: str
+    status: str
+    start: int
+    end: int
+    analyte: str
+    value: float | None = None
+    unit: str | None = None
+    qualitative: bool = False
+
+
+def _unit_key(text: str) -> str:
+    key = re.sub(r"\s+", "", text.lower()).replace("μ", "u").replace("µ", "u").replace("º", "°")
+    return key.replace("mcmol", "umol").replace("micromol", "umol")
+
+
+@dataclass
+class Analyte:
+    id: str
+    label: str
+    names: re.Pattern
+    unit: str
+    units: dict
+    unitless: list
+    plausible: tuple[float, float]
+    normal: object
+    rules: list
+    diastolic_rules: list
+    qualitative: dict
+    pair: bool
+    urine_only: bool
+    source: str
+
+    def convert(self, value: float, unit_text: str | None) -> tuple[float | None, bool]:
+        """Value in the canonical unit, and whether the unit was recognised."""
+        if unit_text:
+            key = _unit_key(unit_text)
+            for name, factor in self.units.items():
+                if _unit_key(str(name)) == key:
+                    return _apply(value, factor), True
+        if self.unitless:
+            for bound, unit in self.unitless:
+                if bound is None or value < float(bound):
+                    factor = self.units.get(unit, 1)
+                    return _apply(value, factor), False
+        return value, False
+
+    def limits(self, sex: str | None) -> tuple[float | None, float | None]:
+        normal = self.normal
+        if isinstance(normal, dict):
+            normal = normal.get(sex) or normal.get(None) or normal.get("null") or next(iter(normal.values()))
+        low, high = (normal or [None, None])
+        return (None if low is None else float(low)), (None if high is None else float(high))
+
+
+def _apply(value: float, factor) -> float:
+    if factor == "f_to_c":
+        return (value - 32.0) * 5.0 / 9.0
+    return value * float(factor)
+
+
+def _rule_limit(rule: dict, analyte: Analyte, sex: str | None, key: str) -> float | None:
+    limit = rule.get(key)
+    low, high = analyte.limits(sex)
+    if limit == "lln":
+        limit = low
+    elif limit == "uln":
+        limit = high
+    if limit is None:
+        return None
+    return float(limit) * float(rule.get("x", 1))
+
+
+def evaluate_rules(analyte: Analyte, value: float, sex: str | None, rules=None) -> list[tuple[str, str]]:
+    """(finding, status) pairs of a value: present for rules that hold, negated for those on the normal side."""
+    out: dict[str, str] = {}
+    low, high = analyte.limits(sex)
+    for rule in (analyte.rules if rules is None else rules):
+        if "above" in rule:
+            limit = _rule_limit(rule, analyte, sex, "above")
+            holds = value >= limit if rule.get("inclusive") else value > limit
+            # a low value says nothing about a "raised" finding's absence worth showing twice
+            informative = low is None or value >= low
+        else:
+            limit = _rule_limit(rule, analyte, sex, "below")
+            holds = value < limit
+            informative = high is None or value <= high
+        for fid in rule.get("findings", []):
+            if holds:
+                out[fid] = "present"
+            elif informative:
+                out.setdefault(fid, "negated")
+    return list(out.items())
+
+
+class LabReader:
+    """The analytes of ``labs.yaml``, compiled."""
+
+    def __init__(self, data: dict):
+        self.sources: dict = dict(data.get("sources") or {})
+        self.analytes: list[Analyte] = []
+        for raw in data["analytes"]:
+            names = re.compile(r"(?<![\w/])(?:" + "|".join(raw["names"]) + r")(?![\w/])")
+            self.analytes.append(Analyte(
+                id=raw["id"], label=raw["label"], names=names, unit=str(raw.get("unit", "")),
+                units={str(k): v for k, v in (raw.get("units") or {}).items()},
+                unitless=list(raw.get("unitless") or []), plausible=tuple(raw.get("plausible", [0, 1e9])),
+                normal=_normal_of(raw.get("normal")), rules=list(raw.get("rules") or []),
+                diastolic_rules=list(raw.get("diastolic_rules") or []),
+                qualitative=dict(raw.get("qualitative") or {}), pair=bool(raw.get("pair")),
+                urine_only=bool(raw.get("urine_only")), source=str(raw.get("source", ""))))
+        words = data.get("qualitative_words") or {}
+        self.high_words = _alternation(words.get("high", []))
+        self.low_words = _alternation(words.get("low", []))
+        self.positive_words = _alternation(words.get("positive", []))
+        self.normal_words = _alternation([
+            r"normal", r"within normal limits", r"wnl", r"unremarkable", r"not (?:raised|elevated|high|increased)",
+            r"negative", r"neg", r"-ve", r"unrevealing", r"nad", r"in range", r"within (?:the )?(?:normal |reference )?range"])
+        self.by_id = {a.id: a for a in self.analytes}
+        self._name_any = re.compile("|".join(f"(?:{a.names.pattern})" for a in self.analytes))
+
+    # -------------------------------------------------------------------------------------- numbers
+    def read_values(self, norm: str, sex: str | None = None) -> list[LabHit]:
+        """Findings from numbers in a normalised text."""
+        hits: list[LabHit] = []
+        taken: list[tuple[int, int]] = []
+        for analyte in self.analytes:
+            if analyte.urine_only or analyte.unit in ("flag", "xuln", "ratio") and not analyte.rules:
+                continue
+            for m in analyte.names.finditer(norm):
+                after = norm[m.end():m.end() + 60]
+                hits_here = self._value_after(analyte, norm, m, after, sex)
+                if hits_here:
+                    span = (m.start(), hits_here[0].end)
+                    if any(s < span[1] and span[0] < e for s, e in taken):
+                        continue
+                    taken.append(span)
+                    hits.extend(hits_here)
+        # a blood pressure or temperature written by its unit alone
+        bp = self.by_id.get("blood_pressure")
+        for m in _BP.finditer(norm):
+            if any(s <= m.start() < e for s, e in taken):
+                continue
+            before = norm[max(0, m.start() - 25):m.start()]
+            if m.group(3) or re.search(r"(?:bp|blood pressure|pressure)\W*(?:\w+\W+){0,2}$", before):
+                if bp is not None:
+                    hits.extend(self._bp_hits(bp, m, m.start(), sex))
+                    taken.append((m.start(), m.end()))
+        temp = self.by_id.get("temperature")
+        for m in _TEMP_UNIT.finditer(norm):
+            if any(s <= m.start() < e for s, e in taken) or temp is None:
+                continue
+            value, _ = temp.convert(float(m.group(1)), m.group(2))
+            if temp.plausible[0] <= value <= temp.plausible[1]:
+                for fid, status in evaluate_rules(temp, value, sex):
+                    hits.append(LabHit(fid, status, m.start(), m.end(), temp.id, value, temp.unit))
+                taken.append((m.start(), m.end()))
+        return hits
+
+    def _value_after(self, analyte: Analyte, norm: str, m: re.Match, after: str, sex) -> list[LabHit]:
+        if analyte.pair:
+            pm = re.match(_CONNECT + r"(\d{2,3})\s*/\s*(\d{2,3})(\s*mm\s*hg)?", after)
+            if not pm:
+                return []
+            bp = _BP.match(norm, m.end() + pm.start(1))
+            return self._bp_hits(analyte, bp, m.start(), sex) if bp else []
+        nm = re.match(_CONNECT + _NUMBER + _UNIT, after)
+        if not nm:
+            uln = _ULN_BEFORE.match(after.lstrip(" :=-"))
+            if uln and analyte.limits(sex)[1] is not None:
+                value = float(uln.group(1)) * analyte.limits(sex)[1] * 1.0001
+                end = m.end() + len(after) - len(after.lstrip(" :=-")) + uln.end()
+                return [LabHit(f, s, m.start(), end, analyte.id, value, analyte.unit)
+                        for f, s in evaluate_rules(analyte, value, sex)]
+            return []
+        raw = nm.group(1).replace(",", ".")
+        if re.fullmatch(r"\d{1,3},\d{3}", nm.group(1)):
+            raw = nm.group(1).replace(",", "")
+        value = float(raw)
+        unit_text = (nm.group(2) or "").strip()
+        end = m.end() + nm.end()
+        rest = after[nm.end():]
+        uln = _ULN.match(rest) or (_ULN.match(unit_text + rest) if unit_text in ("x", "times") else None)
+        if uln and analyte.limits(sex)[1] is not None:
+            value = value * analyte.limits(sex)[1] * 1.0001
+            return [LabHit(f, s, m.start(), end + uln.end(), analyte.id, value, analyte.unit)
+                    for f, s in evaluate_rules(analyte, value, sex)]
+        if re.match(r"^\s*(?:x|times|-?fold)\b", rest) or unit_text in ("x", "times"):
+            return []
+        converted, known = analyte.convert(value, unit_text)
+        if not known:
+            end = m.end() + nm.start(2) if nm.group(2) else end
+        if converted is None or not analyte.plausible[0] <= converted <= analyte.plausible[1]:
+            return []
+        if re.match(r"^\s*(?:years?|yrs?|days?|weeks?|months?|hours?|hrs?|y/?o|kg|cm|mm|times a day)\b", rest if known else
+                    after[nm.start(2):] if nm.group(2) else rest):
+            return []
+        if not analyte.rules:
+            return []
+        return [LabHit(f, s, m.start(), end, analyte.id, converted, analyte.unit)
+                for f, s in evaluate_rules(analyte, converted, sex)]
+
+    def _bp_hits(self, analyte: Analyte, bp: re.Match, start: int, sex) -> list[LabHit]:
+        systolic, diastolic = float(bp.group(1)), float(bp.group(2))
+        if not (analyte.plausible[0] <= systolic <= analyte.plausible[1]) or diastolic >= systolic:
+            return []
+        found = dict(evaluate_rules(analyte, systolic, sex))
+        for fid, status in evaluate_rules(analyte, diastolic, sex, analyte.diastolic_rules):
+            if status == "present" or fid not in found:
+                found[fid] = status
+        return [LabHit(f, s, start, bp.end(), analyte.id, systolic, analyte.unit) for f, s in found.items()]
+
+    # -------------------------------------------------------------------------------------- words
+    def read_words(self, norm: str, start: int, end: int) -> list[LabHit]:
+        """Findings from qualitative wordings inside [start, end) of a normalised text (one clause)."""
+        names = []
+        for analyte in self.analytes:
+            for m in analyte.names.finditer(norm, start, end):
+                if analyte.urine_only and not re.search(r"urin|dipstick|\bua\b|\bmsu\b|urinalysis",
+                                                        norm[max(0, start - 40):end]):
+                    continue
+                names.append((m.start(), m.end(), analyte))
+        if not names:
+            return []
+        names.sort(key=lambda t: (t[0], -(t[1] - t[0])))
+        kept = []
+        for n in names:  # longest name at a place wins ("conjugated bilirubin" over "bilirubin")
+            if kept and n[0] < kept[-1][1]:
+                continue
+            kept.append(n)
+        groups, current = [], [kept[0]]
+        for n in kept[1:]:
+            gap = norm[current[-1][1]:n[0]]
+            if re.fullmatch(r"\s*(?:,|and|&|/|\+|or)?\s*(?:and\s+)?", gap):
+                current.append(n)
+            else:
+                groups.append(current)
+                current = [n]
+        groups.append(current)
+        hits = []
+        for group in groups:
+            g_start, g_end = group[0][0], group[-1][1]
+            before = norm[max(start, g_start - 40):g_start]
+            after = norm[g_end:min(end, g_end + 50)]
+            quality, span_start, span_end = None, g_start, g_end
+            filler = r"(?:\s+(?:very|mildly|markedly|significantly|moderately|slightly|grossly|persistently|newly|"\
+                     r"serum|plasma|urine|urinary|24[- ]?h(?:ou)?r?|both|also|the|her|his|a|an))*\s*"
+            for kind, regex in (("normal", self.normal_words), ("low", self.low_words), ("high", self.high_words),
+                                ("positive", self.positive_words)):
+                mb = re.search(r"(?<![\w/])(?:" + regex + r")" + filler + r"$", before)
+                ma = re.match(r"^\s*(?:levels?|tests?|counts?|screen|result|test result|values?)?"
+                              r"(?:\s*(?:is|was|were|are|have been|has been|came back|come back|returned|remains?|"
+                              r"remained|both|also|all|:|=|-|x\s?\d))*" + filler + r"(?:" + regex + r")(?![\w/])", after)
+                if mb or ma:
+                    quality = kind
+                    if mb:
+                        span_start = g_start - (len(before) - mb.start())
+                    if ma:
+                        span_end = g_end + ma.end()
+                    break
+            if quality is None:
+                continue
+            for _s, _e, analyte in group:
+                q = analyte.qualitative
+                if quality == "normal":
+                    for fid in dict.fromkeys(q.get("high", []) + q.get("positive", [])):
+                        hits.append(LabHit(fid, "negated", span_start, span_end, analyte.id, qualitative=True))
+                else:
+                    ids = q.get(quality) or (q.get("high") if quality == "positive" else None) or []
+                    for fid in ids:
+                        hits.append(LabHit(fid, "present", span_start, span_end, analyte.id, qualitative=True))
+        return hits
+
+
+def _alternation(words) -> str:
+    return "|".join(sorted((str(w) for w in words), key=len, reverse=True)) or r"(?!x)x"
+
+
+def _normal_of(raw):
+    if isinstance(raw, dict):
+        return {(None if k in (None, "null") else k): v for k, v in raw.items()}
+    return raw
+
+
+@functools.lru_cache(maxsize=4)
+def load_lab_reader(path: str | None = None) -> LabReader:
+    """The lab reader of ``labs.yaml`` (read once per process)."""
+    import yaml
+
+    with open(path or LABS_FILE, encoding="utf-8") as fh:
+        return LabReader(yaml.safe_load(fh))

@@ -1,0 +1,291 @@
+"""The clinical reader: a symptom text -> the findings it asserts, denies, doubts or places in the past.
+
+:func:`read` returns a :class:`Reading`: the findings read (id, label, status, the text span), the age and sex
+stated, the structures removed by surgery, the side named. Steps:
+
+1. The text is normalised (lower case, straight quotes) and cut into sentences and segments
+   (:mod:`.context`), which also decides each span's status: ``present``, ``negated`` ("no fever",
+   "denies chest pain or vomiting", "without jaundice", "Murphy's sign negative"), ``uncertain`` ("?",
+   "possible", "rule out"), ``history`` ("history of", "s/p", "years ago") or ``family``.
+2. Findings are matched by the lexicon's patterns (``resources/differential/findings/*.yaml``), with word
+   edges, inside one sentence; the names and synonyms of a finding's HPO terms (``hpo_terms.json``, built
+   from the HPO by :mod:`.hpo_terms`) are matched the same way.
+3. Laboratory values and vital signs are read with their units against normal ranges (:mod:`.labs`).
+4. A generic finding whose span overlaps a specific one is dropped ("right upper quadrant abdominal pain"
+   reads as right upper quadrant pain, not also as abdominal pain); a finding read several times keeps its
+   strongest status (present over history over uncertain over negated).
+5. A history finding with ``removes`` (cholecystectomy, splenectomy, nephrectomy...) asserted or in the past
+   removes its structure; for a paired organ the side comes from the words around it.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..organs import PAIRED_STRUCTURES
+from .context import FAMILY, HISTORY, NEGATED, PRESENT, UNCERTAIN, Context, normalise
+from .demographics import read_age, read_sex
+from .labs import load_lab_reader
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "resources" / "differential"
+HPO_TERMS_FILE = DATA_DIR / "hpo_terms.json"
+#: Status order when one finding is read several times: the first wins.
+_STATUS_RANK = {PRESENT: 0, HISTORY: 1, UNCERTAIN: 2, NEGATED: 3, FAMILY: 4}
+#: Wordings that deny findings in one word or phrase ("afebrile", "anicteric", "haemodynamically stable").
+NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (r"afebrile|apyrexial|no temperature|temperature (?:is |was )?normal", ("fever",)),
+    (r"an-?icteric|non-?icteric|not (?:jaundiced|yellow|icteric)", ("jaundice",)),
+    (r"normotensive", ("hypotension", "hypertension")),
+    (r"ha?emodynamically stable|vitals? (?:signs )?(?:are |were )?(?:normal|stable|unremarkable)|obs (?:are |were )?(?:normal|stable)",
+     ("hypotension", "tachycardia", "shock", "fever")),
+    (r"soft,? (?:and )?non-?tender|benign abdomen|abdomen (?:is |was )?(?:soft|benign)(?: and non-?tender)?|"
+     r"no peritonism|no peritoneal signs", ("guarding", "rigid_abdomen", "rebound_tenderness", "peritonitis",
+                                            "abdominal_pain")),
+    (r"normal bowel (?:habit|movements|motions)|bowels? (?:are |is |opening )?(?:normal|regular|fine)",
+     ("diarrhoea", "constipation", "melaena", "haematochezia")),
+    (r"eating (?:and drinking )?normally|appetite (?:is |was )?(?:good|normal|preserved|fine)", ("anorexia",)),
+    (r"weight (?:is |has been )?(?:stable|steady)|no (?:change in )?weight (?:change|loss)", ("weight_loss",)),
+    (r"urin(?:e|alysis)(?: dip(?:stick)?)? (?:is |was )?(?:clear|normal|negative|unremarkable|bland)|"
+     r"(?:urine )?dip(?:stick)? (?:is |was )?(?:clear|normal|negative|unremarkable)",
+     ("haematuria", "microscopic_haematuria", "pyuria", "nitrites_positive", "proteinuria")),
+    (r"passing (?:urine|water) normally|no urinary symptoms", ("dysuria", "frequency", "haematuria", "urgency")),
+    (r"never[- ]smoker|lifelong non-?smoker|teetotal(?:ler)?|does not drink|doesn'?t drink|abstinent from alcohol",
+     ("smoking", "alcohol_use", "heavy_alcohol_use")),
+    (r"regular (?:periods|menses|cycles?)", ("amenorrhoea", "missed_period")),
+    (r"sats (?:are |were )?normal|saturating well|saturations? normal", ("hypoxia",)),
+)
+_SIDE_WORDS = re.compile(r"(?<![\w])(left|right|l|r|lt|rt)(?![\w])")
+
+
+@dataclass(frozen=True)
+class ReadFinding:
+    """One finding read in the text.
+
+    Attributes:
+        id, label, kind: from the lexicon.
+        status: ``present``, ``negated``, ``uncertain``, ``history`` or ``family``.
+        text: the words read (the first span); start, end: that span in the input text.
+        generic: the lexicon's flag.
+        side: ``left`` / ``right`` when the finding or its words name one.
+        value: the measured value in the canonical unit, for a finding read from a number.
+        source: ``lexicon``, ``hpo``, ``lab`` or ``embedding``.
+        trigger: the word that decided the status (``None`` when present).
+    """
+
+    id: str
+    label: str
+    kind: str
+    status: str
+    text: str
+    start: int
+    end: int
+    generic: bool = False
+    side: str | None = None
+    value: float | None = None
+    source: str = "lexicon"
+    trigger: str | None = None
+
+    def to_dict(self) -> dict:
+        out = {"id": self.id, "label": self.label, "status": self.status, "text": self.text,
+               "span": [self.start, self.end]}
+        if self.side:
+            out["side"] = self.side
+        if self.value is not None:
+            out["value"] = round(self.value, 3)
+        return out
+
+
+@dataclass
+class Reading:
+    """What the reader found in one text (see the module docstring)."""
+
+    text: str
+    findings: list[ReadFinding] = field(default_factory=list)
+    age: float | None = None
+    sex: str | None = None
+    removed: tuple[str, ...] = ()
+    laterality: str | None = None
+
+    def present(self) -> list[ReadFinding]:
+        """Findings asserted now."""
+        return [f for f in self.findings if f.status == PRESENT]
+
+    def by_status(self, status: str) -> list[ReadFinding]:
+        return [f for f in self.findings if f.status == status]
+
+    def status_of(self, finding_id: str) -> str | None:
+        for f in self.findings:
+            if f.id == finding_id:
+                return f.status
+        return None
+
+    def to_dict(self) -> dict:
+        return {"findings": [f.to_dict() for f in self.findings], "age": self.age, "sex": self.sex,
+                "removed": list(self.removed), "laterality": self.laterality}
+
+
+#: Findings whose HPO names are too broad to match as words (their lexicon patterns are enough).
+_NO_HPO = frozenset({"abdominal_pain", "fatigue", "malaise"})
+
+
+class Reader:
+    """Compiled lexicon patterns, HPO terms and the lab reader."""
+
+    def __init__(self, lexicon, hpo_terms: dict | None = None, labs=None):
+        self.lexicon = dict(lexicon)
+        self.labs = labs if labs is not None else load_lab_reader()
+        self._regexes: list[tuple[object, re.Pattern, str]] = []
+        self._negative_forms = [(re.compile(rf"(?<![\w])(?:{p})(?![\w])"), ids) for p, ids in NEGATIVE_FORMS]
+        for finding in self.lexicon.values():
+            if finding.patterns:
+                body = "|".join(f"(?:{p})" for p in finding.patterns)
+                self._regexes.append((finding, re.compile(rf"(?<![\w])(?:{body})(?![\w])"), "lexicon"))
+            terms = [t for h in finding.hpo for t in (hpo_terms or {}).get(h, [])]
+            if terms and finding.id not in _NO_HPO:
+                body = "|".join(re.escape(t) for t in sorted(set(terms), key=len, reverse=True))
+                self._regexes.append((finding, re.compile(rf"(?<![\w])(?:{body})(?![\w])"), "hpo"))
+
+    def read(self, text: str, age: float | None = None, sex: str | None = None) -> Reading:
+        """Read one text; ``age`` / ``sex`` given by the caller take precedence over the text's."""
+        from ..text.laterality import detect_laterality
+
+        norm = normalise(text)
+        ctx = Context(norm)
+        reading = Reading(text=text)
+        reading.age = float(age) if age is not None else read_age(norm)
+        reading.sex = sex if sex in ("female", "male") else read_sex(norm)
+        reading.laterality = detect_laterality(text)
+        sentence_bounds = [(s.start, s.end, s.sentence) for s in ctx.segments]
+        raw: list[ReadFinding] = []
+        for finding, regex, source in self._regexes:
+            for m in regex.finditer(norm):
+                if m.end() == m.start() or not _inside_one_sentence(sentence_bounds, m.start(), m.end()):
+                    continue
+                status, trigger = ctx.status(m.start(), m.end())
+                raw.append(self._make(finding, status, text, norm, m.start(), m.end(), source, trigger))
+        for pattern, ids in self._negative_forms:
+            for m in pattern.finditer(norm):
+                for fid in ids:
+                    if fid in self.lexicon:
+                        raw.append(self._make(self.lexicon[fid], NEGATED, text, norm, m.start(), m.end(), "lexicon",
+                                              m.group(0)))
+        for hit in self.labs.read_values(norm, reading.sex):
+            finding = self.lexicon.get(hit.finding)
+            if finding is None:
+                continue
+            status, trigger = hit.status, None
+            ctx_status, ctx_trigger = ctx.status(hit.start, hit.end)
+            if ctx_status in (HISTORY, FAMILY):
+                status, trigger = ctx_status, ctx_trigger
+            raw.append(self._make(finding, status, text, norm, hit.start, hit.end, "lab", trigger, hit.value))
+        for s_start, s_end in _sentences(ctx):
+            for hit in self.labs.read_words(norm, s_start, s_end):
+                finding = self.lexicon.get(hit.finding)
+                if finding is None:
+                    continue
+                status, trigger = ctx.status(hit.start, hit.end)
+                if hit.status == NEGATED and status != FAMILY:
+                    status, trigger = NEGATED, "normal"
+                raw.append(self._make(finding, status, text, norm, hit.start, hit.end, "lab", trigger))
+        reading.findings = _resolve(raw)
+        reading.removed = _removed(reading.findings, norm, self.lexicon)
+        return reading
+
+    def _make(self, finding, status, text, norm, start, end, source, trigger, value=None) -> ReadFinding:
+        side = finding.side
+        if side is None:
+            sm = _SIDE_WORDS.findall(norm[max(0, start - 25):end + 5])
+            sides = {("left" if w.startswith("l") else "right") for w in sm if w in ("left", "right") or
+                     text[max(0, start - 25):end + 5].find(w.upper()) >= 0}
+            side = sides.pop() if len(sides) == 1 else None
+        return ReadFinding(finding.id, finding.label, finding.kind, status, text[start:end], start, end,
+                           finding.generic, side, value, source, trigger)
+
+
+def _inside_one_sentence(bounds, start: int, end: int) -> bool:
+    for s, e, sentence in bounds:
+        if s <= start < e:
+            # the match may run over segment breaks of the same sentence (a pattern may hold a comma)
+            last = [b for b in bounds if b[2] == sentence][-1]
+            return end <= last[1]
+    return False
+
+
+def _sentences(ctx: Context) -> list[tuple[int, int]]:
+    out: dict[int, list[int]] = {}
+    for seg in ctx.segments:
+        span = out.setdefault(seg.sentence, [seg.start, seg.end])
+        span[1] = seg.end
+    return [tuple(v) for v in out.values()]
+
+
+_PLACES_OF_PAIN = frozenset({
+    "epigastric_pain", "ruq_pain", "luq_pain", "rlq_pain", "llq_pain", "periumbilical_pain", "suprapubic_pain",
+    "flank_pain", "chest_pain", "retrosternal_pain", "interscapular_pain", "pelvic_pain", "testicular_pain",
+    "loin_to_groin_pain", "diffuse_abdominal_pain"})
+
+
+def _resolve(raw: list[ReadFinding]) -> list[ReadFinding]:
+    """Drop generic findings overlapped by specific ones; one entry per id with its strongest status."""
+    # only generic *pain* findings give way ("right upper quadrant abdominal pain" is one place of pain);
+    # a generic symptom inside a more specific one ("non-bilious vomiting") is still read
+    specific = [f for f in raw if not f.generic and f.source != "lab" and f.status != NEGATED
+                and f.id in _PLACES_OF_PAIN]
+    kept = []
+    for f in raw:
+        if f.generic and f.id.endswith("_pain") and f.source != "lab" and any(
+                g.start < f.end and f.start < g.end and g.id != f.id and g.status == f.status for g in specific):
+            continue
+        kept.append(f)
+    best: dict[str, ReadFinding] = {}
+    for f in sorted(kept, key=lambda f: (_STATUS_RANK[f.status], f.source == "hpo", f.start)):
+        if f.id not in best:
+            best[f.id] = f
+        elif best[f.id].side is None and f.side is not None and f.status == best[f.id].status:
+            best[f.id] = f
+    return sorted(best.values(), key=lambda f: (f.start, f.id))
+
+
+def _removed(findings: list[ReadFinding], norm: str, lexicon) -> tuple[str, ...]:
+    removed: list[str] = []
+    for f in findings:
+        finding = lexicon.get(f.id)
+        if finding is None or not finding.removes or f.status not in (PRESENT, HISTORY):
+            continue
+        for key in finding.removes:
+            if key in PAIRED_STRUCTURES:
+                if f.side in ("left", "right"):
+                    removed.append(PAIRED_STRUCTURES[key][f.side])
+            else:
+                removed.append(key)
+    return tuple(dict.fromkeys(removed))
+
+
+def _hpo_terms() -> dict:
+    try:
+        return json.loads(HPO_TERMS_FILE.read_text(encoding="utf-8")).get("terms", {})
+    except (OSError, ValueError):
+        return {}
+
+
+@functools.lru_cache(maxsize=2)
+def load_reader(data_dir: str | None = None) -> Reader:
+    """The reader of the shipped (or given) lexicon, built once per process."""
+    from .catalogue import load_lexicon
+
+    root = Path(data_dir) if data_dir else DATA_DIR
+    problems: list[str] = []
+    lexicon = load_lexicon(sorted((root / "findings").glob("*.yaml")), root / "labs.yaml", problems)
+    if problems:
+        from .catalogue import CatalogueError
+
+        raise CatalogueError(problems)
+    return Reader(lexicon, _hpo_terms(), load_lab_reader(str(root / "labs.yaml")))
+
+
+def read(text: str, age: float | None = None, sex: str | None = None) -> Reading:
+    """Read one text with the shipped lexicon (see :class:`Reader`)."""
+    return load_reader().read(text, age=age, sex=sex)

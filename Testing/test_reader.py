@@ -1,0 +1,246 @@
+"""The clinical reader: negation and its scope, uncertainty, history and removed organs, laboratory values with
+units, vital signs, age and sex, and its precision and recall on the hand-annotated clauses."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from MedSORALib.differential.reader import read
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def status(text: str, finding: str, **kw) -> str | None:
+    return read(text, **kw).status_of(finding)
+
+
+# -- negation -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, finding, expected", [
+    ("no fever", "fever", "negated"),
+    ("fever", "fever", "present"),
+    ("denies chest pain or vomiting", "chest_pain", "negated"),
+    ("denies chest pain or vomiting", "vomiting", "negated"),
+    ("jaundiced but without itching", "pruritus", "negated"),
+    ("jaundiced but without itching", "jaundice", "present"),
+    ("negative for haematuria", "haematuria", "negated"),
+    ("Murphy's sign negative", "murphy_sign", "negated"),
+    ("she is not vomiting", "vomiting", "negated"),
+    ("No fever, rigors or night sweats.", "night_sweats", "negated"),
+    ("No fever, rigors or night sweats.", "rigors", "negated"),
+    ("afebrile and anicteric", "fever", "negated"),
+    ("afebrile and anicteric", "jaundice", "negated"),
+    ("non-tender abdomen", "abdominal_pain", "negated"),
+    ("non-bloody diarrhoea", "bloody_diarrhoea", "negated"),
+    ("non-bloody diarrhoea", "diarrhoea", "present"),
+])
+def test_negation(text, finding, expected):
+    assert status(text, finding) == expected
+
+
+def test_negation_stops_at_a_new_clause():
+    r = read("Nausea, no vomiting, pain in the right upper quadrant")
+    assert r.status_of("nausea") == "present"
+    assert r.status_of("vomiting") == "negated"
+    assert r.status_of("ruq_pain") == "present"
+    r = read("No fever but severe epigastric pain radiating to the back")
+    assert r.status_of("fever") == "negated"
+    assert r.status_of("epigastric_pain") == "present" and r.status_of("pain_radiating_to_back") == "present"
+
+
+# -- uncertainty and history ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, finding", [
+    ("possible Murphy's sign", "murphy_sign"),
+    ("RUQ pain, ?jaundice", "jaundice"),
+    ("rule out haematuria", "haematuria"),
+    ("query palpable mass", "palpable_mass"),
+])
+def test_uncertainty(text, finding):
+    assert status(text, finding) == "uncertain"
+
+
+@pytest.mark.parametrize("text, finding", [
+    ("history of gallstones", "gallstones_history"),
+    ("h/o haematemesis", "haematemesis"),
+    ("status post splenectomy", "splenectomy_history"),
+    ("jaundice as a child", "jaundice"),
+    ("pancreatitis five years ago with vomiting", "vomiting"),
+])
+def test_history(text, finding):
+    assert status(text, finding) == "history"
+
+
+@pytest.mark.parametrize("text, removed", [
+    ("right upper quadrant pain after fatty meals; gallbladder removed five years ago", ("gallbladder",)),
+    ("she had her gallbladder out in 2015", ("gallbladder",)),
+    ("s/p lap chole, now epigastric pain", ("gallbladder",)),
+    ("post-splenectomy, fever and rigors", ("spleen",)),
+    ("left nephrectomy for a tumour in 2010, now right flank pain", ("kidney_left",)),
+    ("total gastrectomy for cancer", ("stomach",)),
+    ("gallbladder in situ, no previous surgery", ()),
+    ("no cholecystectomy", ()),
+    ("?cholecystectomy", ()),
+])
+def test_removed_structures(text, removed):
+    assert read(text).removed == removed
+
+
+def test_family_history_is_not_the_patient():
+    r = read("her mother had pancreatic cancer; she has epigastric pain")
+    assert r.status_of("malignancy_history") == "family"
+    assert r.status_of("epigastric_pain") == "present"
+
+
+# -- laboratory values and vital signs ------------------------------------------------------------------------
+def _value(text, finding, **kw):
+    for f in read(text, **kw).findings:
+        if f.id == finding:
+            return f.status, f.value
+    return None
+
+
+def test_bilirubin_and_creatinine_units_convert():
+    status_, value = _value("bilirubin 3.2 mg/dL", "bilirubin_raised")
+    assert status_ == "present" and value == pytest.approx(3.2 * 17.1, rel=1e-3)
+    assert _value("bilirubin 15 umol/L", "bilirubin_raised")[0] == "negated"
+    assert _value("bilirubin 0.8 mg/dL", "bilirubin_raised") == ("negated", pytest.approx(13.68, rel=1e-3))
+    status_, value = _value("creatinine 2.1 mg/dL", "creatinine_raised")
+    assert status_ == "present" and value == pytest.approx(185.64, rel=1e-3)
+    assert _value("creatinine 84 umol/L", "creatinine_raised")[0] == "negated"
+
+
+def test_lipase_against_three_times_the_upper_limit():
+    r = read("lipase 1450 U/L")
+    assert r.status_of("lipase_3x_uln") == "present" and r.status_of("lipase_raised") == "present"
+    r = read("lipase 90 U/L")
+    assert r.status_of("lipase_raised") == "present" and r.status_of("lipase_3x_uln") == "negated"
+    assert read("lipase more than 3 times the upper limit of normal").status_of("lipase_3x_uln") == "present"
+    assert read("lipase 35").status_of("lipase_raised") == "negated"
+
+
+def test_haemoglobin_by_sex_and_unit():
+    assert read("Hb 7.9 g/dL").status_of("anaemia") == "present"
+    assert read("Hb 79 g/L").status_of("anaemia") == "present"
+    assert read("haemoglobin 12.5", sex="male").status_of("anaemia") == "present"
+    assert read("haemoglobin 12.5", sex="female").status_of("anaemia") == "negated"
+
+
+@pytest.mark.parametrize("text, finding, expected", [
+    ("T 38.4", "fever", "present"),
+    ("temp 101.2F", "fever", "present"),
+    ("temperature 37.2 C", "fever", "negated"),
+    ("BP 84/50", "hypotension", "present"),
+    ("BP 128/76", "hypotension", "negated"),
+    ("BP 190/115", "hypertension_severe", "present"),
+    ("HR 118", "tachycardia", "present"),
+    ("pulse 72", "tachycardia", "negated"),
+    ("RR 28", "tachypnoea", "present"),
+    ("sats 88% on air", "hypoxia", "present"),
+    ("WCC 18.2", "leukocytosis", "present"),
+    ("platelets 95 x10^9/L", "thrombocytopenia", "present"),
+    ("K 2.9", "potassium_low", "present"),
+    ("Na 128", "sodium_low", "present"),
+    ("ALT 1450 U/L", "transaminases_very_high", "present"),
+    ("ALT 120 U/L", "transaminases_very_high", "negated"),
+])
+def test_vitals_and_values(text, finding, expected):
+    assert status(text, finding) == expected
+
+
+@pytest.mark.parametrize("text, finding, expected", [
+    ("raised lipase", "lipase_raised", "present"),
+    ("elevated ALP", "alp_raised", "present"),
+    ("ALP and GGT elevated", "ggt_raised", "present"),
+    ("positive hCG", "hcg_positive", "present"),
+    ("pregnancy test negative", "hcg_positive", "negated"),
+    ("urine metanephrines elevated", "catecholamines_raised", "present"),
+    ("normal LFTs", "transaminases_raised", "negated"),
+    ("lipase not raised", "lipase_raised", "negated"),
+])
+def test_qualitative_laboratory_wordings(text, finding, expected):
+    assert status(text, finding) == expected
+
+
+def test_numbers_that_are_not_values_are_not_read():
+    r = read("A 45-year-old with 3 days of pain, 2 episodes of vomiting")
+    assert not [f for f in r.findings if f.source == "lab"]
+
+
+# -- age and sex ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, age, sex", [
+    ("55M with RUQ pain", 55, "male"),
+    ("a 34-year-old woman with pelvic pain", 34, "female"),
+    ("F/62 flank pain", 62, "female"),
+    ("aged 70, he reports dark urine", 70, "male"),
+    ("a lady in her forties", 45, "female"),
+    ("72 yo gentleman", 72, "male"),
+    ("epigastric pain", None, None),
+])
+def test_age_and_sex(text, age, sex):
+    r = read(text)
+    assert r.age == (None if age is None else pytest.approx(age))
+    assert r.sex == sex
+
+
+def test_caller_age_and_sex_take_precedence():
+    r = read("55M with RUQ pain", age=30, sex="female")
+    assert r.age == 30 and r.sex == "female"
+
+
+# -- a handful of findings, not fifty --------------------------------------------------------------------------
+def test_a_case_report_reads_a_handful_of_findings():
+    text = ("A 47-year-old woman presents with two days of constant pain under the right ribs that began after a "
+            "takeaway meal. She has vomited twice. Temperature 38.3 C, pulse 104, BP 132/84. Murphy's sign is "
+            "positive. She denies jaundice, dark urine or pale stools. WCC 15.1, bilirubin 18 umol/L, ALP 110 U/L.")
+    r = read(text)
+    present = {f.id for f in r.present()}
+    assert {"ruq_pain", "vomiting", "fever", "tachycardia", "murphy_sign", "leukocytosis"} <= present
+    assert {"jaundice", "dark_urine", "pale_stools", "bilirubin_raised", "alp_raised"} <= {
+        f.id for f in r.by_status("negated")}
+    assert len(present) <= 10
+    assert r.age == 47 and r.sex == "female"
+
+
+# -- precision and recall on the hand-annotated clauses -------------------------------------------------------
+def _clauses(name):
+    path = REPO / "Testing" / "data" / name
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("name, floors", [
+    # the development set: the lexicon was corrected on its errors, so its floors are high
+    ("reader_clauses.jsonl", {"precision": 0.95, "recall": 0.95, "status_accuracy": 0.95}),
+    # written after the lexicon was fixed and scored without correcting the lexicon on it (docs/reasoning.md)
+    ("reader_clauses_heldout.jsonl", {"precision": 0.93, "recall": 0.80, "status_accuracy": 0.92}),
+])
+def test_reader_precision_and_recall_floor(name, floors):
+    from MedSORALib.differential.evaluate_reader import evaluate_clauses
+
+    rows = _clauses(name)
+    report = evaluate_clauses(rows)
+    for key, floor in floors.items():
+        assert report[key] >= floor, (key, report[key])
+
+
+def test_clause_sets_are_large_and_distinct():
+    dev, heldout = _clauses("reader_clauses.jsonl"), _clauses("reader_clauses_heldout.jsonl")
+    assert len(dev) + len(heldout) >= 150 and len(dev) >= 150
+    assert not {r["text"].lower() for r in dev} & {r["text"].lower() for r in heldout}
+    registers = {r["register"] for r in dev}
+    assert {"requisition", "case", "exam", "lay", "triage"} <= registers
+
+
+def test_clauses_are_not_training_or_dev_texts():
+    corpus = []
+    for rel in ("MedSORALib/resources/dataset/symptom_texts.jsonl", "MedSORALib/resources/dataset/register_texts.jsonl",
+                "Training/data/external_dev.jsonl"):
+        path = REPO / rel
+        if path.is_file():
+            corpus += [json.loads(line).get("text", "").lower() for line in path.read_text(encoding="utf-8").splitlines()
+                       if line.strip()]
+    joined = "\n".join(corpus)
+    for row in _clauses("reader_clauses.jsonl") + _clauses("reader_clauses_heldout.jsonl"):
+        text = row["text"].lower()
+        if len(text) >= 30:
+            assert text not in joined, row["id"]
