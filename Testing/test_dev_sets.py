@@ -109,6 +109,7 @@ def test_rows_are_well_formed(sets):
             assert bool(r["organs"]) == (r["scope"] == "modelled")
             assert bool(r["outside"]) == (r["scope"] == "abdominal-other")
             assert r["laterality"] in ("left", "right", None)
+            assert r.get("written", "first") in ("first", "second")
             # a one-sided paired label agrees with the side the text names
             sides = {o.rsplit("_", 1)[1] for o in r["organs"] if o.endswith(("_left", "_right"))}
             if len(sides) == 1:

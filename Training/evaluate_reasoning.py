@@ -25,7 +25,7 @@ Figures (fractions in the JSON, percent in the Markdown):
   ranked as ``medsora rank`` shows them (ties in catalogue order): Rank-1 and Rank-3 (a true structure among
   the first k; a paired organ counts by structure, so a left-kidney text needs the left kidney, a text that
   names no side lists both), mAP (average precision against the text's structures); also per reasoning class
-  of the main organ and per register;
+  of the main organ, per register and per writing pass of the dev sets;
 * out-of-domain decision: ``kept`` (modelled rows called in domain), ``caught`` (non-abdominal rows called
   out of domain), ``other_in_domain`` (abdominal-other rows called in domain; issue 24 wants them out of the
   13-structure scope) and, for methods that give a scope, ``scope_accuracy`` on every row;
@@ -273,6 +273,9 @@ def evaluate(methods: dict, sets: dict) -> dict:
                                            if r["scope"] == "modelled" and r["structures"] else None),
                 "per_register": grouped(rows, v, lambda r: r["register"] if r["scope"] == "modelled" else None),
             }
+            if any("written" in r for r in rows):  # the dev sets' first and second writing passes (DEV_SETS.md)
+                entry["methods"][name]["per_pass"] = grouped(
+                    rows, v, lambda r: r.get("written") if r["scope"] == "modelled" else None)
             if name != "model":
                 entry["methods"][name]["vs_model"] = paired_bootstrap(v, values["model"], len(rows))
         report[set_name] = entry
@@ -328,12 +331,15 @@ def markdown(report: dict, info: dict) -> str:
         for organ, g in first["per_organ_rank1"].items():
             lines.append(f"| {organ} | {g['n']} | " + " | ".join(
                 _pct(entry["methods"][m]["per_organ_rank1"][organ]["rank1"]) for m in names) + " |")
-        lines += ["", f"## {set_name}: per register (Rank-1 / Rank-3 / mAP)", "",
-                  "| register | n | " + " | ".join(names) + " |", "|---|---:|" + "---|" * len(names)]
-        for register, g in first["per_register"].items():
-            lines.append(f"| {register} | {g['n']} | " + " | ".join(
-                " / ".join(_pct(entry["methods"][m]["per_register"][register][k]) for k in ("rank1", "rank3", "mAP"))
-                for m in names) + " |")
+        for group, title in (("per_register", "register"), ("per_pass", "writing pass")):
+            if group not in first:
+                continue
+            lines += ["", f"## {set_name}: per {title} (Rank-1 / Rank-3 / mAP)", "",
+                      f"| {title} | n | " + " | ".join(names) + " |", "|---|---:|" + "---|" * len(names)]
+            for key, g in first[group].items():
+                lines.append(f"| {key} | {g['n']} | " + " | ".join(
+                    " / ".join(_pct(entry["methods"][m][group][key][k]) for k in ("rank1", "rank3", "mAP"))
+                    for m in names) + " |")
     return "\n".join(lines) + "\n"
 
 
