@@ -94,9 +94,15 @@ def test_every_pattern_compiles_and_matches_its_own_kind_of_text(catalogue):
         "clay_coloured_and_dark_urine": "pale stools and dark urine",
         "ketones_positive": "urine ketones 3+",
         "moon_face": "moon face and buffalo hump",
+        "b_symptoms": "B symptoms",
+        "bilateral_dvt": "recurrent bilat DVT",
+        "right_shoulder_pain": "epigastric pain radiating to R scapula",
+        "left_sided_fullness": "LUQ dragging discomfort",
     }
     for fid, text in examples.items():
         assert catalogue.findings[fid].regex.search(text), (fid, text)
+        # the reader matches patterns against the lower-cased text without a case flag
+        assert re.search("|".join(f"(?:{p})" for p in catalogue.findings[fid].patterns), text.lower()), fid
     assert not catalogue.findings["painless_jaundice"].regex.search("jaundice with severe pain")
 
 
@@ -222,12 +228,15 @@ def test_lexicon_problems_are_reported(tmp_path):
     bad = [GOOD_FINDING,
            {"id": "ruq_pain", "label": "RUQ pain", "kind": "sign", "patterns": ["right upper quadrant"]},
            {"id": "broken", "label": "x", "kind": "symptom", "patterns": ["(unclosed"]},
-           {"id": "odd", "label": "x", "kind": "feeling", "patterns": ["x"]}]
+           {"id": "odd", "label": "x", "kind": "feeling", "patterns": ["x"]},
+           {"id": "shouty", "label": "x", "kind": "symptom", "patterns": ["\\bHIV\\b"]},
+           {"id": "escaped", "label": "x", "kind": "symptom", "patterns": ["\\d+\\S*"]}]
     with pytest.raises(cat.CatalogueError) as err:
         cat.build_catalogue(_write(tmp_path, bad, [GOOD_ROW]))
     text = "\n".join(err.value.problems)
     assert "kinds disagree" in text and "invalid regex '(unclosed'" in text and "kind 'feeling'" in text
-    assert len(err.value.problems) == 3
+    assert "has upper-case letters" in text and "escaped" not in text
+    assert len(err.value.problems) == 4
 
 
 def test_a_finding_in_two_parts_is_merged(tmp_path):

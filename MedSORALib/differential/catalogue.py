@@ -3,7 +3,8 @@
 The data are YAML parts under ``MedSORALib/resources/differential/`` (format: ``docs/differential_schema.md``):
 
 - ``findings/*.yaml``: the finding lexicon (``findings: [...]``). A finding id defined in several parts is
-  merged: its patterns and HPO ids are united, its ``label`` and ``kind`` must agree.
+  merged: its patterns and HPO ids are united, its ``label`` and ``kind`` must agree. Patterns are written in
+  lower case: the reader matches them against the lower-cased text.
 - ``labs.yaml`` (optional here): laboratory analytes and vital signs; every finding id it yields joins the
   lexicon (findings computed from numbers need no text pattern).
 - ``diseases/*.yaml``: the disease rows (``diseases: [...]``), concatenated in file-name order.
@@ -92,6 +93,8 @@ _WEIGHT_KEYS = {"id", "freq", "lr", "lr_source"}
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 #: A source must name an author or body and a year.
 _YEAR = re.compile(r"\b(19|20)\d\d\b")
+#: An upper-case letter outside an escape (`\D`, `\S`, `\W`, `\B` keep their meaning).
+_UPPER = re.compile(r"(?<!\\)[A-Z]")
 
 
 class CatalogueError(MedSORAError):
@@ -297,6 +300,10 @@ def _parse_finding(raw, part: str, problems: list[str]) -> Finding | None:
             re.compile(p, re.IGNORECASE)
         except re.error as exc:
             problems.append(f"{where}: invalid regex {p!r}: {exc}")
+            ok = False
+            continue
+        if _UPPER.search(p):
+            problems.append(f"{where}: pattern {p!r} has upper-case letters; texts are matched lower-cased")
             ok = False
     hpo = _str_list(raw.get("hpo"), where, "hpo", problems)
     for h in hpo:

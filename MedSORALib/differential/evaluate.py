@@ -1,15 +1,22 @@
-"""Evaluate the text model, the differential alone and their gated fusion on a dev set; choose the gate.
+"""Evaluate the text model, the differential alone and their gated fusion on the dev sets; choose the constants.
 
-    python -m MedSORALib.differential.evaluate [--data Training/data/external_dev.jsonl] [--tune] [--json OUT]
+    python -m MedSORALib.differential.evaluate [--tune] [--json OUT] [--sets presentations short_histories ...]
 
-A dev file holds one JSON object per line with ``text``, ``organs`` (reasoning class keys) and ``abdominal``.
-Figures per system, on the abdominal rows, at the level of the 11 reasoning classes (a class scores the
-highest relevance of its structures): Rank-1 (the top class is one of the text's organs), Rank-3, mAP (average
-precision of the ranking against the text's organs); and on all rows: the share of abdominal texts kept
-(scope not ``non-abdominal``) and of non-abdominal ones caught (scope ``non-abdominal``).
+Sets (``Training/data``, see ``DEV_SETS.md``): ``presentations``, ``short_histories``, ``non_abdominal`` and the
+retired ``external_dev``. Each row is split by its position into a **tune** half (even positions) and a
+**check** half (odd positions). ``--tune`` chooses, on the tune half only, first the differential's constants
+(``TEMPERATURE``, ``PRIOR_POWER``, ``NONE_SHARE``) and then the fusion gate (``ALPHA``, ``GATE_LOW``,
+``GATE_HIGH``), by the objective
 
-``--tune`` searches the fusion gate (alpha, low, high) on the given file and prints the best setting by
-Rank-1 + mAP; only dev files may be given to it (never a test set).
+    Rank-1 + mAP on presentations + Rank-1 + mAP on short histories + mean(kept, kept, caught)
+
+and reports every method on the check half, which no choice has seen, and on all rows. The shipped constants
+in :mod:`.differential` and :mod:`.fusion` are the ones this command printed (docs/reasoning.md).
+
+Figures (as ``Training/evaluate_reasoning.py`` computes them): on the rows whose answer lies in the 13
+structures, Rank-1 / Rank-3 (a true structure among the first k of the 13, ties in catalogue order) and mAP;
+``kept``: those rows called in domain (scope ``modelled``); ``caught``: non-abdominal rows called out of domain;
+``other_out``: abdominal-other rows given a scope other than ``modelled``.
 """
 from __future__ import annotations
 
@@ -21,111 +28,183 @@ from pathlib import Path
 
 import numpy as np
 
-from ..organs import FULL_CLASSES, class_structures
+from ..organs import PAIRED_STRUCTURES, STRUCTURES, class_structures
 
-DEFAULT_DATA = Path("Training/data/external_dev.jsonl")
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "Training" / "data"
+SETS = {
+    "presentations": DATA / "dev_presentations.jsonl",
+    "short_histories": DATA / "dev_short_histories.jsonl",
+    "non_abdominal": DATA / "dev_non_abdominal.jsonl",
+    "external_dev": DATA / "external_dev.jsonl",
+}
+DEFAULT_SETS = ("presentations", "short_histories", "non_abdominal")
 
 
-def class_scores(structure_relevance: dict) -> np.ndarray:
-    return np.array([max(structure_relevance.get(k, 0.0) for k in class_structures(c)) for c in FULL_CLASSES])
+def structures_of(row: dict) -> list[str]:
+    out = []
+    for key in row.get("organs") or []:
+        if key in STRUCTURES:
+            out.append(key)
+        elif key in PAIRED_STRUCTURES and row.get("laterality") in ("left", "right"):
+            out.append(PAIRED_STRUCTURES[key][row["laterality"]])
+        else:
+            out.extend(class_structures(key))
+    return list(dict.fromkeys(out))
 
 
-def rank_metrics(scores: np.ndarray, gold: set[str]) -> tuple[float, float, float]:
-    """(hit@1, hit@3, average precision) of one ranking; ties broken by class order."""
-    order = sorted(range(len(FULL_CLASSES)), key=lambda i: (-scores[i], i))
-    ranked = [FULL_CLASSES[i] for i in order]
+def load_rows(names) -> list[dict]:
+    rows = []
+    for name in names:
+        lines = [line for line in SETS[name].read_text(encoding="utf-8").splitlines() if line.strip()]
+        for i, line in enumerate(lines):
+            row = json.loads(line)
+            row["set"] = name
+            row["half"] = "tune" if i % 2 == 0 else "check"
+            row["structures"] = structures_of(row)
+            row.setdefault("scope", "modelled" if row.get("abdominal") else "non-abdominal")
+            rows.append(row)
+    return rows
+
+
+def rank_metrics(scores: dict, gold: set[str]) -> tuple[float, float, float]:
+    order = {k: i for i, k in enumerate(STRUCTURES)}
+    ranked = [k for k, _ in sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))]
     hits, precisions = 0, []
-    for rank, c in enumerate(ranked, 1):
-        if c in gold:
+    for rank, key in enumerate(ranked, 1):
+        if key in gold:
             hits += 1
             precisions.append(hits / rank)
-    ap = float(np.mean(precisions)) if precisions else 0.0
-    return float(ranked[0] in gold), float(any(c in gold for c in ranked[:3])), ap
+    return float(ranked[0] in gold), float(any(k in gold for k in ranked[:3])), float(np.mean(precisions or [0]))
 
 
-def summarise(rows: list[dict], relevances: list[dict], scopes: list[str]) -> dict:
-    r1, r3, ap = [], [], []
-    kept, caught = [], []
-    for row, rel, scope in zip(rows, relevances, scopes):
-        if row.get("abdominal", True) and row.get("organs"):
-            a, b, c = rank_metrics(class_scores(rel), set(row["organs"]))
-            r1.append(a), r3.append(b), ap.append(c)
-            kept.append(scope != "non-abdominal")
-        elif not row.get("abdominal", True):
-            caught.append(scope == "non-abdominal")
-    mean = lambda v: round(float(np.mean(v)), 4) if v else None  # noqa: E731
-    return {"n": len(r1), "rank1": mean(r1), "rank3": mean(r3), "map": mean(ap), "kept": mean(kept),
-            "n_non_abdominal": len(caught), "caught": mean(caught)}
-
-
-def load_rows(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def evaluate(path: Path, tune: bool = False) -> dict:
-    from ..text.reasoning import TextReasoner
-    from . import fusion
-    from .differential import load_differential
-    from .reader import read
-
-    rows = load_rows(path)
-    texts = [r["text"] for r in rows]
-    reasoner = TextReasoner.load()
-    predictions = reasoner.predict(texts)
-    scorer = load_differential()
-    results = [scorer.score(read(t)) for t in texts]
-    model_scopes = ["modelled" if p.in_domain else "non-abdominal" for p in predictions]
-    out = {"data": str(path), "rows": len(rows)}
-    out["model"] = summarise(rows, [p.structure_relevance for p in predictions], model_scopes)
-    out["differential"] = summarise(rows, [r.organ_relevance for r in results], [r.scope for r in results])
-
-    def fused_summary(alpha, low, high):
-        fused, scopes = [], []
-        for p, r in zip(predictions, results):
-            rel, _a, scope, _o = fusion.fuse(p.structure_relevance, r, p.in_domain, alpha, low, high)
-            fused.append(rel)
-            scopes.append(scope)
-        return summarise(rows, fused, scopes)
-
-    out["fused"] = fused_summary(fusion.ALPHA, fusion.GATE_LOW, fusion.GATE_HIGH)
-    out["fused"]["setting"] = {"alpha": fusion.ALPHA, "low": fusion.GATE_LOW, "high": fusion.GATE_HIGH}
-    conf = np.array([r.top.probability if r.top else 0.0 for r in results])
-    top_right = []
-    for row, r in zip(rows, results):
-        if row.get("abdominal", True) and row.get("organs") and r.top is not None and r.top.disease.organs:
-            top_right.append((r.top.probability, any(
-                c in row["organs"] for c in FULL_CLASSES if set(class_structures(c)) & set(r.top.structures))))
-    for threshold in (0.2, 0.3, 0.4, 0.5):
-        sel = [ok for p, ok in top_right if p >= threshold]
-        out.setdefault("top_diagnosis_precision", {})[str(threshold)] = {
-            "n": len(sel), "correct": round(float(np.mean(sel)), 4) if sel else None}
-    out["confidence_median"] = round(float(np.median(conf)), 4) if len(conf) else None
-    if tune:
-        grid = []
-        for alpha, low, width in itertools.product((0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0),
-                                                   (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
-                                                   (0.0, 0.1, 0.2, 0.3, 0.5)):
-            s = fused_summary(alpha, low, low + width)
-            grid.append(((s["rank1"] or 0) + (s["map"] or 0), alpha, low, low + width, s))
-        grid.sort(key=lambda g: (-g[0], g[1], -g[2]))
-        out["tuned"] = [{"alpha": a, "low": lo, "high": hi, **s} for _score, a, lo, hi, s in grid[:5]]
+def summarise(rows, outputs) -> dict:
+    """Figures per set for one method's outputs [(scores, scope)]."""
+    out = {}
+    for name in dict.fromkeys(r["set"] for r in rows):
+        r1, r3, ap, kept, caught, other = [], [], [], [], [], []
+        for row, (scores, scope) in zip(rows, outputs):
+            if row["set"] != name:
+                continue
+            if row["scope"] == "modelled" and row["structures"]:
+                a, b, c = rank_metrics(scores, set(row["structures"]))
+                r1.append(a), r3.append(b), ap.append(c)
+                kept.append(scope == "modelled")
+            elif row["scope"] == "non-abdominal":
+                caught.append(scope == "non-abdominal")
+            else:
+                other.append(scope != "modelled")
+        mean = lambda v: round(float(np.mean(v)), 4) if v else None  # noqa: E731
+        out[name] = {"n": len(r1), "rank1": mean(r1), "rank3": mean(r3), "map": mean(ap), "kept": mean(kept),
+                     "caught": mean(caught), "other_out": mean(other)}
     return out
+
+
+def objective(summary: dict) -> float:
+    p, s = summary.get("presentations", {}), summary.get("short_histories", {})
+    n = summary.get("non_abdominal", {})
+    scope = [v for v in (p.get("kept"), s.get("kept"), n.get("caught")) if v is not None]
+    return sum((d.get("rank1") or 0) + (d.get("map") or 0) for d in (p, s)) + (float(np.mean(scope)) if scope else 0)
+
+
+class Bench:
+    """Model predictions and readings of all rows, computed once; methods evaluated on a row subset."""
+
+    def __init__(self, rows):
+        from ..text.reasoning import TextReasoner
+        from .reader import read
+
+        self.rows = rows
+        texts = [r["text"] for r in rows]
+        self.predictions = TextReasoner.load().predict(texts)
+        self.readings = [read(t) for t in texts]
+
+    def differential_results(self, temperature, prior_power, none_share):
+        from .catalogue import load_catalogue
+        from .differential import Differential
+
+        scorer = Differential(load_catalogue(), temperature=temperature, prior_power=prior_power,
+                              none_share=none_share)
+        return [scorer.score(r) for r in self.readings]
+
+    def outputs(self, method: str, results=None, gate=None):
+        from . import fusion
+
+        if method == "model":
+            return [(p.structure_relevance, "modelled" if p.in_domain else "non-abdominal") for p in self.predictions]
+        if method == "differential":
+            return [(r.organ_relevance, r.scope) for r in results]
+        alpha, low, high = gate
+        out = []
+        for p, r in zip(self.predictions, results):
+            rel, _a, scope, _o = fusion.fuse(p.structure_relevance, r, p.in_domain, alpha, low, high)
+            out.append((rel, scope))
+        return out
+
+
+def _subset(rows, outputs, half):
+    pairs = [(r, o) for r, o in zip(rows, outputs) if half is None or r["half"] == half]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def evaluate(names=DEFAULT_SETS, tune: bool = False) -> dict:
+    from . import differential as D
+    from . import fusion as F
+
+    rows = load_rows(names)
+    bench = Bench(rows)
+    config = {"temperature": D.TEMPERATURE, "prior_power": D.PRIOR_POWER, "none_share": D.NONE_SHARE}
+    gate = (F.ALPHA, F.GATE_LOW, F.GATE_HIGH)
+    report: dict = {"sets": list(names), "rows": len(rows)}
+    if tune:
+        trials = []
+        for t, pp, ns in itertools.product((0.6, 0.8, 1.0, 1.3), (0.3, 0.5, 0.7, 1.0), (0.1, 0.3, 0.5, 0.7)):
+            results = bench.differential_results(t, pp, ns)
+            s = summarise(*_subset(rows, bench.outputs("fused", results, gate), "tune"))
+            trials.append((objective(s), t, pp, ns))
+        trials.sort(key=lambda x: -x[0])
+        _score, t, pp, ns = trials[0]
+        config = {"temperature": t, "prior_power": pp, "none_share": ns}
+        report["differential_trials_top5"] = [
+            {"objective": round(o, 4), "temperature": a, "prior_power": b, "none_share": c} for o, a, b, c in trials[:5]]
+        results = bench.differential_results(t, pp, ns)
+        gates = []
+        for alpha, low, width in itertools.product((0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+                                                   (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
+                                                   (0.0, 0.1, 0.2, 0.3)):
+            s = summarise(*_subset(rows, bench.outputs("fused", results, (alpha, low, low + width)), "tune"))
+            gates.append((objective(s), alpha, low, round(low + width, 3)))
+        gates.sort(key=lambda x: (-x[0], x[1]))
+        gate = gates[0][1:]
+        report["gate_trials_top5"] = [{"objective": round(o, 4), "alpha": a, "low": lo, "high": hi}
+                                      for o, a, lo, hi in gates[:5]]
+    results = bench.differential_results(config["temperature"], config["prior_power"], config["none_share"])
+    report["differential_constants"] = config
+    report["gate"] = {"alpha": gate[0], "low": gate[1], "high": gate[2]}
+    for half in ("check", "tune", None):
+        key = half or "all"
+        report[key] = {}
+        for method in ("model", "differential", "fused"):
+            outs = bench.outputs(method, results, gate)
+            s = summarise(*_subset(rows, outs, half))
+            s["objective"] = round(objective(s), 4)
+            report[key][method] = s
+    return report
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m MedSORALib.differential.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="dev JSONL (default: %(default)s)")
-    parser.add_argument("--tune", action="store_true", help="search the fusion gate on this dev file")
-    parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+    parser.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS), choices=list(SETS))
+    parser.add_argument("--tune", action="store_true", help="choose the constants on the tune half")
+    parser.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     args = parser.parse_args(argv)
-    path = Path(args.data)
-    if not path.is_file():
-        print(f"medsora: error: no dev file {path}", file=sys.stderr)
+    missing = [n for n in args.sets if not SETS[n].is_file()]
+    if missing:
+        print(f"medsora: error: dev set(s) missing: {', '.join(missing)}", file=sys.stderr)
         return 2
-    out = evaluate(path, args.tune)
-    text = json.dumps(out, indent=1)
+    report = evaluate(args.sets, args.tune)
+    text = json.dumps(report, indent=1)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n", encoding="utf-8")

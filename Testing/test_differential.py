@@ -1,0 +1,244 @@
+"""The differential: likelihood-ratio scoring, removed organs, negated findings, scope, fusion with the text
+model and the fields of ``medsora rank``."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from MedSORALib.differential.differential import (
+    ABDOMINAL_OTHER, MODELLED, NON_ABDOMINAL, Differential, differential, load_differential)
+from MedSORALib.differential.fusion import fuse, gate, reason
+from MedSORALib.differential.reader import read
+from MedSORALib.organs import STRUCTURES
+
+CHOLECYSTITIS = "constant right upper quadrant pain since last night's dinner, fever 38.4, Murphy's sign"
+REMOVED_GB = "right upper quadrant pain after fatty meals; gallbladder removed five years ago"
+APPENDICITIS = ("pain began around the belly button and moved to the right lower quadrant, off her food, "
+                "temperature 37.9, rebound tenderness at McBurney's point")
+
+
+def _weights_available() -> bool:
+    try:
+        from MedSORALib.text.reasoning import resolve_setting_dir
+
+        resolve_setting_dir(None, "full11")
+        return True
+    except Exception:
+        return False
+
+
+shipped = pytest.mark.skipif(not _weights_available(), reason="shipped text weights absent")
+
+
+def test_cholecystitis_example_ranks_acute_cholecystitis_first():
+    result = differential(CHOLECYSTITIS)
+    top = result.top
+    assert "cholecystitis" in top.disease.name.lower()
+    assert top.structures == ("gallbladder",)
+    assert {"ruq_pain", "fever", "murphy_sign"} <= {f.id for f in top.supporting}
+    look_for = " ".join(top.disease.look_for).lower()
+    assert "gallstone" in look_for and "wall thickening" in look_for and "pericholecystic" in look_for
+    assert max(result.organ_relevance, key=result.organ_relevance.get) == "gallbladder"
+    assert top.probability > 2 * result.diagnoses[1].probability
+
+
+def test_removed_gallbladder_gets_zero_and_its_diseases_are_dropped():
+    result = differential(REMOVED_GB)
+    assert result.removed == ("gallbladder",)
+    assert result.organ_relevance["gallbladder"] == 0.0
+    assert all("gallbladder" not in d.structures for d in result.diagnoses)
+    assert max(result.organ_relevance, key=result.organ_relevance.get) != "gallbladder"
+
+
+def test_probabilities_are_a_distribution_with_a_none_of_these_mass():
+    result = differential(CHOLECYSTITIS)
+    total = sum(d.probability for d in result.diagnoses) + result.none_probability
+    assert total == pytest.approx(1.0, abs=1e-9)
+    assert all(0.0 <= v <= 1.0 for v in result.organ_relevance.values())
+    assert set(result.organ_relevance) == set(STRUCTURES)
+
+
+def test_non_specific_text_gives_a_flat_ranking():
+    vague = differential("abdominal pain and feeling unwell")
+    specific = differential(CHOLECYSTITIS)
+    assert vague.top.probability < 0.2
+    assert vague.none_probability > 0.3
+    assert vague.top.probability < specific.top.probability / 2
+    assert max(vague.organ_relevance.values()) < max(specific.organ_relevance.values())
+
+
+def test_negated_finding_does_not_count_for_and_counts_against():
+    base = differential("right upper quadrant pain")
+    present = differential("right upper quadrant pain, Murphy's sign positive")
+    negated = differential("right upper quadrant pain, Murphy's sign negative")
+
+    def p(result):
+        return next(d.probability for d in result.diagnoses if d.disease.id == "acute_cholecystitis")
+
+    assert p(present) > p(base) > p(negated)
+    chole = next(d for d in negated.diagnoses if d.disease.id == "acute_cholecystitis")
+    assert "murphy_sign" not in {f.id for f in chole.supporting}
+    assert "murphy_sign" in {f.id for f in chole.against}
+
+
+def test_negative_lr_follows_the_schema_formula():
+    scorer = load_differential()
+    disease = scorer.catalogue.by_id["acute_cholecystitis"]
+    w = disease.weight("murphy_sign")
+    assert w.lr_negative == pytest.approx((1 - w.freq) / (1 - w.freq / w.lr))
+    base = scorer.score(read("right upper quadrant pain"))
+    neg = scorer.score(read("right upper quadrant pain, no Murphy's sign"))
+    b = next(d for d in base.diagnoses if d.disease.id == "acute_cholecystitis").log_score
+    n = next(d for d in neg.diagnoses if d.disease.id == "acute_cholecystitis").log_score
+    assert n - b == pytest.approx(scorer.temperature * math.log(w.lr_negative), rel=1e-6)
+
+
+def test_generic_findings_count_less_than_specific_ones():
+    scorer = load_differential()
+    assert scorer.generic_weight < 1.0
+    many_generic = differential("nausea, vomiting, fever, tiredness, feeling unwell, loss of appetite")
+    one_specific = differential("painless jaundice with pale stools and dark urine, weight loss")
+    assert many_generic.top.probability < one_specific.top.probability
+
+
+def test_age_and_sex_adjust_the_prior():
+    man = differential("34-year-old man with sudden lower abdominal pain and a positive pregnancy test")
+    woman = differential("34-year-old woman with sudden lower abdominal pain and a positive pregnancy test")
+    female_only = [d for d in woman.diagnoses if d.disease.sex == "female"]
+    assert female_only
+    p_w = {d.disease.id: d.probability for d in woman.diagnoses}
+    p_m = {d.disease.id: d.probability for d in man.diagnoses}
+    d = female_only[0].disease.id
+    assert p_m[d] < p_w[d] * 0.1
+
+
+def test_paired_organ_takes_the_side_of_the_text():
+    result = differential("left flank pain radiating to the groin, microscopic haematuria, writhing in pain")
+    assert result.organ_relevance["kidney_left"] > 3 * result.organ_relevance["kidney_right"]
+    assert max(result.organ_relevance, key=result.organ_relevance.get) == "kidney_left"
+
+
+def test_scope_non_abdominal_and_appendicitis():
+    knee = differential("knee pain after a fall playing football")
+    assert knee.scope == NON_ABDOMINAL
+    appendix = differential(APPENDICITIS)
+    assert appendix.scope == ABDOMINAL_OTHER and appendix.outside == "appendix"
+    assert differential(CHOLECYSTITIS).scope == MODELLED
+
+
+def test_gate_is_zero_below_low_and_alpha_above_high():
+    assert gate(0.0, 0.6, 0.2, 0.5) == 0.0
+    assert gate(0.9, 0.6, 0.2, 0.5) == pytest.approx(0.6)
+    assert 0.0 < gate(0.35, 0.6, 0.2, 0.5) < 0.6
+
+
+def test_fusion_keeps_the_model_when_unsure_and_zeroes_removed_organs():
+    model = {k: 0.1 for k in STRUCTURES}
+    model["gallbladder"] = 0.9
+    vague = differential("abdominal pain and feeling unwell")
+    fused, a, _scope, _out = fuse(model, vague, True, alpha=0.6, low=0.5, high=0.8)
+    assert a == 0.0 and fused == model
+    removed = differential(REMOVED_GB)
+    fused, _a, _scope, _out = fuse(model, removed, True)
+    assert fused["gallbladder"] == 0.0
+    assert max(fused, key=fused.get) != "gallbladder"
+
+
+def test_differential_of_one_text_is_fast_enough_to_call_per_text():
+    import time
+
+    scorer = load_differential()
+    reading = read(CHOLECYSTITIS)
+    start = time.perf_counter()
+    for _ in range(5):
+        scorer.score(reading)
+    # a loose sanity bound only; the figure is measured by bench/bench_differential.py
+    assert (time.perf_counter() - start) / 5 < 1.0
+
+
+def test_custom_constants_change_the_posterior():
+    from MedSORALib.differential.catalogue import load_catalogue
+
+    flat = Differential(load_catalogue(), temperature=0.3)
+    sharp = Differential(load_catalogue(), temperature=1.0)
+    r = read(CHOLECYSTITIS)
+    assert sharp.score(r).top.probability > flat.score(r).top.probability
+
+
+# -- with the shipped text model -------------------------------------------------------------------------------
+@shipped
+def test_reason_removed_organ_never_first_with_the_model():
+    from MedSORALib.text.reasoning import TextReasoner
+
+    reasoner = TextReasoner.load()
+    out = reason([REMOVED_GB, "she had her gallbladder out last year; now pain under the right ribs after eating"],
+                 reasoner)
+    for r in out:
+        assert r.structure_relevance["gallbladder"] == 0.0
+        assert r.ranked_structures()[0][0] != "gallbladder"
+        assert r.prediction.structure_relevance["gallbladder"] > 0.0  # the model alone would not know
+
+
+@shipped
+def test_reason_scope_and_in_domain():
+    from MedSORALib.text.reasoning import TextReasoner
+
+    reasoner = TextReasoner.load()
+    chole, knee, appendix = reason([CHOLECYSTITIS, "knee pain after a fall playing football", APPENDICITIS], reasoner)
+    assert chole.scope == MODELLED and chole.in_domain
+    assert chole.ranked_structures()[0][0] == "gallbladder"
+    assert knee.scope == NON_ABDOMINAL and not knee.in_domain
+    assert appendix.scope == ABDOMINAL_OTHER and appendix.outside == "appendix" and not appendix.in_domain
+
+
+@shipped
+def test_rank_json_has_differential_scope_and_why(capsys):
+    from MedSORALib.cli import main
+
+    assert main(["rank", "--json", CHOLECYSTITIS]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["scope"] == "modelled" and obj["outside"] is None and obj["in_domain"] is True
+    top = obj["differential"][0]
+    assert set(top) >= {"diagnosis", "organs", "probability", "supporting", "against", "look_for", "source"}
+    assert "cholecystitis" in top["diagnosis"].lower() and top["organs"] == ["gallbladder"]
+    assert "Murphy's sign" in top["supporting"]
+    assert any("pericholecystic" in s for s in top["look_for"])
+    probs = [d["probability"] for d in obj["differential"]]
+    assert probs == sorted(probs, reverse=True)
+    first = obj["organs"][0]
+    assert first["name"] == "gallbladder" and any("cholecystitis" in w.lower() for w in first["why"])
+    assert {"murphy_sign", "fever", "ruq_pain"} <= {f["id"] for f in obj["findings"]}
+
+
+@shipped
+def test_rank_table_shows_diagnoses_and_look_for(capsys):
+    from MedSORALib.cli import main
+
+    assert main(["rank", REMOVED_GB]) == 0
+    out = capsys.readouterr().out
+    assert "removed: gallbladder" in out and "look for:" in out
+    table = [line for line in out.splitlines() if line[:4].strip().isdigit()]
+    assert len(table) == 13 and "gallbladder" not in table[0]
+
+
+@shipped
+def test_rank_file_streams_chunks_with_progress(tmp_path, capsys, monkeypatch):
+    from MedSORALib.cli import main
+    from MedSORALib.commands import rank
+
+    monkeypatch.setattr(rank, "CHUNK", 4)
+    texts = [CHOLECYSTITIS, REMOVED_GB, "knee pain after a fall playing football", APPENDICITIS,
+             "vomiting blood after retching", "left flank pain radiating to the groin", "dark urine and itching",
+             "pulsating lump in the belly", "tearing pain between the shoulder blades"]
+    path = tmp_path / "symptoms.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    assert main(["rank", "--file", str(path)]) == 0
+    captured = capsys.readouterr()
+    objs = [json.loads(line) for line in captured.out.splitlines()]
+    assert [o["symptom"] for o in objs] == texts
+    assert all({"differential", "scope", "outside"} <= set(o) for o in objs)
+    assert objs[2]["scope"] == "non-abdominal" and objs[3]["outside"] == "appendix"
+    assert objs[1]["organs"][0]["name"] != "gallbladder"
+    assert "9/9 texts" in captured.err
