@@ -1,4 +1,4 @@
-"""Out-of-domain decision on held-out texts, the word channel, the external development set, laterality.
+"""Out-of-domain decision on held-out texts, the word channel, the development sets (and the retired external set), laterality.
 
 Every rate here is recomputed through the text model on texts that are not stored in the
 detector's neighbour banks (checked by cosine), never read back from a configuration file.
@@ -36,8 +36,8 @@ def _dev_rows():
     return [json.loads(line) for line in DEV_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-# -- the external-style development set ------------------------------------------------------------
-def test_external_dev_set_counts_labels_and_independence():
+# -- the retired external-style development set (kept for comparison; Training/data/EXTERNAL_DEV.md) ----------
+def test_retired_external_dev_set_counts_labels_and_disclosed_overlap():
     rows = _dev_rows()
     assert len({r["id"] for r in rows}) == len(rows)
     assert len({r["text"].lower() for r in rows}) == len(rows)
@@ -53,13 +53,23 @@ def test_external_dev_set_counts_labels_and_independence():
     assert {r["register"] for r in other} == {"case", "exam", "lay", "requisition"}
     assert sum(len(r["organs"]) > 1 for r in abdominal) >= 20
     assert {r["laterality"] for r in rows} == {"left", "right", None}
-    # Independent of every text the models or the detector were built from.
-    from MedSORALib.knowledge.symptom_texts import load_dataset
+    # Texts stored verbatim in a training file, register texts included: the two EXTERNAL_DEV.md discloses
+    # (the current dev sets must have none: Testing/test_dev_sets.py checks them against every source).
+    from MedSORALib.files import read_jsonl, resource_path
 
-    seen = {r["text"].lower() for r in load_dataset()}
+    import re
+
+    def words(text):  # the same words in the same order, case and punctuation aside
+        return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+    seen = set()
+    for name in ("symptom_texts.jsonl", "register_texts.jsonl", "team_observations.jsonl"):
+        seen |= {words(r["text"]) for r in read_jsonl(resource_path("dataset", name))}
     for name in ("non_abdominal", "abdominal_queries"):
-        seen |= {r["text"].lower() for r in load_ood_texts(name)}
-    assert not [r["text"] for r in rows if r["text"].lower() in seen]
+        seen |= {words(r["text"]) for r in load_ood_texts(name)}
+    verbatim = [r["text"] for r in rows if words(r["text"]) in seen]
+    assert len(verbatim) == 2, verbatim
+    assert "2 share all their words" in " ".join((REPO / "Training" / "data" / "EXTERNAL_DEV.md").read_text().split())
 
 
 def test_external_dev_laterality_labels_are_detected():
@@ -196,19 +206,22 @@ def _held_out(reasoner, texts, allowed=0.02):
 
 
 @shipped
-def test_heldout_ood_rates_on_the_external_dev_set(full11):
-    rows = _dev_rows()
-    abdominal = _held_out(full11, [r["text"] for r in rows if r["abdominal"]])
-    other = _held_out(full11, [r["text"] for r in rows if not r["abdominal"]])
-    report = heldout_rates(full11, abdominal, other)
-    assert report["n_in_domain"] == len(abdominal) >= 236 and report["n_out_of_domain"] == len(other) == 52
-    assert report["kept_abdominal"] >= 0.95
-    assert report["flagged_non_abdominal"] >= 11 / 12
-    # Requisition-style texts, the register the neural detector alone misses most.
-    req = [r for r in rows if r["register"] == "requisition"]
-    rep = heldout_rates(full11, _held_out(full11, [r["text"] for r in req if r["abdominal"]]),
-                        _held_out(full11, [r["text"] for r in req if not r["abdominal"]]))
-    assert rep["kept_abdominal"] >= 0.95 and rep["flagged_non_abdominal"] >= 11 / 12
+def test_heldout_ood_rates_on_the_dev_sets(full11):
+    def rows(name):
+        path = REPO / "Training" / "data" / f"dev_{name}.jsonl"
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    modelled = [r["text"] for r in rows("presentations") + rows("short_histories") if r["scope"] == "modelled"]
+    other = [r["text"] for r in rows("non_abdominal")]
+    # Every dev text is held out from the detector's banks (none may coincide with a stored text).
+    assert _held_out(full11, modelled, allowed=0.0) == modelled and _held_out(full11, other, allowed=0.0) == other
+    report = heldout_rates(full11, modelled, other)
+    assert report["n_in_domain"] == len(modelled) >= 400 and report["n_out_of_domain"] == len(other) >= 80
+    # Regression floors under today's figures (kept 0.94, caught 0.40 with the word channel): the non-abdominal
+    # dev texts mention abdominal words on purpose and most of them pass as abdominal today; issue 24 wants
+    # at least 0.90 caught and 0.94 kept on real text.
+    assert report["kept_abdominal"] >= 0.9
+    assert report["flagged_non_abdominal"] >= 0.35
 
 
 @shipped
@@ -254,10 +267,17 @@ def test_evaluation_script_reports_both_channels(tmp_path):
                             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())["full11"]
+    # The largest cosine to the banks over all texts of a set, before the texts stored in the banks are left out:
+    # none of the current dev texts is near a stored text; the retired set holds one stored verbatim, which only
+    # the maximum over all texts can show (the maximum over the texts kept is below 0.99 by construction).
+    for name in ("dev: presentations + non-abdominal", "dev: short histories"):
+        assert report[name]["in_banks"] == 0 and report[name]["max_cosine_all"] < 0.95, (name, report[name])
+    assert report["dev: presentations + non-abdominal"]["neural"]["n_non_abdominal"] >= 80
     dev = report["external dev (all)"]
     assert dev["neural"]["n_abdominal"] + dev["in_banks"] == 241 and dev["neural"]["n_non_abdominal"] == 52
-    assert dev["max_cosine_to_banks"] < 0.99 and dev["in_banks"] <= 3
-    # The word channel keeps no fewer abdominal texts than the neural detector alone and flags more others.
+    assert dev["max_cosine_all"] >= 0.99 and dev["in_banks"] >= 1 and dev["max_cosine_to_banks"] < 0.99
+    # On the retired set the word channel keeps no fewer abdominal texts than the neural detector alone and flags
+    # more others (on the current non-abdominal dev set it flags fewer: docs/evaluation.md).
     assert dev["neural + words"]["kept_abdominal"] >= dev["neural"]["kept_abdominal"]
     assert dev["neural + words"]["flagged_non_abdominal"] > dev["neural"]["flagged_non_abdominal"]
     assert "| external dev: requisition |" in result.stdout

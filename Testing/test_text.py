@@ -391,25 +391,40 @@ def test_side_changes_kidney_relevance(full11):
         left.structure_relevance["kidney_left"] * CONTRALATERAL_FACTOR)
 
 
+DEV_DATA = REPO / "Training" / "data"
+
+
+@pytest.fixture(scope="module")
+def dev_class_hits(full11):
+    """Per development set and reasoning class of the main organ: (top class is a true class, a true class is
+    among the top 3) for every modelled text of the held-out dev sets (Training/data/DEV_SETS.md)."""
+    from MedSORALib.organs import structure_class
+    from MedSORALib.text.ood import outside_banks
+
+    out = {}
+    for name in ("dev_presentations.jsonl", "dev_short_histories.jsonl"):
+        rows = [json.loads(line) for line in (DEV_DATA / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [r for r in rows if r["scope"] == "modelled"]
+        texts = [r["text"] for r in rows]
+        assert all(outside_banks(full11, texts))  # held out: none is stored in the model's banks
+        for row, pred in zip(rows, full11.predict(texts)):
+            true = {structure_class(o) for o in row["organs"]}
+            ranked = sorted(pred.class_relevance, key=pred.class_relevance.get, reverse=True)
+            out.setdefault((name, structure_class(row["organs"][0])), []).append(
+                (ranked[0] in true, bool(true & set(ranked[:3]))))
+    return out
+
+
 @shipped
-@pytest.mark.parametrize("text, organ", [
-    ("splenomegaly", "spleen"),
-    ("enlarged spleen", "spleen"),
-    ("pancreatitis", "pancreas"),
-    ("gallbladder attack", "gallbladder"),
-    ("hydronephrosis", "kidney"),
-    ("cholecystitis", "gallbladder"),
-    ("AAA surveillance", "aorta"),
-    ("elevated LFTs", "liver"),
-    ("progressive dysphagia to solids", "esophagus"),
-    ("adrenal incidentaloma", "adrenal_gland"),
-    ("IVC filter, bilateral leg swelling", "inferior_vena_cava"),
-    ("portal vein thrombosis", "portal_vein_and_splenic_vein"),
-])
-def test_named_organs_and_diseases_rank_their_organ_first(full11, text, organ):
-    pred = full11.predict([text])[0]
-    top = max(pred.class_relevance, key=pred.class_relevance.get)
-    assert top == organ, (text, sorted(pred.class_relevance.items(), key=lambda kv: -kv[1])[:3])
+@pytest.mark.parametrize("organ", CLASS_SETTINGS["full11"])
+def test_held_out_presentations_rank_their_organ(dev_class_hits, organ):
+    # Floors a little under the shipped model's figures (class level; the dev sets are never trained on):
+    # Rank-1 0.70-0.94 and Rank-3 0.86-1.0 per class on the presentations, Rank-3 0.65-1.0 on the short histories.
+    hits = np.array(dev_class_hits[("dev_presentations.jsonl", organ)], dtype=float)
+    assert len(hits) >= 15
+    assert hits[:, 0].mean() >= 0.6 and hits[:, 1].mean() >= 0.8, (organ, hits.mean(axis=0))
+    short = np.array(dev_class_hits[("dev_short_histories.jsonl", organ)], dtype=float)
+    assert len(short) >= 10 and short[:, 1].mean() >= 0.6, (organ, short.mean(axis=0))
 
 
 @shipped

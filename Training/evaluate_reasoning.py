@@ -30,7 +30,10 @@ Figures (fractions in the JSON, percent in the Markdown):
   out of domain), ``other_in_domain`` (abdominal-other rows called in domain; issue 24 wants them out of the
   13-structure scope) and, for methods that give a scope, ``scope_accuracy`` on every row;
 * paired bootstrap (2,000 resamples of the texts, seed 0) of each method's difference to ``model`` on the
-  same texts: mean and 95 % percentile interval of Rank-1, Rank-3, mAP, kept and caught.
+  same texts: mean and 95 % percentile interval of Rank-1, Rank-3, mAP, kept and caught;
+* every figure again on the **check half** of each file (rows at odd line positions): the differential's and
+  the fusion's constants are chosen on the even positions (``MedSORALib.differential.evaluate --tune``), so
+  only the check half compares them with the model on texts no choice has seen.
 
 The sets are for choosing between methods; nothing is fitted on them here.
 
@@ -93,8 +96,11 @@ def _structures_of(row: dict) -> list[str]:
 
 def load_set(path: Path) -> list[dict]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    for row in rows:
+    for position, row in enumerate(rows):
         row["structures"] = _structures_of(row)
+        # MedSORALib.differential.evaluate chooses its constants on the rows at even positions of each file and
+        # keeps the odd ones (the check half) unseen.
+        row["half"] = "tune" if position % 2 == 0 else "check"
         if "scope" not in row:  # the retired set: abdominal rows are all modelled
             row["scope"] = "modelled" if row.get("abdominal") else "non-abdominal"
         row.setdefault("register", "unknown")
@@ -181,7 +187,6 @@ def build_methods(names: Sequence[str], weights=None, extra: dict | None = None)
 def per_text(rows: list[dict], outputs: list[Output]) -> dict[str, np.ndarray]:
     """Per-text values (NaN where a figure does not apply to the row)."""
     from MedSORALib.organs import STRUCTURES
-    from MedSORALib.text.metrics import average_precision
 
     n = len(rows)
     scores = np.array([[float(o.scores.get(k, 0.0)) for k in STRUCTURES] for o in outputs]).reshape(n, len(STRUCTURES))
@@ -191,10 +196,14 @@ def per_text(rows: list[dict], outputs: list[Output]) -> dict[str, np.ndarray]:
     modelled = np.array([r["scope"] == "modelled" and bool(r["structures"]) for r in rows])
     nan = np.full(n, np.nan)
     in_domain = np.array([o.in_domain for o in outputs], float)
+    # average precision: mean over the true structures of the precision at their rank
+    found = np.cumsum(hits, axis=1) / np.arange(1, len(STRUCTURES) + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = (found * hits).sum(axis=1) / hits.sum(axis=1)
     out = {
         "rank1": np.where(modelled, hits[:, :1].any(axis=1), nan),
         "rank3": np.where(modelled, hits[:, :3].any(axis=1), nan),
-        "mAP": np.where(modelled, average_precision(scores, relevant) if n else nan, nan),
+        "mAP": np.where(modelled, ap, nan),
         "kept": np.where(modelled, in_domain, nan),
         "caught": np.where([r["scope"] == "non-abdominal" for r in rows], 1.0 - in_domain, nan),
         "other_in_domain": np.where([r["scope"] == "abdominal-other" for r in rows], in_domain, nan),
@@ -278,6 +287,12 @@ def evaluate(methods: dict, sets: dict) -> dict:
                     rows, v, lambda r: r.get("written") if r["scope"] == "modelled" else None)
             if name != "model":
                 entry["methods"][name]["vs_model"] = paired_bootstrap(v, values["model"], len(rows))
+            check = np.array([r["half"] == "check" for r in rows])
+            half = {k: a[check] for k, a in v.items()}
+            entry["methods"][name]["check_half"] = {"overall": summary(half)}
+            if name != "model":
+                ref = {k: a[check] for k, a in values["model"].items()}
+                entry["methods"][name]["check_half"]["vs_model"] = paired_bootstrap(half, ref, int(check.sum()))
         report[set_name] = entry
     return report
 
@@ -298,7 +313,9 @@ def markdown(report: dict, info: dict) -> str:
     lines = ["# Text reasoning on the development sets", "",
              f"Written by `{info['command']}` (code {info['commit']}). Figures in percent; "
              "ranking over the 13 structures on the rows whose answer lies in them; see "
-             "`Training/evaluate_reasoning.py` and `Training/data/DEV_SETS.md`.", ""]
+             "`Training/evaluate_reasoning.py` and `Training/data/DEV_SETS.md`. "
+             "The check half (odd line positions of each file) is the part no constant of the differential "
+             "or the fusion was chosen on (`MedSORALib.differential.evaluate --tune` uses the even positions).", ""]
     for note in info.get("notes", []):
         lines.append(f"- {note}")
     if info.get("notes"):
@@ -307,20 +324,24 @@ def markdown(report: dict, info: dict) -> str:
               "| set | method | n ranked | Rank-1 | Rank-3 | mAP | kept (modelled in domain) | caught (non-abdominal out) "
               "| abdominal-other called in domain | scope accuracy |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for set_name, entry in report.items():
-        for name, res in entry["methods"].items():
-            o = res["overall"]
-            lines.append(f"| {set_name} | {name} | {o['n_ranked']} | {_pct(o.get('rank1'))} | {_pct(o.get('rank3'))} "
-                         f"| {_pct(o.get('mAP'))} | {_pct(o.get('kept'))} | {_pct(o.get('caught'))} "
-                         f"| {_pct(o.get('other_in_domain'))} | {_pct(o.get('scope_accuracy'))} |")
+    for part, label in ((None, ""), ("check_half", " [check half]")):
+        for set_name, entry in report.items():
+            for name, res in entry["methods"].items():
+                o = (res[part] if part else res)["overall"]
+                lines.append(f"| {set_name}{label} | {name} | {o['n_ranked']} | {_pct(o.get('rank1'))} "
+                             f"| {_pct(o.get('rank3'))} | {_pct(o.get('mAP'))} | {_pct(o.get('kept'))} "
+                             f"| {_pct(o.get('caught'))} | {_pct(o.get('other_in_domain'))} "
+                             f"| {_pct(o.get('scope_accuracy'))} |")
     others = [(s, m) for s, e in report.items() for m in e["methods"] if m != "model"]
     if others:
         lines += ["", "## Against the model (paired bootstrap, 2,000 resamples, 95 % interval, points)", "",
                   "| set | method | Rank-1 | Rank-3 | mAP | kept | caught |", "|---|---|---|---|---|---|---|"]
-        for set_name, name in others:
-            vs = report[set_name]["methods"][name]["vs_model"]
-            lines.append(f"| {set_name} | {name} | " + " | ".join(_interval(vs.get(f)) for f in
-                                                                  ("rank1", "rank3", "mAP", "kept", "caught")) + " |")
+        for part, label in ((None, ""), ("check_half", " [check half]")):
+            for set_name, name in others:
+                res = report[set_name]["methods"][name]
+                vs = (res[part] if part else res)["vs_model"]
+                lines.append(f"| {set_name}{label} | {name} | " + " | ".join(
+                    _interval(vs.get(f)) for f in ("rank1", "rank3", "mAP", "kept", "caught")) + " |")
     for set_name, entry in report.items():
         names = list(entry["methods"])
         first = entry["methods"][names[0]]
