@@ -201,3 +201,28 @@ def test_paired_bootstrap_interval():
     assert 0.17 < lo < 0.21 and 0.29 < hi < 0.33
     same = h.paired_bootstrap(worse, worse, n)
     assert same["rank1"]["ci95"] == [0.0, 0.0]
+
+
+def test_harness_takes_outputs_as_objects_or_dicts():
+    h = _load_harness()
+    zero = dict.fromkeys(STRUCTURES, 0.0)
+
+    class Pred:
+        structure_relevance = {**zero, "liver": 0.9}
+        in_domain = True
+
+    for item in (Pred(), {"scores": {**zero, "liver": 0.9}, "in_domain": 1, "scope": "modelled"},
+                 h.Output({**zero, "liver": 0.9}, True)):
+        out = h._as_output(item)
+        assert out.scores["liver"] == 0.9 and out.in_domain is True
+    import sys
+    import types
+
+    module = types.ModuleType("h24e_fake_methods")
+    module.run = lambda texts: [{"scores": {"spleen": float(len(t))}, "in_domain": False} for t in texts]
+    sys.modules[module.__name__] = module
+    try:
+        outs = h.callable_method("h24e_fake_methods:run")(["ab", "abc"])
+    finally:
+        del sys.modules[module.__name__]
+    assert [o.scores["spleen"] for o in outs] == [2.0, 3.0] and outs[0].in_domain is False and outs[0].scope is None

@@ -41,7 +41,7 @@ def test_cholecystitis_example_ranks_acute_cholecystitis_first():
     look_for = " ".join(top.disease.look_for).lower()
     assert "gallstone" in look_for and "wall thickening" in look_for and "pericholecystic" in look_for
     assert max(result.organ_relevance, key=result.organ_relevance.get) == "gallbladder"
-    assert top.probability > 2 * result.diagnoses[1].probability
+    assert top.probability > 3 * result.diagnoses[1].probability
 
 
 def test_removed_gallbladder_gets_zero_and_its_diseases_are_dropped():
@@ -63,9 +63,9 @@ def test_probabilities_are_a_distribution_with_a_none_of_these_mass():
 def test_non_specific_text_gives_a_flat_ranking():
     vague = differential("abdominal pain and feeling unwell")
     specific = differential(CHOLECYSTITIS)
-    assert vague.top.probability < 0.2
-    assert vague.none_probability > 0.3
-    assert vague.top.probability < specific.top.probability / 2
+    assert vague.top.probability < 0.05
+    assert vague.none_probability > 2 * specific.none_probability
+    assert vague.top.probability < specific.top.probability / 10
     assert max(vague.organ_relevance.values()) < max(specific.organ_relevance.values())
 
 

@@ -11,7 +11,10 @@ it says the answer lies in the 13 structures) and, when the method has one, ``sc
   ``MedSORALib.differential.fusion.reason``, when that package is importable (skipped with a note
   otherwise);
 * ``--extra-weights NAME=DIR``: another trained text model (a retrained one), as method ``NAME``, and
-  ``NAME+fusion`` when the differential exists.
+  ``NAME+fusion`` when the differential exists;
+* ``--callable NAME=module:function``: any importable function ``texts -> list`` whose items are
+  :class:`Output` objects, objects with ``structure_relevance`` (or ``scores``) and ``in_domain`` (and
+  optionally ``scope``) attributes, or dicts with those keys.
 
 Each text is encoded once per model (one batch over all sets, kept in memory only).
 
@@ -38,7 +41,7 @@ Figures (fractions in the JSON, percent in the Markdown):
 The sets are for choosing between methods; nothing is fitted on them here.
 
     python Training/evaluate_reasoning.py [--methods model differential fusion] [--sets ...]
-        [--extra-weights NAME=DIR ...] [--output Training/results/reasoning_eval]
+        [--extra-weights NAME=DIR ...] [--callable NAME=module:function ...] [--output Training/results/reasoning_eval]
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -156,7 +160,31 @@ def differential_method(cache: ModelCache | None) -> Method:
     return run
 
 
-def build_methods(names: Sequence[str], weights=None, extra: dict | None = None) -> tuple[dict, list[str]]:
+def _as_output(item) -> Output:
+    if isinstance(item, Output):
+        return item
+    get = item.get if isinstance(item, dict) else lambda key, default=None: getattr(item, key, default)
+    scores = get("scores") if get("scores") is not None else get("structure_relevance")
+    return Output(dict(scores), bool(get("in_domain")), get("scope"))
+
+
+def callable_method(spec: str) -> Method:
+    """The function named ``module:function``, its items turned into :class:`Output`."""
+    import importlib
+
+    module, _, function = spec.partition(":")
+    if not module or not function:
+        raise SystemExit(f"evaluate_reasoning: --callable takes NAME=module:function, not {spec!r}")
+    func = getattr(importlib.import_module(module), function)
+
+    def run(texts):
+        return [_as_output(item) for item in func(list(texts))]
+
+    return run
+
+
+def build_methods(names: Sequence[str], weights=None, extra: dict | None = None,
+                  callables: dict | None = None) -> tuple[dict, list[str]]:
     """{name: Method} for the names asked for, and notes on those skipped."""
     from MedSORALib.text.reasoning import TextReasoner
 
@@ -178,6 +206,8 @@ def build_methods(names: Sequence[str], weights=None, extra: dict | None = None)
         methods[name] = model_method(cache)
         if not missing:
             methods[f"{name}+fusion"] = differential_method(cache)
+    for name, spec in (callables or {}).items():
+        methods[name] = callable_method(spec)
     if "model" not in methods:
         methods = {"model": model_method(base), **methods}  # the reference of every paired difference
     return methods, notes
@@ -282,6 +312,8 @@ def evaluate(methods: dict, sets: dict) -> dict:
                                            if r["scope"] == "modelled" and r["structures"] else None),
                 "per_register": grouped(rows, v, lambda r: r["register"] if r["scope"] == "modelled" else None),
             }
+            tops = Counter(str(t) for t in v["top"])
+            entry["methods"][name]["first_structure"] = dict(tops.most_common())
             if any("written" in r for r in rows):  # the dev sets' first and second writing passes (DEV_SETS.md)
                 entry["methods"][name]["per_pass"] = grouped(
                     rows, v, lambda r: r.get("written") if r["scope"] == "modelled" else None)
@@ -342,6 +374,14 @@ def markdown(report: dict, info: dict) -> str:
                 vs = (res[part] if part else res)["vs_model"]
                 lines.append(f"| {set_name}{label} | {name} | " + " | ".join(
                     _interval(vs.get(f)) for f in ("rank1", "rank3", "mAP", "kept", "caught")) + " |")
+    lines += ["", "## The structure each method ranks first most often (share of all rows of the set)", "",
+              "| set | method | most frequent first structures |", "|---|---|---|"]
+    for set_name, entry in report.items():
+        for name, res in entry["methods"].items():
+            counts = res["first_structure"]
+            total = sum(counts.values()) or 1
+            lines.append(f"| {set_name} | {name} | " + ", ".join(
+                f"{k} {100 * c / total:.0f}" for k, c in list(counts.items())[:3]) + " |")
     for set_name, entry in report.items():
         names = list(entry["methods"])
         first = entry["methods"][names[0]]
@@ -379,6 +419,8 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default=None, help="text weights folder of `model` (default: the shipped ones)")
     parser.add_argument("--extra-weights", nargs="*", default=[], metavar="NAME=DIR",
                         help="further trained text models to evaluate as methods")
+    parser.add_argument("--callable", nargs="*", default=[], metavar="NAME=module:function",
+                        help="further methods: an importable function texts -> outputs")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="output path without suffix (.json and .md)")
     args = parser.parse_args(argv)
 
@@ -390,7 +432,13 @@ def main(argv=None) -> int:
         if not name or not folder:
             raise SystemExit("evaluate_reasoning: --extra-weights takes NAME=DIR")
         extra[name] = folder
-    methods, notes = build_methods(args.methods, args.weights, extra)
+    callables = {}
+    for item in args.callable:
+        name, _, spec = item.partition("=")
+        if not name or not spec:
+            raise SystemExit("evaluate_reasoning: --callable takes NAME=module:function")
+        callables[name] = spec
+    methods, notes = build_methods(args.methods, args.weights, extra, callables)
     sets = {name: load_set(SETS[name]) for name in args.sets}
     report = evaluate(methods, sets)
     command = "python Training/evaluate_reasoning.py" + ("" if argv is None and len(sys.argv) == 1 else

@@ -158,7 +158,7 @@ def evaluate(names=DEFAULT_SETS, tune: bool = False) -> dict:
     report: dict = {"sets": list(names), "rows": len(rows)}
     if tune:
         trials = []
-        for t, pp, ns in itertools.product((0.6, 0.8, 1.0, 1.3), (0.3, 0.5, 0.7, 1.0), (0.1, 0.3, 0.5, 0.7)):
+        for t, pp, ns in itertools.product((0.8, 1.0, 1.3, 1.6, 2.0, 2.5), (0.3, 0.5, 0.7, 1.0), (0.05, 0.1, 0.3)):
             results = bench.differential_results(t, pp, ns)
             s = summarise(*_subset(rows, bench.outputs("fused", results, gate), "tune"))
             trials.append((objective(s), t, pp, ns))
@@ -170,7 +170,7 @@ def evaluate(names=DEFAULT_SETS, tune: bool = False) -> dict:
         results = bench.differential_results(t, pp, ns)
         gates = []
         for alpha, low, width in itertools.product((0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-                                                   (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
+                                                   (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
                                                    (0.0, 0.1, 0.2, 0.3)):
             s = summarise(*_subset(rows, bench.outputs("fused", results, (alpha, low, low + width)), "tune"))
             gates.append((objective(s), alpha, low, round(low + width, 3)))

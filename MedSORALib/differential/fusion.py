@@ -23,11 +23,14 @@ from typing import Sequence
 from ..organs import STRUCTURES
 from .differential import MODELLED, NON_ABDOMINAL, DifferentialResult, load_differential
 
-ALPHA = 0.6
-GATE_LOW = 0.25
-GATE_HIGH = 0.6
+ALPHA = 0.7
+GATE_LOW = 0.02
+GATE_HIGH = 0.02
 #: Differential confidence above which its scope overrides the model's out-of-domain decision.
 SCOPE_CONFIDENCE = 0.3
+#: A non-specific text that names only non-abdominal body sites is called non-abdominal only where the model's
+#: out-of-domain detector agrees (chosen on the tune half of the dev sets: it keeps abdominal texts in domain).
+SITE_RULE_NEEDS_MODEL = True
 
 
 @dataclass
@@ -79,7 +82,7 @@ def fuse(model_relevance: dict[str, float] | None, result: DifferentialResult, i
             fused[key] = 0.0
     if conf >= SCOPE_CONFIDENCE or in_domain is None:
         scope, outside = result.scope, result.outside
-    elif result.scope == NON_ABDOMINAL and result.outside is None and in_domain is False:
+    elif result.scope == NON_ABDOMINAL and (not SITE_RULE_NEEDS_MODEL or in_domain is False):
         scope, outside = NON_ABDOMINAL, None
     else:
         scope, outside = (MODELLED, None) if in_domain else (NON_ABDOMINAL, None)
