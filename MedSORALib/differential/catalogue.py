@@ -28,6 +28,12 @@ from typing import Iterable, Mapping
 from ..errors import MedSORAError
 from ..organs import FULL_CLASSES, PAIRED_STRUCTURES, STRUCTURES
 
+def _yaml_loader():
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is 5x faster where libyaml is present
+
+
 #: Where the shipped data live.
 DATA_DIR = Path(__file__).resolve().parent.parent / "resources" / "differential"
 
@@ -243,7 +249,7 @@ def _read_yaml(path: Path, top: str, problems: list[str]) -> list:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_yaml_loader())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         problems.append(f"{path.name}: not readable YAML: {str(exc).splitlines()[0]}")
         return []
@@ -382,7 +388,7 @@ def load_lexicon(finding_files: Iterable[Path], labs_file: Path | None, problems
         import yaml
 
         try:
-            labs = yaml.safe_load(labs_file.read_text(encoding="utf-8"))
+            labs = yaml.load(labs_file.read_text(encoding="utf-8"), Loader=_yaml_loader())
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             problems.append(f"{labs_file.name}: not readable YAML: {str(exc).splitlines()[0]}")
             labs = None

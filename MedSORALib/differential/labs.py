@@ -340,4 +340,4 @@ def load_lab_reader(path: str | None = None) -> LabReader:
     import yaml
 
     with open(path or LABS_FILE, encoding="utf-8") as fh:
-        return LabReader(yaml.safe_load(fh))
+        return LabReader(yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))

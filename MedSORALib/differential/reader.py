@@ -273,17 +273,12 @@ def _hpo_terms() -> dict:
 
 @functools.lru_cache(maxsize=2)
 def load_reader(data_dir: str | None = None) -> Reader:
-    """The reader of the shipped (or given) lexicon, built once per process."""
-    from .catalogue import load_lexicon
+    """The reader of the shipped (or given) catalogue's lexicon, built once per process."""
+    from .catalogue import load_catalogue
 
     root = Path(data_dir) if data_dir else DATA_DIR
-    problems: list[str] = []
-    lexicon = load_lexicon(sorted((root / "findings").glob("*.yaml")), root / "labs.yaml", problems)
-    if problems:
-        from .catalogue import CatalogueError
-
-        raise CatalogueError(problems)
-    return Reader(lexicon, _hpo_terms(), load_lab_reader(str(root / "labs.yaml")))
+    catalogue = load_catalogue(data_dir)
+    return Reader(catalogue.findings, _hpo_terms(), load_lab_reader(str(root / "labs.yaml")))
 
 
 def read(text: str, age: float | None = None, sex: str | None = None) -> Reading:
