@@ -106,6 +106,50 @@ def test_every_pattern_compiles_and_matches_its_own_kind_of_text(catalogue):
     assert not catalogue.findings["painless_jaundice"].regex.search("jaundice with severe pain")
 
 
+def _reads(catalogue, fid: str, text: str) -> bool:
+    """Whether a finding's patterns match a text as the reader matches them (lower case, word edges)."""
+    body = "|".join(f"(?:{p})" for p in catalogue.findings[fid].patterns)
+    return re.search(rf"(?<![\w])(?:{body})(?![\w])", text.lower()) is not None
+
+
+@pytest.mark.parametrize("fid, text", [
+    ("paroxysmal_attacks", "known paroxysmal AF"),
+    ("seizures", "previously fit and well"),
+    ("known_cad", "gastric bypass surgery in 2019"),
+    ("polydipsia", "drinking a lot of alcohol"),
+    ("kussmaul_breathing", "rapid breathing"),
+    ("psychosocial_stress", "ST depression in V5"),
+    ("burning_skin_pain", "burning pain in the upper abdomen"),
+    ("oral_thrush", "vaginal thrush"),
+    ("hypoglycaemia", "the pain is better after eating"),
+    ("pain_radiating_to_arm_or_jaw", "pain on moving the arm"),
+    ("olive_mass", "cooks with olive oil"),
+    ("pallor", "stools have turned pale"),
+    ("variceal_history", "pain in the finger tips"),
+    ("metabolic_acidosis", "urine pH 7.0"),
+    ("lymphadenopathy", "a lump in the groin"),
+    ("painless_jaundice", "jaundice with severe pain"),
+])
+def test_patterns_do_not_read_common_look_alikes(catalogue, fid, text):
+    assert not _reads(catalogue, fid, text)
+
+
+@pytest.mark.parametrize("fid, text", [
+    ("paroxysmal_attacks", "paroxysms of headache and palpitations"),
+    ("hypoglycaemia", "spells of sweating that settle when she eats"),
+    ("metabolic_acidosis", "pH 7.12, bicarbonate 8"),
+    ("late_pregnancy", "30 weeks pregnant"),
+    ("left_shoulder_pain", "pain at the tip of his left shoulder"),
+    ("ivc_filter_history", "they put a little wire basket in my big vein"),
+    ("moon_face", "my face has gone round and red"),
+    ("mononucleosis_history", "student with glandular fever"),
+    ("food_fear", "she is afraid to eat"),
+    ("constant_pain", "constant right upper quadrant pain"),
+])
+def test_patterns_read_lay_and_clinical_wording(catalogue, fid, text):
+    assert _reads(catalogue, fid, text)
+
+
 def test_each_structure_has_at_least_five_diseases(catalogue):
     for key in STRUCTURES:
         assert len(catalogue.for_structure(key)) >= 5, key
