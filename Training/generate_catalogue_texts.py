@@ -6,7 +6,7 @@ Writes ``MedSORALib/resources/dataset/catalogue_texts.jsonl`` (one row per text:
 register. The text training reads it when ``product.extra_datasets`` in ``Training/configs/text.yaml`` names it.
 
     python Training/generate_catalogue_texts.py
-    python Training/generate_catalogue_texts.py --per-row 12 --generic 160 --seed 0
+    python Training/generate_catalogue_texts.py --per-class 180 --generic 160 --seed 0
 """
 from __future__ import annotations
 
@@ -25,12 +25,14 @@ DEFAULT_OUTPUT = resource_path("dataset", "catalogue_texts.jsonl")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="JSONL file to write")
-    parser.add_argument("--per-row", type=int, default=Options.per_row, help="texts per modelled disease row")
+    parser.add_argument("--per-class", type=int, default=Options.per_class,
+                        help="texts per reasoning class, shared between its rows (boosted for the weakest classes)")
+    parser.add_argument("--min-per-row", type=int, default=Options.min_per_row, help="at least this many per modelled row")
     parser.add_argument("--per-outside-row", type=int, default=Options.per_outside_row, help="texts per outside row")
     parser.add_argument("--generic", type=int, default=Options.generic_texts, help="generic-only texts (spread labels)")
     parser.add_argument("--seed", type=int, default=Options.seed)
     args = parser.parse_args(argv)
-    options = Options(per_row=args.per_row, per_outside_row=args.per_outside_row,
+    options = Options(per_class=args.per_class, min_per_row=args.min_per_row, per_outside_row=args.per_outside_row,
                       generic_texts=args.generic, seed=args.seed)
     rows = Generator(load_catalogue(), options).rows()
     atomic_write_text(Path(args.output), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -48,8 +48,9 @@ ORGAN_WORDS = re.compile(
 #: Paired reasoning classes whose texts name a side.
 PAIRED = {"kidney", "adrenal_gland"}
 
-#: Classes for which the issue asks for more texts (weak in the independent evaluation): a multiplier of texts per row.
-BOOST = {"portal_vein_and_splenic_vein": 2.0, "inferior_vena_cava": 2.0, "adrenal_gland": 2.0, "spleen": 2.0}
+#: Classes for which the issue asks for more texts (weak in the independent evaluation): a multiplier of the
+#: texts per class.
+BOOST = {"portal_vein_and_splenic_vein": 1.67, "inferior_vena_cava": 1.67, "adrenal_gland": 1.67, "spleen": 1.67}
 
 REGISTERS = ("case", "short", "lay")
 
@@ -346,9 +347,20 @@ GENERIC_POOL = ["abdominal_pain", "diffuse_abdominal_pain", "fever", "nausea", "
 
 @dataclass
 class Options:
-    """How many texts: per modelled row (times :data:`BOOST` for the weak classes), per outside row, generic-only."""
+    """How many texts.
 
-    per_row: int = 12
+    Attributes:
+        per_class: texts per reasoning class (main organ of the rows), shared evenly between the class's rows, so
+            that a class with many catalogue rows (the liver) does not outweigh one with few (the gallbladder);
+            times :data:`BOOST` for the classes the issue names weakest.
+        min_per_row: at least this many texts per modelled row.
+        per_outside_row: texts per row of a structure MedSORA does not model.
+        generic_texts: generic-only texts (each written once per class of its spread label).
+        seed: the seed of every draw.
+    """
+
+    per_class: int = 180
+    min_per_row: int = 4
     per_outside_row: int = 3
     generic_texts: int = 160
     seed: int = 0
@@ -694,12 +706,25 @@ class Generator:
                 })
         return rows
 
+    def texts_per_row(self) -> dict[str, int]:
+        """Texts per modelled row: the class's share (:attr:`Options.per_class` x boost) over its rows."""
+        rows_of: dict[str, int] = {}
+        for d in self.catalogue.diseases:
+            if d.organs:
+                rows_of[d.organs[0]] = rows_of.get(d.organs[0], 0) + 1
+        out = {}
+        for d in self.catalogue.diseases:
+            if d.organs:
+                target = self.options.per_class * BOOST.get(d.organs[0], 1.0)
+                out[d.id] = max(self.options.min_per_row, math.ceil(target / rows_of[d.organs[0]]))
+        return out
+
     def rows(self) -> list[dict]:
         out = []
+        counts = self.texts_per_row()
         for disease in self.catalogue.diseases:
             if disease.organs:
-                boost = max(BOOST.get(o, 1.0) for o in disease.organs)
-                out += self.disease_rows(disease, round(self.options.per_row * boost))
+                out += self.disease_rows(disease, counts[disease.id])
             else:
                 out += self.disease_rows(disease, self.options.per_outside_row)
         out += self.generic_rows()
