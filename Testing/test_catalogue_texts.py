@@ -119,6 +119,14 @@ def test_counts_by_class_and_register(catalogue, shipped):
             assert re.search(rf"\b{row['laterality']}\b", row["text"], re.IGNORECASE)
 
 
+def test_splits(catalogue, shipped):
+    # the shipped file trains only (calibration stays on team-written validation texts)
+    assert {r["split"] for r in shipped} == {"train"}
+    held = Generator(catalogue, Options(per_class=40, per_outside_row=1, generic_texts=10, held_out=True)).rows()
+    share = Counter(r["split"] for r in held)
+    assert 0.7 < share["train"] / len(held) < 0.9 and share["val"] > 0.05 * len(held) and share["test"] > 0.05 * len(held)
+
+
 def test_generic_texts_get_a_flat_spread_label(catalogue, small):
     spread = [r for r in small if r.get("spread")]
     by_text: dict[str, list[dict]] = {}

@@ -31,9 +31,11 @@ def main(argv=None) -> int:
     parser.add_argument("--per-outside-row", type=int, default=Options.per_outside_row, help="texts per outside row")
     parser.add_argument("--generic", type=int, default=Options.generic_texts, help="generic-only texts (spread labels)")
     parser.add_argument("--seed", type=int, default=Options.seed)
+    parser.add_argument("--held-out", action="store_true",
+                        help="split 80/10/10 into train/val/test (default: every text in train; see Options.held_out)")
     args = parser.parse_args(argv)
     options = Options(per_class=args.per_class, min_per_row=args.min_per_row, per_outside_row=args.per_outside_row,
-                      generic_texts=args.generic, seed=args.seed)
+                      generic_texts=args.generic, seed=args.seed, held_out=args.held_out)
     rows = Generator(load_catalogue(), options).rows()
     atomic_write_text(Path(args.output), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     texts = {r["text"] for r in rows}
