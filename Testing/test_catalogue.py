@@ -236,7 +236,8 @@ def _write(root: Path, findings: list, diseases: list) -> Path:
 GOOD_FINDING = {"id": "ruq_pain", "label": "RUQ pain", "kind": "symptom", "patterns": ["ruq pain"]}
 GOOD_ROW = {"id": "acute_cholecystitis", "name": "Acute cholecystitis", "organs": ["gallbladder"],
             "frequency": "common", "findings": [{"id": "ruq_pain", "freq": 0.9, "lr": 2.5}],
-            "look_for": ["gallstones"], "source": "Yokoe M, et al. Tokyo Guidelines 2018. J Hepatobiliary Pancreat Sci, 2018"}
+            "look_for": ["gallstones"],
+            "source": "Yokoe M, et al. Tokyo Guidelines 2018. J Hepatobiliary Pancreat Sci, 2018"}
 
 
 def test_a_valid_minimal_folder_loads(tmp_path):
@@ -304,3 +305,21 @@ def test_summary_command_rejects_bad_data(tmp_path, capsys):
     root = _write(tmp_path, [GOOD_FINDING], [{**GOOD_ROW, "source": ""}])
     assert cat.main(["--data", str(root)]) == 2
     assert capsys.readouterr().err.startswith("medsora: error: ")
+
+
+def test_finding_ids_of_a_labs_file_are_collected_from_rules_and_qualitative_words():
+    labs = {"analytes": [
+        {"id": "lipase", "rules": [{"above": 60, "findings": ["lipase_raised"]},
+                                   {"above": 60, "x": 3, "findings": ["lipase_3x_uln"]}],
+         "qualitative": {"high": ["lipase_raised"], "low": []}},
+        {"id": "renin", "qualitative": {"low": ["renin_low"]}, "source": "Some One. A title, 2020"}]}
+    assert cat._lab_finding_ids(labs) == {"lipase_raised", "lipase_3x_uln", "renin_low"}
+
+
+def test_a_lab_finding_known_only_to_labs_yaml_joins_the_lexicon(tmp_path):
+    root = _write(tmp_path, [GOOD_FINDING], [{**GOOD_ROW, "findings": [
+        {"id": "ruq_pain", "freq": 0.9, "lr": 2.5}, {"id": "renin_low", "freq": 0.9, "lr": 5}]}])
+    labs = {"analytes": [{"id": "renin", "qualitative": {"low": ["renin_low"]}}]}
+    (root / "labs.yaml").write_text(yaml.safe_dump(labs), encoding="utf-8")
+    c = cat.build_catalogue(root)
+    assert c.findings["renin_low"].computed and c.findings["renin_low"].kind == "lab"

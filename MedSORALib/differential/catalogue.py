@@ -28,12 +28,6 @@ from typing import Iterable, Mapping
 from ..errors import MedSORAError
 from ..organs import FULL_CLASSES, PAIRED_STRUCTURES, STRUCTURES
 
-def _yaml_loader():
-    import yaml
-
-    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is 5x faster where libyaml is present
-
-
 #: Where the shipped data live.
 DATA_DIR = Path(__file__).resolve().parent.parent / "resources" / "differential"
 
@@ -245,6 +239,13 @@ class Catalogue:
 # ----------------------------------------------------------------------------------------------- loading
 
 
+def _yaml_loader():
+    """The safe YAML loader, in C where libyaml is present (about 5x faster)."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path, top: str, problems: list[str]) -> list:
     import yaml
 
@@ -348,11 +349,16 @@ def _merge_finding(old: Finding, new: Finding, problems: list[str]) -> Finding:
 
 
 def _lab_finding_ids(node) -> set[str]:
-    """Finding ids a labs file yields: strings under any key named ``finding``, ``findings`` or ``yields``."""
+    """Finding ids a labs file yields: strings under any key named ``finding``, ``findings`` or ``yields``, and
+    under the ``high`` / ``low`` / ``positive`` / ``negative`` keys of a ``qualitative`` block."""
     found: set[str] = set()
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in ("finding", "findings", "yields"):
+            if key == "qualitative" and isinstance(value, dict):
+                for words in value.values():
+                    if isinstance(words, list):
+                        found.update(v for v in words if isinstance(v, str))
+            elif key in ("finding", "findings", "yields"):
                 if isinstance(value, str):
                     found.add(value)
                 elif isinstance(value, list):
