@@ -181,6 +181,16 @@ def test_reason_removed_organ_never_first_with_the_model():
         assert r.prediction.structure_relevance["gallbladder"] > 0.0  # the model alone would not know
 
 
+def test_removed_organ_ranks_last_even_when_everything_is_zero():
+    from MedSORALib.differential.fusion import Reasoned
+
+    result = differential("splenectomy in 2010")
+    assert result.removed == ("spleen",)
+    flat = Reasoned("splenectomy in 2010", None, result, dict.fromkeys(STRUCTURES, 0.0), 0.0, MODELLED, None, True)
+    ranked = [k for k, _ in flat.ranked_structures()]
+    assert ranked[-1] == "spleen" and ranked[0] != "spleen"
+
+
 @shipped
 def test_reason_scope_and_in_domain():
     from MedSORALib.text.reasoning import TextReasoner

@@ -244,3 +244,57 @@ def test_clauses_are_not_training_or_dev_texts():
         text = row["text"].lower()
         if len(text) >= 30:
             assert text not in joined, row["id"]
+
+
+# -- HPO wordings ----------------------------------------------------------------------------------------------
+def test_hpo_wordings_are_read_and_belong_to_lexicon_findings():
+    from MedSORALib.differential.catalogue import load_catalogue
+    from MedSORALib.differential.reader import HPO_TERMS_FILE
+
+    terms = json.loads(HPO_TERMS_FILE.read_text(encoding="utf-8"))["terms"]
+    named = {h for f in load_catalogue().findings.values() for h in f.hpo}
+    assert terms and set(terms) <= named
+    r = read("nocturnal hyperhidrosis, increased spleen size, no costiveness")
+    assert r.status_of("night_sweats") == "present" and r.status_of("splenomegaly") == "present"
+    assert r.status_of("constipation") == "negated"
+    assert {f.source for f in r.findings} == {"hpo"}
+
+
+def test_base_lexicon_hpo_ids_name_the_finding():
+    """Each HPO id of the base lexicon is a term whose name shares a word with the finding (a wrong id fails)."""
+    import yaml
+
+    from MedSORALib.knowledge.obo import read_obo
+    from MedSORALib.knowledge.sources import hpo_obo_path
+
+    ontology = read_obo(hpo_obo_path())
+    base = yaml.safe_load((REPO / "MedSORALib/resources/differential/findings/base.yaml").read_text(encoding="utf-8"))
+    allowed = {"anorexia": "appetite", "rigors": "chills", "pale_stools": "acholic", "leg_swelling": "edema",
+               "palpable_mass": "mass", "dyspnoea": "dyspnea", "tachypnoea": "tachypnea",
+               "haematemesis": "hematemesis", "melaena": "melena", "haematochezia": "hematochezia",
+               "diarrhoea": "diarrhea", "steatorrhoea": "steatorrhea", "haemoptysis": "hemoptysis",
+               "haematuria": "hematuria", "abdominal_distension": "distention"}
+    for f in base["findings"]:
+        for hpo_id in f.get("hpo") or []:
+            name = ontology.terms[hpo_id].name.lower()
+            word = allowed.get(f["id"], f["id"].split("_")[0])
+            assert word in name, (f["id"], hpo_id, name)
+
+
+# -- the embedding fallback -------------------------------------------------------------------------------------
+def test_embedding_fallback_reads_only_unmatched_asserted_clauses():
+    from MedSORALib.differential.reader import load_reader
+    from MedSORALib.text.encoder import TextEncoder
+
+    reader, encoder = load_reader(), TextEncoder(cache_dir=False)
+    plain = reader.read("lumpy swelling above the testis")
+    assert plain.findings == []
+    r = reader.read("lumpy swelling above the testis", encoder=encoder)
+    assert [(f.id, f.status, f.source) for f in r.findings] == [("testicular_lump", "present", "embedding")]
+    # a negated clause is never given to the fallback, and a clause the lexicon reads is left as it is
+    assert reader.read("no lumpy swelling above the testis", encoder=encoder).findings == []
+    r = reader.read("no tenderness at the costovertebral angle", encoder=encoder)
+    assert [(f.id, f.status, f.source) for f in r.findings] == [
+        ("costovertebral_angle_tenderness", "negated", "lexicon")]
+    # below the threshold nothing is added ("the colour of clay" is near pale stools, 0.66 < 0.8)
+    assert reader.read("the stools have turned the colour of clay", encoder=encoder).findings == []

@@ -36,7 +36,9 @@ Figures (fractions in the JSON, percent in the Markdown):
   same texts: mean and 95 % percentile interval of Rank-1, Rank-3, mAP, kept and caught;
 * every figure again on the **check half** of each file (rows at odd line positions): the differential's and
   the fusion's constants are chosen on the even positions (``MedSORALib.differential.evaluate --tune``), so
-  only the check half compares them with the model on texts no choice has seen.
+  only the check half compares them with the model on texts no choice has seen; and on the **second
+  writing pass** of the dev sets (``written: second``), rows added after the catalogue and the reader had
+  been developed against the first pass.
 
 The sets are for choosing between methods; nothing is fitted on them here.
 
@@ -297,6 +299,20 @@ def paired_bootstrap(a: dict, b: dict, n_rows: int, resamples: int = RESAMPLES, 
     return out
 
 
+#: Parts of a set reported apart, with their labels in the Markdown tables.
+PARTS = {"check_half": "check half", "second_pass": "second pass"}
+
+
+def subsets(rows: list[dict]) -> dict:
+    """Row masks of the parts of a set: the check half (odd line positions) and, where the set has one, the
+    second writing pass (rows added after the differential's authors had merged the first pass)."""
+    out = {"check_half": np.array([r["half"] == "check" for r in rows], bool)}
+    second = np.array([r.get("written") == "second" for r in rows], bool)
+    if second.any():
+        out["second_pass"] = second
+    return out
+
+
 def evaluate(methods: dict, sets: dict) -> dict:
     from MedSORALib.organs import structure_class
 
@@ -319,12 +335,12 @@ def evaluate(methods: dict, sets: dict) -> dict:
                     rows, v, lambda r: r.get("written") if r["scope"] == "modelled" else None)
             if name != "model":
                 entry["methods"][name]["vs_model"] = paired_bootstrap(v, values["model"], len(rows))
-            check = np.array([r["half"] == "check" for r in rows])
-            half = {k: a[check] for k, a in v.items()}
-            entry["methods"][name]["check_half"] = {"overall": summary(half)}
-            if name != "model":
-                ref = {k: a[check] for k, a in values["model"].items()}
-                entry["methods"][name]["check_half"]["vs_model"] = paired_bootstrap(half, ref, int(check.sum()))
+            for part, mask in subsets(rows).items():
+                sub = {k: a[mask] for k, a in v.items()}
+                entry["methods"][name][part] = {"overall": summary(sub)}
+                if name != "model":
+                    ref = {k: a[mask] for k, a in values["model"].items()}
+                    entry["methods"][name][part]["vs_model"] = paired_bootstrap(sub, ref, int(mask.sum()))
         report[set_name] = entry
     return report
 
@@ -347,7 +363,9 @@ def markdown(report: dict, info: dict) -> str:
              "ranking over the 13 structures on the rows whose answer lies in them; see "
              "`Training/evaluate_reasoning.py` and `Training/data/DEV_SETS.md`. "
              "The check half (odd line positions of each file) is the part no constant of the differential "
-             "or the fusion was chosen on (`MedSORALib.differential.evaluate --tune` uses the even positions).", ""]
+             "or the fusion was chosen on (`MedSORALib.differential.evaluate --tune` uses the even positions); "
+             "the second pass (field `written`) holds the rows added after the differential's authors had "
+             "merged the first pass of the dev sets.", ""]
     for note in info.get("notes", []):
         lines.append(f"- {note}")
     if info.get("notes"):
@@ -356,9 +374,11 @@ def markdown(report: dict, info: dict) -> str:
               "| set | method | n ranked | Rank-1 | Rank-3 | mAP | kept (modelled in domain) | caught (non-abdominal out) "
               "| abdominal-other called in domain | scope accuracy |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for part, label in ((None, ""), ("check_half", " [check half]")):
+    for part, label in ((None, ""), *((k, f" [{v}]") for k, v in PARTS.items())):
         for set_name, entry in report.items():
             for name, res in entry["methods"].items():
+                if part and part not in res:
+                    continue
                 o = (res[part] if part else res)["overall"]
                 lines.append(f"| {set_name}{label} | {name} | {o['n_ranked']} | {_pct(o.get('rank1'))} "
                              f"| {_pct(o.get('rank3'))} | {_pct(o.get('mAP'))} | {_pct(o.get('kept'))} "
@@ -368,9 +388,11 @@ def markdown(report: dict, info: dict) -> str:
     if others:
         lines += ["", "## Against the model (paired bootstrap, 2,000 resamples, 95 % interval, points)", "",
                   "| set | method | Rank-1 | Rank-3 | mAP | kept | caught |", "|---|---|---|---|---|---|---|"]
-        for part, label in ((None, ""), ("check_half", " [check half]")):
+        for part, label in ((None, ""), *((k, f" [{v}]") for k, v in PARTS.items())):
             for set_name, name in others:
                 res = report[set_name]["methods"][name]
+                if part and part not in res:
+                    continue
                 vs = (res[part] if part else res)["vs_model"]
                 lines.append(f"| {set_name}{label} | {name} | " + " | ".join(
                     _interval(vs.get(f)) for f in ("rank1", "rank3", "mAP", "kept", "caught")) + " |")

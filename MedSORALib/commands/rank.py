@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 
 from ..errors import SymptomError
 
@@ -176,6 +177,17 @@ def _restrict(reasoned_list, reasoner) -> None:
                 r.structure_relevance[key] = 0.0
 
 
+def _load_differential() -> None:
+    from ..differential.differential import load_differential
+    from ..differential.reader import load_reader
+
+    try:
+        load_reader()
+        load_differential()
+    except Exception:  # noqa: BLE001 - the main thread loads again and reports the error
+        pass
+
+
 def reason_chunk(texts: list[str], reasoner) -> list:
     """Model prediction, differential and fusion for a list of texts."""
     from ..differential.fusion import reason
@@ -204,8 +216,13 @@ def run(args) -> int:
 
     from ..text.reasoning import TextReasoner
 
+    # The catalogue and lexicon (regular expressions compiled in Python) load in a thread while the text model
+    # loads and encodes (torch works outside the interpreter lock), so a cold run pays for them only once.
+    warm = threading.Thread(target=_load_differential, daemon=True)
+    warm.start()
     reasoner = TextReasoner.load(args.weights, setting=args.setting)
     info = reasoner.info()
+    warm.join()
     if args.file:
         total = len(texts)
         progress = total > CHUNK
@@ -215,6 +232,10 @@ def run(args) -> int:
             lines = [json.dumps(prediction_json(r, info, args.setting)) for r in reason_chunk(chunk, reasoner)]
             sys.stdout.write("\n".join(lines) + "\n")
             sys.stdout.flush()
+            # the encoder keeps every vector it made in a dict; on a long file that grows without bound
+            memory = getattr(reasoner.encoder, "_memory", None)
+            if isinstance(memory, dict):
+                memory.clear()
             done = start + len(chunk)
             if progress and (done % step == 0 or done == total):
                 print(f"medsora: rank: {done:,}/{total:,} texts", file=sys.stderr, flush=True)

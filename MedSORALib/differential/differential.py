@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from dataclasses import dataclass, field
 
 from ..organs import PAIRED_STRUCTURES, STRUCTURES
@@ -86,6 +87,7 @@ class Diagnosis:
     supporting: list = field(default_factory=list)
     against: list = field(default_factory=list)
     structures: tuple[str, ...] = ()
+    main: set = field(default_factory=set)
 
     def to_dict(self) -> dict:
         d = self.disease
@@ -147,6 +149,10 @@ class Differential:
         self.findings = catalogue.findings
         # per disease: {finding id: weight} for quick lookup
         self._weights = [({w.id: w for w in d.findings}, {w.id: w for w in d.against}) for d in catalogue.diseases]
+        self._structures = [d.structures for d in catalogue.diseases]
+        self._main = [(set(PAIRED_STRUCTURES[d.organs[0]].values()) if d.organs[0] in PAIRED_STRUCTURES
+                       else {d.organs[0]}) if d.organs else set() for d in catalogue.diseases]
+        self._log_prior = [prior_power * math.log(d.prior) for d in catalogue.diseases]
 
     def _finding_weight(self, read_finding) -> float:
         """How much a read finding's log LR counts: by status and genericity."""
@@ -174,11 +180,14 @@ class Differential:
             side = side_findings.pop()
         read = [f for f in reading.findings if f.status != FAMILY]
         scored: list[Diagnosis] = []
-        for disease, (pos, neg) in zip(self.catalogue.diseases, self._weights):
-            structures = tuple(s for s in disease.structures if s not in removed)
-            if disease.organs and not structures:
-                continue
-            log_prior = self.prior_power * math.log(disease.prior)
+        sided_cache: dict = {}
+        for index, (disease, (pos, neg)) in enumerate(zip(self.catalogue.diseases, self._weights)):
+            structures = self._structures[index]
+            if removed:
+                structures = tuple(s for s in structures if s not in removed)
+                if disease.organs and not structures:
+                    continue
+            log_prior = self._log_prior[index]
             if disease.sex and reading.sex and disease.sex != reading.sex:
                 log_prior += math.log(WRONG_SEX_FACTOR)
             if disease.age and reading.age is not None and not disease.age[0] <= reading.age <= disease.age[1]:
@@ -206,8 +215,12 @@ class Differential:
                     if weight > 0:
                         total += math.log(a.lr) * weight
                         against.append(f)
-            scored.append(Diagnosis(disease, log_prior + self.temperature * total, 0.0, supporting, against,
-                                    _sided(structures, side)))
+            sided = sided_cache.get(structures)
+            if sided is None:
+                sided = sided_cache[structures] = _sided(structures, side)
+            diagnosis = Diagnosis(disease, log_prior + self.temperature * total, 0.0, supporting, against, sided)
+            diagnosis.main = self._main[index]
+            scored.append(diagnosis)
         none_log = self.none_log_prior
         peak = max([d.log_score for d in scored] + [none_log])
         z = math.exp(none_log - peak) + sum(math.exp(d.log_score - peak) for d in scored)
@@ -226,14 +239,14 @@ class Differential:
     @staticmethod
     def _relevance(scored: list[Diagnosis], side: str | None, removed: set) -> dict[str, float]:
         rel = dict.fromkeys(STRUCTURES, 0.0)
+        factors = {key: _side_factor(key, side) for key in STRUCTURES}
         for d in scored:
-            if not d.disease.organs:
+            if not d.disease.organs or d.probability < 1e-6:
                 continue
-            main = d.disease.organs[0]
-            main_keys = set(PAIRED_STRUCTURES[main].values()) if main in PAIRED_STRUCTURES else {main}
+            main_keys = d.main
             for key in d.structures:
                 share = 1.0 if key in main_keys else SECONDARY_SHARE
-                rel[key] += d.probability * share * _side_factor(key, side)
+                rel[key] += d.probability * share * factors[key]
         for key in removed:
             if key in rel:
                 rel[key] = 0.0
@@ -295,16 +308,18 @@ def _sided(structures: tuple[str, ...], side: str | None) -> tuple[str, ...]:
 
 
 _DEFAULT: Differential | None = None
+_DEFAULT_LOCK = threading.Lock()
 
 
 def load_differential() -> Differential:
     """The scorer of the shipped catalogue (built once per process)."""
     global _DEFAULT
-    if _DEFAULT is None:
-        from .catalogue import load_catalogue
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            from .catalogue import load_catalogue
 
-        _DEFAULT = Differential(load_catalogue())
-    return _DEFAULT
+            _DEFAULT = Differential(load_catalogue())
+        return _DEFAULT
 
 
 def differential(text: str, age: float | None = None, sex: str | None = None) -> DifferentialResult:

@@ -137,7 +137,8 @@ class Bench:
         alpha, low, high = gate
         out = []
         for p, r in zip(self.predictions, results):
-            rel, _a, scope, _o = fusion.fuse(p.structure_relevance, r, p.in_domain, alpha, low, high)
+            rel, _a, scope, _o = fusion.fuse(p.structure_relevance, r, p.in_domain, alpha, low, high,
+                                             ood_score=p.ood_score)
             out.append((rel, scope))
         return out
 
@@ -192,13 +193,49 @@ def evaluate(names=DEFAULT_SETS, tune: bool = False) -> dict:
     return report
 
 
+def calibration(names=DEFAULT_SETS, temperatures=(1.0, 1.6, 2.5)) -> dict:
+    """How the top diagnosis's probability compares with how often its organ is right (rows of the 13
+    structures): mean probability, accuracy, expected calibration error (10 bins) and Brier score, per half."""
+    from .catalogue import load_catalogue
+    from .differential import Differential
+    from .reader import load_reader
+
+    rows = [r for r in load_rows(names) if r["scope"] == "modelled" and r["structures"]]
+    reader = load_reader()
+    readings = [reader.read(r["text"]) for r in rows]
+    out = {}
+    for t in temperatures:
+        scorer = Differential(load_catalogue(), temperature=t)
+        for half in ("tune", "check"):
+            p, ok = [], []
+            for row, reading in zip(rows, readings):
+                if row["half"] != half:
+                    continue
+                top = scorer.score(reading).top
+                p.append(top.probability)
+                ok.append(float(bool(set(top.structures) & set(row["structures"]))))
+            p, ok = np.array(p), np.array(ok)
+            bins = np.clip((p * 10).astype(int), 0, 9)
+            ece = sum(abs(p[bins == b].mean() - ok[bins == b].mean()) * (bins == b).sum()
+                      for b in range(10) if (bins == b).any()) / len(p)
+            out[f"T={t} {half}"] = {"n": len(p), "mean_probability": round(float(p.mean()), 3),
+                                    "organ_right": round(float(ok.mean()), 3), "ece": round(float(ece), 3),
+                                    "brier": round(float(((p - ok) ** 2).mean()), 3)}
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m MedSORALib.differential.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS), choices=list(SETS))
     parser.add_argument("--tune", action="store_true", help="choose the constants on the tune half")
     parser.add_argument("--json", metavar="OUT", help="also write the report as JSON")
+    parser.add_argument("--calibration", action="store_true",
+                        help="only compare the top diagnosis's probability with how often its organ is right")
     args = parser.parse_args(argv)
+    if args.calibration:
+        print(json.dumps(calibration([n for n in args.sets if n != "non_abdominal"]), indent=1))
+        return 0
     missing = [n for n in args.sets if not SETS[n].is_file()]
     if missing:
         print(f"medsora: error: dev set(s) missing: {', '.join(missing)}", file=sys.stderr)

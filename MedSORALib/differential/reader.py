@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,6 +138,8 @@ class Reader:
     def __init__(self, lexicon, hpo_terms: dict | None = None, labs=None):
         self.lexicon = dict(lexicon)
         self.labs = labs if labs is not None else load_lab_reader()
+        self._hpo_terms = hpo_terms or {}
+        self._matchers: dict = {}
         self._regexes: list[tuple[object, re.Pattern, str]] = []
         self._negative_forms = [(re.compile(rf"(?<![\w])(?:{p})(?![\w])"), ids) for p, ids in NEGATIVE_FORMS]
         for finding in self.lexicon.values():
@@ -148,8 +151,13 @@ class Reader:
                 body = "|".join(re.escape(t) for t in sorted(set(terms), key=len, reverse=True))
                 self._regexes.append((finding, re.compile(rf"(?<![\w])(?:{body})(?![\w])"), "hpo"))
 
-    def read(self, text: str, age: float | None = None, sex: str | None = None) -> Reading:
-        """Read one text; ``age`` / ``sex`` given by the caller take precedence over the text's."""
+    def read(self, text: str, age: float | None = None, sex: str | None = None, encoder=None,
+             embedding_threshold: float | None = None) -> Reading:
+        """Read one text; ``age`` / ``sex`` given by the caller take precedence over the text's.
+
+        With a sentence ``encoder``, asserted clauses that nothing else read go through the conservative
+        embedding fallback (:mod:`.embedding`).
+        """
         from ..text.laterality import detect_laterality
 
         norm = normalise(text)
@@ -191,6 +199,15 @@ class Reader:
                     status, trigger = NEGATED, "normal"
                 raw.append(self._make(finding, status, text, norm, hit.start, hit.end, "lab", trigger))
         reading.findings = _resolve(raw)
+        if encoder is not None:
+            from . import embedding
+
+            matcher = self._matchers.get(id(encoder))
+            if matcher is None:
+                matcher = self._matchers[id(encoder)] = embedding.EmbeddingMatcher(encoder, self.lexicon,
+                                                                                   self._hpo_terms)
+            embedding.apply(reading, ctx, norm, matcher,
+                            embedding.THRESHOLD if embedding_threshold is None else embedding_threshold)
         reading.removed = _removed(reading.findings, norm, self.lexicon)
         return reading
 
@@ -271,9 +288,17 @@ def _hpo_terms() -> dict:
         return {}
 
 
-@functools.lru_cache(maxsize=2)
+_LOAD_LOCK = threading.Lock()
+
+
 def load_reader(data_dir: str | None = None) -> Reader:
-    """The reader of the shipped (or given) catalogue's lexicon, built once per process."""
+    """The reader of the shipped (or given) catalogue's lexicon, built once per process (thread-safe)."""
+    with _LOAD_LOCK:
+        return _load_reader(data_dir)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_reader(data_dir: str | None = None) -> Reader:
     from .catalogue import load_catalogue
 
     root = Path(data_dir) if data_dir else DATA_DIR
