@@ -25,8 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 SETS = ("presentations", "short_histories", "non_abdominal")
 
 
-def measure(reasoner, rows: list[dict]) -> dict:
-    """{"model": {...}, "fusion": {...}} kept / caught shares on ``rows``."""
+def measure(reasoner, rows: list[dict], per_text: dict | None = None) -> dict:
+    """{"model": {...}, "fusion": {...}} kept / caught shares on ``rows``; ``per_text`` (when given) receives
+    {(method, set): per-row 0/1 array (NaN where the figure does not apply)} for the paired bootstrap."""
+    import numpy as np
+
     from MedSORALib.differential.fusion import reason
 
     texts = [r["text"] for r in rows]
@@ -37,12 +40,17 @@ def measure(reasoner, rows: list[dict]) -> dict:
         res = {}
         for name in SETS:
             idx = [i for i, r in enumerate(rows) if r["set"] == name]
+            if per_text is not None:
+                figure = [(0.0 if decided[i] else 1.0) if name == "non_abdominal" else float(decided[i])
+                          if rows[i]["scope"] == ("non-abdominal" if name == "non_abdominal" else "modelled")
+                          else np.nan for i in idx]
+                per_text[(method, name)] = np.array(figure)
             if name == "non_abdominal":
                 part = [not decided[i] for i in idx if rows[i]["scope"] == "non-abdominal"]
-                res["caught non_abdominal"] = round(sum(part) / len(part), 4)
+                res["caught non_abdominal"] = round(sum(part) / len(part), 4) if part else None
             else:
                 part = [decided[i] for i in idx if rows[i]["scope"] == "modelled"]
-                res[f"kept {name}"] = round(sum(part) / len(part), 4)
+                res[f"kept {name}"] = round(sum(part) / len(part), 4) if part else None
         out[method] = res
     return out
 
@@ -50,7 +58,8 @@ def measure(reasoner, rows: list[dict]) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("candidates", nargs="+", help="NAME=DIR or 'shipped'")
-    parser.add_argument("--half", choices=["tune", "check", "all"], default="tune")
+    parser.add_argument("--half", choices=["tune", "check", "second", "all"], default="tune",
+                        help="second = the rows of the second writing pass (field written)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
 
@@ -61,9 +70,10 @@ def main(argv=None) -> int:
     rows = []
     for name in SETS:
         for row in load_set(PATHS[name]):
-            if args.half == "all" or row["half"] == args.half:
+            if args.half == "all" or row["half"] == args.half or (args.half == "second"
+                                                                 and row.get("written") == "second"):
                 rows.append({**row, "set": name})
-    report = {}
+    report, arrays = {}, {}
     for spec in args.candidates:
         name, _, folder = spec.partition("=")
         reasoner = TextReasoner.load(folder or None, setting="full11")
@@ -71,10 +81,35 @@ def main(argv=None) -> int:
         for words in (stored, not stored):
             reasoner.word_channel = words
             label = name if words == stored else f"{name}/words-{'on' if words else 'off'}"
-            report[label] = {"threshold": reasoner.detector.threshold, "word_channel": words, **measure(reasoner, rows)}
+            arrays[label] = {}
+            report[label] = {"threshold": reasoner.detector.threshold, "word_channel": words,
+                             **measure(reasoner, rows, arrays[label])}
             for method in ("model", "fusion"):
-                figures = "  ".join(f"{k} {100 * v:.1f}" for k, v in report[label][method].items())
+                figures = "  ".join(f"{k} {100 * v:.1f}" for k, v in report[label][method].items() if v is not None)
                 print(f"{label:28s} {method:7s} {figures}", flush=True)
+    # paired bootstrap (evaluate_reasoning.paired_bootstrap: 2,000 resamples, seed 0) of each candidate against the
+    # first one, per set, on the same rows
+    from evaluate_reasoning import paired_bootstrap
+
+    import numpy as np
+
+    first = next(iter(arrays))
+    for label in list(arrays)[1:]:
+        report[label]["against_" + first] = {}
+        for (method, name), values in arrays[label].items():
+            ref = arrays[first][(method, name)]
+            figure = "caught" if name == "non_abdominal" else "kept"
+            empty = np.full(len(values), np.nan)
+            a = {f: empty for f in ("rank1", "rank3", "mAP", "kept", "caught")}
+            b = dict(a)
+            a[figure], b[figure] = values, ref
+            res = paired_bootstrap(a, b, len(values)).get(figure)
+            if res is None:
+                continue
+            report[label]["against_" + first][f"{method} {figure} {name}"] = res
+            lo, hi = res["ci95"]
+            print(f"{label} - {first}: {method} {figure} {name}: {100 * res['difference']:+.1f} "
+                  f"[{100 * lo:+.1f}, {100 * hi:+.1f}] (n={res['n']})")
     if args.output:
         atomic_write_text(args.output, json.dumps({"half": args.half, "candidates": report}, indent=2) + "\n")
     return 0
