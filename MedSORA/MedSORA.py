@@ -439,6 +439,8 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.thresholdSliderWidget.connect("valueChanged(double)", self._updateDisplay)
         self.ui.opacityCheckBox.connect("toggled(bool)", self._updateDisplay)
         self.ui.showChartButton.connect("clicked(bool)", self._showChart)
+        self.ui.differentialTreeWidget.connect("currentItemChanged(QTreeWidgetItem*,QTreeWidgetItem*)",
+                                               self._onDiagnosisChosen)
         self.ui.progressBar.visible = False
         self.ui.outOfDomainLabel.visible = False
 
@@ -692,7 +694,46 @@ class MedSORAWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         passages = self.logic.passagesForSegmentation(node) if node else None
         self.ui.passagesTextBrowser.setPlainText(passages.GetText() if passages else "")
         self.ui.showChartButton.enabled = table is not None
+        self._showDifferential(node)
         self._updateDisplay()
+
+    def _showDifferential(self, node) -> None:
+        """The top diagnoses of a result: each with its probability, "look for" signs as a checklist under it."""
+        from MedSORALib.diagnoses import scope_text
+        from MedSORALib.result_format import OUTSIDE_ATTRIBUTE, SCOPE_ATTRIBUTE
+
+        tree = self.ui.differentialTreeWidget
+        tree.clear()
+        rows = self.logic.differentialRows(node) if node else []
+        scope = node.GetAttribute(SCOPE_ATTRIBUTE) if node else None
+        outside = node.GetAttribute(OUTSIDE_ATTRIBUTE) if node else None
+        self.ui.differentialScopeLabel.text = scope_text(scope, outside) if scope else ""
+        for row in rows:
+            item = qt.QTreeWidgetItem([f"{row['rank']}. {row['diagnosis']} ({row['where']})", row["probability"]])
+            item.setData(0, qt.Qt.UserRole, row["rank"] - 1)
+            item.setToolTip(0, _("Read in the text: {read}\nSource: {source}").format(
+                read=row["read"] or "-", source=row["source"]))
+            for sign in row["look_for"]:
+                child = qt.QTreeWidgetItem([sign])
+                child.setFlags(child.flags() | qt.Qt.ItemIsUserCheckable)
+                child.setCheckState(0, qt.Qt.Unchecked)
+                child.setData(0, qt.Qt.UserRole, row["rank"] - 1)
+                item.addChild(child)
+            tree.addTopLevelItem(item)
+            item.setExpanded(row["rank"] == 1)
+        tree.resizeColumnToContents(1)
+
+    def _onDiagnosisChosen(self, item, previous=None) -> None:
+        """Centre the slice views on the chosen diagnosis's organ (its largest axial cross-section)."""
+        node = self.ui.outputSegmentationSelector.currentNode()
+        if item is None or node is None:
+            return
+        index = item.data(0, qt.Qt.UserRole)
+        shown = self.logic.showDiagnosis(node, int(index)) if index is not None else None
+        if shown is None:
+            self._status(_("This diagnosis lies outside the organs of this CT; the views stay where they are."))
+        else:
+            self._status(_("Slice views centred on the {organ}.").format(organ=shown))
 
     def _updateDisplay(self, *args) -> None:
         node = self.ui.outputSegmentationSelector.currentNode()
@@ -822,6 +863,29 @@ class MedSORALogic(ScriptedLoadableModuleLogic):
 
     def passagesForSegmentation(self, segmentationNode):
         return self._siblingOfType(segmentationNode, "vtkMRMLTextNode")
+
+    @staticmethod
+    def differentialRows(segmentationNode) -> list:
+        """The top five diagnoses a result segmentation carries (``MedSORALib.diagnoses.checklist_rows``)."""
+        from MedSORALib.diagnoses import checklist_rows
+        from MedSORALib.scene.diagnosis_view import differential_of, segment_keys
+
+        return checklist_rows(differential_of(segmentationNode), list(segment_keys(segmentationNode)))
+
+    @staticmethod
+    def showDiagnosis(segmentationNode, index: int):
+        """Centre the slice views on the main organ of the result's diagnosis number ``index`` (0 = best).
+
+        Returns the organ's display name, or None when the CT holds none of the diagnosis's organs.
+        """
+        from MedSORALib.organs import ORGANS
+        from MedSORALib.scene.diagnosis_view import differential_of, show_diagnosis_organ
+
+        entries = differential_of(segmentationNode)
+        if not 0 <= index < len(entries):
+            return None
+        shown = show_diagnosis_organ(segmentationNode, entries[index])
+        return ORGANS[shown[0]].display_name if shown else None
 
     @staticmethod
     def totalSegmentatorAvailable() -> bool:

@@ -90,9 +90,12 @@ def draw_relevance_bars(ax, result: SymptomResult) -> None:
 
 
 def preview_title(result: SymptomResult) -> str:
-    """``MedSORA <version>: <symptom>`` (shortened), marked when the symptom is out of domain."""
+    """``MedSORA <version>: <symptom>`` (shortened), marked when the symptom is out of domain or points outside
+    the 13 structures (its ``scope``)."""
     title = result.symptom if len(result.symptom) < 70 else result.symptom[:67] + "..."
-    if not result.in_domain:
+    if result.scope == "abdominal-other":  # abdominal, in a structure MedSORA does not show
+        title += f"  [abdominal, outside the 13 structures: {(result.outside or 'other').replace('_', ' ')}]"
+    elif not result.in_domain:
         title += "  [out of domain: not an abdominal symptom]"
     return f"MedSORA {__version__}: {title}"
 

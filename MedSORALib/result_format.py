@@ -60,6 +60,13 @@ SYMPTOM_ATTRIBUTE = "MedSORA.Symptom"
 IN_DOMAIN_ATTRIBUTE = "MedSORA.InDomain"
 #: Node attribute of an output segmentation: the models' description as JSON.
 MODELS_ATTRIBUTE = "MedSORA.Models"
+#: Node attribute of an output segmentation: the scope (``modelled``, ``abdominal-other``, ``non-abdominal``).
+SCOPE_ATTRIBUTE = "MedSORA.Scope"
+#: Node attribute of an output segmentation: the structure outside the 13 the best diagnoses lie in (when any).
+OUTSIDE_ATTRIBUTE = "MedSORA.Outside"
+#: Node attribute of an output segmentation: the differential's top diagnoses as JSON (the result's
+#: ``differential`` entries, best first, at most ``diagnoses.SHOWN_DIAGNOSES``).
+DIFFERENTIAL_ATTRIBUTE = "MedSORA.Differential"
 
 #: Decimals of every score written as text (tags) and of the scores in the JSON report.
 SCORE_DECIMALS = 6

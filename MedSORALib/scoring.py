@@ -2,9 +2,9 @@
 
 For each symptom and each organ present in the masks, MedSORA reports:
 
-- ``text_prior`` (t): the organ's relevance from the text models alone (organ
-  anchors + soft-label MLP, out-of-domain gate and laterality rule applied;
-  see :mod:`MedSORALib.text.reasoning`), in [0, 1];
+- ``text_prior`` (t): the organ's relevance from the text alone, in [0, 1]: the
+  text model's (:mod:`MedSORALib.text.reasoning`) fused, where the differential
+  diagnosis is confident, with the differential's (:mod:`MedSORALib.diagnoses`);
 - ``image_score`` (s): the image-text alignment, the mean over the organ's
   slices of the cosine similarity between its fused image features and the
   projected symptom embedding (:mod:`MedSORALib.image.model`), in [-1, 1];
@@ -46,6 +46,7 @@ from typing import Callable, Mapping, Protocol, Sequence
 import numpy as np
 
 from . import __version__, organs
+from .diagnoses import DiagnosisEntry, fields_from_dict, joined_why, organ_why, reason_case, result_fields
 from .errors import SegmentationError, SymptomError
 from .masks import restrict
 from .result_format import SCORE_DECIMALS
@@ -129,6 +130,10 @@ class SymptomResult:
     models: dict = field(default_factory=dict)
     contrast_phase: dict = field(default_factory=dict)
     patient: dict = field(default_factory=dict)  # age, sex and their source, as the reference ranges used them
+    differential: list[DiagnosisEntry] = field(default_factory=list)
+    scope: str = "modelled"
+    outside: str | None = None
+    none_of_these: float = 0.0
 
     @property
     def top(self) -> OrganScore:
@@ -142,11 +147,15 @@ class SymptomResult:
         return {
             "symptom": self.symptom,
             "in_domain": self.in_domain,
+            "scope": self.scope,
+            "outside": self.outside,
             "ood_score": round(self.ood_score, SCORE_DECIMALS),
             "laterality": self.laterality,
             "contrast_phase": self.contrast_phase,
             "patient": self.patient,
             "organs": [o.to_dict() for o in self.organs],
+            "differential": [d.to_dict() for d in self.differential],
+            "none_of_these": self.none_of_these,
             "passages": self.passages,
             "models": self.models,
         }
@@ -158,7 +167,8 @@ class SymptomResult:
                    ood_score=float(data.get("ood_score", 0.0)), laterality=data.get("laterality"),
                    organs=[OrganScore.from_dict(o) for o in data.get("organs", [])],
                    passages=dict(data.get("passages") or {}), models=dict(data.get("models") or {}),
-                   contrast_phase=dict(data.get("contrast_phase") or {}))
+                   contrast_phase=dict(data.get("contrast_phase") or {}), patient=dict(data.get("patient") or {}),
+                   **fields_from_dict(data))
 
 
 @dataclass
@@ -376,7 +386,8 @@ def score_case(
     if progress:
         progress(0.5, f"reading {len(texts)} symptom(s)")
     predictions = models.reasoner.predict(texts)
-    prior = np.array([[p.structure_relevance[k] for k in keys] for p in predictions])
+    reasoned = reason_case(case, predictions, models.reasoner)  # the differential fused into the text prior
+    prior = np.array([[r.structure_relevance[k] for k in keys] for r in reasoned])
     if image_weight > 0.0:
         embeddings = np.stack([p.embedding for p in predictions])
         similarity = models.image_model.score(features, embeddings)  # (N, K)
@@ -399,13 +410,14 @@ def score_case(
                        text_prior=float(prior[n, c]),
                        image_score=None if similarity is None else float(similarity[n, c]),
                        voxels=case.voxels[k], volume_ml=float(case.volume_ml[k]),
-                       finding_boost=boosts[c], why=reasons[c], measurements=measured.get(k, {}),
+                       finding_boost=boosts[c], why=joined_why(organ_why(reasoned[n], k), reasons[c]),
+                       measurements=measured.get(k, {}),
                        findings=found.get(k, {}).get("findings", []),
                        findings_not_assessed=found.get(k, {}).get("not_assessed", []))
             for c, k in enumerate(keys)
         ]
-        scores.sort(key=lambda o: (-o.relevance, order[o.key]))
-        result = SymptomResult(symptom=prediction.text, in_domain=bool(prediction.in_domain),
+        scores.sort(key=lambda o: (o.key in reasoned[n].differential.removed, -o.relevance, order[o.key]))
+        result = SymptomResult(symptom=prediction.text, **result_fields(reasoned[n]),  # differential, scope
                                ood_score=float(prediction.ood_score), laterality=prediction.laterality,
                                organs=scores, models=info, contrast_phase=evidence.get("contrast_phase", {}),
                                patient=evidence.get("patient", {}))
@@ -444,23 +456,13 @@ def score_volume(
     progress: Progress | None = None,
     patient=None,
 ) -> list[SymptomResult]:
-    """Score the organs of a CT for one or more symptoms, in one call (the steps of
-    :class:`MedSORALib.session.ScoringSession`, for scripts that hold arrays).
+    """Score the organs of a CT (``Volume``; masks: key -> boolean ``[i, j, k]`` on its grid) for one or more
+    symptoms in one call (the steps of :class:`MedSORALib.session.ScoringSession`, for scripts holding arrays).
 
-    Args:
-        volume: the CT (:class:`~MedSORALib.volume_io.Volume`, HU, RAS).
-        organ_masks: structure key -> boolean mask ``[i, j, k]`` on the CT grid.
-        symptoms: one text or a list of texts.
-        models: loaded models (default: :func:`load_models` with the shipped weights).
-        device: torch device when ``models`` is not given.
-        image_weight: weight of the image-text alignment (module doc).
-        with_passages: retrieve supporting knowledge passages for the top three organs.
-        progress: ``callback(fraction, message)`` for progress bars.
-        patient: age and sex (:class:`~MedSORALib.patient.Patient`) for the reference ranges; None: unknown.
-
-    Returns:
-        One :class:`SymptomResult` per symptom, in input order; the organs were
-        measured (and, with an image weight above 0, encoded) once for all of them.
+    ``models``: loaded models (default: :func:`load_models` on ``device``); ``image_weight``: module doc;
+    ``with_passages``: passages for the top three organs; ``progress``: ``callback(fraction, message)``;
+    ``patient``: age and sex (:class:`~MedSORALib.patient.Patient`) for the reference ranges, None: unknown.
+    Returns one :class:`SymptomResult` per symptom, in input order (the organs measured once for all).
     """
     texts = check_symptoms(symptoms)
     image_weight = check_image_weight(image_weight)

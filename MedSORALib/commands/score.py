@@ -129,7 +129,9 @@ def patient_from_args(args, dicom_series=None):
 
 def print_table(result, out=None) -> None:
     out = out or sys.stdout
-    flag = "" if result.in_domain else "   (out of domain: not an abdominal symptom; relevances are low)"
+    from ..diagnoses import differential_lines, scope_flag
+
+    flag = scope_flag(result.scope, result.outside)
     print(f"\n{result.symptom}{flag}", file=out)
     print(f"  {'organ':<30} {'relevance':>9} {'text':>6} {'image':>6} {'ml':>8}", file=out)
     for o in result.organs:
@@ -141,6 +143,8 @@ def print_table(result, out=None) -> None:
     caption = findings_caption(result, limit=8)
     if caption:
         print("\n".join("  " + line for line in caption.splitlines()), file=out)
+    for line in differential_lines(result.differential):
+        print("  " + line, file=out)
 
 
 def run(args) -> int:

@@ -23,10 +23,12 @@ import vtk
 
 from .. import organs
 from ..colors import relevance_color
+from ..diagnoses import SHOWN_DIAGNOSES
 from ..errors import SegmentationError
-from ..result_format import (CONTRAST_PHASE_TAG, IN_DOMAIN_ATTRIBUTE, MODELS_ATTRIBUTE, RELEVANCE_TAG,
-                             STRUCTURE_TAG, SYMPTOM_ATTRIBUTE, contrast_phase_text, findings_text, flag_text,
-                             passages_text, segment_name, segment_tags)
+from ..result_format import (CONTRAST_PHASE_TAG, DIFFERENTIAL_ATTRIBUTE, IN_DOMAIN_ATTRIBUTE, MODELS_ATTRIBUTE,
+                             OUTSIDE_ATTRIBUTE, RELEVANCE_TAG, SCOPE_ATTRIBUTE, STRUCTURE_TAG, SYMPTOM_ATTRIBUTE,
+                             contrast_phase_text, findings_text, flag_text, passages_text, segment_name,
+                             segment_tags)
 from ..scoring import SymptomResult
 from ..volume_io import Volume
 from .inputs import grid_from_node
@@ -186,6 +188,10 @@ def add_relevance_segmentation(result: SymptomResult, masks: dict[str, np.ndarra
     node.SetAttribute(SYMPTOM_ATTRIBUTE, result.symptom)
     node.SetAttribute(IN_DOMAIN_ATTRIBUTE, flag_text(result.in_domain))
     node.SetAttribute(MODELS_ATTRIBUTE, json.dumps(result.models, default=str))
+    node.SetAttribute(SCOPE_ATTRIBUTE, result.scope)
+    if result.outside:
+        node.SetAttribute(OUTSIDE_ATTRIBUTE, result.outside)
+    node.SetAttribute(DIFFERENTIAL_ATTRIBUTE, json.dumps([d.to_dict() for d in result.differential[:SHOWN_DIAGNOSES]]))
     return node
 
 

@@ -47,6 +47,7 @@ from .access import AccessGuard, loadable_path  # noqa: E402
 from .jobs import run_in_thread  # noqa: E402
 from ..colors import PLASMA_STOPS  # noqa: E402
 from .session import WebSession, css_color, result_passages, result_rows  # noqa: E402
+from . import differential_view  # noqa: E402
 
 #: URL folder under which the result files are served.
 FILES_URL = "medsora-files"
@@ -244,6 +245,7 @@ class MedSORAWebApp(TrameApp):
                 "seg_url": f"{FILES_URL}/{item.files['segmentation'].relative_to(base).as_posix()}",
                 "json_url": f"{FILES_URL}/{item.files['json'].relative_to(base).as_posix()}",
                 "seg_name": item.files["segmentation"].name, "json_name": item.files["json"].name,
+                **differential_view.result_fields(result, self.session.case),
             })
         with self.state:
             self.state.results = results
@@ -410,7 +412,7 @@ class MedSORAWebApp(TrameApp):
                             disabled=("busy || !can_load || !ct_path.trim()",))
             with layout.content:
                 with html.Div(classes="pa-2 d-flex flex-column", style="gap: 8px;"):
-                    v3.VAlert(v_if="results.length && !results[selected].in_domain", type="warning",
+                    v3.VAlert(v_if="results.length && results[selected].scope === 'non-abdominal'", type="warning",
                               density="compact", id="ood-warning",
                               text=("'Out of domain: this does not read as an abdominal symptom (score ' + "
                                     "results[selected].ood_score + '); all relevances are low.'",))
@@ -445,6 +447,7 @@ class MedSORAWebApp(TrameApp):
                                     html.Td("{{ row.image_score === null ? '-' : row.image_score.toFixed(3) }}")
                                     html.Td("{{ row.volume_ml.toFixed(1) }}")
                                     html.Td("{{ row.findings }}", v_if="has_findings")
+                        differential_view.build(self)
                         with html.Div(v_if="results[selected].passages.length", id="passages", classes="mt-3"):
                             html.Div("Supporting passages", classes="text-subtitle-1")
                             with html.Div(v_for="group in results[selected].passages", key="group.organ"):
