@@ -16,7 +16,7 @@ then the logistic detector's alone, without the word channel of :mod:`MedSORALib
 No development set is read. The held-out ``test`` rows are measured and stored as training does
 (``config["ood"]["heldout"]``).
 
-    python Training/refit_ood.py [--weights DIR] [--settings full11 paper7] [--output DIR] [--word-channel on|off]
+    python Training/refit_ood.py [--weights DIR] [--settings full11 [paper7]] [--output DIR] [--word-channel on|off]
         [--keep-detector] [--extra-abdominal FILE ...] [--extra-non-abdominal FILE ...]
 
 The candidate rows of ``Training/data/ood_candidates/`` (non-abdominal presentations in case, terse and lay
@@ -87,7 +87,7 @@ reasoner, reasoner.encode(held_in), reasoner.encode(held_out), held_in, held_out
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default=None, help="text weights folder (default: the shipped ones)")
-    parser.add_argument("--settings", nargs="+", default=["full11", "paper7"])
+    parser.add_argument("--settings", nargs="+", default=["full11"], help="default full11 (the product model)")
     parser.add_argument("--output", default=None, help="write here (default: in place)")
     parser.add_argument("--word-channel", choices=["on", "off"], default="off",
                         help="let the word channel adjust p_in (default off: on the tune half of the dev sets it "
