@@ -217,11 +217,38 @@ def test_heldout_ood_rates_on_the_dev_sets(full11):
     assert _held_out(full11, modelled, allowed=0.0) == modelled and _held_out(full11, other, allowed=0.0) == other
     report = heldout_rates(full11, modelled, other)
     assert report["n_in_domain"] == len(modelled) >= 400 and report["n_out_of_domain"] == len(other) >= 80
-    # Regression floors under today's figures (kept 0.94, caught 0.40 with the word channel): the non-abdominal
-    # dev texts mention abdominal words on purpose and most of them pass as abdominal today; issue 24 wants
-    # at least 0.90 caught and 0.94 kept on real text.
-    assert report["kept_abdominal"] >= 0.9
-    assert report["flagged_non_abdominal"] >= 0.35
+    # Regression floors under today's figures (kept 0.951, caught 0.506: the logistic detector alone, the word
+    # channel off since Training/refit_ood.py; with it the figures were 0.939 and 0.395). The non-abdominal dev
+    # texts mention abdominal words on purpose and half of them still pass as abdominal; issue 24 wants at least
+    # 0.90 caught and 0.94 kept on real text.
+    assert report["kept_abdominal"] >= 0.93
+    assert report["flagged_non_abdominal"] >= 0.47
+
+
+@shipped
+def test_word_channel_is_off_and_off_catches_more_on_the_check_half(full11):
+    """The shipped full11 decides with the logistic detector alone (chosen on the tune half of the dev sets,
+    docs/evaluation.md "Non-abdominal presentations"); on the check half (odd line positions), never used for that
+    choice, turning the word channel back on catches fewer non-abdominal presentations and keeps no more abdominal
+    ones."""
+    def rows(name):
+        path = REPO / "Training" / "data" / f"dev_{name}.jsonl"
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [json.loads(line) for i, line in enumerate(lines) if i % 2 == 1]
+
+    assert full11.word_channel is False
+    modelled = [r["text"] for r in rows("presentations") + rows("short_histories") if r["scope"] == "modelled"]
+    other = [r["text"] for r in rows("non_abdominal")]
+    off = heldout_rates(full11, modelled, other)
+    full11.word_channel = True
+    try:
+        on = heldout_rates(full11, modelled, other)
+    finally:
+        full11.word_channel = False
+    # check half today: off kept 0.951 caught 0.425; on kept 0.936 caught 0.350
+    assert off["kept_abdominal"] >= 0.93 and off["flagged_non_abdominal"] >= 0.40
+    assert off["flagged_non_abdominal"] > on["flagged_non_abdominal"]
+    assert off["kept_abdominal"] >= on["kept_abdominal"]
 
 
 @shipped
@@ -277,7 +304,23 @@ def test_evaluation_script_reports_both_channels(tmp_path):
     assert dev["neural"]["n_abdominal"] + dev["in_banks"] == 241 and dev["neural"]["n_non_abdominal"] == 52
     assert dev["max_cosine_all"] >= 0.99 and dev["in_banks"] >= 1 and dev["max_cosine_to_banks"] < 0.99
     # On the retired set the word channel keeps no fewer abdominal texts than the neural detector alone and flags
-    # more others (on the current non-abdominal dev set it flags fewer: docs/evaluation.md).
+    # more others (on the current non-abdominal dev set it flags fewer, which is why the shipped full11 leaves it off:
+    # docs/evaluation.md).
     assert dev["neural + words"]["kept_abdominal"] >= dev["neural"]["kept_abdominal"]
     assert dev["neural + words"]["flagged_non_abdominal"] > dev["neural"]["flagged_non_abdominal"]
     assert "| external dev: requisition |" in result.stdout
+
+
+@shipped
+def test_refit_program_stores_the_word_channel_switch(tmp_path):
+    result = subprocess.run([sys.executable, "Training/refit_ood.py", "--settings", "full11", "--keep-detector",
+                             "--word-channel", "on", "--output", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads((tmp_path / "full11" / "config.json").read_text())
+    shipped_config = json.loads((default_weights_dir() / "full11" / "config.json").read_text())
+    assert written["ood"]["word_channel"] is True and shipped_config["ood"]["word_channel"] is False
+    assert written["ood"]["coef"] == shipped_config["ood"]["coef"]
+    reloaded = TextReasoner.load(tmp_path, setting="full11")
+    assert reloaded.word_channel is True
+    assert reloaded.detector.threshold == pytest.approx(shipped_config["ood"]["threshold"])

@@ -7,7 +7,8 @@ presentations, and the modelled short histories), the retired external developme
 (cosine >= 0.99; the product model trains on terse terms such as "splenomegaly") are left out and counted
 ("in banks"); the largest cosine to the banks is reported over all texts of a set (``max_cosine_all``, before
 leaving any out) and over the texts kept (``max_cosine_to_banks``). "neural" is the
-logistic detector alone; "neural + words" is what ``TextReasoner.predict`` decides.
+logistic detector alone; "neural + words" adds the word channel (what ``TextReasoner.predict`` decides when
+the weights store ``ood.word_channel: true``; the shipped full11 stores false since Training/refit_ood.py).
 
     python Training/evaluate_ood.py [--settings full11 paper7] [--weights DIR] [--output FILE.json]
 """
@@ -50,7 +51,11 @@ def evaluate(reasoner, sets: dict) -> dict:
         truth = [t for t, k in zip(truth, keep) if k]
         emb = reasoner.encode(texts)
         neural = reasoner.raw_scores(emb, texts)["p_in"] >= reasoner.detector.threshold
-        combined = [p.in_domain for p in reasoner.predict_embeddings(texts, emb)]
+        stored, reasoner.word_channel = reasoner.word_channel, True  # "+ words" whatever the weights decide
+        try:
+            combined = [p.in_domain for p in reasoner.predict_embeddings(texts, emb)]
+        finally:
+            reasoner.word_channel = stored
         out[name] = {
             "neural": _rates(neural, truth),
             "neural + words": _rates(combined, truth),

@@ -156,6 +156,9 @@ class TextReasoner:
             self.knn_bank = tensors["ood.knn_bank"].float().numpy()
             self.out_bank = tensors["ood.out_bank"].float().numpy()
             self.detector = OutOfDomainDetector.from_config(config["ood"])
+            #: whether the word channel (:mod:`.ood_lexicon`) adjusts the detector's ``p_in`` (weights before
+            #: the refit of Training/refit_ood.py have no key: on)
+            self.word_channel = bool(config["ood"].get("word_channel", True))
         except (KeyError, RuntimeError, ValueError) as exc:
             raise ModelError(f"text model weights are inconsistent with their configuration: {exc}") from exc
         self.anchors.eval()
@@ -380,8 +383,12 @@ class TextReasoner:
         from .ood_lexicon import apply_lexical_evidence
 
         scores = self.raw_scores(embeddings, texts)
-        # The word channel of the out-of-domain decision (organ, disease and abbreviation evidence).
-        p_in = apply_lexical_evidence(texts, scores["p_in"], self.detector.threshold)
+        # The word channel of the out-of-domain decision (organ, disease and abbreviation evidence), unless the
+        # detector was calibrated to decide alone (``ood.word_channel: false``, Training/refit_ood.py).
+        if self.word_channel:
+            p_in = apply_lexical_evidence(texts, scores["p_in"], self.detector.threshold)
+        else:
+            p_in = np.asarray(scores["p_in"], dtype=np.float64)
         gate = self.detector.gate(p_in)
         head = scores[self.relevance_head]
         relevance = self.relevance_from_soft(head) * gate[:, None]
