@@ -318,7 +318,9 @@ def test_score_in_the_browser(tmp_path, browser):
         for path in (EXAMPLE_CT.parent / "missing.nii.gz", ROOT / "pyproject.toml"):
             page.fill("#ct-path", str(path))
             page.click("#load-button")
-            page.wait_for_selector("#error-message")
+            # wait for this path's message, not the one the previous path left on the page
+            page.wait_for_function("(name) => { const e = document.querySelector('#error-message');"
+                                   " return e !== null && e.innerText.includes(name); }", arg=path.name)
             messages.append(page.inner_text("#error-message").replace(str(path), "PATH"))
         assert messages[0] == messages[1] and "cannot be loaded" in messages[0]
         seg_file = next((tmp_path / "files").rglob("*.seg.nrrd"))
