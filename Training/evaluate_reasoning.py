@@ -87,17 +87,9 @@ Method = Callable[[Sequence[str]], list]
 # -- data -------------------------------------------------------------------------------------------------
 def _structures_of(row: dict) -> list[str]:
     """The row's true structures: dev sets store structure keys; the retired set stores classes."""
-    from MedSORALib.organs import PAIRED_STRUCTURES, STRUCTURES, class_structures
+    from MedSORALib.differential.evaluate import structures_of
 
-    out = []
-    for key in row.get("organs") or []:
-        if key in STRUCTURES:
-            out.append(key)
-        elif key in PAIRED_STRUCTURES and row.get("laterality") in ("left", "right"):
-            out.append(PAIRED_STRUCTURES[key][row["laterality"]])
-        else:
-            out.extend(class_structures(key))
-    return list(dict.fromkeys(out))
+    return structures_of(row)
 
 
 def load_set(path: Path) -> list[dict]:

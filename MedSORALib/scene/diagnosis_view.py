@@ -19,7 +19,7 @@ import vtk
 from ..diagnoses import DiagnosisEntry
 from ..focus import organ_focus
 from ..result_format import DIFFERENTIAL_ATTRIBUTE
-from .inputs import segment_structure_key
+from .inputs import segment_keys
 from .nodes import ensure_segmentation_converters
 
 
@@ -33,17 +33,6 @@ def differential_of(segmentation_node) -> list[DiagnosisEntry]:
     except (ValueError, KeyError, TypeError):  # an attribute edited by hand: show nothing rather than fail
         return []
 
-
-def segment_keys(segmentation_node) -> dict[str, str]:
-    """``{structure key: segment id}`` of the organ segments of a segmentation."""
-    segmentation = segmentation_node.GetSegmentation()
-    found: dict[str, str] = {}
-    for index in range(segmentation.GetNumberOfSegments()):
-        segment_id = segmentation.GetNthSegmentID(index)
-        key = segment_structure_key(segmentation_node, segment_id)
-        if key is not None and key not in found:
-            found[key] = segment_id
-    return found
 
 
 def organ_focus_ras(segmentation_node, key: str) -> np.ndarray | None:

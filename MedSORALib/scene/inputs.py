@@ -73,6 +73,17 @@ def grid_from_node(volume_node) -> Grid:
         raise VolumeError(f"Volume {volume_node.GetName()!r} is empty (shape {shape}).")
     return Grid(shape, ijk_to_ras(volume_node))
 
+def segment_keys(segmentation_node) -> dict[str, str]:
+    """``{structure key: segment id}`` of the organ segments of a segmentation."""
+    segmentation = segmentation_node.GetSegmentation()
+    found: dict[str, str] = {}
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        key = segment_structure_key(segmentation_node, segment_id)
+        if key is not None and key not in found:
+            found[key] = segment_id
+    return found
+
 
 def segment_structure_key(segmentation_node, segment_id: str) -> str | None:
     """Catalog structure key of a segment, or ``None`` for segments that are not one of the 13.
@@ -117,12 +128,7 @@ def organ_masks_from_segmentation(segmentation_node, reference_volume_node) -> d
         raise VolumeError("No input CT volume selected.")
     ensure_segmentation_converters()
     segmentation = segmentation_node.GetSegmentation()
-    found: dict[str, str] = {}
-    for index in range(segmentation.GetNumberOfSegments()):
-        segment_id = segmentation.GetNthSegmentID(index)
-        key = segment_structure_key(segmentation_node, segment_id)
-        if key is not None and key not in found:
-            found[key] = segment_id
+    found = segment_keys(segmentation_node)
     if not found:
         raise SegmentationError(
             f"Segmentation {segmentation_node.GetName()!r} has no abdominal organ segments "
