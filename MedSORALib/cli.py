@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 from . import __version__
@@ -40,9 +41,9 @@ examples:
 run 'medsora COMMAND --help' for the options of each command."""
 
 
-def _load_commands():
+def _load_commands(only: str | None = None):
     modules = []
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else (only,):
         try:
             modules.append(importlib.import_module(f"{__package__}.commands.{name}"))
         except ModuleNotFoundError as exc:
@@ -52,20 +53,34 @@ def _load_commands():
     return modules
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``medsora`` parser; with ``only``, the one subcommand (the others' modules are not imported)."""
     parser = argparse.ArgumentParser(
         prog="medsora", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"medsora {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _load_commands():
+    for module in _load_commands(only):
         sub = module.add_parser(subparsers)
         sub.set_defaults(_run=module.run)
     return parser
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand when it is the first argument (``medsora rank ...``), else ``None``.
+
+    Only that subcommand's module is then imported: ``score``'s pulls in the imaging stack, which a cold
+    ``medsora rank`` does not need. Its parse is the same, as argparse hands everything after the subcommand
+    to the subcommand's own parser.
+    """
+    if argv and argv[0] in COMMANDS and importlib.util.find_spec(f"{__package__}.commands.{argv[0]}") is not None:
+        return argv[0]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help()

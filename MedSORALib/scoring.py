@@ -50,6 +50,7 @@ from .diagnoses import DiagnosisEntry, fields_from_dict, joined_why, organ_why, 
 from .errors import SegmentationError, SymptomError
 from .masks import restrict
 from .result_format import SCORE_DECIMALS
+from .validation import MAX_SYMPTOM_CHARS  # noqa: F401 (longest symptom text; defined with the input limits)
 from .volume_io import Volume
 
 #: Softmax temperature of the image term (the InfoNCE temperature used in training).
@@ -62,8 +63,6 @@ IMAGE_WEIGHT = 0.0
 #: the image model" box): 0.25, the fused weight evaluated in README's fusion table
 #: (``Training/evaluate_fusion.py``); our choice, not a tuned optimum.
 IMAGE_WEIGHT_ON = 0.25
-#: Longest symptom text accepted, in characters.
-MAX_SYMPTOM_CHARS = 2000
 
 Progress = Callable[[float, str], None]
 

@@ -40,6 +40,8 @@ import numpy as np
 
 from .errors import InputFileError, SegmentationError, VolumeError
 
+#: Longest symptom text accepted, in characters.
+MAX_SYMPTOM_CHARS = 2000
 #: Smallest and largest voxel size (mm) accepted for a CT.
 MIN_SPACING_MM = 0.05
 MAX_SPACING_MM = 25.0

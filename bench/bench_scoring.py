@@ -6,13 +6,18 @@
 Cases:
   cold_start          fresh processes, interleaved round by round:
                       floor        python -c "import torch, nibabel; nibabel.load(CT).get_fdata()"
+                      floor_torch  python -c "import torch" (the floor of rank, which reads no CT)
                       score_warm   python -m MedSORALib score ... --symptom TEXT (one symptom, bundled CT),
                                    the cache folder of earlier runs in place (a symptom scored before)
                       rank_warm    python -m MedSORALib rank TEXT, likewise
                       score_empty  score with an empty cache folder (new symptom: the sentence encoder runs,
                                    the knowledge base is parsed from hp.obo)
                       rank_empty   rank with an empty cache folder
-                      reported as medians and as ratios to the floor's median of the same run
+                      rank_first   rank with an empty cache folder and without the differential's compiled
+                                   data beside the package (resources/differential/__pycache__, deleted
+                                   before each run): the first run after an install or a catalogue edit
+                      reported as medians and as ratios to the floor's median of the same run;
+                      rank_*_over_torch: rank's medians over floor_torch's
   model_load          load the text and image models and the knowledge base (fresh process each time)
   encode_per_organ    crop + encode one organ of the bundled CT (all 12 / 12)
   encode_all_organs   crop + encode the 12 organs of the bundled CT
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -106,6 +112,7 @@ def cold_start(repeats: int, tmp: str) -> dict:
     CT), then score and rank with the embedding / knowledge-base cache of earlier runs ("warm": the same
     symptom as the first round, whose run filled the cache) and with an empty cache folder ("empty")."""
     floor = [sys.executable, "-c", f"import torch, nibabel; nibabel.load({str(CT)!r}).get_fdata()"]
+    floor_torch = [sys.executable, "-c", "import torch"]
 
     def score(text, out):
         return [sys.executable, "-m", "MedSORALib", "score", "--volume", str(CT), "--segmentation", str(SEG),
@@ -114,25 +121,37 @@ def cold_start(repeats: int, tmp: str) -> dict:
     def rank(text):
         return [sys.executable, "-m", "MedSORALib", "rank", text]
 
+    compiled = REPO / "MedSORALib" / "resources" / "differential" / "__pycache__"
+
     times: dict[str, list[float]] = {}
     for i in range(repeats + 1):
         warm = {**os.environ, "PYTHONPATH": str(REPO), "MEDSORA_CACHE_DIR": f"{tmp}/cache-warm"}
         empty = {**os.environ, "PYTHONPATH": str(REPO), "MEDSORA_CACHE_DIR": f"{tmp}/cache-empty{i}"}
         runs = {
             "floor": (floor, warm),
+            "floor_torch": (floor_torch, warm),
             "score_warm": (score(SYMPTOMS[0], f"{tmp}/warm{i}/case"), warm),
             "rank_warm": (rank(SYMPTOMS[0]), warm),
             "score_empty": (score(SYMPTOMS[i % len(SYMPTOMS)], f"{tmp}/empty{i}/case"), empty),
             "rank_empty": (rank(SYMPTOMS[(i + 1) % len(SYMPTOMS)]), {**empty, "MEDSORA_CACHE_DIR": f"{tmp}/r{i}"}),
+            "rank_first": (rank(SYMPTOMS[(i + 2) % len(SYMPTOMS)]), {**empty, "MEDSORA_CACHE_DIR": f"{tmp}/f{i}"}),
         }
         for name, (command, env) in runs.items():
+            if name == "rank_first":
+                shutil.rmtree(compiled, ignore_errors=True)  # rebuilt by this run, for the runs after it
             seconds = _wall(command, env)
             if i:  # the first round fills the warm cache and the file system cache
                 times.setdefault(name, []).append(seconds)
     out = {f"{name}_s": _median(values) for name, values in times.items()}
     for name in ("score_warm", "rank_warm", "score_empty", "rank_empty"):
         out[f"{name}_over_floor"] = out[f"{name}_s"] / out["floor_s"]
+    for name in ("rank_warm", "rank_empty", "rank_first"):
+        out[f"{name}_over_torch"] = out[f"{name}_s"] / out["floor_torch_s"]
+    # the spread of each case (the machine is shared: a wide one means a noisy run)
+    out["quartiles_s"] = {name: [round(q, 3) for q in statistics.quantiles(values, n=4)] if len(values) > 1
+                          else [round(values[0], 3)] * 3 for name, values in times.items()}
     out["repeats"] = repeats
+    out["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     return out
 
 
@@ -143,8 +162,12 @@ def main(argv=None) -> int:
     parser.add_argument("--only-cold", action="store_true", help="run the cold-start case only")
     parser.add_argument("--threads", type=int, default=None,
                         help="OMP_NUM_THREADS for the cold-start processes (default: torch's own choice)")
-    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results_scoring.json")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="results file (default: bench/results_scoring.json, with --only-cold "
+                        "bench/results_scoring_cold.json)")
     args = parser.parse_args(argv)
+    if args.output is None:
+        args.output = REPO / "bench" / ("results_scoring_cold.json" if args.only_cold else "results_scoring.json")
 
     import torch
 
@@ -224,6 +247,9 @@ def main(argv=None) -> int:
             for name in ("score_warm", "rank_warm", "score_empty", "rank_empty"):
                 print(f"{'cold ' + name:<32} {value[name + '_s']:.2f} s = {value[name + '_over_floor']:.2f} x "
                       f"floor ({value['floor_s']:.2f} s)")
+            for name in ("rank_warm", "rank_empty", "rank_first"):
+                print(f"{'cold ' + name:<32} {value[name + '_s']:.2f} s = {value[name + '_over_torch']:.2f} x "
+                      f"import torch ({value['floor_torch_s']:.2f} s)")
         elif key == "large_ct_512x512x300":
             print(f"{key:<32} {value['seconds']:.2f} s, peak RSS {value['peak_rss_mb']:.0f} MB")
     print(f"(written to {args.output})")

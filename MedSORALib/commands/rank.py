@@ -63,7 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def check_lengths(texts: list[str], source: str | None = None) -> None:
     """The limit of ``medsora score`` (``MAX_SYMPTOM_CHARS``) for every text, checked before any model loads."""
-    from ..scoring import MAX_SYMPTOM_CHARS
+    from ..validation import MAX_SYMPTOM_CHARS  # not ..scoring: that imports the imaging side
 
     for number, text in enumerate(texts, 1):
         if len(text) > MAX_SYMPTOM_CHARS:

@@ -349,6 +349,11 @@ def build_catalogue(data_dir: Path | str | None = None) -> Catalogue:
 
 @functools.lru_cache(maxsize=None)
 def _cached(root: str) -> Catalogue:
+    if Path(root) == DATA_DIR:
+        # the shipped data: from the JSON cache checked against the YAML's digest (.compiled)
+        from .compiled import cached_catalogue
+
+        return cached_catalogue(DATA_DIR, build_catalogue)
     return build_catalogue(root)
 
 

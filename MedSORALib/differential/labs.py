@@ -152,8 +152,13 @@ class LabReader:
     def __init__(self, data: dict):
         self.sources: dict = dict(data.get("sources") or {})
         self.analytes: list[Analyte] = []
-        for raw in data["analytes"]:
-            names = re.compile(r"(?<![\w/])(?:" + "|".join(raw["names"]) + r")(?![\w/])")
+        # compiled on first need, only for texts holding one of a pattern's literal needles (.compiled)
+        from .compiled import gated_patterns
+
+        raws = list(data["analytes"])
+        patterns = [r"(?<![\w/])(?:" + "|".join(raw["names"]) + r")(?![\w/])" for raw in raws]
+        gated = gated_patterns(patterns + ["|".join(f"(?:{p})" for p in patterns)])
+        for raw, names in zip(raws, gated):
             self.analytes.append(Analyte(
                 id=raw["id"], label=raw["label"], names=names, unit=str(raw.get("unit", "")),
                 units={str(k): v for k, v in (raw.get("units") or {}).items()},
@@ -171,7 +176,7 @@ class LabReader:
             r"negative", r"neg", r"-ve", r"unrevealing", r"nad", r"in range",
             r"within (?:the )?(?:normal |reference )?range"])
         self.by_id = {a.id: a for a in self.analytes}
-        self._name_any = re.compile("|".join(f"(?:{a.names.pattern})" for a in self.analytes))
+        self._name_any = gated[-1]
 
     # -------------------------------------------------------------------------------------- numbers
     def read_values(self, norm: str, sex: str | None = None) -> list[LabHit]:
@@ -341,7 +346,6 @@ def _normal_of(raw):
 @functools.lru_cache(maxsize=4)
 def load_lab_reader(path: str | None = None) -> LabReader:
     """The lab reader of ``labs.yaml`` (read once per process)."""
-    import yaml
+    from .compiled import read_yaml  # a JSON copy checked by the file's digest (the YAML parser is slow)
 
-    with open(path or LABS_FILE, encoding="utf-8") as fh:
-        return LabReader(yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    return LabReader(read_yaml(Path(path or LABS_FILE)))

@@ -104,16 +104,25 @@ class Reader:
         self.labs = labs if labs is not None else load_lab_reader()
         self._hpo_terms = hpo_terms or {}
         self._matchers: dict = {}
-        self._regexes: list[tuple[object, re.Pattern, str]] = []
-        self._negative_forms = [(re.compile(rf"(?<![\w])(?:{p})(?![\w])"), ids) for p, ids in NEGATIVE_FORMS]
+        sources: list[tuple[object, str, str]] = []
         for finding in self.lexicon.values():
             if finding.patterns:
                 body = "|".join(f"(?:{p})" for p in finding.patterns)
-                self._regexes.append((finding, re.compile(rf"(?<![\w])(?:{body})(?![\w])"), "lexicon"))
+                sources.append((finding, rf"(?<![\w])(?:{body})(?![\w])", "lexicon"))
             terms = [t for h in finding.hpo for t in (hpo_terms or {}).get(h, [])]
             if terms and finding.id not in _NO_HPO:
-                body = "|".join(re.escape(t) for t in sorted(set(terms), key=len, reverse=True))
-                self._regexes.append((finding, re.compile(rf"(?<![\w])(?:{body})(?![\w])"), "hpo"))
+                # longest first; equal lengths in a fixed order, so the pattern is the same in every process
+                body = "|".join(re.escape(t) for t in sorted(set(terms), key=lambda t: (-len(t), t)))
+                sources.append((finding, rf"(?<![\w])(?:{body})(?![\w])", "hpo"))
+        # compiled on first need, and only for texts holding one of the pattern's literal needles (.compiled)
+        from .compiled import gated_patterns
+
+        negative = [rf"(?<![\w])(?:{p})(?![\w])" for p, _ids in NEGATIVE_FORMS]
+        patterns = gated_patterns([pattern for _f, pattern, _s in sources] + negative)
+        self._regexes: list[tuple[object, re.Pattern, str]] = [
+            (finding, pattern, source) for (finding, _p, source), pattern in zip(sources, patterns)]
+        self._negative_forms = [(pattern, ids) for pattern, (_p, ids) in
+                                zip(patterns[len(sources):], NEGATIVE_FORMS)]
 
     def read(self, text: str, age: float | None = None, sex: str | None = None, encoder=None,
              embedding_threshold: float | None = None) -> Reading:

@@ -1,0 +1,466 @@
+"""Fast loading of the differential's data: a checked cache of the catalogue and gated reader patterns.
+
+A cold ``medsora rank`` spent most of its time above ``import torch`` on two things that give the same result
+on every run: building the catalogue from its YAML parts (parsing, and compiling every pattern once to
+validate it) and compiling the reader's ~500 regular expressions, one per finding, of which a short text
+needs a handful. This module removes both without changing a result:
+
+- :func:`cached_catalogue`: the validated :class:`~.records.Catalogue` kept as JSON (never pickle) beside the
+  package data, in ``resources/differential/__pycache__/`` (the user cache folder ``$MEDSORA_CACHE_DIR`` when
+  the package folder is read-only). The file holds the digest of everything the catalogue is built from: the
+  bytes of every YAML part and ``labs.yaml``, the source of the modules that parse and validate them, the
+  Python version and :data:`CACHE_VERSION`. A file whose digest differs from the current one, that does not
+  parse, or that names a type outside :mod:`.records` is ignored and the catalogue is built from the YAML
+  (and the cache rewritten); a catalogue that does not survive the round trip unchanged is not cached.
+- :class:`GatedPattern`: a regular expression compiled on first need, with its *needles*, literal strings
+  of which every match must contain one (derived from the pattern's parse tree by :func:`needles`). A text
+  that holds none of them cannot match, so ``finditer`` returns nothing without compiling. The needles of
+  each pattern are kept in ``reader-gates.json`` in the same folder, keyed by a digest of the pattern text,
+  so a changed pattern simply gets new needles.
+
+Both are written on first use (``medsora rank`` once), atomically; deleting them is always safe.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import MappingProxyType
+
+#: Raised when the cache layout changes: every older file is then ignored.
+CACHE_VERSION = 1
+_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
+_HERE = Path(__file__).resolve().parent
+#: Modules whose code decides what the catalogue holds (their source is part of the digest).
+_CODE = (_HERE / "catalogue.py", _HERE / "records.py", _HERE.parent / "organs.py")
+CATALOGUE_FILE = "catalogue-cache.json"
+GATES_FILE = "reader-gates.json"
+
+
+# ------------------------------------------------------------------------------------------ where and what
+
+
+def package_cache_dir(root: Path) -> Path:
+    """The cache folder beside the data (``root/__pycache__``, ignored by git like the bytecode folders)."""
+    return Path(root) / "__pycache__"
+
+
+def user_cache_dir() -> Path:
+    """The fallback folder when the package data are read-only."""
+    return Path(os.environ.get("MEDSORA_CACHE_DIR", Path.home() / ".cache" / "medsora")) / "differential"
+
+
+def catalogue_digest(root: Path) -> str:
+    """Digest of the catalogue's inputs: the YAML parts' names and bytes, ``labs.yaml`` and the parsing code."""
+    root = Path(root)
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"v{CACHE_VERSION} python {_PYTHON}\n".encode())
+    files = sorted((root / "findings").glob("*.yaml")) + sorted((root / "diseases").glob("*.yaml"))
+    files.append(root / "labs.yaml")
+    for path in files + [p for p in _CODE]:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            data = b"\0missing"
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else "code/" + path.name
+        h.update(f"{name} {len(data)}\n".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(folder: Path, name: str, data) -> Path | None:
+    """Write atomically (a temporary file, then a rename); ``None`` when the folder is not writable."""
+    return _write_text(folder, name, json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+
+
+def _write_text(folder: Path, name: str, text: str) -> Path | None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.chmod(tmp, 0o644)  # readable like the data beside it (mkstemp makes it private)
+            os.replace(tmp, folder / name)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError:
+        return None
+    return folder / name
+
+
+# ------------------------------------------------------------------------------------ catalogue as JSON
+# Tagged JSON: a record is {"@": "Finding", ...fields}, a tuple {"()": [...]}, a read-only mapping
+# {"{}": {...}}; lists, strings, numbers, booleans and null are themselves. Only dataclasses of
+# :mod:`.records` are written or read back, so the file cannot name any other type.
+
+
+def _encode(obj):
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    if isinstance(obj, float):
+        if obj != obj or obj in (float("inf"), float("-inf")):
+            raise TypeError("non-finite float")
+        return obj
+    if isinstance(obj, tuple):
+        return {"()": [_encode(v) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode(v) for v in obj]
+    if isinstance(obj, (dict, MappingProxyType)):
+        if not all(isinstance(k, str) and k not in ("@", "()", "{}") for k in obj):
+            raise TypeError("mapping with a key the tagged JSON cannot hold")
+        return {"{}": {k: _encode(v) for k, v in obj.items()}}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        from . import records
+
+        name = type(obj).__name__
+        if getattr(records, name, None) is not type(obj):
+            raise TypeError(f"{name} is not a record type")
+        out = {"@": name}
+        for f in dataclasses.fields(obj):
+            if f.init:
+                out[f.name] = _encode(getattr(obj, f.name))
+        return out
+    raise TypeError(f"cannot cache a {type(obj).__name__}")
+
+
+def _decoder():
+    from . import records
+
+    def hook(d: dict):
+        if "()" in d and len(d) == 1:
+            return tuple(d["()"])
+        if "{}" in d and len(d) == 1:
+            return MappingProxyType(d["{}"])
+        name = d.get("@")
+        if name is not None:
+            cls = getattr(records, name, None)
+            if not (isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == records.__name__):
+                raise TypeError(f"{name} is not a record type")
+            kwargs = dict(d)
+            del kwargs["@"]
+            return cls(**kwargs)
+        return d
+
+    return hook
+
+
+def same_catalogue(a, b) -> bool:
+    """Equal rows and equal lexicon (``Catalogue.__eq__`` leaves the lexicon out)."""
+    return a == b and dict(a.findings) == dict(b.findings) and list(a.findings) == list(b.findings)
+
+
+def _load_file(path: Path, digest: str):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    head = text[:200]
+    if f'"digest":"{digest}"' not in head:
+        return None
+    try:
+        from .records import Catalogue
+
+        obj = json.loads(text, object_hook=_decoder())
+        catalogue = obj.get("catalogue") if isinstance(obj, dict) else None
+        return catalogue if isinstance(catalogue, Catalogue) and obj.get("digest") == digest else None
+    except (ValueError, TypeError):
+        return None
+
+
+def cached_catalogue(root: Path, build):
+    """The catalogue of ``root``, from the cache when its digest is current, else ``build(root)`` (and cached).
+
+    Errors of ``build`` (a malformed catalogue) propagate and nothing is written.
+    """
+    root = Path(root)
+    digest = catalogue_digest(root)
+    folders = (package_cache_dir(root), user_cache_dir())
+    for folder in folders:
+        catalogue = _load_file(folder / CATALOGUE_FILE, digest)
+        if catalogue is not None:
+            return catalogue
+    catalogue = build(root)
+    try:
+        encoded = _encode(catalogue)
+        text = json.dumps({"digest": digest, "python": _PYTHON, "catalogue": encoded}, separators=(",", ":"),
+                          ensure_ascii=False)
+        back = json.loads(text, object_hook=_decoder())["catalogue"]
+    except (TypeError, ValueError):
+        return catalogue
+    if not same_catalogue(back, catalogue):
+        return catalogue
+    for folder in folders:
+        if _write_text(folder, CATALOGUE_FILE, text) is not None:
+            break
+    return catalogue
+
+
+# ---------------------------------------------------------------------------------------- one YAML file
+
+
+def read_yaml(path: Path):
+    """A YAML file of the shipped data (safe loader), through a JSON copy checked by the file's digest.
+
+    A mapping whose keys are not all strings (``null:`` in ``labs.yaml``) is kept as a list of pairs under
+    :data:`_PAIRS`. Files outside the shipped data, and data JSON cannot hold exactly (a date), are read with
+    YAML every time.
+    """
+    from .records import DATA_DIR
+
+    path = Path(path)
+    data_bytes = path.read_bytes()
+    inside = path.resolve().is_relative_to(DATA_DIR)
+    if inside:
+        h = hashlib.blake2b(data_bytes, digest_size=20)
+        h.update(f"v{CACHE_VERSION} python {_PYTHON}".encode())
+        digest = h.hexdigest()
+        name = f"yaml-{path.stem}.json"
+        folders = (package_cache_dir(DATA_DIR), user_cache_dir())
+        for folder in folders:
+            try:
+                cached = json.loads((folder / name).read_text(encoding="utf-8"), object_hook=_yaml_hook)
+            except (OSError, ValueError, TypeError):
+                continue
+            if isinstance(cached, dict) and cached.get("digest") == digest and "data" in cached:
+                return cached["data"]
+    import yaml
+
+    data = yaml.load(data_bytes.decode("utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    if inside:
+        try:
+            encoded = _yaml_encode(data)
+            exact = _identical(json.loads(json.dumps(encoded), object_hook=_yaml_hook), data)
+        except (TypeError, ValueError):
+            exact = False
+        if exact:
+            for folder in folders:
+                if _write_json(folder, name, {"digest": digest, "data": encoded}) is not None:
+                    break
+    return data
+
+
+#: The key of a mapping written as a list of [key, value] pairs (keys that are not strings).
+_PAIRS = "\u0000pairs"
+
+
+def _yaml_encode(node):
+    if isinstance(node, dict):
+        if all(isinstance(k, str) for k in node) and _PAIRS not in node:
+            return {k: _yaml_encode(v) for k, v in node.items()}
+        for k in node:
+            if not (k is None or isinstance(k, (str, bool, int, float))):
+                raise TypeError(f"a mapping key of type {type(k).__name__}")
+        return {_PAIRS: [[k, _yaml_encode(v)] for k, v in node.items()]}
+    if isinstance(node, list):
+        return [_yaml_encode(v) for v in node]
+    if node is None or isinstance(node, (str, bool, int, float)):
+        return node
+    raise TypeError(f"a value of type {type(node).__name__}")
+
+
+def _yaml_hook(d: dict):
+    if len(d) == 1 and _PAIRS in d:
+        return {k: v for k, v in d[_PAIRS]}
+    return d
+
+
+def _identical(a, b) -> bool:
+    """Equal with the same types throughout (``1 == 1.0 == True`` in Python, not here)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_identical(ka, kb) and _identical(a[ka], b[kb]) for ka, kb in zip(a, b))
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
+    return a == b or (a != a and b != b)
+
+
+# ------------------------------------------------------------------------------- needles of a pattern
+
+
+def needles(pattern: str) -> tuple[str, ...] | None:
+    """Literal strings of which every non-empty match of ``pattern`` (compiled without flags) contains one.
+
+    ``None`` when the pattern gives no such guarantee (every part optional, case-insensitive flags, ...):
+    the pattern must then always run. Each needle comes from the parts of the pattern a match consumes
+    (literal runs, groups, alternations whose every branch has needles, repeats of at least one), never
+    from look-arounds, so it lies inside the match itself.
+    """
+    from re import _constants as C, _parser
+
+    try:
+        tree = _parser.parse(pattern, 0)
+    except re.error:
+        return None
+    if tree.state.flags & (re.IGNORECASE | re.LOCALE):
+        return None
+    found = _required(tree, C)
+    if not found or any(not n for n in found):
+        return None
+    return tuple(sorted(found, key=lambda n: (-len(n), n)))
+
+
+def _exact(items, C) -> str | None:
+    """The one string a sequence matches, when it is literals only (through plain groups)."""
+    out = []
+    for op, av in items:
+        if op is C.LITERAL:
+            out.append(chr(av))
+        elif op is C.SUBPATTERN and not av[1] and not av[2]:
+            inner = _exact(av[3], C)
+            if inner is None:
+                return None
+            out.append(inner)
+        else:
+            return None
+    return "".join(out)
+
+
+def _required(items, C) -> frozenset[str] | None:
+    """A set of strings, one of which every match of the sequence contains; ``None``: no guarantee."""
+    candidates: list[frozenset[str]] = []
+    run: list[str] = []
+
+    def flush():
+        if run:
+            candidates.append(frozenset(["".join(run)]))
+            run.clear()
+
+    for op, av in items:
+        if op is C.LITERAL:
+            run.append(chr(av))
+            continue
+        if op is C.SUBPATTERN:
+            if av[1] or av[2]:  # local flags ((?i:...)): no guarantee from this part
+                flush()
+                continue
+            exact = _exact(av[3], C)
+            if exact is not None:
+                run.append(exact)
+                continue
+            flush()
+            inner = _required(av[3], C)
+            if inner:
+                candidates.append(inner)
+            continue
+        flush()
+        if op is C.BRANCH:
+            parts = [_required(alt, C) for alt in av[1]]
+            if parts and all(parts):
+                candidates.append(frozenset().union(*parts))
+        elif op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
+            low, _high, inner_items = av
+            if low >= 1:
+                inner = _required(inner_items, C)
+                if inner:
+                    candidates.append(inner)
+        elif op is C.ATOMIC_GROUP:
+            inner = _required(av, C)
+            if inner:
+                candidates.append(inner)
+        # anything else (classes, any character, anchors, look-arounds, back-references): no needle
+    flush()
+    candidates = [c for c in candidates if c and all(c)]
+    if not candidates:
+        return None
+    # the most selective: the longest shortest needle, then the fewest needles
+    return max(candidates, key=lambda c: (min(map(len, c)), -len(c)))
+
+
+class GatedPattern:
+    """A regular expression compiled on first need, skipped on texts that hold none of its needles.
+
+    ``finditer`` / ``search`` / ``findall`` give what the compiled pattern gives; anything else is the
+    compiled pattern's.
+    """
+
+    __slots__ = ("pattern", "needles", "_compiled")
+
+    def __init__(self, pattern: str, needles: tuple[str, ...] | None):
+        self.pattern = pattern
+        self.needles = needles
+        self._compiled = None
+
+    def compiled(self) -> re.Pattern:
+        if self._compiled is None:
+            self._compiled = re.compile(self.pattern)
+        return self._compiled
+
+    def may_match(self, text: str) -> bool:
+        return self.needles is None or any(n in text for n in self.needles)
+
+    def finditer(self, text: str, *args):
+        return self.compiled().finditer(text, *args) if self.may_match(text) else iter(())
+
+    def search(self, text: str, *args):
+        return self.compiled().search(text, *args) if self.may_match(text) else None
+
+    def findall(self, text: str, *args):
+        return self.compiled().findall(text, *args) if self.may_match(text) else []
+
+    def __getattr__(self, name):
+        return getattr(self.compiled(), name)
+
+    def __repr__(self):
+        return f"GatedPattern({self.pattern!r}, needles={self.needles!r})"
+
+
+def _key(pattern: str) -> str:
+    return hashlib.blake2b(pattern.encode("utf-8"), digest_size=12).hexdigest()
+
+
+_GATES_LOCK = threading.Lock()
+
+
+def gated_patterns(patterns: list[str], root: Path | None = None) -> list[GatedPattern]:
+    """:class:`GatedPattern` for each pattern, with the needles from ``reader-gates.json`` (computed for the
+    patterns it lacks; the file is rewritten when any was missing)."""
+    from .records import DATA_DIR
+
+    root = Path(root) if root is not None else DATA_DIR
+    folders = (package_cache_dir(root), user_cache_dir())
+    with _GATES_LOCK:
+        known: dict = {}
+        for folder in folders:
+            data = _read_json(folder / GATES_FILE)
+            if isinstance(data, dict) and data.get("version") == CACHE_VERSION and data.get("python") == _PYTHON \
+                    and isinstance(data.get("needles"), dict):
+                known = data["needles"]
+                break
+        out, fresh = [], {}
+        for p in patterns:
+            key = _key(p)
+            value = known.get(key, False)
+            if value is False or not (value is None or (isinstance(value, list) and all(
+                    isinstance(n, str) and n for n in value))):
+                value = needles(p)
+                value = list(value) if value is not None else None
+                fresh[key] = value
+            out.append(GatedPattern(p, tuple(value) if value is not None else None))
+        if fresh:
+            # other lexicons' entries (a test's, another checkout's) stay unless the file has grown large
+            keep = dict(known) if len(known) < 4 * max(len(patterns), 1000) else \
+                {k: known[k] for k in map(_key, patterns) if k in known}
+            keep.update(fresh)
+            data = {"version": CACHE_VERSION, "python": _PYTHON, "needles": keep}
+            for folder in folders:
+                if _write_json(folder, GATES_FILE, data) is not None:
+                    break
+    return out
