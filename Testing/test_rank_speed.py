@@ -38,17 +38,21 @@ TEXTS = [
 
 
 @pytest.mark.parametrize("pattern, expected", [
-    ("abc", ("abc",)),
-    ("colou?r", ("colo",)),
-    ("(?:fever|pyrexia) and chills", (" and chills",)),
-    ("(?:fever|pyrexia)", ("pyrexia", "fever")),
-    ("(?<![\\w])(?:murphy'?s sign)(?![\\w])", ("murphy",)),
-    ("(?:pain){2,}", ("pain",)),
-    ("x(?:ab)y", ("xaby",)),
+    ("abc", ((("abc",),),)),
+    ("colou?r", ((("colo",), ("r",)),)),
+    ("(?:fever|pyrexia) and chills", (((" and chills",), ("fever",)), ((" and chills",), ("pyrexia",)))),
+    ("(?:fever|pyrexia)", ((("fever",),), (("pyrexia",),))),
+    ("(?<![\\w])(?:murphy'?s sign)(?![\\w])", ((("murphy",), ("s sign",)),)),
+    ("(?:pain){2,}", ((("pain",),),)),
+    ("x(?:ab)y", ((("xaby",),),)),
+    ("(?:(?:left|right) upper|epigastric) pain", (((" upper",), (" pain",), ("left",)),
+                                                  ((" upper",), (" pain",), ("right",)),
+                                                  (("epigastric",), (" pain",)))),
     ("a?", None),
     ("[ab]+", None),
     ("x*", None),
     ("(?:pain|)", None),
+    ("(?:pain|x?)", None),
     ("(?i)pain", None),
     ("(?i:pain)", None),
 ])
@@ -65,9 +69,19 @@ def test_gated_patterns_match_as_compiled_ones_on_random_texts():
         gated = compiled.GatedPattern(pattern, compiled.needles(pattern))
         eager = re.compile(pattern)
         for text in texts:
+            if not gated.may_match(text):  # the gate alone, on every text
+                assert eager.search(text) is None, (pattern, text, gated.needles)
             assert [m.span() for m in gated.finditer(text)] == [m.span() for m in eager.finditer(text)], \
                 (pattern, text, gated.needles)
             assert bool(gated.search(text)) == bool(eager.search(text))
+
+
+def test_a_pattern_runs_ungated_after_many_texts(monkeypatch):
+    monkeypatch.setattr(compiled, "GATED_TEXTS", 3)
+    gated = compiled.GatedPattern("fever", compiled.needles("fever"))
+    assert [gated._worth_running("no") for _ in range(5)] == [False, False, False, True, True]
+    assert gated._compiled is None  # never compiled while the gate said no
+    assert [m.span() for m in gated.finditer("fever, fever")] == [(0, 5), (7, 12)]
 
 
 def _examples(pattern: str, variants: int) -> set[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import threading
 
@@ -198,8 +199,6 @@ def reason_chunk(texts: list[str], reasoner) -> list:
 
 
 def run(args) -> int:
-    import sys
-
     from ..files import read_symptom_file
 
     if args.file and args.symptom:
@@ -214,16 +213,36 @@ def run(args) -> int:
         raise SymptomError("no symptom given; run: medsora rank \"TEXT\" or medsora rank --file F")
     check_lengths(texts, args.file)
 
+    # Loading torch, the text model and the catalogue makes about a million long-lived objects and almost no
+    # garbage: the cyclic garbage collector would walk them all several times (a tenth of a second or more of
+    # a cold run) for nothing. It pauses while they load and, for --file, skips them afterwards (gc.freeze);
+    # the caller's collector is as it was when this returns.
+    collecting, frozen_before = gc.isenabled(), gc.get_freeze_count()
+    gc.disable()
+    try:
+        return _rank(args, texts, collecting and not frozen_before)
+    finally:
+        if not frozen_before:
+            gc.unfreeze()
+        if collecting:
+            gc.enable()
+
+
+def _rank(args, texts: list[str], freeze: bool) -> int:
+    import sys
+
     from ..text.reasoning import TextReasoner
 
-    # The catalogue and lexicon (regular expressions compiled in Python) load in a thread while the text model
-    # loads and encodes (torch works outside the interpreter lock), so a cold run pays for them only once.
+    # The catalogue, lexicon and lab reader load in a thread while the text model loads.
     warm = threading.Thread(target=_load_differential, daemon=True)
     warm.start()
     reasoner = TextReasoner.load(args.weights, setting=args.setting)
     info = reasoner.info()
     warm.join()
     if args.file:
+        if freeze:  # many texts: their garbage is collected as usual, without walking what was loaded
+            gc.freeze()
+            gc.enable()
         total = len(texts)
         progress = total > CHUNK
         step = max(CHUNK, (total // 20) // CHUNK * CHUNK)

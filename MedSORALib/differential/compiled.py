@@ -12,9 +12,10 @@ needs a handful. This module removes both without changing a result:
   Python version and :data:`CACHE_VERSION`. A file whose digest differs from the current one, that does not
   parse, or that names a type outside :mod:`.records` is ignored and the catalogue is built from the YAML
   (and the cache rewritten); a catalogue that does not survive the round trip unchanged is not cached.
-- :class:`GatedPattern`: a regular expression compiled on first need, with its *needles*, literal strings
-  of which every match must contain one (derived from the pattern's parse tree by :func:`needles`). A text
-  that holds none of them cannot match, so ``finditer`` returns nothing without compiling. The needles of
+- :class:`GatedPattern`: a regular expression compiled on first need, with its *needles*: alternatives
+  (one per branch of the pattern's alternations) of clauses of literal strings; every match contains a
+  string of each clause of some alternative (derived from the pattern's parse tree by :func:`needles`). A
+  text that satisfies no alternative cannot match, so ``finditer`` returns nothing without compiling. The needles of
   each pattern are kept in ``reader-gates.json`` in the same folder, keyed by a digest of the pattern text,
   so a changed pattern simply gets new needles.
 
@@ -35,7 +36,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 #: Raised when the cache layout changes: every older file is then ignored.
-CACHE_VERSION = 1
+CACHE_VERSION = 3
 _PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 _HERE = Path(__file__).resolve().parent
 #: Modules whose code decides what the catalogue holds (their source is part of the digest).
@@ -295,13 +296,24 @@ def _identical(a, b) -> bool:
 # ------------------------------------------------------------------------------- needles of a pattern
 
 
-def needles(pattern: str) -> tuple[str, ...] | None:
-    """Literal strings of which every non-empty match of ``pattern`` (compiled without flags) contains one.
+#: Most clauses kept per alternative (the most selective ones), and most alternatives per pattern: the check
+#: stays a few substring tests per alternative.
+MAX_CLAUSES = 3
+MAX_ALTERNATIVES = 256
+#: Stands for a part of a sequence left out of its clauses (the alternation being split).
+_GAP = object()
 
-    ``None`` when the pattern gives no such guarantee (every part optional, case-insensitive flags, ...):
-    the pattern must then always run. Each needle comes from the parts of the pattern a match consumes
-    (literal runs, groups, alternations whose every branch has needles, repeats of at least one), never
-    from look-arounds, so it lies inside the match itself.
+
+def needles(pattern: str) -> tuple[tuple[tuple[str, ...], ...], ...] | None:
+    """Alternatives of clauses of literal strings: every non-empty match of ``pattern`` (compiled without
+    flags) satisfies one alternative, i.e. contains a string of each of its clauses. A text that satisfies
+    no alternative cannot match.
+
+    The pattern's alternations (``(?:a)|(?:b)``, also inside groups) split it into alternatives, one per
+    branch, each with the clauses of the parts around it. ``None`` when the pattern gives no such guarantee
+    (a branch or the whole pattern optional, case-insensitive flags, ...): the pattern must then always run.
+    The strings come from the parts a match consumes (literal runs, groups, repeats of at least one), never
+    from look-arounds, so each lies inside the match itself.
     """
     from re import _constants as C, _parser
 
@@ -311,109 +323,144 @@ def needles(pattern: str) -> tuple[str, ...] | None:
         return None
     if tree.state.flags & (re.IGNORECASE | re.LOCALE):
         return None
-    found = _required(tree, C)
-    if not found or any(not n for n in found):
+    alternatives = _alternatives(list(tree), C)
+    if not alternatives:
         return None
-    return tuple(sorted(found, key=lambda n: (-len(n), n)))
+    return tuple(tuple(tuple(sorted(c, key=lambda n: (-len(n), n))) for c in alt[:MAX_CLAUSES])
+                 for alt in alternatives)
 
 
-def _exact(items, C) -> str | None:
-    """The one string a sequence matches, when it is literals only (through plain groups)."""
+def _flat(items, C) -> list:
+    """The sequence with its plain groups (no local flags) opened: a group does not change what is literal."""
     out = []
     for op, av in items:
-        if op is C.LITERAL:
-            out.append(chr(av))
-        elif op is C.SUBPATTERN and not av[1] and not av[2]:
-            inner = _exact(av[3], C)
-            if inner is None:
-                return None
-            out.append(inner)
+        if op is C.SUBPATTERN and not av[1] and not av[2]:
+            out.extend(_flat(av[3], C))
         else:
-            return None
-    return "".join(out)
+            out.append((op, av))
+    return out
 
 
-def _required(items, C) -> frozenset[str] | None:
-    """A set of strings, one of which every match of the sequence contains; ``None``: no guarantee."""
-    candidates: list[frozenset[str]] = []
+def _alternatives(items, C) -> list[list[frozenset[str]]] | None:
+    """Alternatives (each a list of clauses, most selective first) one of which every match satisfies."""
+    items = _flat(items, C)
+    branches = [k for k, (op, _av) in enumerate(items) if op is C.BRANCH]
+    if branches:
+        k = max(branches, key=lambda b: len(items[b][1][1]))
+        around = _clauses(items[:k] + [(_GAP, None)] + items[k + 1:], C)
+        out = []
+        for branch in items[k][1][1]:
+            inner = _alternatives(branch, C)
+            for alt in inner if inner else [[]]:
+                merged = _ordered(around + alt)
+                if not merged:
+                    return None  # this branch can match with no literal at all
+                out.append(merged)
+                if len(out) > MAX_ALTERNATIVES:
+                    one = _clauses(items, C)
+                    return [one] if one else None
+        return out
+    clauses = _clauses(items, C)
+    return [clauses] if clauses else None
+
+
+def _selectivity(clause: frozenset[str]):
+    return min(map(len, clause)), -len(clause)
+
+
+def _ordered(clauses) -> list[frozenset[str]]:
+    unique = list(dict.fromkeys(c for c in clauses if c and all(c)))
+    return sorted(unique, key=_selectivity, reverse=True)
+
+
+def _clauses(items, C) -> list[frozenset[str]]:
+    """Clauses every match of the sequence satisfies, most selective first (empty: no guarantee)."""
+    found: list[frozenset[str]] = []
     run: list[str] = []
 
     def flush():
         if run:
-            candidates.append(frozenset(["".join(run)]))
+            found.append(frozenset(["".join(run)]))
             run.clear()
 
-    for op, av in items:
+    for op, av in _flat(items, C):
         if op is C.LITERAL:
             run.append(chr(av))
             continue
-        if op is C.SUBPATTERN:
-            if av[1] or av[2]:  # local flags ((?i:...)): no guarantee from this part
-                flush()
-                continue
-            exact = _exact(av[3], C)
-            if exact is not None:
-                run.append(exact)
-                continue
-            flush()
-            inner = _required(av[3], C)
-            if inner:
-                candidates.append(inner)
-            continue
         flush()
         if op is C.BRANCH:
-            parts = [_required(alt, C) for alt in av[1]]
+            # one clause: the union of each branch's most selective one
+            parts = [_clauses(alt, C) for alt in av[1]]
             if parts and all(parts):
-                candidates.append(frozenset().union(*parts))
+                found.append(frozenset().union(*(p[0] for p in parts)))
         elif op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
             low, _high, inner_items = av
             if low >= 1:
-                inner = _required(inner_items, C)
-                if inner:
-                    candidates.append(inner)
+                found.extend(_clauses(inner_items, C))
         elif op is C.ATOMIC_GROUP:
-            inner = _required(av, C)
-            if inner:
-                candidates.append(inner)
-        # anything else (classes, any character, anchors, look-arounds, back-references): no needle
+            found.extend(_clauses(av, C))
+        # anything else (the split alternation, classes, any character, anchors, look-arounds, groups with
+        # local flags, back-references): no string
     flush()
-    candidates = [c for c in candidates if c and all(c)]
-    if not candidates:
-        return None
-    # the most selective: the longest shortest needle, then the fewest needles
-    return max(candidates, key=lambda c: (min(map(len, c)), -len(c)))
+    return _ordered(found)
+
+
+#: Texts a pattern is checked for before it simply runs on every text: the check (a few thousand substring
+#: tests for the whole lexicon) saves compiling the patterns a cold run does not need, but costs more than
+#: running the compiled patterns once a process has read many texts (a server, ``medsora rank --file``).
+GATED_TEXTS = 64
 
 
 class GatedPattern:
-    """A regular expression compiled on first need, skipped on texts that hold none of its needles.
+    """A regular expression compiled on first need, skipped on texts that satisfy no alternative of its
+    needles (for the first :data:`GATED_TEXTS` texts; then it runs on every text).
 
     ``finditer`` / ``search`` / ``findall`` give what the compiled pattern gives; anything else is the
     compiled pattern's.
     """
 
-    __slots__ = ("pattern", "needles", "_compiled")
+    __slots__ = ("pattern", "needles", "_compiled", "_checks_left")
 
-    def __init__(self, pattern: str, needles: tuple[str, ...] | None):
+    def __init__(self, pattern: str, needles: tuple[tuple[tuple[str, ...], ...], ...] | None):
         self.pattern = pattern
         self.needles = needles
         self._compiled = None
+        self._checks_left = GATED_TEXTS
 
     def compiled(self) -> re.Pattern:
         if self._compiled is None:
             self._compiled = re.compile(self.pattern)
         return self._compiled
 
+    def _worth_running(self, text: str) -> bool:
+        if self._checks_left <= 0:
+            return True  # a process reading many texts: running the compiled pattern is cheaper than the check
+        self._checks_left -= 1
+        return self.may_match(text)
+
     def may_match(self, text: str) -> bool:
-        return self.needles is None or any(n in text for n in self.needles)
+        """Whether the text satisfies an alternative of the needles (``False``: the pattern cannot match)."""
+        if self.needles is None:
+            return True
+        for alternative in self.needles:
+            for clause in alternative:
+                for n in clause:
+                    if n in text:
+                        break
+                else:
+                    break  # a clause with no string in the text: not this alternative
+            else:
+                return True
+        return False
 
     def finditer(self, text: str, *args):
-        return self.compiled().finditer(text, *args) if self.may_match(text) else iter(())
+        return self.compiled().finditer(text, *args) if self._worth_running(text) else iter(())
 
     def search(self, text: str, *args):
-        return self.compiled().search(text, *args) if self.may_match(text) else None
+        return self.compiled().search(text, *args) if self._worth_running(text) else None
 
     def findall(self, text: str, *args):
-        return self.compiled().findall(text, *args) if self.may_match(text) else []
+        return self.compiled().findall(text, *args) if self._worth_running(text) else []
 
     def __getattr__(self, name):
         return getattr(self.compiled(), name)
@@ -427,6 +474,13 @@ def _key(pattern: str) -> str:
 
 
 _GATES_LOCK = threading.Lock()
+
+
+def _well_formed(value) -> bool:
+    """A cached gate: a non-empty list of alternatives, each a non-empty list of non-empty string lists."""
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(alt, list) and alt and all(
+            isinstance(c, list) and c and all(isinstance(n, str) and n for n in c) for c in alt) for alt in value)
 
 
 def gated_patterns(patterns: list[str], root: Path | None = None) -> list[GatedPattern]:
@@ -448,12 +502,12 @@ def gated_patterns(patterns: list[str], root: Path | None = None) -> list[GatedP
         for p in patterns:
             key = _key(p)
             value = known.get(key, False)
-            if value is False or not (value is None or (isinstance(value, list) and all(
-                    isinstance(n, str) and n for n in value))):
+            if value is False or not (value is None or _well_formed(value)):
                 value = needles(p)
-                value = list(value) if value is not None else None
+                value = [[list(c) for c in alt] for alt in value] if value is not None else None
                 fresh[key] = value
-            out.append(GatedPattern(p, tuple(value) if value is not None else None))
+            out.append(GatedPattern(p, tuple(tuple(tuple(c) for c in alt) for alt in value)
+                                    if value is not None else None))
         if fresh:
             # other lexicons' entries (a test's, another checkout's) stay unless the file has grown large
             keep = dict(known) if len(known) < 4 * max(len(patterns), 1000) else \
