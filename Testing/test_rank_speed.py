@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from MedSORALib.differential import compiled
+from MedSORALib.differential import compiled, gates
 from MedSORALib.differential.records import DATA_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ TEXTS = [
     ("(?i:pain)", None),
 ])
 def test_needles_of_small_patterns(pattern, expected):
-    assert compiled.needles(pattern) == expected
+    assert gates.needles(pattern) == expected
 
 
 def test_gated_patterns_match_as_compiled_ones_on_random_texts():
@@ -66,7 +66,7 @@ def test_gated_patterns_match_as_compiled_ones_on_random_texts():
     rng = random.Random(7)
     texts = ["".join(rng.choice("abc d") for _ in range(rng.randrange(0, 14))) for _ in range(400)]
     for pattern in patterns:
-        gated = compiled.GatedPattern(pattern, compiled.needles(pattern))
+        gated = gates.GatedPattern(pattern, gates.needles(pattern))
         eager = re.compile(pattern)
         for text in texts:
             if not gated.may_match(text):  # the gate alone, on every text
@@ -77,8 +77,8 @@ def test_gated_patterns_match_as_compiled_ones_on_random_texts():
 
 
 def test_a_pattern_runs_ungated_after_many_texts(monkeypatch):
-    monkeypatch.setattr(compiled, "GATED_TEXTS", 3)
-    gated = compiled.GatedPattern("fever", compiled.needles("fever"))
+    monkeypatch.setattr(gates, "GATED_TEXTS", 3)
+    gated = gates.GatedPattern("fever", gates.needles("fever"))
     assert [gated._worth_running("no") for _ in range(5)] == [False, False, False, True, True]
     assert gated._compiled is None  # never compiled while the gate said no
     assert [m.span() for m in gated.finditer("fever, fever")] == [(0, 5), (7, 12)]
@@ -136,7 +136,7 @@ def test_reader_patterns_gated_as_compiled_on_their_own_wordings():
     reader = Reader(build_catalogue().findings, _hpo_terms(), load_lab_reader())
     patterns = ([p for _f, p, _s in reader._regexes] + [p for p, _ids in reader._negative_forms]
                 + [a.names for a in reader.labs.analytes])
-    assert len(patterns) > 400 and all(isinstance(p, compiled.GatedPattern) for p in patterns)
+    assert len(patterns) > 400 and all(isinstance(p, gates.GatedPattern) for p in patterns)
     assert sum(p.needles is None for p in patterns) < 0.05 * len(patterns)
     covered = 0
     for gated in patterns:
@@ -287,7 +287,7 @@ def eager_library(monkeypatch):
         labs.load_lab_reader.cache_clear()
 
     monkeypatch.setattr(compiled, "cached_catalogue", lambda root, build: build(root))
-    monkeypatch.setattr(compiled, "gated_patterns", lambda patterns, root=None: [re.compile(p) for p in patterns])
+    monkeypatch.setattr(gates, "gated_patterns", lambda patterns, root=None: [re.compile(p) for p in patterns])
     monkeypatch.setattr(compiled, "read_yaml", lambda path: yaml.safe_load(Path(path).read_text(encoding="utf-8")))
     monkeypatch.setattr(differential, "_DEFAULT", None)
     clear()

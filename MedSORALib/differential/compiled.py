@@ -1,4 +1,4 @@
-"""Fast loading of the differential's data: a checked cache of the catalogue and gated reader patterns.
+"""Fast loading of the differential's data: checked JSON caches of the catalogue and of ``labs.yaml``.
 
 A cold ``medsora rank`` spent most of its time above ``import torch`` on two things that give the same result
 on every run: building the catalogue from its YAML parts (parsing, and compiling every pattern once to
@@ -12,12 +12,9 @@ needs a handful. This module removes both without changing a result:
   Python version and :data:`CACHE_VERSION`. A file whose digest differs from the current one, that does not
   parse, or that names a type outside :mod:`.records` is ignored and the catalogue is built from the YAML
   (and the cache rewritten); a catalogue that does not survive the round trip unchanged is not cached.
-- :class:`GatedPattern`: a regular expression compiled on first need, with its *needles*: alternatives
-  (one per branch of the pattern's alternations) of clauses of literal strings; every match contains a
-  string of each clause of some alternative (derived from the pattern's parse tree by :func:`needles`). A
-  text that satisfies no alternative cannot match, so ``finditer`` returns nothing without compiling. The needles of
-  each pattern are kept in ``reader-gates.json`` in the same folder, keyed by a digest of the pattern text,
-  so a changed pattern simply gets new needles.
+- ``read_yaml``: a YAML file of the shipped data (``labs.yaml``) through a JSON copy checked by its digest.
+- :mod:`.gates`: the reader's and lab reader's patterns compiled on first need, behind literal needles kept in
+  ``reader-gates.json`` in the same folder.
 
 Both are written on first use (``medsora rank`` once), atomically; deleting them is always safe.
 """
@@ -28,10 +25,8 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from types import MappingProxyType
 
@@ -42,7 +37,6 @@ _HERE = Path(__file__).resolve().parent
 #: Modules whose code decides what the catalogue holds (their source is part of the digest).
 _CODE = (_HERE / "catalogue.py", _HERE / "records.py", _HERE.parent / "organs.py")
 CATALOGUE_FILE = "catalogue-cache.json"
-GATES_FILE = "reader-gates.json"
 
 
 # ------------------------------------------------------------------------------------------ where and what
@@ -291,230 +285,3 @@ def _identical(a, b) -> bool:
     if isinstance(a, list):
         return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
     return a == b or (a != a and b != b)
-
-
-# ------------------------------------------------------------------------------- needles of a pattern
-
-
-#: Most clauses kept per alternative (the most selective ones), and most alternatives per pattern: the check
-#: stays a few substring tests per alternative.
-MAX_CLAUSES = 3
-MAX_ALTERNATIVES = 256
-#: Stands for a part of a sequence left out of its clauses (the alternation being split).
-_GAP = object()
-
-
-def needles(pattern: str) -> tuple[tuple[tuple[str, ...], ...], ...] | None:
-    """Alternatives of clauses of literal strings: every non-empty match of ``pattern`` (compiled without
-    flags) satisfies one alternative, i.e. contains a string of each of its clauses. A text that satisfies
-    no alternative cannot match.
-
-    The pattern's alternations (``(?:a)|(?:b)``, also inside groups) split it into alternatives, one per
-    branch, each with the clauses of the parts around it. ``None`` when the pattern gives no such guarantee
-    (a branch or the whole pattern optional, case-insensitive flags, ...): the pattern must then always run.
-    The strings come from the parts a match consumes (literal runs, groups, repeats of at least one), never
-    from look-arounds, so each lies inside the match itself.
-    """
-    from re import _constants as C, _parser
-
-    try:
-        tree = _parser.parse(pattern, 0)
-    except re.error:
-        return None
-    if tree.state.flags & (re.IGNORECASE | re.LOCALE):
-        return None
-    alternatives = _alternatives(list(tree), C)
-    if not alternatives:
-        return None
-    return tuple(tuple(tuple(sorted(c, key=lambda n: (-len(n), n))) for c in alt[:MAX_CLAUSES])
-                 for alt in alternatives)
-
-
-def _flat(items, C) -> list:
-    """The sequence with its plain groups (no local flags) opened: a group does not change what is literal."""
-    out = []
-    for op, av in items:
-        if op is C.SUBPATTERN and not av[1] and not av[2]:
-            out.extend(_flat(av[3], C))
-        else:
-            out.append((op, av))
-    return out
-
-
-def _alternatives(items, C) -> list[list[frozenset[str]]] | None:
-    """Alternatives (each a list of clauses, most selective first) one of which every match satisfies."""
-    items = _flat(items, C)
-    branches = [k for k, (op, _av) in enumerate(items) if op is C.BRANCH]
-    if branches:
-        k = max(branches, key=lambda b: len(items[b][1][1]))
-        around = _clauses(items[:k] + [(_GAP, None)] + items[k + 1:], C)
-        out = []
-        for branch in items[k][1][1]:
-            inner = _alternatives(branch, C)
-            for alt in inner if inner else [[]]:
-                merged = _ordered(around + alt)
-                if not merged:
-                    return None  # this branch can match with no literal at all
-                out.append(merged)
-                if len(out) > MAX_ALTERNATIVES:
-                    one = _clauses(items, C)
-                    return [one] if one else None
-        return out
-    clauses = _clauses(items, C)
-    return [clauses] if clauses else None
-
-
-def _selectivity(clause: frozenset[str]):
-    return min(map(len, clause)), -len(clause)
-
-
-def _ordered(clauses) -> list[frozenset[str]]:
-    unique = list(dict.fromkeys(c for c in clauses if c and all(c)))
-    return sorted(unique, key=_selectivity, reverse=True)
-
-
-def _clauses(items, C) -> list[frozenset[str]]:
-    """Clauses every match of the sequence satisfies, most selective first (empty: no guarantee)."""
-    found: list[frozenset[str]] = []
-    run: list[str] = []
-
-    def flush():
-        if run:
-            found.append(frozenset(["".join(run)]))
-            run.clear()
-
-    for op, av in _flat(items, C):
-        if op is C.LITERAL:
-            run.append(chr(av))
-            continue
-        flush()
-        if op is C.BRANCH:
-            # one clause: the union of each branch's most selective one
-            parts = [_clauses(alt, C) for alt in av[1]]
-            if parts and all(parts):
-                found.append(frozenset().union(*(p[0] for p in parts)))
-        elif op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
-            low, _high, inner_items = av
-            if low >= 1:
-                found.extend(_clauses(inner_items, C))
-        elif op is C.ATOMIC_GROUP:
-            found.extend(_clauses(av, C))
-        # anything else (the split alternation, classes, any character, anchors, look-arounds, groups with
-        # local flags, back-references): no string
-    flush()
-    return _ordered(found)
-
-
-#: Texts a pattern is checked for before it simply runs on every text: the check (a few thousand substring
-#: tests for the whole lexicon) saves compiling the patterns a cold run does not need, but costs more than
-#: running the compiled patterns once a process has read many texts (a server, ``medsora rank --file``).
-GATED_TEXTS = 64
-
-
-class GatedPattern:
-    """A regular expression compiled on first need, skipped on texts that satisfy no alternative of its
-    needles (for the first :data:`GATED_TEXTS` texts; then it runs on every text).
-
-    ``finditer`` / ``search`` / ``findall`` give what the compiled pattern gives; anything else is the
-    compiled pattern's.
-    """
-
-    __slots__ = ("pattern", "needles", "_compiled", "_checks_left")
-
-    def __init__(self, pattern: str, needles: tuple[tuple[tuple[str, ...], ...], ...] | None):
-        self.pattern = pattern
-        self.needles = needles
-        self._compiled = None
-        self._checks_left = GATED_TEXTS
-
-    def compiled(self) -> re.Pattern:
-        if self._compiled is None:
-            self._compiled = re.compile(self.pattern)
-        return self._compiled
-
-    def _worth_running(self, text: str) -> bool:
-        if self._checks_left <= 0:
-            return True  # a process reading many texts: running the compiled pattern is cheaper than the check
-        self._checks_left -= 1
-        return self.may_match(text)
-
-    def may_match(self, text: str) -> bool:
-        """Whether the text satisfies an alternative of the needles (``False``: the pattern cannot match)."""
-        if self.needles is None:
-            return True
-        for alternative in self.needles:
-            for clause in alternative:
-                for n in clause:
-                    if n in text:
-                        break
-                else:
-                    break  # a clause with no string in the text: not this alternative
-            else:
-                return True
-        return False
-
-    def finditer(self, text: str, *args):
-        return self.compiled().finditer(text, *args) if self._worth_running(text) else iter(())
-
-    def search(self, text: str, *args):
-        return self.compiled().search(text, *args) if self._worth_running(text) else None
-
-    def findall(self, text: str, *args):
-        return self.compiled().findall(text, *args) if self._worth_running(text) else []
-
-    def __getattr__(self, name):
-        return getattr(self.compiled(), name)
-
-    def __repr__(self):
-        return f"GatedPattern({self.pattern!r}, needles={self.needles!r})"
-
-
-def _key(pattern: str) -> str:
-    return hashlib.blake2b(pattern.encode("utf-8"), digest_size=12).hexdigest()
-
-
-_GATES_LOCK = threading.Lock()
-
-
-def _well_formed(value) -> bool:
-    """A cached gate: a non-empty list of alternatives, each a non-empty list of non-empty string lists."""
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(alt, list) and alt and all(
-            isinstance(c, list) and c and all(isinstance(n, str) and n for n in c) for c in alt) for alt in value)
-
-
-def gated_patterns(patterns: list[str], root: Path | None = None) -> list[GatedPattern]:
-    """:class:`GatedPattern` for each pattern, with the needles from ``reader-gates.json`` (computed for the
-    patterns it lacks; the file is rewritten when any was missing)."""
-    from .records import DATA_DIR
-
-    root = Path(root) if root is not None else DATA_DIR
-    folders = (package_cache_dir(root), user_cache_dir())
-    with _GATES_LOCK:
-        known: dict = {}
-        for folder in folders:
-            data = _read_json(folder / GATES_FILE)
-            if isinstance(data, dict) and data.get("version") == CACHE_VERSION and data.get("python") == _PYTHON \
-                    and isinstance(data.get("needles"), dict):
-                known = data["needles"]
-                break
-        out, fresh = [], {}
-        for p in patterns:
-            key = _key(p)
-            value = known.get(key, False)
-            if value is False or not (value is None or _well_formed(value)):
-                value = needles(p)
-                value = [[list(c) for c in alt] for alt in value] if value is not None else None
-                fresh[key] = value
-            out.append(GatedPattern(p, tuple(tuple(tuple(c) for c in alt) for alt in value)
-                                    if value is not None else None))
-        if fresh:
-            # other lexicons' entries (a test's, another checkout's) stay unless the file has grown large
-            keep = dict(known) if len(known) < 4 * max(len(patterns), 1000) else \
-                {k: known[k] for k in map(_key, patterns) if k in known}
-            keep.update(fresh)
-            data = {"version": CACHE_VERSION, "python": _PYTHON, "needles": keep}
-            for folder in folders:
-                if _write_json(folder, GATES_FILE, data) is not None:
-                    break
-    return out

@@ -152,8 +152,8 @@ class LabReader:
     def __init__(self, data: dict):
         self.sources: dict = dict(data.get("sources") or {})
         self.analytes: list[Analyte] = []
-        # compiled on first need, only for texts holding one of a pattern's literal needles (.compiled)
-        from .compiled import gated_patterns
+        # compiled on first need, only for texts holding one of a pattern's literal needles (.gates)
+        from .gates import gated_patterns
 
         raws = list(data["analytes"])
         patterns = [r"(?<![\w/])(?:" + "|".join(raw["names"]) + r")(?![\w/])" for raw in raws]

@@ -114,8 +114,8 @@ class Reader:
                 # longest first; equal lengths in a fixed order, so the pattern is the same in every process
                 body = "|".join(re.escape(t) for t in sorted(set(terms), key=lambda t: (-len(t), t)))
                 sources.append((finding, rf"(?<![\w])(?:{body})(?![\w])", "hpo"))
-        # compiled on first need, and only for texts holding one of the pattern's literal needles (.compiled)
-        from .compiled import gated_patterns
+        # compiled on first need, and only for texts holding one of the pattern's literal needles (.gates)
+        from .gates import gated_patterns
 
         negative = [rf"(?<![\w])(?:{p})(?![\w])" for p, _ids in NEGATIVE_FORMS]
         patterns = gated_patterns([pattern for _f, pattern, _s in sources] + negative)
