@@ -100,11 +100,12 @@ _NEG_PRE = _words(
     r"dont", r"off", r"isn'?t", r"wasn'?t", r"aren'?t", r"weren'?t", r"doesn'?t", r"didn'?t", r"cannot",
     r"can'?t", r"unable to elicit", r"no complaints? of", r"ruled out", r"resolution of",
     r"not associated with", r"no associated", r"neither", r"none", r"nothing to suggest", r"never had",
-    r"nkda")
+    r"nkda", r"unlikely to (?:be|have)", r"argues? against", r"no suggestion of")
 _NEG_NON = re.compile(r"(?<![\w/])(?:non|un)-?(?=[a-z])")
 _NEG_POST = _words(
     r"(?:is |was |were |are |has been |have been |remains? )?(?:negative|absent|not (?:present|seen|elicited|"
-    r"found|detected|palpable|felt|present)|unremarkable|nil|ruled out|excluded|denied|not a feature|normal)")
+    r"found|detected|palpable|felt|present)|unremarkable|nil|ruled out|excluded|denied|not a feature|normal|"
+    r"(?:thought |felt |considered |seems? |looks? )?unlikely)")
 _UNC_PRE = _words(
     r"possible", r"possibly", r"probable", r"query", r"queried", r"questionable", r"question of", r"\?",
     r"suspected", r"suspect", r"suspicious for", r"suspicion of", r"concern for", r"concerning for",
@@ -113,7 +114,9 @@ _UNC_PRE = _words(
     r"could be", r"cannot exclude", r"can'?t exclude", r"cannot rule out", r"can'?t rule out", r"versus", r"vs",
     r"differential(?: diagnosis)?(?: includes?)?", r"consider", r"presumed", r"equivocal", r"doubtful",
     r"wonder(?:s|ing)? (?:if|whether|about)", r"\?\?", r"assess for", r"evaluate for", r"eval for", r"check for",
-    r"look(?:ing)? for", r"search for")
+    r"look(?:ing)? for", r"search for", r"maybe", r"perhaps", r"likely", r"(?:not sure|unsure|not certain) (?:if|whether)",
+    r"i think (?:i|it|she|he) (?:might|may|could)", r"(?:might|may|could) (?:have|be) (?:got|getting|developing)",
+    r"\?\s*query")
 _UNC_QMARK = re.compile(r"\?\s*(?=[a-z])")
 _HIST_PRE = _words(
     r"history of", r"hx of", r"h/o", r"pmh(?:x)?(?: of| includes?)?", r"past (?:medical |surgical )?history(?: of)?",
@@ -122,7 +125,9 @@ _HIST_PRE = _words(
     r"recovered from", r"was diagnosed with", r"diagnosed with", r"remote", r"resolved", r"former",
     r"(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|twenty|several|many|a few|few|some) "
     r"(?:years?|yrs?|decades?) "
-    r"(?:ago|before|earlier|previously)", r"in (?:19|20)\d\d", r"as a (?:child|teenager|baby)", r"in childhood")
+    r"(?:ago|before|earlier|previously)", r"in (?:19|20)\d\d", r"as a (?:child|teenager|baby)", r"in childhood",
+    r"(?<!-)(?<!year )(?<!years )(?<!yr )(?<!yrs )(?<!y )(?<!y/)old(?! (?:man|woman|lady|gentleman|male|female|patient|"
+    r"boy|girl|person|people|age|men|women|gent|chap|fellow|adult))")
 _HIST_POST = re.compile(
     r"^\W{0,3}(?:\w+\W+){0,4}?(?:(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|"
     r"twenty|thirty|forty|several|many|few|some|a few|couple of|a couple of)\s+(?:years?|yrs?|decades?)\s+"
@@ -144,6 +149,19 @@ _TERMINATORS = _words(
     r"on examination", r"o/e", r"examination", r"exam", r"bloods?", r"labs?", r"investigations?", r"imaging",
     r"with (?:new|worsening|sudden|severe|acute)", r"developed", r"develops", r"started", r"began", r"she", r"he",
     r"they", r"patient", r"pt")
+# The past ends where the text turns to the presentation ("a history of gallstones has sudden chest pain",
+# "known cirrhosis is having black stools since yesterday"); these end history scopes only (a negation may run
+# over "having": "denies having pain").
+_HIST_TERMINATORS = _words(
+    r"has", r"have", r"is having", r"having", r"is experiencing", r"experiencing", r"experiences", r"presents?",
+    r"presenting", r"presented", r"attends?", r"attended", r"came", r"comes", r"woke(?: up)?", r"wakes(?: up)?",
+    r"noticed", r"notices", r"this morning", r"this evening", r"yesterday", r"last night", r"tonight",
+    r"since (?:this|last|yesterday|the morning|the evening)", r"(?:over|for|in) the (?:past|last) \w+",
+    r"is now", r"is currently", r"gets", r"got", r"getting", r"feels", r"felt", r"is complaining")
+# Negation words that do not deny what follows ("not only nausea but vomiting", "no improvement in the pain",
+# "no relief from antacids"): pseudo-negations in the NegEx sense.
+_PSEUDO_NEG = re.compile(r"\s+(only|just|improvement|better|relief|resolution|response|change in (?:the |her |his |my )?"
+                         r"(?:pain|symptoms)|further (?:improvement|relief))\b")
 # A list continues a negation across commas when it is closed by "or"/"nor" ("no fever, rigors or sweats").
 _LIST_CLOSER = re.compile(r"(?<![\w/])(?:or|nor)(?![\w/])")
 _VERBISH = re.compile(r"(?<![\w/])(?:is|was|has|had|have|are|were|she|he|they|presents?|reports?|complains?|"
@@ -201,10 +219,29 @@ class Context:
             for m in regex.finditer(norm, seg.start, seg.end):
                 if status == NEGATED and re.match(r"\s+(?:stop|help|wait|keep from)\b", norm[m.end():m.end() + 12]):
                     continue  # "can't stop being sick" asserts the vomiting
+                pm = _PSEUDO_NEG.match(norm, m.end()) if status == NEGATED else None
+                if pm:
+                    # "no improvement in the pain" asserts the pain; only a finding that begins with the word
+                    # itself is denied ("no relief from antacids")
+                    self.scopes.append(Scope(pm.start(1), pm.end(1), NEGATED, m.group(0)))
+                    continue
+                if status == NEGATED and m.group(0) == "resolution of" and re.search(
+                        r"(?:no|not|without|little|poor) $", norm[max(0, m.start() - 8):m.start()]):
+                    continue
+                if status == HISTORY and re.match(r"\s*:", norm[m.end():m.end() + 3]):
+                    # "PMH: gallstones, hypertension." governs its whole list, to the end of the sentence
+                    sent_end = max(sg.end for sg in self.segments if sg.sentence == seg.sentence)
+                    end = _forward_end(norm, m.end(), sent_end)
+                    hm = _HIST_TERMINATORS.search(norm, m.end(), end)
+                    self.scopes.append(Scope(m.end(), hm.start() if hm else end, status, m.group(0)))
+                    continue
                 if status == HISTORY and re.search(r"(?:day|week|month|hour|hr|wk|short|brief)s?[- ]$",
                                                    norm[max(0, m.start() - 8):m.start()]):
                     continue  # "a 3-day history of diarrhoea" is the presentation, not the past
                 end = _forward_end(norm, m.end(), seg.end)
+                if status in (HISTORY, FAMILY):
+                    hm = _HIST_TERMINATORS.search(norm, m.end(), end)
+                    end = hm.start() if hm else end
                 if status == NEGATED:
                     end = self._extend_list(i, end)
                 self.scopes.append(Scope(m.end(), end, status, m.group(0)))
@@ -230,7 +267,7 @@ class Context:
                 # allow up to three words between the span and the trigger ("murphy's sign was clearly negative")
                 m2 = re.match(r"\W*(?:[\w']+\W+){0,3}?((?:is |was |were |are |has been |remains? )?(?:negative|absent|"
                               r"not (?:present|seen|elicited|found|detected|palpable|felt)|ruled out|excluded|"
-                              r"denied))\b",
+                              r"denied|(?:thought |felt |considered )?unlikely))\b",
                               after)
                 if m2:
                     found.setdefault(NEGATED, m2.group(1))
@@ -238,6 +275,9 @@ class Context:
                 found.setdefault(NEGATED, m.group(0))
             if _HIST_POST.match(after):
                 found.setdefault(HISTORY, "years ago")
+        if re.match(r"[ \t]{0,2}\?", self.norm[end:end + 3]) and not re.match(r"[ \t]{0,2}\?\s*[a-z]",
+                                                                                 self.norm[end:end + 6]):
+            found.setdefault(UNCERTAIN, "?")
         for status in (FAMILY, NEGATED, UNCERTAIN, HISTORY):
             if status in found:
                 return status, found[status]

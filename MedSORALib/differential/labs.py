@@ -34,8 +34,20 @@ _UNIT = (r"\s*(x\s*10\s*\^?\s*\(?\s*(?:9|3|12)\s*\)?\s*/\s*[lu]l?|10\s*\^\s*(?:9
          r"(?:[a-zµμ%/]+(?:\s*/\s*[a-z0-9]+)?))?")
 _ULN = re.compile(r"^\s*(?:x|times|-?fold)\s*(?:the\s*)?(?:uln|upper limit(?: of normal)?|upper normal limit|"
                   r"normal|upper limit of the normal range|upper reference limit)\b")
-_ULN_BEFORE = re.compile(r"(?:>|over|more than|greater than|above|of)?\s*(\d+(?:\.\d+)?)\s*(?:x|times|-?fold)\s*"
-                         r"(?:the\s*)?(?:uln|upper limit(?: of normal)?|normal)\b")
+#: Multiples written in words ("lipase three times the upper limit").
+_NUMBER_WORDS = {"two": 2, "twice": 2, "three": 3, "thrice": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+                 "eight": 8, "nine": 9, "ten": 10, "twelve": 12, "fifteen": 15, "twenty": 20, "fifty": 50,
+                 "a hundred": 100, "one hundred": 100}
+_ULN_BEFORE = re.compile(r"(?:>|over|more than|greater than|above|of|about|around|nearly|almost|at least)?\s*"
+                         r"(\d+(?:\.\d+)?|" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")"
+                         r"(?:\s*(?:x|times|-?fold)|(?<=twice)|(?<=thrice))\s*"
+                         r"(?:the\s*)?(?:uln|upper limit(?: of normal)?(?: of the normal range)?|upper normal limit|"
+                         r"normal|upper reference limit)\b")
+
+
+def _multiple(text: str) -> float:
+    """The number of a multiple of the upper limit, written in digits or words."""
+    return float(_NUMBER_WORDS.get(text, None) or text)
 _BP = re.compile(r"(?<![\d/])(\d{2,3})\s*/\s*(\d{2,3})(?![\d/])(\s*mm\s*hg)?")
 _TEMP_UNIT = re.compile(r"(?<![\d.])(\d{2,3}(?:\.\d)?)\s*(?:°|º|deg(?:rees?)?)?\s*(c|f)\b(?!\s*/)")
 
@@ -141,7 +153,7 @@ def evaluate_rules(analyte: Analyte, value: float, sex: str | None, rules=None) 
         for fid in rule.get("findings", []):
             if holds:
                 out[fid] = "present"
-            elif informative:
+            elif informative and not rule.get("present_only"):
                 out.setdefault(fid, "negated")
     return list(out.items())
 
@@ -178,6 +190,7 @@ class LabReader:
         """Findings from numbers in a normalised text."""
         hits: list[LabHit] = []
         taken: list[tuple[int, int]] = []
+        candidates = []
         for analyte in self.analytes:
             if analyte.urine_only or analyte.unit in ("flag", "xuln", "ratio") and not analyte.rules:
                 continue
@@ -185,11 +198,15 @@ class LabReader:
                 after = norm[m.end():m.end() + 60]
                 hits_here = self._value_after(analyte, norm, m, after, sex)
                 if hits_here:
-                    span = (m.start(), hits_here[0].end)
-                    if any(s < span[1] and span[0] < e for s, e in taken):
-                        continue
-                    taken.append(span)
-                    hits.extend(hits_here)
+                    candidates.append((m.start(), m.end(), hits_here))
+        # of names that overlap, the longest wins ("conjugated bilirubin 31" is not also "bilirubin 31")
+        for start, name_end, hits_here in sorted(candidates, key=lambda c: (-(c[1] - c[0]), c[0])):
+            span = (start, max(h.end for h in hits_here))
+            if any(s < span[1] and span[0] < e for s, e in taken):
+                continue
+            taken.append(span)
+            hits.extend(hits_here)
+        hits.sort(key=lambda h: h.start)
         # a blood pressure or temperature written by its unit alone
         bp = self.by_id.get("blood_pressure")
         for m in _BP.finditer(norm):
@@ -222,7 +239,7 @@ class LabReader:
         if not nm:
             uln = _ULN_BEFORE.match(after.lstrip(" :=-"))
             if uln and analyte.limits(sex)[1] is not None:
-                value = float(uln.group(1)) * analyte.limits(sex)[1] * 1.0001
+                value = _multiple(uln.group(1)) * analyte.limits(sex)[1] * 1.0001
                 end = m.end() + len(after) - len(after.lstrip(" :=-")) + uln.end()
                 return [LabHit(f, s, m.start(), end, analyte.id, value, analyte.unit)
                         for f, s in evaluate_rules(analyte, value, sex)]

@@ -222,7 +222,8 @@ def _resolve(raw: list[ReadFinding]) -> list[ReadFinding]:
             continue
         kept.append(f)
     best: dict[str, ReadFinding] = {}
-    for f in sorted(kept, key=lambda f: (_STATUS_RANK[f.status], f.source == "hpo", f.start)):
+    # at equal status a value read from a number wins over a wording ("blood sugar 40 mg/dL" keeps its value)
+    for f in sorted(kept, key=lambda f: (_STATUS_RANK[f.status], f.value is None, f.source == "hpo", f.start)):
         if f.id not in best:
             best[f.id] = f
         elif best[f.id].side is None and f.side is not None and f.status == best[f.id].status:

@@ -1,0 +1,188 @@
+"""The clinical reader on the misreads of issue 24: bilirubin fractions, low and high glucose, the end of a
+history's scope at the presentation, units and numbers written in every common way, pseudo-negation and
+hedges, and everyday (lay) wording."""
+from __future__ import annotations
+
+import pytest
+
+from MedSORALib.differential.reader import read
+
+
+def findings(text: str, **kw) -> dict:
+    return {f.id: f.status for f in read(text, **kw).findings}
+
+
+def value(text: str, finding: str) -> float | None:
+    for f in read(text).findings:
+        if f.id == finding:
+            return f.value
+    return None
+
+
+# -- 1. bilirubin fractions ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("text", ["conjugated bilirubin 31 umol/L", "direct bilirubin 31", "conj bili 31",
+                                  "Conj. bilirubin of 31 micromol/L", "direct bili 1.8 mg/dL"])
+def test_conjugated_bilirubin_reads_as_conjugated_hyperbilirubinaemia(text):
+    got = findings(text)
+    assert got.get("bilirubin_conjugated_raised") == "present"
+    assert "bilirubin_unconjugated_raised" not in got
+
+
+def test_conjugated_bilirubin_value_and_total_threshold():
+    # 1.8 mg/dL x 17.1 = 30.8 umol/L: above the conjugated limit (5.1) and the total limit (21)
+    assert value("direct bili 1.8 mg/dL", "bilirubin_conjugated_raised") == pytest.approx(30.78, abs=0.01)
+    got = findings("conjugated bilirubin 9 umol/L")
+    # 9 umol/L is a raised conjugated fraction but says nothing of a raised total
+    assert got.get("bilirubin_conjugated_raised") == "present" and "bilirubin_raised" not in got
+    assert findings("direct bilirubin 3 umol/L").get("bilirubin_conjugated_raised") == "negated"
+
+
+@pytest.mark.parametrize("text", ["unconjugated bilirubin 60 umol/L", "indirect bilirubin 3.1 mg/dL",
+                                  "unconjugated hyperbilirubinaemia", "raised indirect bilirubin"])
+def test_unconjugated_bilirubin_reads_as_unconjugated(text):
+    got = findings(text)
+    assert got.get("bilirubin_unconjugated_raised") == "present"
+    assert "bilirubin_conjugated_raised" not in got
+
+
+def test_total_bilirubin_is_not_a_fraction():
+    got = findings("bilirubin 68 umol/L")
+    assert got == {"bilirubin_raised": "present"}
+
+
+# -- 2. glucose ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, expected_value", [
+    ("glucose 2.0", 2.0), ("capillary glucose 1.9 mmol/L", 1.9), ("BM 2.1", 2.1), ("CBG 3.1", 3.1),
+    ("blood sugar 40 mg/dL", 40 * 0.0555), ("fingerprick glucose of 2.4", 2.4)])
+def test_low_glucose_is_hypoglycaemia_never_diabetes(text, expected_value):
+    got = findings(text)
+    assert got.get("hypoglycaemia") == "present"
+    assert "diabetes" not in got and got.get("glucose_high") != "present"
+    assert value(text, "hypoglycaemia") == pytest.approx(expected_value, abs=0.01)
+
+
+@pytest.mark.parametrize("text", ["glucose 25", "BM 28.4", "random glucose 320 mg/dL"])
+def test_high_glucose_is_hyperglycaemia_not_a_diagnosis_of_diabetes(text):
+    got = findings(text)
+    assert got.get("glucose_high") == "present"
+    assert "diabetes" not in got and got.get("hypoglycaemia") != "present"
+
+
+def test_glucose_threshold_is_3_9():
+    assert findings("glucose 3.8").get("hypoglycaemia") == "present"
+    assert findings("glucose 4.0").get("hypoglycaemia") == "negated"
+    assert findings("glucose 5.4 mmol/L").get("glucose_high") == "negated"
+
+
+# -- 3. history ends where the presentation begins ------------------------------------------------------------
+def test_history_scope_ends_at_the_verb_of_presentation():
+    got = findings("a 60-year-old with a history of gallstones has sudden chest pain and sweating")
+    assert got["gallstones_history"] == "history"
+    assert got["chest_pain"] == "present" and got["sudden_onset_pain"] == "present"
+
+
+@pytest.mark.parametrize("text, past, now", [
+    ("history of gallstones presenting with fever", "gallstones_history", "fever"),
+    ("known pancreatitis, now vomiting", "pancreatitis_history", "vomiting"),
+    ("history of peptic ulcer, complains of black stools", "peptic_ulcer_history", "melaena"),
+    ("previous gallstones and today RUQ pain", "gallstones_history", "ruq_pain"),
+    ("history of hepatitis C developed jaundice", "hepatitis_b_or_c", "jaundice"),
+    ("PMH: gallstones, hypertension. Fever and RUQ pain", "gallstones_history", "ruq_pain"),
+])
+def test_history_then_presentation(text, past, now):
+    got = findings(text)
+    assert got.get(past) in ("history", "present") and got.get(now) == "present", got
+
+
+@pytest.mark.parametrize("text, finding", [
+    ("old hepatitis C", "hepatitis_b_or_c"),
+    ("previous haematemesis", "haematemesis"),
+    ("jaundice years ago", "jaundice"),
+    ("PMH: hypertension, diabetes", "diabetes"),
+])
+def test_old_previous_years_ago_are_context(text, finding):
+    assert findings(text).get(finding) == "history"
+
+
+@pytest.mark.parametrize("text", ["a 70 year old with vomiting", "a 70-year-old with vomiting",
+                                  "an old man with vomiting", "72 yrs old, vomiting"])
+def test_age_is_not_history(text):
+    assert findings(text)["vomiting"] == "present"
+
+
+@pytest.mark.parametrize("text, removed", [
+    ("status post cholecystectomy", ("gallbladder",)),
+    ("gallbladder removed five years ago", ("gallbladder",)),
+    ("a 60-year-old with a history of cholecystectomy has RUQ pain", ("gallbladder",)),
+])
+def test_removal_still_read(text, removed):
+    assert read(text).removed == removed
+
+
+# -- 5. units and numbers ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, finding, expected_value", [
+    ("Hb 78 g/L", "anaemia", 7.8),
+    ("Hb 7.8 g/dL", "anaemia", 7.8),
+    ("Hb 78", "anaemia", 7.8),
+    ("lipase 1,250 U/L", "lipase_3x_uln", 1250.0),
+    ("amylase 2,400", "amylase_3x_uln", 2400.0),
+    ("Cr 180", "creatinine_raised", 180.0),
+    ("creatinine 2.1 mg/dL", "creatinine_raised", 2.1 * 88.4),
+    ("BP 82/50", "hypotension", 82.0),
+    ("HR 128", "tachycardia", 128.0),
+    ("SpO2 88% on air", "hypoxia", 88.0),
+    ("T 38.9", "fever", 38.9),
+    ("101.5F", "fever", (101.5 - 32) * 5 / 9),
+    ("temp 101.5", "fever", (101.5 - 32) * 5 / 9),
+])
+def test_units_and_numbers(text, finding, expected_value):
+    got = read(text)
+    assert got.status_of(finding) == "present"
+    assert value(text, finding) == pytest.approx(expected_value, rel=1e-3)
+
+
+@pytest.mark.parametrize("text, finding, multiple", [
+    ("ALP 3x ULN", "alp_raised", 3), ("lipase three times the upper limit", "lipase_3x_uln", 3),
+    ("ALT twenty times the upper limit of normal", "transaminases_very_high", 20),
+    ("amylase more than three times normal", "amylase_3x_uln", 3)])
+def test_multiples_of_the_upper_limit_in_digits_and_words(text, finding, multiple):
+    assert findings(text).get(finding) == "present"
+
+
+def test_twice_the_upper_limit_is_below_three_times():
+    got = findings("lipase twice the upper limit of normal")
+    assert got["lipase_raised"] == "present" and got["lipase_3x_uln"] == "negated"
+    assert value("lipase twice the upper limit of normal", "lipase_raised") == pytest.approx(120, rel=1e-3)
+
+
+# -- 6. negation, pseudo-negation, hedges ----------------------------------------------------------------------
+@pytest.mark.parametrize("text, finding, expected", [
+    ("no fever", "fever", "negated"),
+    ("denies vomiting", "vomiting", "negated"),
+    ("without jaundice", "jaundice", "negated"),
+    ("negative for haematuria", "haematuria", "negated"),
+    ("not vomiting", "vomiting", "negated"),
+    ("?jaundice", "jaundice", "uncertain"),
+    ("jaundice?", "jaundice", "uncertain"),
+    ("query haematuria", "haematuria", "uncertain"),
+    ("rule out haematuria", "haematuria", "uncertain"),
+    ("r/o haematuria", "haematuria", "uncertain"),
+    ("perhaps jaundiced", "jaundice", "uncertain"),
+    ("jaundice unlikely", "jaundice", "negated"),
+    ("Murphy's sign thought unlikely", "murphy_sign", "negated"),
+    ("not only nausea but also vomiting", "nausea", "present"),
+    ("not only nausea but also vomiting", "vomiting", "present"),
+    ("no relief of the vomiting with antiemetics", "vomiting", "present"),
+    ("no improvement in the diarrhoea", "diarrhoea", "present"),
+    ("no fever but vomiting", "vomiting", "present"),
+    ("no fever however jaundiced", "jaundice", "present"),
+    ("no fever although vomiting", "vomiting", "present"),
+    ("no fever although vomiting", "fever", "negated"),
+    ("denies having pain or vomiting", "vomiting", "negated"),
+])
+def test_negation_and_uncertainty(text, finding, expected):
+    assert findings(text).get(finding) == expected
+
+
+def test_pseudo_negation_still_denies_the_relief_itself():
+    assert findings("pain not relieved by antacids").get("antacids_help") == "negated"
