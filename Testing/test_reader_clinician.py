@@ -186,3 +186,50 @@ def test_negation_and_uncertainty(text, finding, expected):
 
 def test_pseudo_negation_still_denies_the_relief_itself():
     assert findings("pain not relieved by antacids").get("antacids_help") == "negated"
+
+
+# -- 4. everyday (lay) wording --------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, finding", [
+    ("my tummy is killing me", "abdominal_pain"), ("belly ache since lunch", "abdominal_pain"),
+    ("I keep being sick", "vomiting"), ("throwing up all night", "vomiting"),
+    ("can't keep anything down", "vomiting"), ("got the runs", "diarrhoea"),
+    ("my eyes have gone yellow", "jaundice"), ("yellow eyes", "jaundice"), ("peeing blood", "haematuria"),
+    ("tea-coloured urine", "dark_urine"), ("my wee is really dark", "dark_urine"), ("pale poo", "pale_stools"),
+    ("my poo has gone pale", "pale_stools"), ("feel bloated", "bloating"), ("I'm off my food", "anorexia"),
+    ("I've lost weight without trying", "weight_loss"), ("sweats at night", "night_sweats"),
+    ("the pain goes through to my back", "pain_radiating_to_back"),
+    ("worse after fatty food", "pain_after_fatty_meal"), ("burning when I pee", "dysuria"),
+    ("can't pass wind", "obstipation"), ("haven't been able to pass wind", "obstipation"),
+    ("I've got a temperature", "fever"), ("I smoke twenty a day", "smoking"),
+    ("bleeding from down below", "vaginal_bleeding"), ("it came on all of a sudden", "sudden_onset_pain"),
+    ("pain under my ribs on the right", "ruq_pain"), ("my balls are swollen", "scrotal_swelling"),
+    ("puking all night", "vomiting"), ("I'm all bunged up", "constipation"), ("can't face food", "anorexia"),
+    ("I wake up drenched", "night_sweats"), ("can't hold my wee", "urgency"), ("kidney pain", "flank_pain"),
+])
+def test_lay_wordings(text, finding):
+    assert findings(text).get(finding) == "present"
+
+
+@pytest.mark.parametrize("text, finding, expected", [
+    ("I feel sick but I haven't actually been sick", "vomiting", "negated"),
+    ("I feel sick but I haven't actually been sick", "nausea", "present"),
+    ("no temperature and my eyes aren't yellow", "jaundice", "negated"),
+    ("there's no blood in my wee", "haematuria", "negated"),
+    ("can't pass wind and my belly is swollen", "abdominal_distension", "present"),
+    ("I haven't been sick for three days", "vomiting", "negated"),
+])
+def test_lay_negation(text, finding, expected):
+    assert findings(text).get(finding) == expected
+
+
+def test_a_bloody_symptom_is_not_also_the_plain_one():
+    got = findings("I threw up blood this morning and have been coughing up blood")
+    assert got.get("haematemesis") == "present" and got.get("haemoptysis") == "present"
+    assert "vomiting" not in got and "cough" not in got
+    # a plain symptom written on its own is still read
+    assert findings("vomiting, then haematemesis").get("vomiting") == "present"
+
+
+def test_a_lump_that_throbs_is_a_pulsatile_mass():
+    assert findings("a throbbing lump in my tummy") == {"pulsatile_mass": "present"}
+    assert findings("there's a lump in my belly").get("palpable_mass") == "present"

@@ -96,7 +96,7 @@ _NEG_PRE = _words(
     r"neg for", r"free of", r"free from", r"absence of", r"absent", r"nil", r"no evidence of", r"no signs? of",
     r"no history of", r"no hx of", r"no h/o", r"no previous", r"no prior", r"no known", r"does not have",
     r"did not have", r"doesn'?t have", r"didn'?t have", r"has not had", r"hasn'?t had", r"have not had",
-    r"haven'?t had", r"haven'?t been", r"hasn'?t been", r"have not been", r"has not been", r"don'?t", r"do not",
+    r"haven'?t had", r"haven'?t(?: (?:actually|really|ever|yet|even))? been", r"hasn'?t(?: (?:actually|really|ever|yet|even))? been", r"hasn'?t been", r"have not been", r"has not been", r"don'?t", r"do not",
     r"dont", r"off", r"isn'?t", r"wasn'?t", r"aren'?t", r"weren'?t", r"doesn'?t", r"didn'?t", r"cannot",
     r"can'?t", r"unable to elicit", r"no complaints? of", r"ruled out", r"resolution of",
     r"not associated with", r"no associated", r"neither", r"none", r"nothing to suggest", r"never had",
@@ -144,9 +144,10 @@ _TERMINATORS = _words(
     r"but", r"however", r"though", r"although", r"apart from", r"aside from", r"except(?: for)?", r"whereas", r"yet",
     r"which", r"who", r"presents? with", r"presented with", r"presenting with", r"reports?", r"reported",
     r"complains? of", r"complaining of", r"c/o", r"now has", r"now with", r"and (?:now|then|has|had|is|was|reports|"
-    r"takes|uses|complains|describes|presents|developed|she|he|they|there|on|her|his|the)", r"then", r"since then",
+    r"takes|uses|complains|describes|presents|developed|she|he|they|there|on|her|his|the|my|i|i'm|i've|it|it's|its)",
+    r"then", r"since then",
     r"admitted with", r"came in with", r"comes in with", r"today", r"now", r"currently", r"this time",
-    r"on examination", r"o/e", r"examination", r"exam", r"bloods?", r"labs?", r"investigations?", r"imaging",
+    r"on examination", r"o/e", r"examination", r"exam", r"bloods", r"blood (?:tests?|results?|work)", r"labs?", r"investigations?", r"imaging",
     r"with (?:new|worsening|sudden|severe|acute)", r"developed", r"develops", r"started", r"began", r"she", r"he",
     r"they", r"patient", r"pt")
 # The past ends where the text turns to the presentation ("a history of gallstones has sudden chest pain",
@@ -256,8 +257,9 @@ class Context:
         """Status of the span [start, end) and the trigger that decided it (``None`` when present)."""
         found: dict[str, str] = {}
         for sc in self.scopes:
-            # the trigger must lie before the span (words inside the span never govern it)
-            if sc.start <= start < sc.end and not (sc.start - len(sc.trigger) >= start):
+            # the trigger must begin before the span (words inside the span never govern it); a span may begin
+            # inside a trigger's last words ("haven't actually been" / "been sick")
+            if sc.start - len(sc.trigger) < start < sc.end:
                 found.setdefault(sc.status, sc.trigger)
         seg = self._segment_of(start)
         if seg is not None:

@@ -39,7 +39,8 @@ _STATUS_RANK = {PRESENT: 0, HISTORY: 1, UNCERTAIN: 2, NEGATED: 3, FAMILY: 4}
 #: Wordings that deny findings in one word or phrase ("afebrile", "anicteric", "haemodynamically stable").
 NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"afebrile|apyrexial|no temperature|temperature (?:is |was )?normal", ("fever",)),
-    (r"an-?icteric|non-?icteric|not (?:jaundiced|yellow|icteric)", ("jaundice",)),
+    (r"an-?icteric|non-?icteric|not (?:jaundiced|yellow|icteric)|(?:eyes|skin) (?:are not|aren'?t|is not|isn'?t|"
+     r"were not|weren'?t|haven'?t (?:gone|turned)|hasn'?t (?:gone|turned)|not) yellow", ("jaundice",)),
     (r"normotensive", ("hypotension", "hypertension")),
     (r"ha?emodynamically stable|vitals? (?:signs )?(?:are |were )?(?:normal|stable|unremarkable)|"
      r"obs (?:are |were )?(?:normal|stable)",
@@ -209,12 +210,18 @@ _PLACES_OF_PAIN = frozenset({
     "loin_to_groin_pain", "diffuse_abdominal_pain"})
 
 
+#: Findings that contain another ("vomiting blood" is haematemesis, not also vomiting to be weighed twice).
+_SUBSUMES = {"haematemesis": ("vomiting",), "coffee_ground_vomiting": ("vomiting",), "haemoptysis": ("cough",)}
+
+
 def _resolve(raw: list[ReadFinding]) -> list[ReadFinding]:
     """Drop generic findings overlapped by specific ones; one entry per id with its strongest status."""
+    raw = [f for f in raw if not any(
+        f.id in _SUBSUMES.get(g.id, ()) and g.status == f.status and g.start <= f.start and f.end <= g.end
+        for g in raw)]
     # only generic *pain* findings give way ("right upper quadrant abdominal pain" is one place of pain);
     # a generic symptom inside a more specific one ("non-bilious vomiting") is still read
-    specific = [f for f in raw if not f.generic and f.source != "lab" and f.status != NEGATED
-                and f.id in _PLACES_OF_PAIN]
+    specific = [f for f in raw if f.source != "lab" and f.status != NEGATED and f.id in _PLACES_OF_PAIN]
     kept = []
     for f in raw:
         if f.generic and f.id.endswith("_pain") and f.source != "lab" and any(
