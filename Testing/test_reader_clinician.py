@@ -233,3 +233,16 @@ def test_a_bloody_symptom_is_not_also_the_plain_one():
 def test_a_lump_that_throbs_is_a_pulsatile_mass():
     assert findings("a throbbing lump in my tummy") == {"pulsatile_mass": "present"}
     assert findings("there's a lump in my belly").get("palpable_mass") == "present"
+
+
+def test_urine_clause_reads_urine_white_cells_not_leukocytosis():
+    got = findings("Urinalysis showed leukocytes and nitrites.")
+    assert got.get("pyuria") == "present" and got.get("nitrites_positive") == "present"
+    assert "leukocytosis" not in got
+    assert findings("WCC 18, leukocytes raised").get("leukocytosis") == "present"
+
+
+def test_months_after_an_operation_is_the_past():
+    got = read("Six months after an Ivor Lewis oesophagectomy he developed vomiting.")
+    assert got.status_of("esophagectomy_history") == "history" and got.status_of("vomiting") == "present"
+    assert got.removed == ("esophagus",)

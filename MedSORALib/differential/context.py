@@ -125,7 +125,9 @@ _HIST_PRE = _words(
     r"recovered from", r"was diagnosed with", r"diagnosed with", r"remote", r"resolved", r"former",
     r"(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|twenty|several|many|a few|few|some) "
     r"(?:years?|yrs?|decades?) "
-    r"(?:ago|before|earlier|previously)", r"in (?:19|20)\d\d", r"as a (?:child|teenager|baby)", r"in childhood",
+    r"(?:ago|before|earlier|previously)",
+    r"(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|twelve|eighteen|twenty|several|many|a few|few|some) "
+    r"(?:years?|yrs?|months?|decades?) after", r"in (?:19|20)\d\d", r"as a (?:child|teenager|baby)", r"in childhood",
     r"(?<!-)(?<!year )(?<!years )(?<!yr )(?<!yrs )(?<!y )(?<!y/)old(?! (?:man|woman|lady|gentleman|male|female|patient|"
     r"boy|girl|person|people|age|men|women|gent|chap|fellow|adult))")
 _HIST_POST = re.compile(

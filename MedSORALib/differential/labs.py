@@ -294,7 +294,8 @@ class LabReader:
                 names.append((m.start(), m.end(), analyte))
         if not names:
             return []
-        names.sort(key=lambda t: (t[0], -(t[1] - t[0])))
+        # in a urine clause a urine analyte wins over the blood one of the same name ("urinalysis showed leukocytes")
+        names.sort(key=lambda t: (t[0], -(t[1] - t[0]), not t[2].urine_only))
         kept = []
         for n in names:  # longest name at a place wins ("conjugated bilirubin" over "bilirubin")
             if kept and n[0] < kept[-1][1]:
