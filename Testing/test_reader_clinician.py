@@ -246,3 +246,24 @@ def test_months_after_an_operation_is_the_past():
     got = read("Six months after an Ivor Lewis oesophagectomy he developed vomiting.")
     assert got.status_of("esophagectomy_history") == "history" and got.status_of("vomiting") == "present"
     assert got.removed == ("esophagus",)
+
+
+@pytest.mark.parametrize("text, pattern, share", [
+    # 4.1 / 5.2 = 79 % conjugated
+    ("bilirubin 5.2 mg/dL (direct 4.1 mg/dL)", "bilirubin_conjugated_raised", None),
+    ("bilirubin 60, conjugated 50", "bilirubin_conjugated_raised", None),
+    # 6 / 60 = 10 %: the conjugated part is small, the pattern is unconjugated (the bare 6 takes the total's unit)
+    ("total bilirubin 60 umol/L, direct 6", "bilirubin_unconjugated_raised", 54.0),
+    ("bilirubin 3.5 mg/dL (direct 0.3)", "bilirubin_unconjugated_raised", (3.5 - 0.3) * 17.1),
+])
+def test_total_with_its_conjugated_part(text, pattern, share):
+    got = findings(text)
+    other = ({"bilirubin_conjugated_raised", "bilirubin_unconjugated_raised"} - {pattern}).pop()
+    assert got.get("bilirubin_raised") == "present" and got.get(pattern) == "present" and other not in got
+    if share is not None:
+        assert value(text, pattern) == pytest.approx(share, rel=1e-3)
+
+
+def test_a_bare_direct_value_needs_a_bilirubin_before_it():
+    assert findings("direct 4.1") == {}
+    assert findings("pain radiates direct 2 the back").get("bilirubin_conjugated_raised") is None

@@ -95,6 +95,8 @@ class Analyte:
     pair: bool
     urine_only: bool
     source: str
+    #: a name that is only this analyte after another word ("direct 4.1" after "bilirubin"): that word, as a regex
+    needs_before: re.Pattern | None = None
 
     def convert(self, value: float, unit_text: str | None) -> tuple[float | None, bool]:
         """Value in the canonical unit, and whether the unit was recognised."""
@@ -173,7 +175,8 @@ class LabReader:
                 normal=_normal_of(raw.get("normal")), rules=list(raw.get("rules") or []),
                 diastolic_rules=list(raw.get("diastolic_rules") or []),
                 qualitative=dict(raw.get("qualitative") or {}), pair=bool(raw.get("pair")),
-                urine_only=bool(raw.get("urine_only")), source=str(raw.get("source", ""))))
+                urine_only=bool(raw.get("urine_only")), source=str(raw.get("source", "")),
+                needs_before=re.compile(raw["needs_before"]) if raw.get("needs_before") else None))
         words = data.get("qualitative_words") or {}
         self.high_words = _alternation(words.get("high", []))
         self.low_words = _alternation(words.get("low", []))
@@ -195,6 +198,9 @@ class LabReader:
             if analyte.urine_only or analyte.unit in ("flag", "xuln", "ratio") and not analyte.rules:
                 continue
             for m in analyte.names.finditer(norm):
+                if analyte.needs_before is not None and not analyte.needs_before.search(m.group(0)) and not \
+                        analyte.needs_before.search(norm[max(0, m.start() - 50):m.start()]):
+                    continue
                 after = norm[m.end():m.end() + 60]
                 hits_here = self._value_after(analyte, norm, m, after, sex)
                 if hits_here:
@@ -206,6 +212,7 @@ class LabReader:
                 continue
             taken.append(span)
             hits.extend(hits_here)
+        hits = _bilirubin_pattern(hits)
         hits.sort(key=lambda h: h.start)
         # a blood pressure or temperature written by its unit alone
         bp = self.by_id.get("blood_pressure")
@@ -344,6 +351,29 @@ class LabReader:
                     for fid in ids:
                         hits.append(LabHit(fid, "present", span_start, span_end, analyte.id, qualitative=True))
         return hits
+
+
+#: Below this conjugated share of a raised total bilirubin the pattern is unconjugated (designed; see labs.yaml).
+CONJUGATED_SHARE = 0.2
+
+
+def _bilirubin_pattern(hits: list[LabHit]) -> list[LabHit]:
+    """A raised total with a small conjugated part ("bilirubin 60, direct 6") reads as unconjugated."""
+    totals = [h for h in hits if h.analyte == "bilirubin" and h.value is not None]
+    conj = [h for h in hits if h.analyte == "bilirubin_conjugated" and h.value is not None]
+    if not totals or not conj:
+        return hits
+    total, part = totals[0], conj[0]
+    part_value = part.value
+    if part_value > total.value and part_value / 17.1 <= total.value:
+        part_value /= 17.1  # a part written without a unit is in the total's unit ("bilirubin 60 umol/L, direct 6")
+    if total.finding != "bilirubin_raised" or total.status != "present" or total.value <= 0 or \
+            part_value / total.value >= CONJUGATED_SHARE or part_value > total.value:
+        return hits
+    out = [h for h in hits if not (h.analyte == "bilirubin_conjugated" and h.finding == "bilirubin_conjugated_raised")]
+    out.append(LabHit("bilirubin_unconjugated_raised", "present", part.start, part.end, "bilirubin_conjugated",
+                      total.value - part_value, part.unit))
+    return out
 
 
 def _alternation(words) -> str:
