@@ -300,26 +300,31 @@ def test_embedding_fallback_reads_only_unmatched_asserted_clauses():
     assert reader.read("the stools have turned the colour of clay", encoder=encoder).findings == []
 
 
-# -- the lay clauses (written for issue 24, 44 to correct the lexicon on and 22 held out) ------------------------
+# -- the clause sets written for issue 24 (lay; case, exam and short histories), each split in two before any change
 @pytest.mark.parametrize("name, floors", [
     ("reader_clauses_lay.jsonl", {"precision": 0.95, "recall": 0.95, "status_accuracy": 0.95}),
     # held out: scored, never corrected on (docs/reasoning.md gives the first and current figures)
     ("reader_clauses_lay_heldout.jsonl", {"precision": 0.90, "recall": 0.60, "status_accuracy": 0.90}),
+    # case reports, exam stems and short teaching-file histories, written for issue 24 the same way
+    ("reader_clauses_case.jsonl", {"precision": 0.95, "recall": 0.95, "status_accuracy": 0.95}),
+    ("reader_clauses_case_heldout.jsonl", {"precision": 0.93, "recall": 0.90, "status_accuracy": 0.90}),
 ])
-def test_lay_reader_precision_and_recall_floor(name, floors):
+def test_issue24_reader_precision_and_recall_floor(name, floors):
     from MedSORALib.differential.evaluate_reader import evaluate_clauses
 
     report = evaluate_clauses(_clauses(name))
-    assert report["per_register"]["lay"]["clauses"] == report["clauses"] >= 20
+    assert report["clauses"] >= 20
     for key, floor in floors.items():
         assert report[key] >= floor, (key, report[key])
 
 
-def test_lay_clause_sets_are_distinct_and_not_training_text():
+def test_issue24_clause_sets_are_distinct_and_not_training_text():
     tune, check = _clauses("reader_clauses_lay.jsonl"), _clauses("reader_clauses_lay_heldout.jsonl")
-    assert len(tune) + len(check) >= 60
+    assert len(tune) + len(check) >= 60 and {r["register"] for r in tune + check} == {"lay"}
+    case = _clauses("reader_clauses_case.jsonl") + _clauses("reader_clauses_case_heldout.jsonl")
+    assert len(case) >= 60
     others = _clauses("reader_clauses.jsonl") + _clauses("reader_clauses_heldout.jsonl")
-    texts = [r["text"].lower() for r in tune + check]
+    texts = [r["text"].lower() for r in tune + check + case]
     assert len(set(texts)) == len(texts)
     assert not set(texts) & {r["text"].lower() for r in others}
     corpus = []

@@ -267,3 +267,35 @@ def test_total_with_its_conjugated_part(text, pattern, share):
 def test_a_bare_direct_value_needs_a_bilirubin_before_it():
     assert findings("direct 4.1") == {}
     assert findings("pain radiates direct 2 the back").get("bilirubin_conjugated_raised") is None
+
+
+# -- clinical register: corrections made on reader_clauses_case.jsonl ---------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("Her past medical history was significant for hypertension.", {"hypertension_history": "history"}),
+    ("poorly controlled hypertension", {"hypertension_history": "present"}),
+    ("absolute constipation", {"obstipation": "present"}),
+    ("a tender pulsatile abdominal mass", {"pulsatile_mass": "present"}),
+    ("a palpable left flank mass", {"palpable_mass": "present"}),
+    ("recent glandular fever", {"fever": None}),
+    ("He denied recent travel.", {"travel": "negated"}),
+    ("Urinalysis was negative for nitrites.", {"nitrites_positive": "negated"}),
+])
+def test_clinical_register_readings(text, expected):
+    got = findings(text)
+    assert {k: got.get(k) for k in expected} == expected
+    # nothing else of these families is read
+    assert not {"hypertension", "constipation", "palpable_mass", "flank_pain", "haematuria"} & (set(got) - set(expected))
+
+
+def test_soft_but_tender_abdomen_keeps_the_tenderness():
+    got = findings("The abdomen was soft but tender in the left iliac fossa with localised guarding.")
+    assert got["llq_pain"] == "present" and got["guarding"] == "present"
+    assert got.get("rigid_abdomen") == "negated" and "abdominal_pain" not in got
+    got = findings("abdomen soft, non-tender")
+    assert got["abdominal_pain"] == "negated" and got["guarding"] == "negated"
+
+
+def test_measured_hypertension_stays_a_vital_sign_in_a_history():
+    got = findings("known hypertension, BP 190/115 today")
+    assert got["hypertension_history"] == "present"
+    assert got["hypertension"] == "present" and got["hypertension_severe"] == "present"

@@ -327,7 +327,7 @@ class LabReader:
                      r"serum|plasma|urine|urinary|24[- ]?h(?:ou)?r?|both|also|the|her|his|a|an))*\s*"
             for kind, regex in (("normal", self.normal_words), ("low", self.low_words), ("high", self.high_words),
                                 ("positive", self.positive_words)):
-                mb = re.search(r"(?<![\w/])(?:" + regex + r")" + filler + r"$", before)
+                mb = re.search(r"(?<![\w/])(?:" + regex + r")(?:\s+for)?" + filler + r"$", before)
                 ma = re.match(r"^\s*(?:levels?|tests?|counts?|screen|result|test result|values?)?"
                               r"(?:\s*(?:is|was|were|are|have been|has been|came back|come back|returned|remains?|"
                               r"remained|both|also|all|:|=|-|x\s?\d))*" + filler + r"(?:" + regex + r")(?![\w/])",

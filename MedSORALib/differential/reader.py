@@ -45,15 +45,18 @@ NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"ha?emodynamically stable|vitals? (?:signs )?(?:are |were )?(?:normal|stable|unremarkable)|"
      r"obs (?:are |were )?(?:normal|stable)",
      ("hypotension", "tachycardia", "shock", "fever")),
-    (r"soft,? (?:and )?non-?tender|benign abdomen|abdomen (?:is |was )?(?:soft|benign)(?: and non-?tender)?|"
+    (r"soft,? (?:and )?non-?tender|benign abdomen|abdomen (?:is |was )?(?:soft and non-?tender|benign)|"
+     r"abdomen (?:is |was )?soft(?!,? (?:but|and|with|though|although|yet|tender))|"
      r"no peritonism|no peritoneal signs", ("guarding", "rigid_abdomen", "rebound_tenderness", "peritonitis",
                                             "abdominal_pain")),
+    # "soft but tender in the left iliac fossa": soft denies only rigidity
+    (r"abdomen (?:is |was )?soft(?=,? (?:but|and|with|though|although|yet|tender))", ("rigid_abdomen",)),
     (r"normal bowel (?:habit|movements|motions)|bowels? (?:are |is |opening )?(?:normal|regular|fine)",
      ("diarrhoea", "constipation", "melaena", "haematochezia")),
     (r"eating (?:and drinking )?normally|appetite (?:is |was )?(?:good|normal|preserved|fine)", ("anorexia",)),
     (r"weight (?:is |has been )?(?:stable|steady)|no (?:change in )?weight (?:change|loss)", ("weight_loss",)),
-    (r"urin(?:e|alysis)(?: dip(?:stick)?)? (?:is |was )?(?:clear|normal|negative|unremarkable|bland)|"
-     r"(?:urine )?dip(?:stick)? (?:is |was )?(?:clear|normal|negative|unremarkable)",
+    (r"urin(?:e|alysis)(?: dip(?:stick)?)? (?:is |was )?(?:clear|normal|negative|unremarkable|bland)(?! for)|"
+     r"(?:urine )?dip(?:stick)? (?:is |was )?(?:clear|normal|negative|unremarkable)(?! for)",
      ("haematuria", "microscopic_haematuria", "pyuria", "nitrites_positive", "proteinuria")),
     (r"passing (?:urine|water) normally|no urinary symptoms", ("dysuria", "frequency", "haematuria", "urgency")),
     (r"never[- ]smoker|lifelong non-?smoker|teetotal(?:ler)?|does not drink|doesn'?t drink|abstinent from alcohol",
@@ -163,6 +166,7 @@ class Reader:
                 if hit.status == NEGATED and status != FAMILY:
                     status, trigger = NEGATED, "normal"
                 raw.append(self._make(finding, status, text, norm, hit.start, hit.end, "lab", trigger))
+        raw = [self._twin(f) for f in raw]
         reading.findings = _resolve(raw)
         if encoder is not None:
             from . import embedding
@@ -175,6 +179,14 @@ class Reader:
                             embedding.THRESHOLD if embedding_threshold is None else embedding_threshold)
         reading.removed = _removed(reading.findings, norm, self.lexicon)
         return reading
+
+    def _twin(self, f: ReadFinding) -> ReadFinding:
+        twin = _HISTORY_TWIN.get(f.id)
+        if f.status != HISTORY or f.source == "lab" or twin not in self.lexicon:
+            return f
+        t = self.lexicon[twin]
+        return ReadFinding(t.id, t.label, t.kind, f.status, f.text, f.start, f.end, t.generic, f.side, f.value,
+                           f.source, f.trigger)
 
     def _make(self, finding, status, text, norm, start, end, source, trigger, value=None) -> ReadFinding:
         side = finding.side
@@ -211,7 +223,12 @@ _PLACES_OF_PAIN = frozenset({
 
 
 #: Findings that contain another ("vomiting blood" is haematemesis, not also vomiting to be weighed twice).
-_SUBSUMES = {"haematemesis": ("vomiting",), "coffee_ground_vomiting": ("vomiting",), "haemoptysis": ("cough",)}
+_SUBSUMES = {"haematemesis": ("vomiting",), "coffee_ground_vomiting": ("vomiting",), "haemoptysis": ("cough",),
+             "obstipation": ("constipation",),
+             "pulsatile_mass": ("palpable_mass",), "hypertension_history": ("hypertension",)}
+#: A finding read in the past that is another finding of the lexicon ("PMH: hypertension" is known hypertension,
+#: not a raised blood pressure now).
+_HISTORY_TWIN = {"hypertension": "hypertension_history"}
 
 
 def _resolve(raw: list[ReadFinding]) -> list[ReadFinding]:
