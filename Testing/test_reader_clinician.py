@@ -205,6 +205,10 @@ def test_pseudo_negation_still_denies_the_relief_itself():
     ("pain under my ribs on the right", "ruq_pain"), ("my balls are swollen", "scrotal_swelling"),
     ("puking all night", "vomiting"), ("I'm all bunged up", "constipation"), ("can't face food", "anorexia"),
     ("I wake up drenched", "night_sweats"), ("can't hold my wee", "urgency"), ("kidney pain", "flank_pain"),
+    ("my chest hurts", "chest_pain"), ("out of breath", "dyspnoea"), ("my head is killing me", "headache"),
+    ("heart skipping beats", "palpitations"), ("puffy ankles", "leg_swelling"), ("the shivers", "rigors"),
+    ("pain low down on the left", "llq_pain"), ("pain around my tummy button", "periumbilical_pain"),
+    ("it goes up into my shoulder", "pain_radiating_to_shoulder"), ("my periods have stopped", "amenorrhoea"),
 ])
 def test_lay_wordings(text, finding):
     assert findings(text).get(finding) == "present"
