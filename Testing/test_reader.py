@@ -304,7 +304,7 @@ def test_embedding_fallback_reads_only_unmatched_asserted_clauses():
 @pytest.mark.parametrize("name, floors", [
     ("reader_clauses_lay.jsonl", {"precision": 0.95, "recall": 0.95, "status_accuracy": 0.95}),
     # held out: scored, never corrected on (docs/reasoning.md gives the first and current figures)
-    ("reader_clauses_lay_heldout.jsonl", {"precision": 0.90, "recall": 0.60, "status_accuracy": 0.90}),
+    ("reader_clauses_lay_heldout.jsonl", {"precision": 0.90, "recall": 0.65, "status_accuracy": 0.90}),
     # case reports, exam stems and short teaching-file histories, written for issue 24 the same way
     ("reader_clauses_case.jsonl", {"precision": 0.95, "recall": 0.95, "status_accuracy": 0.95}),
     ("reader_clauses_case_heldout.jsonl", {"precision": 0.93, "recall": 0.90, "status_accuracy": 0.90}),
