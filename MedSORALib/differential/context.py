@@ -14,7 +14,12 @@ experiencer, and temporal status from clinical reports. J Biomed Inform, 2009), 
   commas, colons, brackets and dashes.
 * A *trigger* before a span governs it from the trigger to the end of its segment, unless a *terminator*
   ("but", "however", "apart from", "presents with", "and has"...) comes first. A negation also runs on
-  through the items of a list closed by "or"/"nor" ("no fever, rigors or night sweats").
+  through the items of a list closed by "or"/"nor" ("no fever, rigors or night sweats"). A history or family
+  scope also ends where the text turns to the presentation ("has", "presenting", "this morning"...: "a history
+  of gallstones has sudden chest pain"); "PMH:" governs its list to the end of the sentence.
+* Pseudo-negations deny nothing after them ("not only ... but", "no improvement in", "no relief of"); only a
+  finding that begins with their own word is denied ("no relief from antacids").
+* A query mark right after a span doubts it ("jaundice?"); "unlikely" after a span denies it.
 * ``non-`` governs only the word it is joined to ("non-tender abdomen": tenderness denied; "non-bilious
   vomiting": vomiting asserted).
 * A trigger after a span ("Murphy's sign negative", "pancreatitis ruled out", "cholecystectomy in 2015")
@@ -96,7 +101,8 @@ _NEG_PRE = _words(
     r"neg for", r"free of", r"free from", r"absence of", r"absent", r"nil", r"no evidence of", r"no signs? of",
     r"no history of", r"no hx of", r"no h/o", r"no previous", r"no prior", r"no known", r"does not have",
     r"did not have", r"doesn'?t have", r"didn'?t have", r"has not had", r"hasn'?t had", r"have not had",
-    r"haven'?t had", r"haven'?t(?: (?:actually|really|ever|yet|even))? been", r"hasn'?t(?: (?:actually|really|ever|yet|even))? been", r"hasn'?t been", r"have not been", r"has not been", r"don'?t", r"do not",
+    r"haven'?t had", r"(?:haven|hasn)'?t(?: (?:actually|really|ever|yet|even))? been", r"have not been",
+    r"has not been", r"don'?t", r"do not",
     r"dont", r"off", r"isn'?t", r"wasn'?t", r"aren'?t", r"weren'?t", r"doesn'?t", r"didn'?t", r"cannot",
     r"can'?t", r"unable to elicit", r"no complaints? of", r"ruled out", r"resolution of",
     r"not associated with", r"no associated", r"neither", r"none", r"nothing to suggest", r"never had",
@@ -114,9 +120,9 @@ _UNC_PRE = _words(
     r"could be", r"cannot exclude", r"can'?t exclude", r"cannot rule out", r"can'?t rule out", r"versus", r"vs",
     r"differential(?: diagnosis)?(?: includes?)?", r"consider", r"presumed", r"equivocal", r"doubtful",
     r"wonder(?:s|ing)? (?:if|whether|about)", r"\?\?", r"assess for", r"evaluate for", r"eval for", r"check for",
-    r"look(?:ing)? for", r"search for", r"maybe", r"perhaps", r"likely", r"(?:not sure|unsure|not certain) (?:if|whether)",
-    r"i think (?:i|it|she|he) (?:might|may|could)", r"(?:might|may|could) (?:have|be) (?:got|getting|developing)",
-    r"\?\s*query")
+    r"look(?:ing)? for", r"search for", r"maybe", r"perhaps", r"likely",
+    r"(?:not sure|unsure|not certain) (?:if|whether)", r"i think (?:i|it|she|he) (?:might|may|could)",
+    r"(?:might|may|could) (?:have|be) (?:got|getting|developing)")
 _UNC_QMARK = re.compile(r"\?\s*(?=[a-z])")
 _HIST_PRE = _words(
     r"history of", r"hx of", r"h/o", r"pmh(?:x)?(?: of| includes?)?", r"past (?:medical |surgical )?history(?: of)?",
@@ -149,7 +155,8 @@ _TERMINATORS = _words(
     r"takes|uses|complains|describes|presents|developed|she|he|they|there|on|her|his|the|my|i|i'm|i've|it|it's|its)",
     r"then", r"since then",
     r"admitted with", r"came in with", r"comes in with", r"today", r"now", r"currently", r"this time",
-    r"on examination", r"o/e", r"examination", r"exam", r"bloods", r"blood (?:tests?|results?|work)", r"labs?", r"investigations?", r"imaging",
+    r"on examination", r"o/e", r"examination", r"exam", r"bloods", r"blood (?:tests?|results?|work)", r"labs?",
+    r"investigations?", r"imaging",
     r"with (?:new|worsening|sudden|severe|acute)", r"developed", r"develops", r"started", r"began", r"she", r"he",
     r"they", r"patient", r"pt")
 # The past ends where the text turns to the presentation ("a history of gallstones has sudden chest pain",
@@ -163,8 +170,8 @@ _HIST_TERMINATORS = _words(
     r"is now", r"is currently", r"gets", r"got", r"getting", r"feels", r"felt", r"is complaining")
 # Negation words that do not deny what follows ("not only nausea but vomiting", "no improvement in the pain",
 # "no relief from antacids"): pseudo-negations in the NegEx sense.
-_PSEUDO_NEG = re.compile(r"\s+(only|just|improvement|better|relief|resolution|response|change in (?:the |her |his |my )?"
-                         r"(?:pain|symptoms)|further (?:improvement|relief))\b")
+_PSEUDO_NEG = re.compile(r"\s+(only|just|improvement|better|relief|resolution|response|"
+                         r"change in (?:the |her |his |my )?(?:pain|symptoms)|further (?:improvement|relief))\b")
 # A list continues a negation across commas when it is closed by "or"/"nor" ("no fever, rigors or sweats").
 _LIST_CLOSER = re.compile(r"(?<![\w/])(?:or|nor)(?![\w/])")
 _VERBISH = re.compile(r"(?<![\w/])(?:is|was|has|had|have|are|were|she|he|they|presents?|reports?|complains?|"
