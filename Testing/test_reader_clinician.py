@@ -304,3 +304,28 @@ def test_measured_hypertension_stays_a_vital_sign_in_a_history():
     got = findings("known hypertension, BP 190/115 today")
     assert got["hypertension_history"] == "present"
     assert got["hypertension"] == "present" and got["hypertension_severe"] == "present"
+
+
+# -- abbreviations and vital signs written other ways ----------------------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("N&V", {"nausea": "present", "vomiting": "present"}),
+    ("D&V", {"diarrhoea": "present", "vomiting": "present"}),
+    ("SOBOE", {"dyspnoea": "present"}),
+    ("BNO 4 days", {"constipation": "present"}),
+    ("fall, no LOC", {"syncope": "negated"}),
+    ("LOA and wt loss", {"anorexia": "present", "weight_loss": "present"}),
+    ("BO normal", {"diarrhoea": "negated", "constipation": "negated"}),
+    ("GCS 13", {"confusion": "present"}),
+    ("BP 70 systolic", {"hypotension": "present"}),
+    ("SBP 85", {"hypotension": "present"}),
+    ("systolic 200", {"hypertension_severe": "present"}),
+    ("tachy 120", {"tachycardia": "present"}),
+])
+def test_abbreviations_and_vitals(text, expected):
+    got = findings(text)
+    assert {k: got.get(k) for k in expected} == expected
+
+
+def test_altered_level_of_consciousness_is_not_syncope():
+    assert "syncope" not in findings("altered LOC")
+    assert findings("GCS 15/15").get("confusion") == "negated"

@@ -51,7 +51,8 @@ NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                             "abdominal_pain")),
     # "soft but tender in the left iliac fossa": soft denies only rigidity
     (r"abdomen (?:is |was )?soft(?=,? (?:but|and|with|though|although|yet|tender))", ("rigid_abdomen",)),
-    (r"normal bowel (?:habit|movements|motions)|bowels? (?:are |is |opening )?(?:normal|regular|fine)",
+    (r"normal bowel (?:habit|movements|motions)|bowels? (?:are |is |opening )?(?:normal|regular|fine)|"
+     r"bo (?:normal|regular|nad|ok|fine)",
      ("diarrhoea", "constipation", "melaena", "haematochezia")),
     (r"eating (?:and drinking )?normally|appetite (?:is |was )?(?:good|normal|preserved|fine)", ("anorexia",)),
     (r"weight (?:is |has been )?(?:stable|steady)|no (?:change in )?weight (?:change|loss)", ("weight_loss",)),
