@@ -329,11 +329,14 @@ def test_issue24_clause_sets_are_distinct_and_not_training_text():
     assert not set(texts) & {r["text"].lower() for r in others}
     corpus = []
     for rel in ("MedSORALib/resources/dataset/symptom_texts.jsonl", "MedSORALib/resources/dataset/register_texts.jsonl",
-                "Training/data/external_dev.jsonl"):
+                "MedSORALib/resources/dataset/catalogue_texts.jsonl", "Training/data/external_dev.jsonl",
+                "Training/data/dev_presentations.jsonl", "Training/data/dev_short_histories.jsonl",
+                "Training/data/dev_non_abdominal.jsonl"):
         path = REPO / rel
         if path.is_file():
             corpus += [json.loads(line).get("text", "").lower()
                        for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(corpus) > 1000
     joined = "\n".join(corpus)
     for text in texts:
         assert len(text) < 30 or text not in joined, text
