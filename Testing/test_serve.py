@@ -459,6 +459,51 @@ def test_only_its_owner_reaches_the_server(tmp_path, browser):
 
 
 @needs_web
+def test_a_second_tab_of_the_same_browser_sees_in_use(tmp_path, browser):
+    server = Server(tmp_path)
+    try:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        first = context.new_page()
+        first.set_default_timeout(START_TIMEOUT_S * 1000)
+        first.goto(server.url)
+        first.wait_for_selector("#score-button")
+        first.fill("#symptom-box", "epigastric pain, first tab")
+
+        # A second tab of the same browser (same cookies) opening the printed URL: the first tab keeps the
+        # scene, the second is covered by the "in use" notice and holds none of the app.
+        second = context.new_page()
+        second.set_default_timeout(60_000)
+        second.goto(server.url)
+        second.wait_for_selector("#in-use")
+        assert "another tab or window of this browser" in second.inner_text("#in-use-reason")
+        assert second.locator("#symptom-box").count() == 0 and second.locator("#app").count() == 0
+        first.fill("#symptom-box", "right flank pain, first tab")
+        first.click("#orientation button:has-text('Coronal')")
+        time.sleep(3)
+        assert "first tab" not in second.content() and "pain" not in second.content()
+        assert second.locator("#in-use").count() == 1 and second.locator("#symptom-box").count() == 0
+        assert first.input_value("#symptom-box") == "right flank pain, first tab"  # the first still works
+
+        # Control: a reload of the first tab is not a second tab; it keeps the scene and what was typed.
+        first.reload()
+        first.wait_for_selector("#score-button")
+        assert first.locator("#in-use").count() == 0
+        first.wait_for_function("() => document.querySelector('#symptom-box').value === "
+                                "'right flank pain, first tab'")
+
+        # Once the first tab is closed, the second may take over (Reload); it starts with an empty box.
+        first.close()
+        time.sleep(1)
+        second.click("#in-use-reload")
+        second.wait_for_selector("#score-button", timeout=START_TIMEOUT_S * 1000)
+        assert second.locator("#in-use").count() == 0
+        assert second.input_value("#symptom-box") == ""
+        context.close()
+    finally:
+        assert server.stop() is not None
+
+
+@needs_web
 def test_a_load_can_be_cancelled_and_pipes_are_refused_at_once(tmp_path, browser):
     import shutil
 

@@ -144,6 +144,63 @@ def test_one_owner_at_a_time():
     asyncio.run(scenario())
 
 
+def test_tabs_of_one_browser_are_told_apart():
+    import asyncio
+
+    from MedSORALib.web.access import AccessGuard
+
+    async def scenario():
+        guard = AccessGuard("127.0.0.1")
+        seen = []
+        guard.on_new_session = lambda: seen.append(guard.owner_session())
+        first = object()
+        assert await guard.acquire(first, "s1", grace_s=0.1, tab="tabA")
+        # A second tab of the same browser session is refused while the first is open.
+        assert not await guard.acquire(object(), "s1", grace_s=0.2, tab="tabB")
+        guard.release(first)
+        # The same tab back (a reload) keeps what was typed; another tab taking over clears it; a page
+        # without a tab id (no sessionStorage) is judged by its browser session only.
+        assert await guard.acquire(first, "s1", grace_s=0.1, tab="tabA")
+        guard.release(first)
+        assert seen == []
+        assert await guard.acquire(first, "s1", grace_s=0.1, tab="tabB")
+        guard.release(first)
+        assert seen == ["s1"]
+        assert await guard.acquire(first, "s1", grace_s=0.1, tab=None)
+        guard.release(first)
+        assert seen == ["s1"]
+
+    asyncio.run(scenario())
+
+
+def test_each_app_page_carries_its_own_id(tmp_path):
+    import re
+
+    from MedSORALib.web.access import IN_USE_CLOSE_CODE, IN_USE_REASONS, PAGES_KEPT, AccessGuard
+
+    index = tmp_path / "index.html"
+    index.write_text('<!doctype html><html><head><meta charset="UTF-8" />'
+                     '<script src="vue.global.js"></script></head><body><div id="app"></div></body></html>')
+    guard = AccessGuard("127.0.0.1")
+    guard.index_file = index
+    pages = [guard.app_page("s1"), guard.app_page("s1")]
+    ids = [re.search(r'const page = "([A-Za-z0-9_-]+)";', page).group(1) for page in pages]
+    assert ids[0] != ids[1] and all(len(i) >= 20 for i in ids)
+    assert [guard.page_session(i) for i in ids] == ["s1", "s1"]
+    assert guard.page_session("not-served") is None and guard.page_session(None) is None
+    page = pages[0]
+    # The script comes before trame's scripts (it must wrap WebSocket before the client opens one) and
+    # carries the close code and the reasons; nothing of the template is left unfilled.
+    assert page.index("const page") < page.index('src="vue.global.js"')
+    assert f"event.code !== {IN_USE_CLOSE_CODE}" in page
+    assert IN_USE_REASONS["same-browser"] in page
+    assert not re.search(r"PAGE_ID|PAGE_PARAMETER|TAB_PARAMETER|IN_USE_CLOSE_CODE|REASONS", page)
+    assert all(len(key.encode()) <= 123 for key in IN_USE_REASONS)  # a websocket close reason's limit
+    for _ in range(PAGES_KEPT):
+        guard.app_page("s2")
+    assert guard.page_session(ids[0]) is None  # the oldest ids are forgotten
+
+
 def test_loadable_paths_give_one_message_for_every_refusal(tmp_path):
     import os
     import shutil

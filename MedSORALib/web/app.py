@@ -121,6 +121,9 @@ class MedSORAWebApp(TrameApp):
     def _bind(self, wslink_server) -> None:
         """Put the access rules in front of every request and add the download route (before the server starts)."""
         app = wslink_server.app
+        www = (wslink_server.config.get("static") or {}).get("/")
+        if www and (Path(www) / "index.html").is_file():
+            self.guard.index_file = Path(www) / "index.html"
         app.middlewares.append(self.guard.middleware())
         app.router.add_get(f"/{FILES_URL}/{{name:.+}}", self._download)
 
