@@ -248,6 +248,101 @@ def test_a_cancelled_read_does_not_replace_the_case(session):
     assert session.case is loaded and session.case_name == EXAMPLE_CT.name
 
 
+class CountingToken:
+    """A cancel token that counts its checks and cancels itself at check number ``cancel_at`` (None: never)."""
+
+    def __new__(cls, cancel_at=None):
+        from MedSORALib.web.jobs import CancelToken
+
+        class Counting(CancelToken):
+            def check(self):
+                self.checks += 1
+                if self.checks == cancel_at:
+                    self.cancel()
+                super().check()
+
+        token = Counting()
+        token.checks = 0
+        return token
+
+
+def test_the_checksum_can_be_stopped_between_blocks(tmp_path):
+    import hashlib
+
+    from MedSORALib.files import file_sha256
+    from MedSORALib.web.jobs import JobCancelled
+
+    data = tmp_path / "data.bin"
+    data.write_bytes(bytes(range(256)) * 20_000)  # 5,120,000 bytes: 4 whole MiB blocks and a partial one
+    expected = hashlib.sha256(data.read_bytes()).hexdigest()
+    token = CountingToken()
+    assert file_sha256(data) == expected == file_sha256(data, check=token.check)
+    assert token.checks == 5 + 1  # one check before each block read, the last read finding the end
+    stopped = CountingToken(cancel_at=3)
+    with pytest.raises(JobCancelled):
+        file_sha256(data, check=stopped.check)
+    assert stopped.checks == 3
+
+
+def test_a_cancelled_read_stops_at_its_next_step(session, tmp_path):
+    import os
+
+    import nibabel as nib
+
+    from MedSORALib.web.jobs import JobCancelled
+
+    # An uncompressed CT followed by 256 MiB of holes (sparse: no disk space): 257 checksum blocks to read.
+    slow = tmp_path / "slow_ct.nii"
+    nib.save(nib.load(str(EXAMPLE_CT)), str(slow))
+    os.truncate(slow, slow.stat().st_size + (256 << 20))
+    case, name = session.case, session.case_name
+    # Control: not cancelled, the read checks the flag at every MiB and at every step, and gives a case.
+    token = CountingToken()
+    loaded, loaded_name = session.read_case(slow, EXAMPLE_SEG, "totalsegmentator", log=lambda m: None,
+                                            cancel=token)
+    assert loaded_name == "slow_ct.nii" and len(loaded.masks) == 12
+    assert token.checks >= 257 + 2 + 2
+    # Cancelled at its 5th check, in the middle of the checksum: it stops there, the rest is never read.
+    token = CountingToken(cancel_at=5)
+    with pytest.raises(JobCancelled):
+        session.read_case(slow, EXAMPLE_SEG, "totalsegmentator", log=lambda m: None, cancel=token)
+    assert token.checks == 5
+    assert session.case is case and session.case_name == name
+
+
+def test_a_cancelled_job_releases_what_it_read():
+    import asyncio
+    import threading
+    import weakref
+
+    import numpy as np
+
+    from MedSORALib.web.jobs import CancelToken, JobCancelled, run_in_thread
+
+    started, alive = threading.Event(), []
+
+    def job(token):
+        volume = np.ones((64, 64, 64), dtype=np.float32)  # what a read holds when it is cancelled
+        alive.append(weakref.ref(volume))
+        started.set()
+        while True:
+            token.check()
+            threading.Event().wait(0.01)
+
+    async def scenario():
+        token = CancelToken()
+        future = run_in_thread(job, token)
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        assert alive[0]() is not None
+        token.cancel()
+        with pytest.raises(JobCancelled):
+            await asyncio.wait_for(future, timeout=10)
+        # The job's frames (its CT) are gone with the thread: the exception does not hold them.
+        return alive[0]() is None
+
+    assert asyncio.run(scenario())
+
+
 def test_bound_to_every_interface_the_machines_addresses_name_it():
     import socket
 
