@@ -74,10 +74,10 @@ PAGES_KEPT = 256
 #: Why a page's websocket was refused (the close reason, at most 123 bytes, is the key; the page shows the text).
 IN_USE_REASONS = {
     "same-browser": ("MedSORA is open in another tab or window of this browser. One page at a time works "
-                       "with the CT, so that nothing typed in one shows in another: go on in that tab, or close "
-                       "it and press Reload here."),
+                     "with the CT, so that nothing typed in one shows in another: go on in that tab, or close "
+                     "it and press Reload here."),
     "other-browser": ("Another browser window is working with this server's CT. One window at a time may use "
-                        "it: close the other window, then press Reload here."),
+                      "it: close the other window, then press Reload here."),
 }
 
 IN_USE_PAGE = """<!doctype html>
