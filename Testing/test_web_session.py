@@ -310,6 +310,22 @@ def test_a_cancelled_read_stops_at_its_next_step(session, tmp_path):
     assert session.case is case and session.case_name == name
 
 
+def test_a_cancelled_scoring_writes_nothing(session):
+    from MedSORALib.web.jobs import JobCancelled
+
+    before = sorted(p.relative_to(session.output_dir) for p in session.output_dir.rglob("*"))
+    # Control: not cancelled, scoring reports its steps through the checked callback and writes its files.
+    token = CountingToken()
+    scored = session.score(SYMPTOMS[:1], cancel=token)
+    assert token.checks >= 3 and scored[0].files["json"].is_file()
+    written = sorted(p.relative_to(session.output_dir) for p in session.output_dir.rglob("*"))
+    assert len(written) > len(before)
+    # Cancelled at its first step: nothing more is written.
+    with pytest.raises(JobCancelled):
+        session.score(SYMPTOMS[:1], cancel=CountingToken(cancel_at=1))
+    assert sorted(p.relative_to(session.output_dir) for p in session.output_dir.rglob("*")) == written
+
+
 def test_a_cancelled_job_releases_what_it_read():
     import asyncio
     import threading
