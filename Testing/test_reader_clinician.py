@@ -329,3 +329,21 @@ def test_abbreviations_and_vitals(text, expected):
 def test_altered_level_of_consciousness_is_not_syncope():
     assert "syncope" not in findings("altered LOC")
     assert findings("GCS 15/15").get("confusion") == "negated"
+
+
+# -- removed organs: a partial operation or one still to come removes nothing --------------------------------------
+@pytest.mark.parametrize("text, removed", [
+    ("total gastrectomy for cancer", ("stomach",)),
+    ("partial gastrectomy", ()),
+    ("sleeve gastrectomy", ()),
+    ("right nephrectomy", ("kidney_right",)),
+    ("right partial nephrectomy", ()),
+    ("planned cholecystectomy next month", ()),
+    ("awaiting cholecystectomy", ()),
+    ("cholecystectomy planned", ()),
+    ("listed for lap chole", ()),
+    ("cholecystectomy in 2015", ("gallbladder",)),
+    ("cholecystectomy due to gallstones in 2015", ("gallbladder",)),
+])
+def test_partial_or_planned_operations(text, removed):
+    assert read(text).removed == removed

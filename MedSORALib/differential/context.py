@@ -122,7 +122,10 @@ _UNC_PRE = _words(
     r"wonder(?:s|ing)? (?:if|whether|about)", r"\?\?", r"assess for", r"evaluate for", r"eval for", r"check for",
     r"look(?:ing)? for", r"search for", r"maybe", r"perhaps", r"likely",
     r"(?:not sure|unsure|not certain) (?:if|whether)", r"i think (?:i|it|she|he) (?:might|may|could)",
-    r"(?:might|may|could) (?:have|be) (?:got|getting|developing)")
+    r"(?:might|may|could) (?:have|be) (?:got|getting|developing)",
+    # an operation or test still to come is not a fact of the patient ("awaiting cholecystectomy")
+    r"planned", r"planning", r"awaiting", r"scheduled for", r"booked for", r"listed for", r"waiting list for",
+    r"due to have", r"due for", r"referred for", r"will have", r"will need", r"candidate for", r"pending")
 _UNC_QMARK = re.compile(r"\?\s*(?=[a-z])")
 _HIST_PRE = _words(
     r"history of", r"hx of", r"h/o", r"pmh(?:x)?(?: of| includes?)?", r"past (?:medical |surgical )?history(?: of)?",
@@ -159,6 +162,10 @@ _TERMINATORS = _words(
     r"investigations?", r"imaging",
     r"with (?:new|worsening|sudden|severe|acute)", r"developed", r"develops", r"started", r"began", r"she", r"he",
     r"they", r"patient", r"pt")
+# A span followed by its date in the future ("cholecystectomy planned", "... next month") is not yet a fact.
+_FUTURE_POST = re.compile(r"^\W{0,3}(?:(?:is|was|has been|being|now)\s+)?(?:planned|scheduled|booked|pending|awaited|"
+                          r"due (?:next|in|on|this)|next (?:week|month|year)|in (?:two|three|four|six|a few|\d+) (?:weeks|months)|"
+                          r"(?:on|in) the waiting list)\b")
 # The past ends where the text turns to the presentation ("a history of gallstones has sudden chest pain",
 # "known cirrhosis is having black stools since yesterday"); these end history scopes only (a negation may run
 # over "having": "denies having pain").
@@ -286,6 +293,8 @@ class Context:
                 found.setdefault(NEGATED, m.group(0))
             if _HIST_POST.match(after):
                 found.setdefault(HISTORY, "years ago")
+            if _FUTURE_POST.match(after):
+                found.setdefault(UNCERTAIN, "planned")
         if re.match(r"[ \t]{0,2}\?", self.norm[end:end + 3]) and not re.match(r"[ \t]{0,2}\?\s*[a-z]",
                                                                                  self.norm[end:end + 6]):
             found.setdefault(UNCERTAIN, "?")

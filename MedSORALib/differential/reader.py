@@ -256,11 +256,18 @@ def _resolve(raw: list[ReadFinding]) -> list[ReadFinding]:
     return sorted(best.values(), key=lambda f: (f.start, f.id))
 
 
+#: Operations that leave part of the organ ("partial gastrectomy", "partial nephrectomy"): no removal.
+_PARTIAL = re.compile(r"(?<![\w])(?:partial|subtotal|sub-total|sleeve|distal|proximal|wedge|segmental|hemi-?|"
+                      r"part of (?:the |his |her |my )?|lobe of (?:the |his |her |my )?|heminephrectom\w*)")
+
+
 def _removed(findings: list[ReadFinding], norm: str, lexicon) -> tuple[str, ...]:
     removed: list[str] = []
     for f in findings:
         finding = lexicon.get(f.id)
         if finding is None or not finding.removes or f.status not in (PRESENT, HISTORY):
+            continue
+        if _PARTIAL.search(norm[max(0, f.start - 20):f.end]):
             continue
         for key in finding.removes:
             if key in PAIRED_STRUCTURES:
