@@ -347,3 +347,17 @@ def test_altered_level_of_consciousness_is_not_syncope():
 ])
 def test_partial_or_planned_operations(text, removed):
     assert read(text).removed == removed
+
+
+# -- age and sex ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, age, sex", [
+    ("62 yo F with RUQ pain", 62, "female"), ("34/F", 34, "female"), ("a lady of 70", 70, "female"),
+    ("I am 32 and pregnant", 32, "female"), ("I'm 32 weeks pregnant", None, "female"),
+    ("my husband says I look yellow", None, None), ("my wife noticed I was yellow", None, None),
+    ("her husband brought her in", None, "female"), ("his wife says he is yellow", None, "male"),
+    ("mother of two with RUQ pain", None, "female"),
+    ("a 60-year-old man whose mother had pancreatic cancer", 60, "male"),
+])
+def test_age_and_sex_of_the_patient_not_the_relatives(text, age, sex):
+    r = read(text)
+    assert r.age == age and r.sex == sex
