@@ -2,6 +2,8 @@
 """Benchmarks of the scoring pipeline (medians over repeats), on this machine's CPU.
 
     python bench/bench_scoring.py [--repeats 5] [--skip-large] [--output bench/results_scoring.json]
+    python bench/bench_scoring.py --only-cold [--threads 1]    (the cold-start case: results_scoring_cold.json)
+    python bench/bench_scoring.py --only-rank [--repeats 15]   (its rank cases and their floor only)
 
 Cases:
   cold_start          fresh processes, interleaved round by round:
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -98,19 +101,24 @@ def _child(*args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _wall(command: list[str], env: dict) -> float:
+def _wall(command: list[str], env: dict) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, all its threads) of one fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"benchmark command failed: {' '.join(command)}: {done.stderr.strip().splitlines()[-1:]}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def cold_start(repeats: int, tmp: str) -> dict:
+def cold_start(repeats: int, tmp: str, only_rank: bool = False) -> dict:
     """Wall time of fresh processes, interleaved round by round: the floor (import torch + nibabel, read the
     CT), then score and rank with the embedding / knowledge-base cache of earlier runs ("warm": the same
-    symptom as the first round, whose run filled the cache) and with an empty cache folder ("empty")."""
+    symptom as the first round, whose run filled the cache) and with an empty cache folder ("empty").
+    ``only_rank``: the rank cases and their floor (``import torch``) alone. CPU seconds (``*_cpu_s``) are
+    given beside the wall seconds: on a loaded machine they move less."""
     floor = [sys.executable, "-c", f"import torch, nibabel; nibabel.load({str(CT)!r}).get_fdata()"]
     floor_torch = [sys.executable, "-c", "import torch"]
 
@@ -124,6 +132,8 @@ def cold_start(repeats: int, tmp: str) -> dict:
     compiled = REPO / "MedSORALib" / "resources" / "differential" / "__pycache__"
 
     times: dict[str, list[float]] = {}
+    cpu_times: dict[str, list[float]] = {}
+    out_start = {"load_average_1min_at_start": round(os.getloadavg()[0], 2)}
     for i in range(repeats + 1):
         warm = {**os.environ, "PYTHONPATH": str(REPO), "MEDSORA_CACHE_DIR": f"{tmp}/cache-warm"}
         empty = {**os.environ, "PYTHONPATH": str(REPO), "MEDSORA_CACHE_DIR": f"{tmp}/cache-empty{i}"}
@@ -136,21 +146,28 @@ def cold_start(repeats: int, tmp: str) -> dict:
             "rank_empty": (rank(SYMPTOMS[(i + 1) % len(SYMPTOMS)]), {**empty, "MEDSORA_CACHE_DIR": f"{tmp}/r{i}"}),
             "rank_first": (rank(SYMPTOMS[(i + 2) % len(SYMPTOMS)]), {**empty, "MEDSORA_CACHE_DIR": f"{tmp}/f{i}"}),
         }
+        if only_rank:
+            runs = {k: v for k, v in runs.items() if k == "floor_torch" or k.startswith("rank_")}
         for name, (command, env) in runs.items():
             if name == "rank_first":
                 shutil.rmtree(compiled, ignore_errors=True)  # rebuilt by this run, for the runs after it
-            seconds = _wall(command, env)
+            seconds, cpu = _wall(command, env)
             if i:  # the first round fills the warm cache and the file system cache
                 times.setdefault(name, []).append(seconds)
+                cpu_times.setdefault(name, []).append(cpu)
     out = {f"{name}_s": _median(values) for name, values in times.items()}
-    for name in ("score_warm", "rank_warm", "score_empty", "rank_empty"):
-        out[f"{name}_over_floor"] = out[f"{name}_s"] / out["floor_s"]
+    out.update({f"{name}_cpu_s": _median(values) for name, values in cpu_times.items()})
+    if not only_rank:
+        for name in ("score_warm", "rank_warm", "score_empty", "rank_empty"):
+            out[f"{name}_over_floor"] = out[f"{name}_s"] / out["floor_s"]
     for name in ("rank_warm", "rank_empty", "rank_first"):
         out[f"{name}_over_torch"] = out[f"{name}_s"] / out["floor_torch_s"]
+        out[f"{name}_cpu_over_torch"] = out[f"{name}_cpu_s"] / out["floor_torch_cpu_s"]
     # the spread of each case (the machine is shared: a wide one means a noisy run)
     out["quartiles_s"] = {name: [round(q, 3) for q in statistics.quantiles(values, n=4)] if len(values) > 1
                           else [round(values[0], 3)] * 3 for name, values in times.items()}
     out["repeats"] = repeats
+    out.update(out_start)
     out["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     return out
 
@@ -160,12 +177,16 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-large", action="store_true", help="skip the 512 x 512 x 300 case")
     parser.add_argument("--only-cold", action="store_true", help="run the cold-start case only")
+    parser.add_argument("--only-rank", action="store_true",
+                        help="run the cold-start case of rank only (against python -c 'import torch')")
     parser.add_argument("--threads", type=int, default=None,
                         help="OMP_NUM_THREADS for the cold-start processes (default: torch's own choice)")
     parser.add_argument("--output", type=Path, default=None,
                         help="results file (default: bench/results_scoring.json, with --only-cold "
                         "bench/results_scoring_cold.json)")
     args = parser.parse_args(argv)
+    if args.only_rank:
+        args.only_cold = True
     if args.output is None:
         args.output = REPO / "bench" / ("results_scoring_cold.json" if args.only_cold else "results_scoring.json")
 
@@ -185,7 +206,7 @@ def main(argv=None) -> int:
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        results["cold_start"] = cold_start(args.repeats, tmp)
+        results["cold_start"] = cold_start(args.repeats, tmp, args.only_rank)
     results["cold_start"]["omp_num_threads"] = args.threads
     if args.only_cold:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
+import sys
 import threading
 
 from ..errors import SymptomError
@@ -215,6 +217,13 @@ def run(args) -> int:
     else:
         raise SymptomError("no symptom given; run: medsora rank \"TEXT\" or medsora rank --file F")
     check_lengths(texts, args.file)
+    if not args.file and "torch" not in sys.modules:
+        # One text makes a few short parallel regions in torch; between them OpenMP's threads wait for more
+        # work by spinning, which on a busy machine takes the cores the main thread needs (docs/benchmarks.md).
+        # Waiting passively keeps the threads and their share of the work, so the numbers are the same. A
+        # value the user set is kept; it must be in place before torch starts OpenMP, so a process that has
+        # imported torch already is left as it is.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     # Loading torch, the text model and the catalogue makes about a million long-lived objects and almost no
     # garbage: the cyclic garbage collector would walk them all several times (a tenth of a second or more of
@@ -232,8 +241,6 @@ def run(args) -> int:
 
 
 def _rank(args, texts: list[str], freeze: bool) -> int:
-    import sys
-
     from ..text.reasoning import TextReasoner
 
     # The catalogue, lexicon and lab reader load in a thread while the text model loads.
