@@ -164,6 +164,26 @@ def test_gates_skip_most_patterns_on_a_short_text():
     assert 0 < len(may) < 0.25 * len(reader._regexes)
 
 
+def test_gates_file_is_reused_only_for_the_same_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDSORA_CACHE_DIR", str(tmp_path / "user-cache"))
+    patterns = ["(?:fever|pyrexia) and chills", "abc"]
+    first = gates.gated_patterns(patterns, root=tmp_path)
+    path = compiled.package_cache_dir(tmp_path) / gates.GATES_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert len(data["needles"]) == 2 and data["code"] == gates._code_digest()
+    # wrong needles under another code digest are not used: they are computed again
+    for key in data["needles"]:
+        data["needles"][key] = [[["zzz"]]]
+    path.write_text(json.dumps({**data, "code": "other"}), encoding="utf-8")
+    again = gates.gated_patterns(patterns, root=tmp_path)
+    assert [g.needles for g in again] == [g.needles for g in first] == [gates.needles(p) for p in patterns]
+    # and a malformed entry under the right digest is computed again too
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["needles"][gates._key(patterns[1])] = "abc"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert gates.gated_patterns(patterns, root=tmp_path)[1].needles == ((("abc",),),)
+
+
 # ------------------------------------------------------------------------------------------ catalogue cache
 
 

@@ -16,7 +16,7 @@ needs a handful. This module removes both without changing a result:
 - :mod:`.gates`: the reader's and lab reader's patterns compiled on first need, behind literal needles kept in
   ``reader-gates.json`` in the same folder.
 
-Both are written on first use (``medsora rank`` once), atomically; deleting them is always safe.
+The files are written on first use (``medsora rank`` once), atomically; deleting them is always safe.
 """
 from __future__ import annotations
 

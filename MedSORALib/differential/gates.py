@@ -4,9 +4,9 @@ The clinical reader has one pattern per finding of the lexicon (about 500, with 
 names); a short text can match a handful. :class:`GatedPattern` holds a pattern's *needles*: alternatives (one
 per branch of the pattern's alternations) of clauses of literal strings; every match contains a string of each
 clause of some alternative (derived from the pattern's parse tree by :func:`needles`). A text that satisfies no
-alternative cannot match, so ``finditer`` returns nothing without compiling the pattern. The needles of each
-pattern are kept in ``reader-gates.json`` beside the catalogue cache (:mod:`.compiled`), keyed by a digest of
-the pattern text, so a changed pattern simply gets new needles.
+alternative cannot match, so ``finditer`` returns nothing without compiling the pattern. The needles are kept
+in ``reader-gates.json`` beside the catalogue cache (:mod:`.compiled`), keyed by a digest of the pattern text
+(a changed pattern simply gets new needles), with a digest of this module's source (other code, other needles).
 """
 from __future__ import annotations
 
@@ -193,6 +193,14 @@ class GatedPattern:
         return f"GatedPattern({self.pattern!r}, needles={self.needles!r})"
 
 
+def _code_digest() -> str:
+    """Digest of this module's source: needles found by other code are not reused."""
+    try:
+        return hashlib.blake2b(Path(__file__).read_bytes(), digest_size=12).hexdigest()
+    except OSError:
+        return "unknown"
+
+
 def _key(pattern: str) -> str:
     return hashlib.blake2b(pattern.encode("utf-8"), digest_size=12).hexdigest()
 
@@ -219,7 +227,7 @@ def gated_patterns(patterns: list[str], root: Path | None = None) -> list[GatedP
         for folder in folders:
             data = _read_json(folder / GATES_FILE)
             if isinstance(data, dict) and data.get("version") == CACHE_VERSION and data.get("python") == _PYTHON \
-                    and isinstance(data.get("needles"), dict):
+                    and data.get("code") == _code_digest() and isinstance(data.get("needles"), dict):
                 known = data["needles"]
                 break
         out, fresh = [], {}
@@ -237,7 +245,7 @@ def gated_patterns(patterns: list[str], root: Path | None = None) -> list[GatedP
             keep = dict(known) if len(known) < 4 * max(len(patterns), 1000) else \
                 {k: known[k] for k in map(_key, patterns) if k in known}
             keep.update(fresh)
-            data = {"version": CACHE_VERSION, "python": _PYTHON, "needles": keep}
+            data = {"version": CACHE_VERSION, "python": _PYTHON, "code": _code_digest(), "needles": keep}
             for folder in folders:
                 if _write_json(folder, GATES_FILE, data) is not None:
                     break
