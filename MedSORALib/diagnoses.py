@@ -143,17 +143,20 @@ def joined_why(diagnoses: str, findings: str) -> str:
 
 def result_fields(reasoned) -> dict:
     """What a :class:`~MedSORALib.scoring.SymptomResult` takes from a ``Reasoned``: ``in_domain`` (true only for
-    the ``modelled`` scope), ``differential``, ``scope``, ``outside`` and ``none_of_these``."""
+    the ``modelled`` scope), ``differential``, ``scope``, ``outside``, ``none_of_these`` and ``non_specific``."""
     return {"in_domain": bool(reasoned.in_domain), "differential": entries(reasoned), "scope": reasoned.scope,
-            "outside": reasoned.outside, "none_of_these": none_of_these(reasoned)}
+            "outside": reasoned.outside, "none_of_these": none_of_these(reasoned),
+            "non_specific": bool(getattr(reasoned, "non_specific", False))}
 
 
 def fields_from_dict(data: Mapping) -> dict:
     """The differential fields of a result read back from its JSON (``SymptomResult.from_dict``; the inverse of
-    the keys ``SymptomResult.to_dict`` writes: ``scope``, ``outside``, ``differential``, ``none_of_these``)."""
+    the keys ``SymptomResult.to_dict`` writes: ``scope``, ``outside``, ``differential``, ``none_of_these``,
+    ``non_specific``)."""
     return {"differential": [DiagnosisEntry.from_dict(d) for d in data.get("differential") or []],
             "scope": str(data.get("scope") or "modelled"), "outside": data.get("outside"),
-            "none_of_these": float(data.get("none_of_these") or 0.0)}
+            "none_of_these": float(data.get("none_of_these") or 0.0),
+            "non_specific": bool(data.get("non_specific", False))}
 
 
 def none_of_these(reasoned) -> float:

@@ -234,11 +234,12 @@ def resource_path(*parts: str) -> Path:
     return Path(__file__).resolve().parent.joinpath("resources", *parts)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
+def file_sha256(path: str | os.PathLike, check=None) -> str:
     """SHA-256 of a file, or of the regular files directly in a folder (sorted by path) for a DICOM series.
 
     A folder is not walked below its own files: ITK's series reader reads no deeper, and a folder
     that is not a series (``/``) is refused by :func:`MedSORALib.validation.check_input_path` first.
+    ``check``, when given, is called before each MiB is read (it raises to stop: a cancelled load).
     """
     import hashlib
 
@@ -247,7 +248,12 @@ def file_sha256(path: str | os.PathLike) -> str:
     files = sorted(Path(e.path) for e in os.scandir(path) if e.is_file()) if path.is_dir() else [path]
     for file in files:
         with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
+            while True:
+                if check is not None:
+                    check()
+                block = handle.read(1 << 20)
+                if not block:
+                    break
                 digest.update(block)
     return digest.hexdigest()
 

@@ -134,6 +134,7 @@ class SymptomResult:
     scope: str = "modelled"
     outside: str | None = None
     none_of_these: float = 0.0
+    non_specific: bool = False  # every finding read was generic: the ranking was flattened
 
     @property
     def top(self) -> OrganScore:
@@ -156,6 +157,7 @@ class SymptomResult:
             "organs": [o.to_dict() for o in self.organs],
             "differential": [d.to_dict() for d in self.differential],
             "none_of_these": self.none_of_these,
+            "non_specific": self.non_specific,
             "passages": self.passages,
             "models": self.models,
         }

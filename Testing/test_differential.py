@@ -266,3 +266,35 @@ def test_rank_file_streams_chunks_with_progress(tmp_path, capsys, monkeypatch):
     assert objs[2]["scope"] == "non-abdominal" and objs[3]["outside"] == "appendix"
     assert objs[1]["organs"][0]["name"] != "gallbladder"
     assert "9/9 texts" in captured.err
+
+
+@shipped
+def test_a_non_specific_text_gets_a_flat_ranking_in_the_models_order():
+    """Only generic findings ("abdominal pain and fever") and no diagnosis standing out: the relevances are drawn
+    toward their mean (order kept); a specific text keeps its confident top organ."""
+    from MedSORALib.differential.fusion import NON_SPECIFIC_SPREAD, flatten
+    from MedSORALib.text.reasoning import TextReasoner
+
+    reasoner = TextReasoner.load()
+    texts = ["abdominal pain and fever", "tummy ache", CHOLECYSTITIS]
+    vague, lay, chole = reason(texts, reasoner)
+    for r in (vague, lay):
+        assert r.non_specific
+        model = r.prediction.structure_relevance
+        ranked = [k for k, _ in r.ranked_structures()]
+        assert ranked == sorted(STRUCTURES, key=lambda k: (-model[k], STRUCTURES.index(k)))
+        values = list(r.structure_relevance.values())
+        model_spread = max(model.values()) - min(model.values())
+        assert max(values) - min(values) == pytest.approx(NON_SPECIFIC_SPREAD * model_spread, abs=1e-6)
+        assert max(values) < 0.4
+    assert max(vague.prediction.structure_relevance.values()) > 0.6  # the model alone is confident
+    assert not chole.non_specific
+    assert chole.ranked_structures()[0][0] == "gallbladder" and chole.ranked_structures()[0][1] > 0.5
+    assert flatten({"a": 0.8, "b": 0.0, "c": 0.2}) == pytest.approx({"a": 0.575, "b": 0.0, "c": 0.425})
+
+
+def test_a_negated_or_historical_finding_does_not_make_a_text_specific():
+    from MedSORALib.differential.fusion import non_specific
+
+    assert non_specific(differential("abdominal pain and fever, no jaundice"))
+    assert not non_specific(differential("abdominal pain with fever and jaundice and Murphy's sign"))

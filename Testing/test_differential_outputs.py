@@ -81,7 +81,7 @@ def doors(tmp_path_factory):
 
 
 def _differential_part(report: dict) -> dict:
-    return {key: report[key] for key in ("symptom", "in_domain", "scope", "outside", "none_of_these",
+    return {key: report[key] for key in ("symptom", "in_domain", "scope", "outside", "none_of_these", "non_specific",
                                          "differential")} | {"why": [(o["name"], o["why"]) for o in report["organs"]]}
 
 

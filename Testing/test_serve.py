@@ -459,6 +459,51 @@ def test_only_its_owner_reaches_the_server(tmp_path, browser):
 
 
 @needs_web
+def test_a_second_tab_of_the_same_browser_sees_in_use(tmp_path, browser):
+    server = Server(tmp_path)
+    try:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        first = context.new_page()
+        first.set_default_timeout(START_TIMEOUT_S * 1000)
+        first.goto(server.url)
+        first.wait_for_selector("#score-button")
+        first.fill("#symptom-box", "epigastric pain, first tab")
+
+        # A second tab of the same browser (same cookies) opening the printed URL: the first tab keeps the
+        # scene, the second is covered by the "in use" notice and holds none of the app.
+        second = context.new_page()
+        second.set_default_timeout(60_000)
+        second.goto(server.url)
+        second.wait_for_selector("#in-use")
+        assert "another tab or window of this browser" in second.inner_text("#in-use-reason")
+        assert second.locator("#symptom-box").count() == 0 and second.locator("#app").count() == 0
+        first.fill("#symptom-box", "right flank pain, first tab")
+        first.click("#orientation button:has-text('Coronal')")
+        time.sleep(3)
+        assert "first tab" not in second.content() and "pain" not in second.content()
+        assert second.locator("#in-use").count() == 1 and second.locator("#symptom-box").count() == 0
+        assert first.input_value("#symptom-box") == "right flank pain, first tab"  # the first still works
+
+        # Control: a reload of the first tab is not a second tab; it keeps the scene and what was typed.
+        first.reload()
+        first.wait_for_selector("#score-button")
+        assert first.locator("#in-use").count() == 0
+        first.wait_for_function("() => document.querySelector('#symptom-box').value === "
+                                "'right flank pain, first tab'")
+
+        # Once the first tab is closed, the second may take over (Reload); it starts with an empty box.
+        first.close()
+        time.sleep(1)
+        second.click("#in-use-reload")
+        second.wait_for_selector("#score-button", timeout=START_TIMEOUT_S * 1000)
+        assert second.locator("#in-use").count() == 0
+        assert second.input_value("#symptom-box") == ""
+        context.close()
+    finally:
+        assert server.stop() is not None
+
+
+@needs_web
 def test_a_load_can_be_cancelled_and_pipes_are_refused_at_once(tmp_path, browser):
     import shutil
 
@@ -466,34 +511,52 @@ def test_a_load_can_be_cancelled_and_pipes_are_refused_at_once(tmp_path, browser
 
     data = tmp_path / "data"
     data.mkdir()
-    # A slow load without a slow disk: an uncompressed CT followed by 6 GB of holes (a sparse file, no disk
-    # space), which the reader skips and the input checksum must read through (seconds of hashing).
+    # A slow load without a slow disk: an uncompressed CT followed by 128 GiB of holes (a sparse file, no disk
+    # space), which the reader skips and the input checksum must read through (a minute or more of hashing
+    # at 1 to 3 GB/s).
     slow = data / "slow_ct.nii"
     nib.save(nib.load(str(EXAMPLE_CT)), str(slow))
-    os.truncate(slow, slow.stat().st_size + (6 << 30))
+    os.truncate(slow, slow.stat().st_size + (128 << 30))
+    shutil.copy(EXAMPLE_CT, data / "second_ct.nii.gz")
     shutil.copy(EXAMPLE_SEG, data / "other_seg.nii.gz")
     os.mkfifo(data / "blocked.nii.gz")
     server = Server(tmp_path, "--data-root", str(data))
     try:
         page = open_page(browser, server.url)
         label = page.inner_text("#case-label")
+        assert label.startswith("example_ct_sm.nii.gz: 12 organs")
         page.fill("#ct-path", str(data / "blocked.nii.gz"))
         started = time.monotonic()
         page.click("#load-button")
         page.wait_for_selector("#error-message", timeout=30_000)
         assert time.monotonic() - started < 30
         assert "cannot be loaded" in page.inner_text("#error-message")
+
         # A load cancelled while it runs leaves the page free at once and the case unchanged.
         page.fill("#ct-path", str(slow))
         page.fill("#seg-path", str(data / "other_seg.nii.gz"))
         page.click("#load-button")
         page.click("#cancel-button", timeout=30_000)
+        cancelled = time.monotonic()
         page.wait_for_function("() => document.querySelector('#progress-message').textContent.trim() === "
                                "'Cancelled'", timeout=30_000)
-        assert page.is_enabled("#symptom-box")
-        wait_for(lambda: True if "finished after it was cancelled" in server.log_path.read_text() else None,
-                 SCORE_TIMEOUT_S, "the cancelled load to finish in the background")
+        assert page.is_enabled("#symptom-box") and page.is_enabled("#load-button")
         assert page.inner_text("#case-label") == label
+
+        # A new load starts at once; the cancelled one stops reading within seconds (its checksum alone would
+        # take 45 s at 3 GB/s), and the new one lands, never the cancelled one.
+        page.fill("#ct-path", str(data / "second_ct.nii.gz"))
+        page.click("#load-button")
+        wait_for(lambda: True if "loading stopped: cancelled" in server.log_path.read_text() else None,
+                 30, "the cancelled load to stop")
+        assert time.monotonic() - cancelled < 30
+        page.wait_for_function("() => document.querySelector('#progress-message').textContent.trim() === "
+                               "'Loaded second_ct.nii.gz'", timeout=SCORE_TIMEOUT_S * 1000)
+        assert page.inner_text("#case-label").startswith("second_ct.nii.gz: 12 organs")
+        time.sleep(2)
+        assert page.inner_text("#case-label").startswith("second_ct.nii.gz: 12 organs")
+        log = server.log_path.read_text()
+        assert log.count("loading stopped: cancelled") == 1 and "finished after it was cancelled" not in log
     finally:
         assert server.stop() is not None
 

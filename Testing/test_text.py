@@ -230,6 +230,14 @@ def test_reasoner_roundtrip_and_prediction(tmp_path):
         loaded.predict(["   "])
     with pytest.raises(ModelError):
         TextReasoner.load(tmp_path, setting="full11")
+    # a trained model stores the word channel it was trained with: off unless the config asks for it
+    assert json.loads((folder / "config.json").read_text())["ood"]["word_channel"] is False
+    assert loaded.word_channel is False and reasoner.word_channel is False
+    on = fit_reasoner("paper7", x, y, {"model_id": "lookup-test-encoder", "dim": 16},
+                      TextTrainingConfig.from_dict({"anchors": {"epochs": 5}, "mlp": {"epochs": 5}, "ood_k": 3,
+                                                    "ood_word_channel": True}),
+                      ood_in_embeddings=x[::3], ood_out_embeddings=far, log=lambda *_: None)
+    assert on.config["ood"]["word_channel"] is True and on.word_channel is True
 
 
 def test_soft_targets_mix_source_organ_and_anchor_labels():

@@ -144,6 +144,63 @@ def test_one_owner_at_a_time():
     asyncio.run(scenario())
 
 
+def test_tabs_of_one_browser_are_told_apart():
+    import asyncio
+
+    from MedSORALib.web.access import AccessGuard
+
+    async def scenario():
+        guard = AccessGuard("127.0.0.1")
+        seen = []
+        guard.on_new_session = lambda: seen.append(guard.owner_session())
+        first = object()
+        assert await guard.acquire(first, "s1", grace_s=0.1, tab="tabA")
+        # A second tab of the same browser session is refused while the first is open.
+        assert not await guard.acquire(object(), "s1", grace_s=0.2, tab="tabB")
+        guard.release(first)
+        # The same tab back (a reload) keeps what was typed; another tab taking over clears it; a page
+        # without a tab id (no sessionStorage) is judged by its browser session only.
+        assert await guard.acquire(first, "s1", grace_s=0.1, tab="tabA")
+        guard.release(first)
+        assert seen == []
+        assert await guard.acquire(first, "s1", grace_s=0.1, tab="tabB")
+        guard.release(first)
+        assert seen == ["s1"]
+        assert await guard.acquire(first, "s1", grace_s=0.1, tab=None)
+        guard.release(first)
+        assert seen == ["s1"]
+
+    asyncio.run(scenario())
+
+
+def test_each_app_page_carries_its_own_id(tmp_path):
+    import re
+
+    from MedSORALib.web.access import IN_USE_CLOSE_CODE, IN_USE_REASONS, PAGES_KEPT, AccessGuard
+
+    index = tmp_path / "index.html"
+    index.write_text('<!doctype html><html><head><meta charset="UTF-8" />'
+                     '<script src="vue.global.js"></script></head><body><div id="app"></div></body></html>')
+    guard = AccessGuard("127.0.0.1")
+    guard.index_file = index
+    pages = [guard.app_page("s1"), guard.app_page("s1")]
+    ids = [re.search(r'const page = "([A-Za-z0-9_-]+)";', page).group(1) for page in pages]
+    assert ids[0] != ids[1] and all(len(i) >= 20 for i in ids)
+    assert [guard.page_session(i) for i in ids] == ["s1", "s1"]
+    assert guard.page_session("not-served") is None and guard.page_session(None) is None
+    page = pages[0]
+    # The script comes before trame's scripts (it must wrap WebSocket before the client opens one) and
+    # carries the close code and the reasons; nothing of the template is left unfilled.
+    assert page.index("const page") < page.index('src="vue.global.js"')
+    assert f"event.code !== {IN_USE_CLOSE_CODE}" in page
+    assert IN_USE_REASONS["same-browser"] in page
+    assert not re.search(r"PAGE_ID|PAGE_PARAMETER|TAB_PARAMETER|IN_USE_CLOSE_CODE|REASONS", page)
+    assert all(len(key.encode()) <= 123 for key in IN_USE_REASONS)  # a websocket close reason's limit
+    for _ in range(PAGES_KEPT):
+        guard.app_page("s2")
+    assert guard.page_session(ids[0]) is None  # the oldest ids are forgotten
+
+
 def test_loadable_paths_give_one_message_for_every_refusal(tmp_path):
     import os
     import shutil
@@ -189,6 +246,117 @@ def test_a_cancelled_read_does_not_replace_the_case(session):
     assert session.case is case and name == EXAMPLE_CT.name  # reading alone does not change the case
     session.use_case(loaded, name)
     assert session.case is loaded and session.case_name == EXAMPLE_CT.name
+
+
+class CountingToken:
+    """A cancel token that counts its checks and cancels itself at check number ``cancel_at`` (None: never)."""
+
+    def __new__(cls, cancel_at=None):
+        from MedSORALib.web.jobs import CancelToken
+
+        class Counting(CancelToken):
+            def check(self):
+                self.checks += 1
+                if self.checks == cancel_at:
+                    self.cancel()
+                super().check()
+
+        token = Counting()
+        token.checks = 0
+        return token
+
+
+def test_the_checksum_can_be_stopped_between_blocks(tmp_path):
+    import hashlib
+
+    from MedSORALib.files import file_sha256
+    from MedSORALib.web.jobs import JobCancelled
+
+    data = tmp_path / "data.bin"
+    data.write_bytes(bytes(range(256)) * 20_000)  # 5,120,000 bytes: 4 whole MiB blocks and a partial one
+    expected = hashlib.sha256(data.read_bytes()).hexdigest()
+    token = CountingToken()
+    assert file_sha256(data) == expected == file_sha256(data, check=token.check)
+    assert token.checks == 5 + 1  # one check before each block read, the last read finding the end
+    stopped = CountingToken(cancel_at=3)
+    with pytest.raises(JobCancelled):
+        file_sha256(data, check=stopped.check)
+    assert stopped.checks == 3
+
+
+def test_a_cancelled_read_stops_at_its_next_step(session, tmp_path):
+    import os
+
+    import nibabel as nib
+
+    from MedSORALib.web.jobs import JobCancelled
+
+    # An uncompressed CT followed by 256 MiB of holes (sparse: no disk space): 257 checksum blocks to read.
+    slow = tmp_path / "slow_ct.nii"
+    nib.save(nib.load(str(EXAMPLE_CT)), str(slow))
+    os.truncate(slow, slow.stat().st_size + (256 << 20))
+    case, name = session.case, session.case_name
+    # Control: not cancelled, the read checks the flag at every MiB and at every step, and gives a case.
+    token = CountingToken()
+    loaded, loaded_name = session.read_case(slow, EXAMPLE_SEG, "totalsegmentator", log=lambda m: None,
+                                            cancel=token)
+    assert loaded_name == "slow_ct.nii" and len(loaded.masks) == 12
+    assert token.checks >= 257 + 2 + 2
+    # Cancelled at its 5th check, in the middle of the checksum: it stops there, the rest is never read.
+    token = CountingToken(cancel_at=5)
+    with pytest.raises(JobCancelled):
+        session.read_case(slow, EXAMPLE_SEG, "totalsegmentator", log=lambda m: None, cancel=token)
+    assert token.checks == 5
+    assert session.case is case and session.case_name == name
+
+
+def test_a_cancelled_scoring_writes_nothing(session):
+    from MedSORALib.web.jobs import JobCancelled
+
+    before = sorted(p.relative_to(session.output_dir) for p in session.output_dir.rglob("*"))
+    # Control: not cancelled, scoring reports its steps through the checked callback and writes its files.
+    token = CountingToken()
+    scored = session.score(SYMPTOMS[:1], cancel=token)
+    assert token.checks >= 3 and scored[0].files["json"].is_file()
+    written = sorted(p.relative_to(session.output_dir) for p in session.output_dir.rglob("*"))
+    assert len(written) > len(before)
+    # Cancelled at its first step: nothing more is written.
+    with pytest.raises(JobCancelled):
+        session.score(SYMPTOMS[:1], cancel=CountingToken(cancel_at=1))
+    assert sorted(p.relative_to(session.output_dir) for p in session.output_dir.rglob("*")) == written
+
+
+def test_a_cancelled_job_releases_what_it_read():
+    import asyncio
+    import threading
+    import weakref
+
+    import numpy as np
+
+    from MedSORALib.web.jobs import CancelToken, JobCancelled, run_in_thread
+
+    started, alive = threading.Event(), []
+
+    def job(token):
+        volume = np.ones((64, 64, 64), dtype=np.float32)  # what a read holds when it is cancelled
+        alive.append(weakref.ref(volume))
+        started.set()
+        while True:
+            token.check()
+            threading.Event().wait(0.01)
+
+    async def scenario():
+        token = CancelToken()
+        future = run_in_thread(job, token)
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        assert alive[0]() is not None
+        token.cancel()
+        with pytest.raises(JobCancelled):
+            await asyncio.wait_for(future, timeout=10)
+        # The job's frames (its CT) are gone with the thread: the exception does not hold them.
+        return alive[0]() is None
+
+    assert asyncio.run(scenario())
 
 
 def test_bound_to_every_interface_the_machines_addresses_name_it():

@@ -90,6 +90,7 @@ def prediction_json(reasoned, info: dict, setting: str = "full11") -> dict:
         "scope": reasoned.scope,
         "outside": reasoned.outside,
         "ood_score": round(prediction.ood_score, 6),
+        "non_specific": bool(reasoned.non_specific),
         "laterality": prediction.laterality,
         "organs": [
             {
@@ -124,6 +125,8 @@ def format_table(reasoned) -> str:
                "abdominal-other": f"abdominal, outside the 13 structures ({reasoned.outside or 'other'})",
                "non-abdominal": "NOT abdominal (out of domain): relevances pushed low"}[reasoned.scope]
     lines.append(f"scope: {verdict} (ood score {prediction.ood_score:.3f})")
+    if reasoned.non_specific:
+        lines.append("non-specific: every finding read is generic, so the ranking is flat")
     if prediction.laterality:
         lines.append(f"side: {prediction.laterality}")
     facts = []

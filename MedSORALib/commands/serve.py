@@ -24,7 +24,8 @@ pip install "medsora[web]".
 Only whoever started the server can use it: the URL printed at start-up
 carries a random access token (kept in a cookie after the first visit);
 requests without it, from another web site, or naming another host get 403.
-One browser window at a time owns the page; another sees "in use". The page
+One page at a time owns the scene: another browser, or a second tab of the
+same browser, sees "in use", and nothing typed in one shows in another. The page
 can load CTs only from under --data-root (default: the folder of --volume;
 none with the example CT), and offers for download only the files this
 server wrote."""

@@ -61,13 +61,15 @@ TOP_K = 10
 MODELLED, ABDOMINAL_OTHER, NON_ABDOMINAL = "modelled", "abdominal-other", "non-abdominal"
 
 # Body sites outside the abdomen: a text naming only these, with nothing the catalogue explains, is
-# non-abdominal (knee pain after a fall, a rash on the arm, blurred vision).
+# non-abdominal (knee pain after a fall, a rash on the arm, blurred vision). The chest and the legs are not among
+# them: chest pain is the presentation of the oesophagus and the thoracic aorta, and swelling of both legs that of
+# the inferior vena cava, all in scope; the catalogue's diagnoses or the text model decide those texts.
 _NON_ABDOMINAL_SITE = re.compile(
     r"(?<![\w])(?:knees?|ankles?|wrists?|elbows?|shoulders?|hips?|feet|foot|toes?|fingers?|thumbs?|hands?|arms?|"
-    r"legs?|thighs?|calf|calves|shins?|heels?|neck|head|headaches?|eyes?|vision|visual|ears?|hearing|tooth|teeth|"
+    r"thighs?|calf|calves|shins?|heels?|neck|head|headaches?|eyes?|vision|visual|ears?|hearing|tooth|teeth|"
     r"gums?|jaw|throat|tonsils?|nose|sinus(?:es)?|skin|rash|scalp|hair|nails?|breasts?|nipples?|joints?|"
     r"muscles?|tendons?|spine|migraine|seizures?|fits?|dizz\w*|vertigo|numb\w*|tingl\w*|memory|mood|"
-    r"anxiety|depress\w*|sleep|insomnia|cough\w*|sneez\w*|earache|toothache|chest|wheez\w*|"
+    r"anxiety|depress\w*|sleep|insomnia|cough\w*|sneez\w*|earache|toothache|wheez\w*|"
     r"testic\w*|scrot\w*|penis|buttocks?)(?![\w])")
 # Places and findings of the abdomen: a non-specific text naming one of these stays with the model's decision.
 _ABDOMINAL_SITE = re.compile(

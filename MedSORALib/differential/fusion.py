@@ -9,7 +9,8 @@
     fused = (1 - alpha) * model + alpha * differential        (per structure)
 
 Below ``GATE_LOW`` the model's ranking is kept as it is. A structure removed by surgery gets 0 whatever either
-side says. ``scope`` comes from the differential where it is confident, else from the model's out-of-domain
+side says. A non-specific text (every finding read is generic and no diagnosis stands out) keeps the order but
+gets a flat ranking (:func:`flatten`), flagged ``non_specific``. ``scope`` comes from the differential where it is confident, else from the model's out-of-domain
 decision (``modelled`` when in domain, ``non-abdominal`` otherwise); ``in_domain`` is true only for ``modelled``.
 
 The constants were chosen on the team's dev set only (``Training/data/external_dev.jsonl``) by
@@ -32,6 +33,12 @@ SCOPE_CONFIDENCE = 0.5
 #: out-of-domain score (1 - p_in) reaches this (chosen on the tune half of the dev sets among settings keeping
 #: 94 % of abdominal presentations in domain; the model's own decision needs far more).
 SITE_RULE_MIN_OOD = 0.1
+#: A non-specific text (every finding read in it is generic: "abdominal pain and fever", "tummy ache") gets a
+#: flat ranking: each relevance is drawn toward the mean of the 13 as ``mean + NON_SPECIFIC_SPREAD * (r - mean)``,
+#: which keeps the order and says that the words do not point to one organ (designed).
+NON_SPECIFIC_SPREAD = 0.25
+#: ... unless the differential names a diagnosis with at least this probability.
+NON_SPECIFIC_MAX_CONFIDENCE = 0.2
 
 
 @dataclass
@@ -44,6 +51,7 @@ class Reasoned:
         structure_relevance: {structure key: fused relevance in [0, 1]}.
         alpha: the weight the differential got (0 = the model alone).
         scope, outside, in_domain: see the module docstring.
+        non_specific: every finding read is generic and no diagnosis stands out; the ranking was flattened.
     """
 
     text: str
@@ -54,6 +62,7 @@ class Reasoned:
     scope: str
     outside: str | None
     in_domain: bool
+    non_specific: bool = False
 
     def ranked_structures(self) -> list[tuple[str, float]]:
         """(structure, relevance) best first; structures removed by surgery always last (they have 0)."""
@@ -67,6 +76,23 @@ def gate(confidence: float, alpha: float = ALPHA, low: float = GATE_LOW, high: f
     if high <= low:
         return alpha if confidence >= low else 0.0
     return alpha * min(max((confidence - low) / (high - low), 0.0), 1.0)
+
+
+def non_specific(result: DifferentialResult) -> bool:
+    """True when the text asserts findings, all of them generic, and no diagnosis reaches
+    :data:`NON_SPECIFIC_MAX_CONFIDENCE`."""
+    present = result.reading.present()
+    conf = result.top.probability if result.top is not None else 0.0
+    return bool(present) and all(f.generic for f in present) and conf < NON_SPECIFIC_MAX_CONFIDENCE
+
+
+def flatten(relevance: dict[str, float], spread: float = NON_SPECIFIC_SPREAD) -> dict[str, float]:
+    """Relevances drawn toward their mean (order kept; structures at 0, removed ones, stay at 0)."""
+    live = [v for v in relevance.values() if v > 0]
+    if not live:
+        return dict(relevance)
+    mean = sum(live) / len(live)
+    return {k: (mean + spread * (v - mean) if v > 0 else 0.0) for k, v in relevance.items()}
 
 
 def fuse(model_relevance: dict[str, float] | None, result: DifferentialResult, in_domain: bool | None,
@@ -137,5 +163,8 @@ def reason(texts: Sequence[str], reasoner=None, age=None, sex=None, predictions=
         fused, a, scope, outside = fuse(pred.structure_relevance if pred is not None else None, result,
                                         pred.in_domain if pred is not None else None,
                                         ood_score=pred.ood_score if pred is not None else None)
-        out.append(Reasoned(text, pred, result, fused, a, scope, outside, scope == MODELLED))
+        flat = non_specific(result)
+        if flat:
+            fused = flatten(fused)
+        out.append(Reasoned(text, pred, result, fused, a, scope, outside, scope == MODELLED, flat))
     return out

@@ -21,10 +21,22 @@ HTTP request and websocket passes :class:`AccessGuard` (an aiohttp middleware):
   refused unless they are top-level navigations.
 - **One owner**: one websocket at a time drives the scene. While it is open,
   another one waits ``TAKEOVER_GRACE_S`` (a reload closes the old one) and is
-  then refused (409); a page request from another browser session (another
-  session cookie) gets an "in use" page instead of the app. When another
-  browser session takes the page over later, :attr:`AccessGuard.on_new_session`
-  lets the app clear what the previous one typed.
+  then refused. A page request from another browser session (another session
+  cookie) gets an "in use" page instead of the app. A second tab or window of
+  the *same* browser cannot be told from a reload by its page request (both
+  arrive while the first page's websocket is still open), so it gets the app
+  page, minted with a page id of its own (:meth:`AccessGuard.app_page`). The
+  page's websocket carries that id; when it is refused, the server accepts it
+  only to close it at once with code ``IN_USE_CLOSE_CODE`` and a reason, and
+  the page's script covers the page with an "in use" notice. The first tab
+  keeps the scene: what a radiologist typed there stays there, and the second
+  tab never receives the state. A websocket without a page id of this server
+  is refused with a bare 409. When another browser session, or another tab of
+  the same browser, takes the page over later (the first one closed),
+  :attr:`AccessGuard.on_new_session` lets the app clear what the previous one
+  typed; a reload of the same tab keeps it. Tabs are told apart by a random
+  tab id the page keeps in its ``sessionStorage`` (which a reload keeps and a
+  new tab does not) and sends with its websocket.
 
 What the page may read from the server's disk is decided by
 :func:`loadable_path`: files under the data root, or files this server wrote,
@@ -40,6 +52,7 @@ import ipaddress
 import os
 import secrets
 import socket
+from collections import OrderedDict
 from html import escape
 from pathlib import Path
 
@@ -50,6 +63,22 @@ TOKEN_PARAMETER = "token"
 TAKEOVER_GRACE_S = 5.0
 #: Paths that are the page itself (the "in use" page replaces them for another browser session).
 PAGE_PATHS = ("/", "/index.html")
+#: Query parameter carrying a served page's id on its websocket.
+PAGE_PARAMETER = "medsora_page"
+#: Close code of a websocket refused because another page owns the scene (4000-4999: for applications).
+IN_USE_CLOSE_CODE = 4409
+#: Query parameter carrying the tab id (kept by the tab across reloads) on a page's websocket.
+TAB_PARAMETER = "medsora_tab"
+#: Page ids remembered (the most recent pages served; an older page's websocket gets a bare refusal).
+PAGES_KEPT = 256
+#: Why a page's websocket was refused (the close reason, at most 123 bytes, is the key; the page shows the text).
+IN_USE_REASONS = {
+    "same-browser": ("MedSORA is open in another tab or window of this browser. One page at a time works "
+                     "with the CT, so that nothing typed in one shows in another: go on in that tab, or close "
+                     "it and press Reload here."),
+    "other-browser": ("Another browser window is working with this server's CT. One window at a time may use "
+                      "it: close the other window, then press Reload here."),
+}
 
 IN_USE_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>MedSORA: in use</title></head>
@@ -58,6 +87,69 @@ IN_USE_PAGE = """<!doctype html>
 <p>Another browser window is working with this server's CT. One window at a time may use it:
 close the other window, then reload this page.</p>
 </body></html>
+"""
+
+#: Put in the served app page before trame's scripts (PAGE_ID replaced by the page's id): the page's
+#: websocket carries its id, and a websocket closed as "in use" covers the page with the reason.
+PAGE_SCRIPT = """<script>
+(() => {
+  const page = "PAGE_ID";
+  const reasons = REASONS;
+  let tab = null;
+  try {
+    tab = window.sessionStorage.getItem("medsora-tab");
+    if (!tab) {
+      tab = Array.from(window.crypto.getRandomValues(new Uint8Array(16)),
+                       (b) => b.toString(16).padStart(2, "0")).join("");
+      window.sessionStorage.setItem("medsora-tab", tab);
+    }
+  } catch (error) {
+    tab = null;  // no storage: the server tells browser sessions apart only
+  }
+  const Native = window.WebSocket;
+  function inUse(reason) {
+    if (document.getElementById("in-use")) return;
+    const box = document.createElement("div");
+    box.id = "in-use-notice";
+    box.setAttribute("role", "alertdialog");
+    box.style.cssText = "position: fixed; inset: 0; z-index: 2147483647; background: #fff; color: #222;"
+      + " font-family: sans-serif; padding: 3em;";
+    const title = document.createElement("h1");
+    title.id = "in-use";
+    title.textContent = "MedSORA is in use";
+    const text = document.createElement("p");
+    text.id = "in-use-reason";
+    text.textContent = reason;
+    const reload = document.createElement("button");
+    reload.id = "in-use-reload";
+    reload.textContent = "Reload";
+    reload.onclick = () => window.location.reload();
+    box.append(title, text, reload);
+    document.body.append(box);
+    const app = document.getElementById("app");
+    if (app) app.remove();  // nothing of the app stays behind the notice
+  }
+  let refused = false;
+  class PageSocket extends Native {
+    constructor(url, protocols) {
+      // A refused page stays refused: it never connects later behind the notice (a reload asks again).
+      if (refused) throw new Error("MedSORA is in use in another page");
+      const target = new URL(url, window.location.href);
+      if (target.host === window.location.host) {
+        target.searchParams.set("PAGE_PARAMETER", page);
+        if (tab) target.searchParams.set("TAB_PARAMETER", tab);
+      }
+      super(target.href, protocols);
+      this.addEventListener("close", (event) => {
+        if (event.code !== IN_USE_CLOSE_CODE) return;
+        refused = true;
+        inUse(reasons[event.reason] || reasons["other-browser"]);
+      });
+    }
+  }
+  window.WebSocket = PageSocket;
+})();
+</script>
 """
 
 FORBIDDEN_PAGE = """<!doctype html>
@@ -128,9 +220,15 @@ class AccessGuard:
                     pass
         self._owner: object | None = None
         self._owner_session: str | None = None
+        #: Ids of the app pages served (most recent last) -> the browser session each was served to.
+        self._pages: OrderedDict[str, str] = OrderedDict()
+        #: trame's index.html, the app page (set by the app when the server binds; None: served as is).
+        self.index_file: Path | None = None
         self._last_session: str | None = None
+        self._last_tab: str | None = None
         self._released = asyncio.Event()
-        #: Called (on the event loop) when a browser session other than the previous owner's takes the page.
+        #: Called (on the event loop) when a browser session other than the previous owner's takes the page,
+        #: or another tab of the same browser session (both tabs known).
         self.on_new_session = None
 
     # ------------------------------------------------------------------ names
@@ -187,6 +285,32 @@ class AccessGuard:
             return False
         return origin.strip().lower() == f"http://{host_header.strip().lower()}"
 
+    def mint_page(self, session: str) -> str:
+        """A new page id, served to browser session ``session`` (the last ``PAGES_KEPT`` are remembered)."""
+        page = secrets.token_urlsafe(16)
+        self._pages[page] = session
+        while len(self._pages) > PAGES_KEPT:
+            self._pages.popitem(last=False)
+        return page
+
+    def page_session(self, page: str | None) -> str | None:
+        """The browser session a page id was served to; None for an id this server did not serve."""
+        return self._pages.get(page) if page else None
+
+    def app_page(self, session: str) -> str:
+        """trame's index.html with :data:`PAGE_SCRIPT` for a new page id served to ``session``."""
+        import json
+
+        html = self.index_file.read_text(encoding="utf-8")
+        script = (PAGE_SCRIPT.replace("REASONS", json.dumps(IN_USE_REASONS))
+                  .replace("PAGE_PARAMETER", PAGE_PARAMETER)
+                  .replace("TAB_PARAMETER", TAB_PARAMETER)
+                  .replace("IN_USE_CLOSE_CODE", str(IN_USE_CLOSE_CODE))
+                  .replace("PAGE_ID", self.mint_page(session)))
+        at = html.find("<script")
+        at = at if at >= 0 else html.find("</head>")
+        return html[:at] + script + html[at:] if at >= 0 else script + html
+
     @property
     def owned(self) -> bool:
         return self._owner is not None
@@ -194,8 +318,14 @@ class AccessGuard:
     def owner_session(self) -> str | None:
         return self._owner_session if self._owner is not None else None
 
-    async def acquire(self, key: object, session: str | None, grace_s: float = TAKEOVER_GRACE_S) -> bool:
-        """Make ``key`` the owner, waiting up to ``grace_s`` for the current owner to leave; False if it did not."""
+    async def acquire(self, key: object, session: str | None, grace_s: float = TAKEOVER_GRACE_S,
+                      tab: str | None = None) -> bool:
+        """Make ``key`` the owner, waiting up to ``grace_s`` for the current owner to leave; False if it did not.
+
+        ``tab`` is the tab id the page sent (None: unknown). Taking over from another browser session, or
+        from another tab of the same one, calls :attr:`on_new_session`; the same tab coming back (a reload)
+        does not.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         while self._owner is not None:
@@ -208,9 +338,11 @@ class AccessGuard:
             except asyncio.TimeoutError:
                 return False
         self._owner, self._owner_session = key, session
-        if self._last_session is not None and session != self._last_session and self.on_new_session is not None:
-            self.on_new_session()
-        self._last_session = session
+        if self._last_session is not None and self.on_new_session is not None:
+            other_tab = tab is not None and self._last_tab is not None and tab != self._last_tab
+            if session != self._last_session or other_tab:
+                self.on_new_session()
+        self._last_session, self._last_tab = session, tab
         return True
 
     def release(self, key: object) -> None:
@@ -250,8 +382,17 @@ class AccessGuard:
 
             if websocket:
                 key = object()
-                if not await guard.acquire(key, session):
-                    return web.Response(status=409, text="in use by another browser window")
+                tab = request.query.get(TAB_PARAMETER)
+                tab = tab if tab and len(tab) <= 64 and tab.isascii() and tab.isalnum() else None
+                if not await guard.acquire(key, session, tab=tab):
+                    if guard.page_session(request.query.get(PAGE_PARAMETER)) != session:
+                        return web.Response(status=409, text="in use by another browser window")
+                    # A page this server gave to this browser: closed with a reason its script shows.
+                    reason = "same-browser" if guard.owner_session() == session else "other-browser"
+                    refused = web.WebSocketResponse()
+                    await refused.prepare(request)
+                    await refused.close(code=IN_USE_CLOSE_CODE, message=reason.encode())
+                    return refused
                 try:
                     return await handler(request)
                 finally:
@@ -259,6 +400,9 @@ class AccessGuard:
 
             if request.path in PAGE_PATHS and guard.owned and guard.owner_session() != session:
                 response = web.Response(status=409, text=IN_USE_PAGE, content_type="text/html",
+                                        headers={"Cache-Control": "no-store"})
+            elif request.path == "/index.html" and guard.index_file is not None:
+                response = web.Response(text=guard.app_page(session), content_type="text/html",
                                         headers={"Cache-Control": "no-store"})
             else:
                 try:

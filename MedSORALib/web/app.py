@@ -8,9 +8,11 @@ offscreen (EGL, or OSMesa when ``VTK_DEFAULT_OPENGL_WINDOW=vtkOSOpenGLRenderWind
 and reach the page as images over trame's websocket.
 
 Scoring and loading run in a worker thread; the page shows their progress and
-stays live, and a job can be cancelled (its result is dropped; a read that
-blocks no longer holds the page). MRML is only touched on the server's
-event-loop thread.
+stays live, and a job can be cancelled: the page is free at once, and the
+thread stops at its next step (:mod:`MedSORALib.web.jobs`: every MiB of the
+input checksums, between reading, measuring and scoring steps) without
+touching the scene; a step that is one library call finishes first, and its
+result is dropped. MRML is only touched on the server's event-loop thread.
 
 Who may reach the server is decided by :class:`~MedSORALib.web.access.AccessGuard`
 (access token, Host and Origin checks, one browser window at a time). The page
@@ -41,7 +43,7 @@ from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition  # 
 from ..scene.result_nodes import add_symptom_outputs, segmentation_node_from_masks, volume_node_from_volume  # noqa: E402
 from ..errors import InputFileError, MedSORAError  # noqa: E402
 from .access import AccessGuard, loadable_path  # noqa: E402
-from .jobs import run_in_thread  # noqa: E402
+from .jobs import CancelToken, JobCancelled, run_in_thread  # noqa: E402
 from .layout import LABEL_SCHEMES, ORIENTATIONS  # noqa: E402
 from .session import WebSession, result_passages, result_rows  # noqa: E402
 from . import differential_view  # noqa: E402
@@ -89,6 +91,7 @@ class MedSORAWebApp(TrameApp):
         #: Real paths of the files this server wrote (the page may load them back).
         self._written: set[str] = set()
         self._job_number = 0
+        self._cancel = CancelToken()
         self.scored: list = []
         self._outputs: list = []
         self._organs_node = None
@@ -121,6 +124,9 @@ class MedSORAWebApp(TrameApp):
     def _bind(self, wslink_server) -> None:
         """Put the access rules in front of every request and add the download route (before the server starts)."""
         app = wslink_server.app
+        www = (wslink_server.config.get("static") or {}).get("/")
+        if www and (Path(www) / "index.html").is_file():
+            self.guard.index_file = Path(www) / "index.html"
         app.middlewares.append(self.guard.middleware())
         app.router.add_get(f"/{FILES_URL}/{{name:.+}}", self._download)
 
@@ -145,10 +151,10 @@ class MedSORAWebApp(TrameApp):
         """The real path of a file the page may load (:func:`~MedSORALib.web.access.loadable_path`)."""
         return loadable_path(text, self.data_root, self._written)
 
-    def _read_allowed(self, ct_path, seg_path, label_scheme):
+    def _read_allowed(self, ct_path, seg_path, label_scheme, cancel=None):
         ct = self.allowed_path(ct_path)
         seg = self.allowed_path(seg_path) if str(seg_path or "").strip() else None
-        case, _ = self.session.read_case(ct, seg, label_scheme, log=_log)
+        case, _ = self.session.read_case(ct, seg, label_scheme, log=_log, cancel=cancel)
         return case, Path(str(ct_path).strip()).name or ct.name
 
     # ------------------------------------------------------------------ scene
@@ -281,16 +287,23 @@ class MedSORAWebApp(TrameApp):
         return report
 
     async def _job(self, label: str, function, *args):
-        """Run ``function(*args)`` in a thread; its result, or None on error or when cancelled meanwhile."""
+        """Run ``function(*args, cancel)`` in a thread; its result, or None on error or when cancelled meanwhile.
+
+        ``cancel`` is the job's :class:`~MedSORALib.web.jobs.CancelToken`, which :meth:`cancel` sets.
+        """
         self._job_number += 1
         number = self._job_number
+        token = self._cancel = CancelToken()
         with self.state:
             self.state.busy = True
             self.state.error_message = ""
             self.state.progress = 0
             self.state.progress_message = label
         try:
-            value = await run_in_thread(function, *args)
+            value = await run_in_thread(function, *args, token)
+        except JobCancelled:
+            _log(f"{label.lower()} stopped: cancelled")
+            return None
         except MedSORAError as error:
             if number == self._job_number:
                 with self.state:
@@ -314,9 +327,11 @@ class MedSORAWebApp(TrameApp):
         return value
 
     def cancel(self) -> None:
-        """Drop the running job: the page is free at once; the thread's result is ignored when it comes."""
+        """Stop the running job: the page is free at once; the thread stops at its next step, and a result
+        that still comes (a step that is one library call) is dropped."""
         if not self.state.busy:
             return
+        self._cancel.cancel()
         self._job_number += 1
         with self.state:
             self.state.busy = False

@@ -95,12 +95,16 @@ class WebSession:
         return case
 
     def read_case(self, volume_path, segmentation_path=None, label_scheme=None,
-                  log: Callable[[str], None] = print):
+                  log: Callable[[str], None] = print, cancel=None):
         """``(case, name)`` read from the server's disk, without making it the current case.
 
         The page reads in a worker thread and calls :meth:`use_case` only when the load was not
-        cancelled meanwhile.
+        cancelled meanwhile. ``cancel`` (a :class:`~MedSORALib.web.jobs.CancelToken`) stops the read
+        at its next step: every MiB of the input checksums (computed here, so that they can be
+        stopped, and handed to the scoring session), before and after reading, before measuring;
+        :class:`~MedSORALib.web.jobs.JobCancelled` is raised and nothing is kept.
         """
+        from ..files import file_sha256
         volume_path = Path(str(volume_path).strip()).expanduser()
         if not str(volume_path) or not volume_path.exists():
             raise InputFileError(f"{volume_path}: no such CT file or folder")
@@ -110,7 +114,24 @@ class WebSession:
                 raise InputFileError(f"{segmentation_path}: no such segmentation file")
         else:
             segmentation_path = None
-        case = self.scoring.open(volume_path, segmentation_path, label_scheme or None, log=log)
+        check = cancel.check if cancel is not None else None
+        sums = {}
+        for kind, path in (("volume", volume_path), ("segmentation", segmentation_path)):
+            if path is not None:
+                try:
+                    sums[kind] = file_sha256(path, check=check)
+                except OSError:  # not readable: reading the case says why, in one line
+                    pass
+
+        def checked_log(message):
+            if check is not None:
+                check()
+            log(message)
+
+        case = self.scoring.open(volume_path, segmentation_path, label_scheme or None, log=checked_log,
+                                 checksums=sums, progress=cancel.progress() if cancel is not None else None)
+        if check is not None:
+            check()
         return case, volume_path.name
 
     def use_case(self, case, name: str) -> None:
@@ -156,12 +177,14 @@ class WebSession:
         return dataclasses.replace(case, evidence={**evidence, "findings": findings, "patient": patient.to_dict()})
 
     def score(self, symptoms: Sequence[str] | str, progress: Progress | None = None,
-              patient=None) -> list[ScoredSymptom]:
+              patient=None, cancel=None) -> list[ScoredSymptom]:
         """Score symptoms on the current case and write each result's ``.seg.nrrd`` and ``.json``.
 
         A case is measured once when loaded (and its organs encoded once, with an image weight above 0);
         later symptoms reuse it. ``patient`` (age and sex, :class:`~MedSORALib.patient.Patient`; the DICOM
-        header completes it) chooses the reference ranges of the findings.
+        header completes it) chooses the reference ranges of the findings. ``cancel``
+        (a :class:`~MedSORALib.web.jobs.CancelToken`) stops scoring at its next reported step, before the files
+        are written.
         """
         texts = check_symptoms(symptoms)
         with self._lock:
@@ -170,6 +193,8 @@ class WebSession:
             raise InputFileError("no CT is loaded")
         case = self.case_for(case, patient)
         report = progress or (lambda fraction, message: None)
+        if cancel is not None:  # stops at the next step scoring reports (before any file is written)
+            report = cancel.progress(report)
         results = self.scoring.score(case, texts, progress=lambda fraction, message: report(0.9 * fraction, message))
         report(0.95, "writing files")
         with self._lock:

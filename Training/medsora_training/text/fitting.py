@@ -97,6 +97,10 @@ class TextTrainingConfig:
     #: also train the label-smoothing control: w * one-hot + (1 - w) * constant (the mean anchor soft label)
     train_smoothed: bool = True
     ood_k: int = DEFAULT_K
+    #: let the word channel of MedSORALib.text.ood_lexicon adjust p_in (stored as ``ood.word_channel``); off by
+    #: default, as shipped (docs/evaluation.md: on the tune half of the dev sets it let non-abdominal
+    #: presentations through and kept no more abdominal ones)
+    ood_word_channel: bool = False
     settings: tuple[str, ...] = ("paper7", "full11")
     product: ProductOptions = field(default_factory=ProductOptions)
 
@@ -107,7 +111,8 @@ class TextTrainingConfig:
     @classmethod
     def from_dict(cls, data: dict | None) -> "TextTrainingConfig":
         data = dict(data or {})
-        unknown = set(data) - {"anchors", "mlp", "source_weight", "train_hard", "train_anchor_soft", "train_smoothed", "ood_k", "settings", "product"}
+        unknown = set(data) - {"anchors", "mlp", "source_weight", "train_hard", "train_anchor_soft", "train_smoothed", "ood_k", "ood_word_channel", "settings",
+                                 "product"}
         if unknown:
             raise ValueError(f"unknown text training options: {', '.join(sorted(unknown))}")
         return cls(
@@ -118,6 +123,7 @@ class TextTrainingConfig:
             train_anchor_soft=bool(data.get("train_anchor_soft", True)),
             train_smoothed=bool(data.get("train_smoothed", True)),
             ood_k=int(data.get("ood_k", DEFAULT_K)),
+            ood_word_channel=bool(data.get("ood_word_channel", False)),
             settings=tuple(data.get("settings", ("paper7", "full11"))),
             product=ProductOptions.from_dict(data.get("product")),
         )
@@ -131,6 +137,7 @@ class TextTrainingConfig:
             "train_anchor_soft": self.train_anchor_soft,
             "train_smoothed": self.train_smoothed,
             "ood_k": self.ood_k,
+            "ood_word_channel": self.ood_word_channel,
             "settings": list(self.settings),
             "product": {**asdict(self.product), "settings": list(self.product.settings),
                         "extra_datasets": list(self.product.extra_datasets), "mlp": dict(self.product.mlp)},
@@ -390,9 +397,11 @@ def fit_reasoner(
         f"TPR {detector.calibration['tpr']:.3f} FPR {detector.calibration['fpr']:.3f}"
     )
     config_json["ood"] = detector.to_config()
+    config_json["ood"]["word_channel"] = bool(config.ood_word_channel)
     config_json["training"]["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     reasoner.config = config_json
     reasoner.detector = detector
+    reasoner.word_channel = bool(config.ood_word_channel)
     return reasoner
 
 
