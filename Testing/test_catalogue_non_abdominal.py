@@ -200,3 +200,12 @@ def test_held_out_texts_are_not_close_to_any_training_or_calibration_text(rows):
         references += [(path.name, json.loads(line)["text"]) for line in path.read_text(encoding="utf-8").splitlines()
                        if line.strip()]
     assert module.violations(rows, references) == []
+
+
+def test_new_rows_take_little_prior_mass_from_abdominal_diagnoses(catalogue, new_rows):
+    from MedSORALib.differential.differential import PRIOR_POWER
+
+    new = sum(d.prior ** PRIOR_POWER for d in new_rows)
+    rest = sum(d.prior ** PRIOR_POWER for d in catalogue.diseases if d.part not in NEW_PARTS)
+    # a text none of them explains keeps almost all its mass on the diagnoses it had before
+    assert new < 0.15 * rest
