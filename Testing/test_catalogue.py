@@ -1,6 +1,7 @@
 """The cited disease catalogue: schema, sources, lexicon coverage, counts and spot checks of content."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -361,3 +362,17 @@ def test_an_unknown_top_level_key_of_a_disease_part_is_reported(tmp_path):
     with pytest.raises(cat.CatalogueError) as err:
         cat.build_catalogue(root)
     assert "expected one top-level key 'diseases'" in err.value.problems[0]
+
+
+def test_scope_command_counts_the_differential_scope_of_text_files(tmp_path, capsys):
+    path = tmp_path / "t.jsonl"
+    rows = [{"text": "constant right upper quadrant pain after a fatty dinner, fever 38.4, Murphy's sign", "expect": "modelled"},
+            {"text": "the worst headache of her life came on suddenly, with a stiff neck and vomiting",
+             "expect": "non-abdominal"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    assert cat.main(["--scope", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| t.jsonl | 1 | modelled | 1 | 1 | 0 | 0 |" in out
+    assert "| t.jsonl | 1 | non-abdominal | 1 | 0 | 0 | 1 |" in out
+    assert cat.main(["--scope", str(tmp_path / "missing.jsonl")]) == 2
+    assert capsys.readouterr().err.startswith("medsora: error: ")
