@@ -298,3 +298,45 @@ def test_embedding_fallback_reads_only_unmatched_asserted_clauses():
         ("costovertebral_angle_tenderness", "negated", "lexicon")]
     # below the threshold nothing is added ("the colour of clay" is near pale stools, 0.66 < 0.8)
     assert reader.read("the stools have turned the colour of clay", encoder=encoder).findings == []
+
+
+# -- the clause sets written for issue 24 (lay; case, exam and short histories), each split in two before any change
+@pytest.mark.parametrize("name, floors", [
+    ("reader_clauses_lay.jsonl", {"precision": 0.95, "recall": 0.95, "status_accuracy": 0.95}),
+    # held out: scored, never corrected on (docs/reasoning.md gives the first and current figures)
+    ("reader_clauses_lay_heldout.jsonl", {"precision": 0.90, "recall": 0.65, "status_accuracy": 0.90}),
+    # case reports, exam stems and short teaching-file histories, written for issue 24 the same way
+    ("reader_clauses_case.jsonl", {"precision": 0.95, "recall": 0.95, "status_accuracy": 0.95}),
+    ("reader_clauses_case_heldout.jsonl", {"precision": 0.93, "recall": 0.90, "status_accuracy": 0.90}),
+])
+def test_issue24_reader_precision_and_recall_floor(name, floors):
+    from MedSORALib.differential.evaluate_reader import evaluate_clauses
+
+    report = evaluate_clauses(_clauses(name))
+    assert report["clauses"] >= 20
+    for key, floor in floors.items():
+        assert report[key] >= floor, (key, report[key])
+
+
+def test_issue24_clause_sets_are_distinct_and_not_training_text():
+    tune, check = _clauses("reader_clauses_lay.jsonl"), _clauses("reader_clauses_lay_heldout.jsonl")
+    assert len(tune) + len(check) >= 60 and {r["register"] for r in tune + check} == {"lay"}
+    case = _clauses("reader_clauses_case.jsonl") + _clauses("reader_clauses_case_heldout.jsonl")
+    assert len(case) >= 60
+    others = _clauses("reader_clauses.jsonl") + _clauses("reader_clauses_heldout.jsonl")
+    texts = [r["text"].lower() for r in tune + check + case]
+    assert len(set(texts)) == len(texts)
+    assert not set(texts) & {r["text"].lower() for r in others}
+    corpus = []
+    for rel in ("MedSORALib/resources/dataset/symptom_texts.jsonl", "MedSORALib/resources/dataset/register_texts.jsonl",
+                "MedSORALib/resources/dataset/catalogue_texts.jsonl", "Training/data/external_dev.jsonl",
+                "Training/data/dev_presentations.jsonl", "Training/data/dev_short_histories.jsonl",
+                "Training/data/dev_non_abdominal.jsonl"):
+        path = REPO / rel
+        if path.is_file():
+            corpus += [json.loads(line).get("text", "").lower()
+                       for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(corpus) > 1000
+    joined = "\n".join(corpus)
+    for text in texts:
+        assert len(text) < 30 or text not in joined, text

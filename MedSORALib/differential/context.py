@@ -14,7 +14,12 @@ experiencer, and temporal status from clinical reports. J Biomed Inform, 2009), 
   commas, colons, brackets and dashes.
 * A *trigger* before a span governs it from the trigger to the end of its segment, unless a *terminator*
   ("but", "however", "apart from", "presents with", "and has"...) comes first. A negation also runs on
-  through the items of a list closed by "or"/"nor" ("no fever, rigors or night sweats").
+  through the items of a list closed by "or"/"nor" ("no fever, rigors or night sweats"). A history or family
+  scope also ends where the text turns to the presentation ("has", "presenting", "this morning"...: "a history
+  of gallstones has sudden chest pain"); "PMH:" governs its list to the end of the sentence.
+* Pseudo-negations deny nothing after them ("not only ... but", "no improvement in", "no relief of"); only a
+  finding that begins with their own word is denied ("no relief from antacids").
+* A query mark right after a span doubts it ("jaundice?"); "unlikely" after a span denies it.
 * ``non-`` governs only the word it is joined to ("non-tender abdomen": tenderness denied; "non-bilious
   vomiting": vomiting asserted).
 * A trigger after a span ("Murphy's sign negative", "pancreatitis ruled out", "cholecystectomy in 2015")
@@ -96,15 +101,17 @@ _NEG_PRE = _words(
     r"neg for", r"free of", r"free from", r"absence of", r"absent", r"nil", r"no evidence of", r"no signs? of",
     r"no history of", r"no hx of", r"no h/o", r"no previous", r"no prior", r"no known", r"does not have",
     r"did not have", r"doesn'?t have", r"didn'?t have", r"has not had", r"hasn'?t had", r"have not had",
-    r"haven'?t had", r"haven'?t been", r"hasn'?t been", r"have not been", r"has not been", r"don'?t", r"do not",
+    r"haven'?t had", r"(?:haven|hasn)'?t(?: (?:actually|really|ever|yet|even))? been", r"have not been",
+    r"has not been", r"don'?t", r"do not",
     r"dont", r"off", r"isn'?t", r"wasn'?t", r"aren'?t", r"weren'?t", r"doesn'?t", r"didn'?t", r"cannot",
     r"can'?t", r"unable to elicit", r"no complaints? of", r"ruled out", r"resolution of",
     r"not associated with", r"no associated", r"neither", r"none", r"nothing to suggest", r"never had",
-    r"nkda")
+    r"nkda", r"unlikely to (?:be|have)", r"argues? against", r"no suggestion of")
 _NEG_NON = re.compile(r"(?<![\w/])(?:non|un)-?(?=[a-z])")
 _NEG_POST = _words(
     r"(?:is |was |were |are |has been |have been |remains? )?(?:negative|absent|not (?:present|seen|elicited|"
-    r"found|detected|palpable|felt|present)|unremarkable|nil|ruled out|excluded|denied|not a feature|normal)")
+    r"found|detected|palpable|felt|present)|unremarkable|nil|ruled out|excluded|denied|not a feature|normal|"
+    r"(?:thought |felt |considered |seems? |looks? )?unlikely)")
 _UNC_PRE = _words(
     r"possible", r"possibly", r"probable", r"query", r"queried", r"questionable", r"question of", r"\?",
     r"suspected", r"suspect", r"suspicious for", r"suspicion of", r"concern for", r"concerning for",
@@ -113,7 +120,12 @@ _UNC_PRE = _words(
     r"could be", r"cannot exclude", r"can'?t exclude", r"cannot rule out", r"can'?t rule out", r"versus", r"vs",
     r"differential(?: diagnosis)?(?: includes?)?", r"consider", r"presumed", r"equivocal", r"doubtful",
     r"wonder(?:s|ing)? (?:if|whether|about)", r"\?\?", r"assess for", r"evaluate for", r"eval for", r"check for",
-    r"look(?:ing)? for", r"search for")
+    r"look(?:ing)? for", r"search for", r"maybe", r"perhaps", r"likely",
+    r"(?:not sure|unsure|not certain) (?:if|whether)", r"i think (?:i|it|she|he) (?:might|may|could)",
+    r"(?:might|may|could) (?:have|be) (?:got|getting|developing)",
+    # an operation or test still to come is not a fact of the patient ("awaiting cholecystectomy")
+    r"planned", r"planning", r"awaiting", r"scheduled for", r"booked for", r"listed for", r"waiting list for",
+    r"due to have", r"due for", r"referred for", r"will have", r"will need", r"candidate for", r"pending")
 _UNC_QMARK = re.compile(r"\?\s*(?=[a-z])")
 _HIST_PRE = _words(
     r"history of", r"hx of", r"h/o", r"pmh(?:x)?(?: of| includes?)?", r"past (?:medical |surgical )?history(?: of)?",
@@ -122,7 +134,11 @@ _HIST_PRE = _words(
     r"recovered from", r"was diagnosed with", r"diagnosed with", r"remote", r"resolved", r"former",
     r"(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|twenty|several|many|a few|few|some) "
     r"(?:years?|yrs?|decades?) "
-    r"(?:ago|before|earlier|previously)", r"in (?:19|20)\d\d", r"as a (?:child|teenager|baby)", r"in childhood")
+    r"(?:ago|before|earlier|previously)",
+    r"(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|twelve|eighteen|twenty|several|many|a few|few|some) "
+    r"(?:years?|yrs?|months?|decades?) after", r"in (?:19|20)\d\d", r"as a (?:child|teenager|baby)", r"in childhood",
+    r"(?<!-)(?<!year )(?<!years )(?<!yr )(?<!yrs )(?<!y )(?<!y/)old(?! (?:man|woman|lady|gentleman|male|female|patient|"
+    r"boy|girl|person|people|age|men|women|gent|chap|fellow|adult))")
 _HIST_POST = re.compile(
     r"^\W{0,3}(?:\w+\W+){0,4}?(?:(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|"
     r"twenty|thirty|forty|several|many|few|some|a few|couple of|a couple of)\s+(?:years?|yrs?|decades?)\s+"
@@ -139,11 +155,30 @@ _TERMINATORS = _words(
     r"but", r"however", r"though", r"although", r"apart from", r"aside from", r"except(?: for)?", r"whereas", r"yet",
     r"which", r"who", r"presents? with", r"presented with", r"presenting with", r"reports?", r"reported",
     r"complains? of", r"complaining of", r"c/o", r"now has", r"now with", r"and (?:now|then|has|had|is|was|reports|"
-    r"takes|uses|complains|describes|presents|developed|she|he|they|there|on|her|his|the)", r"then", r"since then",
+    r"takes|uses|complains|describes|presents|developed|she|he|they|there|on|her|his|the|my|i|i'm|i've|it|it's|its)",
+    r"then", r"since then",
     r"admitted with", r"came in with", r"comes in with", r"today", r"now", r"currently", r"this time",
-    r"on examination", r"o/e", r"examination", r"exam", r"bloods?", r"labs?", r"investigations?", r"imaging",
+    r"on examination", r"o/e", r"examination", r"exam", r"bloods", r"blood (?:tests?|results?|work)", r"labs?",
+    r"investigations?", r"imaging",
     r"with (?:new|worsening|sudden|severe|acute)", r"developed", r"develops", r"started", r"began", r"she", r"he",
     r"they", r"patient", r"pt")
+# A span followed by its date in the future ("cholecystectomy planned", "... next month") is not yet a fact.
+_FUTURE_POST = re.compile(r"^\W{0,3}(?:(?:is|was|has been|being|now)\s+)?(?:planned|scheduled|booked|pending|awaited|"
+                          r"due (?:next|in|on|this)|next (?:week|month|year)|in (?:two|three|four|six|a few|\d+) (?:weeks|months)|"
+                          r"(?:on|in) the waiting list)\b")
+# The past ends where the text turns to the presentation ("a history of gallstones has sudden chest pain",
+# "known cirrhosis is having black stools since yesterday"); these end history scopes only (a negation may run
+# over "having": "denies having pain").
+_HIST_TERMINATORS = _words(
+    r"has", r"have", r"is having", r"having", r"is experiencing", r"experiencing", r"experiences", r"presents?",
+    r"presenting", r"presented", r"attends?", r"attended", r"came", r"comes", r"woke(?: up)?", r"wakes(?: up)?",
+    r"noticed", r"notices", r"this morning", r"this evening", r"yesterday", r"last night", r"tonight",
+    r"since (?:this|last|yesterday|the morning|the evening)", r"(?:over|for|in) the (?:past|last) \w+",
+    r"is now", r"is currently", r"gets", r"got", r"getting", r"feels", r"felt", r"is complaining")
+# Negation words that do not deny what follows ("not only nausea but vomiting", "no improvement in the pain",
+# "no relief from antacids"): pseudo-negations in the NegEx sense.
+_PSEUDO_NEG = re.compile(r"\s+(only|just|improvement|better|relief|resolution|response|"
+                         r"change in (?:the |her |his |my )?(?:pain|symptoms)|further (?:improvement|relief))\b")
 # A list continues a negation across commas when it is closed by "or"/"nor" ("no fever, rigors or sweats").
 _LIST_CLOSER = re.compile(r"(?<![\w/])(?:or|nor)(?![\w/])")
 _VERBISH = re.compile(r"(?<![\w/])(?:is|was|has|had|have|are|were|she|he|they|presents?|reports?|complains?|"
@@ -201,10 +236,29 @@ class Context:
             for m in regex.finditer(norm, seg.start, seg.end):
                 if status == NEGATED and re.match(r"\s+(?:stop|help|wait|keep from)\b", norm[m.end():m.end() + 12]):
                     continue  # "can't stop being sick" asserts the vomiting
+                pm = _PSEUDO_NEG.match(norm, m.end()) if status == NEGATED else None
+                if pm:
+                    # "no improvement in the pain" asserts the pain; only a finding that begins with the word
+                    # itself is denied ("no relief from antacids")
+                    self.scopes.append(Scope(pm.start(1), pm.end(1), NEGATED, m.group(0)))
+                    continue
+                if status == NEGATED and m.group(0) == "resolution of" and re.search(
+                        r"(?:no|not|without|little|poor) $", norm[max(0, m.start() - 8):m.start()]):
+                    continue
+                if status == HISTORY and re.match(r"\s*:", norm[m.end():m.end() + 3]):
+                    # "PMH: gallstones, hypertension." governs its whole list, to the end of the sentence
+                    sent_end = max(sg.end for sg in self.segments if sg.sentence == seg.sentence)
+                    end = _forward_end(norm, m.end(), sent_end)
+                    hm = _HIST_TERMINATORS.search(norm, m.end(), end)
+                    self.scopes.append(Scope(m.end(), hm.start() if hm else end, status, m.group(0)))
+                    continue
                 if status == HISTORY and re.search(r"(?:day|week|month|hour|hr|wk|short|brief)s?[- ]$",
                                                    norm[max(0, m.start() - 8):m.start()]):
                     continue  # "a 3-day history of diarrhoea" is the presentation, not the past
                 end = _forward_end(norm, m.end(), seg.end)
+                if status in (HISTORY, FAMILY):
+                    hm = _HIST_TERMINATORS.search(norm, m.end(), end)
+                    end = hm.start() if hm else end
                 if status == NEGATED:
                     end = self._extend_list(i, end)
                 self.scopes.append(Scope(m.end(), end, status, m.group(0)))
@@ -219,8 +273,9 @@ class Context:
         """Status of the span [start, end) and the trigger that decided it (``None`` when present)."""
         found: dict[str, str] = {}
         for sc in self.scopes:
-            # the trigger must lie before the span (words inside the span never govern it)
-            if sc.start <= start < sc.end and not (sc.start - len(sc.trigger) >= start):
+            # the trigger must begin before the span (words inside the span never govern it); a span may begin
+            # inside a trigger's last words ("haven't actually been" / "been sick")
+            if sc.start - len(sc.trigger) < start < sc.end:
                 found.setdefault(sc.status, sc.trigger)
         seg = self._segment_of(start)
         if seg is not None:
@@ -230,7 +285,7 @@ class Context:
                 # allow up to three words between the span and the trigger ("murphy's sign was clearly negative")
                 m2 = re.match(r"\W*(?:[\w']+\W+){0,3}?((?:is |was |were |are |has been |remains? )?(?:negative|absent|"
                               r"not (?:present|seen|elicited|found|detected|palpable|felt)|ruled out|excluded|"
-                              r"denied))\b",
+                              r"denied|(?:thought |felt |considered )?unlikely))\b",
                               after)
                 if m2:
                     found.setdefault(NEGATED, m2.group(1))
@@ -238,6 +293,11 @@ class Context:
                 found.setdefault(NEGATED, m.group(0))
             if _HIST_POST.match(after):
                 found.setdefault(HISTORY, "years ago")
+            if _FUTURE_POST.match(after):
+                found.setdefault(UNCERTAIN, "planned")
+        if re.match(r"[ \t]{0,2}\?", self.norm[end:end + 3]) and not re.match(r"[ \t]{0,2}\?\s*[a-z]",
+                                                                                 self.norm[end:end + 6]):
+            found.setdefault(UNCERTAIN, "?")
         for status in (FAMILY, NEGATED, UNCERTAIN, HISTORY):
             if status in found:
                 return status, found[status]

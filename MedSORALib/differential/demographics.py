@@ -12,19 +12,26 @@ _AGE_PATTERNS = (
     re.compile(r"(?<![\w])(?:m|f|male|female)\s*/\s*(\d{1,3})(?![\w.])"),
     re.compile(r"(?<![\w])(?:aged?|age:?)\s+(\d{1,3})(?![\w.])"),
     re.compile(r"(?<![\w])(\d{1,3})\s*(?:year|yr)\s*(?:-|\s)?\s*old"),
+    re.compile(r"(?<![\w.])(\d{1,3})\s*/\s*(?:m|f)(?![\w])"),
+    re.compile(r"(?<![\w])(?:man|woman|lady|gentleman|gent|male|female|patient|boy|girl) of (\d{1,3})(?![\w.])"),
+    # "I'm 32 and pregnant", "I am 58", not "I'm 32 weeks pregnant"
+    re.compile(r"(?<![\w])(?:i am|i'm|im) (?:a |an )?(\d{1,3})(?=\s*(?:$|[,.;!]|and\b|with\b|but\b|so\b|years?\b|yo\b|"
+               r"y/o\b|-year))"),
 )
 _MONTHS = re.compile(r"(?<![\w.])(\d{1,2})\s*(?:-|\s)?\s*(?:months?|mo|weeks?|days?)\s*(?:-|\s)?\s*old\b")
 _DECADE = re.compile(r"\b(?:in|during) (?:his|her|their|my) (?:early |mid |late |mid-)?(" + "|".join(_DECADES) + r")\b")
 _DECADE_NUM = re.compile(r"\b(?:in|during) (?:his|her|their|my) (?:early |mid |late |mid-)?([2-9])0s\b")
 _CHILD = re.compile(r"\b(?:newborn|neonate|infant|baby|toddler)\b")
 
+# Relatives name the patient's sex only as "mother / father of ..." ("her husband" counts through "her"; "my
+# husband" says nothing certain of the writer, "his mother had cancer" nothing of the patient).
 _FEMALE_STRONG = re.compile(
-    r"(?<![\w])(?:woman|women|female|lady|girl|mother|wife|daughter|mrs|ms|miss|grandmother|g\d\s*p\d|"
-    r"\d{1,3}\s*-?\s*(?:f|yof|yowf|w)|f\s*/\s*\d{1,3}|pregnant|postpartum|post-?menopausal|primigravida|"
-    r"multiparous|nulliparous)(?![\w])")
+    r"(?<![\w])(?:woman|women|female|lady|girl|mother of|mrs|ms|miss|g\d\s*p\d|"
+    r"\d{1,3}\s*-?\s*(?:f|yof|yowf|w)|\d{1,3}\s*(?:yo|y/o|y\.o\.?|yrs?)\s*f|\d{1,3}\s*/\s*f|f\s*/\s*\d{1,3}|"
+    r"pregnant|postpartum|post-?menopausal|primigravida|multiparous|nulliparous)(?![\w])")
 _MALE_STRONG = re.compile(
-    r"(?<![\w])(?:man|men|male|gentleman|gent|boy|father|husband|son|mr|grandfather|\d{1,3}\s*-?\s*(?:m|yom|yowm)|"
-    r"m\s*/\s*\d{1,3})(?![\w])")
+    r"(?<![\w])(?:man|men|male|gentleman|gent|boy|father of|mr|\d{1,3}\s*-?\s*(?:m|yom|yowm)|"
+    r"\d{1,3}\s*(?:yo|y/o|y\.o\.?|yrs?)\s*m|\d{1,3}\s*/\s*m|m\s*/\s*\d{1,3})(?![\w])")
 _FEMALE_WEAK = re.compile(r"(?<![\w])(?:she|her|hers|herself)(?![\w])")
 _MALE_WEAK = re.compile(r"(?<![\w])(?:he|him|his|himself)(?![\w])")
 

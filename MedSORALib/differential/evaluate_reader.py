@@ -6,7 +6,7 @@ Each line of the data holds a clause (``text``) and the findings a clinician rea
 {finding id: status}), written by the team for this purpose (not taken from any training or dev text).
 Scoring, over all clauses:
 
-* the annotation uses the ids of the base lexicon (``findings/base.yaml``) and of ``labs.yaml``; findings of
+* the annotation uses the ids of the base lexicon (``findings/base.yaml``) and those ``labs.yaml`` yields; findings of
   the catalogue's own lexicon parts (more specific ids such as ``painless_jaundice``) are not scored;
 * a *predicted* finding is one the reader returns with status present, negated, uncertain or history
   (``family`` findings are not the patient's and are not scored); a negated finding the reader derives from a
@@ -36,9 +36,10 @@ def base_ids() -> frozenset:
 
     root = Path(__file__).resolve().parent.parent / "resources" / "differential"
     base = yaml.safe_load((root / "findings" / "base.yaml").read_text(encoding="utf-8"))["findings"]
-    from .catalogue import COMPUTED_FINDINGS
+    from .catalogue import COMPUTED_FINDINGS, _lab_finding_ids
 
-    return frozenset({f["id"] for f in base} | set(COMPUTED_FINDINGS))
+    labs = yaml.safe_load((root / "labs.yaml").read_text(encoding="utf-8"))
+    return frozenset({f["id"] for f in base} | set(COMPUTED_FINDINGS) | _lab_finding_ids(labs))
 
 
 def _predicted(reading, expected: dict, vocabulary: frozenset) -> dict:

@@ -34,8 +34,20 @@ _UNIT = (r"\s*(x\s*10\s*\^?\s*\(?\s*(?:9|3|12)\s*\)?\s*/\s*[lu]l?|10\s*\^\s*(?:9
          r"(?:[a-zµμ%/]+(?:\s*/\s*[a-z0-9]+)?))?")
 _ULN = re.compile(r"^\s*(?:x|times|-?fold)\s*(?:the\s*)?(?:uln|upper limit(?: of normal)?|upper normal limit|"
                   r"normal|upper limit of the normal range|upper reference limit)\b")
-_ULN_BEFORE = re.compile(r"(?:>|over|more than|greater than|above|of)?\s*(\d+(?:\.\d+)?)\s*(?:x|times|-?fold)\s*"
-                         r"(?:the\s*)?(?:uln|upper limit(?: of normal)?|normal)\b")
+#: Multiples written in words ("lipase three times the upper limit").
+_NUMBER_WORDS = {"two": 2, "twice": 2, "three": 3, "thrice": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+                 "eight": 8, "nine": 9, "ten": 10, "twelve": 12, "fifteen": 15, "twenty": 20, "fifty": 50,
+                 "a hundred": 100, "one hundred": 100}
+_ULN_BEFORE = re.compile(r"(?:>|over|more than|greater than|above|of|about|around|nearly|almost|at least)?\s*"
+                         r"(\d+(?:\.\d+)?|" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")"
+                         r"(?:\s*(?:x|times|-?fold)|(?<=twice)|(?<=thrice))\s*"
+                         r"(?:the\s*)?(?:uln|upper limit(?: of normal)?(?: of the normal range)?|upper normal limit|"
+                         r"normal|upper reference limit)\b")
+
+
+def _multiple(text: str) -> float:
+    """The number of a multiple of the upper limit, written in digits or words."""
+    return float(_NUMBER_WORDS.get(text, None) or text)
 _BP = re.compile(r"(?<![\d/])(\d{2,3})\s*/\s*(\d{2,3})(?![\d/])(\s*mm\s*hg)?")
 _TEMP_UNIT = re.compile(r"(?<![\d.])(\d{2,3}(?:\.\d)?)\s*(?:°|º|deg(?:rees?)?)?\s*(c|f)\b(?!\s*/)")
 
@@ -83,6 +95,8 @@ class Analyte:
     pair: bool
     urine_only: bool
     source: str
+    #: a name that is only this analyte after another word ("direct 4.1" after "bilirubin"): that word, as a regex
+    needs_before: re.Pattern | None = None
 
     def convert(self, value: float, unit_text: str | None) -> tuple[float | None, bool]:
         """Value in the canonical unit, and whether the unit was recognised."""
@@ -141,7 +155,7 @@ def evaluate_rules(analyte: Analyte, value: float, sex: str | None, rules=None) 
         for fid in rule.get("findings", []):
             if holds:
                 out[fid] = "present"
-            elif informative:
+            elif informative and not rule.get("present_only"):
                 out.setdefault(fid, "negated")
     return list(out.items())
 
@@ -161,7 +175,8 @@ class LabReader:
                 normal=_normal_of(raw.get("normal")), rules=list(raw.get("rules") or []),
                 diastolic_rules=list(raw.get("diastolic_rules") or []),
                 qualitative=dict(raw.get("qualitative") or {}), pair=bool(raw.get("pair")),
-                urine_only=bool(raw.get("urine_only")), source=str(raw.get("source", ""))))
+                urine_only=bool(raw.get("urine_only")), source=str(raw.get("source", "")),
+                needs_before=re.compile(raw["needs_before"]) if raw.get("needs_before") else None))
         words = data.get("qualitative_words") or {}
         self.high_words = _alternation(words.get("high", []))
         self.low_words = _alternation(words.get("low", []))
@@ -178,18 +193,27 @@ class LabReader:
         """Findings from numbers in a normalised text."""
         hits: list[LabHit] = []
         taken: list[tuple[int, int]] = []
+        candidates = []
         for analyte in self.analytes:
             if analyte.urine_only or analyte.unit in ("flag", "xuln", "ratio") and not analyte.rules:
                 continue
             for m in analyte.names.finditer(norm):
+                if analyte.needs_before is not None and not analyte.needs_before.search(m.group(0)) and not \
+                        analyte.needs_before.search(norm[max(0, m.start() - 50):m.start()]):
+                    continue
                 after = norm[m.end():m.end() + 60]
                 hits_here = self._value_after(analyte, norm, m, after, sex)
                 if hits_here:
-                    span = (m.start(), hits_here[0].end)
-                    if any(s < span[1] and span[0] < e for s, e in taken):
-                        continue
-                    taken.append(span)
-                    hits.extend(hits_here)
+                    candidates.append((m.start(), m.end(), hits_here))
+        # of names that overlap, the longest wins ("conjugated bilirubin 31" is not also "bilirubin 31")
+        for start, name_end, hits_here in sorted(candidates, key=lambda c: (-(c[1] - c[0]), c[0])):
+            span = (start, max(h.end for h in hits_here))
+            if any(s < span[1] and span[0] < e for s, e in taken):
+                continue
+            taken.append(span)
+            hits.extend(hits_here)
+        hits = _bilirubin_pattern(hits)
+        hits.sort(key=lambda h: h.start)
         # a blood pressure or temperature written by its unit alone
         bp = self.by_id.get("blood_pressure")
         for m in _BP.finditer(norm):
@@ -222,7 +246,7 @@ class LabReader:
         if not nm:
             uln = _ULN_BEFORE.match(after.lstrip(" :=-"))
             if uln and analyte.limits(sex)[1] is not None:
-                value = float(uln.group(1)) * analyte.limits(sex)[1] * 1.0001
+                value = _multiple(uln.group(1)) * analyte.limits(sex)[1] * 1.0001
                 end = m.end() + len(after) - len(after.lstrip(" :=-")) + uln.end()
                 return [LabHit(f, s, m.start(), end, analyte.id, value, analyte.unit)
                         for f, s in evaluate_rules(analyte, value, sex)]
@@ -277,7 +301,8 @@ class LabReader:
                 names.append((m.start(), m.end(), analyte))
         if not names:
             return []
-        names.sort(key=lambda t: (t[0], -(t[1] - t[0])))
+        # in a urine clause a urine analyte wins over the blood one of the same name ("urinalysis showed leukocytes")
+        names.sort(key=lambda t: (t[0], -(t[1] - t[0]), not t[2].urine_only))
         kept = []
         for n in names:  # longest name at a place wins ("conjugated bilirubin" over "bilirubin")
             if kept and n[0] < kept[-1][1]:
@@ -302,7 +327,7 @@ class LabReader:
                      r"serum|plasma|urine|urinary|24[- ]?h(?:ou)?r?|both|also|the|her|his|a|an))*\s*"
             for kind, regex in (("normal", self.normal_words), ("low", self.low_words), ("high", self.high_words),
                                 ("positive", self.positive_words)):
-                mb = re.search(r"(?<![\w/])(?:" + regex + r")" + filler + r"$", before)
+                mb = re.search(r"(?<![\w/])(?:" + regex + r")(?:\s+for)?" + filler + r"$", before)
                 ma = re.match(r"^\s*(?:levels?|tests?|counts?|screen|result|test result|values?)?"
                               r"(?:\s*(?:is|was|were|are|have been|has been|came back|come back|returned|remains?|"
                               r"remained|both|also|all|:|=|-|x\s?\d))*" + filler + r"(?:" + regex + r")(?![\w/])",
@@ -326,6 +351,29 @@ class LabReader:
                     for fid in ids:
                         hits.append(LabHit(fid, "present", span_start, span_end, analyte.id, qualitative=True))
         return hits
+
+
+#: Below this conjugated share of a raised total bilirubin the pattern is unconjugated (designed; see labs.yaml).
+CONJUGATED_SHARE = 0.2
+
+
+def _bilirubin_pattern(hits: list[LabHit]) -> list[LabHit]:
+    """A raised total with a small conjugated part ("bilirubin 60, direct 6") reads as unconjugated."""
+    totals = [h for h in hits if h.analyte == "bilirubin" and h.value is not None]
+    conj = [h for h in hits if h.analyte == "bilirubin_conjugated" and h.value is not None]
+    if not totals or not conj:
+        return hits
+    total, part = totals[0], conj[0]
+    part_value = part.value
+    if part_value > total.value and part_value / 17.1 <= total.value:
+        part_value /= 17.1  # a part written without a unit is in the total's unit ("bilirubin 60 umol/L, direct 6")
+    if total.finding != "bilirubin_raised" or total.status != "present" or total.value <= 0 or \
+            part_value / total.value >= CONJUGATED_SHARE or part_value > total.value:
+        return hits
+    out = [h for h in hits if not (h.analyte == "bilirubin_conjugated" and h.finding == "bilirubin_conjugated_raised")]
+    out.append(LabHit("bilirubin_unconjugated_raised", "present", part.start, part.end, "bilirubin_conjugated",
+                      total.value - part_value, part.unit))
+    return out
 
 
 def _alternation(words) -> str:

@@ -39,20 +39,25 @@ _STATUS_RANK = {PRESENT: 0, HISTORY: 1, UNCERTAIN: 2, NEGATED: 3, FAMILY: 4}
 #: Wordings that deny findings in one word or phrase ("afebrile", "anicteric", "haemodynamically stable").
 NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"afebrile|apyrexial|no temperature|temperature (?:is |was )?normal", ("fever",)),
-    (r"an-?icteric|non-?icteric|not (?:jaundiced|yellow|icteric)", ("jaundice",)),
+    (r"an-?icteric|non-?icteric|not (?:jaundiced|yellow|icteric)|(?:eyes|skin) (?:are not|aren'?t|is not|isn'?t|"
+     r"were not|weren'?t|haven'?t (?:gone|turned)|hasn'?t (?:gone|turned)|not) yellow", ("jaundice",)),
     (r"normotensive", ("hypotension", "hypertension")),
     (r"ha?emodynamically stable|vitals? (?:signs )?(?:are |were )?(?:normal|stable|unremarkable)|"
      r"obs (?:are |were )?(?:normal|stable)",
      ("hypotension", "tachycardia", "shock", "fever")),
-    (r"soft,? (?:and )?non-?tender|benign abdomen|abdomen (?:is |was )?(?:soft|benign)(?: and non-?tender)?|"
+    (r"soft,? (?:and )?non-?tender|benign abdomen|abdomen (?:is |was )?(?:soft and non-?tender|benign)|"
+     r"abdomen (?:is |was )?soft(?!,? (?:but|and|with|though|although|yet|tender))|"
      r"no peritonism|no peritoneal signs", ("guarding", "rigid_abdomen", "rebound_tenderness", "peritonitis",
                                             "abdominal_pain")),
-    (r"normal bowel (?:habit|movements|motions)|bowels? (?:are |is |opening )?(?:normal|regular|fine)",
+    # "soft but tender in the left iliac fossa": soft denies only rigidity
+    (r"abdomen (?:is |was )?soft(?=,? (?:but|and|with|though|although|yet|tender))", ("rigid_abdomen",)),
+    (r"normal bowel (?:habit|movements|motions)|bowels? (?:are |is |opening )?(?:normal|regular|fine)|"
+     r"bo (?:normal|regular|nad|ok|fine)",
      ("diarrhoea", "constipation", "melaena", "haematochezia")),
     (r"eating (?:and drinking )?normally|appetite (?:is |was )?(?:good|normal|preserved|fine)", ("anorexia",)),
     (r"weight (?:is |has been )?(?:stable|steady)|no (?:change in )?weight (?:change|loss)", ("weight_loss",)),
-    (r"urin(?:e|alysis)(?: dip(?:stick)?)? (?:is |was )?(?:clear|normal|negative|unremarkable|bland)|"
-     r"(?:urine )?dip(?:stick)? (?:is |was )?(?:clear|normal|negative|unremarkable)",
+    (r"urin(?:e|alysis)(?: dip(?:stick)?)? (?:is |was )?(?:clear|normal|negative|unremarkable|bland)(?! for)|"
+     r"(?:urine )?dip(?:stick)? (?:is |was )?(?:clear|normal|negative|unremarkable)(?! for)",
      ("haematuria", "microscopic_haematuria", "pyuria", "nitrites_positive", "proteinuria")),
     (r"passing (?:urine|water) normally|no urinary symptoms", ("dysuria", "frequency", "haematuria", "urgency")),
     (r"never[- ]smoker|lifelong non-?smoker|teetotal(?:ler)?|does not drink|doesn'?t drink|abstinent from alcohol",
@@ -162,6 +167,7 @@ class Reader:
                 if hit.status == NEGATED and status != FAMILY:
                     status, trigger = NEGATED, "normal"
                 raw.append(self._make(finding, status, text, norm, hit.start, hit.end, "lab", trigger))
+        raw = [self._twin(f) for f in raw]
         reading.findings = _resolve(raw)
         if encoder is not None:
             from . import embedding
@@ -174,6 +180,14 @@ class Reader:
                             embedding.THRESHOLD if embedding_threshold is None else embedding_threshold)
         reading.removed = _removed(reading.findings, norm, self.lexicon)
         return reading
+
+    def _twin(self, f: ReadFinding) -> ReadFinding:
+        twin = _HISTORY_TWIN.get(f.id)
+        if f.status != HISTORY or f.source == "lab" or twin not in self.lexicon:
+            return f
+        t = self.lexicon[twin]
+        return ReadFinding(t.id, t.label, t.kind, f.status, f.text, f.start, f.end, t.generic, f.side, f.value,
+                           f.source, f.trigger)
 
     def _make(self, finding, status, text, norm, start, end, source, trigger, value=None) -> ReadFinding:
         side = finding.side
@@ -209,12 +223,23 @@ _PLACES_OF_PAIN = frozenset({
     "loin_to_groin_pain", "diffuse_abdominal_pain"})
 
 
+#: Findings that contain another ("vomiting blood" is haematemesis, not also vomiting to be weighed twice).
+_SUBSUMES = {"haematemesis": ("vomiting",), "coffee_ground_vomiting": ("vomiting",), "haemoptysis": ("cough",),
+             "obstipation": ("constipation",),
+             "pulsatile_mass": ("palpable_mass",), "hypertension_history": ("hypertension",)}
+#: A finding read in the past that is another finding of the lexicon ("PMH: hypertension" is known hypertension,
+#: not a raised blood pressure now).
+_HISTORY_TWIN = {"hypertension": "hypertension_history"}
+
+
 def _resolve(raw: list[ReadFinding]) -> list[ReadFinding]:
     """Drop generic findings overlapped by specific ones; one entry per id with its strongest status."""
+    raw = [f for f in raw if not any(
+        f.id in _SUBSUMES.get(g.id, ()) and g.status == f.status and g.start <= f.start and f.end <= g.end
+        for g in raw)]
     # only generic *pain* findings give way ("right upper quadrant abdominal pain" is one place of pain);
     # a generic symptom inside a more specific one ("non-bilious vomiting") is still read
-    specific = [f for f in raw if not f.generic and f.source != "lab" and f.status != NEGATED
-                and f.id in _PLACES_OF_PAIN]
+    specific = [f for f in raw if f.source != "lab" and f.status != NEGATED and f.id in _PLACES_OF_PAIN]
     kept = []
     for f in raw:
         if f.generic and f.id.endswith("_pain") and f.source != "lab" and any(
@@ -222,7 +247,8 @@ def _resolve(raw: list[ReadFinding]) -> list[ReadFinding]:
             continue
         kept.append(f)
     best: dict[str, ReadFinding] = {}
-    for f in sorted(kept, key=lambda f: (_STATUS_RANK[f.status], f.source == "hpo", f.start)):
+    # at equal status a value read from a number wins over a wording ("blood sugar 40 mg/dL" keeps its value)
+    for f in sorted(kept, key=lambda f: (_STATUS_RANK[f.status], f.value is None, f.source == "hpo", f.start)):
         if f.id not in best:
             best[f.id] = f
         elif best[f.id].side is None and f.side is not None and f.status == best[f.id].status:
@@ -230,11 +256,18 @@ def _resolve(raw: list[ReadFinding]) -> list[ReadFinding]:
     return sorted(best.values(), key=lambda f: (f.start, f.id))
 
 
+#: Operations that leave part of the organ ("partial gastrectomy", "partial nephrectomy"): no removal.
+_PARTIAL = re.compile(r"(?<![\w])(?:partial|subtotal|sub-total|sleeve|distal|proximal|wedge|segmental|hemi-?|"
+                      r"part of (?:the |his |her |my )?|lobe of (?:the |his |her |my )?|heminephrectom\w*)")
+
+
 def _removed(findings: list[ReadFinding], norm: str, lexicon) -> tuple[str, ...]:
     removed: list[str] = []
     for f in findings:
         finding = lexicon.get(f.id)
         if finding is None or not finding.removes or f.status not in (PRESENT, HISTORY):
+            continue
+        if _PARTIAL.search(norm[max(0, f.start - 20):f.end]):
             continue
         for key in finding.removes:
             if key in PAIRED_STRUCTURES:
