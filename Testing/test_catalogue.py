@@ -366,7 +366,8 @@ def test_an_unknown_top_level_key_of_a_disease_part_is_reported(tmp_path):
 
 def test_scope_command_counts_the_differential_scope_of_text_files(tmp_path, capsys):
     path = tmp_path / "t.jsonl"
-    rows = [{"text": "constant right upper quadrant pain after a fatty dinner, fever 38.4, Murphy's sign", "expect": "modelled"},
+    rows = [{"text": "constant right upper quadrant pain after a fatty dinner, fever 38.4, Murphy's sign",
+             "expect": "modelled"},
             {"text": "the worst headache of her life came on suddenly, with a stiff neck and vomiting",
              "expect": "non-abdominal"}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
