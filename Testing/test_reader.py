@@ -340,3 +340,15 @@ def test_issue24_clause_sets_are_distinct_and_not_training_text():
     joined = "\n".join(corpus)
     for text in texts:
         assert len(text) < 30 or text not in joined, text
+
+
+def test_jaundice_with_pain_denied_elsewhere_is_painless_jaundice():
+    """Read across clauses as a clinician does; control: pain present, or pain never mentioned, derives nothing."""
+    from MedSORALib.differential.reader import read
+
+    both = read("Jaundice for four weeks with dark urine. He denies any abdominal pain or fever.")
+    derived = [f for f in both.findings if f.id == "painless_jaundice"]
+    assert len(derived) == 1 and derived[0].status == "present" and derived[0].source == "derived"
+    assert derived[0].text.lower() == "jaundice"
+    assert not any(f.id == "painless_jaundice" for f in read("jaundice and right upper quadrant pain; no fever").findings)
+    assert not any(f.id == "painless_jaundice" for f in read("jaundice for four weeks with dark urine").findings)
