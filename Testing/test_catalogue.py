@@ -371,9 +371,11 @@ def test_scope_command_counts_the_differential_scope_of_text_files(tmp_path, cap
             {"text": "the worst headache of her life came on suddenly, with a stiff neck and vomiting",
              "expect": "non-abdominal"}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    assert cat.main(["--scope", str(path)]) == 0
+    from MedSORALib.differential.evaluate import main as evaluate_main
+
+    assert evaluate_main(["--scope", str(path)]) == 0
     out = capsys.readouterr().out
     assert "| t.jsonl | 1 | modelled | 1 | 1 | 0 | 0 |" in out
     assert "| t.jsonl | 1 | non-abdominal | 1 | 0 | 0 | 1 |" in out
-    assert cat.main(["--scope", str(tmp_path / "missing.jsonl")]) == 2
+    assert evaluate_main(["--scope", str(tmp_path / "missing.jsonl")]) == 2
     assert capsys.readouterr().err.startswith("medsora: error: ")

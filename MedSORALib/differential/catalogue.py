@@ -426,51 +426,17 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Validate the disease catalogue and print its counts.")
     parser.add_argument("--summary", action="store_true", help="print the row counts by structure and outside")
     parser.add_argument("--data", help="data folder (default: the shipped one)")
-    parser.add_argument("--scope", nargs="+", metavar="JSONL",
-                        help="score the texts of these files (rows with 'text') with the shipped differential and "
-                             "print the scope counts; rows with 'expect' (a scope) or 'scope' count as right when "
-                             "the differential agrees (non-abdominal: any scope but modelled)")
     args = parser.parse_args(argv)
     try:
         catalogue = build_catalogue(args.data)
     except MedSORAError as exc:
         print(f"medsora: error: {exc}", file=sys.stderr)
         return 2
-    if args.scope:
-        try:
-            print(scope_report(args.scope))
-        except (OSError, ValueError) as exc:
-            print(f"medsora: error: {exc}", file=sys.stderr)
-            return 2
-        return 0
     if args.summary:
         print(summary_markdown(catalogue))
     else:
         print(f"ok: {len(catalogue.diseases)} diseases, {len(catalogue.findings)} findings")
     return 0
-
-
-def scope_report(paths: Iterable[str]) -> str:
-    """Scope counts of the differential alone on text files (the figures of docs/catalogue.md)."""
-    import json
-    from collections import Counter
-
-    from .differential import differential
-
-    lines = ["| file | texts | expected | right | modelled | abdominal-other | non-abdominal |",
-             "|---|---:|---|---:|---:|---:|---:|"]
-    for path in paths:
-        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-        groups: dict[str, list] = {}
-        for row in rows:
-            want = row.get("expect") or row.get("scope") or ("modelled" if row.get("organs") else "non-abdominal")
-            groups.setdefault(want, []).append(row)
-        for want, group in sorted(groups.items()):
-            scopes = Counter(differential(r["text"]).scope for r in group)
-            right = sum(n for s, n in scopes.items() if (s != "modelled") == (want != "modelled"))
-            lines.append(f"| {Path(path).name} | {len(group)} | {want} | {right} | {scopes['modelled']} | "
-                         f"{scopes['abdominal-other']} | {scopes['non-abdominal']} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover
