@@ -321,3 +321,18 @@ def test_a_past_disease_is_context_not_the_presentation():
     finally:
         D.CONTEXT_ALONE_WEIGHT = old
     assert undiscounted.top.structures == ("gallbladder",)
+
+
+def test_the_differential_weighs_less_where_its_diagnoses_lie_outside_the_13():
+    """The fusion weight is scaled by the probability the differential puts on diagnoses in the 13 structures."""
+    from MedSORALib.differential.fusion import ALPHA, MODELLED_MASS_FULL, modelled_mass
+
+    model = dict.fromkeys(STRUCTURES, 0.1) | {"adrenal_gland_right": 0.9}
+    chest = differential("crushing central chest pain going to the left arm on exertion, sweating, troponin raised")
+    assert chest.top.disease.organs == () and modelled_mass(chest) < MODELLED_MASS_FULL
+    fused, a, _scope, _outside = fuse(model, chest, True)
+    assert a == pytest.approx(ALPHA * modelled_mass(chest) / MODELLED_MASS_FULL)
+    assert max(fused, key=fused.get) == "adrenal_gland_right"
+    chole = differential(CHOLECYSTITIS)
+    assert modelled_mass(chole) >= MODELLED_MASS_FULL
+    assert fuse(model, chole, True)[1] == pytest.approx(ALPHA)
