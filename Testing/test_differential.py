@@ -336,3 +336,8 @@ def test_the_differential_weighs_less_where_its_diagnoses_lie_outside_the_13():
     chole = differential(CHOLECYSTITIS)
     assert modelled_mass(chole) >= MODELLED_MASS_FULL
     assert fuse(model, chole, True)[1] == pytest.approx(ALPHA)
+
+
+def test_a_negated_body_site_does_not_make_a_text_non_abdominal():
+    assert differential("tired and itchy, no yellow eyes").scope == MODELLED
+    assert differential("tired and itchy eyes").scope == NON_ABDOMINAL

@@ -286,7 +286,7 @@ class Differential:
         if not scored:
             return MODELLED, None
         best = scored[0].probability
-        norm = reading.text.lower()
+        norm = _asserted_text(reading.text)
         presenting = best >= 0.5 or any(f.kind in ("symptom", "sign", "lab", "vital") for f in scored[0].supporting)
         if best < SCOPE_MIN or not presenting:
             # a diagnosis carried by risk factors or history alone (a fall, alcohol) names no presentation
@@ -312,6 +312,18 @@ class Differential:
         region = "abdominal" if scope == ABDOMINAL_OTHER else "non_abdominal"
         keys = {k: v for k, v in outside_mass.items() if OUTSIDE.get(k) == region}
         return scope, (max(keys, key=keys.get) if keys else None)
+
+
+def _asserted_text(text: str) -> str:
+    """The normalised text with the stretches a negation governs blanked ("no yellow eyes" names no eye)."""
+    from .context import NEGATED, Context, normalise
+
+    norm = normalise(text)
+    chars = list(norm)
+    for scope in Context(norm).scopes:
+        if scope.status == NEGATED:
+            chars[scope.start:scope.end] = " " * (scope.end - scope.start)
+    return "".join(chars)
 
 
 def _side_factor(key: str, side: str | None) -> float:
