@@ -1,6 +1,7 @@
 """The cited disease catalogue: schema, sources, lexicon coverage, counts and spot checks of content."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -208,6 +209,7 @@ def test_spot_checks_of_content(catalogue):
     assert w.lr_source and "Trowbridge" in w.lr_source
     assert catalogue.by_id["ectopic_pregnancy"].sex == "female"
     assert catalogue.by_id["testicular_torsion"].outside == "testis"
+    assert catalogue.by_id["testicular_torsion"].region == "non_abdominal"  # the scrotum lies outside the abdomen
     assert catalogue.by_id["budd_chiari_syndrome"].organs[:2] == ("liver", "inferior_vena_cava")
     assert catalogue.by_id["renal_colic"].structures == ("kidney_left", "kidney_right")
     # a specific finding outweighs a generic one in the same row
@@ -323,3 +325,57 @@ def test_a_lab_finding_known_only_to_labs_yaml_joins_the_lexicon(tmp_path):
     (root / "labs.yaml").write_text(yaml.safe_dump(labs), encoding="utf-8")
     c = cat.build_catalogue(root)
     assert c.findings["renin_low"].computed and c.findings["renin_low"].kind == "lab"
+
+
+def test_a_part_against_all_list_reaches_every_row_that_does_not_name_the_finding(tmp_path):
+    findings = [GOOD_FINDING, {"id": "headache", "label": "headache", "kind": "symptom", "patterns": ["headache"]}]
+    rows = [GOOD_ROW,
+            {**GOOD_ROW, "id": "migraine", "name": "Migraine", "organs": [], "outside": "brain",
+             "findings": [{"id": "headache", "freq": 0.9, "lr": 3}]},
+            {**GOOD_ROW, "id": "other", "name": "Other", "findings": [{"id": "headache", "freq": 0.5, "lr": 2}],
+             "against": [{"id": "ruq_pain", "lr": 0.9}]}]
+    root = _write(tmp_path, findings, [])
+    (root / "diseases" / "x.yaml").write_text(yaml.safe_dump(
+        {"against_all": [{"id": "ruq_pain", "lr": 0.5}], "diseases": rows}), encoding="utf-8")
+    c = cat.build_catalogue(root)
+    by = c.by_id
+    # a row naming the finding among its findings or its own against list keeps its own weight
+    assert by["acute_cholecystitis"].weight("ruq_pain").lr == 2.5
+    assert by["other"].weight("ruq_pain").lr == 0.9
+    assert by["migraine"].weight("ruq_pain").lr == 0.5 and by["migraine"].against[-1].id == "ruq_pain"
+
+
+def test_a_bad_against_all_entry_is_reported_once(tmp_path):
+    root = _write(tmp_path, [GOOD_FINDING], [])
+    (root / "diseases" / "x.yaml").write_text(yaml.safe_dump(
+        {"against_all": [{"id": "no_such", "lr": 0.5}, {"id": "ruq_pain", "lr": 2}],
+         "diseases": [GOOD_ROW, {**GOOD_ROW, "id": "b"}]}), encoding="utf-8")
+    with pytest.raises(cat.CatalogueError) as err:
+        cat.build_catalogue(root)
+    assert len(err.value.problems) == 2, err.value.problems
+    assert all("against_all" in p for p in err.value.problems)
+
+
+def test_an_unknown_top_level_key_of_a_disease_part_is_reported(tmp_path):
+    root = _write(tmp_path, [GOOD_FINDING], [])
+    (root / "diseases" / "x.yaml").write_text(yaml.safe_dump({"diseases": [GOOD_ROW], "extras": []}), encoding="utf-8")
+    with pytest.raises(cat.CatalogueError) as err:
+        cat.build_catalogue(root)
+    assert "expected one top-level key 'diseases'" in err.value.problems[0]
+
+
+def test_scope_command_counts_the_differential_scope_of_text_files(tmp_path, capsys):
+    path = tmp_path / "t.jsonl"
+    rows = [{"text": "constant right upper quadrant pain after a fatty dinner, fever 38.4, Murphy's sign",
+             "expect": "modelled"},
+            {"text": "the worst headache of her life came on suddenly, with a stiff neck and vomiting",
+             "expect": "non-abdominal"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    from MedSORALib.differential.evaluate import main as evaluate_main
+
+    assert evaluate_main(["--scope", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| t.jsonl | 1 | modelled | 1 | 1 | 0 | 0 |" in out
+    assert "| t.jsonl | 1 | non-abdominal | 1 | 0 | 0 | 1 |" in out
+    assert evaluate_main(["--scope", str(tmp_path / "missing.jsonl")]) == 2
+    assert capsys.readouterr().err.startswith("medsora: error: ")

@@ -298,3 +298,46 @@ def test_a_negated_or_historical_finding_does_not_make_a_text_specific():
 
     assert non_specific(differential("abdominal pain and fever, no jaundice"))
     assert not non_specific(differential("abdominal pain with fever and jaundice and Murphy's sign"))
+
+
+def test_a_past_disease_is_context_not_the_presentation():
+    """"A history of gallstones has sudden chest pain and sweating": the gallstones alone do not make a gallstone
+    disease the best diagnosis; chest pain and sweating bring the heart and the aorta forward. Control: the same
+    history with right upper quadrant pain after a fatty meal keeps a gallstone disease first."""
+    from MedSORALib.differential import differential as D
+
+    chest = differential("a 60-year-old with a history of gallstones has sudden chest pain and sweating")
+    top = [d.disease.id for d in chest.diagnoses[:2]]
+    assert not any("chol" in d or "biliary" in d or "gallstone" in d for d in top), top
+    assert {"acute_coronary_syndrome"} & {d.disease.id for d in chest.diagnoses[:3]}
+    colic = differential("a 60-year-old with a history of gallstones has right upper quadrant pain after a fatty meal")
+    assert colic.top.structures == ("gallbladder",)
+    # without the discount the history alone would lead (the rule is what moves it)
+    scorer = load_differential()
+    old = D.CONTEXT_ALONE_WEIGHT
+    try:
+        D.CONTEXT_ALONE_WEIGHT = 1.0
+        undiscounted = scorer.score(read("a 60-year-old with a history of gallstones has sudden chest pain and sweating"))
+    finally:
+        D.CONTEXT_ALONE_WEIGHT = old
+    assert undiscounted.top.structures == ("gallbladder",)
+
+
+def test_the_differential_weighs_less_where_its_diagnoses_lie_outside_the_13():
+    """The fusion weight is scaled by the probability the differential puts on diagnoses in the 13 structures."""
+    from MedSORALib.differential.fusion import ALPHA, MODELLED_MASS_FULL, modelled_mass
+
+    model = dict.fromkeys(STRUCTURES, 0.1) | {"adrenal_gland_right": 0.9}
+    chest = differential("crushing central chest pain going to the left arm on exertion, sweating, troponin raised")
+    assert chest.top.disease.organs == () and modelled_mass(chest) < MODELLED_MASS_FULL
+    fused, a, _scope, _outside = fuse(model, chest, True)
+    assert a == pytest.approx(ALPHA * modelled_mass(chest) / MODELLED_MASS_FULL)
+    assert max(fused, key=fused.get) == "adrenal_gland_right"
+    chole = differential(CHOLECYSTITIS)
+    assert modelled_mass(chole) >= MODELLED_MASS_FULL
+    assert fuse(model, chole, True)[1] == pytest.approx(ALPHA)
+
+
+def test_a_negated_body_site_does_not_make_a_text_non_abdominal():
+    assert differential("tired and itchy, no yellow eyes").scope == MODELLED
+    assert differential("tired and itchy eyes").scope == NON_ABDOMINAL

@@ -340,3 +340,46 @@ def test_issue24_clause_sets_are_distinct_and_not_training_text():
     joined = "\n".join(corpus)
     for text in texts:
         assert len(text) < 30 or text not in joined, text
+
+
+def test_jaundice_with_pain_denied_elsewhere_is_painless_jaundice():
+    """Read across clauses as a clinician does; control: pain present, or pain never mentioned, derives nothing."""
+    from MedSORALib.differential.reader import read
+
+    both = read("Jaundice for four weeks with dark urine. He denies any abdominal pain or fever.")
+    derived = [f for f in both.findings if f.id == "painless_jaundice"]
+    assert len(derived) == 1 and derived[0].status == "present" and derived[0].source == "derived"
+    assert derived[0].text.lower() == "jaundice"
+    assert not any(f.id == "painless_jaundice" for f in read("jaundice and right upper quadrant pain; no fever").findings)
+    assert not any(f.id == "painless_jaundice" for f in read("jaundice for four weeks with dark urine").findings)
+
+
+@pytest.mark.parametrize("text, age, sex, finding, value", [
+    ("89F, confusion and fever", 89, "female", None, None),          # an 89-year-old woman, not 31.7 C
+    ("T 101.5F, RUQ pain", None, None, "fever", 38.6),                # a temperature, not a woman
+    ("temp 99F", None, None, None, None),
+    ("febrile to 102 F, 34M", 34, "male", "fever", 38.9),
+    ("found at 89 °F in the snow", None, None, "hypothermia", 31.7),  # with a degree sign it is a temperature
+])
+def test_age_and_sex_tokens_are_not_temperatures_and_back(text, age, sex, finding, value):
+    from MedSORALib.differential.reader import read
+
+    r = read(text)
+    assert r.age == age and r.sex == sex
+    temps = [f for f in r.findings if f.id in ("fever", "hypothermia") and f.value is not None]
+    if finding is None:
+        assert not any(f.id == "hypothermia" and f.status == "present" for f in temps)
+    else:
+        assert [f.id for f in temps if f.status == "present"] == [finding]
+        assert temps[0].value == pytest.approx(value, abs=0.05)
+
+
+def test_neck_rigidity_clamminess_and_the_shakes_are_not_abdominal_signs():
+    from MedSORALib.differential.reader import read
+
+    ids = lambda t: {f.id for f in read(t).findings if f.status == "present"}  # noqa: E731
+    assert "rigid_abdomen" not in ids("neck rigidity and photophobia")
+    assert "rigid_abdomen" not in ids("nuchal rigidity")
+    assert "rigid_abdomen" in ids("abdomen rigid and tender")
+    assert "shock" not in ids("sweaty and clammy") and "shock" in ids("pale, clammy and confused")
+    assert "rigors" not in ids("I get the shakes in the morning") and "rigors" in ids("shakes and shivers")

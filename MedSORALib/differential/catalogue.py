@@ -7,11 +7,14 @@ The data are YAML parts under ``MedSORALib/resources/differential/`` (format: ``
   lower case: the reader matches them against the lower-cased text.
 - ``labs.yaml`` (optional here): laboratory analytes and vital signs; every finding id it yields joins the
   lexicon (findings computed from numbers need no text pattern).
-- ``diseases/*.yaml``: the disease rows (``diseases: [...]``), concatenated in file-name order.
+- ``diseases/*.yaml``: the disease rows (``diseases: [...]``), concatenated in file-name order. A part may also
+  hold ``against_all: [...]``: ``against`` entries every row of the part gets unless the row names that finding
+  itself (the non-abdominal parts use it: pain placed in the abdomen or peritonism argue against all of them).
 
 Every problem found while loading is reported, one line each, in one :class:`CatalogueError`.
 
-``python -m MedSORALib.differential.catalogue --summary`` prints the row counts by structure and outside.
+``python -m MedSORALib.differential.catalogue --summary`` prints the row counts by structure and outside;
+``--scope FILE.jsonl ...`` prints the differential's scope counts on text files (docs/catalogue.md).
 """
 from __future__ import annotations
 
@@ -41,7 +44,9 @@ def _yaml_loader():
     return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _read_yaml(path: Path, top: str, problems: list[str]) -> list:
+def _read_yaml(path: Path, top: str, problems: list[str], optional: tuple[str, ...] = (),
+               extra: dict | None = None) -> list:
+    """The list under ``top``; the lists under the ``optional`` keys go into ``extra``."""
     import yaml
 
     try:
@@ -51,14 +56,31 @@ def _read_yaml(path: Path, top: str, problems: list[str]) -> list:
         return []
     if data is None:
         return []
-    if not isinstance(data, dict) or set(data) != {top}:
-        problems.append(f"{path.name}: expected one top-level key {top!r}")
+    if not isinstance(data, dict) or top not in data or set(data) - {top, *optional}:
+        allowed = f"one top-level key {top!r}" + (f" (and optionally {', '.join(map(repr, optional))})"
+                                                 if optional else "")
+        problems.append(f"{path.name}: expected {allowed}")
         return []
     items = data[top] or []
     if not isinstance(items, list):
         problems.append(f"{path.name}: {top!r} must be a list")
         return []
+    for key in optional:
+        if key in data and extra is not None:
+            extra[key] = data[key]
     return items
+
+
+def _with_part_against(raw, part_against: list) -> object:
+    """A disease entry with its part's ``against_all`` entries added, except findings the row names itself."""
+    if not part_against or not isinstance(raw, dict):
+        return raw
+    named = {w.get("id") for key in ("findings", "against") for w in (raw.get(key) or []) if isinstance(w, dict)}
+    own = raw.get("against") or []
+    if not isinstance(own, list):
+        return raw  # reported by the row's own check
+    added = [w for w in part_against if isinstance(w, dict) and w.get("id") not in named]
+    return {**raw, "against": own + added}
 
 
 def _str_list(value, where: str, key: str, problems: list[str]) -> tuple[str, ...]:
@@ -333,8 +355,18 @@ def build_catalogue(data_dir: Path | str | None = None) -> Catalogue:
     diseases: list[Disease] = []
     seen: dict[str, str] = {}
     for path in disease_files:
-        for raw in _read_yaml(path, "diseases", problems):
-            d = _parse_disease(raw, path.name, lexicon, problems)
+        extra: dict = {}
+        raws = _read_yaml(path, "diseases", problems, ("against_all",), extra)
+        part_against = extra.get("against_all") or []
+        if not isinstance(part_against, list):
+            problems.append(f"{path.name}: 'against_all' must be a list")
+            part_against = []
+        else:
+            # validated once, as the against list of the part; the rows get the valid entries
+            part_against = [{"id": w.id, "lr": w.lr} for w in
+                            _parse_weights(part_against, f"{path.name}: against_all", True, lexicon, problems)]
+        for raw in raws:
+            d = _parse_disease(_with_part_against(raw, part_against), path.name, lexicon, problems)
             if d is None:
                 continue
             if d.id in seen:

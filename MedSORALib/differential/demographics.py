@@ -26,18 +26,28 @@ _CHILD = re.compile(r"\b(?:newborn|neonate|infant|baby|toddler)\b")
 # Relatives name the patient's sex only as "mother / father of ..." ("her husband" counts through "her"; "my
 # husband" says nothing certain of the writer, "his mother had cancer" nothing of the patient).
 _FEMALE_STRONG = re.compile(
-    r"(?<![\w])(?:woman|women|female|lady|girl|mother of|mrs|ms|miss|g\d\s*p\d|"
+    r"(?<![\w.])(?:woman|women|female|lady|girl|mother of|mrs|ms|miss|g\d\s*p\d|"
     r"\d{1,3}\s*-?\s*(?:f|yof|yowf|w)|\d{1,3}\s*(?:yo|y/o|y\.o\.?|yrs?)\s*f|\d{1,3}\s*/\s*f|f\s*/\s*\d{1,3}|"
     r"pregnant|postpartum|post-?menopausal|primigravida|multiparous|nulliparous)(?![\w])")
 _MALE_STRONG = re.compile(
-    r"(?<![\w])(?:man|men|male|gentleman|gent|boy|father of|mr|\d{1,3}\s*-?\s*(?:m|yom|yowm)|"
+    r"(?<![\w.])(?:man|men|male|gentleman|gent|boy|father of|mr|\d{1,3}\s*-?\s*(?:m|yom|yowm)|"
     r"\d{1,3}\s*(?:yo|y/o|y\.o\.?|yrs?)\s*m|\d{1,3}\s*/\s*m|m\s*/\s*\d{1,3})(?![\w])")
 _FEMALE_WEAK = re.compile(r"(?<![\w])(?:she|her|hers|herself)(?![\w])")
 _MALE_WEAK = re.compile(r"(?<![\w])(?:he|him|his|himself)(?![\w])")
 
 
+# A temperature in Fahrenheit ("T 101.5F", "temp 99F", "febrile to 102 F") is not an age and a sex.
+_TEMPERATURE = re.compile(r"(?<![\w])(?:temp(?:erature)?|t|tmax|febrile(?: to| at)?|fever(?: of| to)?)\s*:?\s*"
+                          r"\d{2,3}(?:\.\d+)?\s*(?:°|º|deg(?:rees?)?)?\s*[fc](?![\w])|\d{2,3}\.\d+\s*(?:°|º)?\s*f(?![\w])")
+
+
+def _without_temperatures(norm: str) -> str:
+    return _TEMPERATURE.sub(lambda m: " " * len(m.group(0)), norm)
+
+
 def read_age(norm: str) -> float | None:
     """Age in years stated in a normalised text, else ``None``."""
+    norm = _without_temperatures(norm)
     for regex in _AGE_PATTERNS:
         for m in regex.finditer(norm):
             value = int(m.group(1))
@@ -59,6 +69,7 @@ def read_age(norm: str) -> float | None:
 
 def read_sex(norm: str) -> str | None:
     """``"female"`` / ``"male"`` stated in a normalised text (nouns first, then pronouns), else ``None``."""
+    norm = _without_temperatures(norm)
     f, m = len(_FEMALE_STRONG.findall(norm)), len(_MALE_STRONG.findall(norm))
     if f != m:
         return "female" if f > m else "male"

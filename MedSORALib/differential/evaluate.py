@@ -225,6 +225,29 @@ def calibration(names=DEFAULT_SETS, temperatures=(1.0, 1.6, 2.5)) -> dict:
     return out
 
 
+def scope_report(paths) -> str:
+    """Scope counts of the differential alone on text files (the figures of docs/catalogue.md)."""
+    import json
+    from collections import Counter
+
+    from .differential import differential
+
+    lines = ["| file | texts | expected | right | modelled | abdominal-other | non-abdominal |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    for path in paths:
+        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        groups: dict[str, list] = {}
+        for row in rows:
+            want = row.get("expect") or row.get("scope") or ("modelled" if row.get("organs") else "non-abdominal")
+            groups.setdefault(want, []).append(row)
+        for want, group in sorted(groups.items()):
+            scopes = Counter(differential(r["text"]).scope for r in group)
+            right = sum(n for s, n in scopes.items() if (s != "modelled") == (want != "modelled"))
+            lines.append(f"| {Path(path).name} | {len(group)} | {want} | {right} | {scopes['modelled']} | "
+                         f"{scopes['abdominal-other']} | {scopes['non-abdominal']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m MedSORALib.differential.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -233,7 +256,18 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     parser.add_argument("--calibration", action="store_true",
                         help="only compare the top diagnosis's probability with how often its organ is right")
+    parser.add_argument("--scope", nargs="+", metavar="JSONL",
+                        help="only score the texts of these files (rows with 'text') with the shipped differential "
+                             "and print the scope counts; rows with 'expect' (a scope) or 'scope' count as right when "
+                             "the differential agrees (non-abdominal: any scope but modelled)")
     args = parser.parse_args(argv)
+    if args.scope:
+        try:
+            print(scope_report(args.scope))
+        except (OSError, ValueError) as exc:
+            print(f"medsora: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.calibration:
         print(json.dumps(calibration([n for n in args.sets if n != "non_abdominal"]), indent=1))
         return 0

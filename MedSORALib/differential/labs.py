@@ -233,6 +233,9 @@ class LabReader:
         for m in _TEMP_UNIT.finditer(norm):
             if any(s <= m.start() < e for s, e in taken) or temp is None:
                 continue
+            if m.group(2) == "f" and "." not in m.group(1) and float(m.group(1)) < 95 and \
+                    not re.search(r"°|º|deg", m.group(0)):
+                continue  # "89F" is an 89-year-old woman; a Fahrenheit temperature below 95 carries a degree sign
             value, _ = temp.convert(float(m.group(1)), m.group(2))
             if temp.plausible[0] <= value <= temp.plausible[1]:
                 for fid, status in evaluate_rules(temp, value, sex):

@@ -177,7 +177,7 @@ class Reader:
                     status, trigger = NEGATED, "normal"
                 raw.append(self._make(finding, status, text, norm, hit.start, hit.end, "lab", trigger))
         raw = [self._twin(f) for f in raw]
-        reading.findings = _resolve(raw)
+        reading.findings = self._derive(_resolve(raw))
         if encoder is not None:
             from . import embedding
 
@@ -189,6 +189,19 @@ class Reader:
                             embedding.THRESHOLD if embedding_threshold is None else embedding_threshold)
         reading.removed = _removed(reading.findings, norm, self.lexicon)
         return reading
+
+    def _derive(self, findings: list[ReadFinding]) -> list[ReadFinding]:
+        """Findings a clinician reads from others across clauses: jaundice with pain denied elsewhere in the text
+        ("jaundice for 4 weeks ... he denies any abdominal pain") is painless jaundice."""
+        ids = {f.id: f for f in findings if f.status == PRESENT}
+        if ("jaundice" in ids and "painless_jaundice" not in ids and "painless_jaundice" in self.lexicon
+                and not any("pain" in f.id and self.lexicon.get(f.id) is not None
+                            and self.lexicon[f.id].kind == "symptom" for f in ids.values())
+                and any("pain" in f.id and f.status == NEGATED for f in findings)):
+            j, t = ids["jaundice"], self.lexicon["painless_jaundice"]
+            findings = findings + [ReadFinding(t.id, t.label, t.kind, PRESENT, j.text, j.start, j.end, t.generic,
+                                               None, None, "derived", None)]
+        return findings
 
     def _twin(self, f: ReadFinding) -> ReadFinding:
         twin = _HISTORY_TWIN.get(f.id)

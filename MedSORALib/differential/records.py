@@ -21,11 +21,16 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "resources" / "differential"
 OUTSIDE: Mapping[str, str] = MappingProxyType({
     **{k: "abdominal" for k in (
         "appendix", "small_bowel", "colon", "rectum", "anus", "peritoneum", "mesentery", "bladder", "ureter",
-        "prostate", "testis", "ovary", "fallopian_tube", "uterus", "abdominal_wall", "duodenum", "bile_duct",
+        "prostate", "ovary", "fallopian_tube", "uterus", "abdominal_wall", "duodenum", "bile_duct",
         "retroperitoneum", "lymph_nodes")},
+    # the testis and scrotum lie outside the abdominal cavity (a torsion's pain may spread to the lower abdomen);
+    # nerve_muscle: peripheral nerve, roots and neuromuscular junction; poisoning: toxicity and withdrawal;
+    # infection: systemic infection without an organ focus; environment: heat, cold and altitude; pregnancy:
+    # systemic disorders of pregnancy presenting outside the abdomen (pre-eclampsia's headache and visual signs)
     **{k: "non_abdominal" for k in (
         "heart", "lung", "pleura", "pericardium", "spine", "musculoskeletal", "skin", "brain", "thyroid",
-        "blood", "breast", "eye", "ear_nose_throat", "psychiatric", "joints", "metabolic")},
+        "blood", "breast", "eye", "ear_nose_throat", "psychiatric", "joints", "metabolic", "testis",
+        "nerve_muscle", "poisoning", "infection", "environment", "pregnancy")},
 })
 
 #: Designed base rate of each frequency class among adults presenting with an abdominal or chest complaint.
