@@ -307,7 +307,7 @@ def eager_library(monkeypatch):
         labs.load_lab_reader.cache_clear()
 
     monkeypatch.setattr(compiled, "cached_catalogue", lambda root, build: build(root))
-    monkeypatch.setattr(gates, "gated_patterns", lambda patterns, root=None: [re.compile(p) for p in patterns])
+    monkeypatch.setattr(gates, "gated_patterns", lambda patterns, root=None, name="": [re.compile(p) for p in patterns])
     monkeypatch.setattr(compiled, "read_yaml", lambda path: yaml.safe_load(Path(path).read_text(encoding="utf-8")))
     monkeypatch.setattr(differential, "_DEFAULT", None)
     clear()

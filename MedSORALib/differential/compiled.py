@@ -14,7 +14,7 @@ needs a handful. This module removes both without changing a result:
   (and the cache rewritten); a catalogue that does not survive the round trip unchanged is not cached.
 - ``read_yaml``: a YAML file of the shipped data (``labs.yaml``) through a JSON copy checked by its digest.
 - :mod:`.gates`: the reader's and lab reader's patterns compiled on first need, behind literal needles kept in
-  ``reader-gates.json`` in the same folder.
+  ``reader-gates.json`` and ``labs-gates.json`` in the same folder.
 
 The files are written on first use (``medsora rank`` once), atomically; deleting them is always safe.
 """

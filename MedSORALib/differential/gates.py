@@ -5,8 +5,9 @@ names); a short text can match a handful. :class:`GatedPattern` holds a pattern'
 per branch of the pattern's alternations) of clauses of literal strings; every match contains a string of each
 clause of some alternative (derived from the pattern's parse tree by :func:`needles`). A text that satisfies no
 alternative cannot match, so ``finditer`` returns nothing without compiling the pattern. The needles are kept
-in ``reader-gates.json`` beside the catalogue cache (:mod:`.compiled`), keyed by a digest of the pattern text
-(a changed pattern simply gets new needles), with a digest of this module's source (other code, other needles).
+in ``reader-gates.json`` and ``labs-gates.json`` beside the catalogue cache (:mod:`.compiled`), keyed by a
+digest of the pattern text (a changed pattern simply gets new needles), with a digest of this module's source
+(other code, other needles).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from .compiled import CACHE_VERSION, _PYTHON, _read_json, _write_json, package_cache_dir, user_cache_dir
 
+#: The file of the reader's patterns (the lab reader's: ``labs-gates.json``).
 GATES_FILE = "reader-gates.json"
 
 
@@ -215,9 +217,10 @@ def _well_formed(value) -> bool:
             isinstance(c, list) and c and all(isinstance(n, str) and n for n in c) for c in alt) for alt in value)
 
 
-def gated_patterns(patterns: list[str], root: Path | None = None) -> list[GatedPattern]:
-    """:class:`GatedPattern` for each pattern, with the needles from ``reader-gates.json`` (computed for the
-    patterns it lacks; the file is rewritten when any was missing)."""
+def gated_patterns(patterns: list[str], root: Path | None = None, name: str = "reader") -> list[GatedPattern]:
+    """:class:`GatedPattern` for each pattern, with the needles from ``<name>-gates.json`` (computed for the
+    patterns it lacks; the file is then rewritten with the needles of these patterns only, so it does not grow
+    with each edit of the lexicon)."""
     from .records import DATA_DIR
 
     root = Path(root) if root is not None else DATA_DIR
@@ -225,7 +228,7 @@ def gated_patterns(patterns: list[str], root: Path | None = None) -> list[GatedP
     with _GATES_LOCK:
         known: dict = {}
         for folder in folders:
-            data = _read_json(folder / GATES_FILE)
+            data = _read_json(folder / f"{name}-gates.json")
             if isinstance(data, dict) and data.get("version") == CACHE_VERSION and data.get("python") == _PYTHON \
                     and data.get("code") == _code_digest() and isinstance(data.get("needles"), dict):
                 known = data["needles"]
@@ -241,12 +244,10 @@ def gated_patterns(patterns: list[str], root: Path | None = None) -> list[GatedP
             out.append(GatedPattern(p, tuple(tuple(tuple(c) for c in alt) for alt in value)
                                     if value is not None else None))
         if fresh:
-            # other lexicons' entries (a test's, another checkout's) stay unless the file has grown large
-            keep = dict(known) if len(known) < 4 * max(len(patterns), 1000) else \
-                {k: known[k] for k in map(_key, patterns) if k in known}
+            keep = {k: known[k] for k in map(_key, patterns) if k in known}
             keep.update(fresh)
             data = {"version": CACHE_VERSION, "python": _PYTHON, "code": _code_digest(), "needles": keep}
             for folder in folders:
-                if _write_json(folder, GATES_FILE, data) is not None:
+                if _write_json(folder, f"{name}-gates.json", data) is not None:
                     break
     return out

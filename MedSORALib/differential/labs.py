@@ -171,7 +171,7 @@ class LabReader:
 
         raws = list(data["analytes"])
         patterns = [r"(?<![\w/])(?:" + "|".join(raw["names"]) + r")(?![\w/])" for raw in raws]
-        gated = gated_patterns(patterns + ["|".join(f"(?:{p})" for p in patterns)])
+        gated = gated_patterns(patterns + ["|".join(f"(?:{p})" for p in patterns)], name="labs")
         for raw, names in zip(raws, gated):
             self.analytes.append(Analyte(
                 id=raw["id"], label=raw["label"], names=names, unit=str(raw.get("unit", "")),
