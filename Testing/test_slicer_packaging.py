@@ -233,7 +233,8 @@ def test_slicer_install_ships_what_slicer_runs_and_nothing_else(extension_build)
                      "MedSORALib/resources/weights/text/full11/model.safetensors",
                      "MedSORALib/resources/weights/image/model.safetensors"):
         assert (modules / relative).is_file(), relative
-    installed = {p.relative_to(modules).as_posix() for p in (modules / "MedSORALib").rglob("*") if p.is_file()}
+    installed = {p.relative_to(modules).as_posix() for p in (modules / "MedSORALib").rglob("*")
+                 if p.is_file() and "__pycache__" not in p.parts}  # caches a run writes are not installed files
     library = {p.relative_to(ROOT / "MedSORALib").as_posix() for p in (ROOT / "MedSORALib").rglob("*")
                if p.is_file() and p.suffix in LIBRARY_SUFFIXES and "__pycache__" not in p.parts}
     left_out = {path for path in library if LEFT_OUT.match(path)}
@@ -323,7 +324,10 @@ def test_slicer_package_is_an_extension_archive_the_extensions_manager_installs(
     assert fields["scmrevision"] == revision
     packaged = {m[len(top) + 1:] for m in members}
     prefix = extension_build["prefix"]
-    assert packaged == {p.relative_to(prefix).as_posix() for p in prefix.rglob("*") if p.is_file()}
+    # caches a run writes beside the data (__pycache__, like bytecode) are not part of the package
+    assert packaged == {p.relative_to(prefix).as_posix() for p in prefix.rglob("*")
+                        if p.is_file() and "__pycache__" not in p.parts}
+    assert not any("__pycache__" in m for m in packaged)
     assert f"{MODULES_DIR}/MedSORA.py" in packaged and f"{MODULES_DIR}/MedSORALib/scoring.py" in packaged
     assert not any("/MedSORALib/web/" in m for m in packaged)
 
