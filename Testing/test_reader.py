@@ -383,3 +383,17 @@ def test_neck_rigidity_clamminess_and_the_shakes_are_not_abdominal_signs():
     assert "rigid_abdomen" in ids("abdomen rigid and tender")
     assert "shock" not in ids("sweaty and clammy") and "shock" in ids("pale, clammy and confused")
     assert "rigors" not in ids("I get the shakes in the morning") and "rigors" in ids("shakes and shivers")
+
+
+@pytest.mark.parametrize("text, present, absent", [
+    ("non-specific exertional dyspnea with reduced effort tolerance", {"dyspnoea"}, {"exertional_chest_pain"}),
+    ("I started urinating blood", {"haematuria"}, set()),
+    ("a lump on the right abdomen", {"palpable_mass"}, set()),
+    ("right hypochondralgia and fever", {"ruq_pain", "fever"}, {"luq_pain"}),
+    ("chest pain on exertion", {"exertional_chest_pain"}, set()),
+])
+def test_case_report_wordings(text, present, absent):
+    from MedSORALib.differential.reader import read
+
+    ids = {f.id for f in read(text).findings if f.status == "present"}
+    assert present <= ids and not (absent & ids), ids
