@@ -146,7 +146,7 @@ def result_fields(reasoned) -> dict:
     the ``modelled`` scope), ``differential``, ``scope``, ``outside``, ``none_of_these`` and ``non_specific``."""
     return {"in_domain": bool(reasoned.in_domain), "differential": entries(reasoned), "scope": reasoned.scope,
             "outside": reasoned.outside, "none_of_these": none_of_these(reasoned),
-            "non_specific": bool(getattr(reasoned, "non_specific", False))}
+            "non_specific": bool(reasoned.non_specific)}
 
 
 def fields_from_dict(data: Mapping) -> dict:

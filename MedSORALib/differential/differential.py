@@ -220,7 +220,7 @@ class Differential:
                     else:
                         weight = self._finding_weight(f)
                         if weight > 0:
-                            if f.kind in PRESENTING_KINDS or self._kind(f) in PRESENTING_KINDS:
+                            if self._kind(f) in PRESENTING_KINDS:
                                 total += math.log(w.lr) * weight
                                 if f.status == PRESENT and w.lr > 1.0:
                                     presenting += math.log(w.lr) * weight
@@ -286,11 +286,11 @@ class Differential:
         if not scored:
             return MODELLED, None
         best = scored[0].probability
-        norm = _asserted_text(reading.text)
-        presenting = best >= 0.5 or any(f.kind in ("symptom", "sign", "lab", "vital") for f in scored[0].supporting)
+        presenting = best >= 0.5 or any(f.kind in PRESENTING_KINDS for f in scored[0].supporting)
         if best < SCOPE_MIN or not presenting:
             # a diagnosis carried by risk factors or history alone (a fall, alcohol) names no presentation
             # nothing named with confidence: a text about a non-abdominal body site only is non-abdominal
+            norm = _asserted_text(reading.text)
             if _NON_ABDOMINAL_SITE.search(norm) and not _ABDOMINAL_SITE.search(norm):
                 return NON_ABDOMINAL, None
             return MODELLED, None

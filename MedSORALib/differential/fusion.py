@@ -11,8 +11,9 @@
 
 Below ``GATE_LOW`` the model's ranking is kept as it is. A structure removed by surgery gets 0 whatever either
 side says. A non-specific text (every finding read is generic and no diagnosis stands out) keeps the order but
-gets a flat ranking (:func:`flatten`), flagged ``non_specific``. ``scope`` comes from the differential where it is confident, else from the model's out-of-domain
-decision (``modelled`` when in domain, ``non-abdominal`` otherwise); ``in_domain`` is true only for ``modelled``.
+gets a flat ranking (:func:`flatten`), flagged ``non_specific``. ``scope`` comes from the differential where it is
+confident, else from the model's out-of-domain decision (``modelled`` when in domain, ``non-abdominal`` otherwise);
+``in_domain`` is true only for ``modelled``.
 
 The constants were chosen on the tune half (even lines) of the team's dev sets (``Training/data/dev_*.jsonl``),
 by ``python -m MedSORALib.differential.evaluate --tune`` for the gate; docs/reasoning.md gives the figures.

@@ -363,6 +363,8 @@ class LabReader:
 
 #: Below this conjugated share of a raised total bilirubin the pattern is unconjugated (designed; see labs.yaml).
 CONJUGATED_SHARE = 0.2
+#: umol/L of bilirubin in 1 mg/dL (molar mass 584.7 g/mol).
+_BILIRUBIN_UMOL_PER_MG_DL = 17.1
 
 
 def _bilirubin_pattern(hits: list[LabHit]) -> list[LabHit]:
@@ -373,8 +375,8 @@ def _bilirubin_pattern(hits: list[LabHit]) -> list[LabHit]:
         return hits
     total, part = totals[0], conj[0]
     part_value = part.value
-    if part_value > total.value and part_value / 17.1 <= total.value:
-        part_value /= 17.1  # a part written without a unit is in the total's unit ("bilirubin 60 umol/L, direct 6")
+    if part_value > total.value and part_value / _BILIRUBIN_UMOL_PER_MG_DL <= total.value:
+        part_value /= _BILIRUBIN_UMOL_PER_MG_DL  # a part written without a unit is in the total's unit ("bilirubin 60 umol/L, direct 6")
     if total.finding != "bilirubin_raised" or total.status != "present" or total.value <= 0 or \
             part_value / total.value >= CONJUGATED_SHARE or part_value > total.value:
         return hits

@@ -23,7 +23,7 @@ import functools
 import json
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..organs import PAIRED_STRUCTURES
@@ -195,12 +195,11 @@ class Reader:
         ("jaundice for 4 weeks ... he denies any abdominal pain") is painless jaundice."""
         ids = {f.id: f for f in findings if f.status == PRESENT}
         if ("jaundice" in ids and "painless_jaundice" not in ids and "painless_jaundice" in self.lexicon
-                and not any("pain" in f.id and self.lexicon.get(f.id) is not None
-                            and self.lexicon[f.id].kind == "symptom" for f in ids.values())
+                and not any("pain" in f.id and f.kind == "symptom" for f in ids.values())
                 and any("pain" in f.id and f.status == NEGATED for f in findings)):
-            j, t = ids["jaundice"], self.lexicon["painless_jaundice"]
-            findings = findings + [ReadFinding(t.id, t.label, t.kind, PRESENT, j.text, j.start, j.end, t.generic,
-                                               None, None, "derived", None)]
+            t = self.lexicon["painless_jaundice"]
+            findings = findings + [replace(ids["jaundice"], id=t.id, label=t.label, kind=t.kind, generic=t.generic,
+                                           side=None, value=None, source="derived", trigger=None)]
         return findings
 
     def _twin(self, f: ReadFinding) -> ReadFinding:
@@ -208,8 +207,7 @@ class Reader:
         if f.status != HISTORY or f.source == "lab" or twin not in self.lexicon:
             return f
         t = self.lexicon[twin]
-        return ReadFinding(t.id, t.label, t.kind, f.status, f.text, f.start, f.end, t.generic, f.side, f.value,
-                           f.source, f.trigger)
+        return replace(f, id=t.id, label=t.label, kind=t.kind, generic=t.generic)
 
     def _make(self, finding, status, text, norm, start, end, source, trigger, value=None) -> ReadFinding:
         side = finding.side
