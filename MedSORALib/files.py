@@ -59,16 +59,14 @@ def temp_name_info(name: str) -> dict | None:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (``kill(pid, 0)``; another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
+    """Whether a process with this id runs on this machine (another user's counts; a zombie does not).
+
+    :func:`MedSORALib.process_tree.alive`, which also works on Windows (where ``os.kill(pid, 0)`` would send the
+    process a Ctrl-C).
+    """
+    from .process_tree import alive
+
+    return alive(pid)
 
 
 def is_stale(path: Path, now: float | None = None) -> bool:

@@ -44,39 +44,23 @@ def _import_library():
 
 
 def main(argv: list[str] | None = None) -> int:
-    _import_library()
     from MedSORALib.commands import batch
-    from MedSORALib.errors import MedSORAError
 
     parser = argparse.ArgumentParser(prog=PROG, add_help=False)
-    sub = parser.add_subparsers(dest="command")
-    batch_parser = batch.add_parser(sub)
+    batch_parser = batch.add_parser(parser.add_subparsers(dest="command"))
     batch_parser.prog = PROG
-    args = batch_parser.parse_args(argv)
-    try:
-        return int(batch.run(args) or 0)
-    except MedSORAError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return batch.run(batch_parser.parse_args(argv))
 
 
 def run(argv: list[str] | None = None) -> int:
-    """:func:`main`, with every other exception turned into one line and a non-zero status."""
+    """:func:`main`, with every exception turned into one line and a non-zero status (MedSORALib.script_guard)."""
     try:
-        return main(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), already printed
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        _import_library()
+        from MedSORALib.script_guard import run_guarded
     except ImportError as exc:
-        print(f"{PROG}: error: {type(exc).__name__}: {exc} (MedSORA's Python packages are missing: click Apply once "
-              "in the MedSORA module, or pip install -r MedSORA/Resources/requirements.txt)", file=sys.stderr)
+        print(f"{PROG}: error: {type(exc).__name__}: {exc} (MedSORA's Python packages are missing)", file=sys.stderr)
         return EXIT_UNEXPECTED
-    except BaseException as exc:  # noqa: BLE001 - an uncaught exception would leave a windowless Slicer running
-        message = " ".join(str(exc).split()) or "(no message)"
-        print(f"{PROG}: error: {type(exc).__name__}: {message}", file=sys.stderr)
-        return EXIT_UNEXPECTED
+    return run_guarded(PROG, main, argv, EXIT_UNEXPECTED, EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":
