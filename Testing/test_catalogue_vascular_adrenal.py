@@ -85,3 +85,25 @@ def test_painless_cholestasis_with_weight_loss_favours_a_tumour_over_a_duct_ston
     result = differential("62-year-old woman with dark urine, pale stools and itching for three weeks, weight loss, "
                           "no abdominal pain")
     assert _p(result, "pancreatic_head_cancer") > _p(result, "choledocholithiasis")
+
+
+def test_young_hypertensive_with_radiofemoral_delay_gets_coarctation():
+    result = differential("19-year-old with high blood pressure at a sports check, radio-femoral delay and a "
+                          "systolic murmur at the back")
+    assert result.diagnoses[0].disease.id == "aortic_coarctation"
+    assert max(result.organ_relevance, key=result.organ_relevance.get) == "aorta"
+
+
+def test_fever_after_an_aortic_graft_points_to_graft_infection():
+    result = differential("74-year-old man, open aneurysm repair with a dacron graft four years ago, now fevers, "
+                          "night rigors and a dull back ache, CRP raised")
+    assert result.diagnoses[0].disease.id in ("aortic_graft_infection", "aortoenteric_fistula",
+                                              "infected_mycotic_aneurysm_aortitis")
+    assert _p(result, "aortic_graft_infection") > 0.3
+
+
+def test_known_spherocytosis_with_a_big_spleen_gets_haemolytic_splenomegaly():
+    result = differential("16-year-old with hereditary spherocytosis like her father, tired and yellow, "
+                          "spleen palpable 4 cm below the costal margin")
+    assert result.diagnoses[0].disease.id == "haemolytic_splenomegaly"
+    assert max(result.organ_relevance, key=result.organ_relevance.get) == "spleen"
