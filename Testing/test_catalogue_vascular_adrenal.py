@@ -37,7 +37,8 @@ def test_sex_limited_diseases_keep_their_sex(catalogue, row, sex):
 
 
 @pytest.mark.parametrize("row,age", [("adrenal_haemorrhage", 3), ("chronic_portal_vein_thrombosis", 4),
-                                     ("aaa_intact", 52), ("ivc_leiomyosarcoma", 35), ("pheochromocytoma", 14)])
+                                     ("aaa_intact", 52), ("ivc_leiomyosarcoma", 35), ("pheochromocytoma", 14),
+                                     ("pyogenic_liver_abscess", 24), ("splenic_infarct", 12)])
 def test_ages_cover_the_sources_range(catalogue, row, age):
     low, high = catalogue.by_id[row].age
     assert low <= age <= high
