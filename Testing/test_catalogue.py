@@ -242,6 +242,20 @@ GOOD_ROW = {"id": "acute_cholecystitis", "name": "Acute cholecystitis", "organs"
             "source": "Yokoe M, et al. Tokyo Guidelines 2018. J Hepatobiliary Pancreat Sci, 2018"}
 
 
+def test_sex_mostly_keeps_the_sex_and_is_not_strict(tmp_path):
+    rows = [{**GOOD_ROW, "sex": "mostly female"}, {**GOOD_ROW, "id": "other", "sex": "male"}, {**GOOD_ROW, "id": "x"}]
+    c = cat.build_catalogue(_write(tmp_path, [GOOD_FINDING], rows))
+    assert [(d.sex, d.sex_strict) for d in c.diseases] == [("female", False), ("male", True), (None, True)]
+
+
+def test_rows_both_sexes_get_are_not_strict_and_one_sex_rows_are(catalogue):
+    rows = {d.id: d for d in catalogue.diseases}
+    for did in ("acute_coronary_syndrome", "migraine", "thyrotoxicosis", "bladder_cancer", "irritable_bowel_syndrome"):
+        assert rows[did].sex is not None and not rows[did].sex_strict, did
+    for did in ("ectopic_pregnancy", "testicular_torsion", "ovarian_torsion", "acute_prostatitis"):
+        assert rows[did].sex is not None and rows[did].sex_strict, did
+
+
 def test_a_valid_minimal_folder_loads(tmp_path):
     c = cat.build_catalogue(_write(tmp_path, [GOOD_FINDING], [GOOD_ROW]))
     assert [d.id for d in c.diseases] == ["acute_cholecystitis"]
@@ -262,6 +276,7 @@ def test_a_valid_minimal_folder_loads(tmp_path):
     ({"look_for": []}, "missing look_for"),
     ({"organs": ["liver"], "outside": "colon"}, "exactly one"),
     ({"frequency": "often"}, "frequency 'often'"),
+    ({"sex": "mostly women"}, "sex 'mostly women' must be female, male, mostly female, mostly male or null"),
 ])
 def test_each_problem_gets_one_clear_message(tmp_path, change, message):
     row = {**GOOD_ROW, **change}

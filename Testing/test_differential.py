@@ -114,6 +114,20 @@ def test_age_and_sex_adjust_the_prior():
     assert p_m[d] < p_w[d] * 0.1
 
 
+def test_a_row_both_sexes_get_costs_the_other_sex_less_than_a_one_sex_row():
+    from MedSORALib.differential import differential as module
+
+    text = "{} aged 58 with crushing central chest pain spreading to the left arm, sweating and a swollen scrotum"
+    man, woman = ({d.disease.id: d.log_score for d in differential(text.format(who)).diagnoses}
+                  for who in ("A man", "A woman"))
+    # same findings, so the log scores differ only by the sex factor of the prior
+    assert man["acute_coronary_syndrome"] - woman["acute_coronary_syndrome"] == pytest.approx(
+        -math.log(module.MOSTLY_OTHER_SEX_FACTOR))
+    assert man["testicular_torsion"] - woman["testicular_torsion"] == pytest.approx(
+        -math.log(module.WRONG_SEX_FACTOR))
+    assert module.WRONG_SEX_FACTOR < module.MOSTLY_OTHER_SEX_FACTOR < 1.0
+
+
 def test_paired_organ_takes_the_side_of_the_text():
     result = differential("left flank pain radiating to the groin, microscopic haematuria, writhing in pain")
     assert result.organ_relevance["kidney_left"] > 3 * result.organ_relevance["kidney_right"]

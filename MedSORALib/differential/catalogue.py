@@ -308,8 +308,11 @@ def _parse_disease(raw, part: str, lexicon: Mapping[str, Finding], problems: lis
     if frequency not in FREQUENCY_PRIORS:
         problems.append(f"{where}: frequency {frequency!r} is not one of {', '.join(FREQUENCY_PRIORS)}")
     sex = raw.get("sex")
+    sex_strict = True
+    if isinstance(sex, str) and sex.startswith("mostly "):
+        sex, sex_strict = sex[len("mostly "):], False
     if sex not in (None, "female", "male"):
-        problems.append(f"{where}: sex {sex!r} must be female, male or null")
+        problems.append(f"{where}: sex {raw.get('sex')!r} must be female, male, mostly female, mostly male or null")
     age = raw.get("age")
     if age is not None:
         if (not isinstance(age, list) or len(age) != 2 or any(_number(a) is None for a in age)
@@ -336,7 +339,7 @@ def _parse_disease(raw, part: str, lexicon: Mapping[str, Finding], problems: lis
     if len(problems) > n_before:
         return None
     return Disease(did, name.strip(), organs, outside, frequency, sex, age, findings, against, look_for,
-                   source.strip(), part)
+                   source.strip(), part, sex_strict)
 
 
 def build_catalogue(data_dir: Path | str | None = None) -> Catalogue:

@@ -1,8 +1,9 @@
 """The differential diagnosis: diseases of the catalogue scored from the findings read in a text.
 
 Each disease d starts from its designed base rate (``frequency`` -> prior; x ``AGE_OUTSIDE_FACTOR`` outside its
-typical ages; x ``WRONG_SEX_FACTOR`` for the other sex) and is updated by likelihood ratios, naive-Bayes style
-(log odds add), for every finding the text reads and the row names:
+typical ages; x ``WRONG_SEX_FACTOR`` for the other sex, ``MOSTLY_OTHER_SEX_FACTOR`` where the row says the other
+sex has it too) and is updated by likelihood ratios, naive-Bayes style (log odds add), for every finding the text
+reads and the row names:
 
 * a finding read as present: log(LR+); an uncertain one ("?", "possible"): half of it; a risk or history
   finding placed in the past counts as present (that is what it is); a symptom or sign in the past counts 0;
@@ -54,6 +55,9 @@ PRIOR_POWER = 0.3
 #: Below this top-diagnosis probability the differential does not decide the scope (non-specific text).
 SCOPE_MIN = 0.2
 WRONG_SEX_FACTOR = 0.01
+#: The other sex's factor for a row marked ``sex: mostly female`` / ``mostly male`` (a disease both sexes get, one
+#: clearly more often: acute coronary syndrome, migraine, thyrotoxicosis; designed, about a 3:1 ratio).
+MOSTLY_OTHER_SEX_FACTOR = 0.3
 SECONDARY_SHARE = 0.5
 CONTRALATERAL_FACTOR = 0.3
 #: Diagnoses within this share of the best one's probability form "the leading diagnoses" of the scope rule.
@@ -203,7 +207,7 @@ class Differential:
                     continue
             log_prior = self._log_prior[index]
             if disease.sex and reading.sex and disease.sex != reading.sex:
-                log_prior += math.log(WRONG_SEX_FACTOR)
+                log_prior += math.log(WRONG_SEX_FACTOR if disease.sex_strict else MOSTLY_OTHER_SEX_FACTOR)
             if disease.age and reading.age is not None and not disease.age[0] <= reading.age <= disease.age[1]:
                 from .catalogue import AGE_OUTSIDE_FACTOR
 

@@ -178,6 +178,8 @@ class Disease:
     look_for: tuple[str, ...]
     source: str
     part: str = ""
+    #: False for ``sex: mostly female`` / ``mostly male``: the other sex has the disease too, less often.
+    sex_strict: bool = True
 
     @property
     def prior(self) -> float:
