@@ -65,6 +65,7 @@ NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"regular (?:periods|menses|cycles?)", ("amenorrhoea", "missed_period")),
     (r"sats (?:are |were )?normal|saturating well|saturations? normal", ("hypoxia",)),
 )
+_JOINING_HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z])")
 _SIDE_WORDS = re.compile(r"(?<![\w])(left|right|l|r|lt|rt)(?![\w])")
 
 
@@ -146,12 +147,19 @@ class Reader:
         reading.laterality = detect_laterality(text)
         sentence_bounds = [(s.start, s.end, s.sentence) for s in ctx.segments]
         raw: list[ReadFinding] = []
+        # words joined by hyphens read as the words apart as well ("left-upper-quadrant pain", "sudden-onset pain");
+        # same length as the text, so spans and context stay those of the text
+        unhyphened = _JOINING_HYPHEN.sub(" ", norm)
+        variants = (norm,) if unhyphened == norm else (norm, unhyphened)
         for finding, regex, source in self._regexes:
-            for m in regex.finditer(norm):
-                if m.end() == m.start() or not _inside_one_sentence(sentence_bounds, m.start(), m.end()):
-                    continue
-                status, trigger = ctx.status(m.start(), m.end())
-                raw.append(self._make(finding, status, text, norm, m.start(), m.end(), source, trigger))
+            for variant in variants:
+                for m in regex.finditer(variant):
+                    if m.end() == m.start() or not _inside_one_sentence(sentence_bounds, m.start(), m.end()):
+                        continue
+                    if variant is not norm and "-" not in norm[m.start():m.end()]:
+                        continue  # read already from the text itself
+                    status, trigger = ctx.status(m.start(), m.end())
+                    raw.append(self._make(finding, status, text, norm, m.start(), m.end(), source, trigger))
         for pattern, ids in self._negative_forms:
             for m in pattern.finditer(norm):
                 for fid in ids:
