@@ -321,6 +321,7 @@ def test_a_falling_value_is_read_at_its_end(text):
                                            ("two bouts of bloody vomiting", "haematemesis"),
                                            ("progressive darkening of the skin and gums", "hyperpigmentation"),
                                            ("pain just left of the umbilicus", "periumbilical_pain"),
+                                           ("tender to the right of the navel", "periumbilical_pain"),
                                            ("midback pain after the vomiting", "back_pain")])
 def test_more_case_report_words(text, finding):
     assert findings(text).get(finding) == "present"
@@ -329,3 +330,7 @@ def test_more_case_report_words(text, finding):
 def test_a_placeholder_ends_its_sentence():
     got = findings("No history of alcohol use or [diagnosis]. Tests showed a raised lipase.")
     assert got.get("alcohol_use") == "negated" and got.get("lipase_raised") == "present"
+
+
+def test_a_mass_beside_the_umbilicus_is_not_pain():
+    assert "periumbilical_pain" not in findings("a firm mass extending to the right of the umbilicus")

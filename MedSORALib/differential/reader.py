@@ -150,16 +150,16 @@ class Reader:
         # words joined by hyphens read as the words apart as well ("left-upper-quadrant pain", "sudden-onset pain");
         # same length as the text, so spans and context stay those of the text
         unhyphened = _JOINING_HYPHEN.sub(" ", norm)
-        variants = (norm,) if unhyphened == norm else (norm, unhyphened)
+        hyphen_spans = [(s, e) for s, e in _sentences(ctx) if "-" in norm[s:e] and unhyphened[s:e] != norm[s:e]]
         for finding, regex, source in self._regexes:
-            for variant in variants:
-                for m in regex.finditer(variant):
-                    if m.end() == m.start() or not _inside_one_sentence(sentence_bounds, m.start(), m.end()):
-                        continue
-                    if variant is not norm and "-" not in norm[m.start():m.end()]:
-                        continue  # read already from the text itself
-                    status, trigger = ctx.status(m.start(), m.end())
-                    raw.append(self._make(finding, status, text, norm, m.start(), m.end(), source, trigger))
+            matches = list(regex.finditer(norm))
+            for s_start, s_end in hyphen_spans:  # only the sentences a joining hyphen changed
+                matches += [m for m in regex.finditer(unhyphened, s_start, s_end) if "-" in norm[m.start():m.end()]]
+            for m in matches:
+                if m.end() == m.start() or not _inside_one_sentence(sentence_bounds, m.start(), m.end()):
+                    continue
+                status, trigger = ctx.status(m.start(), m.end())
+                raw.append(self._make(finding, status, text, norm, m.start(), m.end(), source, trigger))
         for pattern, ids in self._negative_forms:
             for m in pattern.finditer(norm):
                 for fid in ids:
