@@ -334,3 +334,11 @@ def test_a_placeholder_ends_its_sentence():
 
 def test_a_mass_beside_the_umbilicus_is_not_pain():
     assert "periumbilical_pain" not in findings("a firm mass extending to the right of the umbilicus")
+
+
+@pytest.mark.parametrize("text, finding", [("returned to the UK two weeks ago from Pakistan", "travel"),
+                                           ("crepitus over her neck on palpation", "subcutaneous_emphysema"),
+                                           ("she tires easily climbing stairs", "fatigue")])
+def test_travel_crepitus_and_tiring(text, finding):
+    assert findings(text).get(finding) == "present"
+
