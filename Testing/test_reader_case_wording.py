@@ -342,3 +342,17 @@ def test_a_mass_beside_the_umbilicus_is_not_pain():
 def test_travel_crepitus_and_tiring(text, finding):
     assert findings(text).get(finding) == "present"
 
+
+
+@pytest.mark.parametrize("text, finding, status", [("heart rate in the 130s", "tachycardia", "present"),
+                                                   ("blood pressure in the 70s/40s", "hypotension", "present"),
+                                                   ("pulse in the 70s", "tachycardia", "negated")])
+def test_vital_signs_written_as_decades(text, finding, status):
+    assert findings(text).get(finding) == status
+
+
+@pytest.mark.parametrize("text, finding", [("melanotic stools for two days", "melaena"),
+                                           ("a distended, tympanic abdomen", "abdominal_distension"),
+                                           ("the abdomen was tense and distended", "abdominal_distension")])
+def test_melanotic_stools_and_distension(text, finding):
+    assert findings(text).get(finding) == "present"

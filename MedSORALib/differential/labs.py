@@ -26,7 +26,7 @@ _NUMBER = r"\s*(\d{1,6}(?:[.,]\d{1,3})?)"
 _CONNECT = (r"(?:\s*(?:(?:(?:has |had |have )?(?:been )?)(?:rose|rising|risen|increased|went up|climbed|fell|fallen|dropped|dropping|falling|decreased|decreasing|declined|declining|changed) from [\d.]+ "
             r"(?:[a-zµ/]+ )?to|level|levels|count|conc(?:entration)?|value|of|was|is|were|are|:|=|at|up to|peaked at|"
             r"rose to|rising to|risen to|reached|measured|measuring|about|approximately|approx\.?|around|~|>|>=|≥|"
-            r"greater than|"
+            r"greater than|in the|in the (?:high|low|mid)|"
             r"over|more than|elevated at|raised at|high at|low at|elevated to|raised to|of about|only|just|now|"
             r"on admission|initially|-|,|\(\s*[a-z0-9][a-z0-9 -]{0,8}\))\s*){0,4}")
 _UNIT = (r"\s*(x\s*10\s*\^?\s*\(?\s*(?:9|3|12)\s*\)?\s*/\s*(?:[lu]l?|[µμ]l)|10\s*\^\s*(?:9|3)\s*/\s*l|"
@@ -49,7 +49,7 @@ _ULN_BEFORE = re.compile(r"(?:>|over|more than|greater than|above|of|about|aroun
 def _multiple(text: str) -> float:
     """The number of a multiple of the upper limit, written in digits or words."""
     return float(_NUMBER_WORDS.get(text, None) or text)
-_BP = re.compile(r"(?<![\d/])(\d{2,3})\s*/\s*(\d{2,3})(?![\d/])(\s*mm\s*hg)?")
+_BP = re.compile(r"(?<![\d/])(\d{2,3})s?\s*/\s*(\d{2,3})s?(?![\d/])(\s*mm\s*hg)?")
 _TEMP_UNIT = re.compile(r"(?<![\d.])(\d{2,3}(?:\.\d)?)\s*(?:°|º|deg(?:rees?)?)?\s*(c|f)\b(?!\s*/)")
 
 
@@ -248,7 +248,7 @@ class LabReader:
 
     def _value_after(self, analyte: Analyte, norm: str, m: re.Match, after: str, sex) -> list[LabHit]:
         if analyte.pair:
-            pm = re.match(_CONNECT + r"(\d{2,3})\s*/\s*(\d{2,3})(\s*mm\s*hg)?", after)
+            pm = re.match(_CONNECT + r"(\d{2,3})s?\s*/\s*(\d{2,3})s?(\s*mm\s*hg)?", after)
             if not pm:
                 return []
             bp = _BP.match(norm, m.end() + pm.start(1))
