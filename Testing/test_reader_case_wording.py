@@ -356,3 +356,25 @@ def test_vital_signs_written_as_decades(text, finding, status):
                                            ("the abdomen was tense and distended", "abdominal_distension")])
 def test_melanotic_stools_and_distension(text, finding):
     assert findings(text).get(finding) == "present"
+
+
+def test_a_long_or_item_closes_a_no_list():
+    got = findings("There was no melaena, fever, headache, or any history of recent travel abroad.")
+    assert got.get("melaena") == "negated" and got.get("headache") == "negated"
+    assert got.get("travel") == "negated"
+
+
+def test_brought_by_a_relative_with_complaints_is_the_patient():
+    got = findings("brought in by her brother with complaints of vomiting and fever")
+    assert got.get("vomiting") == "present" and got.get("fever") == "present"
+
+
+def test_a_history_of_hours_duration_is_the_presentation():
+    got = findings("admitted with a history of colicky abdominal pain and vomiting of 8 hours' duration")
+    assert got.get("vomiting") == "present" and got.get("colicky_pain") == "present"
+
+
+def test_a_mass_in_the_flank_is_not_flank_pain():
+    got = findings("a firm mass in the left flank")
+    assert got.get("palpable_mass") == "present" and "flank_pain" not in got
+    assert findings("pain in the left flank").get("flank_pain") == "present"

@@ -173,7 +173,7 @@ _FAMILY_PRE = _words(
 _TERMINATORS = _words(
     r"but", r"however", r"though", r"although", r"apart from", r"aside from", r"except(?: for)?", r"whereas", r"yet",
     r"which", r"who", r"presents? with", r"presented with", r"presenting with", r"reports?", r"reported",
-    r"complains? of", r"complaining of", r"complained of", r"c/o", r"now has", r"now with", r"and (?:now|then|has|had|is|was|reports|"
+    r"complains? of", r"complaining of", r"complained of", r"complaints? of", r"c/o", r"now has", r"now with", r"and (?:now|then|has|had|is|was|reports|"
     r"takes|uses|complains|describes|presents|developed|she|he|they|there|on|her|his|the|my|i|i'm|i've|it|it's|its)",
     r"then", r"since then",
     r"admitted with", r"came in with", r"comes in with", r"today", r"now", r"currently", r"this time",
@@ -183,8 +183,10 @@ _TERMINATORS = _words(
     r"they", r"patient", r"pt")
 # A disease diagnosed recently is part of the presentation ("newly diagnosed with diabetes", "was diagnosed with
 # diabetes 4 weeks earlier"), not the past: within a year (designed).
-_RECENT_SPAN = re.compile(r"(?<![\w])(?:for|over|since) (?:the )?(?:last |past )?(?:\d{1,2}|a|one|two|three|four|five|six|"
-                          r"seven|several|a few|few|couple of|a couple of) (?:hours?|hrs?|days?|weeks?)(?![\w])")
+_RECENT_SPAN = re.compile(r"(?<![\w])(?:(?:for|over|since) (?:the )?(?:last |past )?(?:\d{1,2}|a|one|two|three|four|five|"
+                          r"six|seven|several|a few|few|couple of|a couple of) (?:hours?|hrs?|days?|weeks?)(?![\w])|"
+                          r"of (?:\d{1,2}(?:-\d{1,2})?|one|two|three|four|five|six|seven|several|a few) "
+                          r"(?:hours?|hrs?|days?|weeks?)'?s?'? (?:duration|evolution))")
 _RECENT_BEFORE = re.compile(r"(?:recently|newly|just)(?: (?:been|was|were|being|had been|has been|have been))? $")
 _RECENT_AFTER = re.compile(
     r"^(?:\S+ ){1,6}?(?:(?:\d{1,2}|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|a few|few|several|some|"
@@ -296,7 +298,7 @@ class Context:
             if denial:
                 if _VERBISH_STRICT.search(text) or words > (10 if starts_closed else 6):
                     break
-            elif words > 5 or _VERBISH.search(text):
+            elif words > (8 if starts_closed else 5) or _VERBISH.search(text):
                 break
             if _LIST_CLOSER.search(text):
                 return _forward_end(self.norm, self.segments[j].start, self.segments[j].end)
