@@ -378,3 +378,32 @@ def test_a_mass_in_the_flank_is_not_flank_pain():
     got = findings("a firm mass in the left flank")
     assert got.get("palpable_mass") == "present" and "flank_pain" not in got
     assert findings("pain in the left flank").get("flank_pain") == "present"
+
+
+@pytest.mark.parametrize("text", ["she admitted swallowing 40 tablets of paracetamol",
+                                  "took 24 acetaminophen pills after an argument"])
+def test_a_large_number_of_paracetamol_tablets_is_an_overdose(text):
+    assert findings(text).get("paracetamol_overdose") == "present"
+
+
+def test_two_paracetamol_tablets_are_no_overdose():
+    assert "paracetamol_overdose" not in findings("took 2 paracetamol tablets for the headache")
+
+
+@pytest.mark.parametrize("text, finding", [("she tried an antihistamine for the itch", "anticholinergic_drug"),
+                                           ("she has dry skin on her hands", "dry_skin_coarse_hair")])
+def test_ordinary_remedies_and_dry_skin_are_not_toxidrome_or_thyroid_signs(text, finding):
+    assert finding not in findings(text)
+
+
+def test_dry_coarse_hair_is_still_read():
+    assert findings("dry, coarse hair and slow reflexes").get("dry_skin_coarse_hair") == "present"
+
+
+def test_past_histories_plural_is_history():
+    assert findings("Past histories notable for hypertension.").get("hypertension_history") == "history"
+
+
+def test_a_value_in_brackets_after_the_name():
+    got = findings("lipase (1520 U/L; normal 7-60 U/L)")
+    assert got.get("lipase_3x_uln") == "present"

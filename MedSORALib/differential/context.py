@@ -145,7 +145,7 @@ _UNC_PRE = _words(
     r"due to have", r"due for", r"referred for", r"will have", r"will need", r"candidate for", r"pending")
 _UNC_QMARK = re.compile(r"\?\s*(?=[a-z])")
 _HIST_PRE = _words(
-    r"history of", r"hx of", r"h/o", r"pmh(?:x)?(?: of| includes?)?", r"past (?:medical |surgical )?history(?: of)?",
+    r"history of", r"hx of", r"h/o", r"pmh(?:x)?(?: of| includes?)?", r"past (?:medical |surgical )?histor(?:y|ies)(?: of)?",
     r"previous(?:ly)?", r"prior", r"status post", r"s/p", r"background of", r"bg of", r"known",
     r"in the past(?! (?:\d|few|several|couple|one|two|three|four|five|six|seven|ten|twelve|24|48|72|day|week|"
     r"month|hour|fortnight|night|evening|morning))", r"long-?standing", r"underwent", r"had undergone", r"has undergone", r"treated for",

@@ -28,7 +28,7 @@ _CONNECT = (r"(?:\s*(?:(?:(?:has |had |have )?(?:been )?)(?:rose|rising|risen|in
             r"rose to|rising to|risen to|reached|measured|measuring|about|approximately|approx\.?|around|~|>|>=|≥|"
             r"greater than|in the|in the (?:high|low|mid)|"
             r"over|more than|elevated at|raised at|high at|low at|elevated to|raised to|of about|only|just|now|"
-            r"on admission|initially|-|,|\(\s*[a-z0-9][a-z0-9 -]{0,8}\))\s*){0,4}")
+            r"on admission|initially|-|,|\(\s*[a-z0-9][a-z0-9 -]{0,8}\)|\((?=\s*\d))\s*){0,4}")
 _UNIT = (r"\s*(x\s*10\s*\^?\s*\(?\s*(?:9|3|12)\s*\)?\s*/\s*(?:[lu]l?|[µμ]l)|10\s*\^\s*(?:9|3)\s*/\s*l|"
          r"(?:[°º]|deg(?:rees?)?)?\s*(?:fahrenheit|celsius|centigrade)\b|"
          r"[°º]\s*[cf]\b|deg(?:rees?)?\s*[cf]?\b|"
