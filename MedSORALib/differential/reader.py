@@ -65,7 +65,7 @@ NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"regular (?:periods|menses|cycles?)", ("amenorrhoea", "missed_period")),
     (r"sats (?:are |were )?normal|saturating well|saturations? normal", ("hypoxia",)),
 )
-_JOINING_HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z])")
+_JOINING_HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z])(?!old\b)")  # "year-old" needs no second reading
 _SIDE_WORDS = re.compile(r"(?<![\w])(left|right|l|r|lt|rt)(?![\w])")
 
 
