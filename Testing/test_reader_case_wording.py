@@ -407,3 +407,17 @@ def test_past_histories_plural_is_history():
 def test_a_value_in_brackets_after_the_name():
     got = findings("lipase (1520 U/L; normal 7-60 U/L)")
     assert got.get("lipase_3x_uln") == "present"
+
+
+@pytest.mark.parametrize("text, finding, absent", [("platelets 45 x 10^9/L", "thrombocytopenia", "thrombocytosis"),
+                                                   ("WBC 3.2 x 109/L", "leukopenia", "leukocytosis")])
+def test_a_count_times_ten_to_the_ninth_is_not_a_multiple_of_normal(text, finding, absent):
+    got = findings(text)
+    assert got.get(finding) == "present" and absent not in got
+
+
+@pytest.mark.parametrize("text, status", [("left leg pain, redness and swelling", "present"),
+                                          ("lower limb numbness and oedema", "present"),
+                                          ("no calf pain or swelling", "negated")])
+def test_a_limb_with_a_list_ending_in_swelling(text, status):
+    assert findings(text).get("leg_swelling") == status
