@@ -421,3 +421,10 @@ def test_a_count_times_ten_to_the_ninth_is_not_a_multiple_of_normal(text, findin
                                           ("no calf pain or swelling", "negated")])
 def test_a_limb_with_a_list_ending_in_swelling(text, status):
     assert findings(text).get("leg_swelling") == status
+
+
+@pytest.mark.parametrize("text, status", [("MAP 54 mmHg despite fluids", "present"),
+                                          ("mean arterial pressure of 60", "present"),
+                                          ("MAP 88", "negated")])
+def test_mean_arterial_pressure(text, status):
+    assert findings(text).get("hypotension") == status
