@@ -428,3 +428,22 @@ def test_a_limb_with_a_list_ending_in_swelling(text, status):
                                           ("MAP 88", "negated")])
 def test_mean_arterial_pressure(text, status):
     assert findings(text).get("hypotension") == status
+
+
+@pytest.mark.parametrize("text, finding, status", [("abd pain since last night", "abdominal_pain", "present"),
+                                                   ("BRBPR twice today", "haematochezia", "present"),
+                                                   ("s/p lap CCY in 2018", "cholecystectomy_history", "history"),
+                                                   ("h/o EtOH abuse", "heavy_alcohol_use", "history"),
+                                                   ("TTP in epigastrium", "epigastric_pain", "present")])
+def test_chart_abbreviations(text, finding, status):
+    assert findings(text).get(finding) == status
+
+
+def test_ccy_removes_the_gallbladder():
+    assert "gallbladder" in read("RUQ pain, s/p CCY").removed
+
+
+def test_insulin_units_are_not_alcohol_units():
+    got = findings("on NPH insulin, 30 units in the morning")
+    assert "heavy_alcohol_use" not in got
+    assert findings("drinks 50 units a week").get("heavy_alcohol_use") == "present"
