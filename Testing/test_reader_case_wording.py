@@ -236,7 +236,7 @@ def test_a_placeholder_word_does_not_break_the_clause():
     assert got.get("heart_murmur") == "negated"
 
 
-# -- laboratory values and vital signs ----------------------------------------------------------------------------------
+# -- laboratory values and vital signs ---------------------------------------------------------------------------
 @pytest.mark.parametrize("text, finding, expected", [
     ("C-reactive protein (CRP) 240 mg/L", "crp_raised", 240.0),
     ("aspartate transaminase (AST) of 310 IU/L", "transaminases_raised", 310.0),

@@ -14,9 +14,14 @@ experiencer, and temporal status from clinical reports. J Biomed Inform, 2009), 
   commas, colons, brackets and dashes.
 * A *trigger* before a span governs it from the trigger to the end of its segment, unless a *terminator*
   ("but", "however", "apart from", "presents with", "and has"...) comes first. A negation also runs on
-  through the items of a list closed by "or"/"nor" ("no fever, rigors or night sweats"). A history or family
-  scope also ends where the text turns to the presentation ("has", "presenting", "this morning"...: "a history
-  of gallstones has sudden chest pain"); "PMH:" governs its list to the end of the sentence.
+  through the items of a list closed by "or"/"nor"/"and" ("no fever, rigors or night sweats") when its own
+  clause holds no verb; after a verb of denial ("denies", "did not report", "no history of") the list needs no
+  closer and runs to the first item with a verb or a turn. A history or family scope also ends where the text
+  turns to the presentation ("has", "presenting", "this morning"...: "a history of gallstones has sudden chest
+  pain"); "PMH:" and "Family history:" govern their list to the end of the sentence. A recent diagnosis
+  ("recently diagnosed with", "diagnosed with ... 4 weeks earlier"), "a 10-year history of" and "a history of
+  pain ... for 4 days" are the presentation.
+* A one-word placeholder of a masked text ("[organ]") is a word, not a break.
 * Pseudo-negations deny nothing after them ("not only ... but", "no improvement in", "no relief of"); only a
   finding that begins with their own word is denied ("no relief from antacids").
 * A query mark right after a span doubts it ("jaundice?"); "unlikely" after a span denies it.
@@ -145,10 +150,12 @@ _UNC_PRE = _words(
     r"due to have", r"due for", r"referred for", r"will have", r"will need", r"candidate for", r"pending")
 _UNC_QMARK = re.compile(r"\?\s*(?=[a-z])")
 _HIST_PRE = _words(
-    r"history of", r"hx of", r"h/o", r"pmh(?:x)?(?: of| includes?)?", r"past (?:medical |surgical )?histor(?:y|ies)(?: of)?",
+    r"history of", r"hx of", r"h/o", r"pmh(?:x)?(?: of| includes?)?",
+    r"past (?:medical |surgical )?histor(?:y|ies)(?: of)?",
     r"previous(?:ly)?", r"prior", r"status post", r"s/p", r"background of", r"bg of", r"known",
     r"in the past(?! (?:\d|few|several|couple|one|two|three|four|five|six|seven|ten|twelve|24|48|72|day|week|"
-    r"month|hour|fortnight|night|evening|morning))", r"long-?standing", r"underwent", r"had undergone", r"has undergone", r"treated for",
+    r"month|hour|fortnight|night|evening|morning))", r"long-?standing", r"underwent", r"had undergone",
+    r"has undergone", r"treated for",
     r"recovered from", r"was diagnosed with", r"diagnosed with", r"remote", r"resolved", r"former",
     r"(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|twenty|several|many|a few|few|some) "
     r"(?:years?|yrs?|decades?) "
@@ -166,14 +173,16 @@ _HIST_POST = re.compile(
     r"(?:which |that )?(?:has |have )?(?:since )?resolved)\b")
 _FAMILY_PRE = _words(
     r"family history of", r"fh of", r"fhx? of", r"family hx of", r"family history(?= ?:)", r"fhx?(?= ?:)",
-    r"(?:his|her|my|their|one|a|an|two|three|an older|a younger|an elder) (?:father|mother|dad|mum|mom|brother|sister|son|daughter|grandmother|grandfather|"
+    r"(?:his|her|my|their|one|a|an|two|three|an older|a younger|an elder) "
+    r"(?:father|mother|dad|mum|mom|brother|sister|son|daughter|grandmother|grandfather|"
     r"uncle|aunt|parents?|siblings?|cousin)(?: \w+){0,2} (?:had|has|died of|died from|with|diagnosed with|"
     r"was diagnosed with|suffered from)",
     r"runs in the family")
 _TERMINATORS = _words(
     r"but", r"however", r"though", r"although", r"apart from", r"aside from", r"except(?: for)?", r"whereas", r"yet",
     r"which", r"who", r"presents? with", r"presented with", r"presenting with", r"reports?", r"reported",
-    r"complains? of", r"complaining of", r"complained of", r"complaints? of", r"c/o", r"now has", r"now with", r"and (?:now|then|has|had|is|was|reports|"
+    r"complains? of", r"complaining of", r"complained of", r"complaints? of", r"c/o", r"now has", r"now with",
+    r"and (?:now|then|has|had|is|was|reports|"
     r"takes|uses|complains|describes|presents|developed|she|he|they|there|on|her|his|the|my|i|i'm|i've|it|it's|its)",
     r"then", r"since then",
     r"admitted with", r"came in with", r"comes in with", r"today", r"now", r"currently", r"this time",
@@ -183,14 +192,16 @@ _TERMINATORS = _words(
     r"they", r"patient", r"pt")
 # A disease diagnosed recently is part of the presentation ("newly diagnosed with diabetes", "was diagnosed with
 # diabetes 4 weeks earlier"), not the past: within a year (designed).
-_RECENT_SPAN = re.compile(r"(?<![\w])(?:(?:for|over|since) (?:the )?(?:last |past )?(?:\d{1,2}|a|one|two|three|four|five|"
-                          r"six|seven|several|a few|few|couple of|a couple of) (?:hours?|hrs?|days?|weeks?)(?![\w])|"
+_RECENT_SPAN = re.compile(r"(?<![\w])(?:(?:for|over|since) (?:the )?(?:last |past )?"
+                          r"(?:\d{1,2}|a|one|two|three|four|five|six|seven|several|a few|few|couple of|a couple of) "
+                          r"(?:hours?|hrs?|days?|weeks?)(?![\w])|"
                           r"of (?:\d{1,2}(?:-\d{1,2})?|one|two|three|four|five|six|seven|several|a few) "
                           r"(?:hours?|hrs?|days?|weeks?)'?s?'? (?:duration|evolution))")
 _RECENT_BEFORE = re.compile(r"(?:recently|newly|just)(?: (?:been|was|were|being|had been|has been|have been))? $")
 _RECENT_AFTER = re.compile(
     r"^(?:\S+ ){1,6}?(?:(?:\d{1,2}|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|a few|few|several|some|"
-    r"a couple of) (?:days?|weeks?|months?)(?: \w+)? (?:ago|earlier|before|previously|prior)|(?:last|this) (?:week|month))")
+    r"a couple of) (?:days?|weeks?|months?)(?: \w+)? (?:ago|earlier|before|previously|prior)|"
+    r"(?:last|this) (?:week|month))")
 
 
 def _recent_diagnosis(norm: str, trigger: re.Match) -> bool:

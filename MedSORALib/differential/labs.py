@@ -23,7 +23,8 @@ from pathlib import Path
 LABS_FILE = Path(__file__).resolve().parent.parent / "resources" / "differential" / "labs.yaml"
 
 _NUMBER = r"\s*(\d{1,6}(?:[.,]\d{1,3})?)"
-_CONNECT = (r"(?:\s*(?:(?:(?:has |had |have )?(?:been )?)(?:rose|rising|risen|increased|went up|climbed|fell|fallen|dropped|dropping|falling|decreased|decreasing|declined|declining|changed) from [\d.]+ "
+_CONNECT = (r"(?:\s*(?:(?:(?:has |had |have )?(?:been )?)(?:rose|rising|risen|increased|went up|climbed|fell|fallen|"
+            r"dropped|dropping|falling|decreased|decreasing|declined|declining|changed) from [\d.]+ "
             r"(?:[a-zµ/]+ )?to|level|levels|count|conc(?:entration)?|value|of|was|is|were|are|:|=|at|up to|peaked at|"
             r"rose to|rising to|risen to|reached|measured|measuring|about|approximately|approx\.?|around|~|>|>=|≥|"
             r"greater than|in the|in the (?:high|low|mid)|"
