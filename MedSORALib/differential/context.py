@@ -14,9 +14,14 @@ experiencer, and temporal status from clinical reports. J Biomed Inform, 2009), 
   commas, colons, brackets and dashes.
 * A *trigger* before a span governs it from the trigger to the end of its segment, unless a *terminator*
   ("but", "however", "apart from", "presents with", "and has"...) comes first. A negation also runs on
-  through the items of a list closed by "or"/"nor" ("no fever, rigors or night sweats"). A history or family
-  scope also ends where the text turns to the presentation ("has", "presenting", "this morning"...: "a history
-  of gallstones has sudden chest pain"); "PMH:" governs its list to the end of the sentence.
+  through the items of a list closed by "or"/"nor"/"and" ("no fever, rigors or night sweats") when its own
+  clause holds no verb; after a verb of denial ("denies", "did not report", "no history of") the list needs no
+  closer and runs to the first item with a verb or a turn. A history or family scope also ends where the text
+  turns to the presentation ("has", "presenting", "this morning"...: "a history of gallstones has sudden chest
+  pain"); "PMH:" and "Family history:" govern their list to the end of the sentence. A recent diagnosis
+  ("recently diagnosed with", "diagnosed with ... 4 weeks earlier"), "a 10-year history of" and "a history of
+  pain ... for 4 days" are the presentation.
+* A one-word placeholder of a masked text ("[organ]") is a word, not a break.
 * Pseudo-negations deny nothing after them ("not only ... but", "no improvement in", "no relief of"); only a
   finding that begins with their own word is denied ("no relief from antacids").
 * A query mark right after a span doubts it ("jaundice?"); "unlikely" after a span denies it.
@@ -37,7 +42,9 @@ PRESENT, NEGATED, UNCERTAIN, HISTORY, FAMILY = "present", "negated", "uncertain"
 STATUSES = (PRESENT, NEGATED, UNCERTAIN, HISTORY, FAMILY)
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
-                              "\u2014": "-", "\u00a0": " ", "\u2212": "-", "\u00d7": "x"})
+                              "\u2014": "-", "\u00a0": " ", "\u2212": "-", "\u00d7": "x",
+                              "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u00b4": "'",
+                              "\u00b3": "3", "\u2079": "9", "\u00b2": "2"})
 
 
 def normalise(text: str) -> str:
@@ -50,7 +57,7 @@ def normalise(text: str) -> str:
 
 # ------------------------------------------------------------------------------------------ sentences
 _NO_SPLIT_BEFORE = re.compile(r"(?:\b(?:dr|mr|mrs|ms|st|vs|e\.g|i\.e|approx|etc|no|fig|pt|yrs?|hrs?|mins?)|\b[a-z])$")
-_SENTENCE_END = re.compile(r"(?<=\w)[.!?]+(?=\s|$)|(?<=[)\"'%])[.!?]+(?=\s|$)|;|\n+|(?<=\s)-{2,}(?=\s)")
+_SENTENCE_END = re.compile(r"(?<=\w)[.!?]+(?=\s|$)|(?<=[)\"'%\]])[.!?]+(?=\s|$)|;|\n+|(?<=\s)-{2,}(?=\s)")
 _SEGMENT_BREAK = re.compile(r",|:|\(|\)|\s-\s|\s/\s|\[|\]")
 
 
@@ -77,12 +84,25 @@ def sentences(norm: str) -> list[tuple[int, int]]:
     return [(s, e) for s, e in out if norm[s:e].strip()]
 
 
+_PLACEHOLDER = re.compile(r"\[[a-z][a-z ]{0,20}\]")
+
+
+def _is_placeholder(norm: str, pos: int) -> bool:
+    """Whether the bracket at ``pos`` opens or closes a one-word placeholder ("[organ]", "[diagnosis]")."""
+    if norm[pos] == "[":
+        return _PLACEHOLDER.match(norm, pos) is not None
+    start = norm.rfind("[", max(0, pos - 22), pos)
+    return start >= 0 and _PLACEHOLDER.match(norm, start) is not None and norm.find("]", start) == pos
+
+
 def segments(norm: str) -> list[Segment]:
     """Segments of every sentence, in text order."""
     out = []
     for index, (s, e) in enumerate(sentences(norm)):
         pos = s
         for m in _SEGMENT_BREAK.finditer(norm, s, e):
+            if m.group(0) in "[]" and _is_placeholder(norm, m.start()):
+                continue  # "[organ]" stands for a word left out, not for a break in the clause
             if m.start() > pos and norm[pos:m.start()].strip():
                 out.append(Segment(pos, m.start(), index))
             pos = m.end()
@@ -102,6 +122,8 @@ _NEG_PRE = _words(
     r"no history of", r"no hx of", r"no h/o", r"no previous", r"no prior", r"no known", r"does not have",
     r"did not have", r"doesn'?t have", r"didn'?t have", r"has not had", r"hasn'?t had", r"have not had",
     r"haven'?t had", r"(?:haven|hasn)'?t(?: (?:actually|really|ever|yet|even))? been", r"have not been",
+    r"(?:(?:does|do|did) not|doesn'?t|didn'?t|never) (?:report|complain(?:ed)? of|describe|mention|endorse|notice|"
+    r"experience|have any)", r"no reports? of", r"not reported",
     r"has not been", r"don'?t", r"do not",
     r"dont", r"off", r"isn'?t", r"wasn'?t", r"aren'?t", r"weren'?t", r"doesn'?t", r"didn'?t", r"cannot",
     r"can'?t", r"unable to elicit", r"no complaints? of", r"ruled out", r"resolution of",
@@ -128,9 +150,12 @@ _UNC_PRE = _words(
     r"due to have", r"due for", r"referred for", r"will have", r"will need", r"candidate for", r"pending")
 _UNC_QMARK = re.compile(r"\?\s*(?=[a-z])")
 _HIST_PRE = _words(
-    r"history of", r"hx of", r"h/o", r"pmh(?:x)?(?: of| includes?)?", r"past (?:medical |surgical )?history(?: of)?",
+    r"history of", r"hx of", r"h/o", r"pmh(?:x)?(?: of| includes?)?",
+    r"past (?:medical |surgical )?histor(?:y|ies)(?: of)?",
     r"previous(?:ly)?", r"prior", r"status post", r"s/p", r"background of", r"bg of", r"known",
-    r"in the past", r"long-?standing", r"underwent", r"had undergone", r"has undergone", r"treated for",
+    r"in the past(?! (?:\d|few|several|couple|one|two|three|four|five|six|seven|ten|twelve|24|48|72|day|week|"
+    r"month|hour|fortnight|night|evening|morning))", r"long-?standing", r"underwent", r"had undergone",
+    r"has undergone", r"treated for",
     r"recovered from", r"was diagnosed with", r"diagnosed with", r"remote", r"resolved", r"former",
     r"(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|twenty|several|many|a few|few|some) "
     r"(?:years?|yrs?|decades?) "
@@ -143,18 +168,21 @@ _HIST_POST = re.compile(
     r"^\W{0,3}(?:\w+\W+){0,4}?(?:(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|"
     r"twenty|thirty|forty|several|many|few|some|a few|couple of|a couple of)\s+(?:years?|yrs?|decades?)\s+"
     r"(?:ago|before|earlier|previously)|in (?:19|20)\d\d|(?:last|previous) year|as a (?:child|teenager|baby)|"
-    r"(?:years|decades|ages) ago|in the past|previously|in childhood|"
+    r"(?:years|decades|ages) ago|in the past(?! (?:\d|few|several|couple|one|two|three|four|five|six|seven|ten|twelve|"
+    r"day|week|month|hour|fortnight|night|evening|morning))|previously|in childhood|"
     r"(?:which |that )?(?:has |have )?(?:since )?resolved)\b")
 _FAMILY_PRE = _words(
-    r"family history of", r"fh of", r"fhx? of", r"family hx of",
-    r"(?:his|her|my|their) (?:father|mother|dad|mum|mom|brother|sister|son|daughter|grandmother|grandfather|"
+    r"family history of", r"fh of", r"fhx? of", r"family hx of", r"family history(?= ?:)", r"fhx?(?= ?:)",
+    r"(?:his|her|my|their|one|a|an|two|three|an older|a younger|an elder) "
+    r"(?:father|mother|dad|mum|mom|brother|sister|son|daughter|grandmother|grandfather|"
     r"uncle|aunt|parents?|siblings?|cousin)(?: \w+){0,2} (?:had|has|died of|died from|with|diagnosed with|"
     r"was diagnosed with|suffered from)",
     r"runs in the family")
 _TERMINATORS = _words(
     r"but", r"however", r"though", r"although", r"apart from", r"aside from", r"except(?: for)?", r"whereas", r"yet",
     r"which", r"who", r"presents? with", r"presented with", r"presenting with", r"reports?", r"reported",
-    r"complains? of", r"complaining of", r"c/o", r"now has", r"now with", r"and (?:now|then|has|had|is|was|reports|"
+    r"complains? of", r"complaining of", r"complained of", r"complaints? of", r"c/o", r"now has", r"now with",
+    r"and (?:now|then|has|had|is|was|reports|"
     r"takes|uses|complains|describes|presents|developed|she|he|they|there|on|her|his|the|my|i|i'm|i've|it|it's|its)",
     r"then", r"since then",
     r"admitted with", r"came in with", r"comes in with", r"today", r"now", r"currently", r"this time",
@@ -162,6 +190,27 @@ _TERMINATORS = _words(
     r"investigations?", r"imaging",
     r"with (?:new|worsening|sudden|severe|acute)", r"developed", r"develops", r"started", r"began", r"she", r"he",
     r"they", r"patient", r"pt")
+# A disease diagnosed recently is part of the presentation ("newly diagnosed with diabetes", "was diagnosed with
+# diabetes 4 weeks earlier"), not the past: within a year (designed).
+_RECENT_SPAN = re.compile(r"(?<![\w])(?:(?:for|over|since) (?:the )?(?:last |past )?"
+                          r"(?:\d{1,2}|a|one|two|three|four|five|six|seven|several|a few|few|couple of|a couple of) "
+                          r"(?:hours?|hrs?|days?|weeks?)(?![\w])|"
+                          r"of (?:\d{1,2}(?:-\d{1,2})?|one|two|three|four|five|six|seven|several|a few) "
+                          r"(?:hours?|hrs?|days?|weeks?)'?s?'? (?:duration|evolution))")
+_RECENT_BEFORE = re.compile(r"(?:recently|newly|just)(?: (?:been|was|were|being|had been|has been|have been))? $")
+_RECENT_AFTER = re.compile(
+    r"^(?:\S+ ){1,6}?(?:(?:\d{1,2}|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|a few|few|several|some|"
+    r"a couple of) (?:days?|weeks?|months?)(?: \w+)? (?:ago|earlier|before|previously|prior)|"
+    r"(?:last|this) (?:week|month))")
+
+
+def _recent_diagnosis(norm: str, trigger: re.Match) -> bool:
+    if "diagnos" not in trigger.group(0):
+        return False
+    return bool(_RECENT_BEFORE.search(norm[max(0, trigger.start() - 25):trigger.start()]) or
+                _RECENT_AFTER.match(norm[trigger.end():trigger.end() + 80].lstrip()))
+
+
 # A span followed by its date in the future ("cholecystectomy planned", "... next month") is not yet a fact.
 _FUTURE_POST = re.compile(r"^\W{0,3}(?:(?:is|was|has been|being|now)\s+)?(?:planned|scheduled|booked|pending|awaited|"
                           r"due (?:next|in|on|this)|next (?:week|month|year)|in (?:two|three|four|six|a few|\d+) (?:weeks|months)|"
@@ -177,12 +226,31 @@ _HIST_TERMINATORS = _words(
     r"is now", r"is currently", r"gets", r"got", r"getting", r"feels", r"felt", r"is complaining")
 # Negation words that do not deny what follows ("not only nausea but vomiting", "no improvement in the pain",
 # "no relief from antacids"): pseudo-negations in the NegEx sense.
-_PSEUDO_NEG = re.compile(r"\s+(only|just|improvement|better|relief|resolution|response|"
+_PSEUDO_NEG = re.compile(r"\s+(only|just|improvement|better|relief|resolution|response|subsiding|settling|improving|"
+                         r"resolving|responding|relieved|easing|eased|helped|responsive|"
                          r"change in (?:the |her |his |my )?(?:pain|symptoms)|further (?:improvement|relief))\b")
-# A list continues a negation across commas when it is closed by "or"/"nor" ("no fever, rigors or sweats").
-_LIST_CLOSER = re.compile(r"(?<![\w/])(?:or|nor)(?![\w/])")
+# A list continues a negation across commas when it is closed by "or"/"nor"/"and" ("no fever, rigors or sweats",
+# "denies diarrhoea, dysuria, and vaginal discharge"). After a verb of denial the list runs on without a closer
+# ("denied fever, throat pain, chest pain, cough") until an item holds a verb or a turn.
+_LIST_CLOSER = re.compile(r"(?<![\w/])(?:or|nor|and)(?![\w/])")
+_LIST_CLOSER_START = re.compile(r"\s*(?:or|nor|and)(?![\w/])")
 _VERBISH = re.compile(r"(?<![\w/])(?:is|was|has|had|have|are|were|she|he|they|presents?|reports?|complains?|"
                       r"started|began|developed|with|since|for|after)(?![\w/])")
+_VERBISH_STRICT = re.compile(r"(?<![\w/])(?:is|was|has|had|have|are|were|she|he|they|i|presents?|presented|reports?|"
+                             r"reported|complains?|complained|started|began|developed|admits?|admitted|endorsed?|"
+                             r"but|however|although|though|yet|which|who|now|then|since)(?![\w/])")
+# Negations that may head a list; "off" ("off her food, vomiting and feverish"), "cannot", "don't" do not.
+_LIST_HEAD = re.compile(r"(?:no|not|nor|never|without|w/o|nil|absent|absence of|free of|free from|no evidence of|"
+                        r"no signs? of|no known|no associated|not associated with|neither|none|no complaints? of|"
+                        r"denies|denied|deny|denying|negative for|neg for|no history of|no hx of|no h/o|no previous|"
+                        r"no prior|no reports? of|not reported|(?:(?:does|do|did) not|doesn'?t|didn'?t|never) "
+                        r"(?:report|complain(?:ed)? of|describe|mention|endorse|notice|experience|have any)|"
+                        r"(?:does|did) not have|doesn'?t have|didn'?t have|has not had|hasn'?t had|have not had|"
+                        r"haven'?t had|never had)")
+_DENIAL = re.compile(r"(?:denies|denied|deny|denying|negative for|neg for|no complaints? of|no history of|no hx of|"
+                     r"no h/o|no previous|no prior|no reports? of|(?:did|does|do) not (?:report|complain|describe|"
+                     r"mention|endorse|notice|experience|have any)|(?:didn|doesn)'?t (?:report|complain|describe|"
+                     r"mention|endorse|notice|experience|have any)|never (?:report|complain))")
 
 
 @dataclass(frozen=True)
@@ -212,22 +280,43 @@ class Context:
         for i, seg in enumerate(self.segments):
             self._scan_segment(i, seg)
 
-    def _extend_list(self, i: int, end: int) -> int:
-        """A negation reaching the end of segment ``i`` runs on through a list closed by "or"/"nor"."""
+    def _extend_list(self, i: int, end: int, trigger: str = "", trigger_end: int | None = None) -> int:
+        """A negation reaching the end of segment ``i`` runs on through a list closed by "or"/"nor"/"and"; after a
+        verb of denial ("denies", "did not report", "no history of") through the list's items to the first that
+        holds a verb or a turn."""
         seg = self.segments[i]
-        if end < seg.end:
+        if end < seg.end or not _LIST_HEAD.fullmatch(trigger):
             return end
+        start = seg.start if trigger_end is None else trigger_end - len(trigger)
+        dm = _DENIAL.match(self.norm, start)
+        denial = dm is not None
+        if dm is not None and trigger_end is not None:
+            trigger_end = max(trigger_end, dm.end())
+        own = self.norm[seg.start if trigger_end is None else trigger_end:seg.end]
+        if (_VERBISH_STRICT if denial else _VERBISH).search(own):
+            return end  # the trigger's own clause is not a list item ("does not change with movement, and ...")
         j = i + 1
-        items = []
+        reached = end
         while j < len(self.segments) and self.segments[j].sentence == seg.sentence:
             text = self.norm[self.segments[j].start:self.segments[j].end]
-            if len(text.split()) > 5 or _VERBISH.search(text):
+            starts_closed = _LIST_CLOSER_START.match(text) is not None
+            words = len(text.split())
+            if starts_closed:
+                # the closing item ends at its first verb ("and vaginal discharge and has no other complaints")
+                vm = (_VERBISH_STRICT if denial else _VERBISH).search(text, _LIST_CLOSER_START.match(text).end())
+                if vm is not None and len(text[:vm.start()].split()) <= 8:
+                    return _forward_end(self.norm, self.segments[j].start, self.segments[j].start + vm.start())
+            if denial:
+                if _VERBISH_STRICT.search(text) or words > (10 if starts_closed else 6):
+                    break
+            elif words > (8 if starts_closed else 5) or _VERBISH.search(text):
                 break
-            items.append(self.segments[j])
             if _LIST_CLOSER.search(text):
                 return _forward_end(self.norm, self.segments[j].start, self.segments[j].end)
+            if denial:
+                reached = self.segments[j].end
             j += 1
-        return end
+        return reached
 
     def _scan_segment(self, i: int, seg: Segment) -> None:
         norm = self.norm
@@ -245,22 +334,29 @@ class Context:
                 if status == NEGATED and m.group(0) == "resolution of" and re.search(
                         r"(?:no|not|without|little|poor) $", norm[max(0, m.start() - 8):m.start()]):
                     continue
-                if status == HISTORY and re.match(r"\s*:", norm[m.end():m.end() + 3]):
+                if status in (HISTORY, FAMILY) and re.match(r"\s*:", norm[m.end():m.end() + 3]):
                     # "PMH: gallstones, hypertension." governs its whole list, to the end of the sentence
                     sent_end = max(sg.end for sg in self.segments if sg.sentence == seg.sentence)
                     end = _forward_end(norm, m.end(), sent_end)
                     hm = _HIST_TERMINATORS.search(norm, m.end(), end)
                     self.scopes.append(Scope(m.end(), hm.start() if hm else end, status, m.group(0)))
                     continue
-                if status == HISTORY and re.search(r"(?:day|week|month|hour|hr|wk|short|brief)s?[- ]$",
+                if status == HISTORY and re.search(r"(?:day|week|month|hour|hr|wk|short|brief|year|yr|decade)s?'?[- ]$",
                                                    norm[max(0, m.start() - 8):m.start()]):
-                    continue  # "a 3-day history of diarrhoea" is the presentation, not the past
+                    # "a 3-day history of diarrhoea", "several days' history" are the presentation; "a 10-year
+                    # history of diabetes" is a disease the patient has now
+                    continue
+                if status == HISTORY and m.group(0) in ("history of", "hx of", "h/o") and _RECENT_SPAN.search(
+                        norm, m.end(), min(seg.end, m.end() + 80)):
+                    continue  # "history of pain in the lower back for 4 days" is the presentation
+                if status == HISTORY and _recent_diagnosis(norm, m):
+                    continue  # "recently diagnosed with diabetes", "diagnosed ... 4 weeks earlier": a new disease
                 end = _forward_end(norm, m.end(), seg.end)
                 if status in (HISTORY, FAMILY):
                     hm = _HIST_TERMINATORS.search(norm, m.end(), end)
                     end = hm.start() if hm else end
                 if status == NEGATED:
-                    end = self._extend_list(i, end)
+                    end = self._extend_list(i, end, m.group(0), m.end())
                 self.scopes.append(Scope(m.end(), end, status, m.group(0)))
         for m in _UNC_QMARK.finditer(norm, seg.start, seg.end):
             self.scopes.append(Scope(m.end(), _forward_end(norm, m.end(), seg.end), UNCERTAIN, "?"))

@@ -23,13 +23,15 @@ from pathlib import Path
 LABS_FILE = Path(__file__).resolve().parent.parent / "resources" / "differential" / "labs.yaml"
 
 _NUMBER = r"\s*(\d{1,6}(?:[.,]\d{1,3})?)"
-_CONNECT = (r"(?:\s*(?:(?:rose|rising|risen|increased|went up|climbed|fell|dropped|falling|changed) from [\d.]+ "
+_CONNECT = (r"(?:\s*(?:(?:(?:has |had |have )?(?:been )?)(?:rose|rising|risen|increased|went up|climbed|fell|fallen|"
+            r"dropped|dropping|falling|decreased|decreasing|declined|declining|changed) from [\d.]+ "
             r"(?:[a-zµ/]+ )?to|level|levels|count|conc(?:entration)?|value|of|was|is|were|are|:|=|at|up to|peaked at|"
             r"rose to|rising to|risen to|reached|measured|measuring|about|approximately|approx\.?|around|~|>|>=|≥|"
-            r"greater than|"
+            r"greater than|in the|in the (?:high|low|mid)|"
             r"over|more than|elevated at|raised at|high at|low at|elevated to|raised to|of about|only|just|now|"
-            r"on admission|initially|-)\s*){0,4}")
-_UNIT = (r"\s*(x\s*10\s*\^?\s*\(?\s*(?:9|3|12)\s*\)?\s*/\s*[lu]l?|10\s*\^\s*(?:9|3)\s*/\s*l|"
+            r"on admission|initially|-|,|\(\s*[a-z0-9][a-z0-9 -]{0,8}\)|\((?=\s*\d))\s*){0,4}")
+_UNIT = (r"\s*(x\s*10\s*\^?\s*\(?\s*(?:9|3|12)\s*\)?\s*/\s*(?:[lu]l?|[µμ]l)|10\s*\^\s*(?:9|3)\s*/\s*l|"
+         r"(?:[°º]|deg(?:rees?)?)?\s*(?:fahrenheit|celsius|centigrade)\b|"
          r"[°º]\s*[cf]\b|deg(?:rees?)?\s*[cf]?\b|"
          r"(?:[a-zµμ%/]+(?:\s*/\s*[a-z0-9]+)?))?")
 _ULN = re.compile(r"^\s*(?:x|times|-?fold)\s*(?:the\s*)?(?:uln|upper limit(?: of normal)?|upper normal limit|"
@@ -48,7 +50,7 @@ _ULN_BEFORE = re.compile(r"(?:>|over|more than|greater than|above|of|about|aroun
 def _multiple(text: str) -> float:
     """The number of a multiple of the upper limit, written in digits or words."""
     return float(_NUMBER_WORDS.get(text, None) or text)
-_BP = re.compile(r"(?<![\d/])(\d{2,3})\s*/\s*(\d{2,3})(?![\d/])(\s*mm\s*hg)?")
+_BP = re.compile(r"(?<![\d/])(\d{2,3})s?\s*/\s*(\d{2,3})s?(?![\d/])(\s*mm\s*hg)?")
 _TEMP_UNIT = re.compile(r"(?<![\d.])(\d{2,3}(?:\.\d)?)\s*(?:°|º|deg(?:rees?)?)?\s*(c|f)\b(?!\s*/)")
 
 
@@ -76,6 +78,8 @@ class LabHit:
 
 def _unit_key(text: str) -> str:
     key = re.sub(r"\s+", "", text.lower()).replace("μ", "u").replace("µ", "u").replace("º", "°")
+    key = key.replace("fahrenheit", "f").replace("celsius", "c").replace("centigrade", "c")
+    key = re.sub(r"^(?:degrees?|deg)(?=[cf]$)", "°", key)
     return key.replace("mcmol", "umol").replace("micromol", "umol")
 
 
@@ -245,7 +249,7 @@ class LabReader:
 
     def _value_after(self, analyte: Analyte, norm: str, m: re.Match, after: str, sex) -> list[LabHit]:
         if analyte.pair:
-            pm = re.match(_CONNECT + r"(\d{2,3})\s*/\s*(\d{2,3})(\s*mm\s*hg)?", after)
+            pm = re.match(_CONNECT + r"(\d{2,3})s?\s*/\s*(\d{2,3})s?(\s*mm\s*hg)?", after)
             if not pm:
                 return []
             bp = _BP.match(norm, m.end() + pm.start(1))
@@ -273,6 +277,8 @@ class LabReader:
                     for f, s in evaluate_rules(analyte, value, sex)]
         if re.match(r"^\s*(?:x|times|-?fold)\b", rest) or unit_text in ("x", "times"):
             return []
+        if not unit_text and re.match(r"^\+", rest):
+            return []  # "glucose 3+" is a dipstick grade, not a concentration
         converted, known = analyte.convert(value, unit_text)
         if not known:
             end = m.end() + nm.start(2) if nm.group(2) else end
@@ -319,7 +325,7 @@ class LabReader:
         groups, current = [], [kept[0]]
         for n in kept[1:]:
             gap = norm[current[-1][1]:n[0]]
-            if re.fullmatch(r"\s*(?:,|and|&|/|\+|or)?\s*(?:and\s+)?", gap):
+            if re.fullmatch(r"\s*(?:,|and|&|/|\+|or)?\s*(?:and\s+)?(?:the\s+)?", gap):
                 current.append(n)
             else:
                 groups.append(current)
@@ -349,7 +355,10 @@ class LabReader:
                     break
             if quality is None:
                 continue
+            shown_value = quality == "positive" and not ma and re.match(_CONNECT + r"\s*\d", after) is not None
             for _s, _e, analyte in group:
+                if shown_value and analyte.rules:
+                    continue  # "showed a WBC of 8600/uL": the number says what the value is, not "showed"
                 q = analyte.qualitative
                 if quality == "normal":
                     for fid in dict.fromkeys(q.get("high", []) + q.get("positive", [])):

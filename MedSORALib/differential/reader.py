@@ -65,6 +65,7 @@ NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"regular (?:periods|menses|cycles?)", ("amenorrhoea", "missed_period")),
     (r"sats (?:are |were )?normal|saturating well|saturations? normal", ("hypoxia",)),
 )
+_JOINING_HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z])(?!old\b)")  # "year-old" needs no second reading
 _SIDE_WORDS = re.compile(r"(?<![\w])(left|right|l|r|lt|rt)(?![\w])")
 
 
@@ -146,8 +147,15 @@ class Reader:
         reading.laterality = detect_laterality(text)
         sentence_bounds = [(s.start, s.end, s.sentence) for s in ctx.segments]
         raw: list[ReadFinding] = []
+        # words joined by hyphens read as the words apart as well ("left-upper-quadrant pain", "sudden-onset pain");
+        # same length as the text, so spans and context stay those of the text
+        unhyphened = _JOINING_HYPHEN.sub(" ", norm)
+        hyphen_spans = [(s, e) for s, e in _sentences(ctx) if "-" in norm[s:e] and unhyphened[s:e] != norm[s:e]]
         for finding, regex, source in self._regexes:
-            for m in regex.finditer(norm):
+            matches = list(regex.finditer(norm))
+            for s_start, s_end in hyphen_spans:  # only the sentences a joining hyphen changed
+                matches += [m for m in regex.finditer(unhyphened, s_start, s_end) if "-" in norm[m.start():m.end()]]
+            for m in matches:
                 if m.end() == m.start() or not _inside_one_sentence(sentence_bounds, m.start(), m.end()):
                     continue
                 status, trigger = ctx.status(m.start(), m.end())
