@@ -166,10 +166,12 @@ def _kill_windows(root: int) -> None:
 
 
 def kill_tree(root: int, include_root: bool = True, wait: float = 2.0) -> list[int]:
-    """Kill ``root``'s descendants (and their process groups), then ``root``; returns the pids signalled.
+    """Kill ``root``, its descendants and their process groups; returns the pids signalled.
 
     The tree is read once, before anything is killed (a killed launcher's
-    children would be adopted by init and no longer be found under it). Each
+    children would be adopted by init and no longer be found under it). The
+    root is killed first, so that a launcher that reports its child's end
+    cannot exit on its own in between (it ends by SIGKILL, always). Each
     process group led by one of the pids is killed as a whole, which also
     reaches processes started after the snapshot and orphans adopted by init;
     the caller's own group is never signalled. Waits up to ``wait`` seconds for
@@ -183,12 +185,17 @@ def kill_tree(root: int, include_root: bool = True, wait: float = 2.0) -> list[i
     tree = below + ([root] if include_root else [])
     own_group = os.getpgrp()
     groups = {table[pid][1] for pid in tree if pid in table and table[pid][1] == pid and pid != own_group}
+    if include_root:
+        try:
+            os.kill(root, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     for group in groups:
         try:
             os.killpg(group, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    for pid in tree:
+    for pid in below:
         try:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
