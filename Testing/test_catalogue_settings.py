@@ -121,3 +121,17 @@ def test_macrocytic_anaemia_with_numb_feet_is_b12_deficiency_and_the_stomach_whe
 def test_pulmonary_crackles_move_heart_failure_out_of_the_caval_row():
     result = differential("82-year-old, suddenly breathless, swollen legs, raised JVP, crackles at both bases")
     assert _p(result, "decompensated_heart_failure") > _p(result, "caval_congestion_right_heart_failure")
+
+
+def test_a_mobile_lump_in_the_neck_is_not_a_wandering_spleen():
+    ids = _ids("a firm, painless, mobile mass in the left side of the neck")
+    assert "mobile_abdominal_mass" not in ids
+    assert "neck_or_axillary_nodes" in ids
+    assert "mobile_abdominal_mass" in _ids("a mobile mass in the left flank that moves with position")
+
+
+def test_painless_neck_nodes_with_night_sweats_are_a_nodal_lymphoma_outside_the_abdomen():
+    result = differential("19-year-old with a painless rubbery lump above the collarbone growing for two months, "
+                          "drenching night sweats and itching")
+    assert result.diagnoses[0].disease.id == "nodal_lymphoma_neck"
+    assert result.scope == "non-abdominal"
