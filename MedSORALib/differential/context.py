@@ -229,6 +229,8 @@ _LIST_HISTORY = re.compile(r"history of|hx of|h/o|pmh(?:x)?(?: of| includes?)?|p
                            r"(?: of)?|background of|bg of|family history of|fhx? of|family hx of|fh of")
 _NOW_WORDS = re.compile(r"(?<![\w/])(?:today|now|currently|this (?:morning|evening|time|week)|yesterday|tonight|"
                         r"last night|since|for the (?:past|last)|acute(?:ly)?|new|sudden(?:ly)?|on admission)(?![\w/])")
+_DENIED_HISTORY = re.compile(r"(?<![\w/])(?:no|denies|denied|deny|denying|without|not have|negative|nil)"
+                             r"(?: (?:any|a|significant|relevant|known|prior|previous|past|personal|medical))*\s+$")
 _LIST_VERB = re.compile(r"(?<![\w/])(?:smokes|smoked|drinks|drank|takes|took|uses|used|lives|works|denies|denied)(?![\w/])")
 # Negation words that do not deny what follows ("not only nausea but vomiting", "no improvement in the pain",
 # "no relief from antacids"): pseudo-negations in the NegEx sense.
@@ -305,6 +307,7 @@ class Context:
         reached = end
         while j < len(self.segments) and self.segments[j].sentence == seg.sentence:
             text = self.norm[self.segments[j].start:self.segments[j].end]
+            # items joined by a slash are one list ("absence of jaundice / ascites")
             starts_closed = _LIST_CLOSER_START.match(text) is not None
             words = len(text.split())
             if starts_closed:
@@ -342,7 +345,7 @@ class Context:
             stop = min((x.start() for x in (_TERMINATORS.search(text), _HIST_TERMINATORS.search(text),
                                              _VERBISH_STRICT.search(text), _LIST_VERB.search(text)) if x),
                        default=None)
-            closed = _LIST_CLOSER_START.match(text) is not None
+            closed = _LIST_CLOSER.search(text) is not None
             if stop is not None:
                 # the last item ends at its verb ("... and asthma who presented with"); an item that begins with
                 # a verb is not an item
@@ -395,6 +398,9 @@ class Context:
                     end = hm.start() if hm else end
                     if hm is None and end == seg.end and _LIST_HISTORY.fullmatch(m.group(0)):
                         end = self._extend_history_list(i, end)
+                        if _DENIED_HISTORY.search(norm, max(0, m.start() - 30), m.start()):
+                            # "denies a history of alcohol abuse, drug use and smoking": the whole list is denied
+                            self.scopes.append(Scope(m.end(), end, NEGATED, m.group(0)))
                 if status == NEGATED:
                     end = self._extend_list(i, end, m.group(0), m.end())
                 self.scopes.append(Scope(m.end(), end, status, m.group(0)))
