@@ -145,3 +145,7 @@ def test_alcohol_quantities_and_earlier_episodes(text, expected):
     r = read(text)
     for finding, status in expected.items():
         assert r.status_of(finding) == status, (finding, r.to_dict())
+
+
+def test_back_pain_on_both_sides():
+    assert read("a dull pain on both sides of the lower back for a week").status_of("back_pain") == "present"
