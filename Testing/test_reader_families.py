@@ -149,3 +149,17 @@ def test_alcohol_quantities_and_earlier_episodes(text, expected):
 
 def test_back_pain_on_both_sides():
     assert read("a dull pain on both sides of the lower back for a week").status_of("back_pain") == "present"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("an older man presented with a history of abdominal pain and fainting",
+     {"abdominal_pain": "present", "syncope": "present"}),
+    ("she presented to the clinic with a history of vomiting", {"vomiting": "present"}),
+    ("admitted with a history of black stools", {"melaena": "present"}),
+    # a history named before the presentation stays the past
+    ("a man with a history of gallstones presented with fever", {"gallstones_history": "history", "fever": "present"}),
+])
+def test_presented_with_a_history_of_is_the_presentation(text, expected):
+    r = read(text)
+    for finding, status in expected.items():
+        assert r.status_of(finding) == status, (finding, r.to_dict())

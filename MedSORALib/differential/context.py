@@ -231,6 +231,9 @@ _NOW_WORDS = re.compile(r"(?<![\w/])(?:today|now|currently|this (?:morning|eveni
                         r"last night|since|for the (?:past|last)|acute(?:ly)?|new|sudden(?:ly)?|on admission)(?![\w/])")
 _DENIED_HISTORY = re.compile(r"(?<![\w/])(?:no|denies|denied|deny|denying|without|not have|negative|nil)"
                              r"(?: (?:any|a|significant|relevant|known|prior|previous|past|personal|medical))*\s+$")
+_PRESENTED_WITH = re.compile(r"(?<![\w/])(?:present(?:s|ed|ing)|admitted|came|comes|attend(?:s|ed)|"
+                             r"referred|complain(?:s|ed|ing))(?: (?:to|at|in) (?:the |our |an |a )?[\w&-]+(?: [\w&-]+)?)?"
+                             r" with (?:a |an )?(?:long |recent |short |several )?$")
 _LIST_VERB = re.compile(r"(?<![\w/])(?:smokes|smoked|drinks|drank|takes|took|uses|used|lives|works|denies|denied)(?![\w/])")
 # Negation words that do not deny what follows ("not only nausea but vomiting", "no improvement in the pain",
 # "no relief from antacids"): pseudo-negations in the NegEx sense.
@@ -390,6 +393,9 @@ class Context:
                 if status == HISTORY and m.group(0) in ("history of", "hx of", "h/o") and _RECENT_SPAN.search(
                         norm, m.end(), min(seg.end, m.end() + 80)):
                     continue  # "history of pain in the lower back for 4 days" is the presentation
+                if status == HISTORY and m.group(0) in ("history of", "hx of", "h/o") and _PRESENTED_WITH.search(
+                        norm, max(0, m.start() - 60), m.start()):
+                    continue  # "presented with a history of abdominal pain": the complaint that brought them
                 if status == HISTORY and _recent_diagnosis(norm, m):
                     continue  # "recently diagnosed with diabetes", "diagnosed ... 4 weeks earlier": a new disease
                 end = _forward_end(norm, m.end(), seg.end)
