@@ -224,6 +224,17 @@ _HIST_TERMINATORS = _words(
     r"noticed", r"notices", r"this morning", r"this evening", r"yesterday", r"last night", r"tonight",
     r"since (?:this|last|yesterday|the morning|the evening)", r"(?:over|for|in) the (?:past|last) \w+",
     r"is now", r"is currently", r"gets", r"got", r"getting", r"feels", r"felt", r"is complaining")
+# History triggers that head a list of past diseases ("a history of diabetes, hypertension and asthma").
+_LIST_HISTORY = re.compile(r"history of|hx of|h/o|pmh(?:x)?(?: of| includes?)?|past (?:medical |surgical )?histor(?:y|ies)"
+                           r"(?: of)?|background of|bg of|family history of|fhx? of|family hx of|fh of")
+_NOW_WORDS = re.compile(r"(?<![\w/])(?:today|now|currently|this (?:morning|evening|time|week)|yesterday|tonight|"
+                        r"last night|since|for the (?:past|last)|acute(?:ly)?|new|sudden(?:ly)?|on admission)(?![\w/])")
+_DENIED_HISTORY = re.compile(r"(?<![\w/])(?:no|denies|denied|deny|denying|without|not have|negative|nil)"
+                             r"(?: (?:any|a|significant|relevant|known|prior|previous|past|personal|medical))*\s+$")
+_PRESENTED_WITH = re.compile(r"(?<![\w/])(?:present(?:s|ed|ing)|admitted|came|comes|attend(?:s|ed)|"
+                             r"referred|complain(?:s|ed|ing))(?: (?:to|at|in) (?:the |our |an |a )?[\w&-]+(?: [\w&-]+)?)?"
+                             r" with (?:a |an )?(?:long |recent |short |several )?$")
+_LIST_VERB = re.compile(r"(?<![\w/])(?:smokes|smoked|drinks|drank|takes|took|uses|used|lives|works|denies|denied)(?![\w/])")
 # Negation words that do not deny what follows ("not only nausea but vomiting", "no improvement in the pain",
 # "no relief from antacids"): pseudo-negations in the NegEx sense.
 _PSEUDO_NEG = re.compile(r"\s+(only|just|improvement|better|relief|resolution|response|subsiding|settling|improving|"
@@ -299,6 +310,7 @@ class Context:
         reached = end
         while j < len(self.segments) and self.segments[j].sentence == seg.sentence:
             text = self.norm[self.segments[j].start:self.segments[j].end]
+            # items joined by a slash are one list ("absence of jaundice / ascites")
             starts_closed = _LIST_CLOSER_START.match(text) is not None
             words = len(text.split())
             if starts_closed:
@@ -315,6 +327,38 @@ class Context:
                 return _forward_end(self.norm, self.segments[j].start, self.segments[j].end)
             if denial:
                 reached = self.segments[j].end
+            j += 1
+        return reached
+
+    def _extend_history_list(self, i: int, end: int) -> int:
+        """A past or family history reaching the end of segment ``i`` runs on through the items of its list
+        ("a history of diabetes, hypertension and asthma presented with ..."): to the first item that holds a verb,
+        a turn to the presentation or a recent time ("fever and vomiting for 2 days"), or past a closing
+        "and"/"or" item."""
+        seg = self.segments[i]
+        j = i + 1
+        reached = end
+        while j < len(self.segments) and self.segments[j].sentence == seg.sentence:
+            nxt = self.segments[j]
+            text = self.norm[nxt.start:nxt.end]
+            if self.norm[reached:nxt.start].strip() not in (",", ""):
+                break  # a colon, bracket or dash opens something else
+            if _RECENT_SPAN.search(text) or _NOW_WORDS.search(text):
+                return reached  # "a history of gallstones, fever and vomiting for 2 days": the presentation
+            stop = min((x.start() for x in (_TERMINATORS.search(text), _HIST_TERMINATORS.search(text),
+                                             _VERBISH_STRICT.search(text), _LIST_VERB.search(text)) if x),
+                       default=None)
+            closed = _LIST_CLOSER.search(text) is not None
+            if stop is not None:
+                # the last item ends at its verb ("... and asthma who presented with"); an item that begins with
+                # a verb is not an item
+                short = len(text[:stop].split()) <= (8 if closed else 6)
+                return nxt.start + stop if stop > 0 and short and _LIST_CLOSER.search(text, 0, stop) else reached
+            if len(text.split()) > (8 if closed else 6):
+                return reached
+            reached = nxt.end
+            if closed:
+                return reached
             j += 1
         return reached
 
@@ -349,12 +393,20 @@ class Context:
                 if status == HISTORY and m.group(0) in ("history of", "hx of", "h/o") and _RECENT_SPAN.search(
                         norm, m.end(), min(seg.end, m.end() + 80)):
                     continue  # "history of pain in the lower back for 4 days" is the presentation
+                if status == HISTORY and m.group(0) in ("history of", "hx of", "h/o") and _PRESENTED_WITH.search(
+                        norm, max(0, m.start() - 60), m.start()):
+                    continue  # "presented with a history of abdominal pain": the complaint that brought them
                 if status == HISTORY and _recent_diagnosis(norm, m):
                     continue  # "recently diagnosed with diabetes", "diagnosed ... 4 weeks earlier": a new disease
                 end = _forward_end(norm, m.end(), seg.end)
                 if status in (HISTORY, FAMILY):
                     hm = _HIST_TERMINATORS.search(norm, m.end(), end)
                     end = hm.start() if hm else end
+                    if hm is None and end == seg.end and _LIST_HISTORY.fullmatch(m.group(0)):
+                        end = self._extend_history_list(i, end)
+                        if _DENIED_HISTORY.search(norm, max(0, m.start() - 30), m.start()):
+                            # "denies a history of alcohol abuse, drug use and smoking": the whole list is denied
+                            self.scopes.append(Scope(m.end(), end, NEGATED, m.group(0)))
                 if status == NEGATED:
                     end = self._extend_list(i, end, m.group(0), m.end())
                 self.scopes.append(Scope(m.end(), end, status, m.group(0)))

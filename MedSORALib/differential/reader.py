@@ -64,6 +64,10 @@ NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
      ("smoking", "alcohol_use", "heavy_alcohol_use")),
     (r"regular (?:periods|menses|cycles?)", ("amenorrhoea", "missed_period")),
     (r"sats (?:are |were )?normal|saturating well|saturations? normal", ("hypoxia",)),
+    (r"(?:negative|-ve) (?:fobt|gfobt|fit|f(?:a)?ecal (?:occult blood|immunochemical)(?: test)?|(?:stool )?guaiac(?: test)?|"
+     r"ha?emoccult|occult blood(?: test)?)|(?:fobt|gfobt|fit|f(?:a)?ecal (?:occult blood|immunochemical)(?: test)?|"
+     r"(?:stool )?guaiac(?: test)?|ha?emoccult|occult blood(?: test)?)(?: test)? (?:was |is |were |came back |returned )?"
+     r"(?:negative|-ve)|(?:guaiac|ha?eme?|ha?emoccult)[- ]negative", ("occult_blood",)),
 )
 _JOINING_HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z])(?!old\b)")  # "year-old" needs no second reading
 _SIDE_WORDS = re.compile(r"(?<![\w])(left|right|l|r|lt|rt)(?![\w])")
@@ -151,15 +155,24 @@ class Reader:
         # same length as the text, so spans and context stay those of the text
         unhyphened = _JOINING_HYPHEN.sub(" ", norm)
         hyphen_spans = [(s, e) for s, e in _sentences(ctx) if "-" in norm[s:e] and unhyphened[s:e] != norm[s:e]]
+        # places of pain joined before one head noun read as each place with the noun ("chest or back pain",
+        # "retrosternal and upper abdominal pain"): the first place is read again with the noun put after it
+        joins = _coordinated(unhyphened)
         for finding, regex, source in self._regexes:
-            matches = list(regex.finditer(norm))
+            matches = [(m.start(), m.end()) for m in regex.finditer(norm)]
             for s_start, s_end in hyphen_spans:  # only the sentences a joining hyphen changed
-                matches += [m for m in regex.finditer(unhyphened, s_start, s_end) if "-" in norm[m.start():m.end()]]
-            for m in matches:
-                if m.end() == m.start() or not _inside_one_sentence(sentence_bounds, m.start(), m.end()):
+                matches += [(m.start(), m.end()) for m in regex.finditer(unhyphened, s_start, s_end)
+                            if "-" in norm[m.start():m.end()]]
+            for coordinated, first_start, first_end, whole_end in joins:
+                # the span read is the place itself, so that the places after it are read in their own right
+                matches += [(m.start(), first_end) for m in regex.finditer(coordinated, max(0, first_start - 40),
+                                                                             whole_end)
+                            if m.start() < first_end < m.end()]
+            for start, end in matches:
+                if end == start or not _inside_one_sentence(sentence_bounds, start, end):
                     continue
-                status, trigger = ctx.status(m.start(), m.end())
-                raw.append(self._make(finding, status, text, norm, m.start(), m.end(), source, trigger))
+                status, trigger = ctx.status(start, end)
+                raw.append(self._make(finding, status, text, norm, start, end, source, trigger))
         for pattern, ids in self._negative_forms:
             for m in pattern.finditer(norm):
                 for fid in ids:
@@ -228,6 +241,28 @@ class Reader:
                            finding.generic, side, value, source, trigger)
 
 
+_PLACE = (r"(?:(?:left|right|upper|lower|central|mid|bilateral|lower left|lower right|upper left|upper right) )?"
+          r"(?:chest|back|flank|loin|epigastric|retrosternal|substernal|periumbilical|suprapubic|pelvic|groin|"
+          r"shoulder|testicular|scrotal|abdominal|lumbar|midback|neck|hip|rib|upper quadrant|lower quadrant|"
+          r"ruq|luq|rlq|llq|iliac fossa)")
+_PLACE_RE = re.compile(r"(?<![\w-])" + _PLACE + r"(?![\w])")
+_COORDINATION = re.compile(r"(?<![\w-])(" + _PLACE + r")((?:,| and| or| &| ?/)(?: and| or)? (?:[a-z]+ ){0,3}?" + _PLACE +
+                           r" )(pain|tenderness|discomfort|ache|aching|cramps)(?![\w])")
+
+
+def _coordinated(norm: str) -> list[tuple[str, int, int, int]]:
+    """For each place but the last of a coordination ("chest, back and abdominal pain"): the text with the head
+    noun put right after that place (same length), the place's start and end, and the coordination's end."""
+    joins = []
+    for m in _COORDINATION.finditer(norm):
+        places = [(m.start(1), m.end(1))] + [
+            (m.start(2) + p.start(), m.start(2) + p.end()) for p in _PLACE_RE.finditer(m.group(2))][:-1]
+        for start, end in places:
+            filler = (" " + m.group(3)).ljust(m.end() - end)
+            joins.append((norm[:end] + filler + norm[m.end():], start, end, m.end()))
+    return joins
+
+
 def _inside_one_sentence(bounds, start: int, end: int) -> bool:
     for s, e, sentence in bounds:
         if s <= start < e:
@@ -254,6 +289,7 @@ _PLACES_OF_PAIN = frozenset({
 #: Findings that contain another ("vomiting blood" is haematemesis, not also vomiting to be weighed twice).
 _SUBSUMES = {"haematemesis": ("vomiting",), "coffee_ground_vomiting": ("vomiting",), "haemoptysis": ("cough",),
              "obstipation": ("constipation",),
+             "occult_blood": ("haematochezia",),
              "pulsatile_mass": ("palpable_mass",), "hypertension_history": ("hypertension",)}
 #: A finding read in the past that is another finding of the lexicon ("PMH: hypertension" is known hypertension,
 #: not a raised blood pressure now).
