@@ -58,6 +58,8 @@ _FEMALE_STRONG = re.compile(
 _MALE_STRONG = re.compile(
     r"(?<![\w.])(?:man|men|male|gentleman|gent|boy|father of|mr|\d{1,3}\s*-?\s*(?:m|yom|yowm)|"
     r"\d{1,3}\s*(?:yo|y/o|y\.o\.?|yrs?)\s*m|\d{1,3}\s*/\s*m|m\s*/\s*\d{1,3})(?![\w])")
+_SEX_WORD_F = re.compile(r"(?<![\w])(?:sex|gender)\s*[:=]?\s*f(?:emale)?(?![\w])")
+_SEX_WORD_M = re.compile(r"(?<![\w])(?:sex|gender)\s*[:=]?\s*m(?:ale)?(?![\w])")
 _FEMALE_WEAK = re.compile(r"(?<![\w])(?:she|her|hers|herself)(?![\w])")
 _MALE_WEAK = re.compile(r"(?<![\w])(?:he|him|his|himself)(?![\w])")
 
@@ -84,14 +86,11 @@ def read_age(norm: str) -> float | None:
             value = int(m.group(1))
             if 0 < value <= 110:
                 return float(value)
-    m = _WORD_AGE.search(norm)
+    m = _WORD_AGE.search(norm) or _WORD_AGED.search(norm)
     if m:
         if m.group(1):
             return float(_TENS[m.group(1)] + (_NUMBER_WORDS[m.group(2)] if m.group(2) else 0))
         return float(_NUMBER_WORDS[m.group(3)])
-    m = _WORD_AGED.search(norm)
-    if m:
-        return float(_TENS[m.group(1)] + (_NUMBER_WORDS[m.group(2)] if m.group(2) else 0))
     m = _GENARIAN_RE.search(norm)
     if m:
         return float(_GENARIAN[m.group(1)])
@@ -140,6 +139,3 @@ def read_sex(norm: str) -> str | None:
         return "female" if f > m else "male"
     return None
 
-
-_SEX_WORD_F = re.compile(r"(?<![\w])(?:sex|gender)\s*[:=]?\s*f(?:emale)?(?![\w])")
-_SEX_WORD_M = re.compile(r"(?<![\w])(?:sex|gender)\s*[:=]?\s*m(?:ale)?(?![\w])")

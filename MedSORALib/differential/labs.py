@@ -23,12 +23,12 @@ from pathlib import Path
 LABS_FILE = Path(__file__).resolve().parent.parent / "resources" / "differential" / "labs.yaml"
 
 _NUMBER = r"\s*(\d{1,6}(?:[.,]\d{1,3})?)"
-_CONNECT = (r"(?:\s*(?:(?:(?:has |had |have )?(?:been )?)(?:rose|rising|risen|increased|went up|climbed|fell|fallen|"
-            r"dropped|dropping|falling|decreased|decreasing|declined|declining|changed) from [\d.]+ "
-            r"(?:[a-zµ/]+ )?to|(?:(?:has |had |have )?(?:been )?)(?:rose|rising|risen|increased|increasing|went up|climbed|fell|"
-            r"fallen|dropped|dropping|falling|decreased|decreasing|declined|declining|went down|came down|down) to|"
+# a value reached by a change ("has fallen from 12 to 8.6", "dropping to 7")
+_MOVED = (r"(?:(?:has |had |have )?(?:been )?)(?:rose|rising|risen|increased|increasing|went up|climbed|fell|fallen|"
+          r"dropped|dropping|falling|decreased|decreasing|declined|declining|changed|went down|came down|down)")
+_CONNECT = (r"(?:\s*(?:" + _MOVED + r" from [\d.]+ (?:[a-zµ/]+ )?to|" + _MOVED + r" to|"
             r"level|levels|count|conc(?:entration)?|value|of|was|is|were|are|:|=|at|up to|peaked at|"
-            r"rose to|rising to|risen to|reached|measured|measuring|about|approximately|approx\.?|around|~|>|>=|≥|"
+            r"reached|measured|measuring|about|approximately|approx\.?|around|~|>|>=|≥|"
             r"greater than|in the|in the (?:high|low|mid)|"
             r"over|more than|elevated at|raised at|high at|low at|elevated to|raised to|of about|only|just|now|"
             r"on admission|initially|-|,|\(\s*[a-z0-9][a-z0-9 -]{0,8}\)|\((?=\s*\d))\s*){0,4}")

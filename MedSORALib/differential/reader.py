@@ -36,6 +36,9 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "resources" / "differential"
 HPO_TERMS_FILE = DATA_DIR / "hpo_terms.json"
 #: Status order when one finding is read several times: the first wins.
 _STATUS_RANK = {PRESENT: 0, HISTORY: 1, UNCERTAIN: 2, NEGATED: 3, FAMILY: 4}
+#: The names of a test for blood in the stool (FOBT, FIT, guaiac).
+_OCCULT_TEST = (r"(?:fobt|gfobt|fit|f(?:a)?ecal (?:occult blood|immunochemical)(?: test)?|(?:stool )?guaiac(?: test)?|"
+                r"ha?emoccult|occult blood(?: test)?)")
 #: Wordings that deny findings in one word or phrase ("afebrile", "anicteric", "haemodynamically stable").
 NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"afebrile|apyrexial|no temperature|temperature (?:is |was )?normal", ("fever",)),
@@ -64,9 +67,7 @@ NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
      ("smoking", "alcohol_use", "heavy_alcohol_use")),
     (r"regular (?:periods|menses|cycles?)", ("amenorrhoea", "missed_period")),
     (r"sats (?:are |were )?normal|saturating well|saturations? normal", ("hypoxia",)),
-    (r"(?:negative|-ve) (?:fobt|gfobt|fit|f(?:a)?ecal (?:occult blood|immunochemical)(?: test)?|(?:stool )?guaiac(?: test)?|"
-     r"ha?emoccult|occult blood(?: test)?)|(?:fobt|gfobt|fit|f(?:a)?ecal (?:occult blood|immunochemical)(?: test)?|"
-     r"(?:stool )?guaiac(?: test)?|ha?emoccult|occult blood(?: test)?)(?: test)? (?:was |is |were |came back |returned )?"
+    (r"(?:negative|-ve) " + _OCCULT_TEST + r"|" + _OCCULT_TEST + r"(?: test)? (?:was |is |were |came back |returned )?"
      r"(?:negative|-ve)|(?:guaiac|ha?eme?|ha?emoccult)[- ]negative", ("occult_blood",)),
 )
 _JOINING_HYPHEN = re.compile(r"(?<=[a-z])-(?=[a-z])(?!old\b)")  # "year-old" needs no second reading
