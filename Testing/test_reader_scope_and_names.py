@@ -149,3 +149,17 @@ def test_long_courses(text):
 
 def test_short_course_is_not_months():
     assert _status("pain getting worse over the last 2 days", "symptoms_for_months") is None
+
+
+# -- pain that moves from the navel to the right lower quadrant ------------------------------------------------
+@pytest.mark.parametrize("text", ["central pain that moved to the right iliac fossa overnight",
+                                  "pain that shifted from the navel to the RLQ",
+                                  "periumbilical pain which migrated to the right lower quadrant"])
+def test_pain_migrating_to_the_right_lower_quadrant(text):
+    r = read(text)
+    assert r.status_of("pain_migrating_to_rlq") == "present"
+    assert r.status_of("travel") is None
+
+
+def test_migration_of_a_person_is_still_travel():
+    assert _status("she migrated from Bangladesh last spring", "travel") is not None
