@@ -22,6 +22,12 @@ def _status(text, finding):
     ("she has not had any vomiting", {"vomiting": "negated"}),
     ("I don't really have any diarrhoea", {"diarrhoea": "negated"}),
     ("no one at home has had jaundice", {"jaundice": "negated"}),
+    # "off" denies what it is off, not what the clause adds
+    ("off his food and vomiting since Friday", {"anorexia": "present", "vomiting": "present"}),
+    ("off apixaban with fresh blood per rectum", {"anticoagulant_use": "negated", "haematochezia": "present"}),
+    # a denial inside the matched words
+    ("he drinks no alcohol at all", {"alcohol_use": None}),
+    ("she drinks two glasses of wine most nights", {"alcohol_use": "present"}),
 ])
 def test_negation_ends_at_the_clause_verb(text, expected):
     r = read(text)

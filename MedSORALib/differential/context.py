@@ -277,6 +277,9 @@ _NOT_A_NOUN = frozenset({
     "you", "and", "or", "not", "no", "never", "also", "still", "then", "now", "ago", "longer", "change"})
 
 
+_OFF_END = re.compile(r"\s(?:and|with|plus|but|&)(?![\w/])")
+
+
 def _negation_verb_end(norm: str, start: int, end: int) -> int:
     """End of a negation's scope at its clause's verb, when a word that can be the denied thing precedes it.
     "No one (else) has had ..." denies the subject: what nobody has stays denied."""
@@ -433,6 +436,11 @@ class Context:
                         if _DENIED_HISTORY.search(norm, max(0, m.start() - 30), m.start()):
                             # "denies a history of alcohol abuse, drug use and smoking": the whole list is denied
                             self.scopes.append(Scope(m.end(), end, NEGATED, m.group(0)))
+                if status == NEGATED and m.group(0) == "off":
+                    # "off" denies the thing it is off, not what the clause adds ("off her food and vomiting",
+                    # "off warfarin with black stools")
+                    am = _OFF_END.search(norm, m.end(), end)
+                    end = am.start() if am else end
                 if status == NEGATED:
                     end = _negation_verb_end(norm, m.end(), end)
                     end = self._extend_list(i, end, m.group(0), m.end())
