@@ -25,6 +25,9 @@ def _status(text, finding):
     # "off" denies what it is off, not what the clause adds
     ("off his food and vomiting since Friday", {"anorexia": "present", "vomiting": "present"}),
     ("off apixaban with fresh blood per rectum", {"anticoagulant_use": "negated", "haematochezia": "present"}),
+    # the negation of a history ends at the verb of presentation
+    ("a woman with no relevant past history presented to the clinic with burning epigastric pain",
+     {"epigastric_pain": "present"}),
     # a denial inside the matched words
     ("he drinks no alcohol at all", {"alcohol_use": None}),
     ("she drinks two glasses of wine most nights", {"alcohol_use": "present"}),
@@ -169,3 +172,12 @@ def test_pain_migrating_to_the_right_lower_quadrant(text):
 
 def test_migration_of_a_person_is_still_travel():
     assert _status("she migrated from Bangladesh last spring", "travel") is not None
+
+
+@pytest.mark.parametrize("text, finding", [
+    ("redness and swelling: swelling of the right hemiscrotum since the morning", "scrotal_swelling"),
+    ("right abdomen pain for a week", "abdominal_pain"),
+    ("chills and body aches for two days", "myalgia"),
+])
+def test_more_everyday_wordings(text, finding):
+    assert _status(text, finding) == "present"

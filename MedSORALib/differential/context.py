@@ -269,7 +269,8 @@ _DENIAL = re.compile(r"(?:denies|denied|deny|denying|negative for|neg for|no com
 # verb ends the scope only after a word that can be the denied thing, so that "not had any vomiting", "don't
 # really have pain" and "no, has not vomited" stay denied (designed).
 _CLAUSE_VERB = re.compile(r"(?<![\w/'])(?:has|have|had|is|was|are|were|gets|got|feels|felt|presents?|presenting|"
-                          r"came|comes|attends?|attended|noticed|notices|woke|wakes|is having|has had)(?![\w/'])")
+                          r"presented|came|comes|attends?|attended|noticed|notices|woke|wakes|is having|has had|"
+                          r"developed|develops|complains|complained|reports|reported|was admitted|admitted)(?![\w/'])")
 _NOT_A_NOUN = frozenset({
     "any", "really", "actually", "ever", "yet", "even", "always", "usually", "recently", "previously", "currently",
     "been", "further", "more", "other", "significant", "obvious", "real", "much", "that", "which", "one", "it",
