@@ -28,6 +28,11 @@ def _status(text, finding):
     # the negation of a history ends at the verb of presentation
     ("a woman with no relevant past history presented to the clinic with burning epigastric pain",
      {"epigastric_pain": "present"}),
+    # a verb of denial after a span denies what follows it, not the span; nor does a denial across a contrast
+    ("she had dark urine and denied any itching", {"dark_urine": "present", "pruritus": "negated"}),
+    ("reports nausea but denied vomiting", {"nausea": "present", "vomiting": "negated"}),
+    ("Murphy's sign was clearly negative", {"murphy_sign": "negated"}),
+    ("rebound tenderness was denied by the patient", {"rebound_tenderness": "negated"}),
     # a denial inside the matched words
     ("he drinks no alcohol at all", {"alcohol_use": None}),
     ("she drinks two glasses of wine most nights", {"alcohol_use": "present"}),

@@ -294,6 +294,24 @@ def _negation_verb_end(norm: str, start: int, end: int) -> int:
     return end
 
 
+_CONTRAST = re.compile(r"(?<![\w/])(?:but|however|though|although|yet|whereas|while)(?![\w/])")
+_JOINED = re.compile(r"(?<![\w/])(?:and|or)(?![\w/])")
+_OBJECT_AFTER = re.compile(r"\s+(?!by\b|on\b|at\b|in\b|when\b|today\b|now\b|throughout\b)[a-z]")
+
+
+def _post_denial_applies(after: str, m: re.Match) -> bool:
+    """Whether a denial a few words after a span ("Murphy's sign was clearly negative") denies it: not across a
+    contrast ("loss of appetite but denied polyuria"), and a verb of denial with its own object after it is the
+    denial of that object ("had jaundice and denied itching": the jaundice is present)."""
+    between = after[:m.start(1)]
+    if _CONTRAST.search(between):
+        return False
+    if m.group(1).endswith("denied"):
+        if _JOINED.search(between) or _OBJECT_AFTER.match(after, m.end(1)):
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class Scope:
     """A governed stretch of text [start, end) with the status it gives and the trigger that opened it."""
@@ -471,7 +489,7 @@ class Context:
                               r"not (?:present|seen|elicited|found|detected|palpable|felt)|ruled out|excluded|"
                               r"denied|(?:thought |felt |considered )?unlikely))\b",
                               after)
-                if m2:
+                if m2 and _post_denial_applies(after, m2):
                     found.setdefault(NEGATED, m2.group(1))
             elif m is not None:
                 found.setdefault(NEGATED, m.group(0))
