@@ -33,6 +33,12 @@ def _status(text, finding):
     ("reports nausea but denied vomiting", {"nausea": "present", "vomiting": "negated"}),
     ("Murphy's sign was clearly negative", {"murphy_sign": "negated"}),
     ("rebound tenderness was denied by the patient", {"rebound_tenderness": "negated"}),
+    # the past ends where the patient is brought to care; "referred for" doubts only a test or an operation
+    ("a woman with a history of asthma was admitted to the ward with right upper quadrant pain",
+     {"atopy": "history", "ruq_pain": "present"}),
+    ("she was referred for vomiting after every meal", {"vomiting": "present"}),
+    ("referred for a laparoscopic cholecystectomy", {"cholecystectomy_history": "uncertain"}),
+    ("a history of peripheral vascular disease and smokes ten a day", {"smoking": "present"}),
     # a denial inside the matched words
     ("he drinks no alcohol at all", {"alcohol_use": None}),
     ("she drinks two glasses of wine most nights", {"alcohol_use": "present"}),

@@ -147,7 +147,11 @@ _UNC_PRE = _words(
     r"(?:might|may|could) (?:have|be) (?:got|getting|developing)",
     # an operation or test still to come is not a fact of the patient ("awaiting cholecystectomy")
     r"planned", r"planning", r"awaiting", r"scheduled for", r"booked for", r"listed for", r"waiting list for",
-    r"due to have", r"due for", r"referred for", r"will have", r"will need", r"candidate for", r"pending")
+    r"due to have", r"due for",
+    # referred for a test or an operation (not "referred for abdominal pain": the complaint that brought them)
+    r"referred for(?= (?:an? |the |further |urgent |elective |routine )?(?:\w+ )?(?:scans?|ct|mri|ultrasound|"
+    r"endoscopy|ogd|colonoscopy|surgery|operation|biopsy|review|assessment|evaluation|investigations?|imaging|"
+    r"removal|repair|\w+ectomy|\w+oscopy|\w+graphy)\b)", r"will have", r"will need", r"candidate for", r"pending")
 _UNC_QMARK = re.compile(r"\?\s*(?=[a-z])")
 _HIST_PRE = _words(
     r"history of", r"hx of", r"h/o", r"pmh(?:x)?(?: of| includes?)?",
@@ -183,7 +187,8 @@ _TERMINATORS = _words(
     r"which", r"who", r"presents? with", r"presented with", r"presenting with", r"reports?", r"reported",
     r"complains? of", r"complaining of", r"complained of", r"complaints? of", r"c/o", r"now has", r"now with",
     r"and (?:now|then|has|had|is|was|reports|"
-    r"takes|uses|complains|describes|presents|developed|she|he|they|there|on|her|his|the|my|i|i'm|i've|it|it's|its)",
+    r"takes|uses|smokes|drinks|complains|describes|presents|developed|she|he|they|there|on|her|his|the|my|i|i'm|i've|"
+    r"it|it's|its)",
     r"then", r"since then",
     r"admitted with", r"came in with", r"comes in with", r"today", r"now", r"currently", r"this time",
     r"on examination", r"o/e", r"examination", r"exam", r"bloods", r"blood (?:tests?|results?|work)", r"labs?",
@@ -223,7 +228,10 @@ _HIST_TERMINATORS = _words(
     r"presenting", r"presented", r"attends?", r"attended", r"came", r"comes", r"woke(?: up)?", r"wakes(?: up)?",
     r"noticed", r"notices", r"this morning", r"this evening", r"yesterday", r"last night", r"tonight",
     r"since (?:this|last|yesterday|the morning|the evening)", r"(?:over|for|in) the (?:past|last) \w+",
-    r"is now", r"is currently", r"gets", r"got", r"getting", r"feels", r"felt", r"is complaining")
+    r"is now", r"is currently", r"gets", r"got", r"getting", r"feels", r"felt", r"is complaining",
+    # brought to care: "with a history of hypertension was referred to our department with chest pain"
+    r"(?:was |were |is )?(?:referred|admitted|brought|transferred|rushed|sent)(?= (?:to|in|into|by|with|for|from)\b)",
+    r"visited", r"arrived", r"consulted")
 # History triggers that head a list of past diseases ("a history of diabetes, hypertension and asthma").
 _LIST_HISTORY = re.compile(r"history of|hx of|h/o|pmh(?:x)?(?: of| includes?)?|past (?:medical |surgical )?histor(?:y|ies)"
                            r"(?: of)?|background of|bg of|family history of|fhx? of|family hx of|fh of")
