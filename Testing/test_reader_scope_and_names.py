@@ -167,6 +167,11 @@ def test_long_courses(text):
     assert _status(text, "symptoms_for_months") == "present"
 
 
+def test_long_history_before_a_long_description_of_the_pain():
+    text = "a 5-month history of slowly worsening dull left-sided abdominal and flank pain"
+    assert _status(text, "symptoms_for_months") == "present"
+
+
 def test_short_course_is_not_months():
     assert _status("pain getting worse over the last 2 days", "symptoms_for_months") is None
 
