@@ -355,3 +355,19 @@ def test_the_differential_weighs_less_where_its_diagnoses_lie_outside_the_13():
 def test_a_negated_body_site_does_not_make_a_text_non_abdominal():
     assert differential("tired and itchy, no yellow eyes").scope == MODELLED
     assert differential("tired and itchy eyes").scope == NON_ABDOMINAL
+
+
+def test_an_abdominal_finding_keeps_a_text_naming_other_body_sites_in_scope():
+    """Jaundice read from "the whites of my eyes looked yellow" is the liver's, though the text names the skin and
+    the eyes; without it the same text is non-abdominal."""
+    from MedSORALib.differential.catalogue import load_catalogue
+    from MedSORALib.differential.differential import ABDOMINAL_FINDINGS
+
+    assert ABDOMINAL_FINDINGS <= set(load_catalogue().findings)
+    itch = "For three weeks my skin has itched all over and keeps me from sleep; last week my wife said"
+    yellow = differential(f"{itch} the whites of my eyes looked yellow.")
+    assert "jaundice" in {f.id for f in yellow.reading.present()}
+    assert yellow.top.probability < 0.2 and yellow.scope == MODELLED
+    red = differential(f"{itch} my eyes looked red.")
+    assert red.top.probability < 0.2 and red.scope == NON_ABDOMINAL
+    assert differential("My knees ache and my urine has turned the colour of tea.").scope == MODELLED

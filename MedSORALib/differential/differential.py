@@ -72,6 +72,18 @@ PRESENTING_KINDS = ("symptom", "sign", "lab", "vital")
 #: (0.3, 0.5) x (LR 1.3, 2) against 1 (no discount).
 CONTEXT_ALONE_WEIGHT = 0.3
 PRESENTING_MIN_LOG_LR = math.log(1.3)
+#: Findings that place a presentation in the abdomen whatever body sites the text names besides: a text reading
+#: one of them is never called non-abdominal by the body-site rule ("the whites of my eyes turned yellow and my skin
+#: itches" names the eyes and the skin, but the jaundice is the liver's). Pain sites of the abdomen are here too
+#: because lay wording ("under my right ribs") does not name them in words the site rule knows (designed list).
+ABDOMINAL_FINDINGS = frozenset((
+    "jaundice", "painless_jaundice", "dark_urine", "pale_stools", "clay_coloured_and_dark_urine", "bilirubin_raised",
+    "alp_raised", "transaminases_raised", "lipase_raised", "lipase_3x_uln", "amylase_3x_uln", "haematemesis",
+    "coffee_ground_vomiting", "melaena", "haematochezia", "haematuria", "painless_haematuria", "ascites",
+    "hepatomegaly", "splenomegaly", "abdominal_distension", "pulsatile_mass", "murphy_sign", "steatorrhoea",
+    "epigastric_pain", "ruq_pain", "luq_pain", "rlq_pain", "llq_pain", "flank_pain", "bilateral_flank_pain",
+    "suprapubic_pain", "pelvic_pain",
+))
 
 MODELLED, ABDOMINAL_OTHER, NON_ABDOMINAL = "modelled", "abdominal-other", "non-abdominal"
 
@@ -294,6 +306,8 @@ class Differential:
         if best < SCOPE_MIN or not presenting:
             # a diagnosis carried by risk factors or history alone (a fall, alcohol) names no presentation
             # nothing named with confidence: a text about a non-abdominal body site only is non-abdominal
+            if any(f.id in ABDOMINAL_FINDINGS for f in reading.present()):
+                return MODELLED, None
             norm = _asserted_text(reading.text)
             if _NON_ABDOMINAL_SITE.search(norm) and not _ABDOMINAL_SITE.search(norm):
                 return NON_ABDOMINAL, None
