@@ -371,3 +371,18 @@ def test_an_abdominal_finding_keeps_a_text_naming_other_body_sites_in_scope():
     red = differential(f"{itch} my eyes looked red.")
     assert red.top.probability < 0.2 and red.scope == NON_ABDOMINAL
     assert differential("My knees ache and my urine has turned the colour of tea.").scope == MODELLED
+
+
+def test_a_sign_of_the_abdomen_keeps_a_text_in_scope_against_the_models_out_of_domain_call():
+    """Where the differential is not confident, the model's out-of-domain decision gives the scope, unless the text
+    reads a sign of the abdomen (jaundice, melaena...); an abdominal pain site alone does not overrule it (the
+    epigastric pain of a heart attack)."""
+    model = dict.fromkeys(STRUCTURES, 0.2)
+    yellow = differential("tired for a month, and now my eyes have gone yellow")
+    assert yellow.top.probability < 0.5 and "jaundice" in {f.id for f in yellow.reading.present()}
+    assert fuse(model, yellow, False)[2] == MODELLED
+    tired = differential("tired for a month, and now my eyes have gone red")
+    assert tired.top.probability < 0.5 and fuse(model, tired, False)[2] == NON_ABDOMINAL
+    pit = differential("an ache in the pit of my stomach since this morning")
+    assert pit.top.probability < 0.5 and "epigastric_pain" in {f.id for f in pit.reading.present()}
+    assert fuse(model, pit, False)[2] == NON_ABDOMINAL and fuse(model, pit, True)[2] == MODELLED

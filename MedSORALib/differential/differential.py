@@ -76,11 +76,16 @@ PRESENTING_MIN_LOG_LR = math.log(1.3)
 #: one of them is never called non-abdominal by the body-site rule ("the whites of my eyes turned yellow and my skin
 #: itches" names the eyes and the skin, but the jaundice is the liver's). Pain sites of the abdomen are here too
 #: because lay wording ("under my right ribs") does not name them in words the site rule knows (designed list).
-ABDOMINAL_FINDINGS = frozenset((
+#: ``ABDOMINAL_SIGNS`` (the list less the pain sites, which non-abdominal mimics share: the epigastric pain of an
+#: inferior myocardial infarction) also keep a text from being called non-abdominal on the text model's
+#: out-of-domain decision alone (:func:`MedSORALib.differential.fusion.fuse`).
+ABDOMINAL_SIGNS = frozenset((
     "jaundice", "painless_jaundice", "dark_urine", "pale_stools", "clay_coloured_and_dark_urine", "bilirubin_raised",
     "alp_raised", "transaminases_raised", "lipase_raised", "lipase_3x_uln", "amylase_3x_uln", "haematemesis",
     "coffee_ground_vomiting", "melaena", "haematochezia", "haematuria", "painless_haematuria", "ascites",
     "hepatomegaly", "splenomegaly", "abdominal_distension", "pulsatile_mass", "murphy_sign", "steatorrhoea",
+))
+ABDOMINAL_FINDINGS = ABDOMINAL_SIGNS | frozenset((
     "epigastric_pain", "ruq_pain", "luq_pain", "rlq_pain", "llq_pain", "flank_pain", "bilateral_flank_pain",
     "suprapubic_pain", "pelvic_pain",
 ))
