@@ -386,3 +386,11 @@ def test_a_sign_of_the_abdomen_keeps_a_text_in_scope_against_the_models_out_of_d
     pit = differential("an ache in the pit of my stomach since this morning")
     assert pit.top.probability < 0.5 and "epigastric_pain" in {f.id for f in pit.reading.present()}
     assert fuse(model, pit, False)[2] == NON_ABDOMINAL and fuse(model, pit, True)[2] == MODELLED
+
+
+def test_dizziness_is_no_non_abdominal_body_site():
+    """Weakness with dizziness on standing names no body site: the site rule leaves it to the model; a text about
+    a knee and an ankle is non-abdominal."""
+    weak = differential("weeks of weakness and exhaustion, dizzy whenever he stands, too tired to eat")
+    assert weak.top.probability < 0.2 and weak.scope == MODELLED
+    assert differential("a swollen knee and a sore ankle for a week").scope == NON_ABDOMINAL

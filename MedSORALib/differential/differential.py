@@ -95,12 +95,14 @@ MODELLED, ABDOMINAL_OTHER, NON_ABDOMINAL = "modelled", "abdominal-other", "non-a
 # Body sites outside the abdomen: a text naming only these, with nothing the catalogue explains, is
 # non-abdominal (knee pain after a fall, a rash on the arm, blurred vision). The chest and the legs are not among
 # them: chest pain is the presentation of the oesophagus and the thoracic aorta, and swelling of both legs that of
-# the inferior vena cava, all in scope; the catalogue's diagnoses or the text model decide those texts.
+# the inferior vena cava, all in scope; the catalogue's diagnoses or the text model decide those texts. Dizziness
+# is not among them either: it is the blood loss, the adrenal failure or the dehydration of many abdominal
+# presentations as often as an ear's or a brain's.
 _NON_ABDOMINAL_SITE = re.compile(
     r"(?<![\w])(?:knees?|ankles?|wrists?|elbows?|shoulders?|hips?|feet|foot|toes?|fingers?|thumbs?|hands?|arms?|"
     r"thighs?|calf|calves|shins?|heels?|neck|head|headaches?|eyes?|vision|visual|ears?|hearing|tooth|teeth|"
     r"gums?|jaw|throat|tonsils?|nose|sinus(?:es)?|skin|rash|scalp|hair|nails?|breasts?|nipples?|joints?|"
-    r"muscles?|tendons?|spine|migraine|seizures?|fits?|dizz\w*|vertigo|numb\w*|tingl\w*|memory|mood|"
+    r"muscles?|tendons?|spine|migraine|seizures?|fits?|numb\w*|tingl\w*|memory|mood|"
     r"anxiety|depress\w*|sleep|insomnia|cough\w*|sneez\w*|earache|toothache|wheez\w*|"
     r"testic\w*|scrot\w*|penis|buttocks?)(?![\w])")
 # Places and findings of the abdomen: a non-specific text naming one of these stays with the model's decision.
