@@ -1,0 +1,52 @@
+"""Wording of published case reports (our own sentences)."""
+from __future__ import annotations
+
+import pytest
+
+from MedSORALib.differential.context import PRESENT
+from MedSORALib.differential.differential import differential
+from MedSORALib.differential.reader import read
+
+
+def _present(text):
+    return {f.id for f in read(text).findings if f.status == PRESENT}
+
+
+@pytest.mark.parametrize("text", [
+    "Ten days of fever and aching after visiting Nigeria for a wedding.",
+    "She has had loose stools since a trip to rural Cambodia.",
+    "He stayed with his cousins in Ghana over the summer and now has a fever.",
+    "Fever and chills after a three-week vacation in Peru.",
+])
+def test_travel_to_a_named_region_is_read(text):
+    assert "travel" in _present(text)
+
+
+@pytest.mark.parametrize("text", [
+    "Fever after visiting his GP for a cough.",
+    "After visiting the toilet she felt faint.",
+    "He lives in a flat with his daughter.",
+])
+def test_visits_that_are_no_travel_are_not_read(text):
+    assert "travel" not in _present(text)
+
+
+def test_bloody_slime_vomited_is_haematemesis_but_bloody_diarrhoea_is_not():
+    assert "haematemesis" in _present('An old man with a stent graft is vomiting "bloody slime" this morning.')
+    assert "haematemesis" in _present("She vomited blood-streaked mucus twice overnight.")
+    assert "haematemesis" not in _present("Vomiting and bloody diarrhoea since the barbecue.")
+
+
+def test_dry_heaves_and_phlegmasia():
+    assert "unproductive_retching" in _present("Severe upper abdominal pain with repeated dry heaves.")
+    assert "unilateral_leg_swelling" in _present("A swollen, dusky blue left leg: phlegmasia cerulea dolens.")
+
+
+def test_travel_moves_a_fever_with_jaundice_toward_travel_diseases():
+    """The travel finding is weighted: the same presentation after a trip ranks travel-linked diagnoses higher."""
+    home = differential("Fever, vomiting and yellow eyes for four days in a 30-year-old man.")
+    away = differential("Fever, vomiting and yellow eyes for four days in a 30-year-old man after visiting India.")
+    travel_rows = {d.disease.name for d in away.diagnoses if any(w.id == "travel" for w in d.disease.findings)}
+    assert travel_rows
+    share = lambda res: sum(d.probability for d in res.diagnoses if d.disease.name in travel_rows)  # noqa: E731
+    assert share(away) > share(home) + 0.05
