@@ -50,3 +50,20 @@ def test_travel_moves_a_fever_with_jaundice_toward_travel_diseases():
     assert travel_rows
     share = lambda res: sum(d.probability for d in res.diagnoses if d.disease.name in travel_rows)  # noqa: E731
     assert share(away) > share(home) + 0.05
+
+
+def _status(text):
+    return {f.id: f.status for f in read(text).findings}
+
+
+def test_medical_history_significant_for_and_years_prior_are_the_past():
+    from MedSORALib.differential.context import HISTORY
+
+    old = _status("Her medical history was significant for a car crash 3 years prior with three rib fractures; today "
+                  "she has sudden upper abdominal pain.")
+    assert old["trauma"] == HISTORY and old["rib_fracture"] == HISTORY
+    assert old["epigastric_pain"] == PRESENT and old["sudden_onset_pain"] == PRESENT
+    assert _status("He fell off a ladder 2 years prior and broke a rib.")["trauma"] == HISTORY
+    assert _status("He fell off a ladder 2 days prior to admission.")["trauma"] == PRESENT
+    listed = _status("His medical history is notable for diabetes and gallstones; he now has fever.")
+    assert listed["gallstones_history"] == HISTORY and listed["fever"] == PRESENT
