@@ -154,7 +154,7 @@ def test_presentations_leave_out_organ_names(sets):
 
 # -- the case-derived set: published cases retold in the team's own words (DEV_SETS.md) ---------------
 #: What the case-derived set holds today (counts are per file; raise them as rows are added).
-CASE_MIN = {"modelled": 70, "per_class": 3, "abdominal-other": 10, "non-abdominal": 12}
+CASE_MIN = {"modelled": 75, "per_class": 5, "abdominal-other": 11, "non-abdominal": 12}
 CASE_SOURCE_KINDS = {"published case report", "teaching case", "patient story or news report"}
 
 
