@@ -67,3 +67,15 @@ def test_medical_history_significant_for_and_years_prior_are_the_past():
     assert _status("He fell off a ladder 2 days prior to admission.")["trauma"] == PRESENT
     listed = _status("His medical history is notable for diabetes and gallstones; he now has fever.")
     assert listed["gallstones_history"] == HISTORY and listed["fever"] == PRESENT
+
+
+def test_a_drug_for_diabetes_is_no_hypoglycaemia():
+    assert _status("He takes metformin, an oral hypoglycaemic drug, for ten years.").get("hypoglycaemia") is None
+    assert _status("She is on oral hypoglycaemics and gliclazide.")["diabetes"] == PRESENT
+    assert "hypoglycaemia" not in _status("on oral hypoglycaemics")
+    assert _status("Recurrent hypoglycaemic episodes relieved by eating.")["hypoglycaemia"] == PRESENT
+
+
+def test_pain_that_moves_to_the_back_radiates_there():
+    assert "pain_radiating_to_back" in _present("Upper abdominal pain that now and then moves round to her back.")
+    assert "pain_radiating_to_back" not in _present("She moved her back awkwardly while lifting.")
