@@ -79,3 +79,10 @@ def test_a_drug_for_diabetes_is_no_hypoglycaemia():
 def test_pain_that_moves_to_the_back_radiates_there():
     assert "pain_radiating_to_back" in _present("Upper abdominal pain that now and then moves round to her back.")
     assert "pain_radiating_to_back" not in _present("She moved her back awkwardly while lifting.")
+
+
+def test_st_t_changes_are_the_ecg_not_a_temperature():
+    found = _status("Upper abdominal pain; the ECG has ST-T elevation in the anterior leads.")
+    assert found.get("ecg_ischaemia") == PRESENT and "fever" not in found
+    assert _status("Obs: T 38.6, HR 112.")["fever"] == PRESENT
+    assert "fever" not in _status("T elevated on the chart")
