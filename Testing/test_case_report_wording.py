@@ -86,3 +86,10 @@ def test_st_t_changes_are_the_ecg_not_a_temperature():
     assert found.get("ecg_ischaemia") == PRESENT and "fever" not in found
     assert _status("Obs: T 38.6, HR 112.")["fever"] == PRESENT
     assert "fever" not in _status("T elevated on the chart")
+
+
+def test_a_lowered_consciousness_and_sky_high_inflammatory_markers():
+    assert _status("A boy with belly pain and a mild disturbance of consciousness.")["confusion"] == PRESENT
+    assert _status("She arrived with a reduced level of consciousness.")["confusion"] == PRESENT
+    assert _status("Alert, no impairment of consciousness.").get("confusion") != PRESENT
+    assert _status("Inflammatory markers were sky high.")["crp_raised"] == PRESENT
