@@ -138,19 +138,33 @@ def _encode(obj):
 def _decoder():
     from . import records
 
+    # the record types, and the fields a record written by :func:`_encode` has (all its init fields)
+    classes = {name: cls for name, cls in vars(records).items()
+               if isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == records.__name__}
+    fields = {name: frozenset(f.name for f in dataclasses.fields(cls) if f.init) for name, cls in classes.items()}
+    # types whose constructor only sets its fields (no __post_init__, no __slots__, no init=False field)
+    plain = {name for name, cls in classes.items() if not hasattr(cls, "__post_init__")
+             and not hasattr(cls, "__slots__") and all(f.init for f in dataclasses.fields(cls))}
+    new = object.__new__
+
     def hook(d: dict):
-        if "()" in d and len(d) == 1:
-            return tuple(d["()"])
-        if "{}" in d and len(d) == 1:
-            return MappingProxyType(d["{}"])
         name = d.get("@")
         if name is not None:
-            cls = getattr(records, name, None)
-            if not (isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__module__ == records.__name__):
+            cls = classes.get(name)
+            if cls is None:
                 raise TypeError(f"{name} is not a record type")
-            kwargs = dict(d)
-            del kwargs["@"]
-            return cls(**kwargs)
+            del d["@"]  # the decoder's own fresh dict
+            if name in plain and d.keys() == fields[name]:
+                # every field given: set them as the (frozen) constructor would, without its per-field calls
+                obj = new(cls)
+                obj.__dict__.update(d)
+                return obj
+            return cls(**d)
+        if len(d) == 1:
+            if "()" in d:
+                return tuple(d["()"])
+            if "{}" in d:
+                return MappingProxyType(d["{}"])
         return d
 
     return hook

@@ -266,6 +266,32 @@ _DENIAL = re.compile(r"(?:denies|denied|deny|denying|negative for|neg for|no com
                      r"mention|endorse|notice|experience|have any)|never (?:report|complain))")
 
 
+# A negation that denies a noun phrase ends at the verb of its clause ("a man on no anticoagulation has sudden
+# abdominal pain", "takes no medication and is vomiting"): what follows the verb is what the clause asserts. The
+# verb ends the scope only after a word that can be the denied thing, so that "not had any vomiting", "don't
+# really have pain" and "no, has not vomited" stay denied (designed).
+_CLAUSE_VERB = re.compile(r"(?<![\w/'])(?:has|have|had|is|was|are|were|gets|got|feels|felt|presents?|presenting|"
+                          r"came|comes|attends?|attended|noticed|notices|woke|wakes|is having|has had)(?![\w/'])")
+_NOT_A_NOUN = frozenset({
+    "any", "really", "actually", "ever", "yet", "even", "always", "usually", "recently", "previously", "currently",
+    "been", "further", "more", "other", "significant", "obvious", "real", "much", "that", "which", "one", "it",
+    "this", "there", "so", "far", "to", "date", "as", "of", "the", "a", "an", "she", "he", "they", "i", "we",
+    "you", "and", "or", "not", "no", "never", "also", "still", "then", "now", "ago", "longer", "change"})
+
+
+def _negation_verb_end(norm: str, start: int, end: int) -> int:
+    """End of a negation's scope at its clause's verb, when a word that can be the denied thing precedes it.
+    "No one (else) has had ..." denies the subject: what nobody has stays denied."""
+    if re.match(r"\s+one\b", norm[start:start + 6]):
+        return end
+    for vm in _CLAUSE_VERB.finditer(norm, start, end):
+        words = re.findall(r"[a-z][a-z'-]*", norm[start:vm.start()])
+        if any(w not in _NOT_A_NOUN for w in words):
+            return vm.start()
+        return end
+    return end
+
+
 @dataclass(frozen=True)
 class Scope:
     """A governed stretch of text [start, end) with the status it gives and the trigger that opened it."""
@@ -410,6 +436,7 @@ class Context:
                             # "denies a history of alcohol abuse, drug use and smoking": the whole list is denied
                             self.scopes.append(Scope(m.end(), end, NEGATED, m.group(0)))
                 if status == NEGATED:
+                    end = _negation_verb_end(norm, m.end(), end)
                     end = self._extend_list(i, end, m.group(0), m.end())
                 self.scopes.append(Scope(m.end(), end, status, m.group(0)))
         for m in _UNC_QMARK.finditer(norm, seg.start, seg.end):

@@ -50,16 +50,39 @@ def _stored_vectors(model_id: str, phrases: list[str]):
 
 
 class EmbeddingMatcher:
-    """Finding wordings embedded once per encoder (read from ``finding_embeddings.npz`` when it matches)."""
+    """Finding wordings embedded once per encoder (read from ``finding_embeddings.npz`` when it matches).
+
+    The wordings and their vectors are made on the first clause to match: most texts leave no clause to the
+    fallback, and a cold ``medsora rank`` then never opens the vectors file."""
 
     def __init__(self, encoder, lexicon, hpo_terms: dict | None = None):
         self.encoder = encoder
-        phrases, owners = wordings(lexicon, hpo_terms)
-        self.phrases = phrases
-        self.owners = owners
-        stored = _stored_vectors(getattr(encoder, "model_id", ""), phrases) if phrases else None
-        self.vectors = stored if stored is not None else (
-            encoder.encode(phrases) if phrases else np.zeros((0, 1), dtype=np.float32))
+        self._lexicon = lexicon
+        self._hpo_terms = hpo_terms
+        self._wordings: tuple[list[str], list] | None = None
+        self._vectors = None
+
+    @property
+    def phrases(self) -> list[str]:
+        return self._phrases_owners()[0]
+
+    @property
+    def owners(self) -> list:
+        return self._phrases_owners()[1]
+
+    def _phrases_owners(self) -> tuple[list[str], list]:
+        if self._wordings is None:
+            self._wordings = wordings(self._lexicon, self._hpo_terms)
+        return self._wordings
+
+    @property
+    def vectors(self) -> np.ndarray:
+        if self._vectors is None:
+            phrases = self.phrases
+            stored = _stored_vectors(getattr(self.encoder, "model_id", ""), phrases) if phrases else None
+            self._vectors = stored if stored is not None else (
+                self.encoder.encode(phrases) if phrases else np.zeros((0, 1), dtype=np.float32))
+        return self._vectors
 
 
     def match(self, clauses: list[str], threshold: float = THRESHOLD, margin: float = MARGIN) -> list:
@@ -67,15 +90,16 @@ class EmbeddingMatcher:
         if not clauses or not len(self.vectors):
             return []
         sims = self.encoder.encode(clauses) @ self.vectors.T
+        owners = self.owners
         out = []
         for i, row in enumerate(sims):
             order = np.argsort(-row)
             best = order[0]
             # the runner-up is the best wording of another finding
-            second = next((j for j in order[1:] if self.owners[j].id != self.owners[best].id), None)
+            second = next((j for j in order[1:] if owners[j].id != owners[best].id), None)
             gap = row[best] - (row[second] if second is not None else 0.0)
             if row[best] >= threshold and gap >= margin:
-                out.append((i, self.owners[best], float(row[best])))
+                out.append((i, owners[best], float(row[best])))
         return out
 
 
@@ -121,8 +145,9 @@ def apply_batch(readings: list, matcher: EmbeddingMatcher, threshold: float = TH
 
     jobs = []
     for k, reading in enumerate(readings):
-        norm = normalise(reading.text)
-        for s, e in fallback_clauses(reading, Context(norm), norm):
+        ctx = getattr(reading, "context", None)  # the reader's own cut of the text, when it kept it
+        norm = ctx.norm if ctx is not None else normalise(reading.text)
+        for s, e in fallback_clauses(reading, ctx if ctx is not None else Context(norm), norm):
             jobs.append((k, s, e, reading.text[s:e].strip()))
     if not jobs:
         return 0

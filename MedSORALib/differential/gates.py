@@ -145,13 +145,25 @@ class GatedPattern:
     compiled pattern's.
     """
 
-    __slots__ = ("pattern", "needles", "_compiled", "_checks_left")
+    __slots__ = ("pattern", "_needles", "_packed", "_compiled", "_checks_left")
 
-    def __init__(self, pattern: str, needles: tuple[tuple[tuple[str, ...], ...], ...] | None):
+    def __init__(self, pattern: str, needles: tuple[tuple[tuple[str, ...], ...], ...] | None,
+                 packed: str | None = None):
         self.pattern = pattern
-        self.needles = needles
+        self._needles = needles
+        # the needles as kept in the gates file (:func:`pack`): checked as they are, never opened for a check
+        # (scanning the string costs about what scanning the opened tuples costs; opening them costs five times
+        # more, and a cold run checks each pattern once or twice)
+        self._packed = packed
         self._compiled = None
         self._checks_left = GATED_TEXTS
+
+    @property
+    def needles(self) -> tuple[tuple[tuple[str, ...], ...], ...] | None:
+        """Alternatives of clauses of strings (see :func:`needles`); ``None``: the pattern always runs."""
+        if self._packed is not None:
+            return unpack(self._packed)
+        return self._needles
 
     def compiled(self) -> re.Pattern:
         if self._compiled is None:
@@ -166,9 +178,11 @@ class GatedPattern:
 
     def may_match(self, text: str) -> bool:
         """Whether the text satisfies an alternative of the needles (``False``: the pattern cannot match)."""
-        if self.needles is None:
+        if self._packed is not None:
+            return _may_match_packed(self._packed, text)
+        if self._needles is None:
             return True
-        for alternative in self.needles:
+        for alternative in self._needles:
             for clause in alternative:
                 for n in clause:
                     if n in text:
@@ -181,6 +195,15 @@ class GatedPattern:
 
     def finditer(self, text: str, *args):
         return self.compiled().finditer(text, *args) if self._worth_running(text) else iter(())
+
+    def finditer_within(self, text: str, pos: int, endpos: int):
+        """``finditer(text, pos, endpos)``, checked on ``text[pos:endpos]`` only: a match inside the window holds
+        its needles inside the window (the same matches, a shorter check)."""
+        if self._checks_left > 0:
+            self._checks_left -= 1
+            if not self.may_match(text[pos:endpos]):
+                return iter(())
+        return self.compiled().finditer(text, pos, endpos)
 
     def search(self, text: str, *args):
         return self.compiled().search(text, *args) if self._worth_running(text) else None
@@ -210,11 +233,41 @@ def _key(pattern: str) -> str:
 _GATES_LOCK = threading.Lock()
 
 
-def _well_formed(value) -> bool:
-    """A cached gate: a non-empty list of alternatives, each a non-empty list of non-empty string lists."""
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(alt, list) and alt and all(
-            isinstance(c, list) and c and all(isinstance(n, str) and n for n in c) for c in alt) for alt in value)
+# The needles of a pattern are kept in the gates file as one string (decoding nested JSON lists and checking them
+# cost more than the rest of loading the reader): alternatives joined by a line break, the clauses of an
+# alternative by a tab, the strings of a clause by a carriage return. Needles holding one of these characters
+# are kept as null (the pattern then always runs).
+_ALT, _CLAUSE, _NEEDLE = "\n", "\t", "\r"
+
+
+def pack(value: tuple[tuple[tuple[str, ...], ...], ...] | None) -> str | None:
+    """The needles as one string (``None``: no needles, or a needle holding a separator)."""
+    if value is None or any(_ALT in n or _CLAUSE in n or _NEEDLE in n or not n
+                            for alt in value for c in alt for n in c):
+        return None
+    return _ALT.join(_CLAUSE.join(_NEEDLE.join(c) for c in alt) for alt in value)
+
+
+def _may_match_packed(packed: str, text: str) -> bool:
+    """:meth:`GatedPattern.may_match` on the packed needles (the same answer as on the opened ones). An empty
+    part (a damaged file) is in every text, so it can only let the pattern run, never skip a match."""
+    for alternative in packed.split(_ALT):
+        for clause in alternative.split(_CLAUSE):
+            for n in clause.split(_NEEDLE):
+                if n in text:
+                    break
+            else:
+                break  # a clause with no string in the text: not this alternative
+        else:
+            return True
+    return False
+
+
+def unpack(packed) -> tuple[tuple[tuple[str, ...], ...], ...] | None:
+    """The needles of :func:`pack`'s string; ``None`` when it is not one."""
+    if not isinstance(packed, str) or not packed:
+        return None
+    return tuple(tuple(tuple(c.split(_NEEDLE)) for c in alt.split(_CLAUSE)) for alt in packed.split(_ALT))
 
 
 def gated_patterns(patterns: list[str], root: Path | None = None, name: str = "reader") -> list[GatedPattern]:
@@ -237,12 +290,14 @@ def gated_patterns(patterns: list[str], root: Path | None = None, name: str = "r
         for p in patterns:
             key = _key(p)
             value = known.get(key, False)
-            if value is False or not (value is None or _well_formed(value)):
+            if value is None:
+                out.append(GatedPattern(p, None))
+            elif isinstance(value, str) and value:
+                out.append(GatedPattern(p, None, packed=value))  # opened when first needed
+            else:
                 value = needles(p)
-                value = [[list(c) for c in alt] for alt in value] if value is not None else None
-                fresh[key] = value
-            out.append(GatedPattern(p, tuple(tuple(tuple(c) for c in alt) for alt in value)
-                                    if value is not None else None))
+                fresh[key] = pack(value)
+                out.append(GatedPattern(p, value))
         if fresh:
             keep = {k: known[k] for k in map(_key, patterns) if k in known}
             keep.update(fresh)

@@ -103,6 +103,9 @@ class Analyte:
     source: str
     #: a name that is only this analyte after another word ("direct 4.1" after "bilirubin"): that word, as a regex
     needs_before: re.Pattern | None = None
+    #: a slip of the written unit: [low, high, unit]; a number in [low, high] whose written unit is unknown or gives
+    #: an implausible value is read in ``unit`` ("haemoglobin 6.8 mg/dl" is 6.8 g/dL)
+    slip: tuple | None = None
 
     def convert(self, value: float, unit_text: str | None) -> tuple[float | None, bool]:
         """Value in the canonical unit, and whether the unit was recognised."""
@@ -187,7 +190,8 @@ class LabReader:
                 diastolic_rules=list(raw.get("diastolic_rules") or []),
                 qualitative=dict(raw.get("qualitative") or {}), pair=bool(raw.get("pair")),
                 urine_only=bool(raw.get("urine_only")), source=str(raw.get("source", "")),
-                needs_before=re.compile(raw["needs_before"]) if raw.get("needs_before") else None))
+                needs_before=re.compile(raw["needs_before"]) if raw.get("needs_before") else None,
+                slip=tuple(raw["slip"]) if raw.get("slip") else None))
         words = data.get("qualitative_words") or {}
         self.high_words = _alternation(words.get("high", []))
         self.low_words = _alternation(words.get("low", []))
@@ -284,8 +288,13 @@ class LabReader:
         converted, known = analyte.convert(value, unit_text)
         if not known:
             end = m.end() + nm.start(2) if nm.group(2) else end
+        if analyte.slip and unit_text and analyte.slip[0] <= value <= analyte.slip[1] and (
+                not known or converted is None or not analyte.plausible[0] <= converted <= analyte.plausible[1]):
+            converted = _apply(value, analyte.units.get(analyte.slip[2], 1))  # the author's unit is a slip
         if converted is None or not analyte.plausible[0] <= converted <= analyte.plausible[1]:
             return []
+        if _LOWER_BOUND.search(after, 0, nm.start(1)):
+            converted *= 1.0001  # "D-dimer > 500": above the number, so above a limit equal to it
         if re.match(r"^\s*(?:years?|yrs?|days?|weeks?|months?|hours?|hrs?|y/?o|kg|cm|mm|times a day)\b",
                     rest if known else
                     after[nm.start(2):] if nm.group(2) else rest):
@@ -308,6 +317,9 @@ class LabReader:
     # -------------------------------------------------------------------------------------- words
     def read_words(self, norm: str, start: int, end: int) -> list[LabHit]:
         """Findings from qualitative wordings inside [start, end) of a normalised text (one clause)."""
+        # names joined by a slash are a list ("ALT/AST raised", "negative for blood/nitrites"): read as if spaced
+        # (same length, so spans stay those of the text)
+        norm = _NAME_SLASH.sub(" ", norm)
         names = []
         for analyte in self.analytes:
             for m in analyte.names.finditer(norm, start, end):
@@ -341,7 +353,10 @@ class LabReader:
             quality, span_start, span_end = None, g_start, g_end
             filler = r"(?:\s+(?:very|mildly|markedly|significantly|moderately|slightly|grossly|persistently|newly|"\
                      r"serum|plasma|urine|urinary|24[- ]?h(?:ou)?r?|both|also|the|her|his|a|an))*\s*"
-            for kind, regex in (("normal", self.normal_words), ("low", self.low_words), ("high", self.high_words),
+            # a presence test (a dipstick or urine flag) is also denied by "no" ("urine shows no blood")
+            flags = all(a.unit == "flag" for _s, _e, a in group)
+            normal = self.normal_words + "|" + _ABSENT_WORDS if flags else self.normal_words
+            for kind, regex in (("normal", normal), ("low", self.low_words), ("high", self.high_words),
                                 ("positive", self.positive_words)):
                 mb = re.search(r"(?<![\w/])(?:" + regex + r")(?:\s+for)?" + filler + r"$", before)
                 ma = re.match(r"^\s*(?:levels?|tests?|counts?|screen|result|test result|values?)?"
@@ -370,6 +385,14 @@ class LabReader:
                     for fid in ids:
                         hits.append(LabHit(fid, "present", span_start, span_end, analyte.id, qualitative=True))
         return hits
+
+
+#: A number written as a lower bound ("> 500", "greater than 20", "more than 3").
+_LOWER_BOUND = re.compile(r">|≥|greater than|more than|over|above")
+#: A slash between two words; only the qualitative wordings see it as a space (no number is read there).
+_NAME_SLASH = re.compile(r"(?<=[a-z])/(?=[a-z])")
+#: Words that deny a presence test (``unit: flag``) written before its name: "no blood", "nil nitrites".
+_ABSENT_WORDS = r"no|nil|without|absence of|absent|free of"
 
 
 #: Below this conjugated share of a raised total bilirubin the pattern is unconjugated (designed; see labs.yaml).

@@ -84,6 +84,8 @@ class Reading:
     sex: str | None = None
     removed: tuple[str, ...] = ()
     laterality: str | None = None
+    #: the text's clauses and scopes as the reader cut them (reused by the embedding fallback; not compared)
+    context: Context | None = field(default=None, repr=False, compare=False)
 
     def present(self) -> list[ReadFinding]:
         """Findings asserted now."""
@@ -146,7 +148,7 @@ class Reader:
 
         norm = normalise(text)
         ctx = Context(norm)
-        reading = Reading(text=text)
+        reading = Reading(text=text, context=ctx)
         reading.age = float(age) if age is not None else read_age(norm)
         reading.sex = sex if sex in ("female", "male") else read_sex(norm)
         reading.laterality = detect_laterality(text)
@@ -161,14 +163,15 @@ class Reader:
         joins = _coordinated(unhyphened)
         for finding, regex, source in self._regexes:
             matches = [(m.start(), m.end()) for m in regex.finditer(norm)]
+            # the passes below look inside a window of a changed copy of the text: the gate is checked on the
+            # window alone (.gates: a match inside the window holds its needles there)
             for s_start, s_end in hyphen_spans:  # only the sentences a joining hyphen changed
-                matches += [(m.start(), m.end()) for m in regex.finditer(unhyphened, s_start, s_end)
+                matches += [(m.start(), m.end()) for m in regex.finditer_within(unhyphened, s_start, s_end)
                             if "-" in norm[m.start():m.end()]]
             for coordinated, first_start, first_end, whole_end in joins:
                 # the span read is the place itself, so that the places after it are read in their own right
-                matches += [(m.start(), first_end) for m in regex.finditer(coordinated, max(0, first_start - 40),
-                                                                             whole_end)
-                            if m.start() < first_end < m.end()]
+                matches += [(m.start(), first_end) for m in regex.finditer_within(
+                    coordinated, max(0, first_start - 40), whole_end) if m.start() < first_end < m.end()]
             for start, end in matches:
                 if end == start or not _inside_one_sentence(sentence_bounds, start, end):
                     continue
