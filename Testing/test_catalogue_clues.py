@@ -107,3 +107,11 @@ def test_flank_pain_days_after_a_clot_treated_with_heparin_is_an_adrenal_bleed()
     result = differential(text)
     assert result.diagnoses[0].disease.id == "adrenal_haemorrhage"
     assert _top_organ(result) == "adrenal_gland_right"
+
+
+def test_jaundice_after_a_flu_like_spell_with_ill_contacts_in_a_young_adult_is_hepatitis():
+    result = differential("20-year-old student; after a flu-like illness she now has yellow eyes, dark urine and "
+                          "itching; friends also had the same")
+    assert result.diagnoses[0].disease.id == "acute_viral_hepatitis"
+    assert _top_organ(result) == "liver"
+
