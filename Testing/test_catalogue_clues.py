@@ -115,3 +115,22 @@ def test_jaundice_after_a_flu_like_spell_with_ill_contacts_in_a_young_adult_is_h
     assert result.diagnoses[0].disease.id == "acute_viral_hepatitis"
     assert _top_organ(result) == "liver"
 
+
+
+@pytest.mark.parametrize("text,row", [
+    ("two weeks after treatment for diverticulitis, spiking fevers and vague abdominal pain; blood cultures grew "
+     "Bacteroides fragilis", "pylephlebitis"),
+    ("man of 66 with diabetes, fever and a dull ache under the right ribs; Klebsiella pneumoniae in the blood "
+     "cultures", "pyogenic_liver_abscess"),
+])
+def test_the_organism_grown_from_the_blood_names_the_source(text, row):
+    result = differential(text)
+    assert result.diagnoses[0].disease.id == row
+    assert result.diagnoses[0].probability > 0.5
+
+
+def test_streptococcus_gallolyticus_bacteraemia_points_to_the_colon():
+    result = differential("Streptococcus gallolyticus bacteraemia in a man of 70 with fever and tiredness")
+    assert result.diagnoses[0].disease.outside == "colon"
+    without = differential("bacteraemia in a man of 70 with fever and tiredness")
+    assert _p(result, "right_colon_cancer") > 10 * _p(without, "right_colon_cancer")
