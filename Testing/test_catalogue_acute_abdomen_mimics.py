@@ -24,8 +24,8 @@ from MedSORALib.differential.differential import differential
      "with basophilic stippling", "lead_poisoning", "non-abdominal"),
     ("boy of 7, purple raised spots over the buttocks and legs, swollen ankles, colicky tummy pain, blood in the "
      "urine", "iga_vasculitis", "non-abdominal"),
-    ("boy of 14 woke with sudden severe pain in the left testicle and lower abdomen, vomiting, testis lying high",
-     "testicular_torsion", "non-abdominal"),
+    ("teenager of 15, an hour of agonising ache in the right scrotum spreading to the groin and retching; that "
+     "testicle sits higher and lies horizontally", "testicular_torsion", "non-abdominal"),
     # adrenal crisis is a disease of a modelled structure: it stays in scope and names the adrenal glands
     ("woman of 45 on long-term prednisolone stopped abruptly, vomiting, abdominal pain, BP 78/40, sodium 126, "
      "potassium 5.9", "adrenal_crisis_addison", "modelled"),
