@@ -134,3 +134,10 @@ def test_streptococcus_gallolyticus_bacteraemia_points_to_the_colon():
     assert result.diagnoses[0].disease.outside == "colon"
     without = differential("bacteraemia in a man of 70 with fever and tiredness")
     assert _p(result, "right_colon_cancer") > 10 * _p(without, "right_colon_cancer")
+
+
+def test_left_upper_pain_to_the_shoulder_after_a_sore_throat_is_a_splenic_rupture():
+    result = differential("man of 21 recovering from a fortnight of sore throat and fever, sudden pain under the left "
+                          "ribs going to the left shoulder tip, dizzy on standing")
+    assert result.diagnoses[0].disease.id == "atraumatic_splenic_rupture"
+    assert _top_organ(result) == "spleen"
