@@ -47,3 +47,24 @@ def test_without_the_feature_the_mimic_does_not_lead(text, not_row):
     result = differential(text)
     assert result.diagnoses[0].disease.id != not_row
     assert next(d.probability for d in result.diagnoses if d.disease.id == not_row) < 0.2
+
+
+def test_a_widow_spider_bite_explains_a_rigid_abdomen():
+    result = differential("man of 40 bitten on the hand by a black widow spider in his garage; an hour later cramping "
+                          "pain in the belly and back, the abdomen board-like but not tender, sweating, BP 170/100")
+    assert result.diagnoses[0].disease.id == "latrodectism"
+    assert result.scope == "non-abdominal" and result.outside == "poisoning"
+    # without the bite a board-like abdomen stays a surgical abdomen
+    without = differential("man of 40, an hour of pain in the belly, the abdomen board-like, sweating")
+    assert without.diagnoses[0].disease.id != "latrodectism"
+    assert without.scope == "modelled"
+
+
+def test_recurrent_midline_pain_attacks_with_photophobia_in_a_child_are_abdominal_migraine():
+    result = differential("boy of 10, every month or so an attack of severe pain around the belly button for a few "
+                          "hours with vomiting; he looks pale and cannot stand the light; his father has migraine; "
+                          "well in between")
+    assert result.diagnoses[0].disease.id in ("abdominal_migraine", "migraine")
+    assert result.scope == "non-abdominal"
+    adult = differential("man of 45 with recurrent attacks of pain around the belly button and vomiting")
+    assert next(d.probability for d in adult.diagnoses if d.disease.id == "abdominal_migraine") < 0.05
