@@ -315,7 +315,7 @@ class Differential:
             # nothing named with confidence: a text about a non-abdominal body site only is non-abdominal
             if any(f.id in ABDOMINAL_FINDINGS for f in reading.present()):
                 return MODELLED, None
-            norm = _asserted_text(reading.text)
+            norm = _asserted_text(reading)
             if _NON_ABDOMINAL_SITE.search(norm) and not _ABDOMINAL_SITE.search(norm):
                 return NON_ABDOMINAL, None
             return MODELLED, None
@@ -339,13 +339,16 @@ class Differential:
         return scope, (max(keys, key=keys.get) if keys else None)
 
 
-def _asserted_text(text: str) -> str:
-    """The normalised text with the stretches a negation governs blanked ("no yellow eyes" names no eye)."""
+def _asserted_text(reading) -> str:
+    """The normalised text with the stretches a negation governs blanked ("no yellow eyes" names no eye); the
+    reader's own clauses and scopes where it kept them."""
     from .context import NEGATED, Context, normalise
 
-    norm = normalise(text)
-    chars = list(norm)
-    for scope in Context(norm).scopes:
+    ctx = getattr(reading, "context", None)
+    if ctx is None:
+        ctx = Context(normalise(reading.text))
+    chars = list(ctx.norm)
+    for scope in ctx.scopes:
         if scope.status == NEGATED:
             chars[scope.start:scope.end] = " " * (scope.end - scope.start)
     return "".join(chars)
