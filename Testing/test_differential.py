@@ -394,3 +394,24 @@ def test_dizziness_is_no_non_abdominal_body_site():
     weak = differential("weeks of weakness and exhaustion, dizzy whenever he stands, too tired to eat")
     assert weak.top.probability < 0.2 and weak.scope == MODELLED
     assert differential("a swollen knee and a sore ankle for a week").scope == NON_ABDOMINAL
+
+
+def test_an_injury_read_as_now_is_the_presentation_not_background():
+    """Trauma read as happening now counts fully (an old injury stays context), without making other context
+    findings count fully."""
+    from MedSORALib.differential import differential as module
+
+    now = differential("25M, fell off his mountain bike an hour ago, abdominal pain")
+    old = differential("25M, abdominal pain; fell off his mountain bike five years ago")
+    assert {f.id: f.status for f in now.reading.findings}["trauma"] == "present"
+    assert {f.id: f.status for f in old.reading.findings}["trauma"] == "history"
+    injuries = lambda res: sum(d.probability for d in res.diagnoses if "trauma" in d.disease.name.lower()  # noqa: E731
+                               or "injury" in d.disease.name.lower())
+    assert injuries(now) > 0.5 > 0.2 > injuries(old)
+    scorer = module.Differential(module.load_differential().catalogue)
+    saved = module.EVENT_FINDINGS
+    try:
+        module.EVENT_FINDINGS = frozenset()
+        assert injuries(scorer.score(now.reading)) < 0.2
+    finally:
+        module.EVENT_FINDINGS = saved

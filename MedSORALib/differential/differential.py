@@ -72,6 +72,9 @@ PRESENTING_KINDS = ("symptom", "sign", "lab", "vital")
 #: (0.3, 0.5) x (LR 1.3, 2) against 1 (no discount).
 CONTEXT_ALONE_WEIGHT = 0.3
 PRESENTING_MIN_LOG_LR = math.log(1.3)
+#: History findings that, read as happening now, are the presentation's event rather than its background: "fell
+#: off a horse this morning, now left upper quadrant pain" (they count as presenting findings; designed).
+EVENT_FINDINGS = frozenset(("trauma",))
 #: Findings that place a presentation in the abdomen whatever body sites the text names besides: a text reading
 #: one of them is never called non-abdominal by the body-site rule ("the whites of my eyes turned yellow and my skin
 #: itches" names the eyes and the skin, but the jaundice is the liver's). Pain sites of the abdomen are here too
@@ -247,6 +250,8 @@ class Differential:
                                 total += math.log(w.lr) * weight
                                 if f.status == PRESENT and w.lr > 1.0:
                                     presenting += math.log(w.lr) * weight
+                            elif f.status == PRESENT and f.id in EVENT_FINDINGS:
+                                total += math.log(w.lr) * weight  # counts fully, but explains no other context
                             else:
                                 context += math.log(w.lr) * weight
                             supporting.append(f)
