@@ -93,3 +93,12 @@ def test_a_lowered_consciousness_and_sky_high_inflammatory_markers():
     assert _status("She arrived with a reduced level of consciousness.")["confusion"] == PRESENT
     assert _status("Alert, no impairment of consciousness.").get("confusion") != PRESENT
     assert _status("Inflammatory markers were sky high.")["crp_raised"] == PRESENT
+
+
+def test_an_organ_edge_felt_below_the_ribs_ill_housemates_and_a_recent_flu_like_illness():
+    assert _status("On examination the tip was felt three fingerbreadths below the left costal margin.")[
+        "splenomegaly"] == PRESENT
+    assert _status("An edge is palpable 4 cm below the right costal margin.")["hepatomegaly"] == PRESENT
+    assert "splenomegaly" not in _status("Tender just below the left costal margin.")
+    assert _status("Two of his housemates have had the same vomiting.")["sick_contacts"] == PRESENT
+    assert "recent_viral_illness" in _status("She had a flu-like illness the week before and now has left shoulder pain.")
