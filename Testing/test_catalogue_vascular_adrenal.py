@@ -26,8 +26,10 @@ def _rank(result, disease_id: str) -> int:
 @pytest.mark.parametrize("row", ["aaa_intact", "ruptured_aaa", "aortic_dissection_type_b", "ivc_leiomyosarcoma",
                                  "renal_colic", "splenic_artery_aneurysm", "cushing_adrenal_adenoma"])
 def test_diseases_of_both_sexes_carry_no_sex(catalogue, row):
-    # the scorer multiplies the other sex's prior by 0.01: kept for diseases one sex (almost) never gets
-    assert catalogue.by_id[row].sex is None
+    # the scorer multiplies the other sex's prior by 0.01: kept for diseases one sex (almost) never gets; a
+    # disease one sex has about three times as often may say so softly (``mostly``: the other sex x 0.3)
+    disease = catalogue.by_id[row]
+    assert disease.sex is None or not disease.sex_strict
 
 
 @pytest.mark.parametrize("row,sex", [("ectopic_pregnancy", "female"), ("testicular_torsion", "male"),

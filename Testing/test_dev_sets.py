@@ -25,6 +25,9 @@ def _load_overlap():
 overlap_module = _load_overlap()
 
 
+CASE_DERIVED = "dev_case_derived.jsonl"
+
+
 def _rows(name):
     return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -109,7 +112,11 @@ def test_rows_are_well_formed(sets):
             assert bool(r["organs"]) == (r["scope"] == "modelled")
             assert bool(r["outside"]) == (r["scope"] == "abdominal-other")
             assert r["laterality"] in ("left", "right", None)
-            assert r.get("written", "first") in ("first", "second")
+            if name == CASE_DERIVED:
+                # retold published cases: each row names its source and the source's final diagnosis
+                assert r["written"] == "case-derived" and "<http" in r["source"] and r["diagnosis"].strip(), r["id"]
+            else:
+                assert r.get("written", "first") in ("first", "second")
             # a one-sided paired label agrees with the side the text names
             sides = {o.rsplit("_", 1)[1] for o in r["organs"] if o.endswith(("_left", "_right"))}
             if len(sides) == 1:
@@ -143,6 +150,55 @@ def test_presentations_leave_out_organ_names(sets):
     found = [(r["id"], m) for r in sets["dev_presentations.jsonl"] for m in pattern.findall(r["text"].lower())]
     assert found == []
     assert pattern.findall("epigastric pain, chronic hepatitis c, liver tests") == ["liver"]
+
+
+# -- the case-derived set: published cases retold in the team's own words (DEV_SETS.md) ---------------
+#: What the case-derived set holds today (counts are per file; raise them as rows are added).
+CASE_MIN = {"modelled": 75, "per_class": 5, "abdominal-other": 11, "non-abdominal": 12}
+CASE_SOURCE_KINDS = {"published case report", "teaching case", "patient story or news report"}
+
+
+def test_case_derived_counts_classes_registers_and_sources(sets):
+    rows = sets[CASE_DERIVED]
+    modelled = [r for r in rows if r["scope"] == "modelled"]
+    assert len(modelled) >= CASE_MIN["modelled"]
+    per_class = Counter(_class_of(r) for r in modelled)
+    assert set(per_class) == set(FULL_CLASSES) and min(per_class.values()) >= CASE_MIN["per_class"]
+    assert [r["id"] for r in rows] == [f"dc-{i:03d}" for i in range(1, len(rows) + 1)]
+    assert sum(r["scope"] == "abdominal-other" for r in rows) >= CASE_MIN["abdominal-other"]
+    non = [r for r in rows if r["scope"] == "non-abdominal"]
+    assert len(non) >= CASE_MIN["non-abdominal"] and all(r.get("topic") for r in non)
+    # the three registers of real text: case-report opening, teaching-file line, patient story
+    assert {r["register"] for r in rows} == {"case", "short", "lay"}
+    assert all(3 <= len(r["text"].split()) <= 30 for r in rows if r["register"] == "short")
+    # every kind of source is there, and none dominates
+    kinds = Counter(r["source_kind"] for r in rows)
+    assert set(kinds) == CASE_SOURCE_KINDS and max(kinds.values()) < 0.6 * len(rows)
+    # one retold case per source page, and no published case twice under another address
+    pages = [r["source"].rsplit("<", 1)[1].rstrip(">") for r in rows]
+    assert len(set(pages)) == len(pages)
+    assert len({r["diagnosis"].lower() + r["text"][:20] for r in rows}) == len(rows)
+
+
+def test_case_derived_texts_leave_out_organ_names(sets):
+    # the same rule as the presentations, on every abdominal row; a non-abdominal row may say "stomach"
+    # the way a patient does ("stomach ache") but names no other structure
+    import re
+
+    pattern = re.compile(r"\b(spleen|splenic|kidneys?|renal|gall ?bladder|o?esophag\w*|liver|hepatic|stomach|gastric|"
+                         r"aortas?|aortic|vena cava|portal vein|pancrea\w*|adrenals?)\b")
+    found = [(r["id"], m) for r in sets[CASE_DERIVED] for m in pattern.findall(r["text"].lower())
+             if r["abdominal"] or m != "stomach"]
+    assert found == []
+
+
+def test_case_derived_non_abdominal_topics_are_not_calibration_topics(sets):
+    calibration = [json.loads(line) for line in
+                   (REPO / "MedSORALib" / "resources" / "ood" / "non_abdominal.jsonl").read_text().splitlines()
+                   if line.strip()]
+    topics = {t.strip().lower() for r in calibration for t in r["topic"].split(";")}
+    dev_topics = {r["topic"].strip().lower() for r in sets[CASE_DERIVED] if r["scope"] == "non-abdominal"}
+    assert not dev_topics & topics, sorted(dev_topics & topics)
 
 
 # -- the evaluation harness (Training/evaluate_reasoning.py) ------------------------------------------

@@ -355,3 +355,63 @@ def test_the_differential_weighs_less_where_its_diagnoses_lie_outside_the_13():
 def test_a_negated_body_site_does_not_make_a_text_non_abdominal():
     assert differential("tired and itchy, no yellow eyes").scope == MODELLED
     assert differential("tired and itchy eyes").scope == NON_ABDOMINAL
+
+
+def test_an_abdominal_finding_keeps_a_text_naming_other_body_sites_in_scope():
+    """Jaundice read from "the whites of my eyes looked yellow" is the liver's, though the text names the skin and
+    the eyes; without it the same text is non-abdominal."""
+    from MedSORALib.differential.catalogue import load_catalogue
+    from MedSORALib.differential.differential import ABDOMINAL_FINDINGS
+
+    assert ABDOMINAL_FINDINGS <= set(load_catalogue().findings)
+    itch = "For three weeks my skin has itched all over and keeps me from sleep; last week my wife said"
+    yellow = differential(f"{itch} the whites of my eyes looked yellow.")
+    assert "jaundice" in {f.id for f in yellow.reading.present()}
+    assert yellow.top.probability < 0.2 and yellow.scope == MODELLED
+    red = differential(f"{itch} my eyes looked red.")
+    assert red.top.probability < 0.2 and red.scope == NON_ABDOMINAL
+    assert differential("My knees ache and my urine has turned the colour of tea.").scope == MODELLED
+
+
+def test_a_sign_of_the_abdomen_keeps_a_text_in_scope_against_the_models_out_of_domain_call():
+    """Where the differential is not confident, the model's out-of-domain decision gives the scope, unless the text
+    reads a sign of the abdomen (jaundice, melaena...); an abdominal pain site alone does not overrule it (the
+    epigastric pain of a heart attack)."""
+    model = dict.fromkeys(STRUCTURES, 0.2)
+    yellow = differential("tired for a month, and now my eyes have gone yellow")
+    assert yellow.top.probability < 0.5 and "jaundice" in {f.id for f in yellow.reading.present()}
+    assert fuse(model, yellow, False)[2] == MODELLED
+    tired = differential("tired for a month, and now my eyes have gone red")
+    assert tired.top.probability < 0.5 and fuse(model, tired, False)[2] == NON_ABDOMINAL
+    pit = differential("an ache in the pit of my stomach since this morning")
+    assert pit.top.probability < 0.5 and "epigastric_pain" in {f.id for f in pit.reading.present()}
+    assert fuse(model, pit, False)[2] == NON_ABDOMINAL and fuse(model, pit, True)[2] == MODELLED
+
+
+def test_dizziness_is_no_non_abdominal_body_site():
+    """Weakness with dizziness on standing names no body site: the site rule leaves it to the model; a text about
+    a knee and an ankle is non-abdominal."""
+    weak = differential("weeks of weakness and exhaustion, dizzy whenever he stands, too tired to eat")
+    assert weak.top.probability < 0.2 and weak.scope == MODELLED
+    assert differential("a swollen knee and a sore ankle for a week").scope == NON_ABDOMINAL
+
+
+def test_an_injury_read_as_now_is_the_presentation_not_background():
+    """Trauma read as happening now counts fully (an old injury stays context), without making other context
+    findings count fully."""
+    from MedSORALib.differential import differential as module
+
+    now = differential("25M, fell off his mountain bike an hour ago, abdominal pain")
+    old = differential("25M, abdominal pain; fell off his mountain bike five years ago")
+    assert {f.id: f.status for f in now.reading.findings}["trauma"] == "present"
+    assert {f.id: f.status for f in old.reading.findings}["trauma"] == "history"
+    injuries = lambda res: sum(d.probability for d in res.diagnoses if "trauma" in d.disease.name.lower()  # noqa: E731
+                               or "injury" in d.disease.name.lower())
+    assert injuries(now) > 0.5 > 0.2 > injuries(old)
+    scorer = module.Differential(module.load_differential().catalogue)
+    saved = module.EVENT_FINDINGS
+    try:
+        module.EVENT_FINDINGS = frozenset()
+        assert injuries(scorer.score(now.reading)) < 0.2
+    finally:
+        module.EVENT_FINDINGS = saved

@@ -38,7 +38,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 RESOURCES = REPO / "MedSORALib" / "resources"
 DEV_DIR = REPO / "Training" / "data"
-DEV_FILES = ("dev_presentations.jsonl", "dev_short_histories.jsonl", "dev_non_abdominal.jsonl")
+DEV_FILES = ("dev_presentations.jsonl", "dev_short_histories.jsonl", "dev_non_abdominal.jsonl",
+             "dev_case_derived.jsonl")
 #: Limits of the independence rule (issue 24, item 8).
 MAX_COVERAGE = 0.5
 MAX_JACCARD = 0.6
@@ -62,7 +63,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def dev_rows(paths=None) -> list[dict]:
-    """Rows of the development sets (default: the three current ones), each with ``set`` (its file name) added."""
+    """Rows of the development sets (default: the four of ``DEV_FILES``), each with ``set`` (its file name) added."""
     rows = []
     for path in paths or [DEV_DIR / name for name in DEV_FILES]:
         for row in _read_jsonl(Path(path)):
@@ -167,7 +168,7 @@ def violations(dev: list[dict], references: list[tuple[str, str]]) -> list[dict]
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--top", type=int, default=10, help="print the N development texts closest to a reference")
-    parser.add_argument("--dev", nargs="+", default=None, help="development files (default: the three dev_*.jsonl)")
+    parser.add_argument("--dev", nargs="+", default=None, help="development files (default: the dev_*.jsonl of DEV_FILES)")
     args = parser.parse_args(argv)
     dev = dev_rows(args.dev)
     refs = reference_texts()

@@ -18,8 +18,9 @@ it says the answer lies in the 13 structures) and, when the method has one, ``sc
 
 Each text is encoded once per model (one batch over all sets, kept in memory only).
 
-Sets (``Training/data``; see ``DEV_SETS.md``): ``presentations``, ``short_histories``, ``non_abdominal``, and
-the retired ``external_dev`` for comparison (its labels are reasoning classes: a paired class becomes the
+Sets (``Training/data``; see ``DEV_SETS.md``): ``presentations``, ``short_histories``, ``non_abdominal``,
+``case_derived`` (published cases retold in the team's words, written blind; no constant was chosen on any of
+its rows, so the whole set is unseen), and the retired ``external_dev`` for comparison (its labels are reasoning classes: a paired class becomes the
 side its ``laterality`` names, else both sides).
 
 Figures (fractions in the JSON, percent in the Markdown):
@@ -65,6 +66,7 @@ SETS = {
     "presentations": DATA / "dev_presentations.jsonl",
     "short_histories": DATA / "dev_short_histories.jsonl",
     "non_abdominal": DATA / "dev_non_abdominal.jsonl",
+    "case_derived": DATA / "dev_case_derived.jsonl",
     "external_dev (retired)": DATA / "external_dev.jsonl",
 }
 DEFAULT_OUTPUT = REPO / "Training" / "results" / "reasoning_eval"

@@ -156,6 +156,7 @@ _UNC_QMARK = re.compile(r"\?\s*(?=[a-z])")
 _HIST_PRE = _words(
     r"history of", r"hx of", r"h/o", r"pmh(?:x)?(?: of| includes?)?",
     r"past (?:medical |surgical )?histor(?:y|ies)(?: of)?",
+    r"(?:medical|surgical) histor(?:y|ies) (?:was|is|were|are) (?:significant|notable|remarkable) for",
     r"previous(?:ly)?", r"prior", r"status post", r"s/p", r"background of", r"bg of", r"known",
     r"in the past(?! (?:\d|few|several|couple|one|two|three|four|five|six|seven|ten|twelve|24|48|72|day|week|"
     r"month|hour|fortnight|night|evening|morning))", r"long-?standing", r"underwent", r"had undergone",
@@ -163,7 +164,7 @@ _HIST_PRE = _words(
     r"recovered from", r"was diagnosed with", r"diagnosed with", r"remote", r"resolved", r"former",
     r"(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|twenty|several|many|a few|few|some) "
     r"(?:years?|yrs?|decades?) "
-    r"(?:ago|before|earlier|previously)",
+    r"(?:ago|before|earlier|previously|prior)",
     r"(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|twelve|eighteen|twenty|several|many|a few|few|some) "
     r"(?:years?|yrs?|months?|decades?) after", r"in (?:19|20)\d\d", r"as a (?:child|teenager|baby)", r"in childhood",
     r"(?<!-)(?<!year )(?<!years )(?<!yr )(?<!yrs )(?<!y )(?<!y/)old(?! (?:man|woman|lady|gentleman|male|female|patient|"
@@ -171,7 +172,7 @@ _HIST_PRE = _words(
 _HIST_POST = re.compile(
     r"^\W{0,3}(?:\w+\W+){0,4}?(?:(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|"
     r"twenty|thirty|forty|several|many|few|some|a few|couple of|a couple of)\s+(?:years?|yrs?|decades?)\s+"
-    r"(?:ago|before|earlier|previously)|in (?:19|20)\d\d|(?:last|previous) year|as a (?:child|teenager|baby)|"
+    r"(?:ago|before|earlier|previously|prior)|in (?:19|20)\d\d|(?:last|previous) year|as a (?:child|teenager|baby)|"
     r"(?:years|decades|ages) ago|in the past(?! (?:\d|few|several|couple|one|two|three|four|five|six|seven|ten|twelve|"
     r"day|week|month|hour|fortnight|night|evening|morning))|previously|in childhood|"
     r"(?:which |that )?(?:has |have )?(?:since )?resolved)\b")
@@ -234,7 +235,8 @@ _HIST_TERMINATORS = _words(
     r"visited", r"arrived", r"consulted")
 # History triggers that head a list of past diseases ("a history of diabetes, hypertension and asthma").
 _LIST_HISTORY = re.compile(r"history of|hx of|h/o|pmh(?:x)?(?: of| includes?)?|past (?:medical |surgical )?histor(?:y|ies)"
-                           r"(?: of)?|background of|bg of|family history of|fhx? of|family hx of|fh of")
+                           r"(?: of)?|(?:medical|surgical) histor(?:y|ies) (?:was|is|were|are) (?:significant|notable|"
+                           r"remarkable) for|background of|bg of|family history of|fhx? of|family hx of|fh of")
 _NOW_WORDS = re.compile(r"(?<![\w/])(?:today|now|currently|this (?:morning|evening|time|week)|yesterday|tonight|"
                         r"last night|since|for the (?:past|last)|acute(?:ly)?|new|sudden(?:ly)?|on admission)(?![\w/])")
 _DENIED_HISTORY = re.compile(r"(?<![\w/])(?:no|denies|denied|deny|denying|without|not have|negative|nil)"

@@ -72,18 +72,40 @@ PRESENTING_KINDS = ("symptom", "sign", "lab", "vital")
 #: (0.3, 0.5) x (LR 1.3, 2) against 1 (no discount).
 CONTEXT_ALONE_WEIGHT = 0.3
 PRESENTING_MIN_LOG_LR = math.log(1.3)
+#: History findings that, read as happening now, are the presentation's event rather than its background: "fell
+#: off a horse this morning, now left upper quadrant pain" (they count as presenting findings; designed).
+EVENT_FINDINGS = frozenset(("trauma",))
+#: Findings that place a presentation in the abdomen whatever body sites the text names besides: a text reading
+#: one of them is never called non-abdominal by the body-site rule ("the whites of my eyes turned yellow and my skin
+#: itches" names the eyes and the skin, but the jaundice is the liver's). Pain sites of the abdomen are here too
+#: because lay wording ("under my right ribs") does not name them in words the site rule knows (designed list).
+#: ``ABDOMINAL_SIGNS`` (the list less the pain sites, which non-abdominal mimics share: the epigastric pain of an
+#: inferior myocardial infarction) also keep a text from being called non-abdominal on the text model's
+#: out-of-domain decision alone (:func:`MedSORALib.differential.fusion.fuse`).
+ABDOMINAL_SIGNS = frozenset((
+    "jaundice", "painless_jaundice", "dark_urine", "pale_stools", "clay_coloured_and_dark_urine", "bilirubin_raised",
+    "alp_raised", "transaminases_raised", "lipase_raised", "lipase_3x_uln", "amylase_3x_uln", "haematemesis",
+    "coffee_ground_vomiting", "melaena", "haematochezia", "haematuria", "painless_haematuria", "ascites",
+    "hepatomegaly", "splenomegaly", "abdominal_distension", "pulsatile_mass", "murphy_sign", "steatorrhoea",
+))
+ABDOMINAL_FINDINGS = ABDOMINAL_SIGNS | frozenset((
+    "epigastric_pain", "ruq_pain", "luq_pain", "rlq_pain", "llq_pain", "flank_pain", "bilateral_flank_pain",
+    "suprapubic_pain", "pelvic_pain",
+))
 
 MODELLED, ABDOMINAL_OTHER, NON_ABDOMINAL = "modelled", "abdominal-other", "non-abdominal"
 
 # Body sites outside the abdomen: a text naming only these, with nothing the catalogue explains, is
 # non-abdominal (knee pain after a fall, a rash on the arm, blurred vision). The chest and the legs are not among
 # them: chest pain is the presentation of the oesophagus and the thoracic aorta, and swelling of both legs that of
-# the inferior vena cava, all in scope; the catalogue's diagnoses or the text model decide those texts.
+# the inferior vena cava, all in scope; the catalogue's diagnoses or the text model decide those texts. Dizziness
+# is not among them either: it is the blood loss, the adrenal failure or the dehydration of many abdominal
+# presentations as often as an ear's or a brain's.
 _NON_ABDOMINAL_SITE = re.compile(
     r"(?<![\w])(?:knees?|ankles?|wrists?|elbows?|shoulders?|hips?|feet|foot|toes?|fingers?|thumbs?|hands?|arms?|"
     r"thighs?|calf|calves|shins?|heels?|neck|head|headaches?|eyes?|vision|visual|ears?|hearing|tooth|teeth|"
     r"gums?|jaw|throat|tonsils?|nose|sinus(?:es)?|skin|rash|scalp|hair|nails?|breasts?|nipples?|joints?|"
-    r"muscles?|tendons?|spine|migraine|seizures?|fits?|dizz\w*|vertigo|numb\w*|tingl\w*|memory|mood|"
+    r"muscles?|tendons?|spine|migraine|seizures?|fits?|numb\w*|tingl\w*|memory|mood|"
     r"anxiety|depress\w*|sleep|insomnia|cough\w*|sneez\w*|earache|toothache|wheez\w*|"
     r"testic\w*|scrot\w*|penis|buttocks?)(?![\w])")
 # Places and findings of the abdomen: a non-specific text naming one of these stays with the model's decision.
@@ -228,6 +250,8 @@ class Differential:
                                 total += math.log(w.lr) * weight
                                 if f.status == PRESENT and w.lr > 1.0:
                                     presenting += math.log(w.lr) * weight
+                            elif f.status == PRESENT and f.id in EVENT_FINDINGS:
+                                total += math.log(w.lr) * weight  # counts fully, but explains no other context
                             else:
                                 context += math.log(w.lr) * weight
                             supporting.append(f)
@@ -294,7 +318,9 @@ class Differential:
         if best < SCOPE_MIN or not presenting:
             # a diagnosis carried by risk factors or history alone (a fall, alcohol) names no presentation
             # nothing named with confidence: a text about a non-abdominal body site only is non-abdominal
-            norm = _asserted_text(reading.text)
+            if any(f.id in ABDOMINAL_FINDINGS for f in reading.present()):
+                return MODELLED, None
+            norm = _asserted_text(reading)
             if _NON_ABDOMINAL_SITE.search(norm) and not _ABDOMINAL_SITE.search(norm):
                 return NON_ABDOMINAL, None
             return MODELLED, None
@@ -318,13 +344,16 @@ class Differential:
         return scope, (max(keys, key=keys.get) if keys else None)
 
 
-def _asserted_text(text: str) -> str:
-    """The normalised text with the stretches a negation governs blanked ("no yellow eyes" names no eye)."""
+def _asserted_text(reading) -> str:
+    """The normalised text with the stretches a negation governs blanked ("no yellow eyes" names no eye); the
+    reader's own clauses and scopes where it kept them."""
     from .context import NEGATED, Context, normalise
 
-    norm = normalise(text)
-    chars = list(norm)
-    for scope in Context(norm).scopes:
+    ctx = getattr(reading, "context", None)
+    if ctx is None:
+        ctx = Context(normalise(reading.text))
+    chars = list(ctx.norm)
+    for scope in ctx.scopes:
         if scope.status == NEGATED:
             chars[scope.start:scope.end] = " " * (scope.end - scope.start)
     return "".join(chars)

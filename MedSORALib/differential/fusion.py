@@ -12,7 +12,8 @@
 Below ``GATE_LOW`` the model's ranking is kept as it is. A structure removed by surgery gets 0 whatever either
 side says. A non-specific text (every finding read is generic and no diagnosis stands out) keeps the order but
 gets a flat ranking (:func:`flatten`), flagged ``non_specific``. ``scope`` comes from the differential where it is
-confident, else from the model's out-of-domain decision (``modelled`` when in domain, ``non-abdominal`` otherwise);
+confident, else from the model's out-of-domain decision (``modelled`` when in domain, ``non-abdominal`` otherwise,
+unless the text reads a sign of the abdomen such as jaundice or melaena: ``ABDOMINAL_SIGNS``);
 ``in_domain`` is true only for ``modelled``.
 
 The constants were chosen on the tune half (even lines) of the team's dev sets (``Training/data/dev_*.jsonl``),
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..organs import STRUCTURES
-from .differential import MODELLED, NON_ABDOMINAL, DifferentialResult, load_differential
+from .differential import ABDOMINAL_SIGNS, MODELLED, NON_ABDOMINAL, DifferentialResult, load_differential
 
 ALPHA = 0.7
 GATE_LOW = 0.02
@@ -127,8 +128,12 @@ def fuse(model_relevance: dict[str, float] | None, result: DifferentialResult, i
     elif result.scope == NON_ABDOMINAL and (in_domain is False or (
             ood_score is not None and ood_score >= SITE_RULE_MIN_OOD)):
         scope, outside = NON_ABDOMINAL, None
+    elif in_domain or any(f.id in ABDOMINAL_SIGNS for f in result.reading.present()):
+        # a sign of the abdomen read in the text (jaundice, melaena, a raised bilirubin) keeps it in scope
+        # whatever the model's out-of-domain score says
+        scope, outside = MODELLED, None
     else:
-        scope, outside = (MODELLED, None) if in_domain else (NON_ABDOMINAL, None)
+        scope, outside = NON_ABDOMINAL, None
     return fused, a, scope, outside
 
 
