@@ -1,6 +1,7 @@
 """Cheaper loading and reading give the same readings: packed gates, gates checked on a window, the catalogue
 cache's record hook, the embedding fallback's lazy vectors and the reader's kept clauses."""
 import dataclasses
+import re
 import json
 
 import pytest
@@ -108,3 +109,28 @@ def test_reading_keeps_the_clauses_it_was_read_with():
     assert r.context is not None and r.context.norm == fresh.norm
     assert r.context.segments == fresh.segments and r.context.scopes == fresh.scopes
     assert "context" not in r.to_dict()
+
+
+def test_packed_needles_are_opened_after_a_few_checks_with_the_same_answers():
+    pattern = r"(?<![\w])(?:(?:right upper quadrant|ruq) (?:pain|tenderness))(?![\w])"
+    value = gates.needles(pattern)
+    g = gates.GatedPattern(pattern, None, packed=gates.pack(value))
+    texts = ["ruq pain since noon", "no pain at all", "right upper quadrant tenderness"] * 5
+    spans = [[m.span() for m in g.finditer(t)] for t in texts]
+    assert g._packed is None and g._needles == value  # opened after PACKED_CHECKS checks
+    assert spans == [[m.span() for m in re.finditer(pattern, t)] for t in texts]
+
+
+def test_first_clause_list_turns_texts_away_as_the_full_check_does():
+    for p in _shipped_patterns():
+        value = gates.needles(p.pattern)
+        first = gates.first_strings(value)
+        if value is None:
+            assert first is None
+            continue
+        for text in TEXTS + ["", "pain", "right upper quadrant pain after fatty meals"]:
+            norm = normalise(text)
+            full = gates.GatedPattern(p.pattern, value).may_match(norm)
+            if first is not None and not any(n in norm for n in first):
+                assert not full, p.pattern  # the list never turns away a text the full check lets through
+    assert gates.first_strings(((("a",), ("b",)), ())) is None  # an alternative with no clause holds always

@@ -137,6 +137,11 @@ def _clauses(items, C) -> list[frozenset[str]]:
 GATED_TEXTS = 64
 
 
+#: Checks made on the packed string of the gates file before it is opened into tuples (a cold run makes one or a
+#: few per pattern: its text and the extra passes over words joined by hyphens or before one noun).
+PACKED_CHECKS = 8
+
+
 class GatedPattern:
     """A regular expression compiled on first need, skipped on texts that satisfy no alternative of its
     needles (for the first :data:`GATED_TEXTS` texts; then it runs on every text).
@@ -145,15 +150,16 @@ class GatedPattern:
     compiled pattern's.
     """
 
-    __slots__ = ("pattern", "_needles", "_packed", "_compiled", "_checks_left")
+    __slots__ = ("pattern", "_needles", "_first", "_packed", "_compiled", "_checks_left")
 
     def __init__(self, pattern: str, needles: tuple[tuple[tuple[str, ...], ...], ...] | None,
                  packed: str | None = None):
         self.pattern = pattern
         self._needles = needles
-        # the needles as kept in the gates file (:func:`pack`): checked as they are, never opened for a check
-        # (scanning the string costs about what scanning the opened tuples costs; opening them costs five times
-        # more, and a cold run checks each pattern once or twice)
+        self._first = first_strings(needles)
+        # the needles as kept in the gates file (:func:`pack`): checked as they are for the first PACKED_CHECKS
+        # checks (scanning the string costs about twice what scanning the opened tuples costs, opening them ten
+        # times more, and a cold run checks each pattern once or a few times), then opened
         self._packed = packed
         self._compiled = None
         self._checks_left = GATED_TEXTS
@@ -178,10 +184,24 @@ class GatedPattern:
 
     def may_match(self, text: str) -> bool:
         """Whether the text satisfies an alternative of the needles (``False``: the pattern cannot match)."""
-        if self._packed is not None:
-            return _may_match_packed(self._packed, text)
+        packed = self._packed
+        if packed is not None:
+            if self._checks_left > GATED_TEXTS - PACKED_CHECKS:
+                return _may_match_packed(packed, text)
+            # a process reading many texts: opened once, the needles are checked faster from then on
+            opened = unpack(packed)
+            self._first = first_strings(opened)
+            self._needles = opened
+            self._packed = None
         if self._needles is None:
             return True
+        first = self._first
+        if first is not None:
+            for n in first:
+                if n in text:
+                    break
+            else:
+                return False  # no alternative's first clause is in the text
         for alternative in self._needles:
             for clause in alternative:
                 for n in clause:
@@ -237,21 +257,42 @@ _GATES_LOCK = threading.Lock()
 # cost more than the rest of loading the reader): alternatives joined by a line break, the clauses of an
 # alternative by a tab, the strings of a clause by a carriage return. Needles holding one of these characters
 # are kept as null (the pattern then always runs).
-_ALT, _CLAUSE, _NEEDLE = "\n", "\t", "\r"
+# The string opens with the strings of every alternative's first clause (its most selective one), then a vertical
+# tab: a text holding none of them satisfies no alternative, and most texts are turned away by that one list.
+_ALT, _CLAUSE, _NEEDLE, _FIRST = "\n", "\t", "\r", "\v"
+
+
+def first_strings(value) -> tuple[str, ...] | None:
+    """The strings of every alternative's first clause; ``None`` when an alternative has no clause (it holds
+    for every text, so no list can turn a text away)."""
+    if value is None or any(not alt for alt in value):
+        return None
+    return tuple(sorted({n for alt in value for n in alt[0]}, key=lambda n: (-len(n), n)))
 
 
 def pack(value: tuple[tuple[tuple[str, ...], ...], ...] | None) -> str | None:
     """The needles as one string (``None``: no needles, or a needle holding a separator)."""
-    if value is None or any(_ALT in n or _CLAUSE in n or _NEEDLE in n or not n
+    if value is None or any(_ALT in n or _CLAUSE in n or _NEEDLE in n or _FIRST in n or not n
                             for alt in value for c in alt for n in c):
         return None
-    return _ALT.join(_CLAUSE.join(_NEEDLE.join(c) for c in alt) for alt in value)
+    body = _ALT.join(_CLAUSE.join(_NEEDLE.join(c) for c in alt) for alt in value)
+    first = first_strings(value)
+    return body if first is None else _NEEDLE.join(first) + _FIRST + body
 
 
 def _may_match_packed(packed: str, text: str) -> bool:
     """:meth:`GatedPattern.may_match` on the packed needles (the same answer as on the opened ones). An empty
     part (a damaged file) is in every text, so it can only let the pattern run, never skip a match."""
-    for alternative in packed.split(_ALT):
+    first, sep, body = packed.partition(_FIRST)
+    if sep:
+        for n in first.split(_NEEDLE):
+            if n in text:
+                break
+        else:
+            return False  # no alternative's first clause is in the text
+    else:
+        body = first
+    for alternative in body.split(_ALT):
         for clause in alternative.split(_CLAUSE):
             for n in clause.split(_NEEDLE):
                 if n in text:
@@ -267,7 +308,8 @@ def unpack(packed) -> tuple[tuple[tuple[str, ...], ...], ...] | None:
     """The needles of :func:`pack`'s string; ``None`` when it is not one."""
     if not isinstance(packed, str) or not packed:
         return None
-    return tuple(tuple(tuple(c.split(_NEEDLE)) for c in alt.split(_CLAUSE)) for alt in packed.split(_ALT))
+    body = packed.partition(_FIRST)[2] or packed
+    return tuple(tuple(tuple(c.split(_NEEDLE)) for c in alt.split(_CLAUSE)) for alt in body.split(_ALT))
 
 
 def gated_patterns(patterns: list[str], root: Path | None = None, name: str = "reader") -> list[GatedPattern]:
