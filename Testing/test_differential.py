@@ -415,3 +415,15 @@ def test_an_injury_read_as_now_is_the_presentation_not_background():
         assert injuries(scorer.score(now.reading)) < 0.2
     finally:
         module.EVENT_FINDINGS = saved
+
+
+def test_a_supported_leading_diagnosis_in_the_13_overrules_the_models_out_of_domain_call():
+    from MedSORALib.differential.fusion import OVERRULE_CONFIDENCE, OVERRULE_MODELLED_MASS, modelled_mass
+
+    model = dict.fromkeys(STRUCTURES, 0.2)
+    stone = differential("sudden colicky right loin pain going to the groin, rolling about, blood on dipstick")
+    assert stone.top.disease.organs and stone.top.probability >= OVERRULE_CONFIDENCE
+    assert modelled_mass(stone) >= OVERRULE_MODELLED_MASS
+    assert fuse(model, stone, False)[2] == MODELLED
+    knee = differential("a hot swollen right knee after a football match")
+    assert fuse(model, knee, False)[2] == NON_ABDOMINAL

@@ -13,7 +13,8 @@ Below ``GATE_LOW`` the model's ranking is kept as it is. A structure removed by 
 side says. A non-specific text (every finding read is generic and no diagnosis stands out) keeps the order but
 gets a flat ranking (:func:`flatten`), flagged ``non_specific``. ``scope`` comes from the differential where it is
 confident, else from the model's out-of-domain decision (``modelled`` when in domain, ``non-abdominal`` otherwise,
-unless the text reads a sign of the abdomen such as jaundice or melaena: ``ABDOMINAL_SIGNS``);
+unless the text reads a sign of the abdomen such as jaundice or melaena, ``ABDOMINAL_SIGNS``, or the differential
+leads with a supported diagnosis in the 13 structures, ``OVERRULE_*``);
 ``in_domain`` is true only for ``modelled``.
 
 The constants were chosen on the tune half (even lines) of the team's dev sets (``Training/data/dev_*.jsonl``),
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..organs import STRUCTURES
-from .differential import ABDOMINAL_SIGNS, MODELLED, NON_ABDOMINAL, DifferentialResult, load_differential
+from .differential import (ABDOMINAL_SIGNS, MODELLED, NON_ABDOMINAL, PRESENTING_KINDS, DifferentialResult,
+                           load_differential)
 
 ALPHA = 0.7
 GATE_LOW = 0.02
@@ -47,6 +49,12 @@ MODELLED_MASS_FULL = 0.5
 NON_SPECIFIC_SPREAD = 0.25
 #: ... unless the differential names a diagnosis with at least this probability.
 NON_SPECIFIC_MAX_CONFIDENCE = 0.2
+#: Where the text model calls a text out of domain but the differential leads with a diagnosis in the 13
+#: structures that a presenting finding (symptom, sign, lab, vital) supports, with at least OVERRULE_CONFIDENCE of
+#: probability and OVERRULE_MODELLED_MASS on the 13 structures, the text stays in scope (chosen on the tune half of
+#: the dev sets among 0.1 / 0.2 / 0.3 x 0.5 / 0.7).
+OVERRULE_CONFIDENCE = 0.2
+OVERRULE_MODELLED_MASS = 0.7
 
 
 @dataclass
@@ -128,13 +136,20 @@ def fuse(model_relevance: dict[str, float] | None, result: DifferentialResult, i
     elif result.scope == NON_ABDOMINAL and (in_domain is False or (
             ood_score is not None and ood_score >= SITE_RULE_MIN_OOD)):
         scope, outside = NON_ABDOMINAL, None
-    elif in_domain or any(f.id in ABDOMINAL_SIGNS for f in result.reading.present()):
-        # a sign of the abdomen read in the text (jaundice, melaena, a raised bilirubin) keeps it in scope
-        # whatever the model's out-of-domain score says
+    elif in_domain or any(f.id in ABDOMINAL_SIGNS for f in result.reading.present()) or _leads_in_scope(result):
+        # a sign of the abdomen read in the text (jaundice, melaena, a raised bilirubin), or a supported leading
+        # diagnosis in the 13 structures, keeps it in scope whatever the model's out-of-domain score says
         scope, outside = MODELLED, None
     else:
         scope, outside = NON_ABDOMINAL, None
     return fused, a, scope, outside
+
+
+def _leads_in_scope(result: DifferentialResult) -> bool:
+    top = result.top
+    return bool(top is not None and top.disease.organs and top.probability >= OVERRULE_CONFIDENCE
+                and modelled_mass(result) >= OVERRULE_MODELLED_MASS
+                and any(f.kind in PRESENTING_KINDS for f in top.supporting))
 
 
 def reason(texts: Sequence[str], reasoner=None, age=None, sex=None, predictions=None,

@@ -26,11 +26,12 @@ OUTSIDE: Mapping[str, str] = MappingProxyType({
     # the testis and scrotum lie outside the abdominal cavity (a torsion's pain may spread to the lower abdomen);
     # nerve_muscle: peripheral nerve, roots and neuromuscular junction; poisoning: toxicity and withdrawal;
     # infection: systemic infection without an organ focus; environment: heat, cold and altitude; pregnancy:
-    # systemic disorders of pregnancy presenting outside the abdomen (pre-eclampsia's headache and visual signs)
+    # systemic disorders of pregnancy presenting outside the abdomen (pre-eclampsia's headache and visual signs);
+    # cranial_arteries: the temporal and other cranial arteries (giant cell arteritis)
     **{k: "non_abdominal" for k in (
         "heart", "lung", "pleura", "pericardium", "spine", "musculoskeletal", "skin", "brain", "thyroid",
         "blood", "breast", "eye", "ear_nose_throat", "psychiatric", "joints", "metabolic", "testis",
-        "nerve_muscle", "poisoning", "infection", "environment", "pregnancy")},
+        "nerve_muscle", "poisoning", "infection", "environment", "pregnancy", "cranial_arteries")},
 })
 
 #: Designed base rate of each frequency class among adults presenting with an abdominal or chest complaint.
