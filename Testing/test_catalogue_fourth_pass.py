@@ -132,7 +132,15 @@ LUQ_MASS = ("A 63-year-old woman has felt full in the left upper abdomen for mon
 
 def test_melaena_argues_against_the_myeloproliferative_spleen(catalogue):
     against = {w.id: w.lr for w in catalogue.by_id["haematological_splenomegaly"].against}
-    assert against["melaena"] < 1.0 and against["haematemesis"] < 1.0
+    assert against["melaena"] < 1.0 and against["haematemesis"] < 1.0 and against["iron_deficiency"] < 1.0
+    gist = {w.id: w.lr for w in catalogue.by_id["gist_gastric"].findings}
+    assert gist["iron_deficiency"] > 1.0
+
+
+def test_left_upper_mass_with_iron_deficiency_points_to_the_stomach():
+    result = differential(LUQ_MASS + " Ferritin is low: an iron-deficiency anaemia.")
+    rel = result.organ_relevance
+    assert rel["stomach"] > rel["spleen"]
 
 
 def test_left_upper_mass_with_black_stools_points_to_the_stomach():
