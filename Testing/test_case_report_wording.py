@@ -102,3 +102,13 @@ def test_an_organ_edge_felt_below_the_ribs_ill_housemates_and_a_recent_flu_like_
     assert "splenomegaly" not in _status("Tender just below the left costal margin.")
     assert _status("Two of his housemates have had the same vomiting.")["sick_contacts"] == PRESENT
     assert "recent_viral_illness" in _status("She had a flu-like illness the week before and now has left shoulder pain.")
+
+
+def test_more_case_report_wordings():
+    assert _status("Severe pain in the upper abdomen since lunch.")["epigastric_pain"] == PRESENT
+    assert _status("A heavy-set 45-year-old man.")["obesity"] == PRESENT
+    assert _status("She has taken the combined pill for six years.")["oral_contraceptive_use"] == PRESENT
+    assert _status("No bowel movement for three days and bloating.")["constipation"] == PRESENT
+    assert _status("He has an aching right testicle.")["testicular_pain"] == PRESENT
+    assert _status("The boy has not been immunised.")["unvaccinated"] == PRESENT
+    assert "unvaccinated" not in _status("She had not been vaccinated against COVID-19.")
