@@ -7,24 +7,14 @@ import pytest
 
 from MedSORALib.differential.catalogue import load_catalogue
 from MedSORALib.differential.differential import differential
-from MedSORALib.differential.reader import read
+from differential_helpers import present as _present
+from differential_helpers import probability as _p
+from differential_helpers import top_organ as _top_organ
 
 
 @pytest.fixture(scope="module")
 def catalogue():
     return load_catalogue()
-
-
-def _p(result, disease_id: str) -> float:
-    return next((d.probability for d in result.diagnoses if d.disease.id == disease_id), 0.0)
-
-
-def _top_organ(result) -> str:
-    return max(result.organ_relevance, key=result.organ_relevance.get)
-
-
-def _present(text: str) -> set[str]:
-    return {f.id for f in read(text).findings if f.status == "present"}
 
 
 @pytest.mark.parametrize("text,finding", [
