@@ -7,9 +7,7 @@ from MedSORALib.differential.context import PRESENT
 from MedSORALib.differential.differential import differential
 from MedSORALib.differential.reader import read
 
-
-def _present(text):
-    return {f.id for f in read(text).findings if f.status == PRESENT}
+from differential_helpers import present as _present
 
 
 @pytest.mark.parametrize("text", [

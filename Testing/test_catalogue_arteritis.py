@@ -3,11 +3,8 @@ claudication off the aorta's large-vessel vasculitis row (our own sentences)."""
 from __future__ import annotations
 
 from MedSORALib.differential.differential import NON_ABDOMINAL, differential
-from MedSORALib.differential.reader import read
 
-
-def _present(text):
-    return {f.id for f in read(text).present()}
+from differential_helpers import present as _present
 
 
 def test_jaw_claudication_is_not_limb_claudication():

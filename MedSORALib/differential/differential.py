@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 from ..organs import PAIRED_STRUCTURES, STRUCTURES
 from .context import FAMILY, HISTORY, NEGATED, PRESENT, UNCERTAIN
+from .records import AGE_OUTSIDE_FACTOR
 
 TEMPERATURE = 2.5
 GENERIC_WEIGHT = 0.5
@@ -231,8 +232,6 @@ class Differential:
             if disease.sex and reading.sex and disease.sex != reading.sex:
                 log_prior += math.log(WRONG_SEX_FACTOR if disease.sex_strict else MOSTLY_OTHER_SEX_FACTOR)
             if disease.age and reading.age is not None and not disease.age[0] <= reading.age <= disease.age[1]:
-                from .catalogue import AGE_OUTSIDE_FACTOR
-
                 log_prior += math.log(AGE_OUTSIDE_FACTOR)
             total, context, presenting, supporting, against = 0.0, 0.0, 0.0, [], []
             for f in read:
@@ -345,13 +344,11 @@ class Differential:
 
 
 def _asserted_text(reading) -> str:
-    """The normalised text with the stretches a negation governs blanked ("no yellow eyes" names no eye); the
-    reader's own clauses and scopes where it kept them."""
-    from .context import NEGATED, Context, normalise
+    """The normalised text with the stretches a negation governs blanked ("no yellow eyes" names no eye), from the
+    reader's clauses and scopes."""
+    from .context import NEGATED
 
-    ctx = getattr(reading, "context", None)
-    if ctx is None:
-        ctx = Context(normalise(reading.text))
+    ctx = reading.text_context()
     chars = list(ctx.norm)
     for scope in ctx.scopes:
         if scope.status == NEGATED:

@@ -140,14 +140,12 @@ def apply(reading, ctx, norm: str, matcher: EmbeddingMatcher, threshold: float =
 
 def apply_batch(readings: list, matcher: EmbeddingMatcher, threshold: float = THRESHOLD) -> int:
     """The fallback over many readings with one encoder call; returns the number of findings added."""
-    from .context import Context, normalise
     from .readings import ReadFinding
 
     jobs = []
     for k, reading in enumerate(readings):
-        ctx = getattr(reading, "context", None)  # the reader's own cut of the text, when it kept it
-        norm = ctx.norm if ctx is not None else normalise(reading.text)
-        for s, e in fallback_clauses(reading, ctx if ctx is not None else Context(norm), norm):
+        ctx = reading.text_context()
+        for s, e in fallback_clauses(reading, ctx, ctx.norm):
             jobs.append((k, s, e, reading.text[s:e].strip()))
     if not jobs:
         return 0

@@ -195,23 +195,7 @@ class GatedPattern:
             self._packed = None
         if self._needles is None:
             return True
-        first = self._first
-        if first is not None:
-            for n in first:
-                if n in text:
-                    break
-            else:
-                return False  # no alternative's first clause is in the text
-        for alternative in self._needles:
-            for clause in alternative:
-                for n in clause:
-                    if n in text:
-                        break
-                else:
-                    break  # a clause with no string in the text: not this alternative
-            else:
-                return True
-        return False
+        return _satisfied(self._first, self._needles, text)
 
     def finditer(self, text: str, *args):
         return self.compiled().finditer(text, *args) if self._worth_running(text) else iter(())
@@ -219,10 +203,8 @@ class GatedPattern:
     def finditer_within(self, text: str, pos: int, endpos: int):
         """``finditer(text, pos, endpos)``, checked on ``text[pos:endpos]`` only: a match inside the window holds
         its needles inside the window (the same matches, a shorter check)."""
-        if self._checks_left > 0:
-            self._checks_left -= 1
-            if not self.may_match(text[pos:endpos]):
-                return iter(())
+        if self._checks_left > 0 and not self._worth_running(text[pos:endpos]):
+            return iter(())
         return self.compiled().finditer(text, pos, endpos)
 
     def search(self, text: str, *args):
@@ -280,21 +262,18 @@ def pack(value: tuple[tuple[tuple[str, ...], ...], ...] | None) -> str | None:
     return body if first is None else _NEEDLE.join(first) + _FIRST + body
 
 
-def _may_match_packed(packed: str, text: str) -> bool:
-    """:meth:`GatedPattern.may_match` on the packed needles (the same answer as on the opened ones). An empty
-    part (a damaged file) is in every text, so it can only let the pattern run, never skip a match."""
-    first, sep, body = packed.partition(_FIRST)
-    if sep:
-        for n in first.split(_NEEDLE):
+def _satisfied(first, alternatives, text: str) -> bool:
+    """Whether ``text`` holds a string of every clause of some alternative; ``first`` (the strings of every
+    alternative's first clause, or ``None``) turns most texts away before the alternatives are tried."""
+    if first is not None:
+        for n in first:
             if n in text:
                 break
         else:
             return False  # no alternative's first clause is in the text
-    else:
-        body = first
-    for alternative in body.split(_ALT):
-        for clause in alternative.split(_CLAUSE):
-            for n in clause.split(_NEEDLE):
+    for alternative in alternatives:
+        for clause in alternative:
+            for n in clause:
                 if n in text:
                     break
             else:
@@ -302,6 +281,17 @@ def _may_match_packed(packed: str, text: str) -> bool:
         else:
             return True
     return False
+
+
+def _may_match_packed(packed: str, text: str) -> bool:
+    """:meth:`GatedPattern.may_match` on the packed needles (the same answer as on the opened ones), split as far
+    as the check reaches. An empty part (a damaged file) is in every text, so it can only let the pattern run,
+    never skip a match."""
+    first, sep, body = packed.partition(_FIRST)
+    if not sep:
+        first, body = None, first
+    return _satisfied(first.split(_NEEDLE) if first is not None else None,
+                      ((c.split(_NEEDLE) for c in alt.split(_CLAUSE)) for alt in body.split(_ALT)), text)
 
 
 def unpack(packed) -> tuple[tuple[tuple[str, ...], ...], ...] | None:

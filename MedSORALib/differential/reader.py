@@ -87,6 +87,12 @@ class Reading:
     #: the text's clauses and scopes as the reader cut them (reused by the embedding fallback; not compared)
     context: Context | None = field(default=None, repr=False, compare=False)
 
+    def text_context(self) -> Context:
+        """The text's clauses and scopes: the reader's own, or cut again for a reading built without them."""
+        if self.context is None:
+            self.context = Context(normalise(self.text))
+        return self.context
+
     def present(self) -> list[ReadFinding]:
         """Findings asserted now."""
         return [f for f in self.findings if f.status == PRESENT]
