@@ -427,3 +427,22 @@ def test_a_supported_leading_diagnosis_in_the_13_overrules_the_models_out_of_dom
     assert fuse(model, stone, False)[2] == MODELLED
     knee = differential("a hot swollen right knee after a football match")
     assert fuse(model, knee, False)[2] == NON_ABDOMINAL
+
+
+def test_a_specific_finding_for_a_modelled_diagnosis_outweighs_the_body_site_rule():
+    """Food hard to get down with a cough at night names a body site outside the abdomen only: the differential's site rule
+    calls it non-abdominal, but where the text model calls it in domain the best diagnosis in the oesophagus, weak
+    but carried by a specific finding (SITE_RULE_YIELDS), keeps it in scope; a model that calls it out of domain
+    still decides; with a cough and chest pain the best diagnosis lies in the lung and the site rule holds."""
+    from MedSORALib.differential.fusion import SITE_RULE_YIELDS
+
+    model = dict.fromkeys(STRUCTURES, 0.2)
+    swallow = differential("for three months bread and meat have been hard to get down, and she wakes at night "
+                           "coughing")
+    assert swallow.scope == NON_ABDOMINAL and SITE_RULE_YIELDS <= swallow.top.probability < 0.5
+    assert "esophagus" in swallow.top.disease.organs
+    assert fuse(model, swallow, True, ood_score=0.3)[2] == MODELLED
+    assert fuse(model, swallow, False, ood_score=0.9)[2] == NON_ABDOMINAL
+    cough = differential("a dry cough and an ache in the chest for a week")
+    assert not cough.top.disease.organs and cough.scope == NON_ABDOMINAL
+    assert fuse(model, cough, True, ood_score=0.3)[2] == NON_ABDOMINAL

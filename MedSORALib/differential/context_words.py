@@ -167,7 +167,10 @@ _DENIAL = re.compile(r"(?:denies|denied|deny|denying|negative for|neg for|no com
 # really have pain" and "no, has not vomited" stay denied (designed).
 _CLAUSE_VERB = re.compile(r"(?<![\w/'])(?:has|have|had|is|was|are|were|gets|got|feels|felt|presents?|presenting|"
                           r"presented|came|comes|attends?|attended|noticed|notices|woke|wakes|is having|has had|"
-                          r"developed|develops|complains|complained|reports|reported|was admitted|admitted)(?![\w/'])")
+                          r"developed|develops|complains|complained|reports|reported|was admitted|admitted|calls|called|rings|rang|"
+                          r"phones|phoned|goes|went|visits|visited|sees|saw|seeks|sought|describes|described|says|said|"
+                          r"arrives|arrived|brought|collapsed|collapses|experiences|experienced|suffers|suffered|"
+                          r"returns|returned|consults|consulted|contacts|contacted|seen|started|starts|began|begins)(?![\w/'])")
 _NOT_A_NOUN = frozenset({
     "any", "really", "actually", "ever", "yet", "even", "always", "usually", "recently", "previously", "currently",
     "been", "further", "more", "other", "significant", "obvious", "real", "much", "that", "which", "one", "it",

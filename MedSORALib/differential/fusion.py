@@ -14,7 +14,9 @@ side says. A non-specific text (every finding read is generic and no diagnosis s
 gets a flat ranking (:func:`flatten`), flagged ``non_specific``. ``scope`` comes from the differential where it is
 confident, else from the model's out-of-domain decision (``modelled`` when in domain, ``non-abdominal`` otherwise,
 unless the text reads a sign of the abdomen such as jaundice or melaena, ``ABDOMINAL_SIGNS``, or the differential
-leads with a supported diagnosis in the 13 structures, ``OVERRULE_*``);
+leads with a supported diagnosis in the 13 structures, ``OVERRULE_*``); the differential's body-site rule does not
+overrule a model that calls the text in domain where a specific finding supports a best diagnosis in the 13
+structures (``SITE_RULE_YIELDS``);
 ``in_domain`` is true only for ``modelled``.
 
 The constants were chosen on the tune half (even lines) of the team's dev sets (``Training/data/dev_*.jsonl``),
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..organs import STRUCTURES
+from .context import PRESENT
 from .differential import (ABDOMINAL_SIGNS, MODELLED, NON_ABDOMINAL, PRESENTING_KINDS, DifferentialResult,
                            load_differential)
 
@@ -55,6 +58,11 @@ NON_SPECIFIC_MAX_CONFIDENCE = 0.2
 #: the dev sets among 0.1 / 0.2 / 0.3 x 0.5 / 0.7).
 OVERRULE_CONFIDENCE = 0.2
 OVERRULE_MODELLED_MASS = 0.7
+#: Where the text model calls a text in domain, the differential's body-site rule (a text naming only non-abdominal
+#: sites) yields to a best diagnosis in the 13 structures from this probability on that a specific (not generic)
+#: symptom, sign, lab or vital supports ("food hard to get down ... an ache in the chest": achalasia, not a chest
+#: complaint; designed).
+SITE_RULE_YIELDS = 0.1
 
 
 @dataclass
@@ -134,7 +142,7 @@ def fuse(model_relevance: dict[str, float] | None, result: DifferentialResult, i
     if conf >= SCOPE_CONFIDENCE or in_domain is None:
         scope, outside = result.scope, result.outside
     elif result.scope == NON_ABDOMINAL and (in_domain is False or (
-            ood_score is not None and ood_score >= SITE_RULE_MIN_OOD)):
+            ood_score is not None and ood_score >= SITE_RULE_MIN_OOD and not _specific_lead(result))):
         scope, outside = NON_ABDOMINAL, None
     elif in_domain or any(f.id in ABDOMINAL_SIGNS for f in result.reading.present()) or _leads_in_scope(result):
         # a sign of the abdomen read in the text (jaundice, melaena, a raised bilirubin), or a supported leading
@@ -143,6 +151,12 @@ def fuse(model_relevance: dict[str, float] | None, result: DifferentialResult, i
     else:
         scope, outside = NON_ABDOMINAL, None
     return fused, a, scope, outside
+
+
+def _specific_lead(result: DifferentialResult) -> bool:
+    top = result.top
+    return bool(top is not None and top.disease.organs and top.probability >= SITE_RULE_YIELDS
+                and any(f.status == PRESENT and f.kind in PRESENTING_KINDS and not f.generic for f in top.supporting))
 
 
 def _leads_in_scope(result: DifferentialResult) -> bool:

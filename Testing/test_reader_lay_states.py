@@ -1,0 +1,55 @@
+"""The reader on plain words for common findings: a side word or an adverb inside "the left leg has suddenly
+become swollen", food "hard to get down", "felt sick", a heart "racing", a belly "swelling", sugar "falling low",
+and a denial that ends at its clause's verb ("on no regular medicines calls an ambulance for abdominal pain")."""
+from __future__ import annotations
+
+import pytest
+
+from MedSORALib.differential.reader import read
+
+
+def _status(text: str) -> dict[str, str]:
+    return {f.id: f.status for f in read(text).findings}
+
+
+@pytest.mark.parametrize("text, finding", [
+    ("Her right leg has suddenly become swollen and sore.", "unilateral_leg_swelling"),
+    ("A swollen right calf and a swollen left leg.", "unilateral_leg_swelling"),
+    ("His left leg is visibly bigger than the right.", "unilateral_leg_swelling"),
+    ("Since the flight her left leg had become swollen.", "leg_swelling"),
+    ("Bread and meat have been hard to get down for weeks.", "dysphagia"),
+    ("It is difficult to get solids down now.", "dysphagia"),
+    ("She felt sick all evening.", "nausea"),
+    ("My heart was racing and I was sweating.", "palpitations"),
+    ("The pain sat right in the centre of my upper tummy.", "epigastric_pain"),
+    ("He drinks heavily at weekends.", "heavy_alcohol_use"),
+    ("Two weeks of a swelling belly and poor appetite.", "abdominal_distension"),
+    ("Her blood sugar keeps dropping low between meals.", "hypoglycaemia"),
+    ("Chest pain for a day, beginning an hour after violent retching.", "vomiting_then_chest_pain"),
+])
+def test_plain_words_read_as_the_finding(text, finding):
+    assert _status(text).get(finding) == "present"
+
+
+@pytest.mark.parametrize("text, finding", [
+    ("She cannot keep food down.", "dysphagia"),         # that is vomiting
+    ("I felt sick of waiting in the queue.", "nausea"),
+    ("Both legs are fine; no calf swelling.", "unilateral_leg_swelling"),
+])
+def test_near_misses_are_not_read_as_present(text, finding):
+    assert _status(text).get(finding) != "present"
+
+
+def test_a_denial_ends_at_its_clauses_verb():
+    """"on no regular medicines calls an ambulance for abdominal pain": the pain is the presentation; what follows
+    "no" up to the verb (the medicines) stays denied."""
+    assert _status("A man on no regular medicines calls an ambulance for abdominal pain.")["abdominal_pain"] == \
+        "present"
+    assert _status("She had no fever, went to her doctor with back pain.") == {"fever": "negated",
+                                                                              "back_pain": "present"}
+    assert _status("He has no difficulty getting food down.").get("dysphagia") == "negated"
+
+
+def test_swallowing_said_to_be_hard():
+    assert _status("Swallowing has become difficult over two months.").get("dysphagia") == "present"
+    assert _status("Swallowing was not difficult.").get("dysphagia") != "present"
