@@ -26,6 +26,11 @@ def _status(text: str) -> dict[str, str]:
     ("Two weeks of a swelling belly and poor appetite.", "abdominal_distension"),
     ("Her blood sugar keeps dropping low between meals.", "hypoglycaemia"),
     ("Chest pain for a day, beginning an hour after violent retching.", "vomiting_then_chest_pain"),
+    ("Her skin has gone much darker since the spring.", "hyperpigmentation"),
+    ("He feels constantly full and has lost weight.", "early_satiety"),
+    ("She sat with her fist pressed against her breastbone.", "chest_pain"),
+    ("Colicky pain from the right flank into the groin.", "pain_radiating_to_groin"),
+    ("An ache in the back running down into his right groin.", "pain_radiating_to_groin"),
 ])
 def test_plain_words_read_as_the_finding(text, finding):
     assert _status(text).get(finding) == "present"
@@ -35,6 +40,8 @@ def test_plain_words_read_as_the_finding(text, finding):
     ("She cannot keep food down.", "dysphagia"),         # that is vomiting
     ("I felt sick of waiting in the queue.", "nausea"),
     ("Both legs are fine; no calf swelling.", "unilateral_leg_swelling"),
+    ("Her skin was not darker than usual.", "hyperpigmentation"),
+    ("He ran to the groin clinic.", "pain_radiating_to_groin"),
 ])
 def test_near_misses_are_not_read_as_present(text, finding):
     assert _status(text).get(finding) != "present"
