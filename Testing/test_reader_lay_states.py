@@ -31,6 +31,17 @@ def _status(text: str) -> dict[str, str]:
     ("She sat with her fist pressed against her breastbone.", "chest_pain"),
     ("Colicky pain from the right flank into the groin.", "pain_radiating_to_groin"),
     ("An ache in the back running down into his right groin.", "pain_radiating_to_groin"),
+    ("Retrosternal burning after large meals.", "heartburn"),
+    ("A burning feeling behind the breastbone at night.", "heartburn"),
+    ("Unequal arm blood pressures on arrival.", "pulse_deficit"),
+    ("The blood pressure differed by 30 mmHg between the arms.", "pulse_deficit"),
+    ("It stings when he passes water.", "dysuria"),
+    ("The veins over her tummy stand out.", "abdominal_wall_veins"),
+    ("His feet and belly have swollen up.", "leg_swelling"),
+    ("She drinks far too much at weekends.", "heavy_alcohol_use"),
+    ("Fever with the shivers since last night.", "rigors"),
+    ("His potassium keeps coming back low.", "potassium_low"),
+    ("Her blood pressure stays high despite four tablets.", "resistant_hypertension"),
 ])
 def test_plain_words_read_as_the_finding(text, finding):
     assert _status(text).get(finding) == "present"
@@ -42,6 +53,8 @@ def test_plain_words_read_as_the_finding(text, finding):
     ("Both legs are fine; no calf swelling.", "unilateral_leg_swelling"),
     ("Her skin was not darker than usual.", "hyperpigmentation"),
     ("He ran to the groin clinic.", "pain_radiating_to_groin"),
+    ("She drinks a lot of water in the heat.", "heavy_alcohol_use"),
+    ("His potassium was not low.", "potassium_low"),
 ])
 def test_near_misses_are_not_read_as_present(text, finding):
     assert _status(text).get(finding) != "present"
