@@ -26,6 +26,7 @@ overlap_module = _load_overlap()
 
 
 CASE_DERIVED = "dev_case_derived.jsonl"
+CASE_DERIVED2 = "dev_case_derived2.jsonl"
 
 
 def _rows(name):
@@ -112,7 +113,7 @@ def test_rows_are_well_formed(sets):
             assert bool(r["organs"]) == (r["scope"] == "modelled")
             assert bool(r["outside"]) == (r["scope"] == "abdominal-other")
             assert r["laterality"] in ("left", "right", None)
-            if name == CASE_DERIVED:
+            if name in (CASE_DERIVED, CASE_DERIVED2):
                 # retold published cases: each row names its source and the source's final diagnosis
                 assert r["written"] == "case-derived" and "<http" in r["source"] and r["diagnosis"].strip(), r["id"]
             else:
@@ -199,6 +200,81 @@ def test_case_derived_non_abdominal_topics_are_not_calibration_topics(sets):
     topics = {t.strip().lower() for r in calibration for t in r["topic"].split(";")}
     dev_topics = {r["topic"].strip().lower() for r in sets[CASE_DERIVED] if r["scope"] == "non-abdominal"}
     assert not dev_topics & topics, sorted(dev_topics & topics)
+
+
+# -- the second case-derived set: more published cases retold, built the same way (DEV_SETS.md) --------
+#: What the second set holds today (raise the counts as rows are added).
+CASE2_MIN = {"modelled": 82, "per_class": 6, "abdominal-other": 8, "non-abdominal": 15, "short": 40, "lay": 20}
+_ORGAN_WORDS = (r"\b(spleen|splenic|kidneys?|renal|gall ?bladder|o?esophag\w*|liver|hepatic|stomach|gastric|"
+                r"aortas?|aortic|vena cava|portal vein|pancrea\w*|adrenals?)\b")
+
+
+def _page(row):
+    return row["source"].rsplit("<", 1)[1].rstrip(">")
+
+
+def test_case_derived2_counts_classes_registers_and_sources(sets):
+    rows = sets[CASE_DERIVED2]
+    assert [r["id"] for r in rows] == [f"dd-{i:03d}" for i in range(1, len(rows) + 1)]
+    modelled = [r for r in rows if r["scope"] == "modelled"]
+    assert len(modelled) >= CASE2_MIN["modelled"]
+    # every class, the thin ones of the first set (adrenal, portal/splenic vein, IVC, spleen) included
+    per_class = Counter(_class_of(r) for r in modelled)
+    assert set(per_class) == set(FULL_CLASSES) and min(per_class.values()) >= CASE2_MIN["per_class"], per_class
+    assert sum(r["scope"] == "abdominal-other" for r in rows) >= CASE2_MIN["abdominal-other"]
+    non = [r for r in rows if r["scope"] == "non-abdominal"]
+    assert len(non) >= CASE2_MIN["non-abdominal"] and all(r.get("topic") for r in non)
+    registers = Counter(r["register"] for r in rows)
+    assert set(registers) == {"case", "short", "lay"}
+    assert registers["short"] >= CASE2_MIN["short"] and registers["lay"] >= CASE2_MIN["lay"]
+    assert all(3 <= len(r["text"].split()) <= 30 for r in rows if r["register"] == "short")
+    kinds = Counter(r["source_kind"] for r in rows)
+    assert set(kinds) == CASE_SOURCE_KINDS and max(kinds.values()) < 0.7 * len(rows)
+    assert all(r["written"] == "case-derived" and r["diagnosis"].strip() for r in rows)
+
+
+def test_case_derived2_uses_no_page_of_the_first_set_and_no_page_twice(sets):
+    first, second = [_page(r) for r in sets[CASE_DERIVED]], [_page(r) for r in sets[CASE_DERIVED2]]
+    assert len(set(second)) == len(second)
+    assert not set(first) & set(second)
+    # the same article under another address: a PMC or PubMed number shared with the first set
+    import re
+
+    def ids(pages):
+        return {m.group(0).lower() for p in pages for m in re.finditer(r"PMC\d+|pubmed\.ncbi\.nlm\.nih\.gov/\d+", p, re.I)}
+
+    assert not ids(first) & ids(second)
+
+
+def test_case_derived2_abdominal_texts_leave_out_organ_names(sets):
+    import re
+
+    pattern = re.compile(_ORGAN_WORDS)
+    found = [(r["id"], m) for r in sets[CASE_DERIVED2] for m in pattern.findall(r["text"].lower())
+             if r["abdominal"] or m != "stomach"]
+    assert found == []
+    # the pattern itself catches what it is meant to
+    assert pattern.findall("a tender spleen, renal angle pain, pancreatitis") == ["spleen", "renal", "pancreatitis"]
+
+
+def test_case_derived2_non_abdominal_topics_are_not_calibration_topics(sets):
+    calibration = [json.loads(line) for line in
+                   (REPO / "MedSORALib" / "resources" / "ood" / "non_abdominal.jsonl").read_text().splitlines()
+                   if line.strip()]
+    topics = {t.strip().lower() for r in calibration for t in r["topic"].split(";")}
+    dev_topics = {r["topic"].strip().lower() for r in sets[CASE_DERIVED2] if r["scope"] == "non-abdominal"}
+    assert len(dev_topics) >= CASE2_MIN["non-abdominal"] // 2
+    assert not dev_topics & topics, sorted(dev_topics & topics)
+
+
+@pytest.mark.parametrize("name", [CASE_DERIVED, CASE_DERIVED2])
+def test_case_derived_laterality_is_what_the_library_reads(sets, name):
+    from MedSORALib.text.laterality import detect_laterality
+
+    rows = sets[name]
+    assert [r["laterality"] for r in rows] == [detect_laterality(r["text"]) for r in rows]
+    # both sides occur, so the field is not constant
+    assert {"left", "right", None} <= {r["laterality"] for r in rows}
 
 
 # -- the evaluation harness (Training/evaluate_reasoning.py) ------------------------------------------
