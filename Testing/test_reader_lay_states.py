@@ -42,6 +42,7 @@ def _status(text: str) -> dict[str, str]:
     ("Fever with the shivers since last night.", "rigors"),
     ("His potassium keeps coming back low.", "potassium_low"),
     ("Her blood pressure stays high despite four tablets.", "resistant_hypertension"),
+    ("He retched for an hour; he has vomited twice since and now has chest pain.", "vomiting_then_chest_pain"),
 ])
 def test_plain_words_read_as_the_finding(text, finding):
     assert _status(text).get(finding) == "present"
@@ -55,6 +56,8 @@ def test_plain_words_read_as_the_finding(text, finding):
     ("He ran to the groin clinic.", "pain_radiating_to_groin"),
     ("She drinks a lot of water in the heat.", "heavy_alcohol_use"),
     ("His potassium was not low.", "potassium_low"),
+    ("He ate and drank too much at the wedding.", "heavy_alcohol_use"),   # a binge, not a habit
+    ("No vomiting; now chest pain since noon.", "vomiting_then_chest_pain"),
 ])
 def test_near_misses_are_not_read_as_present(text, finding):
     assert _status(text).get(finding) != "present"
