@@ -150,3 +150,20 @@ def test_ovarian_vein_thrombosis_after_delivery_not_in_pregnancy():
     during = differential("29-year-old woman, 30 weeks pregnant, fever and right lower abdominal pain")
     assert after.diagnoses[0].disease.id == "ovarian_vein_thrombosis"
     assert probability(during, "ovarian_vein_thrombosis") < 0.5 * probability(after, "ovarian_vein_thrombosis")
+
+
+@pytest.mark.parametrize("row", ["biliary_colic", "acute_cholecystitis"])
+def test_biliary_rows_weigh_a_shoulder_named_without_its_side(catalogue, row):
+    w = _weights(catalogue, row)
+    assert w["pain_radiating_to_shoulder"].lr > 1
+    # a named right shoulder reads both findings; their product is the right shoulder's whole weight, 3 to 4
+    assert 3 <= w["pain_radiating_to_shoulder"].lr * w["right_shoulder_pain"].lr <= 4
+
+
+def test_epigastric_pain_toward_the_dorsal_shoulder_with_fever_and_murphy_is_the_gallbladder():
+    result = differential("54-year-old man, fever, epigastric pain radiating toward the dorsal shoulder, Murphy's "
+                          "sign positive")
+    assert result.diagnoses[0].disease.id == "acute_cholecystitis"
+    assert top_organ(result) == "gallbladder"
+    without = differential("54-year-old man, fever, epigastric pain, Murphy's sign positive")
+    assert probability(result, "acute_cholecystitis") > probability(without, "acute_cholecystitis")

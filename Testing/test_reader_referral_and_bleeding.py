@@ -164,3 +164,22 @@ def test_tender_mass_by_region_is_a_palpable_mass():
     assert r.status_of("palpable_mass") == "present" and r.status_of("pulsatile_mass") is None
     assert r.status_of("llq_pain") == "present"
     assert read("a painful lump in the neck").status_of("palpable_mass") is None
+
+
+@pytest.mark.parametrize("text, side", [("tender right upper quadrant with pain into the right shoulder", "right"),
+                                        ("an ache in the left shoulder tip since the fall", "left")])
+def test_pain_felt_in_a_shoulder_tip_or_blade(text, side):
+    f = _finding(text, f"{side}_shoulder_pain")
+    assert f is not None and f.status == "present" and f.side == side
+    assert read("pain in the shoulder joint when lifting the arm").status_of("pain_radiating_to_shoulder") is None
+
+
+# -- diarrhoea or stools that turn bloody -----------------------------------------------------------------------------
+@pytest.mark.parametrize("text, finding", [
+    ("watery diarrhoea at first, then bloody", "bloody_diarrhoea"),
+    ("diarrhea becoming progressively bloody over two days", "bloody_diarrhoea"),
+    ("the loose stools turned bloody on the third day", "bloody_diarrhoea"),
+    ("his motions became blood-stained", "haematochezia"),
+])
+def test_diarrhoea_or_stools_turning_bloody(text, finding):
+    assert read(text).status_of(finding) == "present", read(text).to_dict()
