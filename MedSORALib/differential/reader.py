@@ -208,6 +208,7 @@ class Reader:
                     status, trigger = NEGATED, "normal"
                 raw.append(self._make(finding, status, text, norm, hit.start, hit.end, "lab", trigger))
         raw = [self._twin(f) for f in raw]
+        raw += [t for t in (self._sided(f, norm) for f in raw) if t is not None]
         reading.findings = self._derive(_resolve(raw))
         if encoder is not None:
             from . import embedding
@@ -239,6 +240,20 @@ class Reader:
             return f
         t = self.lexicon[twin]
         return replace(f, id=t.id, label=t.label, kind=t.kind, generic=t.generic)
+
+    def _sided(self, f: ReadFinding, norm: str) -> ReadFinding | None:
+        """The sided finding a sideless one names in its own words ("radiating to the back of the right shoulder"
+        is also the right shoulder's finding); the side must lie inside the span, not next to it ("right upper
+        quadrant pain radiating to the shoulder" names no shoulder's side)."""
+        sided = _SIDED_TWIN.get(f.id)
+        if sided is None:
+            return None
+        sides = {("left" if w.startswith("l") else "right") for w in _SIDE_WORDS.findall(norm[f.start:f.end])}
+        twin = sided.get(sides.pop()) if len(sides) == 1 else None
+        if twin not in self.lexicon:
+            return None
+        t = self.lexicon[twin]
+        return replace(f, id=t.id, label=t.label, kind=t.kind, generic=t.generic, side=t.side or f.side)
 
     def _make(self, finding, status, text, norm, start, end, source, trigger, value=None) -> ReadFinding:
         side = finding.side
@@ -296,20 +311,25 @@ _PLACES_OF_PAIN = frozenset({
     "loin_to_groin_pain", "diffuse_abdominal_pain"})
 
 
-#: Findings that contain another ("vomiting blood" is haematemesis, not also vomiting to be weighed twice).
+#: Findings that contain another ("vomiting blood" is haematemesis, not also vomiting to be weighed twice): the
+#: other is dropped where their spans overlap ("a tender pulsatile mass" is one pulsatile mass).
 _SUBSUMES = {"haematemesis": ("vomiting",), "coffee_ground_vomiting": ("vomiting",), "haemoptysis": ("cough",),
              "obstipation": ("constipation",),
              "occult_blood": ("haematochezia",),
-             "pulsatile_mass": ("palpable_mass",), "hypertension_history": ("hypertension",)}
+             "pulsatile_mass": ("palpable_mass", "hernia_bulge", "epigastric_pain"), "hypertension_history": ("hypertension",)}
 #: A finding read in the past that is another finding of the lexicon ("PMH: hypertension" is known hypertension,
 #: not a raised blood pressure now).
 _HISTORY_TWIN = {"hypertension": "hypertension_history"}
+#: A sideless finding whose own words name a side, and the lexicon's finding for each side: pain referred to the
+#: right shoulder or scapula is the biliary and hepatic finding, to the left shoulder tip Kehr's sign of blood
+#: under the left diaphragm (spleen, ectopic pregnancy).
+_SIDED_TWIN = {"pain_radiating_to_shoulder": {"right": "right_shoulder_pain", "left": "left_shoulder_pain"}}
 
 
 def _resolve(raw: list[ReadFinding]) -> list[ReadFinding]:
     """Drop generic findings overlapped by specific ones; one entry per id with its strongest status."""
     raw = [f for f in raw if not any(
-        f.id in _SUBSUMES.get(g.id, ()) and g.status == f.status and g.start <= f.start and f.end <= g.end
+        f.id in _SUBSUMES.get(g.id, ()) and g.status == f.status and g.start < f.end and f.start < g.end
         for g in raw)]
     # only generic *pain* findings give way ("right upper quadrant abdominal pain" is one place of pain);
     # a generic symptom inside a more specific one ("non-bilious vomiting") is still read
