@@ -76,3 +76,24 @@ def test_a_denial_ends_at_its_clauses_verb():
 def test_swallowing_said_to_be_hard():
     assert _status("Swallowing has become difficult over two months.").get("dysphagia") == "present"
     assert _status("Swallowing was not difficult.").get("dysphagia") != "present"
+
+
+def test_a_sided_shoulder_radiation_is_a_shoulder_radiation():
+    """"radiating to R scapula" reads the right shoulder's finding and the sideless radiation with it, as "radiating
+    to the right shoulder" does; a denied one is denied on both."""
+    for text in ("Epigastric pain radiating to R scapula.", "Pain radiating to the right shoulder."):
+        status = _status(text)
+        assert status["right_shoulder_pain"] == status["pain_radiating_to_shoulder"] == "present"
+    status = _status("No pain in the left shoulder tip.")
+    assert status["left_shoulder_pain"] == status["pain_radiating_to_shoulder"] == "negated"
+
+
+def test_a_new_mother_with_both_legs_swollen_is_a_caval_thrombosis_first():
+    """The weeks after delivery are the time of highest venous thrombosis risk (Pomp 2008): with both legs swollen
+    the caval thrombosis leads; breathlessness lying flat makes it the heart's (peripartum cardiomyopathy)."""
+    from MedSORALib.differential.differential import differential
+
+    legs = differential("Post-partum woman, both legs swollen")
+    assert legs.top.disease.id == "ivc_thrombosis" and legs.scope == "modelled"
+    heart = differential("two weeks after giving birth she is breathless lying flat and her legs are swollen")
+    assert heart.top.disease.id == "peripartum_cardiomyopathy"

@@ -209,6 +209,9 @@ class Reader:
                 raw.append(self._make(finding, status, text, norm, hit.start, hit.end, "lab", trigger))
         raw = [self._twin(f) for f in raw]
         raw += [t for t in (self._sided(f, norm) for f in raw) if t is not None]
+        # and the other way: a sided radiation read on its own ("radiating to R scapula") is a radiation too
+        raw += [replace(f, id=t.id, label=t.label, kind=t.kind, generic=t.generic) for f in raw
+                if (t := self.lexicon.get(_SIDELESS.get(f.id, ""))) is not None]
         reading.findings = self._derive(_resolve(raw))
         if encoder is not None:
             from . import embedding
@@ -324,6 +327,7 @@ _HISTORY_TWIN = {"hypertension": "hypertension_history"}
 #: right shoulder or scapula is the biliary and hepatic finding, to the left shoulder tip Kehr's sign of blood
 #: under the left diaphragm (spleen, ectopic pregnancy).
 _SIDED_TWIN = {"pain_radiating_to_shoulder": {"right": "right_shoulder_pain", "left": "left_shoulder_pain"}}
+_SIDELESS = {side: sideless for sideless, sides in _SIDED_TWIN.items() for side in sides.values()}
 
 
 def _resolve(raw: list[ReadFinding]) -> list[ReadFinding]:
