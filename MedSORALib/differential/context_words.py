@@ -16,6 +16,8 @@ _NEG_PRE = _words(
     r"no history of", r"no hx of", r"no h/o", r"no previous", r"no prior", r"no known", r"does not have",
     r"did not have", r"doesn'?t have", r"didn'?t have", r"has not had", r"hasn'?t had", r"have not had",
     r"haven'?t had", r"(?:haven|hasn)'?t(?: (?:actually|really|ever|yet|even))? been", r"have not been",
+    # "I haven't got a temperature", "she's not got any pain": British "have got" denied
+    r"(?:haven|hasn)'?t(?: (?:really|actually|even))? got", r"(?:have|has) not got", r"(?:i'?ve|she'?s|he'?s) not got",
     r"(?:(?:does|do|did) not|doesn'?t|didn'?t|never) (?:report|complain(?:ed)? of|describe|mention|endorse|notice|"
     r"experience|have any)", r"no reports? of", r"not reported",
     r"has not been", r"don'?t", r"do not",
@@ -74,7 +76,11 @@ _FAMILY_PRE = _words(
     r"family history of", r"fh of", r"fhx? of", r"family hx of", r"family history(?= ?:)", r"fhx?(?= ?:)",
     r"(?:his|her|my|their|one|a|an|two|three|an older|a younger|an elder) "
     r"(?:father|mother|dad|mum|mom|brother|sister|son|daughter|grandmother|grandfather|"
-    r"uncle|aunt|parents?|siblings?|cousin)(?: \w+){0,2} (?:had|has|died of|died from|with|diagnosed with|"
+    # the relative is the one with the disease, not a witness of the patient's ("his mother says he has been
+    # vomiting", "her husband noticed she had turned yellow"): no verb of telling or seeing, no new subject between
+    r"uncle|aunt|parents?|siblings?|cousin)(?: (?!says|said|reports?|reported|tells|told|noticed|notices|thinks|"
+    r"thought|feels|felt|mentions?|mentioned|describes|described|explains?|explained|worries|worried|adds|added|"
+    r"she|he|i|they|that)\w+){0,2} (?:had|has|died of|died from|with|diagnosed with|"
     r"was diagnosed with|suffered from)",
     r"runs in the family")
 _TERMINATORS = _words(
@@ -154,7 +160,7 @@ _LIST_HEAD = re.compile(r"(?:no|not|nor|never|without|w/o|nil|absent|absence of|
                         r"no prior|no reports? of|not reported|(?:(?:does|do|did) not|doesn'?t|didn'?t|never) "
                         r"(?:report|complain(?:ed)? of|describe|mention|endorse|notice|experience|have any)|"
                         r"(?:does|did) not have|doesn'?t have|didn'?t have|has not had|hasn'?t had|have not had|"
-                        r"haven'?t had|never had)")
+                        r"haven'?t had|never had|(?:haven|hasn)'?t got|(?:have|has) not got|(?:i'?ve|she'?s|he'?s) not got)")
 _DENIAL = re.compile(r"(?:denies|denied|deny|denying|negative for|neg for|no complaints? of|no history of|no hx of|"
                      r"no h/o|no previous|no prior|no reports? of|(?:did|does|do) not (?:report|complain|describe|"
                      r"mention|endorse|notice|experience|have any)|(?:didn|doesn)'?t (?:report|complain|describe|"

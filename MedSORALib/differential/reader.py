@@ -318,6 +318,9 @@ _PLACES_OF_PAIN = frozenset({
 #: other is dropped where their spans overlap ("a tender pulsatile mass" is one pulsatile mass).
 _SUBSUMES = {"haematemesis": ("vomiting",), "coffee_ground_vomiting": ("vomiting",), "haemoptysis": ("cough",),
              "obstipation": ("constipation",),
+             # the costal margin as the landmark of a palpable organ is not pain there ("an enlarged organ
+             # palpable below the left costal margin")
+             "splenomegaly": ("luq_pain",), "hepatomegaly": ("ruq_pain",),
              "occult_blood": ("haematochezia",),
              "pulsatile_mass": ("palpable_mass", "hernia_bulge", "epigastric_pain"), "hypertension_history": ("hypertension",)}
 #: A finding read in the past that is another finding of the lexicon ("PMH: hypertension" is known hypertension,

@@ -1,0 +1,113 @@
+"""Wording families of plain (lay) and case-report text that the reader reads as a clinician does, each with near
+misses that must not read: pain over the whole belly, pain in a named part of the belly or under the ribs, pain
+that woke the patient or came "sudden, severe", neither wind nor stool passed, an organ felt under a costal margin,
+a tan no sun explains, blood "when I was sick", the shakes with a fever, a spleen "removed", "haven't got" as a
+denial, and a relative who tells the story rather than has the disease."""
+from __future__ import annotations
+
+import pytest
+
+from MedSORALib.differential.reader import read
+
+
+def _status(text: str) -> dict[str, str]:
+    return {f.id: f.status for f in read(text).findings}
+
+
+@pytest.mark.parametrize("text, finding", [
+    # pain over the whole belly
+    ("He has had pain across his whole abdomen since the morning.", "diffuse_abdominal_pain"),
+    ("On examination the entire abdomen was tender.", "diffuse_abdominal_pain"),
+    ("The ache spread over her entire belly within an hour.", "diffuse_abdominal_pain"),
+    ("There is pain everywhere in my tummy.", "diffuse_abdominal_pain"),
+    ("Abdomen soft but tender throughout.", "diffuse_abdominal_pain"),
+    ("She was tender all over the abdomen.", "diffuse_abdominal_pain"),
+    # pain in a named part of the belly, among other places, or under the ribs
+    ("Two days of cramping in the lower and middle abdomen.", "abdominal_pain"),
+    ("Aching pain in the lower abdomen since Sunday.", "abdominal_pain"),
+    ("Deep pain in her back, hips and abdomen.", "abdominal_pain"),
+    ("A burning under my ribs after supper.", "abdominal_pain"),
+    ("The ache sits low in the middle of his belly.", "abdominal_pain"),
+    # onset: woken by severe pain, a list of adjectives after "sudden"
+    ("At three in the morning she was woken by excruciating pain.", "sudden_onset_pain"),
+    ("I shot up out of bed with a terrible stabbing pain.", "sudden_onset_pain"),
+    ("He describes a sudden, tearing, severe pain.", "sudden_onset_pain"),
+    ("All of a sudden I had the most awful pain.", "sudden_onset_pain"),
+    # neither wind nor stool
+    ("He has passed neither flatus nor stool since Friday.", "obstipation"),
+    ("She had passed no stool or flatus for two days.", "obstipation"),
+    # an organ felt under a costal margin
+    ("A firm organ was felt three fingers below the left costal margin.", "splenomegaly"),
+    ("Smooth edges were palpable under both costal margins.", "splenomegaly"),
+    ("Smooth edges were palpable under both costal margins.", "hepatomegaly"),
+    ("A pulsatile edge was palpable beneath the right costal margin.", "hepatomegaly"),
+    # a tan no holiday explains
+    ("People ask me where I got my tan.", "hyperpigmentation"),
+    # blood when vomiting, in plain words
+    ("There were streaks of blood after she was sick.", "haematemesis"),
+    # the shakes with a fever are rigors
+    ("A fever and the shakes since last night.", "rigors"),
+    ("He has the shakes with a high temperature.", "rigors"),
+])
+def test_family_reads_as_the_finding(text, finding):
+    assert _status(text).get(finding) == "present"
+
+
+@pytest.mark.parametrize("text, finding", [
+    ("The pain was in his whole leg.", "diffuse_abdominal_pain"),
+    ("She had pain in the right lower abdomen.", "diffuse_abdominal_pain"),
+    ("Pain in his lower back.", "abdominal_pain"),
+    ("Aching in her back, hips and knees.", "abdominal_pain"),
+    ("He woke up with a headache.", "sudden_onset_pain"),
+    ("She woke with mild pain in the morning.", "sudden_onset_pain"),
+    ("He passed both wind and stool this morning.", "obstipation"),
+    ("A firm mass was felt under the left costal margin.", "splenomegaly"),   # a mass is not an organ
+    ("She got a tan on holiday in Spain.", "hyperpigmentation"),
+    ("I saw blood in my urine when I was sick with flu.", "haematemesis"),
+    ("I get the shakes in the morning until I have a drink.", "rigors"),
+    ("He had the shakes after stopping drinking.", "rigors"),
+    ("The nurse removed the spleen dressing.", "splenectomy_history"),
+    ("I woke up in the night with terrible pain.", "frequency"),   # woken by pain, not to pass water
+])
+def test_near_misses_do_not_read(text, finding):
+    assert _status(text).get(finding) != "present"
+
+
+def test_an_organ_under_the_costal_margin_is_not_pain_there():
+    """The costal margin named as the landmark of a palpable organ is the organ's, not a pain in that quadrant;
+    pain there in its own words still reads."""
+    status = _status("An enlarged organ was palpable below the left costal margin.")
+    assert status.get("splenomegaly") == "present" and "luq_pain" not in status
+    status = _status("A smooth edge was felt below the right costal margin.")
+    assert status.get("hepatomegaly") == "present" and "ruq_pain" not in status
+    assert _status("Pain below the left costal margin.").get("luq_pain") == "present"
+
+
+def test_waking_at_night_to_pass_water_is_still_frequency():
+    assert _status("I get up four times a night to pee.").get("frequency") == "present"
+    assert _status("She is up in the night to go to the toilet.").get("frequency") == "present"
+
+
+def test_have_not_got_is_a_denial():
+    assert _status("I haven't got a temperature.").get("fever") == "negated"
+    assert _status("She's not got any diarrhoea.").get("diarrhoea") == "negated"
+    assert _status("He has not got any vomiting but has pain in his side.") == {"vomiting": "negated",
+                                                                             "flank_pain": "present"}
+    assert _status("I've got a temperature.").get("fever") == "present"
+
+
+def test_a_relative_who_tells_the_story_is_not_family_history():
+    """"his mother says he has been vomiting": the mother reports, the son is ill; "her mother has diabetes" is
+    still a relative's disease."""
+    status = _status("Her mother says she has been off her food and vomiting.")
+    assert status.get("anorexia") == "present" and status.get("vomiting") == "present"
+    assert "family_history" not in status
+    assert _status("His father noticed that he had turned yellow.").get("jaundice") == "present"
+    assert _status("Her mother has diabetes.").get("diabetes") == "family"
+    assert _status("His father had bowel cancer.").get("family_history") == "present"
+
+
+def test_a_removed_spleen_in_plain_words():
+    assert _status("They removed my spleen after the accident.").get("splenectomy_history") in ("present",
+                                                                                              "history")
+    assert _status("The surgeons took his spleen out.").get("splenectomy_history") in ("present", "history")
