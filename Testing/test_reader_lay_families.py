@@ -111,3 +111,56 @@ def test_a_removed_spleen_in_plain_words():
     assert _status("They removed my spleen after the accident.").get("splenectomy_history") in ("present",
                                                                                               "history")
     assert _status("The surgeons took his spleen out.").get("splenectomy_history") in ("present", "history")
+
+
+@pytest.mark.parametrize("text, finding", [
+    # the upper belly in the patient's own possessive
+    ("A burning pain in my upper belly after meals.", "epigastric_pain"),
+    # vomiting, appetite and weight in plain words
+    ("He could not keep any fluids down overnight.", "vomiting"),
+    ("She has barely eaten for four days.", "anorexia"),
+    ("He had lost a substantial amount of weight since the spring.", "weight_loss"),
+    # stool, heart, fainting and swallowing
+    ("Her motions were the colour of putty.", "pale_stools"),
+    ("My heart kept hammering at night.", "palpitations"),
+    ("He lost consciousness for a minute at the bus stop.", "syncope"),
+    ("Swallowing had become really painful.", "odynophagia"),
+    ("Bread and meat would not go down.", "dysphagia"),
+    # a leg that has become swollen, with the adverb inside the phrase
+    ("Her ankles had rapidly become swollen.", "leg_swelling"),
+    ("His right calf had progressively swollen.", "leg_swelling"),
+    # meals and the pain
+    ("The pain comes on whenever she eats fried food.", "pain_after_fatty_meal"),
+    ("Food makes the pain better.", "pain_relieved_by_food"),
+    ("His side hurts on the left.", "flank_pain"),
+])
+def test_more_plain_wordings_read(text, finding):
+    assert _status(text).get(finding) == "present"
+
+
+@pytest.mark.parametrize("text, finding", [
+    ("I can keep food down now.", "vomiting"),
+    ("She has eaten less fried food since her diet.", "pain_after_fatty_meal"),
+    ("He ate a lot of fried food at the party.", "pain_after_fatty_meal"),
+    ("He has never lost consciousness.", "syncope"),
+    ("The side effects are mild.", "flank_pain"),
+    ("The colour of her urine is normal.", "pale_stools"),
+    ("Sudden breathlessness and pleuritic chest pain.", "sudden_onset_pain"),   # sudden is the breathlessness
+])
+def test_more_near_misses_do_not_read(text, finding):
+    assert _status(text).get(finding) != "present"
+
+
+def test_doubtful_own_denial_and_childhood_operations():
+    """"I don't think I've had a temperature" denies the fever; an operation "when I was twelve" is the past."""
+    assert _status("I don't think I've had a temperature.").get("fever") == "negated"
+    assert _status("I had my appendix out when I was twelve.").get("appendicectomy_history") == "history"
+    assert _status("She had her womb removed when she was 40.").get("hysterectomy_history") == "history"
+    # the presentation after it is still present
+    status = _status("I had my gallbladder out when I was 30 and now I have pain under my ribs.")
+    assert status.get("cholecystectomy_history") == "history" and status.get("abdominal_pain") == "present"
+
+
+def test_a_tender_organ_edge_is_also_tenderness_there():
+    status = _status("A tender, smooth, pulsating edge below the right ribs.")
+    assert status.get("hepatomegaly") == "present" and status.get("ruq_pain") == "present"

@@ -18,6 +18,9 @@ _NEG_PRE = _words(
     r"haven'?t had", r"(?:haven|hasn)'?t(?: (?:actually|really|ever|yet|even))? been", r"have not been",
     # "I haven't got a temperature", "she's not got any pain": British "have got" denied
     r"(?:haven|hasn)'?t(?: (?:really|actually|even))? got", r"(?:have|has) not got", r"(?:i'?ve|she'?s|he'?s) not got",
+    # "I don't think I've had a temperature": the speaker's own doubtful denial
+    r"(?:don'?t|do not|didn'?t|did not) think (?:i'?ve|i have|i'?d|i had|i|she'?s|she has|he'?s|he has|she|he) "
+    r"(?:had|got|been|have|has|ever had)",
     r"(?:(?:does|do|did) not|doesn'?t|didn'?t|never) (?:report|complain(?:ed)? of|describe|mention|endorse|notice|"
     r"experience|have any)", r"no reports? of", r"not reported",
     r"has not been", r"don'?t", r"do not",
@@ -69,7 +72,9 @@ _HIST_POST = re.compile(
     r"^\W{0,3}(?:\w+\W+){0,4}?(?:(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|"
     r"twenty|thirty|forty|several|many|few|some|a few|couple of|a couple of)\s+(?:years?|yrs?|decades?)\s+"
     r"(?:ago|before|earlier|previously|prior)|in (?:19|20)\d\d|(?:last|previous) year|as a (?:child|teenager|baby)|"
-    r"(?:years|decades|ages) ago|in the past(?! (?:\d|few|several|couple|one|two|three|four|five|six|seven|ten|twelve|"
+    r"(?:years|decades|ages) ago|when (?:i|he|she) was (?:a (?:child|kid|teenager|baby|boy|girl|student)|young|little|small|"
+    r"\d{1,2}|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|"
+    r"seventeen|eighteen|nineteen|twenty)|in the past(?! (?:\d|few|several|couple|one|two|three|four|five|six|seven|ten|twelve|"
     r"day|week|month|hour|fortnight|night|evening|morning))|previously|in childhood|"
     r"(?:which |that )?(?:has |have )?(?:since )?resolved)\b")
 _FAMILY_PRE = _words(

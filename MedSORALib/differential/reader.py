@@ -323,6 +323,8 @@ _SUBSUMES = {"haematemesis": ("vomiting",), "coffee_ground_vomiting": ("vomiting
              "splenomegaly": ("luq_pain",), "hepatomegaly": ("ruq_pain",),
              "occult_blood": ("haematochezia",),
              "pulsatile_mass": ("palpable_mass", "hernia_bulge", "epigastric_pain"), "hypertension_history": ("hypertension",)}
+#: Pains that a palpable organ's landmark only names; an organ felt tender is also tenderness in that quadrant.
+_LANDMARK_PAIN = frozenset({"luq_pain", "ruq_pain"})
 #: A finding read in the past that is another finding of the lexicon ("PMH: hypertension" is known hypertension,
 #: not a raised blood pressure now).
 _HISTORY_TWIN = {"hypertension": "hypertension_history"}
@@ -337,6 +339,7 @@ def _resolve(raw: list[ReadFinding]) -> list[ReadFinding]:
     """Drop generic findings overlapped by specific ones; one entry per id with its strongest status."""
     raw = [f for f in raw if not any(
         f.id in _SUBSUMES.get(g.id, ()) and g.status == f.status and g.start < f.end and f.start < g.end
+        and not (f.id in _LANDMARK_PAIN and "tender" in g.text.lower())
         for g in raw)]
     # only generic *pain* findings give way ("right upper quadrant abdominal pain" is one place of pain);
     # a generic symptom inside a more specific one ("non-bilious vomiting") is still read
