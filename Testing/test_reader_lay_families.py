@@ -164,3 +164,52 @@ def test_doubtful_own_denial_and_childhood_operations():
 def test_a_tender_organ_edge_is_also_tenderness_there():
     status = _status("A tender, smooth, pulsating edge below the right ribs.")
     assert status.get("hepatomegaly") == "present" and status.get("ruq_pain") == "present"
+
+
+@pytest.mark.parametrize("text, finding", [
+    ("Her guts have been killing her all day.", "abdominal_pain"),
+    ("It burns behind my breastbone as I swallow.", "odynophagia"),
+    ("His kidneys are aching.", "flank_pain"),
+    ("I'm up to wee all night.", "frequency"),
+    ("He was coughing up flecks of blood.", "haemoptysis"),
+    ("She has come out yellow.", "jaundice"),
+    ("He keeps bringing up sour stuff.", "regurgitation"),
+    ("She takes injections that thin her blood.", "anticoagulant_use"),
+    ("Her uterus and both ovaries were removed.", "hysterectomy_history"),
+    ("He has two pints of lager after work.", "alcohol_use"),
+    ("They have just come back from backpacking.", "travel"),
+    ("I feel absolutely rotten.", "malaise"),
+])
+def test_lay_wordings_of_the_symptom_review(text, finding):
+    assert _status(text).get(finding) in ("present", "history")
+
+
+@pytest.mark.parametrize("text, finding", [
+    ("A glass of water eases it.", "alcohol_use"),
+    ("He came back from the shops.", "travel"),
+    ("I came back from holiday in Cornwall.", "travel"),   # a holiday is not foreign travel
+    ("My kidneys are fine.", "flank_pain"),
+    ("I felt terrible pain in my side.", "malaise"),       # the pain, not feeling unwell
+    ("I feel awful about bothering you.", "malaise"),
+    ("My belly is not swollen.", "abdominal_distension"),
+])
+def test_symptom_review_near_misses(text, finding):
+    assert _status(text).get(finding) != "present"
+
+
+def test_denials_of_smoking_and_of_drinking_are_kept_apart():
+    """A teetotaller may smoke and a non-smoker drink: each denial denies its own habit only."""
+    status = _status("She doesn't smoke but drinks a bottle of wine a night.")
+    assert status["smoking"] == "negated" and status["heavy_alcohol_use"] == "present"
+    status = _status("He denies drinking and smokes ten a day.")
+    assert status["alcohol_use"] == "negated" and status["smoking"] == "present"
+    assert _status("He is teetotal.").get("smoking") is None
+    assert _status("No alcohol or tobacco.") == {"alcohol_use": "negated", "smoking": "negated"}
+    # no drink for some days is a recent stop, not a denial of drinking
+    assert _status("He has had no alcohol since Monday.").get("alcohol_use") != "negated"
+
+
+def test_a_belly_said_not_to_be_swollen_is_denied():
+    assert _status("Her belly is not swollen and she has not vomited.") == {"abdominal_distension": "negated",
+                                                                         "vomiting": "negated"}
+    assert _status("My tummy hasn't got any bigger.").get("abdominal_distension") == "negated"

@@ -63,8 +63,17 @@ NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
      r"(?:urine )?dip(?:stick)? (?:is |was )?(?:clear|normal|negative|unremarkable)(?! for)",
      ("haematuria", "microscopic_haematuria", "pyuria", "nitrites_positive", "proteinuria")),
     (r"passing (?:urine|water) normally|no urinary symptoms", ("dysuria", "frequency", "haematuria", "urgency")),
-    (r"never[- ]smoker|lifelong non-?smoker|teetotal(?:ler)?|does not drink|doesn'?t drink|abstinent from alcohol",
-     ("smoking", "alcohol_use", "heavy_alcohol_use")),
+    # a denial of smoking says nothing of drinking and the other way round
+    (r"never[- ]smoker|lifelong non-?smoker|(?:doesn'?t|does not|don'?t|do not) smoke(?! (?:cannabis|weed|pot))",
+     ("smoking",)),
+    (r"teetotal(?:ler)?|does not drink|doesn'?t drink|abstinent from alcohol",
+     ("alcohol_use", "heavy_alcohol_use")),
+    # "no alcohol", "denies drinking": the denial of any drinking (its annotation names alcohol use alone)
+    (r"(?:denies|denied|denying|no|nil) (?:any )?(?:alcohol|etoh)(?! (?:for|since|in|gel|wipes?|swabs?|hand)\b)|"
+     r"(?:denies|denied|denying) (?:any )?drinking", ("alcohol_use",)),
+    (r"(?:belly|tummy|abdomen|stomach) (?:is not|was not|isn'?t|wasn'?t|has not|hasn'?t|had not|hadn'?t)"
+     r"(?: (?:been|become|got|gone|really|at all))?(?: any)? (?:swollen|distended|bloated|bigger|swelled|swollen up)",
+     ("abdominal_distension",)),
     (r"regular (?:periods|menses|cycles?)", ("amenorrhoea", "missed_period")),
     (r"sats (?:are |were )?normal|saturating well|saturations? normal", ("hypoxia",)),
     (r"(?:negative|-ve) " + _OCCULT_TEST + r"|" + _OCCULT_TEST + r"(?: test)? (?:was |is |were |came back |returned )?"
