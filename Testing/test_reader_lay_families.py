@@ -213,3 +213,15 @@ def test_a_belly_said_not_to_be_swollen_is_denied():
     assert _status("Her belly is not swollen and she has not vomited.") == {"abdominal_distension": "negated",
                                                                          "vomiting": "negated"}
     assert _status("My tummy hasn't got any bigger.").get("abdominal_distension") == "negated"
+
+
+@pytest.mark.parametrize("text, present", [
+    ("7 lb lost since Christmas.", True),
+    ("He is 5 kg lighter than in the spring.", True),
+    ("She has gone down two dress sizes.", True),
+    ("Weight down by 4 kg.", True),
+    ("The 5 kg bag he lost at the airport.", False),
+    ("He has put on 5 kg.", False),
+])
+def test_weight_lost_with_the_number_first(text, present):
+    assert (_status(text).get("weight_loss") == "present") is present
