@@ -72,9 +72,10 @@ _HIST_POST = re.compile(
     r"^\W{0,3}(?:\w+\W+){0,4}?(?:(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|"
     r"twenty|thirty|forty|several|many|few|some|a few|couple of|a couple of)\s+(?:years?|yrs?|decades?)\s+"
     r"(?:ago|before|earlier|previously|prior)|in (?:19|20)\d\d|(?:last|previous) year|as a (?:child|teenager|baby)|"
-    r"(?:years|decades|ages) ago|when (?:i|he|she) was (?:a (?:child|kid|teenager|baby|boy|girl|student)|young|little|small|"
-    r"\d{1,2}|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|"
-    r"seventeen|eighteen|nineteen|twenty)|in the past(?! (?:\d|few|several|couple|one|two|three|four|five|six|seven|ten|twelve|"
+    r"(?:years|decades|ages) ago|"
+    r"when (?:i|he|she) was (?:a (?:child|kid|teenager|baby|boy|girl|student)|young|little|small|\d{1,2}|two|three|"
+    r"four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|"
+    r"nineteen|twenty)|in the past(?! (?:\d|few|several|couple|one|two|three|four|five|six|seven|ten|twelve|"
     r"day|week|month|hour|fortnight|night|evening|morning))|previously|in childhood|"
     r"(?:which |that )?(?:has |have )?(?:since )?resolved)\b")
 _FAMILY_PRE = _words(
@@ -165,7 +166,8 @@ _LIST_HEAD = re.compile(r"(?:no|not|nor|never|without|w/o|nil|absent|absence of|
                         r"no prior|no reports? of|not reported|(?:(?:does|do|did) not|doesn'?t|didn'?t|never) "
                         r"(?:report|complain(?:ed)? of|describe|mention|endorse|notice|experience|have any)|"
                         r"(?:does|did) not have|doesn'?t have|didn'?t have|has not had|hasn'?t had|have not had|"
-                        r"haven'?t had|never had|(?:haven|hasn)'?t got|(?:have|has) not got|(?:i'?ve|she'?s|he'?s) not got)")
+                        r"haven'?t had|never had|(?:haven|hasn)'?t got|(?:have|has) not got|"
+                        r"(?:i'?ve|she'?s|he'?s) not got)")
 _DENIAL = re.compile(r"(?:denies|denied|deny|denying|negative for|neg for|no complaints? of|no history of|no hx of|"
                      r"no h/o|no previous|no prior|no reports? of|(?:did|does|do) not (?:report|complain|describe|"
                      r"mention|endorse|notice|experience|have any)|(?:didn|doesn)'?t (?:report|complain|describe|"
