@@ -296,8 +296,8 @@ def test_embedding_fallback_reads_only_unmatched_asserted_clauses():
     r = reader.read("no tenderness at the costovertebral angle", encoder=encoder)
     assert [(f.id, f.status, f.source) for f in r.findings] == [
         ("costovertebral_angle_tenderness", "negated", "lexicon")]
-    # below the threshold nothing is added ("the colour of clay" is near pale stools, 0.66 < 0.8)
-    assert reader.read("the stools have turned the colour of clay", encoder=encoder).findings == []
+    # below the threshold nothing is added ("a silvery look" is nearest pale stools, 0.66 < 0.8)
+    assert reader.read("the stools have a silvery look", encoder=encoder).findings == []
 
 
 # -- the clause sets written for issue 24 (lay; case, exam and short histories), each split in two before any change
@@ -308,6 +308,9 @@ def test_embedding_fallback_reads_only_unmatched_asserted_clauses():
     # case reports, exam stems and short teaching-file histories, written for issue 24 the same way
     ("reader_clauses_case.jsonl", {"precision": 0.95, "recall": 0.95, "status_accuracy": 0.95}),
     ("reader_clauses_case_heldout.jsonl", {"precision": 0.93, "recall": 0.90, "status_accuracy": 0.90}),
+    # a second held-out set of lay and case-report clauses, written before the wording-family pass and never
+    # corrected on (docs/reasoning.md: 0.917 / 0.703 at its first run)
+    ("reader_clauses_lay2.jsonl", {"precision": 0.89, "recall": 0.69, "status_accuracy": 0.93}),
 ])
 def test_issue24_reader_precision_and_recall_floor(name, floors):
     from MedSORALib.differential.evaluate_reader import evaluate_clauses
@@ -324,7 +327,9 @@ def test_issue24_clause_sets_are_distinct_and_not_training_text():
     case = _clauses("reader_clauses_case.jsonl") + _clauses("reader_clauses_case_heldout.jsonl")
     assert len(case) >= 60
     others = _clauses("reader_clauses.jsonl") + _clauses("reader_clauses_heldout.jsonl")
-    texts = [r["text"].lower() for r in tune + check + case]
+    lay2 = _clauses("reader_clauses_lay2.jsonl")
+    assert len(lay2) >= 60 and {r["register"] for r in lay2} == {"lay", "case"}
+    texts = [r["text"].lower() for r in tune + check + case + lay2]
     assert len(set(texts)) == len(texts)
     assert not set(texts) & {r["text"].lower() for r in others}
     corpus = []

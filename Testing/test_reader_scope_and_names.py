@@ -39,8 +39,8 @@ def _status(text, finding):
     ("she was referred for vomiting after every meal", {"vomiting": "present"}),
     ("referred for a laparoscopic cholecystectomy", {"cholecystectomy_history": "uncertain"}),
     ("a history of peripheral vascular disease and smokes ten a day", {"smoking": "present"}),
-    # a denial inside the matched words
-    ("he drinks no alcohol at all", {"alcohol_use": None}),
+    # a denial inside the matched words is not drinking; "no alcohol" itself denies it
+    ("he drinks no alcohol at all", {"alcohol_use": "negated"}),
     ("she drinks two glasses of wine most nights", {"alcohol_use": "present"}),
 ])
 def test_negation_ends_at_the_clause_verb(text, expected):

@@ -16,6 +16,11 @@ _NEG_PRE = _words(
     r"no history of", r"no hx of", r"no h/o", r"no previous", r"no prior", r"no known", r"does not have",
     r"did not have", r"doesn'?t have", r"didn'?t have", r"has not had", r"hasn'?t had", r"have not had",
     r"haven'?t had", r"(?:haven|hasn)'?t(?: (?:actually|really|ever|yet|even))? been", r"have not been",
+    # "I haven't got a temperature", "she's not got any pain": British "have got" denied
+    r"(?:haven|hasn)'?t(?: (?:really|actually|even))? got", r"(?:have|has) not got", r"(?:i'?ve|she'?s|he'?s) not got",
+    # "I don't think I've had a temperature": the speaker's own doubtful denial
+    r"(?:don'?t|do not|didn'?t|did not) think (?:i'?ve|i have|i'?d|i had|i|she'?s|she has|he'?s|he has|she|he) "
+    r"(?:had|got|been|have|has|ever had)",
     r"(?:(?:does|do|did) not|doesn'?t|didn'?t|never) (?:report|complain(?:ed)? of|describe|mention|endorse|notice|"
     r"experience|have any)", r"no reports? of", r"not reported",
     r"has not been", r"don'?t", r"do not",
@@ -67,14 +72,21 @@ _HIST_POST = re.compile(
     r"^\W{0,3}(?:\w+\W+){0,4}?(?:(?:\d+|a|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|"
     r"twenty|thirty|forty|several|many|few|some|a few|couple of|a couple of)\s+(?:years?|yrs?|decades?)\s+"
     r"(?:ago|before|earlier|previously|prior)|in (?:19|20)\d\d|(?:last|previous) year|as a (?:child|teenager|baby)|"
-    r"(?:years|decades|ages) ago|in the past(?! (?:\d|few|several|couple|one|two|three|four|five|six|seven|ten|twelve|"
+    r"(?:years|decades|ages) ago|"
+    r"when (?:i|he|she) was (?:a (?:child|kid|teenager|baby|boy|girl|student)|young|little|small|\d{1,2}|two|three|"
+    r"four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|"
+    r"nineteen|twenty)|in the past(?! (?:\d|few|several|couple|one|two|three|four|five|six|seven|ten|twelve|"
     r"day|week|month|hour|fortnight|night|evening|morning))|previously|in childhood|"
     r"(?:which |that )?(?:has |have )?(?:since )?resolved)\b")
 _FAMILY_PRE = _words(
     r"family history of", r"fh of", r"fhx? of", r"family hx of", r"family history(?= ?:)", r"fhx?(?= ?:)",
     r"(?:his|her|my|their|one|a|an|two|three|an older|a younger|an elder) "
     r"(?:father|mother|dad|mum|mom|brother|sister|son|daughter|grandmother|grandfather|"
-    r"uncle|aunt|parents?|siblings?|cousin)(?: \w+){0,2} (?:had|has|died of|died from|with|diagnosed with|"
+    # the relative is the one with the disease, not a witness of the patient's ("his mother says he has been
+    # vomiting", "her husband noticed she had turned yellow"): no verb of telling or seeing, no new subject between
+    r"uncle|aunt|parents?|siblings?|cousin)(?: (?!says|said|reports?|reported|tells|told|noticed|notices|thinks|"
+    r"thought|feels|felt|mentions?|mentioned|describes|described|explains?|explained|worries|worried|adds|added|"
+    r"she|he|i|they|that)\w+){0,2} (?:had|has|died of|died from|with|diagnosed with|"
     r"was diagnosed with|suffered from)",
     r"runs in the family")
 _TERMINATORS = _words(
@@ -154,7 +166,8 @@ _LIST_HEAD = re.compile(r"(?:no|not|nor|never|without|w/o|nil|absent|absence of|
                         r"no prior|no reports? of|not reported|(?:(?:does|do|did) not|doesn'?t|didn'?t|never) "
                         r"(?:report|complain(?:ed)? of|describe|mention|endorse|notice|experience|have any)|"
                         r"(?:does|did) not have|doesn'?t have|didn'?t have|has not had|hasn'?t had|have not had|"
-                        r"haven'?t had|never had)")
+                        r"haven'?t had|never had|(?:haven|hasn)'?t got|(?:have|has) not got|"
+                        r"(?:i'?ve|she'?s|he'?s) not got)")
 _DENIAL = re.compile(r"(?:denies|denied|deny|denying|negative for|neg for|no complaints? of|no history of|no hx of|"
                      r"no h/o|no previous|no prior|no reports? of|(?:did|does|do) not (?:report|complain|describe|"
                      r"mention|endorse|notice|experience|have any)|(?:didn|doesn)'?t (?:report|complain|describe|"

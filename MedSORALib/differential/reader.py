@@ -63,8 +63,17 @@ NEGATIVE_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
      r"(?:urine )?dip(?:stick)? (?:is |was )?(?:clear|normal|negative|unremarkable)(?! for)",
      ("haematuria", "microscopic_haematuria", "pyuria", "nitrites_positive", "proteinuria")),
     (r"passing (?:urine|water) normally|no urinary symptoms", ("dysuria", "frequency", "haematuria", "urgency")),
-    (r"never[- ]smoker|lifelong non-?smoker|teetotal(?:ler)?|does not drink|doesn'?t drink|abstinent from alcohol",
-     ("smoking", "alcohol_use", "heavy_alcohol_use")),
+    # a denial of smoking says nothing of drinking and the other way round
+    (r"never[- ]smoker|lifelong non-?smoker|(?:doesn'?t|does not|don'?t|do not) smoke(?! (?:cannabis|weed|pot))",
+     ("smoking",)),
+    (r"teetotal(?:ler)?|does not drink|doesn'?t drink|abstinent from alcohol",
+     ("alcohol_use", "heavy_alcohol_use")),
+    # "no alcohol", "denies drinking": the denial of any drinking (its annotation names alcohol use alone)
+    (r"(?:denies|denied|denying|no|nil) (?:any )?(?:alcohol|etoh)(?! (?:for|since|in|gel|wipes?|swabs?|hand)\b)|"
+     r"(?:denies|denied|denying) (?:any )?drinking", ("alcohol_use",)),
+    (r"(?:belly|tummy|abdomen|stomach) (?:is not|was not|isn'?t|wasn'?t|has not|hasn'?t|had not|hadn'?t)"
+     r"(?: (?:been|become|got|gone|really|at all))?(?: any)? (?:swollen|distended|bloated|bigger|swelled|swollen up)",
+     ("abdominal_distension",)),
     (r"regular (?:periods|menses|cycles?)", ("amenorrhoea", "missed_period")),
     (r"sats (?:are |were )?normal|saturating well|saturations? normal", ("hypoxia",)),
     (r"(?:negative|-ve) " + _OCCULT_TEST + r"|" + _OCCULT_TEST + r"(?: test)? (?:was |is |were |came back |returned )?"
@@ -318,8 +327,13 @@ _PLACES_OF_PAIN = frozenset({
 #: other is dropped where their spans overlap ("a tender pulsatile mass" is one pulsatile mass).
 _SUBSUMES = {"haematemesis": ("vomiting",), "coffee_ground_vomiting": ("vomiting",), "haemoptysis": ("cough",),
              "obstipation": ("constipation",),
+             # the costal margin as the landmark of a palpable organ is not pain there ("an enlarged organ
+             # palpable below the left costal margin")
+             "splenomegaly": ("luq_pain",), "hepatomegaly": ("ruq_pain",),
              "occult_blood": ("haematochezia",),
              "pulsatile_mass": ("palpable_mass", "hernia_bulge", "epigastric_pain"), "hypertension_history": ("hypertension",)}
+#: Pains that a palpable organ's landmark only names; an organ felt tender is also tenderness in that quadrant.
+_LANDMARK_PAIN = frozenset({"luq_pain", "ruq_pain"})
 #: A finding read in the past that is another finding of the lexicon ("PMH: hypertension" is known hypertension,
 #: not a raised blood pressure now).
 _HISTORY_TWIN = {"hypertension": "hypertension_history"}
@@ -334,6 +348,7 @@ def _resolve(raw: list[ReadFinding]) -> list[ReadFinding]:
     """Drop generic findings overlapped by specific ones; one entry per id with its strongest status."""
     raw = [f for f in raw if not any(
         f.id in _SUBSUMES.get(g.id, ()) and g.status == f.status and g.start < f.end and f.start < g.end
+        and not (f.id in _LANDMARK_PAIN and "tender" in g.text.lower())
         for g in raw)]
     # only generic *pain* findings give way ("right upper quadrant abdominal pain" is one place of pain);
     # a generic symptom inside a more specific one ("non-bilious vomiting") is still read
