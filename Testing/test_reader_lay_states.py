@@ -97,3 +97,22 @@ def test_a_new_mother_with_both_legs_swollen_is_a_caval_thrombosis_first():
     assert legs.top.disease.id == "ivc_thrombosis" and legs.scope == "modelled"
     heart = differential("two weeks after giving birth she is breathless lying flat and her legs are swollen")
     assert heart.top.disease.id == "peripartum_cardiomyopathy"
+
+
+def test_an_amount_over_a_time_is_not_a_date_to_come():
+    """"in three months" after a weight lost is the time it took; after an operation it is a plan."""
+    assert _status("Weight down 6 kg in three months.")["weight_loss"] == "present"
+    assert _status("She has lost 10 lb in two months.")["weight_loss"] == "present"
+    assert _status("Cholecystectomy in six weeks.")["cholecystectomy_history"] == "uncertain"
+
+
+@pytest.mark.parametrize("text, removed", [
+    ("They took out his gallbladder in 2010.", ("gallbladder",)),
+    ("Keyhole surgery to remove her gallbladder last year.", ("gallbladder",)),
+    ("The surgeon removed her left kidney.", ("kidney_left",)),
+    ("An operation to remove his spleen after a crash.", ("spleen",)),
+    ("They took her stomach out for cancer.", ("stomach",)),
+    ("They removed the gallbladder stones at endoscopy.", ()),
+])
+def test_a_removal_said_verb_first_removes_the_organ(text, removed):
+    assert read(text).removed == removed

@@ -173,6 +173,10 @@ def _forward_end(norm: str, start: int, seg_end: int) -> int:
     return m.start() if m else seg_end
 
 
+_AMOUNT_OVER_TIME = re.compile(r"\d\s*(?:kg|kgs|kilos?|lbs?|pounds|stones?)\b|"
+                               r"\b(?:lost|losing|loss|down|gained|gain)\b")
+
+
 class Context:
     """The governed stretches of one normalised text (see the module docstring)."""
 
@@ -340,7 +344,11 @@ class Context:
                 found.setdefault(NEGATED, m.group(0))
             if _HIST_POST.match(after):
                 found.setdefault(HISTORY, "years ago")
-            if _FUTURE_POST.match(after):
+            fm = _FUTURE_POST.match(after)
+            over_time = fm is not None and fm.group(0).lstrip(" ,;:").startswith("in ") and \
+                _AMOUNT_OVER_TIME.search(self.norm[start:end])
+            if fm and not over_time:
+                # "weight down 6 kg in three months" is an amount over a time, not a date to come
                 found.setdefault(UNCERTAIN, "planned")
         if re.match(r"[ \t]{0,2}\?", self.norm[end:end + 3]) and not re.match(r"[ \t]{0,2}\?\s*[a-z]",
                                                                                  self.norm[end:end + 6]):
