@@ -13,10 +13,16 @@ from MedSORALib.differential.consistency import (SHADOW_RANK, TEXTBOOK_FINDINGS,
 from MedSORALib.differential.context import PRESENT
 
 #: Share of rows of the 13 structures within the first three on their own picture (measured with
-#: ``python -m MedSORALib.differential.consistency``: 0.924 before the sixth pass, 0.937 after it).
+#: ``python -m MedSORALib.differential.consistency``: 0.924 before the sixth pass and after it, 146 of 158).
 MIN_TOP3 = 0.92
-#: Share first on their own picture (0.690 before, 0.703 after).
+#: Share first on their own picture (0.690 before, 0.677 after: hiatus hernia and erosive oesophagitis now come
+#: second to reflux disease on heartburn, regurgitation and symptoms worse lying down, the same picture).
 MIN_TOP1 = 0.67
+#: The same among rows that are not incidental lesions (0.953 of 148 before, 0.959 of 147 after: the gallbladder
+#: polyp row now names being found incidentally, its commonest presentation, and counts as incidental).
+MIN_PRESENTING_TOP3 = 0.95
+#: With each row's most characteristic risk or history finding added (``--context 1``: 0.956 before, 0.968 after).
+MIN_CONTEXT_TOP3 = 0.96
 #: Rows a textbook picture must put first: the common and the dangerous presentations of each structure.
 KEY_ROWS = [
     "gord", "achalasia", "boerhaave_syndrome", "peptic_ulcer_disease", "perforated_peptic_ulcer",
@@ -67,6 +73,22 @@ def test_share_of_rows_within_the_first_three_on_their_own_picture(checks):
     s = summary(checks)
     assert s["top3"] >= MIN_TOP3, s["shadowed"]
     assert s["top1"] >= MIN_TOP1
+
+
+def test_rows_that_are_not_incidental_lesions_come_within_the_first_three(checks):
+    s = summary(checks)
+    assert s["presenting_top3"] >= MIN_PRESENTING_TOP3
+    assert 5 <= len(s["incidental"]) <= 20  # cysts, haemangioma, focal nodular hyperplasia...
+    assert "hepatic_haemangioma" in s["incidental"] and "acute_cholecystitis" not in s["incidental"]
+
+
+def test_with_the_rows_background_the_share_rises():
+    with_context = check(context=1)
+    s = summary(with_context)
+    assert s["top3"] >= MIN_CONTEXT_TOP3
+    # the background is the row's own risk or history finding: the aortic graft of a graft infection
+    graft = next(c for c in with_context if c.id == "aortic_graft_infection")
+    assert "aortic_graft_history" in graft.findings and graft.rank <= SHADOW_RANK
 
 
 @pytest.mark.parametrize("row", KEY_ROWS)

@@ -185,3 +185,18 @@ def test_a_duct_stone_after_cholecystectomy_leads_and_the_gallbladder_stays_out(
 
 def test_choledocholithiasis_weighs_a_previous_cholecystectomy(catalogue):
     assert _weights(catalogue, "choledocholithiasis")["cholecystectomy_history"].lr > 1
+
+
+# -- gallstone ileus ----------------------------------------------------------------------------------------------
+def test_an_obstruction_in_an_old_woman_with_known_gallstones_is_gallstone_ileus(catalogue):
+    row = catalogue.by_id["gallstone_ileus"]
+    assert row.sex == "female" and not row.sex_strict
+    result = differential("An 81-year-old woman with colicky abdominal pain, vomiting, distension and no flatus for "
+                          "two days; known gallstones.")
+    assert result.diagnoses[0].disease.id == "gallstone_ileus"
+    assert result.diagnoses[0].probability < 0.6  # a rare cause of obstruction: the adhesive one stays close
+    # without the gallstones, or after previous surgery, the obstruction is the adhesive one
+    for text in ("An 81-year-old woman with colicky abdominal pain, vomiting, distension and no flatus for two days.",
+                 "A 75-year-old woman, previous hysterectomy, with colicky pain, vomiting and a distended abdomen, "
+                 "not passing wind."):
+        assert differential(text).diagnoses[0].disease.id == "adhesive_small_bowel_obstruction"
