@@ -146,9 +146,25 @@ def _parse_finding(raw, part: str, problems: list[str]) -> Finding | None:
     if removes and kind != "history":
         problems.append(f"{where}: only history findings may remove a structure")
         ok = False
+    all_of: list[tuple[str, ...]] = []
+    raw_all = raw.get("all_of") or []
+    if not isinstance(raw_all, list):
+        problems.append(f"{where}: 'all_of' must be a list of finding ids or lists of finding ids")
+        ok = False
+        raw_all = []
+    for group in raw_all:
+        ids = _str_list(group, where, "all_of", problems)
+        if not ids:
+            ok = False
+        all_of.append(ids)
+    implies = _str_list(raw.get("implies"), where, "implies", problems)
+    if fid in implies or any(fid in g for g in all_of):
+        problems.append(f"{where}: a finding cannot imply or be made of itself")
+        ok = False
     if not ok:
         return None
-    return Finding(fid, label.strip(), kind, generic, patterns, hpo, side, removes, False, (part,))
+    return Finding(fid, label.strip(), kind, generic, patterns, hpo, side, removes, False, (part,), tuple(all_of),
+                   implies)
 
 
 def _merge_finding(old: Finding, new: Finding, problems: list[str]) -> Finding:
@@ -162,7 +178,8 @@ def _merge_finding(old: Finding, new: Finding, problems: list[str]) -> Finding:
     return Finding(old.id, old.label, old.kind, old.generic or new.generic,
                    tuple(dict.fromkeys(old.patterns + new.patterns)), tuple(dict.fromkeys(old.hpo + new.hpo)),
                    old.side, tuple(dict.fromkeys(old.removes + new.removes)), old.computed,
-                   old.parts + new.parts)
+                   old.parts + new.parts, tuple(dict.fromkeys(old.all_of + new.all_of)),
+                   tuple(dict.fromkeys(old.implies + new.implies)))
 
 
 def _lab_finding_ids(node) -> set[str]:
@@ -223,8 +240,12 @@ def load_lexicon(finding_files: Iterable[Path], labs_file: Path | None, problems
         else:
             lexicon[fid] = Finding(fid, label, kind, computed=True, parts=("labs",))
     for f in lexicon.values():
-        if not f.patterns and not f.hpo and not f.computed:
+        if not f.patterns and not f.hpo and not f.computed and not f.all_of:
             problems.append(f"finding {f.id!r} (in {', '.join(f.parts)}): no pattern, no HPO id and not computed")
+        for other in sorted({i for g in f.all_of for i in g} | set(f.implies)):
+            if other not in lexicon and other not in computed:
+                problems.append(f"finding {f.id!r} (in {', '.join(f.parts)}): all_of or implies names {other!r}, "
+                                "not in the lexicon")
     return lexicon
 
 

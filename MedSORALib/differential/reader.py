@@ -132,6 +132,9 @@ class Reader:
         self.labs = labs if labs is not None else load_lab_reader()
         self._hpo_terms = hpo_terms or {}
         self._matchers: dict = {}
+        # named syndromes and their parts (the lexicon's ``implies`` and ``all_of``; :meth:`_derive`)
+        self._implies = {f.id: f.implies for f in self.lexicon.values() if f.implies}
+        self._all_of = [f for f in self.lexicon.values() if f.all_of]
         sources: list[tuple[object, str, str]] = []
         for finding in self.lexicon.values():
             if finding.patterns:
@@ -244,6 +247,22 @@ class Reader:
             t = self.lexicon["painless_jaundice"]
             findings = findings + [replace(ids["jaundice"], id=t.id, label=t.label, kind=t.kind, generic=t.generic,
                                            side=None, value=None, source="derived", trigger=None)]
+        # a named syndrome and its parts (the lexicon's ``implies`` and ``all_of``: Charcot's triad)
+        # (a part or syndrome the text reads itself, in any status, keeps that status: "afebrile" stays denied)
+        read_ids = {f.id for f in findings}
+        for f in list(ids.values()):
+            for other in self._implies.get(f.id, ()):
+                if other not in read_ids and other in self.lexicon:
+                    t = self.lexicon[other]
+                    ids[other] = replace(f, id=t.id, label=t.label, kind=t.kind, generic=t.generic, side=t.side,
+                                         value=None, source="derived", trigger=None)
+                    findings = findings + [ids[other]]
+                    read_ids.add(other)
+        for t in self._all_of:
+            if t.id not in read_ids and all(any(i in ids for i in group) for group in t.all_of):
+                first = min((ids[i] for group in t.all_of for i in group if i in ids), key=lambda g: g.start)
+                findings = findings + [replace(first, id=t.id, label=t.label, kind=t.kind, generic=t.generic,
+                                               side=t.side, value=None, source="derived", trigger=None)]
         return findings
 
     def _twin(self, f: ReadFinding) -> ReadFinding:

@@ -78,7 +78,7 @@ COMPUTED_FINDINGS: Mapping[str, tuple[str, str]] = MappingProxyType({
     "ferritin_raised": ("raised ferritin", "lab"), "ldh_raised": ("raised LDH", "lab"),
 })
 
-_FINDING_KEYS = {"id", "label", "kind", "generic", "patterns", "hpo", "side", "removes"}
+_FINDING_KEYS = {"id", "label", "kind", "generic", "patterns", "hpo", "side", "removes", "all_of", "implies"}
 _DISEASE_KEYS = {"id", "name", "organs", "outside", "frequency", "sex", "age", "findings", "against",
                  "look_for", "source"}
 _WEIGHT_KEYS = {"id", "freq", "lr", "lr_source"}
@@ -113,6 +113,12 @@ class Finding:
         removes: for history findings, the structure keys or classes the history removes (surgery).
         computed: the reader derives it from numbers (``labs.yaml``); it may have no pattern.
         parts: the lexicon files that define it.
+        all_of: groups of finding ids; the reader also reads this finding when every group has one finding read
+            as present (a named syndrome from its parts: fever or rigors, jaundice and right upper quadrant pain
+            are Charcot's triad).
+        implies: finding ids the reader also reads, with the same span and status, when it reads this one as
+            present (the named syndrome is its parts: "Charcot's triad" is fever, jaundice and right upper
+            quadrant pain). With both, a row's weight of the syndrome is what the whole adds to its parts.
     """
 
     id: str
@@ -125,6 +131,8 @@ class Finding:
     removes: tuple[str, ...] = ()
     computed: bool = False
     parts: tuple[str, ...] = ()
+    all_of: tuple[tuple[str, ...], ...] = ()
+    implies: tuple[str, ...] = ()
 
     @functools.cached_property
     def regex(self) -> re.Pattern | None:
