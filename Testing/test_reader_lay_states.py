@@ -55,6 +55,7 @@ def test_plain_words_read_as_the_finding(text, finding):
     ("Her skin was not darker than usual.", "hyperpigmentation"),
     ("He ran to the groin clinic.", "pain_radiating_to_groin"),
     ("She drinks a lot of water in the heat.", "heavy_alcohol_use"),
+    ("He has been drinking litres of water every day.", "heavy_alcohol_use"),
     ("His potassium was not low.", "potassium_low"),
     ("He ate and drank too much at the wedding.", "heavy_alcohol_use"),   # a binge, not a habit
     ("No vomiting; now chest pain since noon.", "vomiting_then_chest_pain"),
