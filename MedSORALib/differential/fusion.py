@@ -55,10 +55,9 @@ NON_SPECIFIC_MAX_CONFIDENCE = 0.2
 #: Where the text model calls a text out of domain but the differential leads with a diagnosis in the 13
 #: structures that a presenting finding (symptom, sign, lab, vital) supports, with at least OVERRULE_CONFIDENCE of
 #: probability and OVERRULE_MODELLED_MASS on the 13 structures, the text stays in scope (chosen on the tune half of
-#: the dev sets among 0.1 / 0.2 / 0.3 x 0.5 / 0.7; the mass lowered from 0.7 to 0.5 with the analysed real-text
-#: collections, where 0.5 keeps one more presentation and catches the same non-abdominal texts).
+#: the dev sets among 0.1 / 0.2 / 0.3 x 0.5 / 0.7).
 OVERRULE_CONFIDENCE = 0.2
-OVERRULE_MODELLED_MASS = 0.5
+OVERRULE_MODELLED_MASS = 0.7
 #: Where the text model calls a text in domain, the differential's body-site rule (a text naming only non-abdominal
 #: sites) yields to a best diagnosis in the 13 structures from this probability on that a specific (not generic)
 #: symptom, sign, lab or vital supports ("food hard to get down ... an ache in the chest": achalasia, not a chest
