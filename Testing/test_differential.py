@@ -446,3 +446,13 @@ def test_a_specific_finding_for_a_modelled_diagnosis_outweighs_the_body_site_rul
     cough = differential("a dry cough and an ache in the chest for a week")
     assert not cough.top.disease.organs and cough.scope == NON_ABDOMINAL
     assert fuse(model, cough, True, ood_score=0.3)[2] == NON_ABDOMINAL
+
+
+def test_a_row_whose_main_organ_is_removed_leads_with_the_next_structure():
+    """A bile duct stone after cholecystectomy names the liver as well: with the gallbladder gone the liver
+    takes the row's full probability (the main organ's share), not the half a further organ gets."""
+    r = differential("gallbladder removed five years ago; now recurrent jaundice and itching")
+    assert "gallbladder" in r.removed and r.top.disease.id == "choledocholithiasis"
+    assert r.top.main == {"liver"}
+    assert r.organ_relevance["gallbladder"] == 0.0
+    assert r.organ_relevance["liver"] >= r.top.probability

@@ -269,7 +269,11 @@ class Differential:
             if sided is None:
                 sided = sided_cache[structures] = _sided(structures, side)
             diagnosis = Diagnosis(disease, log_prior + self.temperature * total, 0.0, supporting, against, sided)
-            diagnosis.main = self._main[index]
+            main = self._main[index]
+            if removed and structures and not main & set(structures):
+                # the main organ is gone (a bile duct stone after cholecystectomy): the first structure left leads
+                main = {structures[0]}
+            diagnosis.main = main
             scored.append(diagnosis)
         none_log = self.none_log_prior
         peak = max([d.log_score for d in scored] + [none_log])
