@@ -430,10 +430,11 @@ def test_a_supported_leading_diagnosis_in_the_13_overrules_the_models_out_of_dom
 
 
 def test_a_specific_finding_for_a_modelled_diagnosis_outweighs_the_body_site_rule():
-    """Food hard to get down with a cough at night names a body site outside the abdomen only: the differential's site rule
-    calls it non-abdominal, but where the text model calls it in domain the best diagnosis in the oesophagus, weak
-    but carried by a specific finding (SITE_RULE_YIELDS), keeps it in scope; a model that calls it out of domain
-    still decides; with a cough and chest pain the best diagnosis lies in the lung and the site rule holds."""
+    """Food hard to get down with a cough at night names a body site outside the abdomen only: the differential's
+    site rule calls it non-abdominal, but where the text model calls it in domain the best diagnosis in the
+    oesophagus, weak but carried by a specific finding (SITE_RULE_YIELDS), keeps it in scope; a model that calls
+    it out of domain still decides; with a cough and chest pain the best diagnosis lies in the lung and the site
+    rule holds."""
     from MedSORALib.differential.fusion import SITE_RULE_YIELDS
 
     model = dict.fromkeys(STRUCTURES, 0.2)

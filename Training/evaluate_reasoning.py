@@ -21,8 +21,8 @@ Each text is encoded once per model (one batch over all sets, kept in memory onl
 Sets (``Training/data``; see ``DEV_SETS.md``): ``presentations``, ``short_histories``, ``non_abdominal``,
 ``case_derived`` (published cases retold in the team's words, written blind; its failures have been studied since
 the fifth round of issue 24, so it is a development set now), ``case_derived2`` (a second such set, written blind
-and used for no choice: the unseen one), and the retired ``external_dev`` for comparison (its labels are reasoning classes: a paired class becomes the
-side its ``laterality`` names, else both sides).
+and used for no choice: the unseen one), and the retired ``external_dev`` for comparison (its labels are
+reasoning classes: a paired class becomes the side its ``laterality`` names, else both sides).
 
 Figures (fractions in the JSON, percent in the Markdown):
 

@@ -350,7 +350,8 @@ _SUBSUMES = {"haematemesis": ("vomiting",), "coffee_ground_vomiting": ("vomiting
              # palpable below the left costal margin")
              "splenomegaly": ("luq_pain",), "hepatomegaly": ("ruq_pain",),
              "occult_blood": ("haematochezia",),
-             "pulsatile_mass": ("palpable_mass", "hernia_bulge", "epigastric_pain"), "hypertension_history": ("hypertension",)}
+             "pulsatile_mass": ("palpable_mass", "hernia_bulge", "epigastric_pain"),
+             "hypertension_history": ("hypertension",)}
 #: Pains that a palpable organ's landmark only names; an organ felt tender is also tenderness in that quadrant.
 _LANDMARK_PAIN = frozenset({"luq_pain", "ruq_pain"})
 #: A finding read in the past that is another finding of the lexicon ("PMH: hypertension" is known hypertension,
