@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from differential_helpers import probability, top_organ
+from differential_helpers import against, probability, top_organ, weights
 from MedSORALib.differential.catalogue import load_catalogue
 from MedSORALib.differential.differential import differential
 
@@ -16,18 +16,10 @@ def catalogue():
     return load_catalogue()
 
 
-def _weights(catalogue, disease_id):
-    return {w.id: w for w in catalogue.by_id[disease_id].findings}
-
-
-def _against(catalogue, disease_id):
-    return {w.id: w.lr for w in catalogue.by_id[disease_id].against}
-
-
 # -- the abdominal aortic aneurysm ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("row", ["aaa_intact", "ruptured_aaa"])
 def test_aneurysm_rows_weigh_the_pulsatile_mass_with_its_published_ratio(catalogue, row):
-    w = _weights(catalogue, row)["pulsatile_mass"]
+    w = weights(catalogue, row)["pulsatile_mass"]
     assert w.lr == 12  # Lederle and Simel 1999: LR+ 12.0 (7.4-19.5) for an aneurysm of 3 cm or more
     assert "Lederle" in w.lr_source and "1999" in w.lr_source
 
@@ -103,21 +95,21 @@ def test_tingling_feet_with_macrocytosis_is_b12_deficiency():
 # -- the weeks after delivery and the third trimester ---------------------------------------------------------------
 def test_rows_weigh_the_setting_their_sources_give(catalogue):
     # HELLP: third trimester mostly, about a third after delivery (Sibai 1993)
-    hellp = _weights(catalogue, "hellp_fatty_liver_pregnancy")
+    hellp = weights(catalogue, "hellp_fatty_liver_pregnancy")
     assert hellp["late_pregnancy"].lr > 1 and hellp["postpartum"].lr > 1
     assert hellp["late_pregnancy"].freq > hellp["postpartum"].freq
     # pre-eclampsia may first appear up to six weeks after delivery (ACOG 2020)
-    assert _weights(catalogue, "pre_eclampsia")["postpartum"].lr > 1
+    assert weights(catalogue, "pre_eclampsia")["postpartum"].lr > 1
     # ovarian vein thrombosis and peripartum cardiomyopathy belong to the weeks after delivery
-    ovt = _weights(catalogue, "ovarian_vein_thrombosis")
+    ovt = weights(catalogue, "ovarian_vein_thrombosis")
     assert ovt["postpartum"].lr >= 5 * ovt["late_pregnancy"].lr
-    ppcm = _weights(catalogue, "peripartum_cardiomyopathy")
+    ppcm = weights(catalogue, "peripartum_cardiomyopathy")
     assert ppcm["postpartum"].lr > ppcm["late_pregnancy"].lr > 1
     assert "Bauersachs" in catalogue.by_id["peripartum_cardiomyopathy"].source
     # a placenta that has delivered cannot separate; a delivery is not a miscarriage
-    assert "postpartum" not in _weights(catalogue, "placental_abruption")
-    assert _against(catalogue, "placental_abruption")["postpartum"] < 1
-    assert _against(catalogue, "miscarriage")["postpartum"] < 1
+    assert "postpartum" not in weights(catalogue, "placental_abruption")
+    assert against(catalogue, "placental_abruption")["postpartum"] < 1
+    assert against(catalogue, "miscarriage")["postpartum"] < 1
 
 
 def test_hellp_reads_before_and_after_delivery():
@@ -154,7 +146,7 @@ def test_ovarian_vein_thrombosis_after_delivery_not_in_pregnancy():
 
 @pytest.mark.parametrize("row", ["biliary_colic", "acute_cholecystitis"])
 def test_biliary_rows_weigh_a_shoulder_named_without_its_side(catalogue, row):
-    w = _weights(catalogue, row)
+    w = weights(catalogue, row)
     assert w["pain_radiating_to_shoulder"].lr > 1
     # a named right shoulder reads both findings; their product is the right shoulder's whole weight, 3 to 4
     assert 3 <= w["pain_radiating_to_shoulder"].lr * w["right_shoulder_pain"].lr <= 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from differential_helpers import present, probability, top_organ
+from differential_helpers import against, present, probability, top_organ, weights
 from MedSORALib.differential.catalogue import load_catalogue
 from MedSORALib.differential.differential import differential
 from MedSORALib.differential.reader import read
@@ -14,14 +14,6 @@ from MedSORALib.differential.reader import read
 @pytest.fixture(scope="module")
 def catalogue():
     return load_catalogue()
-
-
-def _weights(catalogue, disease_id):
-    return {w.id: w for w in catalogue.by_id[disease_id].findings}
-
-
-def _against(catalogue, disease_id):
-    return {w.id: w.lr for w in catalogue.by_id[disease_id].against}
 
 
 # -- pancreatitis after an ERCP -----------------------------------------------------------------------------------
@@ -41,7 +33,7 @@ def test_an_ercp_not_yet_done_or_only_reported_is_not_the_event(text):
 
 
 def test_acute_pancreatitis_weighs_a_recent_ercp_most(catalogue):
-    w = _weights(catalogue, "acute_pancreatitis")["recent_ercp"]
+    w = weights(catalogue, "acute_pancreatitis")["recent_ercp"]
     assert w.lr >= 3
     # no other row weighs the ERCP itself above the pancreatitis row
     others = [d.id for d in catalogue.diseases if d.id != "acute_pancreatitis"
@@ -90,9 +82,9 @@ def test_relief_leaning_forward_stays_the_pericarditis_finding(text):
 
 def test_rows_weighing_lying_down(catalogue):
     for row in ("gord", "hiatus_hernia", "reflux_oesophagitis_barrett", "acute_pericarditis"):
-        assert _weights(catalogue, row)["worse_lying_down"].lr >= 2.5
+        assert weights(catalogue, row)["worse_lying_down"].lr >= 2.5
     # relief leaning forward is the more specific sign of pericarditis
-    peri = _weights(catalogue, "acute_pericarditis")
+    peri = weights(catalogue, "acute_pericarditis")
     assert peri["pain_worse_lying_relieved_leaning_forward"].lr > peri["worse_lying_down"].lr
 
 
@@ -144,7 +136,7 @@ def test_a_denied_part_is_not_the_triad():
 
 
 def test_the_triad_weight_is_what_the_whole_adds_to_its_parts(catalogue):
-    w = _weights(catalogue, "acute_cholangitis")
+    w = weights(catalogue, "acute_cholangitis")
     assert 1 < w["charcot_triad"].lr < min(w["jaundice"].lr * w["ruq_pain"].lr, 10)
     assert catalogue.findings["charcot_triad"].all_of == (("fever", "rigors"), ("jaundice",), ("ruq_pain",))
 
@@ -161,7 +153,7 @@ def test_a_measured_low_glucose_outweighs_an_antiepileptic_as_the_cause(text):
 
 
 def test_hyponatraemia_without_a_measured_sodium_is_not_confident(catalogue):
-    assert _against(catalogue, "hyponatraemia_symptomatic")["hypoglycaemia"] <= 0.3
+    assert against(catalogue, "hyponatraemia_symptomatic")["hypoglycaemia"] <= 0.3
     unmeasured = differential("known epilepsy on carbamazepine, now confused after a seizure")
     assert probability(unmeasured, "hyponatraemia_symptomatic") < 0.4
     measured = differential("known epilepsy on carbamazepine, now confused after a seizure; sodium 118")
@@ -184,7 +176,7 @@ def test_a_duct_stone_after_cholecystectomy_leads_and_the_gallbladder_stays_out(
 
 
 def test_choledocholithiasis_weighs_a_previous_cholecystectomy(catalogue):
-    assert _weights(catalogue, "choledocholithiasis")["cholecystectomy_history"].lr > 1
+    assert weights(catalogue, "choledocholithiasis")["cholecystectomy_history"].lr > 1
 
 
 # -- gallstone ileus ----------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ own floor) cannot.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -22,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+import ab
+
+REPO = ab.REPO
 TEXTS = [
     "painless jaundice with pale stools and weight loss",
     "blood in my urine and pain in my left flank",
@@ -50,15 +51,13 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    if not (args.baseline / "MedSORALib").is_dir():
-        print(f"medsora: error: {args.baseline} holds no MedSORALib", file=sys.stderr)
+    sides = ab.checkouts(args.baseline)
+    if sides is None:
         return 2
-    sides = {"this": REPO, "baseline": args.baseline.resolve()}
     rows = []
-    for i in range(args.rounds + 1):
+    for i, order in ab.rounds(sides, args.rounds):
         text = TEXTS[i % len(TEXTS)]
         row = {"floor": _run([sys.executable, "-c", "import torch"], REPO)}
-        order = list(sides.items()) if i % 2 == 0 else list(sides.items())[::-1]
         for name, repo in order:
             row[name] = _run([sys.executable, "-m", "MedSORALib", "rank", text], repo)
         if i:
@@ -70,10 +69,7 @@ def main(argv=None) -> int:
             out[f"{name}_{label}_s"] = round(statistics.median(r[name][k] for r in rows), 3)
         out[f"floor_{label}_s"] = round(statistics.median(r["floor"][k] for r in rows), 3)
         out[f"this_minus_baseline_{label}_s"] = round(statistics.median(r["this"][k] - r["baseline"][k] for r in rows), 3)
-    print(json.dumps(out, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
-    return 0
+    return ab.report(out, args.json)
 
 
 if __name__ == "__main__":

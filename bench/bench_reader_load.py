@@ -19,7 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+import ab
+
+REPO = ab.REPO
 
 CHILD = r"""
 import json, time
@@ -68,15 +70,11 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    sides = {"this": REPO}
-    if args.baseline is not None:
-        if not (args.baseline / "MedSORALib").is_dir():
-            print(f"medsora: error: {args.baseline} holds no MedSORALib", file=sys.stderr)
-            return 2
-        sides["baseline"] = args.baseline.resolve()
+    sides = ab.checkouts(args.baseline)
+    if sides is None:
+        return 2
     runs: dict[str, list[dict]] = {name: [] for name in sides}
-    for i in range(args.rounds + 1):
-        order = list(sides.items()) if i % 2 == 0 else list(sides.items())[::-1]
+    for i, order in ab.rounds(sides, args.rounds):
         for name, repo in order:
             result = _child(repo)
             if i:
@@ -84,10 +82,7 @@ def main(argv=None) -> int:
     out = {"rounds": args.rounds, "load_average_1min_at_end": round(os.getloadavg()[0], 2)}
     for name, rows in runs.items():
         out[name] = {key: round(statistics.median(r[key] for r in rows), 1) for key in rows[0]}
-    print(json.dumps(out, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
-    return 0
+    return ab.report(out, args.json)
 
 
 if __name__ == "__main__":
