@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 
 from .context import PRESENT
-from .differential import PRESENTING_KINDS, Differential, load_differential
+from .differential import GENERIC_WEIGHT, PRESENTING_KINDS, Differential, load_differential
 from .readings import ReadFinding
 
 #: How many findings make a row's textbook picture (designed: the 3-4 features a textbook names first).
@@ -59,7 +59,7 @@ class RowCheck:
         return self.rank is None or self.rank > SHADOW_RANK
 
 
-def characteristic_findings(disease, catalogue, n: int = TEXTBOOK_FINDINGS, generic_weight: float = 0.5,
+def characteristic_findings(disease, catalogue, n: int = TEXTBOOK_FINDINGS, generic_weight: float = GENERIC_WEIGHT,
                             kinds: tuple[str, ...] = PRESENTING_KINDS):
     """The row's ``n`` findings of ``kinds`` (presenting findings by default) with the largest freq x log(LR)
     (generic findings discounted as the scorer discounts them); ties broken by id so the picture is the same in

@@ -153,17 +153,22 @@ def fuse(model_relevance: dict[str, float] | None, result: DifferentialResult, i
     return fused, a, scope, outside
 
 
-def _specific_lead(result: DifferentialResult) -> bool:
+def _lead_in_the_13(result: DifferentialResult, min_probability: float, specific: bool) -> bool:
+    """The best diagnosis lies in the 13 structures, with at least ``min_probability``, and a presenting finding
+    (symptom, sign, lab, vital) supports it; with ``specific``, a present and not generic one."""
     top = result.top
-    return bool(top is not None and top.disease.organs and top.probability >= SITE_RULE_YIELDS
-                and any(f.status == PRESENT and f.kind in PRESENTING_KINDS and not f.generic for f in top.supporting))
+    return bool(top is not None and top.disease.organs and top.probability >= min_probability and any(
+        f.kind in PRESENTING_KINDS and (not specific or (f.status == PRESENT and not f.generic))
+        for f in top.supporting))
+
+
+def _specific_lead(result: DifferentialResult) -> bool:
+    return _lead_in_the_13(result, SITE_RULE_YIELDS, specific=True)
 
 
 def _leads_in_scope(result: DifferentialResult) -> bool:
-    top = result.top
-    return bool(top is not None and top.disease.organs and top.probability >= OVERRULE_CONFIDENCE
-                and modelled_mass(result) >= OVERRULE_MODELLED_MASS
-                and any(f.kind in PRESENTING_KINDS for f in top.supporting))
+    return (_lead_in_the_13(result, OVERRULE_CONFIDENCE, specific=False)
+            and modelled_mass(result) >= OVERRULE_MODELLED_MASS)
 
 
 def reason(texts: Sequence[str], reasoner=None, age=None, sex=None, predictions=None,

@@ -220,10 +220,7 @@ class Reader:
                     status, trigger = NEGATED, "normal"
                 raw.append(self._make(finding, status, text, norm, hit.start, hit.end, "lab", trigger))
         raw = [self._twin(f) for f in raw]
-        raw += [t for t in (self._sided(f, norm) for f in raw) if t is not None]
-        # and the other way: a sided radiation read on its own ("radiating to R scapula") is a radiation too
-        raw += [replace(f, id=t.id, label=t.label, kind=t.kind, generic=t.generic) for f in raw
-                if (t := self.lexicon.get(_SIDELESS.get(f.id, ""))) is not None]
+        raw += [t for f in raw for t in self._side_twins(f, norm)]
         reading.findings = self._derive(_resolve(raw))
         if encoder is not None:
             from . import embedding
@@ -272,19 +269,22 @@ class Reader:
         t = self.lexicon[twin]
         return replace(f, id=t.id, label=t.label, kind=t.kind, generic=t.generic)
 
-    def _sided(self, f: ReadFinding, norm: str) -> ReadFinding | None:
+    def _side_twins(self, f: ReadFinding, norm: str) -> list[ReadFinding]:
         """The sided finding a sideless one names in its own words ("radiating to the back of the right shoulder"
-        is also the right shoulder's finding); the side must lie inside the span, not next to it ("right upper
-        quadrant pain radiating to the shoulder" names no shoulder's side)."""
-        sided = _SIDED_TWIN.get(f.id)
-        if sided is None:
-            return None
-        sides = {("left" if w.startswith("l") else "right") for w in _SIDE_WORDS.findall(norm[f.start:f.end])}
-        twin = sided.get(sides.pop()) if len(sides) == 1 else None
-        if twin not in self.lexicon:
-            return None
-        t = self.lexicon[twin]
-        return replace(f, id=t.id, label=t.label, kind=t.kind, generic=t.generic, side=t.side or f.side)
+        is also the right shoulder's finding; the side must lie inside the span, not next to it: "right upper
+        quadrant pain radiating to the shoulder" names no shoulder's side), and the sideless one a sided finding
+        is ("radiating to R scapula" is a radiation to the shoulder too)."""
+        if f.id in _SIDELESS:
+            twin = _SIDELESS[f.id]
+        elif f.id in _SIDED_TWIN:
+            sides = {("left" if w.startswith("l") else "right") for w in _SIDE_WORDS.findall(norm[f.start:f.end])}
+            twin = _SIDED_TWIN[f.id].get(sides.pop()) if len(sides) == 1 else None
+        else:
+            return []
+        t = self.lexicon.get(twin)
+        if t is None:
+            return []
+        return [replace(f, id=t.id, label=t.label, kind=t.kind, generic=t.generic, side=t.side or f.side)]
 
     def _make(self, finding, status, text, norm, start, end, source, trigger, value=None) -> ReadFinding:
         side = finding.side
