@@ -13,7 +13,8 @@ reads and the row names:
 * a present finding of the row's ``against`` list: log(LR) (< 0);
 * generic findings (``generic: true``: fever, nausea, abdominal pain...) count ``GENERIC_WEIGHT`` of their log LR
   so that many of them do not outweigh one specific finding;
-* the sum of log LRs is multiplied by ``TEMPERATURE`` (< 1): findings of one text are not independent.
+* the sum of log LRs is multiplied by ``TEMPERATURE`` (2.5: the catalogue's designed LRs are conservative as a set;
+  docs/reasoning.md).
 
 Base rates enter flattened (``prior ** PRIOR_POWER``). A further hypothesis, *none of these* (a presentation
 the catalogue does not explain, or too non-specific to name), holds the share ``NONE_SHARE`` of the prior mass
