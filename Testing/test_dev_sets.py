@@ -27,6 +27,7 @@ overlap_module = _load_overlap()
 
 CASE_DERIVED = "dev_case_derived.jsonl"
 CASE_DERIVED2 = "dev_case_derived2.jsonl"
+CASE_DERIVED3 = "dev_case_derived3.jsonl"
 
 
 def _rows(name):
@@ -113,7 +114,7 @@ def test_rows_are_well_formed(sets):
             assert bool(r["organs"]) == (r["scope"] == "modelled")
             assert bool(r["outside"]) == (r["scope"] == "abdominal-other")
             assert r["laterality"] in ("left", "right", None)
-            if name in (CASE_DERIVED, CASE_DERIVED2):
+            if name in (CASE_DERIVED, CASE_DERIVED2, CASE_DERIVED3):
                 # retold published cases: each row names its source and the source's final diagnosis
                 assert r["written"] == "case-derived" and "<http" in r["source"] and r["diagnosis"].strip(), r["id"]
             else:
@@ -267,7 +268,68 @@ def test_case_derived2_non_abdominal_topics_are_not_calibration_topics(sets):
     assert not dev_topics & topics, sorted(dev_topics & topics)
 
 
-@pytest.mark.parametrize("name", [CASE_DERIVED, CASE_DERIVED2])
+# -- the third case-derived set: published cases retold the same way, unseen by any method (DEV_SETS.md) ---
+#: What the third set holds today (raise the counts as rows are added).
+CASE3_MIN = {"modelled": 91, "per_class": 6, "abdominal-other": 8, "non-abdominal": 15, "short": 40, "lay": 20}
+
+
+def test_case_derived3_counts_classes_registers_and_sources(sets):
+    rows = sets[CASE_DERIVED3]
+    assert [r["id"] for r in rows] == [f"de-{i:03d}" for i in range(1, len(rows) + 1)]
+    modelled = [r for r in rows if r["scope"] == "modelled"]
+    assert len(modelled) >= CASE3_MIN["modelled"]
+    per_class = Counter(_class_of(r) for r in modelled)
+    assert set(per_class) == set(FULL_CLASSES) and min(per_class.values()) >= CASE3_MIN["per_class"], per_class
+    assert sum(r["scope"] == "abdominal-other" for r in rows) >= CASE3_MIN["abdominal-other"]
+    non = [r for r in rows if r["scope"] == "non-abdominal"]
+    assert len(non) >= CASE3_MIN["non-abdominal"] and all(r.get("topic") for r in non)
+    registers = Counter(r["register"] for r in rows)
+    assert set(registers) == {"case", "short", "lay"}
+    assert registers["short"] >= CASE3_MIN["short"] and registers["lay"] >= CASE3_MIN["lay"]
+    assert all(3 <= len(r["text"].split()) <= 30 for r in rows if r["register"] == "short")
+    kinds = Counter(r["source_kind"] for r in rows)
+    assert set(kinds) == CASE_SOURCE_KINDS and max(kinds.values()) < 0.7 * len(rows)
+    assert all(r["written"] == "case-derived" and r["diagnosis"].strip() for r in rows)
+
+
+def test_case_derived3_uses_no_page_of_the_earlier_sets_and_no_page_twice(sets):
+    import re
+
+    third = [_page(r) for r in sets[CASE_DERIVED3]]
+    earlier = [_page(r) for r in sets[CASE_DERIVED] + sets[CASE_DERIVED2]]
+    assert len(set(third)) == len(third)
+    assert not set(earlier) & set(third)
+
+    # the same article under another address: a PMC or PubMed number or a DOI shared with an earlier set
+    def ids(pages):
+        pattern = r"PMC\d+|pubmed\.ncbi\.nlm\.nih\.gov/\d+|10\.\d{4,}/[^\s>]+"
+        return {m.group(0).lower().rstrip("/") for p in pages for m in re.finditer(pattern, p, re.I)}
+
+    assert not ids(earlier) & ids(third)
+
+
+def test_case_derived3_abdominal_texts_leave_out_organ_names(sets):
+    import re
+
+    pattern = re.compile(_ORGAN_WORDS)
+    found = [(r["id"], m) for r in sets[CASE_DERIVED3] for m in pattern.findall(r["text"].lower())
+             if r["abdominal"] or m != "stomach"]
+    assert found == []
+
+
+def test_case_derived3_non_abdominal_topics_are_not_calibration_topics(sets):
+    calibration = [json.loads(line) for line in
+                   (REPO / "MedSORALib" / "resources" / "ood" / "non_abdominal.jsonl").read_text().splitlines()
+                   if line.strip()]
+    topics = {t.strip().lower() for r in calibration for t in r["topic"].split(";")}
+    non = [r for r in sets[CASE_DERIVED3] if r["scope"] == "non-abdominal"]
+    assert all(r.get("topic") for r in non)
+    dev_topics = {r["topic"].strip().lower() for r in non}
+    assert len(dev_topics) >= CASE3_MIN["non-abdominal"] // 2
+    assert not dev_topics & topics, sorted(dev_topics & topics)
+
+
+@pytest.mark.parametrize("name", [CASE_DERIVED, CASE_DERIVED2, CASE_DERIVED3])
 def test_case_derived_laterality_is_what_the_library_reads(sets, name):
     from MedSORALib.text.laterality import detect_laterality
 

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESOURCES = REPO / "MedSORALib" / "resources"
 DEV_DIR = REPO / "Training" / "data"
 DEV_FILES = ("dev_presentations.jsonl", "dev_short_histories.jsonl", "dev_non_abdominal.jsonl",
-             "dev_case_derived.jsonl", "dev_case_derived2.jsonl")
+             "dev_case_derived.jsonl", "dev_case_derived2.jsonl", "dev_case_derived3.jsonl")
 #: Limits of the independence rule (issue 24, item 8).
 MAX_COVERAGE = 0.5
 MAX_JACCARD = 0.6
@@ -63,7 +63,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def dev_rows(paths=None) -> list[dict]:
-    """Rows of the development sets (default: the five of ``DEV_FILES``), each with ``set`` (its file name) added."""
+    """Rows of the development sets (default: the six of ``DEV_FILES``), each with ``set`` (its file name) added."""
     rows = []
     for path in paths or [DEV_DIR / name for name in DEV_FILES]:
         for row in _read_jsonl(Path(path)):
