@@ -7,7 +7,7 @@ Rule (documented in docs/text-model.md):
   - "right" as an intensifier or in idioms: "right away", "right now", "right after", "all right",
     "right in the middle of my back", "right at the base", "right through", "right-handed", "that's right";
   - "left" as the verb: "left me unable to sleep", "left him doubled over", "was left", "left untreated",
-    "left over", "left-handed";
+    "left over", "left-handed"; and what remains: "only months left", "nothing left to eat";
   - sides that belong to limbs, eyes, ears, the shoulder, face, neck, clavicle, breast or heart
     ("left leg", "R arm", "left ventricular") and a blood film's "left shift": they do not say which
     kidney or adrenal gland is meant.
@@ -53,6 +53,9 @@ _NON_SIDE = re.compile(
     r"left\s+(?:me|him|her|us|them|you|it|my|his|our|their|the|a|an|over|untreated|alone|behind|out|work|"
     r"home|school|hospital)\b|"
     r"(?:was|were|is|are|be|been|being|get|got)\s+left\b|"
+    # what remains: "only months left", "nothing left to eat" (not "3 days left flank pain")
+    r"(?:days|weeks|months|years|hours|minutes|time|nothing|little|anything|none|much)\s+left\b"
+    r"(?=\s*(?:[.,;:!?)]|$|\s(?:to|in|for|of|before|and|but|with|on|at)\b))|"
     r"left\s+shift|shift\s+to\s+the\s+left|"
     rf"(?:left|right|[lr]|lt|rt)(?:-sided)?\.?\s+(?:lower\s+|upper\s+|sided\s+)?{_NON_TRUNK}\b"
     r")",
