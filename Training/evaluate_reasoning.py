@@ -20,9 +20,11 @@ Each text is encoded once per model (one batch over all sets, kept in memory onl
 
 Sets (``Training/data``; see ``DEV_SETS.md``): ``presentations``, ``short_histories``, ``non_abdominal``,
 ``case_derived`` (published cases retold in the team's words, written blind; its failures have been studied since
-the fifth round of issue 24, so it is a development set now), ``case_derived2`` (a second such set, written blind
-and used for no choice: the unseen one), and the retired ``external_dev`` for comparison (its labels are
-reasoning classes: a paired class becomes the side its ``laterality`` names, else both sides).
+the fifth round of issue 24, so it is a development set now), ``case_derived2`` (a second such set, written blind;
+its aggregate figures have been used to choose between general methods since the seventh round, so it is a
+development set too), ``case_derived3`` (a third, written blind and used for no choice: the unseen one), and the
+retired ``external_dev`` for comparison (its labels are reasoning classes: a paired class becomes the side its
+``laterality`` names, else both sides).
 
 Figures (fractions in the JSON, percent in the Markdown):
 
@@ -69,6 +71,7 @@ SETS = {
     "non_abdominal": DATA / "dev_non_abdominal.jsonl",
     "case_derived": DATA / "dev_case_derived.jsonl",
     "case_derived2": DATA / "dev_case_derived2.jsonl",
+    "case_derived3": DATA / "dev_case_derived3.jsonl",
     "external_dev (retired)": DATA / "external_dev.jsonl",
 }
 DEFAULT_OUTPUT = REPO / "Training" / "results" / "reasoning_eval"
