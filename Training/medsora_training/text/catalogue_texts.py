@@ -384,6 +384,7 @@ class Options:
             tables (:class:`Phraser`); 0 = the tables alone (the generator of the first ablation).
         vague: share of thin presentations (the row's specific finding and at most one more).
         history: share of texts with an unrelated past history (:data:`DISTRACTORS` and its short and lay forms).
+        boost: apply :data:`BOOST` (False: every class the same share).
         seed: the seed of every draw.
         held_out: False (default): every text is in the ``train`` split. The text training calibrates the
             relevance (Platt scaling) and the out-of-domain detector on the ``val`` split; templated texts there
@@ -399,6 +400,7 @@ class Options:
     variety: float = 0.5
     vague: float = 0.2
     history: float = 0.5
+    boost: bool = True
     seed: int = 0
     held_out: bool = False
 
@@ -975,7 +977,7 @@ class Generator:
         out = {}
         for d in self.catalogue.diseases:
             if d.organs:
-                target = self.options.per_class * BOOST.get(d.organs[0], 1.0)
+                target = self.options.per_class * (BOOST.get(d.organs[0], 1.0) if self.options.boost else 1.0)
                 out[d.id] = max(self.options.min_per_row, math.ceil(target / rows_of[d.organs[0]]))
         return out
 
