@@ -215,3 +215,18 @@ def test_vague_texts_history_and_wider_generic_spreads(catalogue, small):
         assert 3 <= len(gen.spread(ids)) <= 6, ids
     none = Generator(catalogue, Options(per_class=70, per_outside_row=1, generic_texts=30, seed=3, vague=0, history=0))
     assert not any(r["vague"] for r in none.rows() if not r.get("spread"))
+
+
+def test_register_and_class_share_options(catalogue):
+    rows = Generator(catalogue, Options(per_class=40, per_outside_row=3, generic_texts=20, boost=False,
+                                        registers=("case", "short"))).rows()
+    modelled = [r for r in rows if r["organ"]]
+    assert modelled and {r["register"] for r in modelled} == {"case", "short"}
+    def boosted_share(rows):
+        per_class = Counter(r["organ"] for r in rows if r["organ"] and not r.get("spread"))
+        plain = sorted(per_class[c] for c in FULL_CLASSES if c not in BOOST)
+        return min(per_class[c] for c in BOOST) / plain[len(plain) // 2]
+
+    boosted = Generator(catalogue, Options(per_class=40, per_outside_row=1, generic_texts=20)).rows()
+    assert boosted_share(boosted) > 1.15 > boosted_share(rows), (boosted_share(boosted), boosted_share(rows))
+    assert "lay" in {r["register"] for r in rows if r["outside"]}                # outside rows keep every register

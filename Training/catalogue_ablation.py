@@ -56,6 +56,8 @@ CANDIDATE_PAIRS = [
 TEAM_SETS = ("presentations", "short_histories", "non_abdominal")
 CASE_SETS = ("case_derived", "case_derived2")
 FOCUS = ("portal_vein_and_splenic_vein", "inferior_vena_cava", "adrenal_gland", "spleen")
+#: Sets whose figures are reported over the whole set only (no per-class breakdown of a handful of texts).
+AGGREGATE_ONLY = ("case_derived2",)
 
 
 def weights_at(rev: str, target: Path) -> Path:
@@ -128,7 +130,8 @@ def main(argv=None) -> int:
             entry["methods"][m] = harness.summary(v)
             by_class = harness.grouped(rows, v, lambda r: structure_class(r["structures"][0])
                                        if r["scope"] == "modelled" and r["structures"] else None)
-            entry["focus_rank1"][m] = {c: by_class[c]["rank1"] for c in FOCUS if c in by_class}
+            if set_name not in AGGREGATE_ONLY:
+                entry["focus_rank1"][m] = {c: by_class[c]["rank1"] for c in FOCUS if c in by_class}
         pairs = PAIRS + [(a.format(name=n), b, what) for n in candidates for a, b, what in CANDIDATE_PAIRS]
         for a, b, what in pairs:
             if a in values[set_name] and b in values[set_name]:

@@ -38,13 +38,16 @@ def main(argv=None) -> int:
                         help="share of texts with an unrelated past history")
     parser.add_argument("--no-boost", action="store_true",
                         help="every class the same share (default: more texts for the classes in BOOST)")
+    parser.add_argument("--registers", nargs="+", choices=("case", "short", "lay"), default=list(Options.registers),
+                        help="registers written for the rows of the 13 structures and the generic texts")
     parser.add_argument("--seed", type=int, default=Options.seed)
     parser.add_argument("--held-out", action="store_true",
                         help="split 80/10/10 into train/val/test (default: every text in train; see Options.held_out)")
     args = parser.parse_args(argv)
     options = Options(per_class=args.per_class, min_per_row=args.min_per_row, per_outside_row=args.per_outside_row,
                       generic_texts=args.generic, seed=args.seed, held_out=args.held_out,
-                      variety=args.variety, vague=args.vague, history=args.history, boost=not args.no_boost)
+                      variety=args.variety, vague=args.vague, history=args.history, boost=not args.no_boost,
+                      registers=tuple(args.registers))
     rows = Generator(load_catalogue(), options).rows()
     atomic_write_text(Path(args.output), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     texts = {r["text"] for r in rows}

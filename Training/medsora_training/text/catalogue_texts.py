@@ -385,6 +385,7 @@ class Options:
         vague: share of thin presentations (the row's specific finding and at most one more).
         history: share of texts with an unrelated past history (:data:`DISTRACTORS` and its short and lay forms).
         boost: apply :data:`BOOST` (False: every class the same share).
+        registers: the registers written (a subset of :data:`REGISTERS`; the outside rows keep all three).
         seed: the seed of every draw.
         held_out: False (default): every text is in the ``train`` split. The text training calibrates the
             relevance (Platt scaling) and the out-of-domain detector on the ``val`` split; templated texts there
@@ -401,6 +402,7 @@ class Options:
     vague: float = 0.2
     history: float = 0.5
     boost: bool = True
+    registers: tuple[str, ...] = REGISTERS
     seed: int = 0
     held_out: bool = False
 
@@ -860,6 +862,8 @@ class Generator:
         for i in range(count):
             rng = random.Random(f"{self.options.seed}|{disease.id}|{i}")
             register = REGISTERS[i % 3] if i < 9 else rng.choices(REGISTERS, weights=[0.45, 0.35, 0.2])[0]
+            if register not in self.options.registers and organs:  # the same draws, another register
+                register = self.options.registers[i % len(self.options.registers)]
             side = rng.choice(["left", "right"]) if PAIRED & set(organs) and rng.random() < 0.7 else None
             vague = rng.random() < self.options.vague
             findings = self.sample_findings(disease, rng, register, side, vague)
@@ -917,6 +921,8 @@ class Generator:
             if "abdominal_pain" in ids and "diffuse_abdominal_pain" in ids:
                 ids.remove("diffuse_abdominal_pain")
             register = rng.choice(REGISTERS)
+            if register not in self.options.registers:
+                register = self.options.registers[i % len(self.options.registers)]
             age, sex = rng.randint(20, 85), rng.choice(["female", "male"])
             duration = rng.choice(DURATIONS)
             history = rng.random() < self.options.history
