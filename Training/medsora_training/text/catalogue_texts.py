@@ -22,8 +22,8 @@ register.
 
 Non-specific texts (only generic findings: "abdominal pain and fever") get a spread label: the classes whose
 catalogue rows best explain those findings (sum over a class's rows of prior x product of the findings'
-frequencies; at least three classes), written once per class of the spread with that class as the source organ and the others as
-secondary organs, so that the trained target is flat over them rather than one confident organ.
+frequencies; at least three classes), written once per class of the spread with that class as the source organ and
+the others as secondary organs, so that the trained target is flat over them rather than one confident organ.
 
 Rows with ``outside`` (structures MedSORA does not model) are written too, with ``organ: null`` and their
 ``outside`` key: the text training keeps only rows whose organ is a class, so they are not learned from as
@@ -333,7 +333,8 @@ DISTRACTORS = [
     "a knee replacement six years ago", "depression treated with sertraline", "glaucoma", "psoriasis",
     "a wrist fracture last winter", "cataract surgery", "eczema", "hay fever", "carpal tunnel release",
     "mild hearing loss", "a frozen shoulder", "varicose veins", "a tonsillectomy as a child", "restless legs",
-    "high cholesterol on a statin", "an appendicectomy as a teenager", "a caesarean section", "an inguinal hernia repair",
+    "high cholesterol on a statin", "an appendicectomy as a teenager", "a caesarean section",
+    "an inguinal hernia repair",
     "a hysterectomy for fibroids", "haemorrhoids", "benign prostatic enlargement", "sleep apnoea", "a squint",
     "chronic lower back pain", "an anxiety disorder", "atopic dermatitis", "a previous deep cut to the hand",
 ]
@@ -342,7 +343,8 @@ DISTRACTORS_SHORT = ["PMH asthma", "hx gout", "PMH hypothyroid", "bg OA knees", 
                      "h/o TKR", "PMH eczema", "hx appendicectomy", "PMH high cholesterol", "prev C-section",
                      "h/o hernia repair", "PMH glaucoma", "known BPH", "PMH anxiety"]
 DISTRACTORS_LAY = ["I have asthma", "I've got arthritis in my knees", "I'm on tablets for my thyroid",
-                   "I get migraines", "I have eczema", "I take a statin for cholesterol", "I had my appendix out years ago",
+                   "I get migraines", "I have eczema", "I take a statin for cholesterol",
+                   "I had my appendix out years ago",
                    "I've had two C-sections", "I suffer with my nerves", "I have gout", "I get hay fever",
                    "I had a hernia fixed a while back", "I've had a bad back for years"]
 DURATIONS = ["two days", "three days", "a week", "ten days", "three weeks", "a month", "six weeks", "several months",
