@@ -1,7 +1,7 @@
 """The catalogue text generator (Training/medsora_training/text/catalogue_texts.py) and the file it wrote
 (MedSORALib/resources/dataset/catalogue_texts.jsonl): labels, registers, no organ or diagnosis words, laboratory
 values the clinical reader reads back as the sampled finding, specific findings in every text, flat labels for
-generic texts, determinism."""
+generic texts, wordings sampled from the lexicon patterns, thin texts and unrelated history, determinism."""
 from __future__ import annotations
 
 import json
@@ -173,3 +173,60 @@ def test_numbers_are_read_back_as_the_finding():
                 missed.append((fid, words, sorted(present)))
     assert missed == []
     assert _vital("nausea", rng) is None
+
+
+def test_pattern_wordings_are_read_as_their_finding_and_fit_their_register(catalogue):
+    from medsora_training.text.catalogue_texts import FIRST_PERSON, pattern_wordings
+
+    counted = {"case": 0, "lay": 0}
+    for finding in catalogue.findings.values():
+        for register in ("case", "lay"):
+            for words in pattern_wordings(finding, register):
+                counted[register] += 1
+                assert finding.regex.search(words), (finding.id, words)
+                assert not ORGAN_WORDS.search(words) and not re.search(r"\d", words), (finding.id, words)
+                if register == "case":  # a report's wording never speaks as the patient
+                    assert not FIRST_PERSON.search(words), words
+                if finding.side is None:
+                    assert not re.search(r"\b(left|right)\b", words, re.IGNORECASE), (finding.id, words)
+    # most findings get sampled wordings; lay ones are fewer (only those in the patient's own words)
+    assert counted["case"] > 3 * len(catalogue.findings) and counted["lay"] > 200, counted
+    ruq = pattern_wordings(catalogue.findings["ruq_pain"], "case")
+    assert "right upper quadrant pain" in ruq and all(re.search(r"pain|ache|tender", w) for w in ruq)
+    assert any("my" in w.split() for w in pattern_wordings(catalogue.findings["ruq_pain"], "lay"))
+    assert Phraser(catalogue.findings).wordings("ruq_pain", "case") == []  # variety 0: the hand tables alone
+
+
+def test_vague_texts_history_and_wider_generic_spreads(catalogue, small):
+    from medsora_training.text.catalogue_texts import DISTRACTORS, DISTRACTORS_LAY, DISTRACTORS_SHORT
+
+    disease_rows = [r for r in small if not r.get("spread")]
+    vague = [r for r in disease_rows if r["vague"]]
+    assert 0.1 < len(vague) / len(disease_rows) < 0.3
+    assert all(len(r["findings"]) <= 2 for r in vague)
+    assert sum(len(r["findings"]) for r in vague) / len(vague) < 0.5 * sum(
+        len(r["findings"]) for r in disease_rows if not r["vague"]) / (len(disease_rows) - len(vague))
+    for register, table in (("case", DISTRACTORS), ("short", DISTRACTORS_SHORT), ("lay", DISTRACTORS_LAY)):
+        rows = [r for r in disease_rows if r["register"] == register]
+        with_history = [r for r in rows if any(d in r["text"] for d in table)]
+        assert 0.25 < len(with_history) / len(rows) < 0.75, register
+    gen = Generator(catalogue)
+    for ids in (["fatigue"], ["bloating"], ["nausea"], ["abdominal_pain", "fever"]):
+        assert 3 <= len(gen.spread(ids)) <= 6, ids
+    none = Generator(catalogue, Options(per_class=70, per_outside_row=1, generic_texts=30, seed=3, vague=0, history=0))
+    assert not any(r["vague"] for r in none.rows() if not r.get("spread"))
+
+
+def test_register_and_class_share_options(catalogue):
+    rows = Generator(catalogue, Options(per_class=40, per_outside_row=3, generic_texts=20, boost=False,
+                                        registers=("case", "short"))).rows()
+    modelled = [r for r in rows if r["organ"]]
+    assert modelled and {r["register"] for r in modelled} == {"case", "short"}
+    def boosted_share(rows):
+        per_class = Counter(r["organ"] for r in rows if r["organ"] and not r.get("spread"))
+        plain = sorted(per_class[c] for c in FULL_CLASSES if c not in BOOST)
+        return min(per_class[c] for c in BOOST) / plain[len(plain) // 2]
+
+    boosted = Generator(catalogue, Options(per_class=40, per_outside_row=1, generic_texts=20)).rows()
+    assert boosted_share(boosted) > 1.15 > boosted_share(rows), (boosted_share(boosted), boosted_share(rows))
+    assert "lay" in {r["register"] for r in rows if r["outside"]}                # outside rows keep every register

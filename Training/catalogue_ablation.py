@@ -2,7 +2,8 @@
 
 Compares, with the harness of ``Training/evaluate_reasoning.py`` (same sets, metrics and paired bootstrap),
 
-* ``before``: the full11 text model shipped before the catalogue texts (read from git at ``--before-rev``);
+* ``before``: the shipped full11 text model (read from git at ``--before-rev``; the default is the commit that
+  last changed MedSORALib/resources/weights/text/full11);
 * ``control``: full11 retrained with today's code and data but without the catalogue texts
   (``Training/configs/text.yaml``): what retraining alone changes (the out-of-domain calibration rows added
   since ``before`` was trained);
@@ -10,17 +11,18 @@ Compares, with the harness of ``Training/evaluate_reasoning.py`` (same sets, met
   ``--catalogue NAME=DIR``;
 * ``differential`` alone and each model fused with it (``+fusion``), when ``MedSORALib.differential`` is there,
 
-and the paired differences that isolate one lever each: catalogue texts (``NAME - control``), retraining
-(``control - before``), both (``NAME - before``), the fusion (``before+fusion - before``) and the
-candidate inside the fusion (``NAME+fusion - before+fusion``).
+and the paired differences that isolate one lever each: catalogue texts (``NAME - control``, alone and inside
+the fusion), retraining (``control - before``), both (``NAME - before``), the fusion (``before+fusion - before``)
+and the candidate inside the product (``NAME+fusion - before+fusion``).
+
+Sets: the tune half (even line positions) and the check half of the three team dev files, reported apart (choices
+are made on the tune half), and the two case-derived sets; ``--no-case-derived2`` leaves out the second one, whose
+aggregate figures only are ever used (no per-text output is written for any set).
 
     python Training/train_text.py --settings full11 --output runs/control
-    python Training/generate_catalogue_texts.py --held-out
-    python Training/train_text.py --config Training/configs/text_catalogue.yaml --settings full11 --output runs/heldout
     python Training/generate_catalogue_texts.py
-    python Training/train_text.py --config Training/configs/text_catalogue.yaml --settings full11 --output runs/trainonly
-    python Training/catalogue_ablation.py --control runs/control --catalogue catalogue_heldout=runs/heldout \
-        catalogue=runs/trainonly
+    python Training/train_text.py --config Training/configs/text_catalogue.yaml --settings full11 --output runs/cat
+    python Training/catalogue_ablation.py --control runs/control --catalogue catalogue=runs/cat
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ import numpy as np
 import evaluate_reasoning as harness
 
 REPO = Path(__file__).resolve().parent.parent
-#: The commit whose MedSORALib/resources/weights/text/full11 is the model shipped before the catalogue texts.
-BEFORE_REV = "c353be2a1b496564216f0dacaa0a1e6b95667c9d"
+#: The commit whose MedSORALib/resources/weights/text/full11 is the shipped model (the last one to change it).
+BEFORE_REV = "aca590aae08237fedb608bc893c0f0e9f5f481c6"
 WEIGHT_FILES = ("config.json", "model.safetensors", "knowledge_terms.json")
 PAIRS = [
     ("control", "before", "retraining alone (new calibration rows)"),
@@ -46,12 +48,16 @@ PAIRS = [
 #: Differences computed for each catalogue candidate NAME.
 CANDIDATE_PAIRS = [
     ("{name}", "control", "catalogue texts"),
+    ("{name}+fusion", "control+fusion", "catalogue texts inside the fusion"),
     ("{name}", "before", "catalogue texts + retraining"),
     ("{name}+fusion", "before+fusion", "catalogue model inside the fusion"),
     ("{name}+fusion", "before", "catalogue model + fusion, against the model shipped before"),
 ]
-SETS = ("presentations", "short_histories", "non_abdominal")
+TEAM_SETS = ("presentations", "short_histories", "non_abdominal")
+CASE_SETS = ("case_derived", "case_derived2")
 FOCUS = ("portal_vein_and_splenic_vein", "inferior_vena_cava", "adrenal_gland", "spleen")
+#: Sets whose figures are reported over the whole set only (no per-class breakdown of a handful of texts).
+AGGREGATE_ONLY = ("case_derived2",)
 
 
 def weights_at(rev: str, target: Path) -> Path:
@@ -83,12 +89,20 @@ def main(argv=None) -> int:
     parser.add_argument("--catalogue", nargs="+", required=True, metavar="NAME=DIR",
                         help="full11 models trained with the catalogue texts (weights folders)")
     parser.add_argument("--output", default=str(REPO / "Training" / "results" / "catalogue_ablation"))
+    parser.add_argument("--no-case-derived2", action="store_true", help="leave out the second case-derived set")
     args = parser.parse_args(argv)
 
     from MedSORALib.organs import structure_class
     from MedSORALib.text.reasoning import TextReasoner
 
-    sets = {name: harness.load_set(harness.SETS[name]) for name in SETS}
+    sets = {}
+    for name in TEAM_SETS:
+        rows = harness.load_set(harness.SETS[name])
+        for half in ("tune", "check"):
+            sets[f"{name} ({half})"] = [r for r in rows if r["half"] == half]
+    for name in CASE_SETS:
+        if not (name == "case_derived2" and args.no_case_derived2):
+            sets[name] = harness.load_set(harness.SETS[name])
     with tempfile.TemporaryDirectory() as tmp:
         before = weights_at(args.before_rev, Path(tmp) / "before")
         candidates = dict(item.split("=", 1) for item in args.catalogue)
@@ -116,7 +130,8 @@ def main(argv=None) -> int:
             entry["methods"][m] = harness.summary(v)
             by_class = harness.grouped(rows, v, lambda r: structure_class(r["structures"][0])
                                        if r["scope"] == "modelled" and r["structures"] else None)
-            entry["focus_rank1"][m] = {c: by_class[c]["rank1"] for c in FOCUS if c in by_class}
+            if set_name not in AGGREGATE_ONLY:
+                entry["focus_rank1"][m] = {c: by_class[c]["rank1"] for c in FOCUS if c in by_class}
         pairs = PAIRS + [(a.format(name=n), b, what) for n in candidates for a, b, what in CANDIDATE_PAIRS]
         for a, b, what in pairs:
             if a in values[set_name] and b in values[set_name]:
@@ -128,7 +143,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     cmd = "python Training/catalogue_ablation.py" + (f" --control {args.control}" if args.control else "") + \
-          " --catalogue " + " ".join(args.catalogue)
+          " --catalogue " + " ".join(args.catalogue) + (" --no-case-derived2" if args.no_case_derived2 else "")
     lines = [f"# Catalogue texts: ablation on the development sets", "",
              f"Written by `{cmd}`; `before` = full11 at commit {args.before_rev[:10]}. Percent; paired bootstrap "
              f"({harness.RESAMPLES} resamples of the texts, seed {harness.SEED}), 95 % interval, points.", "",

@@ -14,10 +14,16 @@ largest likelihood ratios) and, where the row has them, some generic ones. Perti
 organ or a diagnosis: phrases with organ words are rewritten or left out, and every text is checked against
 :data:`ORGAN_WORDS` before it is kept.
 
+A finding is said in the hand-written wordings of this module or, for a share of the texts (``variety``), in a
+wording sampled from its own lexicon patterns (:func:`pattern_wordings`: the case, requisition and lay wordings the
+clinical reader recognises, so one finding appears in many surface forms). A share of the texts is thin (``vague``:
+the specific finding and at most one more) and a share carries an unrelated past history (``history``) in every
+register.
+
 Non-specific texts (only generic findings: "abdominal pain and fever") get a spread label: the classes whose
 catalogue rows best explain those findings (sum over a class's rows of prior x product of the findings'
-frequencies), written once per class of the spread with that class as the source organ and the others as
-secondary organs, so that the trained target is flat over them rather than one confident organ.
+frequencies; at least three classes), written once per class of the spread with that class as the source organ and
+the others as secondary organs, so that the trained target is flat over them rather than one confident organ.
 
 Rows with ``outside`` (structures MedSORA does not model) are written too, with ``organ: null`` and their
 ``outside`` key: the text training keeps only rows whose organ is a class, so they are not learned from as
@@ -34,6 +40,13 @@ import math
 import random
 import re
 from dataclasses import dataclass
+
+try:  # the regular-expression parser (public as sre_parse before Python 3.11)
+    import re._constants as _sre_c
+    import re._parser as _sre
+except ImportError:  # pragma: no cover
+    import sre_constants as _sre_c
+    import sre_parse as _sre
 
 from MedSORALib.organs import FULL_CLASSES
 
@@ -320,7 +333,20 @@ DISTRACTORS = [
     "a knee replacement six years ago", "depression treated with sertraline", "glaucoma", "psoriasis",
     "a wrist fracture last winter", "cataract surgery", "eczema", "hay fever", "carpal tunnel release",
     "mild hearing loss", "a frozen shoulder", "varicose veins", "a tonsillectomy as a child", "restless legs",
+    "high cholesterol on a statin", "an appendicectomy as a teenager", "a caesarean section",
+    "an inguinal hernia repair",
+    "a hysterectomy for fibroids", "haemorrhoids", "benign prostatic enlargement", "sleep apnoea", "a squint",
+    "chronic lower back pain", "an anxiety disorder", "atopic dermatitis", "a previous deep cut to the hand",
 ]
+#: The same kind of unrelated history in the teaching-file register and in a patient's words.
+DISTRACTORS_SHORT = ["PMH asthma", "hx gout", "PMH hypothyroid", "bg OA knees", "PMH depression", "known migraine",
+                     "h/o TKR", "PMH eczema", "hx appendicectomy", "PMH high cholesterol", "prev C-section",
+                     "h/o hernia repair", "PMH glaucoma", "known BPH", "PMH anxiety"]
+DISTRACTORS_LAY = ["I have asthma", "I've got arthritis in my knees", "I'm on tablets for my thyroid",
+                   "I get migraines", "I have eczema", "I take a statin for cholesterol",
+                   "I had my appendix out years ago",
+                   "I've had two C-sections", "I suffer with my nerves", "I have gout", "I get hay fever",
+                   "I had a hernia fixed a while back", "I've had a bad back for years"]
 DURATIONS = ["two days", "three days", "a week", "ten days", "three weeks", "a month", "six weeks", "several months",
              "12 hours", "six hours", "since yesterday evening", "since early today"]
 NEGATE_CASE = ["No {x}.", "There is no {x}.", "{He} denies {x}.", "No history of {x}.", "{He} has had no {x}."]
@@ -356,6 +382,12 @@ class Options:
         min_per_row: at least this many texts per modelled row.
         per_outside_row: texts per row of a structure MedSORA does not model.
         generic_texts: generic-only texts (each written once per class of its spread label).
+        variety: share of findings said in a wording sampled from the lexicon's patterns rather than the hand
+            tables (:class:`Phraser`); 0 = the tables alone (the generator of the first ablation).
+        vague: share of thin presentations (the row's specific finding and at most one more).
+        history: share of texts with an unrelated past history (:data:`DISTRACTORS` and its short and lay forms).
+        boost: apply :data:`BOOST` (False: every class the same share).
+        registers: the registers written (a subset of :data:`REGISTERS`; the outside rows keep all three).
         seed: the seed of every draw.
         held_out: False (default): every text is in the ``train`` split. The text training calibrates the
             relevance (Platt scaling) and the out-of-domain detector on the ``val`` split; templated texts there
@@ -367,7 +399,12 @@ class Options:
     per_class: int = 180
     min_per_row: int = 4
     per_outside_row: int = 3
-    generic_texts: int = 160
+    generic_texts: int = 320
+    variety: float = 0.5
+    vague: float = 0.2
+    history: float = 0.5
+    boost: bool = True
+    registers: tuple[str, ...] = REGISTERS
     seed: int = 0
     held_out: bool = False
 
@@ -389,33 +426,219 @@ def _strip(label: str) -> str:
     return re.sub(r"\s*\([^)]*\)", "", label).strip()
 
 
-class Phraser:
-    """Words for a finding in a register (``None`` when the register has none)."""
+#: Pronouns and everyday words that mark a wording as the patient's own (first person, lay anatomy).
+FIRST_PERSON = re.compile(r"\b(i|i'm|i've|my|me|myself|mine|you|your)\b", re.IGNORECASE)
+LAY_WORDS = re.compile(r"\b(belly|tummy|poo|poos|wee|pee|throwing up|being sick|puking|tired all the time)\b",
+                       re.IGNORECASE)
+#: Words a sampled wording may not start or end with (a fragment of a longer clause, not a finding on its own).
+_EDGE_WORDS = frozenset({"a", "an", "the", "of", "to", "with", "and", "or", "in", "on", "at", "by", "for", "his",
+                         "her", "my", "is", "was", "are", "were", "has", "had", "have", "that", "as", "like", "from",
+                         "when", "than", "no", "not", "into", "up", "so", "it", "its", "be", "been", "very"})
+_PAIN_WORDS = re.compile(r"pain|ache|aching|hurt|tender|discomfort|colic|cramp|sore|burning|agony", re.IGNORECASE)
+_PLACE_WORDS = re.compile(r"quadrant|costal|hypochondri|flank|loin|side|ribs?\b|epigastri|umbilic|groin|back|"
+                          r"abdomen|belly|tummy|chest|shoulder|breastbone|sternum|iliac|pelvi|suprapubic",
+                          re.IGNORECASE)
+_PREPOSITIONS = ("under ", "below ", "beneath ", "in ", "at ", "around ", "across ", "behind ", "over ", "after ",
+                 "on ", "into ", "through ", "between ", "down ")
 
-    def __init__(self, lexicon):
+
+#: A lay wording that can follow "I've had" (a noun phrase), unlike a clause ("gone down notches on my belt").
+_NOUN_START = re.compile(r"(a|an|some|my|pain|ache|aching|burning|cramps?|swelling|swollen|bloating|blood|black|"
+                         r"pale|dark|yellow|itch\w*|lumps?|no |loss|trouble|difficulty|tummy|belly|stomach)\b",
+                         re.IGNORECASE)
+
+
+class _Unsayable(Exception):
+    """A pattern element that has no literal wording (a word wildcard, a negated class)."""
+
+
+def _sample_parsed(items, rng: random.Random, prefer) -> str:
+    """One string matched by a parsed regular expression (a subset: literals, alternatives, optional parts)."""
+    out = []
+    for op, arg in items:
+        if op is _sre_c.LITERAL:
+            out.append(chr(arg))
+        elif op is _sre_c.IN:
+            chars = [chr(v) for o, v in arg if o is _sre_c.LITERAL]
+            chars += [chr(v[0]) for o, v in arg if o is _sre_c.RANGE]
+            if not chars or any(o in (_sre_c.NEGATE, _sre_c.CATEGORY) for o, _ in arg):
+                raise _Unsayable
+            out.append(rng.choice(chars))
+        elif op is _sre_c.ANY:
+            out.append("'")  # "can.?t", "don.?t"
+        elif op is _sre_c.AT or op in (_sre_c.ASSERT, _sre_c.ASSERT_NOT):
+            continue
+        elif op is _sre_c.SUBPATTERN:
+            out.append(_sample_parsed(arg[-1], rng, prefer))
+        elif op is _sre_c.BRANCH:
+            alternatives = prefer(list(arg[1]))
+            rng.shuffle(alternatives)
+            for alt in alternatives:
+                try:
+                    out.append(_sample_parsed(alt, rng, prefer))
+                    break
+                except _Unsayable:
+                    continue
+            else:
+                raise _Unsayable
+        elif op in (_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT):
+            low, high, sub = arg
+            if low == 0 and len(sub) == 1 and sub[0] == (_sre_c.LITERAL, ord(" ")):
+                out.append(" ")  # an optional space between words ("five ?cm") is written
+                continue
+            if low == 0 and out and out[-1][-1:].isalpha():
+                try:  # a word ending that cannot be written ("bronz\\w*"): not a whole word
+                    _sample_parsed(sub, random.Random(0), prefer)
+                except _Unsayable:
+                    raise _Unsayable from None
+            count = low if low > 0 or rng.random() < 0.5 else 1
+            count = min(count + (rng.random() < 0.2 and count < high), high, 2)
+            try:
+                out.append("".join(_sample_parsed(sub, rng, prefer) for _ in range(count)))
+            except _Unsayable:
+                if low > 0:
+                    raise
+        else:
+            raise _Unsayable
+    return "".join(out)
+
+
+def _pronoun_preference(register: str, sex: str | None):
+    """Alternatives kept for a register: a patient says "my", a report "his" / "her" (by sex)."""
+    def literal(alt):
+        if all(op is _sre_c.LITERAL for op, _ in alt):
+            return "".join(chr(v) for _, v in alt).strip()
+        return None
+
+    def prefer(alternatives):
+        words = [literal(a) for a in alternatives]
+        if register == "lay":
+            own = [a for a, w in zip(alternatives, words) if w in ("my", "i", "me")]
+            return own or alternatives
+        other = {"male": ("her", "she"), "female": ("his", "he")}.get(sex or "", ())
+        kept = [a for a, w in zip(alternatives, words) if w not in ("my", "i", "me", "you", "your") + other]
+        return kept or alternatives
+    return prefer
+
+
+def pattern_wordings(finding, register: str, sex: str | None = None, tries: int = 4) -> list[str]:
+    """Wordings of a finding sampled from its lexicon patterns, for a register (seeded by the finding's id).
+
+    A wording is kept when the finding's own patterns match it, it names no organ, it is at least two words and
+    does not begin or end on a function word (a fragment of a clause). A pain finding's wording that holds no pain
+    word gets one ("right upper quadrant" -> "right upper quadrant pain"). Lay wordings are those in the patient's
+    words (first person or everyday anatomy); the other registers take the rest."""
+    if not finding.patterns or finding.removes or finding.regex is None:
+        return []
+    rng = random.Random(f"wording|{finding.id}|{register}|{sex}")
+    prefer = _pronoun_preference(register, sex)
+    out = []
+    for pattern in finding.patterns:
+        try:
+            parsed = _sre.parse(pattern)
+        except re.error:  # pragma: no cover - the catalogue validates its patterns
+            continue
+        for _ in range(tries):
+            try:
+                words = re.sub(r"\s+", " ", _sample_parsed(list(parsed), rng, prefer)).strip(" ,-")
+            except _Unsayable:
+                break
+            tokens = words.lower().split()
+            if (len(tokens) < 2 or len(words) < 8 or tokens[0] in _EDGE_WORDS or tokens[-1] in _EDGE_WORDS
+                    or re.search(r"\d", words) or ORGAN_WORDS.search(words)):
+                continue
+            if re.search(r"\bpain\b", finding.label, re.IGNORECASE) and not _PAIN_WORDS.search(words):
+                if not _PLACE_WORDS.search(words):
+                    continue  # a trigger or a quality without the pain itself
+                words = f"pain {words}" if words.lower().startswith(_PREPOSITIONS) else f"{words} pain"
+            if not finding.regex.search(words):
+                continue
+            if finding.side is None and re.search(r"\b(left|right)\b", words, re.IGNORECASE):
+                continue  # a side-less finding: the text's side is put by _side_words, never a random one
+            lay = bool(FIRST_PERSON.search(words) or LAY_WORDS.search(words))
+            if register == "lay" and not lay:
+                continue
+            if register != "lay" and FIRST_PERSON.search(words):
+                continue
+            words = re.sub(r"\bi\b", "I", words) if register == "lay" else words
+            if words not in out:
+                out.append(words)
+    return out
+
+
+class Phraser:
+    """Words for a finding in a register (``None`` when the register has none).
+
+    Each register draws from the team's hand-written tables (:data:`CLINICAL`, :data:`SHORT`, :data:`LAY`) and,
+    with probability ``variety``, from wordings sampled from the finding's lexicon patterns
+    (:func:`pattern_wordings`): the lexicon holds the case-report, requisition and lay wordings the clinical reader
+    recognises, so the texts say one finding in many ways. ``variety=0`` gives the tables alone."""
+
+    def __init__(self, lexicon, variety: float = 0.0):
         self.lexicon = lexicon
+        self.variety = variety
+        self._wordings: dict[tuple, list[str]] = {}
+
+    def wordings(self, fid: str, register: str) -> list[str]:
+        if not self.variety:
+            return []
+        key = (fid, register)
+        if key not in self._wordings:
+            finding = self.lexicon.get(fid)
+            self._wordings[key] = pattern_wordings(finding, register) if finding is not None else []
+        return self._wordings[key]
+
+    def _varied(self, fid: str, register: str, rng: random.Random) -> str | None:
+        options = self.wordings(fid, register)
+        return rng.choice(options) if options and rng.random() < self.variety else None
+
+    def can_say(self, fid: str, register: str) -> bool:
+        """Whether the register has any wording for the finding (decided without drawing)."""
+        if register == "lay":
+            return fid in LAY or bool(self.wordings(fid, "lay"))
+        finding = self.lexicon.get(fid)
+        clinical = (bool(CLINICAL[fid]) if fid in CLINICAL else
+                    finding is not None and not finding.removes and
+                    (not ORGAN_WORDS.search(finding.label) or bool(self.wordings(fid, "case"))))
+        numeric = self.number(fid, random.Random(0)) is not None
+        if register == "short":
+            return fid in SHORT or numeric or clinical
+        return clinical or numeric
 
     def clinical(self, fid: str, rng: random.Random) -> str | None:
         if fid in CLINICAL:
             options = CLINICAL[fid]
-            return rng.choice(options) if options else None
+            if not options:
+                return None
+            return self._varied(fid, "case", rng) or rng.choice(options)
         finding = self.lexicon.get(fid)
         if finding is None or finding.removes:
             return None
+        varied = self._varied(fid, "case", rng)
+        if varied:
+            return varied
         label = finding.label if rng.random() < 0.4 else _strip(finding.label)
-        return None if ORGAN_WORDS.search(label) else label
+        if ORGAN_WORDS.search(label):
+            options = self.wordings(fid, "case")
+            return rng.choice(options) if options else None
+        return label
 
     def short(self, fid: str, rng: random.Random) -> str | None:
-        if fid in SHORT and rng.random() < 0.8:
+        if fid in SHORT and rng.random() < 0.8 - 0.3 * self.variety:
             return rng.choice(SHORT[fid])
         number = self.number(fid, rng)
         if number:
             return number
         words = self.clinical(fid, rng)
+        if words is None and fid in SHORT:
+            return rng.choice(SHORT[fid])
         return _strip(words) if words else None
 
     def lay(self, fid: str, rng: random.Random) -> str | None:
-        return rng.choice(LAY[fid]) if fid in LAY else None
+        varied = self._varied(fid, "lay", rng)
+        if varied or fid not in LAY:
+            return varied or (rng.choice(self.wordings(fid, "lay")) if self.wordings(fid, "lay") else None)
+        return rng.choice(LAY[fid])
 
     def number(self, fid: str, rng: random.Random) -> str | None:
         vital = _vital(fid, rng)
@@ -452,7 +675,8 @@ class Generator:
     def __init__(self, catalogue, options: Options | None = None):
         self.catalogue = catalogue
         self.options = options or Options()
-        self.phraser = Phraser(catalogue.findings)
+        self.phraser = Phraser(catalogue.findings, self.options.variety)
+        self.plain = Phraser(catalogue.findings)
         self.all_findings = sorted({w.id for d in catalogue.diseases for w in d.findings})
 
     # -- sampling ---------------------------------------------------------------------------------
@@ -460,20 +684,19 @@ class Generator:
         finding = self.catalogue.findings.get(fid)
         return bool(finding is not None and finding.generic) or lr <= 1.5
 
-    def sample_findings(self, disease, rng: random.Random, register: str, side: str | None) -> list:
-        """Findings of one presentation: drawn by freq, at least one specific, some generic, none unsayable."""
+    def sample_findings(self, disease, rng: random.Random, register: str, side: str | None,
+                        vague: bool = False) -> list:
+        """Findings of one presentation: drawn by freq, at least one specific, some generic, none unsayable.
+
+        ``vague``: a thin presentation, the specific finding and at most one more (real histories often hold
+        no more than that)."""
         def sayable(w):
             finding = self.catalogue.findings[w.id]
             if finding.removes or finding.kind == "demographic":
                 return False
             if side and finding.side and finding.side != side:
                 return False
-            if register == "lay":
-                return self.phraser.lay(w.id, rng) is not None
-            if register == "short":
-                return self.phraser.short(w.id, random.Random(0)) is not None
-            return (self.phraser.clinical(w.id, random.Random(0)) is not None
-                    or self.phraser.number(w.id, random.Random(0)) is not None)
+            return self.phraser.can_say(w.id, register)
 
         banned = name_words(disease)
         pool = [w for w in disease.findings if sayable(w) and not _names_it(self.catalogue.findings[w.id].label, banned)]
@@ -493,6 +716,8 @@ class Generator:
         ids = {w.id for w in chosen}
         chosen = [w for w in chosen if not (SUPERSEDED.get(w.id) and SUPERSEDED[w.id] & ids)]
         limit = {"case": rng.randint(3, 7), "short": rng.randint(3, 5), "lay": rng.randint(2, 4)}[register]
+        if vague:
+            limit = rng.randint(1, 2)
         if len(chosen) > limit:  # keep the most specific one, then by chance
             keep = [w for w in specific if w in chosen][:1]
             rest = [w for w in chosen if w not in keep]
@@ -511,7 +736,10 @@ class Generator:
             finding = self.catalogue.findings[fid]
             if finding.kind not in ("symptom", "sign") or finding.removes:
                 continue
-            words = self.phraser.lay(fid, rng) if register == "lay" else self.phraser.clinical(fid, rng)
+            # the hand tables only: a sampled wording is often a clause ("cannot catch her breath"), not a
+            # noun phrase that "no ..." can negate
+            words = self.plain.lay(fid, rng) if register == "lay" else self.plain.clinical(fid, rng)
+            words = re.sub(r"^(a|an) ", "", words) if words else words
             if words and (register != "lay" or not words.startswith(("I ", "I'", "my ", "being ", "feeling "))):
                 out.append(_strip(words))
             if len(out) >= rng.randint(1, 2):
@@ -566,7 +794,7 @@ class Generator:
         if background:
             parts.append(rng.choice([f"Background of {_join(background)}.", f"{he} has a history of {_join(background)}.",
                                      f"Risk factors: {', '.join(background)}."]))
-        if rng.random() < 0.5:
+        if rng.random() < self.options.history:
             parts.append(rng.choice(["Past history includes ", "Other history: ", "Also known to have "])
                          + _join(rng.sample(DISTRACTORS, rng.randint(1, 2))) + ".")
         if exam:
@@ -589,6 +817,8 @@ class Generator:
         negs = self.negatives(disease, rng, "short")
         if negs and rng.random() < 0.5:
             items.append(rng.choice(NEGATE_SHORT).format(x=negs[0]))
+        if rng.random() < self.options.history:
+            items.insert(rng.randint(0, len(items)), rng.choice(DISTRACTORS_SHORT))
         return ", ".join([head] + items)
 
     def write_lay(self, disease, findings, rng, age, sex, side) -> str:
@@ -599,7 +829,12 @@ class Generator:
                 continue
             if side and w.id in ("flank_pain", "back_pain"):
                 words = words.replace("my side", f"my {side} side").replace("my back", f"the {side} side of my back")
-            (facts if words.startswith(("I ", "I'm", "I've")) else symptoms).append(words)
+            if words.startswith(("I ", "I'm", "I've")):
+                facts.append(words)
+            elif w.id not in LAY and not _NOUN_START.match(words):
+                facts.append(words[0].upper() + words[1:])  # a sampled clause stands as its own sentence
+            else:
+                symptoms.append(words)
         if not symptoms:
             symptoms = ["feeling unwell"]
         duration = rng.choice(DURATIONS)
@@ -613,10 +848,13 @@ class Generator:
         if symptoms[3:]:
             parts.append(f"There's also {_join(symptoms[3:])}.")
         parts += [f + "." for f in facts]
+        if rng.random() < self.options.history:
+            parts.insert(rng.randint(1, len(parts)), rng.choice(["", "Not sure if it matters but ", "Also, "])
+                         + rng.choice(DISTRACTORS_LAY) + ".")
         negs = self.negatives(disease, rng, "lay")
         if negs:
             parts.append(f"No {negs[0]} though.")
-        return " ".join(parts)
+        return " ".join(p[0].upper() + p[1:] for p in parts)
 
     # -- rows -------------------------------------------------------------------------------------
     def disease_rows(self, disease, count: int) -> list[dict]:
@@ -626,11 +864,14 @@ class Generator:
         for i in range(count):
             rng = random.Random(f"{self.options.seed}|{disease.id}|{i}")
             register = REGISTERS[i % 3] if i < 9 else rng.choices(REGISTERS, weights=[0.45, 0.35, 0.2])[0]
+            if register not in self.options.registers and organs:  # the same draws, another register
+                register = self.options.registers[i % len(self.options.registers)]
             side = rng.choice(["left", "right"]) if PAIRED & set(organs) and rng.random() < 0.7 else None
-            findings = self.sample_findings(disease, rng, register, side)
+            vague = rng.random() < self.options.vague
+            findings = self.sample_findings(disease, rng, register, side, vague)
             if not findings and register != "case":
                 register = "case"
-                findings = self.sample_findings(disease, rng, register, side)
+                findings = self.sample_findings(disease, rng, register, side, vague)
             if not findings:
                 continue
             age, sex = self.demographics(disease, rng)
@@ -649,6 +890,7 @@ class Generator:
                 "register": register,
                 "findings": [w.id for w in findings],
                 "laterality": stated_side,
+                "vague": vague,
                 "chunk_ids": [f"catalogue:{disease.id}"],
                 "backend": "catalogue-generator",
                 "split": _split(self.options.held_out, self.options.seed, disease.id, i),
@@ -656,7 +898,8 @@ class Generator:
         return rows
 
     def spread(self, finding_ids: list[str]) -> list[str]:
-        """Classes that best explain a set of generic findings (prior x product of frequencies), best first."""
+        """Classes that best explain a set of generic findings (prior x product of frequencies), best first: those
+        within 0.35 of the best score, at least three and at most six."""
         score = {c: 0.0 for c in FULL_CLASSES}
         for d in self.catalogue.diseases:
             if not d.organs:
@@ -667,8 +910,10 @@ class Generator:
                 if organ in score:
                     score[organ] += value / len(d.organs)
         best = max(score.values())
-        ranked = sorted((c for c in score if score[c] >= 0.35 * best), key=lambda c: -score[c])
-        return ranked[:6]
+        ranked = sorted(score, key=lambda c: -score[c])
+        # the classes within 0.35 of the best, and never fewer than three: a text of generic findings alone is
+        # not evidence for one class ("tiredness" is typical of liver rows, and of many others) (designed)
+        return ranked[: min(6, max(3, sum(score[c] >= 0.35 * best for c in score)))]
 
     def generic_rows(self) -> list[dict]:
         rows = []
@@ -678,20 +923,37 @@ class Generator:
             if "abdominal_pain" in ids and "diffuse_abdominal_pain" in ids:
                 ids.remove("diffuse_abdominal_pain")
             register = rng.choice(REGISTERS)
+            if register not in self.options.registers:
+                register = self.options.registers[i % len(self.options.registers)]
             age, sex = rng.randint(20, 85), rng.choice(["female", "male"])
+            duration = rng.choice(DURATIONS)
+            history = rng.random() < self.options.history
             if register == "lay":
-                words = [self.phraser.lay(f, rng) for f in ids if self.phraser.lay(f, rng)]
+                words = [w for w in (self.phraser.lay(f, rng) for f in ids) if w]
                 if not words:
                     continue
-                text = rng.choice([f"I've had {_join(words)} for {rng.choice(DURATIONS)}.",
-                                   f"{_join(words)[0].upper() + _join(words)[1:]}, what could it be?"])
+                text = rng.choice([f"I've had {_join(words)} for {duration}.",
+                                   f"{_join(words)[0].upper() + _join(words)[1:]}, what could it be?",
+                                   f"I'm {age} and for {duration} I've had {_join(words)}.",
+                                   f"Been having {_join(words)} on and off for {duration}, should I be worried?"])
+                text = text.replace("for since", "since")
+                if history:
+                    text += " " + rng.choice(DISTRACTORS_LAY) + "."
             elif register == "short":
-                words = [self.phraser.short(f, rng) for f in ids]
-                text = ", ".join([f"{age}{'M' if sex == 'male' else 'F'}"] + [w for w in words if w])
+                words = [w for w in (self.phraser.short(f, rng) for f in ids) if w]
+                if history:
+                    words.insert(rng.randint(0, len(words)), rng.choice(DISTRACTORS_SHORT))
+                head = rng.choice([f"{age}{'M' if sex == 'male' else 'F'}", f"{age}yo {'M' if sex == 'male' else 'F'}"])
+                text = ", ".join([head] + words)
             else:
-                words = [self.phraser.number(f, rng) if f in NUMBERS else self.phraser.clinical(f, rng) for f in ids]
+                words = [self.phraser.number(f, rng) if f in NUMBERS or (f == "fever" and rng.random() < 0.4)
+                         else self.phraser.clinical(f, rng) for f in ids]
                 person = "man" if sex == "male" else "woman"
-                text = f"{'An' if str(age).startswith('8') else 'A'} {age}-year-old {person} with {_join([w for w in words if w])} for {rng.choice(DURATIONS)}."
+                text = (f"{'An' if str(age).startswith('8') else 'A'} {age}-year-old {person} with "
+                        f"{_join([w for w in words if w])} {'' if duration.startswith('since') else 'for '}{duration}.")
+                if history:
+                    text += " " + rng.choice(["Past history includes ", "Other history: ", "Known to have "]) + \
+                        rng.choice(DISTRACTORS) + "."
             if ORGAN_WORDS.search(text):
                 continue
             classes = self.spread(ids)
@@ -723,7 +985,7 @@ class Generator:
         out = {}
         for d in self.catalogue.diseases:
             if d.organs:
-                target = self.options.per_class * BOOST.get(d.organs[0], 1.0)
+                target = self.options.per_class * (BOOST.get(d.organs[0], 1.0) if self.options.boost else 1.0)
                 out[d.id] = max(self.options.min_per_row, math.ceil(target / rows_of[d.organs[0]]))
         return out
 
