@@ -66,3 +66,17 @@ def test_sentence_pooling(cache):
     # the three-sentence second text changes under pooling
     three = cache.sentence_predictions("max", 1.0)[1]
     assert max(abs(three.class_relevance[c] - whole[1].class_relevance[c]) for c in three.class_relevance) > 1e-3
+
+
+def test_headroom_by_hand():
+    from MedSORALib.organs import STRUCTURES
+
+    s = _script()
+    zero = dict.fromkeys(STRUCTURES, 0.0)
+    rows = [{"structures": ["liver"]}, {"structures": ["spleen"]}, {"structures": ["aorta"]}, {"structures": ["liver"]}]
+    liver, spleen = {**zero, "liver": 0.9}, {**zero, "spleen": 0.9}
+    model = [liver, liver, liver, liver]        # right on rows 0 and 3
+    diff = [spleen, spleen, spleen, liver]      # right on rows 1 and 3
+    fused = [liver, liver, liver, liver]
+    out = s.headroom(rows, {"a": (0, 4)}, model, diff, fused)["a"]
+    assert out == {"model": 50.0, "differential": 50.0, "fusion": 50.0, "either": 75.0, "both": 25.0}
