@@ -10,7 +10,10 @@
         prints the reader's precision and recall per clause-bank setting (k, share, cosine) on clause files;
     python -m MedSORALib.differential.embedding_build --compare --bank-file OUT --data F ...
         prints, per clause file, the reader's figures without the fallback, with the wordings alone and with the
-        wordings and the clause bank at the shipped settings.
+        wordings and the clause bank at the shipped settings;
+    python -m MedSORALib.differential.embedding_build --ranking --bank-file OUT [--half tune] [--case-derived F ...]
+        prints the fused ranking's figures (Rank-1, Rank-3, mAP, kept, caught) with the fallback's wordings alone
+        and with the clause bank, on one half of the dev sets and on whole case-derived sets (aggregates only).
 
 The clause bank holds clauses of the project's training texts (``resources/dataset``: the symptom texts and team
 observations but their test split, the register texts but their test split, the catalogue texts) in which the
@@ -231,6 +234,40 @@ def sweep(paths: list[str], bank, ks=(5, 10, 15, 20), shares=(0.5, 0.6, 0.7, 0.8
     return report
 
 
+def ranking(bank, half: str = "tune", case_derived=()) -> dict:
+    """The fused ranking (:func:`.fusion.reason` with the text model) with the wordings alone and with the clause
+    bank: figures per set (:func:`.evaluate.summarise`) and the number of findings the fallback added."""
+    from ..text.reasoning import TextReasoner
+    from . import fusion
+    from .embedding import EmbeddingMatcher
+    from .evaluate import DEFAULT_SETS, load_rows, structures_of, summarise
+    from .reader import load_reader
+
+    rows = [r for r in load_rows(DEFAULT_SETS) if r["half"] == half]
+    for path in case_derived:
+        for row in _rows(path):
+            row["set"], row["structures"] = Path(path).stem, structures_of(row)
+            rows.append(row)
+    texts = [r["text"] for r in rows]
+    reasoner = TextReasoner.load(None, setting="full11")
+    predictions = reasoner.predict(texts)
+    reader = load_reader()
+    report = {}
+    for name, matcher in (("wordings", EmbeddingMatcher(reasoner.encoder, reader.lexicon, reader._hpo_terms)),
+                          ("bank", EmbeddingMatcher(reasoner.encoder, reader.lexicon, reader._hpo_terms, bank=bank))):
+        before = reader._matchers.get(id(reasoner.encoder))
+        reader._matchers[id(reasoner.encoder)] = matcher
+        try:
+            out = fusion.reason(texts, reasoner=reasoner, predictions=predictions)
+        finally:
+            reader._matchers.pop(id(reasoner.encoder))
+            if before is not None:
+                reader._matchers[id(reasoner.encoder)] = before
+        report[name] = summarise(rows, [(x.structure_relevance, x.scope) for x in out])
+        report[name]["added"] = sum(f.source == "embedding" for x in out for f in x.differential.reading.findings)
+    return report
+
+
 def main(argv=None) -> int:
     """Precision and recall of the reader with the fallback at several thresholds, on clause files."""
     import argparse
@@ -248,6 +285,12 @@ def main(argv=None) -> int:
     parser.add_argument("--bank-file", metavar="F", help="the clause bank --sweep and --compare use")
     parser.add_argument("--sweep", action="store_true", help="figures per clause-bank setting")
     parser.add_argument("--compare", action="store_true", help="per file: no fallback, wordings, wordings + bank")
+    parser.add_argument("--ranking", action="store_true", help="fused ranking figures, wordings vs wordings + bank")
+    parser.add_argument("--half", choices=("tune", "check"), default="tune", help="the dev sets' half (--ranking)")
+    parser.add_argument("--case-derived", nargs="*", default=[], metavar="F", help="whole sets (--ranking)")
+    parser.add_argument("--k", type=int, help="the bank's neighbours (--compare, --ranking; default BANK_K)")
+    parser.add_argument("--share", type=float, help="the winner's least share (default BANK_SHARE)")
+    parser.add_argument("--cosine", type=float, help="the winner's least cosine (default BANK_COSINE)")
     args = parser.parse_args(argv)
     if args.build or args.bank:
         if args.build:
@@ -255,11 +298,17 @@ def main(argv=None) -> int:
         if args.bank:
             print(build_bank(args.bank))
         return 0
-    if (args.sweep or args.compare) and not args.bank_file:
-        parser.error("--sweep and --compare need --bank-file (made with --bank OUT)")
-    if args.compare:
-        from . import embedding
+    if (args.sweep or args.compare or args.ranking) and not args.bank_file:
+        parser.error("--sweep, --compare and --ranking need --bank-file (made with --bank OUT)")
+    from . import embedding
 
+    for name, value in (("BANK_K", args.k), ("BANK_SHARE", args.share), ("BANK_COSINE", args.cosine)):
+        if value is not None:
+            setattr(embedding, name, value)
+    if args.ranking:
+        print(json.dumps(ranking(args.bank_file, args.half, args.case_derived), indent=1))
+        return 0
+    if args.compare:
         setting = f"{embedding.BANK_K}/{embedding.BANK_SHARE}/{embedding.BANK_COSINE}"
         for path in args.data:
             r = sweep([path], args.bank_file, (embedding.BANK_K,), (embedding.BANK_SHARE,), (embedding.BANK_COSINE,))
