@@ -164,9 +164,10 @@ def build_bank(path, texts: list[str] | None = None, encoder=None) -> str:
     left_out = labels | evaluation_clauses()
     candidates = [(c, fid) for c, fid in bank_candidates(reader, texts) if c not in left_out]
     phrases, ids, vectors = select_bank(candidates, encoder)
-    np.savez_compressed(path, model_id=np.array(encoder.model_id), phrases=np.array(phrases), finding_ids=np.array(ids),
-             vectors=vectors.astype(np.float16))
-    return (f"wrote {path} ({len(phrases)} clauses of {len(set(ids))} findings from {len(texts)} training texts, "
+    np.savez_compressed(path, model_id=np.array(encoder.model_id), phrases=np.array(phrases),
+                        finding_ids=np.array(ids), vectors=vectors.astype(np.float16))
+    return (f"wrote {path} ({len(phrases)} clauses, {ids.count(NONE)} of no finding and the others of "
+            f"{len(set(ids) - {NONE})} findings, from {len(texts)} training texts, "
             f"{encoder.model_id})")
 
 
