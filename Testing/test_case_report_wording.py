@@ -110,3 +110,27 @@ def test_more_case_report_wordings():
     assert _status("He has an aching right testicle.")["testicular_pain"] == PRESENT
     assert _status("The boy has not been immunised.")["unvaccinated"] == PRESENT
     assert "unvaccinated" not in _status("She had not been vaccinated against COVID-19.")
+
+
+# -- a time that opens its sentence governs the sentence ------------------------------------------
+@pytest.mark.parametrize("text, past, now", [
+    ("Ten years ago, jaundice after a viral illness. Now weight loss and pale stools.",
+     {"jaundice"}, {"weight_loss", "pale_stools"}),
+    ("As a child, recurrent jaundice; now itching and dark urine.", {"jaundice"}, {"pruritus", "dark_urine"}),
+    ("Two years ago, vomiting blood, treated with banding, now black stools for 2 days.",
+     {"haematemesis"}, {"melaena"}),
+    ("In 2015, jaundice and vomiting, then black stools this week.", {"jaundice", "vomiting"}, {"melaena"}),
+])
+def test_opening_time_makes_its_sentence_history(text, past, now):
+    status = {f.id: f.status for f in read(text).findings}
+    assert {k for k in past if status.get(k) == "history"} == past, status
+    assert {k for k in now if status.get(k) == PRESENT} == now, status
+
+
+def test_a_time_inside_a_clause_still_governs_its_segment_only():
+    # the time is not alone in its segment: the comma ends its scope as before
+    status = {f.id: f.status for f in read("jaundice ten years ago, now vomiting blood").findings}
+    assert status == {"jaundice": "history", "haematemesis": PRESENT}
+    # a time that opens a sentence but says nothing past it governs nothing of the next sentence
+    status = {f.id: f.status for f in read("Five years ago, nothing of note. Now jaundice.").findings}
+    assert status == {"jaundice": PRESENT}

@@ -173,6 +173,9 @@ def _forward_end(norm: str, start: int, seg_end: int) -> int:
     return m.start() if m else seg_end
 
 
+#: History triggers that are a time in the past ("ten years ago", "in 2015", "as a child").
+_TIME_OPENING = re.compile(r".*(?:years?|yrs?|decades?) (?:ago|before|earlier|previously|prior)|in (?:19|20)\d\d|"
+                           r"as a (?:child|teenager|baby)|in childhood")
 _AMOUNT_OVER_TIME = re.compile(r"\d\s*(?:kg|kgs|kilos?|lbs?|pounds|stones?)\b|"
                                r"\b(?:lost|losing|loss|down|gained|gain)\b")
 
@@ -281,6 +284,17 @@ class Context:
                     end = _forward_end(norm, m.end(), sent_end)
                     hm = _HIST_TERMINATORS.search(norm, m.end(), end)
                     self.scopes.append(Scope(m.end(), hm.start() if hm else end, status, m.group(0)))
+                    continue
+                if status == HISTORY and _TIME_OPENING.fullmatch(m.group(0)) and not norm[seg.start:m.start()].strip() \
+                        and not norm[m.end():seg.end].strip(" ,"):
+                    # "Ten years ago, jaundice after a viral illness. Now ...": a time that opens its sentence on
+                    # its own governs the sentence, to a turn to the presentation
+                    sent_end = max(sg.end for sg in self.segments if sg.sentence == seg.sentence)
+                    end = _forward_end(norm, m.end(), sent_end)
+                    stops = [x.start() for x in (_HIST_TERMINATORS.search(norm, m.end(), end),
+                                                 _NOW_WORDS.search(norm, m.end(), end),
+                                                 _RECENT_SPAN.search(norm, m.end(), end)) if x]
+                    self.scopes.append(Scope(m.end(), min(stops, default=end), status, m.group(0)))
                     continue
                 if status == HISTORY and re.search(r"(?:day|week|month|hour|hr|wk|short|brief|year|yr|decade)s?'?[- ]$",
                                                    norm[max(0, m.start() - 8):m.start()]):
