@@ -23,13 +23,10 @@ import argparse
 import dataclasses
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_reasoning import DATA, REPO, _commit, load_set  # noqa: E402
+from evaluate_reasoning import DATA, REPO, _commit, load_set
 
 SETS = {
     "presentations [tune half]": (DATA / "dev_presentations.jsonl", "tune"),
