@@ -55,18 +55,14 @@ class Cache:
     """Every text read and predicted once; variants re-score from here."""
 
     def __init__(self, texts: list[str]):
-        from MedSORALib.differential import embedding as fallback
-        from MedSORALib.differential.reader import load_reader, read
+        from MedSORALib.differential.fusion import read_texts
         from MedSORALib.text.reasoning import TextReasoner
 
         self.reasoner = TextReasoner.load()
         self.texts = texts
         self.embeddings = self.reasoner.encode(texts)
         self.predictions = self.reasoner.predict_embeddings(texts, self.embeddings)
-        self.readings = [read(t) for t in texts]
-        reader = load_reader()
-        fallback.apply_batch(self.readings, fallback.EmbeddingMatcher(self.reasoner.encoder, reader.lexicon,
-                                                                      reader._hpo_terms))
+        self.readings = read_texts(texts, self.reasoner)
         self._sentence_relevance = None
 
     def sentence_predictions(self, kind: str, share: float) -> list:
@@ -98,16 +94,13 @@ class Cache:
 
 
 def score_variant(cache: Cache, scorer, predictions, alpha: float) -> tuple[list, list]:
-    """(fused relevance, differential relevance) per text."""
-    from MedSORALib.differential import fusion
+    """(fused relevance, differential relevance) per text; a structure removed by surgery gets -1 (ranked last)."""
+    from MedSORALib.differential.fusion import answer
 
     fused, diff = [], []
-    for reading, pred in zip(cache.readings, predictions):
+    for text, reading, pred in zip(cache.texts, cache.readings, predictions):
         result = scorer.score(reading)
-        relevance, *_ = fusion.fuse(pred.structure_relevance, result, pred.in_domain, alpha=alpha,
-                                    ood_score=pred.ood_score)
-        if fusion.non_specific(result):
-            relevance = fusion.flatten(relevance)
+        relevance = dict(answer(text, pred, result, alpha).structure_relevance)
         for key in result.removed:
             relevance[key] = -1.0
         fused.append(relevance)

@@ -256,14 +256,7 @@ def ranking(bank, half: str = "tune", case_derived=()) -> dict:
     report = {}
     for name, matcher in (("wordings", EmbeddingMatcher(reasoner.encoder, reader.lexicon, reader._hpo_terms)),
                           ("bank", EmbeddingMatcher(reasoner.encoder, reader.lexicon, reader._hpo_terms, bank=bank))):
-        before = reader._matchers.get(id(reasoner.encoder))
-        reader._matchers[id(reasoner.encoder)] = matcher
-        try:
-            out = fusion.reason(texts, reasoner=reasoner, predictions=predictions)
-        finally:
-            reader._matchers.pop(id(reasoner.encoder))
-            if before is not None:
-                reader._matchers[id(reasoner.encoder)] = before
+        out = fusion.reason(texts, reasoner=reasoner, predictions=predictions, matcher=matcher)
         report[name] = summarise(rows, [(x.structure_relevance, x.scope) for x in out])
         report[name]["added"] = sum(f.source == "embedding" for x in out for f in x.differential.reading.findings)
     return report

@@ -171,8 +171,39 @@ def _leads_in_scope(result: DifferentialResult) -> bool:
             and modelled_mass(result) >= OVERRULE_MODELLED_MASS)
 
 
+def read_texts(texts: Sequence[str], reasoner=None, age=None, sex=None, embedding: bool = True,
+               matcher=None) -> list:
+    """The clinical reader's readings of ``texts`` (age and sex as in :func:`reason`); with a reasoner and
+    ``embedding``, the reader's embedding fallback runs over all of them with one encoder call (``matcher``: the
+    fallback's :class:`.embedding.EmbeddingMatcher`, by default the reader's own for the reasoner's encoder)."""
+    from .reader import load_reader, read
+
+    readings = []
+    for i, text in enumerate(texts):
+        a_i = age[i] if isinstance(age, (list, tuple)) else age
+        s_i = sex[i] if isinstance(sex, (list, tuple)) else sex
+        readings.append(read(text, age=a_i, sex=s_i))
+    if embedding and reasoner is not None:
+        from . import embedding as fallback
+
+        fallback.apply_batch(readings, matcher or load_reader().matcher(reasoner.encoder))
+    return readings
+
+
+def answer(text: str, prediction, result: DifferentialResult, alpha: float = ALPHA) -> Reasoned:
+    """One text's fused answer from the model's prediction (``None``: the differential alone) and its scored
+    differential."""
+    fused, a, scope, outside = fuse(prediction.structure_relevance if prediction is not None else None, result,
+                                    prediction.in_domain if prediction is not None else None, alpha=alpha,
+                                    ood_score=prediction.ood_score if prediction is not None else None)
+    flat = non_specific(result)
+    if flat:
+        fused = flatten(fused)
+    return Reasoned(text, prediction, result, fused, a, scope, outside, scope == MODELLED, flat)
+
+
 def reason(texts: Sequence[str], reasoner=None, age=None, sex=None, predictions=None,
-           embedding: bool = True) -> list[Reasoned]:
+           embedding: bool = True, matcher=None) -> list[Reasoned]:
     """Fused organ relevance, differential and scope for each text.
 
     Args:
@@ -183,39 +214,14 @@ def reason(texts: Sequence[str], reasoner=None, age=None, sex=None, predictions=
         predictions: the reasoner's predictions for ``texts`` when already computed.
         embedding: with a reasoner, run the reader's embedding fallback (:mod:`.embedding`) with its encoder,
             one encoder call for all texts.
+        matcher: the fallback's matcher when not the reader's own (a clause bank, :func:`read_texts`).
     """
-    from .reader import read
-
     if isinstance(texts, str):
         texts = [texts]
     texts = list(texts)
     if predictions is None and reasoner is not None:
         predictions = reasoner.predict(texts)
     scorer = load_differential()
-    readings = []
-    for i, text in enumerate(texts):
-        a_i = age[i] if isinstance(age, (list, tuple)) else age
-        s_i = sex[i] if isinstance(sex, (list, tuple)) else sex
-        readings.append(read(text, age=a_i, sex=s_i))
-    if embedding and reasoner is not None:
-        from . import embedding as fallback
-        from .reader import load_reader
-
-        reader = load_reader()
-        matcher = reader._matchers.get(id(reasoner.encoder))
-        if matcher is None:
-            matcher = reader._matchers[id(reasoner.encoder)] = fallback.EmbeddingMatcher(
-                reasoner.encoder, reader.lexicon, reader._hpo_terms)
-        fallback.apply_batch(readings, matcher)
-    out = []
-    for i, text in enumerate(texts):
-        result = scorer.score(readings[i])
-        pred = predictions[i] if predictions is not None else None
-        fused, a, scope, outside = fuse(pred.structure_relevance if pred is not None else None, result,
-                                        pred.in_domain if pred is not None else None,
-                                        ood_score=pred.ood_score if pred is not None else None)
-        flat = non_specific(result)
-        if flat:
-            fused = flatten(fused)
-        out.append(Reasoned(text, pred, result, fused, a, scope, outside, scope == MODELLED, flat))
-    return out
+    readings = read_texts(texts, reasoner, age, sex, embedding, matcher)
+    return [answer(text, predictions[i] if predictions is not None else None, scorer.score(readings[i]))
+            for i, text in enumerate(texts)]

@@ -225,14 +225,20 @@ class Reader:
         if encoder is not None:
             from . import embedding
 
-            matcher = self._matchers.get(id(encoder))
-            if matcher is None:
-                matcher = self._matchers[id(encoder)] = embedding.EmbeddingMatcher(encoder, self.lexicon,
-                                                                                   self._hpo_terms)
-            embedding.apply(reading, ctx, norm, matcher,
+            embedding.apply(reading, ctx, norm, self.matcher(encoder),
                             embedding.THRESHOLD if embedding_threshold is None else embedding_threshold)
         reading.removed = _removed(reading.findings, norm, self.lexicon)
         return reading
+
+    def matcher(self, encoder):
+        """The embedding fallback's matcher (:class:`.embedding.EmbeddingMatcher`) for ``encoder``, made once per
+        encoder."""
+        matcher = self._matchers.get(id(encoder))
+        if matcher is None:
+            from .embedding import EmbeddingMatcher
+
+            matcher = self._matchers[id(encoder)] = EmbeddingMatcher(encoder, self.lexicon, self._hpo_terms)
+        return matcher
 
     def _derive(self, findings: list[ReadFinding]) -> list[ReadFinding]:
         """Findings a clinician reads from others across clauses: jaundice with pain denied elsewhere in the text
